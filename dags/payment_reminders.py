@@ -1,0 +1,51 @@
+"""Payment reminders, after each nightly reconciliation."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Asset, dag, task
+
+DOC = """
+# Payment reminders
+
+Runs after every nightly bank reconciliation (it is scheduled on the reconciliation's asset), so
+payments booked last night are taken into account.
+
+The policy's dunning schedule decides what is due: by default a friendly reminder 7 days before
+the due date, one on the due date and a final notice 3 days after it. Each level is sent once per
+invoice; after missed days only the highest level now due goes out, never a burst. Paid invoices
+get nothing; partially paid ones are reminded of the open amount. Owner: finance operations.
+"""
+
+
+@dag(
+    dag_id="payment_reminders",
+    schedule=[Asset("invoiceflow://reconciliation/nightly")],
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args={
+        "owner": "finance",
+        "retries": 2,
+        "retry_delay": timedelta(minutes=5),
+        "retry_exponential_backoff": True,
+    },
+    tags=["invoiceflow", "reminders"],
+    doc_md=DOC,
+)
+def payment_reminders() -> None:
+    @task
+    def send_reminders(**context) -> dict[str, int]:
+        from invoiceflow import reminders, runtime
+        from invoiceflow.policy import policy
+
+        return reminders.send_reminders(
+            runtime.billing_engine(), policy(), runtime.run_date(context), runtime.actor(context), context["run_id"]
+        )
+
+    send_reminders()
+
+
+payment_reminders()

@@ -1,0 +1,184 @@
+"""The ``invoiceflow`` command: the scriptable surface of the project (see the README)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict
+from datetime import date, timedelta
+from pathlib import Path
+
+from invoiceflow import db, settings
+
+
+def _engine():
+    from invoiceflow import runtime
+
+    return runtime.billing_engine()
+
+
+def cmd_db_upgrade(_args: argparse.Namespace) -> int:
+    from invoiceflow import runtime
+
+    url = runtime.billing_url()
+    applied = db.upgrade(db.engine(url))
+    print(f"{url.split('@')[-1]}: " + (f"applied {', '.join(applied)}" if applied else "schema is current"))
+    return 0
+
+
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    from invoiceflow import demo
+
+    period = date.fromisoformat(f"{args.period}-01") if args.period else demo.demo_period(date.today())
+    for feed, path in demo.write_demo_sources(settings.data_dir() / "inbox", period, args.seed).items():
+        print(f"{feed:<11} {path}")
+    return 0
+
+
+def cmd_demo_statement(args: argparse.Namespace) -> int:
+    """A CAMT.053 file that pays part of the issued invoices, as a bank would send it."""
+    from datetime import UTC, datetime
+
+    from invoiceflow import demo_bank, statements
+    from invoiceflow.policy import policy
+
+    day = date.fromisoformat(args.date)
+    with _engine().connect() as conn:
+        invoices = db.rows(
+            conn,
+            "SELECT i.invoice_number, i.payment_reference, i.currency, i.gross_amount, i.due_date, "
+            "c.name AS client_name FROM invoices i JOIN clients c ON c.client_id = i.client_id "
+            "WHERE i.invoice_number IS NOT NULL AND i.issue_date <= :d ORDER BY i.invoice_number",
+            {"d": day},
+        )
+    accounts = {cur: acc.iban for cur, acc in policy().seller.accounts.items()}
+    sts = demo_bank.demo_payments_statement(invoices, accounts=accounts, statement_date=day, seed=args.seed)
+    created = datetime(day.year, day.month, day.day, 23, 0, tzinfo=UTC)
+    data = statements.write_camt053(sts, message_id=f"DEMO-{day:%Y%m%d}", created_at=created)
+    path = settings.inbox("bank") / f"camt053-{day:%Y%m%d}.xml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    print(f"{path}: {sum(len(s.transactions) for s in sts)} transactions for {len(invoices)} issued invoices")
+    return 0
+
+
+def cmd_parse_statement(args: argparse.Namespace) -> int:
+    from invoiceflow import statements
+
+    try:
+        parsed = statements.parse_statement_file(Path(args.file))
+    except statements.StatementError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    for st in parsed:
+        for txn in st.transactions:
+            print(json.dumps(asdict(txn), default=str, ensure_ascii=False))
+    return 0
+
+
+def cmd_summary(_args: argparse.Namespace) -> int:
+    from invoiceflow import reports
+
+    print_summary(reports.billing_summary(_engine()))
+    return 0
+
+
+def print_summary(summary: dict) -> None:
+    print("\nInvoices issued")
+    total = 0
+    for row in summary["issued"]:
+        total += row["invoices"]
+        print(f"  {row['currency']}: {row['invoices']:>4} invoices, {float(row['gross']):>14,.2f} gross")
+    print(f"  all: {total:>4} invoices")
+    print(f"Waiting for approval:  {summary['awaiting_approval']}")
+    print(f"E-mails sent:          {summary['emails_sent']}")
+    print(f"Payments matched:      {summary['payments_matched']}")
+    print(f"Open exceptions:       {summary['exceptions']} (of which quarantined rows: {summary['quarantined_rows']})")
+    print(f"Reminders sent:        {summary['reminders_sent']}")
+
+
+def _airflow_test(dag_id: str, day: date, *extra: str) -> None:
+    cmd = ["airflow", "dags", "test", dag_id, day.isoformat(), *extra]
+    print(f"\n$ {' '.join(cmd)}", flush=True)
+    log = settings.data_dir() / "logs" / f"{dag_id}-{day}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as out:
+        done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy(), check=False)  # noqa: S603 - fixed argv
+    state = "success" if done.returncode == 0 else f"FAILED (exit {done.returncode})"
+    print(f"  {dag_id}: {state}; log: {log}")
+    if done.returncode:
+        print(log.read_text()[-3000:])
+        raise SystemExit(done.returncode)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Last month's billing cycle, a bank statement, the nightly reconciliation and the reminders."""
+    from invoiceflow import demo, reports
+
+    period = demo.demo_period(date.today())
+    run_day = (period + timedelta(days=32)).replace(day=1)
+    statement_day, reconcile_day = run_day + timedelta(days=22), run_day + timedelta(days=24)
+    print(
+        f"Billing {period:%B %Y}; simulated dates: invoices issued {run_day}, bank statement {statement_day}, "
+        f"reconciliation and reminders {reconcile_day}"
+    )
+    cmd_db_upgrade(args)
+    args.period = f"{period:%Y-%m}"
+    cmd_demo_data(args)
+    _airflow_test("billing_cycle", run_day, "--mark-success-pattern", "review_invoice")
+    args.date = statement_day.isoformat()
+    cmd_demo_statement(args)
+    _airflow_test("bank_reconciliation", reconcile_day)
+    _airflow_test("payment_reminders", reconcile_day)
+    summary = reports.billing_summary(_engine())
+    print_summary(summary)
+    out = settings.outbox()
+    print("\nWhere to look")
+    print(f"  invoice PDFs:      {out / 'pdf'}")
+    print(f"  e-mails (.eml):    {out / 'mail'}")
+    print(f"  client portal:     {settings.portal()}")
+    print(f"  exception report:  {settings.reports() / f'exceptions-{reconcile_day}.html'}")
+    print(f"  billing database:  {settings.data_dir() / 'billing.db'} (views report_invoices, report_payments, ...)")
+    if summary["awaiting_approval"]:
+        print(
+            f"\n{summary['awaiting_approval']} invoices wait for finance: `make up` and open Required actions; "
+            "the demo skipped the approval step (--mark-success-pattern review_invoice)."
+        )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="invoiceflow", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    dbp = sub.add_parser("db", help="the billing database").add_subparsers(dest="db_command", required=True)
+    dbp.add_parser("upgrade", help="apply pending schema migrations").set_defaults(func=cmd_db_upgrade)
+
+    p = sub.add_parser("demo-data", help="write deterministic demo source files into the inbox")
+    p.add_argument("--period", help="month to generate, YYYY-MM (default: last month)")
+    p.add_argument("--seed", type=int, default=42)
+    p.set_defaults(func=cmd_demo_data)
+
+    p = sub.add_parser("demo-statement", help="write a CAMT.053 file paying part of the issued invoices")
+    p.add_argument("--date", required=True, help="statement date, YYYY-MM-DD")
+    p.add_argument("--seed", type=int, default=42)
+    p.set_defaults(func=cmd_demo_statement)
+
+    p = sub.add_parser("parse-statement", help="print a bank statement's transactions as JSON lines")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_parse_statement)
+
+    sub.add_parser("summary", help="what has been issued, paid, reminded").set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("demo", help="run last month's billing end to end through Airflow")
+    p.add_argument("--seed", type=int, default=42)
+    p.set_defaults(func=cmd_demo)
+
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,69 @@
+"""Invoice documents: the data a rendered invoice shows, and its HTML and PDF.
+
+``InvoiceDocument`` is built from the billing database by ``ledger.invoice_document`` and is the
+only thing templates see, so a template can never query or change anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+
+@dataclass(frozen=True)
+class Party:
+    name: str
+    street: str
+    city: str
+    postcode: str
+    country: str  # ISO 3166 alpha-2
+    vat_id: str | None
+    email: str
+
+
+@dataclass(frozen=True)
+class Line:
+    line_no: int
+    description: str
+    service_code: str
+    project_code: str
+    quantity: int  # hundredths: 750 = 7.50
+    unit: str  # UN/ECE rec. 20: HUR (hour) or C62 (one)
+    unit_price: int  # minor units per whole unit
+    net_amount: int  # minor units
+    tax_code: str
+    tax_rate_bp: int  # basis points: 1900 = 19 %
+
+
+@dataclass(frozen=True)
+class TaxGroup:
+    tax_code: str
+    tax_rate_bp: int
+    base_amount: int
+    tax_amount: int
+
+
+@dataclass(frozen=True)
+class InvoiceDocument:
+    invoice_number: str
+    issue_date: date
+    due_date: date
+    period_start: date
+    period_end: date  # exclusive
+    billing_type: str  # time_and_materials, milestone, retainer
+    currency: str
+    language: str  # en, de, fr
+    seller: Party
+    buyer: Party
+    client_id: str
+    contract_id: str
+    project_code: str
+    lines: tuple[Line, ...]
+    taxes: tuple[TaxGroup, ...]
+    net_amount: int
+    tax_amount: int
+    gross_amount: int
+    payment_reference: str  # ISO 11649 RF creditor reference
+    iban: str
+    bic: str
+    payment_terms_days: int

@@ -1,0 +1,61 @@
+"""Money as integer minor units plus an ISO 4217 code (DESIGN invariant 1).
+
+Amounts cross the system boundary as decimal strings ("1234.50"); inside they are ``int``
+counts of the currency's minor unit so that sums are exact and rounding happens in one place.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+
+from babel.numbers import get_currency_precision
+
+
+class MoneyError(ValueError):
+    """An amount that cannot be represented exactly in its currency."""
+
+
+def minor_digits(currency: str) -> int:
+    """Digits after the decimal point for ``currency`` (2 for EUR, 0 for JPY), from CLDR."""
+    return get_currency_precision(currency.upper())
+
+
+def to_minor(amount: str | Decimal | int, currency: str) -> int:
+    """Parse a major-unit decimal string into minor units, refusing sub-minor precision.
+
+    A source amount like "10.005" EUR is a data error, not something to round silently.
+    """
+    try:
+        value = Decimal(str(amount).strip())
+    except InvalidOperation as exc:
+        raise MoneyError(f"not a decimal amount: {amount!r}") from exc
+    if not value.is_finite():
+        raise MoneyError(f"not a finite amount: {amount!r}")
+    scaled = value.scaleb(minor_digits(currency))
+    if scaled != scaled.to_integral_value():
+        raise MoneyError(f"{amount!r} has more decimals than {currency} allows")
+    return int(scaled)
+
+
+def to_major(minor: int, currency: str) -> Decimal:
+    """Minor units back to a ``Decimal`` in major units, for display and export only."""
+    digits = minor_digits(currency)
+    return Decimal(minor).scaleb(-digits).quantize(Decimal(1).scaleb(-digits))
+
+
+def format_plain(minor: int, currency: str) -> str:
+    """ "1234.50": the machine-readable form used in files, XML and reports."""
+    return str(to_major(minor, currency))
+
+
+def round_half_up(numerator: int, denominator: int) -> int:
+    """Integer division rounded half away from zero, the commercial rounding of EN 16931."""
+    if denominator <= 0:
+        raise ValueError("denominator must be positive")
+    quotient = Decimal(numerator) / Decimal(denominator)
+    return int(quotient.to_integral_value(rounding=ROUND_HALF_UP))
+
+
+def tax_amount(net_minor: int, rate_basis_points: int) -> int:
+    """Tax on a rate group's net sum: rate in basis points (1900 = 19 %), half-up to the minor unit."""
+    return round_half_up(net_minor * rate_basis_points, 10_000)
