@@ -61,6 +61,11 @@ def engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+def as_date(value: date | str) -> date:
+    """A date from an aggregate: SQLite returns MIN()/MAX() of a DATE column as text."""
+    return value if isinstance(value, date) else date.fromisoformat(value)
+
+
 def now() -> datetime:
     """Timestamps are stored in UTC."""
     return datetime.now(UTC).replace(microsecond=0)

@@ -10,7 +10,7 @@ or a late row can neither double-bill nor leave a line out of step with its reco
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -69,14 +69,18 @@ def _draft_lines(conn: Connection, period_end: date) -> dict[str, list[DraftLine
     lines: dict[str, list[DraftLine]] = defaultdict(list)
     contracts = {c["contract_id"]: c for c in db.rows(conn, "SELECT * FROM contracts")}
 
-    for g in db.rows(conn, db.sql_file("unbilled_time.sql"), {"period_end": period_end}):
+    groups = db.rows(conn, db.sql_file("unbilled_time.sql"), {"period_end": period_end})
+    rate_windows = Counter((g["contract_id"], g["role"]) for g in groups)
+    for g in groups:
         contract = contracts[g["contract_id"]]
+        first, last = db.as_date(g["first_day"]), db.as_date(g["last_day"])
         role = g["role"].replace("_", " ").capitalize()
-        split = f", rate from {g['valid_from']:%d.%m.%Y}" if g["valid_to"] or g["valid_from"] > g["first_day"] else ""
+        # a rate change inside the period splits the role's hours: say which rate each line is
+        split = f", rate from {g['valid_from']:%d.%m.%Y}" if rate_windows[g["contract_id"], g["role"]] > 1 else ""
         lines[g["contract_id"]].append(
             DraftLine(
                 kind="time",
-                description=f"{role}: hours {g['first_day']:%d.%m.} to {g['last_day']:%d.%m.%Y}{split}",
+                description=f"{role}: hours {first:%d.%m.} to {last:%d.%m.%Y}{split}",
                 service_code=f"TM-{g['role'].upper()}",
                 project_code=contract["project_code"],
                 unit="HUR",

@@ -1,0 +1,114 @@
+"""Shared fixtures: a fresh billing database per test on SQLite and on PostgreSQL, a data folder,
+and a throw-away Airflow home (set before anything imports Airflow)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Airflow reads its configuration when first imported: point it at a private home now.
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="invoiceflow-airflow-"))
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(_AIRFLOW_HOME),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "GX_ANALYTICS_ENABLED": "false",
+    }
+)
+os.environ.pop("AIRFLOW_CONN_BILLING_DB", None)
+os.environ.pop("AIRFLOW_CONN_SMTP_DEFAULT", None)
+
+PG_URL = os.environ.get("INVOICEFLOW_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+def _pg_admin():
+    from sqlalchemy import create_engine
+
+    return create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    """The PostgreSQL server `make test` made sure of; without it, PostgreSQL tests fail loudly."""
+    from sqlalchemy import text
+
+    try:
+        with _pg_admin().connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:  # noqa: BLE001
+        pytest.fail(f"PostgreSQL at {PG_URL} is not reachable ({exc}); run the tests with `make test`")
+    return PG_URL
+
+
+def _new_pg_database(server: str) -> tuple[str, str]:
+    from sqlalchemy import text
+
+    name = f"invoiceflow_test_{uuid.uuid4().hex[:10]}"
+    with _pg_admin().connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    return name, server.rsplit("/", 1)[0] + f"/{name}"
+
+
+def _drop_pg_database(name: str) -> None:
+    from sqlalchemy import text
+
+    with _pg_admin().connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty billing database URL, once for each supported dialect."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'billing.db'}"
+        return
+    name, url = _new_pg_database(request.getfixturevalue("pg_server"))
+    try:
+        yield url
+    finally:
+        from invoiceflow import db
+
+        db.engine(url).dispose()
+        _drop_pg_database(name)
+
+
+@pytest.fixture
+def engine(db_url: str):
+    """A migrated billing database."""
+    from invoiceflow import db
+
+    eng = db.engine(db_url)
+    db.upgrade(eng)
+    return eng
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private INVOICEFLOW_DATA_DIR."""
+    path = tmp_path / "data"
+    path.mkdir()
+    monkeypatch.setenv("INVOICEFLOW_DATA_DIR", str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """Airflow's own metadata database (SQLite in the private AIRFLOW_HOME), migrated once."""
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
+        capture_output=True, text=True, env=os.environ.copy(), check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return _AIRFLOW_HOME

@@ -1,0 +1,38 @@
+from decimal import Decimal
+
+import pytest
+
+from invoiceflow.money import MoneyError, format_plain, round_half_up, tax_amount, to_major, to_minor
+
+
+def test_to_minor_parses_major_units_exactly():
+    assert to_minor("1234.50", "EUR") == 123450
+    assert to_minor("0.01", "USD") == 1
+    assert to_minor("1500", "JPY") == 1500
+    assert to_minor(Decimal("-12.3"), "GBP") == -1230
+
+
+@pytest.mark.parametrize("bad", ["10.005", "abc", "", "NaN", "Infinity", "1,50"])
+def test_to_minor_refuses_what_is_not_exact(bad):
+    with pytest.raises(MoneyError):
+        to_minor(bad, "EUR")
+
+
+def test_round_half_up_is_commercial_rounding():
+    assert round_half_up(5, 10) == 1  # 0.5 -> 1
+    assert round_half_up(15, 10) == 2  # 1.5 -> 2 (not banker's 2 by luck: check 2.5 too)
+    assert round_half_up(25, 10) == 3
+    assert round_half_up(-25, 10) == -3
+    assert round_half_up(24, 10) == 2
+
+
+def test_tax_per_group_rounds_once():
+    assert tax_amount(114660, 1900) == 21785  # 217.854 -> 217.85
+    assert tax_amount(243500, 1900) == 46265
+    assert tax_amount(1, 5000) == 1  # 0.5 cent rounds up
+
+
+def test_major_formatting():
+    assert format_plain(123450, "EUR") == "1234.50"
+    assert to_major(5, "EUR") == Decimal("0.05")
+    assert format_plain(1500, "JPY") == "1500"

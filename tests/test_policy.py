@@ -1,0 +1,45 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from invoiceflow import settings
+from invoiceflow.policy import PolicyError, load_policy
+
+
+def test_shipped_policy_loads():
+    p = load_policy()
+    assert p.base_currency == "EUR"
+    assert p.vat_basis_points("DE") == 1900
+    assert [d.offset_days for d in p.dunning] == [-7, 0, 3]
+
+
+def _write(tmp_path: Path, change) -> Path:
+    raw = yaml.safe_load(settings.policy_path().read_text())
+    change(raw)
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_unknown_key_is_named(tmp_path):
+    path = _write(tmp_path, lambda r: r["approval"].update(auto_aprove_below=1))
+    with pytest.raises(PolicyError, match="auto_aprove_below"):
+        load_policy(path)
+
+
+def test_bad_vat_rate_is_named(tmp_path):
+    path = _write(tmp_path, lambda r: r["vat_rates"].update(DE="190"))
+    with pytest.raises(PolicyError, match="VAT rate for DE"):
+        load_policy(path)
+
+
+def test_dunning_must_ascend(tmp_path):
+    path = _write(tmp_path, lambda r: r["dunning"].reverse())
+    with pytest.raises(PolicyError, match="dunning"):
+        load_policy(path)
+
+
+def test_country_without_rate_is_an_error():
+    with pytest.raises(KeyError, match="JP"):
+        load_policy().vat_basis_points("JP")

@@ -1,0 +1,119 @@
+"""Pricing and approval routing on the hand-worked sample data (see sample_data.py)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from invoiceflow import approval, db, pricing, sources
+from invoiceflow.policy import load_policy
+from sample_data import FEEDS, write_feeds
+
+OCTOBER = (date(2026, 10, 1), date(2026, 11, 1))
+NOVEMBER = (date(2026, 11, 1), date(2026, 12, 1))
+
+
+@pytest.fixture
+def loaded(engine, data_dir):
+    write_feeds(data_dir / "inbox")
+    sources.load_inbox(engine, load_policy(), "test")
+    return engine
+
+
+def _invoices(engine):
+    with engine.connect() as conn:
+        return {r["contract_id"]: r for r in db.rows(conn, "SELECT * FROM invoices ORDER BY invoice_id")}
+
+
+def _lines(engine, contract_id):
+    with engine.connect() as conn:
+        return db.rows(
+            conn,
+            "SELECT l.* FROM invoice_lines l JOIN invoices i ON i.invoice_id = l.invoice_id "
+            "WHERE i.contract_id = :c ORDER BY l.line_no",
+            {"c": contract_id},
+        )
+
+
+def test_amounts_match_the_hand_calculation(loaded):
+    pricing.price_period(loaded, load_policy(), "run-1", OCTOBER, "test")
+    inv = _invoices(loaded)
+    assert set(inv) == {"K1", "K2", "K3", "K4"}
+    got = {k: (v["currency"], v["net_amount"], v["tax_amount"], v["gross_amount"]) for k, v in inv.items()}
+    assert got == {
+        "K1": ("EUR", 243500, 46265, 289765),
+        "K2": ("GBP", 1200000, 240000, 1440000),
+        "K3": ("EUR", 150000, 30000, 180000),
+        "K4": ("EUR", 114660, 21785, 136445),
+    }
+    k1 = [(ln["description"].split(":")[0], ln["quantity"], ln["unit_price"], ln["net_amount"]) for ln in _lines(loaded, "K1")]
+    assert k1 == [("Architect", 250, 15000, 37500), ("Developer", 1550, 10000, 155000), ("Developer", 425, 12000, 51000)]
+    assert "rate from 15.10.2026" in _lines(loaded, "K1")[2]["description"]
+    assert _lines(loaded, "K3")[0]["description"] == "Retainer (monthly), 01.11.2026 to 30.11.2026"
+    assert all(v["status"] == "draft" and v["invoice_number"] is None for v in inv.values())
+
+
+def test_lines_sum_to_totals_and_every_source_record_is_traceable(loaded):
+    pricing.price_period(loaded, load_policy(), "run-1", OCTOBER, "test")
+    with loaded.connect() as conn:
+        mismatched = db.rows(
+            conn,
+            "SELECT i.invoice_id FROM invoices i JOIN invoice_lines l ON l.invoice_id = i.invoice_id "
+            "GROUP BY i.invoice_id, i.net_amount HAVING SUM(l.net_amount) != i.net_amount",
+        )
+        billed = {r["entry_id"]: r["invoice_number"] for r in db.rows(
+            conn, "SELECT te.entry_id, l.invoice_id AS invoice_number FROM time_entries te "
+                  "LEFT JOIN invoice_lines l ON l.line_id = te.invoice_line_id")}
+        m = db.rows(conn, "SELECT milestone_id, invoice_line_id FROM milestones ORDER BY milestone_id")
+    assert mismatched == []
+    assert billed["T5"] is None  # not billable: never billed
+    assert all(billed[t] is not None for t in ("T1", "T2", "T3", "T4", "T6"))
+    assert m[0]["invoice_line_id"] is not None and m[1]["invoice_line_id"] is None
+
+
+def test_rerun_and_second_run_bill_nothing_twice(loaded):
+    first = pricing.price_period(loaded, load_policy(), "run-1", OCTOBER, "test")
+    again = pricing.price_period(loaded, load_policy(), "run-1", OCTOBER, "test")
+    other_run = pricing.price_period(loaded, load_policy(), "run-2", OCTOBER, "test")
+    assert len(first["invoice_ids"]) == 4
+    assert again["invoice_ids"] == [] and other_run["invoice_ids"] == []
+    assert len(_invoices(loaded)) == 4
+
+
+def test_late_entries_go_on_the_next_invoice_exactly_once(loaded, data_dir):
+    pricing.price_period(loaded, load_policy(), "oct", OCTOBER, "test")
+    late = FEEDS["timesheets"].splitlines()[0] + "\nT20,K1,PRJ-1,E1,architect,2026-10-30,2.00,true,late entry\n"
+    (data_dir / "inbox" / "timesheets" / "timesheets-late.csv").write_text(late)
+    sources.load_inbox(loaded, load_policy(), "test")
+    pricing.price_period(loaded, load_policy(), "oct-rerun", OCTOBER, "test")  # October is done: not here
+    nov = pricing.price_period(loaded, load_policy(), "nov", NOVEMBER, "test")
+    with loaded.connect() as conn:
+        late_line = db.rows(conn, "SELECT i.period_start, l.net_amount FROM time_entries te "
+                                  "JOIN invoice_lines l ON l.line_id = te.invoice_line_id "
+                                  "JOIN invoices i ON i.invoice_id = l.invoice_id WHERE te.entry_id = 'T20'")
+    assert late_line == [{"period_start": date(2026, 11, 1), "net_amount": 30000}]
+    # November also bills K3's December retainer, nothing else
+    assert len(nov["invoice_ids"]) == 2
+
+
+def test_quarterly_retainer_bills_only_at_the_start_of_a_quarter():
+    contract = {"retainer_interval": "quarterly", "start_date": date(2026, 1, 1), "end_date": None}
+    assert pricing.retainer_period(contract, date(2026, 11, 1)) is None
+    assert pricing.retainer_period(contract, date(2027, 1, 1)) == (date(2027, 1, 1), date(2027, 4, 1))
+    ended = {**contract, "retainer_interval": "monthly", "end_date": date(2026, 10, 31)}
+    assert pricing.retainer_period(ended, date(2026, 11, 1)) is None
+
+
+def test_routing_by_value_client_type_and_cap(loaded):
+    batch = pricing.price_period(loaded, load_policy(), "run-1", OCTOBER, "test")
+    routed = approval.route(loaded, load_policy(), batch["batch_id"], "test")
+    inv = _invoices(loaded)
+    assert routed["auto"] == [inv["K1"]["invoice_id"]]
+    assert sorted(routed["review"]) == sorted(inv[k]["invoice_id"] for k in ("K2", "K3", "K4"))
+    assert "auto-approval limit" in inv["K2"]["review_reason"]
+    assert "public client" in inv["K3"]["review_reason"]
+    assert "cap exceeded by 146.60 EUR" in inv["K4"]["review_reason"]
+    request = approval.review_request(loaded, inv["K2"]["invoice_id"])
+    assert "Brightwater" in request["subject"] and "14400.00 GBP" in request["subject"]
+    assert "Phase 1: discovery" in request["body"]
