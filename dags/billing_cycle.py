@@ -78,13 +78,17 @@ def billing_cycle() -> None:
         return batch["batch_id"]
 
     @task(multiple_outputs=True)
-    def route_approvals(batch_id: int, **context) -> dict[str, list]:
+    def route_approvals(batch_id: int, **context) -> dict[str, list[int]]:
         from invoiceflow import approval, runtime
         from invoiceflow.policy import policy
 
-        engine = runtime.billing_engine()
-        routed = approval.route(engine, policy(), batch_id, runtime.actor(context))
-        return {**routed, "requests": [approval.review_request(engine, i) for i in routed["review"]]}
+        return approval.route(runtime.billing_engine(), policy(), batch_id, runtime.actor(context))
+
+    @task
+    def prepare_reviews(invoice_ids: list[int]) -> list[dict[str, str]]:
+        from invoiceflow import approval, runtime
+
+        return [approval.review_request(runtime.billing_engine(), i) for i in invoice_ids]
 
     @task(trigger_rule="none_failed")
     def apply_decisions(review_ids: list[int], decisions: list[dict | None] | None) -> list[int]:
@@ -141,7 +145,7 @@ def billing_cycle() -> None:
         task_id="review_invoice",
         options=["Approve", "Reject"],
         params={"comment": Param("", type="string", description="Why (shown in the audit trail)")},
-    ).expand_kwargs(routed["requests"])
+    ).expand_kwargs(prepare_reviews(routed["review"]))
     issue_and_send.override(group_id="auto_approved")(routed["auto"])
     issue_and_send.override(group_id="reviewed")(apply_decisions(routed["review"], decisions.output))
 
