@@ -108,7 +108,10 @@ def airflow_db() -> Path:
     """Airflow's own metadata database (SQLite in the private AIRFLOW_HOME), migrated once."""
     done = subprocess.run(
         [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
-        capture_output=True, text=True, env=os.environ.copy(), check=False,
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        check=False,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     return _AIRFLOW_HOME

@@ -5,12 +5,11 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
-from sqlalchemy.exc import DBAPIError
-from stdnum import iso11649
-
 from invoiceflow import approval, audit, db, ledger, pricing, sources
 from invoiceflow.policy import load_policy
 from sample_data import write_feeds
+from sqlalchemy.exc import DBAPIError
+from stdnum import iso11649
 
 OCTOBER = (date(2026, 10, 1), date(2026, 11, 1))
 
@@ -26,8 +25,11 @@ def routed(engine, data_dir):
 
 def _numbers(engine):
     with engine.connect() as conn:
-        return db.rows(conn, "SELECT invoice_id, invoice_number, status, due_date, payment_reference FROM invoices "
-                             "WHERE invoice_number IS NOT NULL ORDER BY invoice_number")
+        return db.rows(
+            conn,
+            "SELECT invoice_id, invoice_number, status, due_date, payment_reference FROM invoices "
+            "WHERE invoice_number IS NOT NULL ORDER BY invoice_number",
+        )
 
 
 def test_numbers_are_gapless_and_assigned_at_issue(routed):

@@ -1,7 +1,6 @@
 from decimal import Decimal
 
 import pytest
-
 from invoiceflow.money import MoneyError, format_plain, round_half_up, tax_amount, to_major, to_minor
 
 

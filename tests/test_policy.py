@@ -2,7 +2,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from invoiceflow import settings
 from invoiceflow.policy import PolicyError, load_policy
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
-
 from invoiceflow import approval, db, pricing, sources
 from invoiceflow.policy import load_policy
 from sample_data import FEEDS, write_feeds
@@ -47,8 +46,15 @@ def test_amounts_match_the_hand_calculation(loaded):
         "K3": ("EUR", 150000, 30000, 180000),
         "K4": ("EUR", 114660, 21785, 136445),
     }
-    k1 = [(ln["description"].split(":")[0], ln["quantity"], ln["unit_price"], ln["net_amount"]) for ln in _lines(loaded, "K1")]
-    assert k1 == [("Architect", 250, 15000, 37500), ("Developer", 1550, 10000, 155000), ("Developer", 425, 12000, 51000)]
+    k1 = [
+        (ln["description"].split(":")[0], ln["quantity"], ln["unit_price"], ln["net_amount"])
+        for ln in _lines(loaded, "K1")
+    ]
+    assert k1 == [
+        ("Architect", 250, 15000, 37500),
+        ("Developer", 1550, 10000, 155000),
+        ("Developer", 425, 12000, 51000),
+    ]
     assert "rate from 15.10.2026" in _lines(loaded, "K1")[2]["description"]
     assert _lines(loaded, "K3")[0]["description"] == "Retainer (monthly), 01.11.2026 to 30.11.2026"
     assert all(v["status"] == "draft" and v["invoice_number"] is None for v in inv.values())
@@ -62,9 +68,14 @@ def test_lines_sum_to_totals_and_every_source_record_is_traceable(loaded):
             "SELECT i.invoice_id FROM invoices i JOIN invoice_lines l ON l.invoice_id = i.invoice_id "
             "GROUP BY i.invoice_id, i.net_amount HAVING SUM(l.net_amount) != i.net_amount",
         )
-        billed = {r["entry_id"]: r["invoice_number"] for r in db.rows(
-            conn, "SELECT te.entry_id, l.invoice_id AS invoice_number FROM time_entries te "
-                  "LEFT JOIN invoice_lines l ON l.line_id = te.invoice_line_id")}
+        billed = {
+            r["entry_id"]: r["invoice_number"]
+            for r in db.rows(
+                conn,
+                "SELECT te.entry_id, l.invoice_id AS invoice_number FROM time_entries te "
+                "LEFT JOIN invoice_lines l ON l.line_id = te.invoice_line_id",
+            )
+        }
         m = db.rows(conn, "SELECT milestone_id, invoice_line_id FROM milestones ORDER BY milestone_id")
     assert mismatched == []
     assert billed["T5"] is None  # not billable: never billed
@@ -89,9 +100,12 @@ def test_late_entries_go_on_the_next_invoice_exactly_once(loaded, data_dir):
     pricing.price_period(loaded, load_policy(), "oct-rerun", OCTOBER, "test")  # October is done: not here
     nov = pricing.price_period(loaded, load_policy(), "nov", NOVEMBER, "test")
     with loaded.connect() as conn:
-        late_line = db.rows(conn, "SELECT i.period_start, l.net_amount FROM time_entries te "
-                                  "JOIN invoice_lines l ON l.line_id = te.invoice_line_id "
-                                  "JOIN invoices i ON i.invoice_id = l.invoice_id WHERE te.entry_id = 'T20'")
+        late_line = db.rows(
+            conn,
+            "SELECT i.period_start, l.net_amount FROM time_entries te "
+            "JOIN invoice_lines l ON l.line_id = te.invoice_line_id "
+            "JOIN invoices i ON i.invoice_id = l.invoice_id WHERE te.entry_id = 'T20'",
+        )
     assert late_line == [{"period_start": date(2026, 11, 1), "net_amount": 30000}]
     # November also bills K3's December retainer, nothing else
     assert len(nov["invoice_ids"]) == 2

@@ -4,7 +4,6 @@ unusable files are rejected whole and the rest of the run goes on."""
 from __future__ import annotations
 
 import pytest
-
 from invoiceflow import db, sources
 from invoiceflow.policy import load_policy
 from sample_data import FEEDS, write_feeds
@@ -14,16 +13,21 @@ ACTOR = "test"
 
 def _quarantine(engine):
     with engine.connect() as conn:
-        return db.rows(conn, "SELECT feed, source, line_no, record_id, field, value, reason FROM quarantine "
-                             "ORDER BY line_no, field")
+        return db.rows(
+            conn,
+            "SELECT feed, source, line_no, record_id, field, value, reason FROM quarantine ORDER BY line_no, field",
+        )
 
 
 def test_good_feeds_load_once(engine, data_dir):
     write_feeds(data_dir / "inbox")
     results = sources.load_inbox(engine, load_policy(), ACTOR)
     assert [(r.feed, r.status, r.rows_accepted) for r in results] == [
-        ("clients", "loaded", 3), ("contracts", "loaded", 4), ("rate_cards", "loaded", 4),
-        ("timesheets", "loaded", 6), ("milestones", "loaded", 2),
+        ("clients", "loaded", 3),
+        ("contracts", "loaded", 4),
+        ("rate_cards", "loaded", 4),
+        ("timesheets", "loaded", 6),
+        ("milestones", "loaded", 2),
     ]
     with engine.connect() as conn:
         k4 = db.rows(conn, "SELECT * FROM contracts WHERE contract_id = 'K4'")[0]
@@ -38,17 +42,23 @@ def test_good_feeds_load_once(engine, data_dir):
 
 
 def test_bad_rows_are_quarantined_with_line_field_and_reason(engine, data_dir):
-    bad = FEEDS["timesheets"] + "\n".join([
-        "T7,K1,PRJ-1,E1,developer,2026-10-22,-2.00,true,negative",
-        "T8,K1,PRJ-1,E1,developer,31/10/2026,2.00,true,wrong date format",
-        "T9,K9,PRJ-9,E1,developer,2026-10-22,2.00,true,unknown contract",
-        "T10,K1,PRJ-1,E1,astronaut,2026-10-22,2.00,true,unknown role",
-        "T11,K1,PRJ-1,E1,developer,2026-10-22,25.00,true,too many hours",
-        "T12,K1,PRJ-1,E1,developer,2026-10-22,\"7,5\",true,decimal comma",
-        "T1,K1,PRJ-1,E1,developer,2026-10-23,1.00,true,duplicate id",
-        ",K1,PRJ-1,E1,developer,2026-10-22,1.00,true,no id",
-        "T13,K1,PRJ-1,E1,developer,2026-13-45,1.00,true,impossible date",
-    ]) + "\n"
+    bad = (
+        FEEDS["timesheets"]
+        + "\n".join(
+            [
+                "T7,K1,PRJ-1,E1,developer,2026-10-22,-2.00,true,negative",
+                "T8,K1,PRJ-1,E1,developer,31/10/2026,2.00,true,wrong date format",
+                "T9,K9,PRJ-9,E1,developer,2026-10-22,2.00,true,unknown contract",
+                "T10,K1,PRJ-1,E1,astronaut,2026-10-22,2.00,true,unknown role",
+                "T11,K1,PRJ-1,E1,developer,2026-10-22,25.00,true,too many hours",
+                'T12,K1,PRJ-1,E1,developer,2026-10-22,"7,5",true,decimal comma',
+                "T1,K1,PRJ-1,E1,developer,2026-10-23,1.00,true,duplicate id",
+                ",K1,PRJ-1,E1,developer,2026-10-22,1.00,true,no id",
+                "T13,K1,PRJ-1,E1,developer,2026-13-45,1.00,true,impossible date",
+            ]
+        )
+        + "\n"
+    )
     # 9 bad of 15 rows is more than the policy's 5 %: test the row-level path with a lenient limit.
     policy = load_policy().model_copy(
         update={"validation": load_policy().validation.model_copy(update={"max_bad_row_ratio": 0.9})}
@@ -83,11 +93,17 @@ def test_bad_rows_are_quarantined_with_line_field_and_reason(engine, data_dir):
     ("content", "message"),
     [
         (b"", "the file is empty"),
-        ("entry_id;contract_id;project_code;employee_id;role;work_date;hours;billable;description\n"
-         "T1;K1;PRJ-1;E1;developer;2026-10-01;8.00;true;x\n".encode(), "missing columns .* delimited by commas"),
+        (
+            b"entry_id;contract_id;project_code;employee_id;role;work_date;hours;billable;description\n"
+            b"T1;K1;PRJ-1;E1;developer;2026-10-01;8.00;true;x\n",
+            "missing columns .* delimited by commas",
+        ),
         (b"entry_id,contract_id,hours\nT1,K1,8\n", "missing columns project_code, employee_id, role, work_date"),
-        ("entry_id,contract_id,project_code,employee_id,role,work_date,hours,billable,description\n"
-         "T1,K1,PRJ-1,E1,developer,2026-10-01,8.00,true,Gr\u00fc\u00dfe\n".encode("latin-1"), "not UTF-8 text"),
+        (
+            "entry_id,contract_id,project_code,employee_id,role,work_date,hours,billable,description\n"
+            "T1,K1,PRJ-1,E1,developer,2026-10-01,8.00,true,Gr\u00fc\u00dfe\n".encode("latin-1"),
+            "not UTF-8 text",
+        ),
     ],
     ids=["empty", "semicolons", "missing-columns", "latin-1"],
 )

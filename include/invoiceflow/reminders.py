@@ -40,9 +40,9 @@ def due_reminders(conn: Connection, policy: Policy, as_of: date) -> list[dict[st
 
 
 def send_reminders(
-    engine: Engine, policy: Policy, as_of: date, actor: str, run_id: str | None = None
+    engine: Engine, policy: Policy, as_of: date, actor: str, run_id: str | None = None, use_smtp: bool | None = None
 ) -> dict[str, int]:
-    use_smtp = smtp_available()
+    use_smtp = smtp_available() if use_smtp is None else use_smtp
     domain = policy.seller.email.rsplit("@", 1)[1]
     with engine.connect() as conn:
         due = due_reminders(conn, policy, as_of)

@@ -70,5 +70,5 @@ def actor(context: dict[str, Any]) -> str:
 
 def run_date(context: dict[str, Any]) -> date:
     """The business date of a run: its logical date, or when it was queued (asset-triggered runs)."""
-    moment: datetime | None = context.get("logical_date") or context["dag_run"].run_after
-    return moment.date()
+    moment: datetime = context.get("logical_date") or context["dag_run"].run_after
+    return date(moment.year, moment.month, moment.day)  # a plain date: drivers do not bind pendulum's

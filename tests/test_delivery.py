@@ -1,0 +1,99 @@
+"""E-mail delivery to a real SMTP server on loopback (aiosmtpd), through the Airflow connection."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import date
+
+import pytest
+from factories import sample_document
+from invoiceflow import delivery
+from invoiceflow.documents import Party
+from smtp_server import SmtpServer
+
+PDF = b"%PDF-1.7 test"
+FROM = "Northwind Digital Billing <billing@northwind-digital.example>"
+
+
+@pytest.fixture
+def smtp(monkeypatch):
+    with SmtpServer() as server:
+        monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", server.connection_json)
+        yield server
+
+
+def _invoice_mail(doc):
+    return delivery.build_invoice_email(
+        doc, PDF, mail_from=FROM, message_id=delivery.message_id_for(doc.invoice_number, "invoice", "northwind.example")
+    )
+
+
+def test_invoice_email_arrives_with_pdf_and_headers(smtp):
+    doc = sample_document(language="de")
+    delivery.send_smtp(_invoice_mail(doc))
+    (got,) = smtp.messages
+    assert got.recipients == ["accounts@kessler.example"]
+    assert got.message["Subject"] == "Rechnung NWD-2026-000012 von Northwind Digital GmbH"
+    assert got.message["Message-ID"] == "<NWD-2026-000012.invoice@northwind.example>"
+    (att,) = list(got.message.iter_attachments())
+    assert att.get_filename() == "NWD-2026-000012.pdf" and att.get_content() == PDF
+    assert "2.451,40" in got.message.get_body(("plain",)).get_content()
+
+
+def test_reminder_levels_and_languages(smtp):
+    doc = sample_document(language="fr")
+    msg = delivery.build_reminder_email(
+        doc,
+        level=3,
+        level_name="final",
+        open_amount=100000,
+        as_of=date(2026, 12, 4),
+        mail_from=FROM,
+        message_id="<x.reminder-3@northwind.example>",
+    )
+    delivery.send_smtp(msg)
+    (got,) = smtp.messages
+    assert got.message["Subject"] == "Dernier rappel : facture NWD-2026-000012"
+    assert "1 000,00" in got.message.get_body(("plain",)).get_content().replace("\u202f", " ")
+
+
+def test_header_injection_through_a_client_name_adds_nothing(smtp):
+    doc = sample_document(
+        buyer=Party("Evil\r\nBcc: thief@evil.example", "", "", "", "DE", None, "accounts@kessler.example")
+    )
+    delivery.send_smtp(_invoice_mail(doc))
+    (got,) = smtp.messages
+    assert got.recipients == ["accounts@kessler.example"] and got.message["Bcc"] is None
+
+
+@pytest.mark.parametrize("email", ["a@b.example\r\nBcc: c@d.example", "a@b.example, c@d.example", "nobody"])
+def test_a_bad_address_is_refused(email):
+    with pytest.raises(ValueError, match="not a single e-mail address"):
+        _invoice_mail(sample_document(buyer=replace(sample_document().buyer, email=email)))
+
+
+def test_non_latin_names_are_encoded():
+    doc = sample_document(buyer=replace(sample_document().buyer, name="Ελληνική Εταιρεία ΑΕ"))
+    raw = _invoice_mail(doc).as_bytes()
+    assert b"=?utf-8?" in raw and "Ελληνική".encode() not in raw.split(b"\r\n\r\n", 1)[0]
+
+
+def test_write_eml_is_idempotent(tmp_path):
+    msg = _invoice_mail(sample_document())
+    first = delivery.write_eml(msg, tmp_path)
+    again = delivery.write_eml(_invoice_mail(sample_document()), tmp_path)
+    assert first == again and len(list(tmp_path.iterdir())) == 1
+
+
+@pytest.mark.parametrize(
+    ("client_id", "filename"),
+    [("..", "x.pdf"), ("C1", "../../etc/passwd"), ("C1/../..", "x.pdf"), ("C1", "a\0.pdf"), ("", "x.pdf")],
+)
+def test_portal_refuses_path_traversal(tmp_path, client_id, filename):
+    with pytest.raises(ValueError):
+        delivery.copy_to_portal(PDF, client_id=client_id, filename=filename, portal_root=tmp_path)
+
+
+def test_portal_copy(tmp_path):
+    path = delivery.copy_to_portal(PDF, client_id="C1", filename="NWD-2026-000012.pdf", portal_root=tmp_path)
+    assert path == tmp_path / "C1" / "NWD-2026-000012.pdf" and path.read_bytes() == PDF

@@ -1,0 +1,95 @@
+"""The demo data generator: deterministic, big enough, referentially sound, with known bad rows."""
+
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from datetime import date
+
+import pytest
+from invoiceflow.demo import BAD_ROW_KINDS, demo_period, write_demo_sources
+from invoiceflow.sources import COLUMNS
+
+PERIOD = date(2026, 10, 1)
+
+
+@pytest.fixture(scope="module")
+def feeds(tmp_path_factory):
+    paths = write_demo_sources(tmp_path_factory.mktemp("inbox"), PERIOD)
+    return paths, {feed: list(csv.DictReader(path.open(encoding="utf-8"))) for feed, path in paths.items()}
+
+
+def test_same_seed_same_bytes_other_seed_other_data(tmp_path, feeds):
+    paths, _ = feeds
+    again = write_demo_sources(tmp_path / "a", PERIOD)
+    other = write_demo_sources(tmp_path / "b", PERIOD, seed=7)
+    assert all(again[f].read_bytes() == paths[f].read_bytes() for f in paths)
+    assert other["timesheets"].read_bytes() != paths["timesheets"].read_bytes()
+
+
+def test_sizes_of_a_realistic_month(feeds):
+    _, rows = feeds
+    clients, contracts = rows["clients"], rows["contracts"]
+    assert (
+        len(clients) >= 60 and len({c["country"] for c in clients}) >= 5 and len({c["currency"] for c in clients}) >= 3
+    )
+    assert len(contracts) >= 150
+    assert Counter(c["billing_type"] for c in contracts).keys() == {"time_and_materials", "milestone", "retainer"}
+    assert len(rows["timesheets"]) >= 20_000
+    assert any(m["completed_at"] for m in rows["milestones"]) and any(not m["completed_at"] for m in rows["milestones"])
+
+
+def test_headers_follow_the_source_contract(feeds):
+    paths, _ = feeds
+    for feed, path in paths.items():
+        assert path.read_text(encoding="utf-8").splitlines()[0].split(",") == list(COLUMNS[feed])
+
+
+def test_good_rows_reference_what_exists(feeds):
+    _, rows = feeds
+    contracts = {c["contract_id"]: c for c in rows["contracts"]}
+    cards = {}
+    for card in rows["rate_cards"]:
+        cards.setdefault((card["contract_id"], card["role"]), []).append(card)
+    ids = Counter(t["entry_id"] for t in rows["timesheets"])
+    clean = [
+        t
+        for t in rows["timesheets"]
+        if t["contract_id"] in contracts and t["role"] != "astronaut" and ids[t["entry_id"]] == 1 and t["entry_id"]
+    ]
+    for t in clean:
+        contract = contracts[t["contract_id"]]
+        assert contract["billing_type"] == "time_and_materials"
+        assert not contract["end_date"] or contract["end_date"] >= PERIOD.isoformat()
+        if len(t["work_date"]) == 10 and t["work_date"][4] == "-" and t["work_date"][5:7] <= "12":
+            assert any(
+                c["valid_from"] <= t["work_date"] and (not c["valid_to"] or t["work_date"] <= c["valid_to"])
+                for c in cards[(t["contract_id"], t["role"])]
+            )
+    assert {c["client_id"] for c in rows["contracts"]} <= {c["client_id"] for c in rows["clients"]}
+
+
+def test_every_kind_of_bad_row_is_there(feeds):
+    _, rows = feeds
+    ts = rows["timesheets"]
+    hours = [t["hours"] for t in ts]
+    dates = [t["work_date"] for t in ts]
+    found = {
+        "negative_hours": any(h.startswith("-") for h in hours),
+        "zero_hours": "0.00" in hours,
+        "over_24_hours": "25.00" in hours,
+        "impossible_date": any(d[5:7] == "13" for d in dates),
+        "wrong_date_format": any("/" in d for d in dates),
+        "unknown_contract": any(t["contract_id"] == "K9999" for t in ts),
+        "unknown_role": any(t["role"] == "astronaut" for t in ts),
+        "empty_entry_id": any(not t["entry_id"] for t in ts),
+        "duplicate_entry_id": max(Counter(t["entry_id"] for t in ts if t["entry_id"]).values()) > 1,
+        "decimal_comma": any("," in h for h in hours),
+    }
+    assert set(BAD_ROW_KINDS) == set(found) and all(found.values()), found
+    assert any(m["amount"] == "abc" for m in rows["milestones"])
+
+
+def test_demo_bills_last_month():
+    assert demo_period(date(2026, 11, 25)) == date(2026, 10, 1)
+    assert demo_period(date(2027, 1, 3)) == date(2026, 12, 1)

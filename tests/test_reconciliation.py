@@ -1,0 +1,152 @@
+"""Bank statement import and the first matcher, on both databases."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import pytest
+from billing_fixtures import issued_month
+from invoiceflow import db, reconciliation
+from invoiceflow.statements import Statement, Transaction, write_camt053
+
+IBAN = "DE89370400440532013000"
+DAY = date(2026, 11, 20)
+
+
+def _txn(
+    amount: int,
+    *,
+    remittance: str | None = None,
+    ref: str | None = None,
+    bank_ref: str | None = None,
+    name: str = "Kessler Logistik GmbH",
+    currency: str = "EUR",
+) -> Transaction:
+    return Transaction(
+        account_iban=IBAN,
+        currency=currency,
+        booking_date=DAY,
+        value_date=DAY,
+        amount=amount,
+        counterparty_name=name,
+        counterparty_iban="DE44500105175407324931",
+        remittance=remittance,
+        structured_ref=ref,
+        bank_ref=bank_ref,
+        end_to_end_id=None,
+        reversal=False,
+    )
+
+
+def _drop(
+    data_dir, name: str, txns: list[Transaction], statement_id: str = "S1", opening: int = 0, closing: int | None = None
+) -> None:
+    st = Statement(
+        account_iban=IBAN,
+        currency="EUR",
+        statement_id=statement_id,
+        created_at=None,
+        from_date=DAY,
+        to_date=DAY,
+        opening_balance=opening,
+        closing_balance=opening + sum(t.amount for t in txns) if closing is None else closing,
+        transactions=tuple(txns),
+    )
+    folder = data_dir / "inbox" / "bank"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_bytes(write_camt053([st], message_id=name, created_at=datetime(2026, 11, 20, tzinfo=UTC)))
+
+
+@pytest.fixture
+def month(engine, data_dir):
+    return issued_month(engine, data_dir)
+
+
+def _invoice(engine, invoice_id):
+    with engine.connect() as conn:
+        return db.rows(conn, "SELECT * FROM invoices WHERE invoice_id = :i", {"i": invoice_id})[0]
+
+
+def test_reference_and_amount_pay_an_invoice(engine, data_dir, month):
+    k1, k3, k4 = month["K1"], month["K3"], month["K4"]
+    _drop(
+        data_dir,
+        "a.xml",
+        [
+            _txn(k1["gross_amount"], remittance=f"Invoice {k1['invoice_number']} thanks", bank_ref="B1"),
+            _txn(k3["gross_amount"], ref=k3["payment_reference"], name="Ville de Lyon", bank_ref="B2"),
+            _txn(50000, remittance=f"part of {k4['invoice_number']}", bank_ref="B3"),
+        ],
+    )
+    reconciliation.import_statements(engine, "test")
+    counts = reconciliation.match_and_post(engine, "test", "run")
+    assert counts == {"matched": 2, "partial": 1, "exceptions": 0}
+    assert _invoice(engine, k1["invoice_id"])["status"] == "paid"
+    assert _invoice(engine, k3["invoice_id"])["status"] == "paid"
+    partial = _invoice(engine, k4["invoice_id"])
+    assert (partial["status"], partial["paid_amount"]) == ("partially_paid", 50000)
+    with engine.connect() as conn:
+        rules = {r["rule"] for r in db.rows(conn, "SELECT rule FROM allocations")}
+    assert rules == {"reference_and_amount", "reference_partial"}
+
+
+def test_amount_alone_is_only_a_suggestion(engine, data_dir, month):
+    k1 = month["K1"]
+    _drop(data_dir, "a.xml", [_txn(k1["gross_amount"], remittance="October services", bank_ref="B1")])
+    reconciliation.import_statements(engine, "test")
+    assert reconciliation.match_and_post(engine, "test", "run")["exceptions"] == 1
+    assert _invoice(engine, k1["invoice_id"])["paid_amount"] == 0
+    with engine.connect() as conn:
+        (exc,) = db.rows(conn, "SELECT * FROM exceptions WHERE category = 'unmatched'")
+    assert k1["invoice_number"] in exc["detail"]  # suggested, not posted
+
+
+def test_outgoing_and_overpaying_lines_are_exceptions(engine, data_dir, month):
+    k1 = month["K1"]
+    _drop(
+        data_dir,
+        "a.xml",
+        [
+            _txn(-1250, remittance="Account fee", name="Bank", bank_ref="F1"),
+            _txn(k1["gross_amount"] + 100, remittance=k1["invoice_number"], bank_ref="B1"),
+        ],
+    )
+    reconciliation.import_statements(engine, "test")
+    assert reconciliation.match_and_post(engine, "test", "run") == {"matched": 0, "partial": 0, "exceptions": 2}
+    with engine.connect() as conn:
+        cats = sorted(r["category"] for r in db.rows(conn, "SELECT category FROM exceptions"))
+    assert cats == ["outgoing_payment", "reference_mismatch"]
+
+
+def test_the_same_statement_twice_posts_once(engine, data_dir, month):
+    k1 = month["K1"]
+    txns = [_txn(k1["gross_amount"], remittance=k1["invoice_number"], bank_ref="B1")]
+    _drop(data_dir, "a.xml", txns)
+    reconciliation.import_statements(engine, "test")
+    reconciliation.match_and_post(engine, "test", "run")
+    _drop(data_dir, "a-copy-under-another-name.xml", txns)  # same content, other file name
+    _drop(data_dir, "b.xml", txns, statement_id="S1-resent")  # same entry inside another statement
+    results = reconciliation.import_statements(engine, "test")
+    assert [r["new_transactions"] for r in results] == [0, 0, 0]
+    reconciliation.match_and_post(engine, "test", "run")
+    with engine.connect() as conn:
+        assert db.scalar(conn, "SELECT COUNT(*) FROM payments") == 1
+    assert _invoice(engine, k1["invoice_id"])["paid_amount"] == k1["gross_amount"]
+
+
+def test_balance_break_and_broken_file_are_reported_and_the_rest_goes_on(engine, data_dir, month):
+    k1 = month["K1"]
+    _drop(
+        data_dir,
+        "a.xml",
+        [_txn(k1["gross_amount"], remittance=k1["invoice_number"], bank_ref="B1")],
+        opening=100000,
+        closing=1,
+    )
+    (data_dir / "inbox" / "bank" / "broken.xml").write_bytes(b"<?xml version='1.0'?><Document><BkToCstmrStmt>")
+    results = {r["file"]: r for r in reconciliation.import_statements(engine, "test")}
+    assert results["broken.xml"]["status"] == "rejected" and "broken.xml" in results["broken.xml"]["message"]
+    assert results["a.xml"]["new_transactions"] == 1
+    with engine.connect() as conn:
+        cats = sorted(r["category"] for r in db.rows(conn, "SELECT category FROM exceptions"))
+    assert cats == ["balance_mismatch", "rejected_file"]

@@ -1,0 +1,147 @@
+"""CAMT.053 parsing: real-shaped sample files, round trips, dedup keys, and files that must be refused."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+from invoiceflow import cli
+from invoiceflow.demo_bank import demo_payments_statement
+from invoiceflow.statements import (
+    StatementError,
+    parse_camt053,
+    parse_statement_file,
+    transaction_dedup_keys,
+    write_camt053,
+)
+
+FIXTURES = Path(__file__).parent / "fixtures" / "bank"
+V08 = (FIXTURES / "camt053-v08-batch.xml").read_bytes()
+
+
+def test_version_02_with_two_accounts():
+    eur, gbp = parse_statement_file(FIXTURES / "camt053-v02-two-accounts.xml")
+    assert (eur.account_iban, eur.currency, eur.statement_id) == ("DE89370400440532013000", "EUR", "EUR-2026-224")
+    assert (eur.opening_balance, eur.closing_balance) == (1500000, 1788515)
+    assert (eur.from_date, eur.to_date) == (date(2026, 11, 20), date(2026, 11, 20))
+    pay, fee = eur.transactions
+    assert (pay.amount, pay.counterparty_name, pay.counterparty_iban) == (
+        289765,
+        "Kessler Logistik GmbH",
+        "DE44500105175407324931",
+    )
+    assert pay.remittance == "Rechnung NWD-2026-000001 Kunde C1" and pay.bank_ref == "2026112000042"
+    assert pay.end_to_end_id == "KESSLER-4711"
+    assert (fee.amount, fee.remittance) == (-1250, "Kontofuehrung 11/2026")
+    assert gbp.opening_balance == -10000 and gbp.closing_balance == 1430000
+    (credit,) = gbp.transactions
+    assert credit.structured_ref == "RF38NWD2026000012" and credit.bank_ref is None
+    assert (credit.booking_date, credit.value_date) == (date(2026, 11, 19), date(2026, 11, 20))
+
+
+def test_version_08_batch_pending_and_reversal():
+    (st,) = parse_camt053(V08, "v08.xml")
+    amounts = [t.amount for t in st.transactions]
+    assert amounts == [100000, 250000, 350000, -80000]  # the pending 999.00 is not money yet
+    assert st.opening_balance + sum(amounts) == st.closing_balance
+    first, second, third, reversal = st.transactions
+    assert first.counterparty_name == "Société Générale d'Études SAS" and first.bank_ref == "BATCH-77-1"
+    assert second.structured_ref == "RF18 5390 0754 7034"
+    assert third.bank_ref == "BATCH-77/3"  # the batch's reference, numbered
+    assert reversal.reversal and reversal.counterparty_name == "Bluebird Foods LLC"
+
+
+@pytest.mark.parametrize("version", ["001.02", "001.04", "001.08"])
+def test_round_trip(version):
+    original = parse_camt053(V08, "v08.xml")
+    written = write_camt053(original, message_id="RT", created_at=datetime(2026, 11, 21, tzinfo=UTC), version=version)
+    again = parse_camt053(written, "rt.xml")
+    strip = [
+        (t.amount, t.counterparty_name, t.remittance, t.structured_ref, t.bank_ref, t.reversal)
+        for t in again[0].transactions
+    ]
+    assert strip == [
+        (t.amount, t.counterparty_name, t.remittance, t.structured_ref, t.bank_ref, t.reversal)
+        for t in original[0].transactions
+    ]
+    assert (again[0].opening_balance, again[0].closing_balance) == (
+        original[0].opening_balance,
+        original[0].closing_balance,
+    )
+
+
+def test_dedup_keys_prefer_the_bank_reference_and_count_identical_payments():
+    (st,) = parse_camt053(V08, "v08.xml")
+    keys = transaction_dedup_keys(st.transactions)
+    assert keys[0] == "bank:BATCH-77-1" and keys == transaction_dedup_keys(
+        parse_camt053(V08, "again.xml")[0].transactions
+    )
+    twin = st.transactions[2].__class__(**{**st.transactions[2].__dict__, "bank_ref": None})
+    a, b = transaction_dedup_keys([twin, twin])
+    assert a != b and a.rsplit(":", 1)[0] == b.rsplit(":", 1)[0]
+
+
+XXE = b"""<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>
+<Document xmlns="urn:iso:std:iso:20022:tech:xsd:camt.053.001.08"><BkToCstmrStmt>&e;</BkToCstmrStmt></Document>"""
+LAUGHS = b"""<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;">
+<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;">]><Document>&lol3;</Document>"""
+
+
+@pytest.mark.parametrize(
+    ("data", "where", "message"),
+    [
+        (V08[: len(V08) // 2], "line", "not well-formed XML"),
+        (V08.replace(b"camt.053.001.08", b"camt.052.001.08"), "root", "not a CAMT.053 document"),
+        (XXE, "prolog", "DTD/entity declarations are not allowed"),
+        (LAUGHS, "prolog", "DTD/entity declarations are not allowed"),
+        (V08.replace(b">1000.00<", b">1000,00<"), "Stmt[1]/Ntry[1]/TxDtls[1]/Amt", "bad amount '1000,00'"),
+        (
+            V08.replace(b">2500.00<", b">2400.00<"),
+            "Stmt[1]/Ntry[1]",
+            "the details add up to 6900.00, the entry says 7000.00",
+        ),
+        (b"", "file", "the file is empty"),
+        (V08.replace(b'<Amt Ccy="EUR">7000.00', b'<Amt Ccy="USD">7000.00'), "Stmt[1]/Ntry[1]/Amt", "amount in USD"),
+    ],
+    ids=["truncated", "wrong-namespace", "xxe", "billion-laughs", "decimal-comma", "batch-sum", "empty", "currency"],
+)
+def test_bad_files_are_refused_with_file_and_place(data, where, message):
+    with pytest.raises(StatementError) as caught:
+        parse_camt053(data, "bank-2026-11-21.xml")
+    assert caught.value.source == "bank-2026-11-21.xml"
+    assert caught.value.where.startswith(where) and message in caught.value.message, str(caught.value)
+
+
+def test_parse_statement_command_prints_json_lines(capsys):
+    assert cli.main(["parse-statement", str(FIXTURES / "camt053-v08-batch.xml")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4 and '"amount": 100000' in lines[0] and '"account_iban": "DE89370400440532013000"' in lines[0]
+
+
+def test_demo_statement_is_deterministic_and_balanced():
+    invoices = [
+        {
+            "invoice_number": f"NWD-2026-{n:06d}",
+            "payment_reference": f"RF00X{n}",
+            "currency": cur,
+            "gross_amount": 10000 * n,
+            "client_name": f"Client {n % 7}",
+            "due_date": date(2026, 12, 1),
+        }
+        for n, cur in zip(range(1, 41), ["EUR", "GBP"] * 20, strict=True)
+    ]
+    accounts = {"EUR": "DE89370400440532013000", "GBP": "GB33BUKB20201555555555"}
+    one = demo_payments_statement(invoices, accounts=accounts, statement_date=date(2026, 11, 23))
+    two = demo_payments_statement(invoices, accounts=accounts, statement_date=date(2026, 11, 23))
+    assert one == two and [s.currency for s in one] == ["EUR", "GBP"]
+    for st in one:
+        assert st.opening_balance + sum(t.amount for t in st.transactions) == st.closing_balance
+        assert any(t.amount < 0 for t in st.transactions)
+
+
+def test_parse_statement_command_names_a_bad_file(tmp_path, capsys):
+    bad = tmp_path / "export.csv"
+    bad.write_text("date;amount\n2026-11-20;12.50\n")
+    assert cli.main(["parse-statement", str(bad)]) == 2
+    assert "export.csv: file: unsupported format" in capsys.readouterr().err
