@@ -131,3 +131,11 @@ def test_routing_by_value_client_type_and_cap(loaded):
     request = approval.review_request(loaded, inv["K2"]["invoice_id"])
     assert "Brightwater" in request["subject"] and "14400.00 GBP" in request["subject"]
     assert "Phase 1: discovery" in request["body"]
+
+
+def test_a_later_run_presents_what_is_still_waiting(loaded):
+    first = pricing.price_period(loaded, load_policy(), "run-1", OCTOBER, "test")
+    waiting = approval.route(loaded, load_policy(), first["batch_id"], "test")["review"]
+    rerun = pricing.price_period(loaded, load_policy(), "run-2", OCTOBER, "test")
+    assert rerun["invoice_ids"] == []
+    assert approval.route(loaded, load_policy(), rerun["batch_id"], "test")["review"] == waiting

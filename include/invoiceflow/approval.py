@@ -71,8 +71,11 @@ def route(engine: Engine, policy: Policy, batch_id: int, actor: str) -> dict[str
                 before={"status": "draft"},
                 after={"status": status},
             )
+        # Everything still waiting, from earlier runs too: a re-run never orphans a decision.
         state = db.rows(
-            conn, "SELECT invoice_id, status FROM invoices WHERE batch_id = :b ORDER BY invoice_id", {"b": batch_id}
+            conn,
+            "SELECT invoice_id, status FROM invoices WHERE status IN ('approved', 'awaiting_approval') "
+            "ORDER BY invoice_id",
         )
     routed = {
         "auto": [r["invoice_id"] for r in state if r["status"] == "approved"],

@@ -144,8 +144,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"  billing database:  {settings.data_dir() / 'billing.db'} (views report_invoices, report_payments, ...)")
     if summary["awaiting_approval"]:
         print(
-            f"\n{summary['awaiting_approval']} invoices wait for finance: `make up` and open Required actions; "
-            "the demo skipped the approval step (--mark-success-pattern review_invoice)."
+            f"\n{summary['awaiting_approval']} invoices wait for finance (the demo marks the approval step done "
+            "without deciding). To decide them in the Airflow UI: `make up`, trigger billing_cycle with "
+            f"period {period:%Y-%m}, and open Required actions."
         )
     return 0
 

@@ -51,9 +51,10 @@ def write_exception_report(engine: Engine, as_of: date, folder: Path | None = No
         overdue = overdue_invoices(conn, as_of)
     for inv in overdue:
         inv["days_overdue"] = (as_of - inv["due_date"]).days
-    grouped: dict[str, list[dict[str, Any]]] = {}
+    grouped: dict[str, list[dict[str, Any]]] = {category: [] for category in CATEGORY_TITLES}  # most urgent first
     for row in exceptions:
         grouped.setdefault(row["category"], []).append(row)
+    grouped = {category: rows for category, rows in grouped.items() if rows}
 
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(settings.TEMPLATES_DIR), autoescape=True, undefined=jinja2.StrictUndefined
