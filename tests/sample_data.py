@@ -1,15 +1,16 @@
 """A small source data set whose invoice amounts are worked out by hand in the tests.
 
-October 2026:
+The seller is in Germany (DE, EUR). October 2026:
 - K1 (Kessler, DE, EUR, T&M): developer 100.00/h until 14 Oct, 120.00/h from 15 Oct; architect 150.00/h.
   15.50 h x 100.00 = 1550.00; 4.25 h x 120.00 = 510.00; 2.50 h x 150.00 = 375.00; 3.00 h not billable.
-  Net 2435.00, VAT 19 % = 462.65, gross 2897.65 EUR: below 5,000 EUR, approved by policy.
+  Net 2435.00, domestic VAT 19 % = 462.65, gross 2897.65 EUR: below 5,000 EUR, approved by policy.
 - K2 (Brightwater, GB, GBP, milestones): Phase 1 completed 12000.00; Phase 2 not completed.
-  VAT 20 % = 2400.00, gross 14400.00 GBP (about 16,848 EUR): waits for finance.
-- K3 (Ville de Lyon, FR, public, retainer 1500.00 monthly): November in advance, VAT 20 % = 300.00,
-  gross 1800.00 EUR: public client, waits for finance.
-- K4 (Kessler, T&M, cap 1000.00): 12.00 h x 95.55 = 1146.60, VAT 19 % = 217.854 -> 217.85,
-  gross 1364.45 EUR: over the cap by 146.60, waits for finance.
+  A business outside the EU: export, 0 %, gross 12000.00 GBP; at the policy's fallback rate
+  1 EUR = 0.86 GBP that is 13953.49 EUR, above 5,000: waits for finance.
+- K3 (Ville de Lyon, FR, public, valid VAT id, retainer 1500.00 monthly): November in advance,
+  reverse charge 0 %, gross 1500.00 EUR: public client, waits for finance.
+- K4 (Kessler, T&M, cap 1000.00): 12.00 h x 95.55 = 1146.60, capped: -146.60, net 1000.00,
+  VAT 19 % = 190.00, gross 1190.00 EUR: reached its cap, waits for finance; 146.60 is an exception.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ FEEDS = {
     "clients": """client_id,name,email,country,currency,vat_id,client_type,payment_terms_days,delivery,language
 C1,Kessler Logistik GmbH,accounts@kessler.example,DE,EUR,DE123456789,enterprise,30,email,de
 C2,Brightwater Analytics Ltd,ap@brightwater.example,GB,GBP,GB123456789,smb,14,both,en
-C3,Ville de Lyon,factures@lyon.example,FR,EUR,FR12345678901,public,45,portal,fr
+C3,Ville de Lyon,factures@lyon.example,FR,EUR,FR44732829320,public,45,portal,fr
 """,
     "contracts": """contract_id,client_id,billing_type,project_code,signed_at,start_date,end_date,currency,cap_amount,retainer_amount,retainer_interval
 K1,C1,time_and_materials,PRJ-1,2025-12-15,2026-01-01,,EUR,,,

@@ -8,7 +8,8 @@ from datetime import date
 
 import pytest
 from invoiceflow.demo import BAD_ROW_KINDS, demo_period, write_demo_sources
-from invoiceflow.sources import COLUMNS
+from invoiceflow.sources import COLUMNS, OPTIONAL_COLUMNS
+from invoiceflow.taxes import valid_vat_id
 
 PERIOD = date(2026, 10, 1)
 
@@ -42,7 +43,8 @@ def test_sizes_of_a_realistic_month(feeds):
 def test_headers_follow_the_source_contract(feeds):
     paths, _ = feeds
     for feed, path in paths.items():
-        assert path.read_text(encoding="utf-8").splitlines()[0].split(",") == list(COLUMNS[feed])
+        header = path.read_text(encoding="utf-8").splitlines()[0].split(",")
+        assert header == [*COLUMNS[feed], *OPTIONAL_COLUMNS.get(feed, ())]
 
 
 def test_good_rows_reference_what_exists(feeds):
@@ -88,6 +90,19 @@ def test_every_kind_of_bad_row_is_there(feeds):
     }
     assert set(BAD_ROW_KINDS) == set(found) and all(found.values()), found
     assert any(m["amount"] == "abc" for m in rows["milestones"])
+
+
+def test_commercial_variety_for_pricing(feeds):
+    """Enough of each pricing case that the demo month shows them all."""
+    _, rows = feeds
+    eu_business = [c for c in rows["clients"] if c["country"] in ("AT", "FR", "NL") and c["vat_id"]]
+    assert eu_business and all(valid_vat_id(c["vat_id"], c["country"]) for c in eu_business)
+    assert any(c["tax_exempt"] == "true" for c in rows["clients"])
+    terms = rows["contracts"]
+    assert {t["billing_increment"] for t in terms} >= {"", "0.25", "0.5"}
+    assert any(t["discount_percent"] for t in terms) and any(t["expense_markup_percent"] for t in terms)
+    assert len(rows["expenses"]) >= 50
+    assert {r["currency"] for r in rows["fx_rates"]} == {"CHF", "GBP", "USD"}
 
 
 def test_demo_bills_last_month():

@@ -42,10 +42,14 @@ def test_amounts_match_the_hand_calculation(loaded):
     got = {k: (v["currency"], v["net_amount"], v["tax_amount"], v["gross_amount"]) for k, v in inv.items()}
     assert got == {
         "K1": ("EUR", 243500, 46265, 289765),
-        "K2": ("GBP", 1200000, 240000, 1440000),
-        "K3": ("EUR", 150000, 30000, 180000),
-        "K4": ("EUR", 114660, 21785, 136445),
+        "K2": ("GBP", 1200000, 0, 1200000),
+        "K3": ("EUR", 150000, 0, 150000),
+        "K4": ("EUR", 100000, 19000, 119000),
     }
+    taxes = {k: (v["tax_code"], v["tax_rate_bp"]) for k in inv for v in _lines(loaded, k)}
+    assert taxes == {"K1": ("S", 1900), "K2": ("G", 0), "K3": ("AE", 0), "K4": ("S", 1900)}
+    assert (inv["K2"]["fx_rate"], inv["K2"]["fx_rate_date"], inv["K2"]["base_gross_amount"]) == ("0.86", None, 1395349)
+    assert (inv["K1"]["fx_rate"], inv["K1"]["base_gross_amount"]) == ("1", 289765)
     k1 = [
         (ln["description"].split(":")[0], ln["quantity"], ln["unit_price"], ln["net_amount"])
         for ln in _lines(loaded, "K1")
@@ -113,10 +117,12 @@ def test_late_entries_go_on_the_next_invoice_exactly_once(loaded, data_dir):
 
 def test_quarterly_retainer_bills_only_at_the_start_of_a_quarter():
     contract = {"retainer_interval": "quarterly", "start_date": date(2026, 1, 1), "end_date": None}
-    assert pricing.retainer_period(contract, date(2026, 11, 1)) is None
-    assert pricing.retainer_period(contract, date(2027, 1, 1)) == (date(2027, 1, 1), date(2027, 4, 1))
+    assert pricing.retainer_spans(contract, OCTOBER) == []
+    december = (date(2026, 12, 1), date(2027, 1, 1))
+    q1 = (date(2027, 1, 1), date(2027, 4, 1))
+    assert pricing.retainer_spans(contract, december) == [(*q1, *q1)]
     ended = {**contract, "retainer_interval": "monthly", "end_date": date(2026, 10, 31)}
-    assert pricing.retainer_period(ended, date(2026, 11, 1)) is None
+    assert pricing.retainer_spans(ended, OCTOBER) == []
 
 
 def test_routing_by_value_client_type_and_cap(loaded):
@@ -127,9 +133,10 @@ def test_routing_by_value_client_type_and_cap(loaded):
     assert sorted(routed["review"]) == sorted(inv[k]["invoice_id"] for k in ("K2", "K3", "K4"))
     assert "auto-approval limit" in inv["K2"]["review_reason"]
     assert "public client" in inv["K3"]["review_reason"]
-    assert "cap exceeded by 146.60 EUR" in inv["K4"]["review_reason"]
+    assert "about 13953.49 EUR" in inv["K2"]["review_reason"]
+    assert "budget reached: 146.60 EUR of work not billed" in inv["K4"]["review_reason"]
     request = approval.review_request(loaded, inv["K2"]["invoice_id"])
-    assert "Brightwater" in request["subject"] and "14400.00 GBP" in request["subject"]
+    assert "Brightwater" in request["subject"] and "12000.00 GBP" in request["subject"]
     assert "Phase 1: discovery" in request["body"]
 
 

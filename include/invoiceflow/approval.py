@@ -1,7 +1,7 @@
 """Approval routing: which draft invoices go straight out and which wait for finance.
 
-The thresholds are policy (value in the base currency, client type); an invoice that would take a
-contract over its cap always waits, because finance must decide whether to bill the excess.
+The thresholds are policy (value in the base currency at the rate recorded on the invoice, client
+type); an invoice that hit its contract's cap always waits, so finance sees the work not billed.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 from invoiceflow import audit, db
-from invoiceflow.money import format_plain
+from invoiceflow.money import format_plain, to_minor
 from invoiceflow.policy import Policy
 
 log = logging.getLogger(__name__)
@@ -20,25 +20,30 @@ log = logging.getLogger(__name__)
 
 def review_reasons(conn: Connection, policy: Policy, invoice: dict[str, Any]) -> list[str]:
     reasons = []
-    base = policy.to_base(invoice["gross_amount"], invoice["currency"])
-    limit = policy.approval.auto_approve_below
+    base, limit = invoice["base_gross_amount"], to_minor(policy.approval.auto_approve_below, policy.base_currency)
     if base >= limit:
+        in_base = (
+            ""
+            if invoice["currency"] == policy.base_currency
+            else (f" (about {format_plain(base, policy.base_currency)} {policy.base_currency})")
+        )
         reasons.append(
-            f"gross {format_plain(invoice['gross_amount'], invoice['currency'])} {invoice['currency']} "
-            f"(about {base:,.0f} {policy.base_currency}) is at or above the auto-approval limit of "
-            f"{limit:,.0f} {policy.base_currency}"
+            f"gross {format_plain(invoice['gross_amount'], invoice['currency'])} {invoice['currency']}{in_base} "
+            f"is at or above the auto-approval limit of {format_plain(limit, policy.base_currency)} "
+            f"{policy.base_currency}"
         )
     if invoice["client_type"] in policy.approval.review_client_types:
         reasons.append(f"{invoice['client_type']} client: always reviewed")
-    if invoice["cap_amount"] is not None:
-        billed = db.scalar(
-            conn,
-            "SELECT COALESCE(SUM(net_amount), 0) FROM invoices WHERE contract_id = :c AND status != 'credited'",
-            {"c": invoice["contract_id"]},
+    cap = db.scalar(
+        conn,
+        "SELECT SUM(net_amount) FROM invoice_lines WHERE invoice_id = :i AND kind = 'cap'",
+        {"i": invoice["invoice_id"]},
+    )
+    if cap:
+        reasons.append(
+            f"not-to-exceed budget reached: {format_plain(-cap, invoice['currency'])} {invoice['currency']} "
+            "of work not billed"
         )
-        if billed > invoice["cap_amount"]:
-            over = format_plain(billed - invoice["cap_amount"], invoice["currency"])
-            reasons.append(f"contract cap exceeded by {over} {invoice['currency']}")
     return reasons
 
 
@@ -47,8 +52,7 @@ def route(engine: Engine, policy: Policy, batch_id: int, actor: str) -> dict[str
     with engine.begin() as conn:
         drafts = db.rows(
             conn,
-            "SELECT i.*, cl.client_type, ct.cap_amount FROM invoices i "
-            "JOIN clients cl ON cl.client_id = i.client_id JOIN contracts ct ON ct.contract_id = i.contract_id "
+            "SELECT i.*, cl.client_type FROM invoices i JOIN clients cl ON cl.client_id = i.client_id "
             "WHERE i.batch_id = :b AND i.status = 'draft' ORDER BY i.invoice_id",
             {"b": batch_id},
         )

@@ -151,6 +151,52 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _line_amount(text: str) -> tuple[int, str]:
+    line, sep, amount = text.partition("=")
+    if not sep or not line.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected LINE=AMOUNT, like 2=150.00")
+    return int(line), amount
+
+
+def cmd_credit_note(args: argparse.Namespace) -> int:
+    """Issue, render and deliver a credit note; the invoice it corrects never changes."""
+    from invoiceflow import ledger, outbox, policy, runtime
+    from invoiceflow.money import MoneyError, to_minor
+
+    engine, pol = runtime.billing_engine(), policy.policy()
+    actor = f"user:{os.environ.get('USER', 'cli')}"
+    amounts = None
+    if args.line:
+        with engine.connect() as conn:
+            currency = db.scalar(conn, "SELECT currency FROM invoices WHERE invoice_number = :n", {"n": args.invoice})
+        try:
+            amounts = {line: to_minor(amount, currency or "EUR") for line, amount in args.line}
+        except MoneyError as exc:
+            print(f"credit-note: {exc}", file=sys.stderr)
+            return 2
+    try:
+        note_id = ledger.credit_note(
+            engine,
+            pol,
+            args.invoice,
+            reason=args.reason,
+            issue_date=date.fromisoformat(args.date) if args.date else date.today(),
+            actor=actor,
+            amounts=amounts,
+        )
+    except ledger.CreditNoteError as exc:
+        print(f"credit-note: {exc}", file=sys.stderr)
+        return 2
+    outbox.render_invoices(engine, pol, [note_id], actor)
+    outbox.deliver_invoices(engine, pol, [note_id], actor)
+    with engine.connect() as conn:
+        note = db.rows(conn, "SELECT * FROM report_invoices WHERE invoice_id = :i", {"i": note_id})[0]
+        pdf = db.scalar(conn, "SELECT pdf_path FROM invoices WHERE invoice_id = :i", {"i": note_id})
+    print(f"{note['invoice_number']}: credits {args.invoice}, gross {note['gross_amount']} {note['currency']}")
+    print(f"PDF: {pdf}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="invoiceflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -172,6 +218,19 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_parse_statement)
 
     sub.add_parser("summary", help="what has been issued, paid, reminded").set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("credit-note", help="correct an issued invoice with a credit note, in full or by line")
+    p.add_argument("invoice", help="the invoice number, like NWD-2026-000012")
+    p.add_argument("--reason", required=True, help="why: printed in the audit trail")
+    p.add_argument(
+        "--line",
+        action="append",
+        type=_line_amount,
+        metavar="LINE=AMOUNT",
+        help="credit this net amount of a line (repeatable); without it the whole invoice is credited",
+    )
+    p.add_argument("--date", help="issue date, YYYY-MM-DD (default: today)")
+    p.set_defaults(func=cmd_credit_note)
 
     p = sub.add_parser("demo", help="run last month's billing end to end through Airflow")
     p.add_argument("--seed", type=int, default=42)

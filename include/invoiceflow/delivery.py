@@ -68,14 +68,15 @@ def _attach(msg: EmailMessage, doc: InvoiceDocument, pdf: bytes) -> None:
 def _amounts(doc: InvoiceDocument, lang: str) -> dict[str, str]:
     return {
         "issue_date": documents.format_date(doc.issue_date, lang),
-        "due_date": documents.format_date(doc.due_date, lang),
+        "due_date": documents.format_date(doc.due_date, lang) if doc.due_date else "",
         "gross": documents.format_money(doc.gross_amount, doc.currency, lang),
     }
 
 
 def build_invoice_email(doc: InvoiceDocument, pdf: bytes, *, mail_from: str, message_id: str) -> EmailMessage:
     lang = documents._lang(doc.language)
-    subject, body = _render("email/invoice.txt.j2", doc=doc, lang=lang, **_amounts(doc, lang))
+    template = "email/credit_note.txt.j2" if doc.document_type == "credit_note" else "email/invoice.txt.j2"
+    subject, body = _render(template, doc=doc, lang=lang, **_amounts(doc, lang))
     msg = _message(doc, subject, body, mail_from=mail_from, message_id=message_id, sent_on=doc.issue_date)
     _attach(msg, doc, pdf)
     return msg

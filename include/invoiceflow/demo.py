@@ -14,7 +14,9 @@ import random
 from datetime import date, timedelta
 from pathlib import Path
 
-from invoiceflow.sources import COLUMNS
+from stdnum.util import get_cc_module
+
+from invoiceflow.sources import COLUMNS, OPTIONAL_COLUMNS
 
 COUNTRIES = {  # country: (currency, language, share of clients, VAT id pattern)
     "DE": ("EUR", "de", 24, "DE{9}"),
@@ -89,6 +91,16 @@ def _digits(rng: random.Random, n: int) -> str:
 
 
 def _vat_id(rng: random.Random, pattern: str) -> str:
+    """A VAT id with valid check digits, so EU clients qualify for the reverse charge."""
+    checker = get_cc_module(pattern[:2].lower(), "vat")
+    for _ in range(10_000):
+        candidate = _fill(rng, pattern)
+        if checker.is_valid(candidate):
+            return candidate
+    raise RuntimeError(f"no valid VAT id found for {pattern}")
+
+
+def _fill(rng: random.Random, pattern: str) -> str:
     out, i = "", 0
     while i < len(pattern):
         if pattern[i] == "{":
@@ -104,7 +116,7 @@ def _vat_id(rng: random.Random, pattern: str) -> str:
 def _write(path: Path, feed: str, rows: list[dict[str, str]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS[feed], lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=[*COLUMNS[feed], *OPTIONAL_COLUMNS.get(feed, ())], lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     data = buffer.getvalue().encode("utf-8")
@@ -115,7 +127,7 @@ def _write(path: Path, feed: str, rows: list[dict[str, str]]) -> Path:
 
 def _clients(rng: random.Random) -> list[dict[str, str]]:
     clients = []
-    for country, (currency, language, count, vat) in COUNTRIES.items():
+    for country, (currency, language, count, vat_pattern) in COUNTRIES.items():
         first, middle, forms = NAMES[country]
         for _ in range(count):
             n = len(clients) + 1
@@ -128,11 +140,15 @@ def _clients(rng: random.Random) -> list[dict[str, str]]:
                     "email": f"accounts@{slug}{n}.example",
                     "country": country,
                     "currency": currency,
-                    "vat_id": _vat_id(rng, vat) if vat and rng.random() < 0.9 else "",
+                    # separate generators for later additions keep the rest of the data set as it was
+                    "vat_id": _vat_id(random.Random(f"vat:{n}"), vat_pattern)
+                    if vat_pattern and rng.random() < 0.9
+                    else "",
                     "client_type": "public" if rng.random() < 0.1 else rng.choice(("enterprise", "enterprise", "smb")),
                     "payment_terms_days": str(rng.choice((14, 30, 30, 45))),
                     "delivery": rng.choice(("email",) * 6 + ("portal", "both")),
                     "language": language,
+                    "tax_exempt": "true" if n % 29 == 0 else "",  # a foundation or a charity
                 }
             )
     return clients
@@ -166,9 +182,68 @@ def _contracts(rng: random.Random, clients: list[dict[str, str]], period: date) 
                     else "",
                     "retainer_amount": f"{rng.randrange(15, 120) * 100}.00" if kind == "retainer" else "",
                     "retainer_interval": interval if kind == "retainer" else "",
+                    **_commercial_terms(random.Random(f"terms:{n}"), kind),
                 }
             )
     return contracts
+
+
+def _commercial_terms(rng: random.Random, kind: str) -> dict[str, str]:
+    """Billing increments, discounts and expense markups on some time and materials contracts."""
+    if kind != "time_and_materials":
+        return {"billing_increment": "", "discount_percent": "", "expense_markup_percent": ""}
+    return {
+        "billing_increment": rng.choice(("", "", "0.25", "0.5")),
+        "discount_percent": rng.choice(("",) * 8 + ("5", "12.5")),
+        "expense_markup_percent": rng.choice(("",) * 3 + ("10",)),
+    }
+
+
+def _expenses(rng: random.Random, contracts, period: date) -> list[dict[str, str]]:
+    rows = []
+    days = (_month_end(period) - period).days
+    kinds = {"travel": (40, 600), "hotel": (90, 450), "meals": (15, 120), "software": (20, 900)}
+    for c in contracts:
+        if (
+            c["billing_type"] != "time_and_materials"
+            or c["end_date"]
+            or c["start_date"] >= _month_end(period).isoformat()
+        ):
+            continue
+        for _ in range(rng.choice((0, 0, 0, 1, 2, 3))):
+            category = rng.choice(sorted(kinds))
+            low, high = kinds[category]
+            rows.append(
+                {
+                    "expense_id": f"X{period:%Y%m}{len(rows) + 1:05d}",
+                    "contract_id": c["contract_id"],
+                    "incurred_on": (period + timedelta(days=rng.randrange(days))).isoformat(),
+                    "category": category,
+                    "description": {
+                        "travel": "Train to the client site",
+                        "hotel": "Hotel near the client site",
+                        "meals": "Workshop catering",
+                        "software": "Licence bought for the project",
+                    }[category],
+                    "amount": f"{rng.randrange(low, high)}.{rng.randrange(100):02d}",
+                    "currency": c["currency"],
+                }
+            )
+    return rows
+
+
+def _fx_rates(rng: random.Random, period: date) -> list[dict[str, str]]:
+    """Daily reference rates for the month's business days, ECB style (1 EUR = x)."""
+    rows = []
+    level = {"CHF": 0.94, "GBP": 0.86, "USD": 1.09}
+    day = period
+    while day < _month_end(period):
+        if day.weekday() < 5:
+            for currency in sorted(level):
+                level[currency] *= 1 + rng.uniform(-0.004, 0.004)
+                rows.append({"rate_date": day.isoformat(), "currency": currency, "rate": f"{level[currency]:.4f}"})
+        day += timedelta(days=1)
+    return rows
 
 
 def _rate_cards(rng: random.Random, contracts: list[dict[str, str]], period: date) -> list[dict[str, str]]:
@@ -308,7 +383,7 @@ def _milestones(rng: random.Random, contracts, period: date) -> list[dict[str, s
 
 
 def write_demo_sources(inbox: Path, period_start: date, seed: int = 42) -> dict[str, Path]:
-    """Write the five source CSV feeds for one billing month into inbox/<feed>/ and return {feed: path}."""
+    """Write the source CSV feeds for one billing month into inbox/<feed>/ and return {feed: path}."""
     rng = random.Random(f"{seed}:{period_start}")
     clients = _clients(rng)
     contracts = _contracts(rng, clients, period_start)
@@ -323,5 +398,15 @@ def write_demo_sources(inbox: Path, period_start: date, seed: int = 42) -> dict[
         "timesheets": _write(inbox / "timesheets" / f"timesheets-{month}.csv", "timesheets", timesheets),
         "milestones": _write(
             inbox / "milestones" / f"milestones-{month}.csv", "milestones", _milestones(rng, contracts, period_start)
+        ),
+        "expenses": _write(
+            inbox / "expenses" / f"expenses-{month}.csv",
+            "expenses",
+            _expenses(random.Random(f"expenses:{seed}:{period_start}"), contracts, period_start),
+        ),
+        "fx_rates": _write(
+            inbox / "fx_rates" / f"fx-rates-{month}.csv",
+            "fx_rates",
+            _fx_rates(random.Random(f"fx:{seed}:{period_start}"), period_start),
         ),
     }

@@ -42,6 +42,7 @@ class TaxGroup:
     tax_rate_bp: int
     base_amount: int
     tax_amount: int
+    note: str | None = None  # the legal note of a zero-rated category, in the document's language
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,8 @@ class InvoiceDocument:
     iban: str
     bic: str
     payment_terms_days: int
+    document_type: str = "invoice"  # or credit_note
+    credited_invoice_number: str | None = None
 
 
 # Rendering ----------------------------------------------------------------------------------------
@@ -75,6 +78,8 @@ class InvoiceDocument:
 LABELS: dict[str, dict[str, str]] = {
     "en": {
         "invoice": "Invoice",
+        "credit_note": "Credit note",
+        "corrects": "This credit note corrects invoice {number}.",
         "number": "Invoice number",
         "issue_date": "Invoice date",
         "due_date": "Due date",
@@ -103,10 +108,11 @@ LABELS: dict[str, dict[str, str]] = {
         "intro_time_and_materials": "We invoice the following services, based on the hours recorded.",
         "intro_milestone": "We invoice the following project milestones, completed and accepted.",
         "intro_retainer": "We invoice the retainer for the following period, in advance.",
-        "outside_scope": "Not subject to VAT in the seller's country (place of supply: customer's country).",
     },
     "de": {
         "invoice": "Rechnung",
+        "credit_note": "Gutschrift (Rechnungskorrektur)",
+        "corrects": "Diese Rechnungskorrektur bezieht sich auf die Rechnung {number}.",
         "number": "Rechnungsnummer",
         "issue_date": "Rechnungsdatum",
         "due_date": "Fällig am",
@@ -135,10 +141,11 @@ LABELS: dict[str, dict[str, str]] = {
         "intro_time_and_materials": "Wir berechnen die folgenden Leistungen nach erfassten Stunden.",
         "intro_milestone": "Wir berechnen die folgenden abgeschlossenen Projektmeilensteine.",
         "intro_retainer": "Wir berechnen die Pauschale für den folgenden Zeitraum im Voraus.",
-        "outside_scope": "Nicht im Inland steuerbare Leistung (Leistungsort beim Leistungsempfänger).",
     },
     "fr": {
         "invoice": "Facture",
+        "credit_note": "Avoir",
+        "corrects": "Cet avoir rectifie la facture {number}.",
         "number": "Numéro de facture",
         "issue_date": "Date de facture",
         "due_date": "Échéance",
@@ -167,7 +174,6 @@ LABELS: dict[str, dict[str, str]] = {
         "intro_time_and_materials": "Nous facturons les prestations suivantes, selon les heures saisies.",
         "intro_milestone": "Nous facturons les jalons de projet suivants, achevés et validés.",
         "intro_retainer": "Nous facturons le forfait de la période suivante, à échoir.",
-        "outside_scope": "Hors champ de la TVA du pays du vendeur (lieu de prestation : pays du client).",
     },
 }
 LOCALES = {"en": "en_GB", "de": "de_DE", "fr": "fr_FR"}
@@ -246,7 +252,9 @@ def render_invoice_html(doc: InvoiceDocument) -> str:
             qty=lambda q: format_quantity(q, lang),
             rate=lambda bp: format_rate(bp, lang),
             period_last=doc.period_end - timedelta(days=1),
-            terms=labels["terms"].format(days=doc.payment_terms_days, due=format_date(doc.due_date, lang)),
+            terms=labels["terms"].format(days=doc.payment_terms_days, due=format_date(doc.due_date, lang))
+            if doc.document_type == "invoice"
+            else "",
         )
     )
 

@@ -59,3 +59,15 @@ def round_half_up(numerator: int, denominator: int) -> int:
 def tax_amount(net_minor: int, rate_basis_points: int) -> int:
     """Tax on a rate group's net sum: rate in basis points (1900 = 19 %), half-up to the minor unit."""
     return round_half_up(net_minor * rate_basis_points, 10_000)
+
+
+def to_base(minor: int, currency: str, base_currency: str, rate: Decimal) -> int:
+    """Minor units of ``currency`` in minor units of the base, at ``rate`` units per 1 base unit.
+
+    The rate is quoted the way the ECB publishes it (1 EUR = 0.86 GBP), so converting to the base
+    divides; the result is rounded half-up once, at the end.
+    """
+    if rate <= 0:
+        raise MoneyError(f"an FX rate must be positive, got {rate}")
+    scaled = Decimal(minor).scaleb(minor_digits(base_currency) - minor_digits(currency)) / rate
+    return int(scaled.to_integral_value(rounding=ROUND_HALF_UP))

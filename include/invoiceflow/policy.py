@@ -1,4 +1,4 @@
-"""The billing policy: seller, taxes, approval thresholds, dunning, validation limits.
+"""The billing policy: seller, taxes, FX fallback, pricing rules, approval thresholds, dunning, limits.
 
 Finance changes this file (``include/config/policy.yaml``), not code. It is validated when it is
 loaded so a typo fails the run at its first task with the field named, instead of mispricing.
@@ -9,6 +9,7 @@ from __future__ import annotations
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -37,6 +38,40 @@ class Seller(_Strict):
     accounts: dict[str, BankAccount] = Field(description="receiving bank account per currency")
 
 
+class Tax(_Strict):
+    standard_rates: dict[str, Decimal] = Field(
+        description="standard VAT rate in percent per member state of the EU VAT area; the seller's is domestic"
+    )
+    notes: dict[Literal["AE", "G", "E"], dict[str, str]] = Field(
+        description="the legal note an invoice prints per zero-rated tax category (UNCL 5305), per language"
+    )
+
+    @field_validator("standard_rates")
+    @classmethod
+    def _rates_are_percentages(cls, rates: dict[str, Decimal]) -> dict[str, Decimal]:
+        for country, rate in rates.items():
+            if not Decimal(0) <= rate < Decimal(100):
+                raise ValueError(f"VAT rate for {country} must be a percentage, got {rate}")
+        return rates
+
+    @field_validator("notes")
+    @classmethod
+    def _every_zero_rate_explained(cls, notes: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        missing = {"AE", "G", "E"} - set(notes)
+        if missing:
+            raise ValueError(f"a note is required for tax categories {', '.join(sorted(missing))}")
+        for code, texts in notes.items():
+            if "en" not in texts:
+                raise ValueError(f"the note for tax category {code} needs an English text (en)")
+        return notes
+
+
+class Pricing(_Strict):
+    increment_rounding: Literal["up", "nearest"] = Field(
+        "up", description="how each time entry is rounded to the contract's billing increment"
+    )
+
+
 class Approval(_Strict):
     auto_approve_below: Decimal = Field(gt=0, description="gross, in the base currency")
     review_client_types: list[str] = []
@@ -56,25 +91,24 @@ class Validation(_Strict):
 class Policy(_Strict):
     seller: Seller
     base_currency: str = Field(pattern=r"^[A-Z]{3}$")
-    fx_to_base: dict[str, Decimal] = Field(description="units of base currency per unit")
-    vat_rates: dict[str, Decimal] = Field(description="percent per client country")
+    fx_fallback: dict[str, Decimal] = Field(
+        description="units of a currency per 1 base unit (ECB style), used only when the FX feed has no rate"
+    )
+    tax: Tax
+    pricing: Pricing = Pricing()
     approval: Approval
     dunning: list[DunningLevel]
     validation: Validation
     mail_from: str
 
-    @field_validator("vat_rates")
-    @classmethod
-    def _rates_are_percentages(cls, rates: dict[str, Decimal]) -> dict[str, Decimal]:
-        for country, rate in rates.items():
-            if not Decimal(0) <= rate < Decimal(100):
-                raise ValueError(f"VAT rate for {country} must be a percentage, got {rate}")
-        return rates
-
     @model_validator(mode="after")
     def _consistent(self) -> Policy:
-        if self.fx_to_base.get(self.base_currency, Decimal(1)) != Decimal(1):
-            raise ValueError("fx_to_base of the base currency must be 1")
+        if self.fx_fallback.get(self.base_currency, Decimal(1)) != Decimal(1):
+            raise ValueError("fx_fallback of the base currency must be 1")
+        if any(rate <= 0 for rate in self.fx_fallback.values()):
+            raise ValueError("fx_fallback rates must be positive")
+        if self.seller.country not in self.tax.standard_rates:
+            raise ValueError(f"tax.standard_rates has no rate for the seller's country {self.seller.country}")
         levels = [d.level for d in self.dunning]
         if levels != sorted(set(levels)):
             raise ValueError("dunning levels must be unique and ascending")
@@ -83,18 +117,21 @@ class Policy(_Strict):
             raise ValueError("dunning offsets must ascend with the level")
         return self
 
-    def vat_basis_points(self, country: str) -> int:
-        """VAT for a client country in basis points; a country missing from the policy is an error."""
-        if country not in self.vat_rates:
-            raise KeyError(f"no VAT rate for country {country!r} in the policy")
-        return int(self.vat_rates[country] * 100)
+    def domestic_rate_bp(self) -> int:
+        """The seller's standard VAT rate in basis points: 19 % is 1900."""
+        return int(self.tax.standard_rates[self.seller.country] * 100)
 
-    def to_base(self, minor: int, currency: str) -> Decimal:
-        """An amount in minor units as a base-currency Decimal, for thresholds and reporting."""
-        if currency != self.base_currency and currency not in self.fx_to_base:
-            raise KeyError(f"no FX rate to {self.base_currency} for {currency!r} in the policy")
-        rate = self.fx_to_base.get(currency, Decimal(1))
-        return Decimal(minor) / 100 * rate
+    def tax_note(self, code: str, language: str) -> str | None:
+        """The legal note of a tax category in the client's language, else in English."""
+        texts = self.tax.notes.get(code)  # type: ignore[call-overload]
+        return None if texts is None else texts.get(language, texts["en"])
+
+    def fallback_rate(self, currency: str) -> Decimal:
+        if currency == self.base_currency:
+            return Decimal(1)
+        if currency not in self.fx_fallback:
+            raise KeyError(f"no rate for {currency!r} in the FX feed nor in the policy's fx_fallback")
+        return self.fx_fallback[currency]
 
 
 class PolicyError(ValueError):

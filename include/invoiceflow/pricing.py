@@ -1,31 +1,40 @@
 """Pricing: turn unbilled source records into draft invoices, one per contract and period.
 
-Exactly once is structural: a time entry or milestone points at the one invoice line that billed
-it (``invoice_line_id``), a retainer period is a unique (contract, period start), and an invoice is
-unique per (contract, period, trigger). Each invoice is built in one transaction that first claims
-its source records and then computes its amounts from exactly what it claimed, so a concurrent run
-or a late row can neither double-bill nor leave a line out of step with its records.
+Exactly once is structural: a time entry, milestone or expense points at the one invoice line
+that billed it (``invoice_line_id``), a retainer interval is a unique (contract, interval start),
+and an invoice is unique per (contract, period, trigger). Each invoice is built in one transaction
+that first claims its source records and then computes its amounts from exactly what it claimed,
+so a concurrent run or a late row can neither double-bill nor leave a line out of step with its
+records.
+
+An invoice is built in a fixed order: fee lines (time, milestones, retainer), the contract's
+discount on the fees, the cap adjustment that stops fees at the not-to-exceed budget, then
+reimbursable expenses; then tax per rate group, then the FX rate to the base currency.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import IntegrityError
 
-from invoiceflow import audit, db
-from invoiceflow.money import round_half_up, tax_amount
+from invoiceflow import audit, db, taxes
+from invoiceflow.money import format_plain, round_half_up, tax_amount, to_base
 from invoiceflow.policy import Policy
 
 log = logging.getLogger(__name__)
 
 CYCLE = "cycle"
 INTERVAL_MONTHS = {"monthly": 1, "quarterly": 3, "yearly": 12}
+FEE_KINDS = ("time", "milestone", "retainer", "discount", "cap")
+"""Lines that count against a contract's cap; expenses pass through at cost plus markup."""
 
 
 def add_months(day: date, months: int) -> date:
@@ -51,33 +60,47 @@ class DraftLine:
     claim: dict[str, Any]  # how to claim the source records of this line
 
 
-def retainer_period(contract: dict[str, Any], period_end: date) -> tuple[date, date] | None:
-    """Retainers bill in advance: the run for October bills the interval starting 1 November.
+def retainer_spans(contract: dict[str, Any], period: tuple[date, date]) -> list[tuple[date, date, date, date]]:
+    """The retainer intervals a run for ``period`` bills: (interval start, end, service from, to).
 
-    Quarterly intervals start in January, April, July and October, yearly ones in January.
+    Retainers bill in advance: the run for October bills the interval starting 1 November
+    (quarterly intervals start in January, April, July and October, yearly ones in January). A
+    contract that starts inside the closed month also gets the rest of its current interval. The
+    service dates are the part of the interval the contract covers; a partial interval is
+    prorated by days.
     """
     months = INTERVAL_MONTHS[contract["retainer_interval"]]
-    if (period_end.month - 1) % months:
-        return None
-    start, end = period_end, add_months(period_end, months)
-    if contract["start_date"] >= end or (contract["end_date"] and contract["end_date"] < start):
-        return None
-    return start, end
+    starts_on = db.as_date(contract["start_date"])
+    ends_before = db.as_date(contract["end_date"]) + timedelta(days=1) if contract["end_date"] else date.max
+    intervals = []
+    if starts_on >= period[0]:  # a new contract: its first interval, usually partial
+        first = starts_on.replace(day=1, month=(starts_on.month - 1) // months * months + 1)
+        if first < period[1]:
+            intervals.append(first)
+    if (period[1].month - 1) % months == 0 and period[1] not in intervals:
+        intervals.append(period[1])
+    spans = []
+    for start in intervals:
+        end = add_months(start, months)
+        service = (max(start, starts_on), min(end, ends_before))
+        if service[0] < service[1]:
+            spans.append((start, end, *service))
+    return spans
 
 
-def _draft_lines(conn: Connection, period_end: date) -> dict[str, list[DraftLine]]:
-    lines: dict[str, list[DraftLine]] = defaultdict(list)
-    contracts = {c["contract_id"]: c for c in db.rows(conn, "SELECT * FROM contracts")}
-
+def _time_lines(conn: Connection, contracts: dict[str, dict[str, Any]], period_end: date) -> list[DraftLine]:
     groups = db.rows(conn, db.sql_file("unbilled_time.sql"), {"period_end": period_end})
     rate_windows = Counter((g["contract_id"], g["role"]) for g in groups)
+    lines = []
     for g in groups:
         contract = contracts[g["contract_id"]]
         first, last = db.as_date(g["first_day"]), db.as_date(g["last_day"])
         role = g["role"].replace("_", " ").capitalize()
         # a rate change inside the period splits the role's hours: say which rate each line is
-        split = f", rate from {g['valid_from']:%d.%m.%Y}" if rate_windows[g["contract_id"], g["role"]] > 1 else ""
-        lines[g["contract_id"]].append(
+        split = ""
+        if rate_windows[g["contract_id"], g["role"]] > 1:
+            split = f", rate from {db.as_date(g['valid_from']):%d.%m.%Y}"
+        lines.append(
             DraftLine(
                 kind="time",
                 description=f"{role}: hours {first:%d.%m.} to {last:%d.%m.%Y}{split}",
@@ -91,73 +114,208 @@ def _draft_lines(conn: Connection, period_end: date) -> dict[str, list[DraftLine
                     "valid_from": g["valid_from"],
                     "valid_to": g["valid_to"] or date.max,
                     "period_end": period_end,
+                    "increment": contract["billing_increment"],
                 },
-            )
-        )
-
-    for m in db.rows(
-        conn,
-        "SELECT * FROM milestones WHERE invoice_line_id IS NULL AND completed_at IS NOT NULL "
-        "AND completed_at < :pe ORDER BY contract_id, completed_at, milestone_id",
-        {"pe": period_end},
-    ):
-        contract = contracts[m["contract_id"]]
-        lines[m["contract_id"]].append(
-            DraftLine(
-                kind="milestone",
-                description=f"Milestone: {m['name']} (completed {m['completed_at']:%d.%m.%Y})",
-                service_code="PROJECT-MILESTONE",
-                project_code=contract["project_code"],
-                unit="C62",
-                unit_price=m["amount"],
-                claim={"milestone_id": m["milestone_id"]},
-            )
-        )
-
-    billed = {(r["contract_id"], r["period_start"]) for r in db.rows(conn, "SELECT * FROM retainer_periods")}
-    for contract in contracts.values():
-        if contract["billing_type"] != "retainer" or not contract["retainer_amount"]:
-            continue
-        span = retainer_period(contract, period_end)
-        if span is None or (contract["contract_id"], span[0]) in billed:
-            continue
-        last = span[1] - timedelta(days=1)
-        lines[contract["contract_id"]].append(
-            DraftLine(
-                kind="retainer",
-                description=f"Retainer ({contract['retainer_interval']}), {span[0]:%d.%m.%Y} to {last:%d.%m.%Y}",
-                service_code="RETAINER",
-                project_code=contract["project_code"],
-                unit="C62",
-                unit_price=contract["retainer_amount"],
-                claim={"contract_id": contract["contract_id"], "period_start": span[0], "period_end": span[1]},
             )
         )
     return lines
 
 
-def _claim(conn: Connection, line_id: int, line: DraftLine) -> tuple[int, int]:
-    """Attach the source records to the line; return (quantity in hundredths, net amount)."""
-    if line.kind == "time":
-        db.execute(conn, db.sql_file("claim_time.sql"), {"line_id": line_id, **line.claim})
-        hours = db.scalar(
-            conn, "SELECT COALESCE(SUM(hours), 0) FROM time_entries WHERE invoice_line_id = :l", {"l": line_id}
+def _milestone_lines(conn: Connection, contracts: dict[str, dict[str, Any]], period_end: date) -> list[DraftLine]:
+    return [
+        DraftLine(
+            kind="milestone",
+            description=f"Milestone: {m['name']} (completed {db.as_date(m['completed_at']):%d.%m.%Y})",
+            service_code="PROJECT-MILESTONE",
+            project_code=contracts[m["contract_id"]]["project_code"],
+            unit="C62",
+            unit_price=m["amount"],
+            claim={"contract_id": m["contract_id"], "milestone_id": m["milestone_id"]},
         )
-        return hours, round_half_up(hours * line.unit_price, 100)
-    if line.kind == "milestone":
+        for m in db.rows(
+            conn,
+            "SELECT * FROM milestones WHERE invoice_line_id IS NULL AND completed_at IS NOT NULL "
+            "AND completed_at < :pe ORDER BY contract_id, completed_at, milestone_id",
+            {"pe": period_end},
+        )
+    ]
+
+
+def _retainer_lines(
+    conn: Connection, contracts: dict[str, dict[str, Any]], period: tuple[date, date]
+) -> list[DraftLine]:
+    billed = {
+        (r["contract_id"], db.as_date(r["period_start"])) for r in db.rows(conn, "SELECT * FROM retainer_periods")
+    }
+    lines = []
+    for contract in contracts.values():
+        if contract["billing_type"] != "retainer" or not contract["retainer_amount"]:
+            continue
+        for start, end, service_from, service_to in retainer_spans(contract, period):
+            if (contract["contract_id"], start) in billed:
+                continue
+            days, covered = (end - start).days, (service_to - service_from).days
+            prorated = f", {covered} of {days} days" if covered < days else ""
+            lines.append(
+                DraftLine(
+                    kind="retainer",
+                    description=(
+                        f"Retainer ({contract['retainer_interval']}), {service_from:%d.%m.%Y} to "
+                        f"{service_to - timedelta(days=1):%d.%m.%Y}{prorated}"
+                    ),
+                    service_code="RETAINER",
+                    project_code=contract["project_code"],
+                    unit="C62",
+                    unit_price=round_half_up(contract["retainer_amount"] * covered, days),
+                    claim={
+                        "contract_id": contract["contract_id"],
+                        "period_start": start,
+                        "period_end": end,
+                        "service_from": service_from,
+                        "service_to": service_to,
+                    },
+                )
+            )
+    return lines
+
+
+def _expense_lines(conn: Connection, contracts: dict[str, dict[str, Any]], period_end: date) -> list[DraftLine]:
+    lines = []
+    for e in db.rows(
+        conn,
+        "SELECT * FROM expenses WHERE invoice_line_id IS NULL AND incurred_on < :pe "
+        "ORDER BY contract_id, incurred_on, expense_id",
+        {"pe": period_end},
+    ):
+        contract = contracts[e["contract_id"]]
+        markup_bp = contract["expense_markup_bp"]
+        markup = f", plus {Decimal(markup_bp) / 100:f} % handling" if markup_bp else ""
+        lines.append(
+            DraftLine(
+                kind="expense",
+                description=f"Expense: {e['description']} ({db.as_date(e['incurred_on']):%d.%m.%Y}){markup}",
+                service_code=f"EXP-{e['category'].upper()}",
+                project_code=contract["project_code"],
+                unit="C62",
+                unit_price=e["amount"] + round_half_up(e["amount"] * markup_bp, 10_000),
+                claim={"contract_id": e["contract_id"], "expense_id": e["expense_id"]},
+            )
+        )
+    return lines
+
+
+def _draft_lines(conn: Connection, period: tuple[date, date]) -> dict[str, list[DraftLine]]:
+    """Every unbilled source record up to the end of the period, as lines per contract.
+
+    Late records of earlier periods are included: they go on the next invoice, exactly once.
+    """
+    contracts = {c["contract_id"]: c for c in db.rows(conn, "SELECT * FROM contracts")}
+    lines: dict[str, list[DraftLine]] = defaultdict(list)
+    for line in (
+        _time_lines(conn, contracts, period[1])
+        + _milestone_lines(conn, contracts, period[1])
+        + _retainer_lines(conn, contracts, period)
+        + _expense_lines(conn, contracts, period[1])
+    ):
+        lines[line.claim["contract_id"]].append(line)
+    return lines
+
+
+def _claim(conn: Connection, policy: Policy, line_id: int, line: DraftLine) -> tuple[int, int] | None:
+    """Attach the source records to the line; return (quantity in hundredths, net amount).
+
+    None when another run claimed the records first.
+    """
+    if line.kind == "time":
         claimed = db.execute(
             conn,
-            "UPDATE milestones SET invoice_line_id = :l WHERE milestone_id = :m AND invoice_line_id IS NULL",
-            {"l": line_id, "m": line.claim["milestone_id"]},
+            db.sql_file("claim_time.sql"),
+            {"line_id": line_id, "nearest": int(policy.pricing.increment_rounding == "nearest"), **line.claim},
         )
-        return (100, line.unit_price) if claimed else (0, 0)
+        hours = db.scalar(
+            conn, "SELECT COALESCE(SUM(billed_hours), 0) FROM time_entries WHERE invoice_line_id = :l", {"l": line_id}
+        )
+        return (hours, round_half_up(hours * line.unit_price, 100)) if claimed else None
+    if line.kind in ("milestone", "expense"):
+        table, key = ("milestones", "milestone_id") if line.kind == "milestone" else ("expenses", "expense_id")
+        claimed = db.execute(
+            conn,
+            f"UPDATE {table} SET invoice_line_id = :l WHERE {key} = :k AND invoice_line_id IS NULL",
+            {"l": line_id, "k": line.claim[key]},
+        )
+        return (100, line.unit_price) if claimed else None
     db.execute(
         conn,
-        "INSERT INTO retainer_periods (contract_id, period_start, period_end, invoice_line_id) "
-        "VALUES (:contract_id, :period_start, :period_end, :l)",
+        "INSERT INTO retainer_periods (contract_id, period_start, period_end, service_from, service_to, "
+        "invoice_line_id) VALUES (:contract_id, :period_start, :period_end, :service_from, :service_to, :l)",
         {"l": line_id, **line.claim},
     )
     return 100, line.unit_price
+
+
+def _cap_consumed(conn: Connection, contract_id: str, invoice_id: int) -> int:
+    """Fees billed on the contract so far, net of credit notes, excluding this invoice."""
+    kinds = ", ".join(f"'{k}'" for k in FEE_KINDS)
+    return db.scalar(
+        conn,
+        "SELECT COALESCE(SUM(CASE WHEN i.document_type = 'credit_note' THEN -l.net_amount ELSE l.net_amount END), 0) "
+        f"FROM invoice_lines l JOIN invoices i ON i.invoice_id = l.invoice_id WHERE i.contract_id = :c "
+        f"AND i.invoice_id != :i AND l.kind IN ({kinds})",
+        {"c": contract_id, "i": invoice_id},
+    )
+
+
+def _adjustments(
+    conn: Connection, contract: dict[str, Any], invoice_id: int, fees: int
+) -> tuple[list[DraftLine], list[int], int]:
+    """Discount and cap lines for the fees claimed; returns (lines, their amounts, cap excess)."""
+    lines, amounts, excess = [], [], 0
+    if contract["discount_bp"] and fees:
+        discount = -round_half_up(fees * contract["discount_bp"], 10_000)
+        lines.append(
+            _adjustment("discount", f"Discount {Decimal(contract['discount_bp']) / 100:f} % on fees", contract)
+        )
+        amounts.append(discount)
+        fees += discount
+    if contract["cap_amount"] is not None:
+        room = max(contract["cap_amount"] - _cap_consumed(conn, contract["contract_id"], invoice_id), 0)
+        if fees > room:
+            excess = fees - room
+            cap = format_plain(contract["cap_amount"], contract["currency"])
+            lines.append(_adjustment("cap", f"Not-to-exceed budget of {cap} {contract['currency']} reached", contract))
+            amounts.append(-excess)
+    return lines, amounts, excess
+
+
+def _adjustment(kind: str, description: str, contract: dict[str, Any]) -> DraftLine:
+    code = {"discount": "DISCOUNT", "cap": "CAP-ADJUSTMENT"}[kind]
+    return DraftLine(kind, description, code, contract["project_code"], "C62", 0, {})
+
+
+def _insert_line(
+    conn: Connection, invoice_id: int, line_no: int, draft: DraftLine, tax: taxes.TaxTreatment, qty: int, net: int
+) -> int:
+    return conn.execute(
+        text(
+            "INSERT INTO invoice_lines (invoice_id, line_no, kind, description, service_code, project_code, "
+            "quantity, unit, unit_price, net_amount, tax_code, tax_rate_bp) VALUES (:i, :n, :k, :d, :s, :p, "
+            ":q, :u, :up, :net, :tc, :bp) RETURNING line_id"
+        ),
+        {
+            "i": invoice_id,
+            "n": line_no,
+            "k": draft.kind,
+            "d": draft.description,
+            "s": draft.service_code,
+            "p": draft.project_code,
+            "q": qty,
+            "u": draft.unit,
+            "up": draft.unit_price,
+            "net": net,
+            "tc": tax.code,
+            "bp": tax.rate_bp,
+        },
+    ).scalar_one()
 
 
 def _create_invoice(
@@ -170,13 +328,13 @@ def _create_invoice(
     drafts: list[DraftLine],
     actor: str,
 ) -> int | None:
-    rate_bp = policy.vat_basis_points(client["country"])
-    tax_code = "S" if rate_bp else "O"  # EN 16931 / UNCL 5305: standard rate, or outside the scope of tax
+    tax = taxes.treatment(policy, client)
     invoice_id = conn.execute(
         text(
             "INSERT INTO invoices (batch_id, contract_id, client_id, billing_type, period_start, period_end, "
-            "trigger_key, status, currency, net_amount, tax_amount, gross_amount, created_at) VALUES "
-            "(:b, :c, :cl, :bt, :ps, :pe, :t, 'draft', :cur, 0, 0, 0, :now) RETURNING invoice_id"
+            "trigger_key, status, currency, net_amount, tax_amount, gross_amount, base_currency, fx_rate, "
+            "base_gross_amount, created_at) VALUES (:b, :c, :cl, :bt, :ps, :pe, :t, 'draft', :cur, 0, 0, 0, "
+            ":base, '1', 0, :now) RETURNING invoice_id"
         ),
         {
             "b": batch_id,
@@ -187,78 +345,146 @@ def _create_invoice(
             "pe": period[1],
             "t": CYCLE,
             "cur": contract["currency"],
+            "base": policy.base_currency,
             "now": db.now(),
         },
     ).scalar_one()
-    line_no = 0
-    for draft in drafts:
-        line_no += 1
-        line_id = conn.execute(
-            text(
-                "INSERT INTO invoice_lines (invoice_id, line_no, kind, description, service_code, project_code, "
-                "quantity, unit, unit_price, net_amount, tax_code, tax_rate_bp) VALUES (:i, :n, :k, :d, :s, :p, "
-                "0, :u, :up, 0, :tc, :bp) RETURNING line_id"
-            ),
-            {
-                "i": invoice_id,
-                "n": line_no,
-                "k": draft.kind,
-                "d": draft.description,
-                "s": draft.service_code,
-                "p": draft.project_code,
-                "u": draft.unit,
-                "up": draft.unit_price,
-                "tc": tax_code,
-                "bp": rate_bp,
-            },
-        ).scalar_one()
-        quantity, net = _claim(conn, line_id, draft)
-        if quantity == 0:  # another run claimed these records first
+
+    line_no, fees = 0, 0
+    fee_drafts = [d for d in drafts if d.kind != "expense"]
+    expense_drafts = [d for d in drafts if d.kind == "expense"]
+    for draft in fee_drafts:
+        line_id = _insert_line(conn, invoice_id, line_no + 1, draft, tax, 0, 0)
+        claimed = _claim(conn, policy, line_id, draft)
+        if claimed is None:  # another run claimed these records first
             db.execute(conn, "DELETE FROM invoice_lines WHERE line_id = :l", {"l": line_id})
-            line_no -= 1
             continue
+        quantity, net = claimed
+        line_no += 1
+        fees += net
         db.execute(
             conn,
             "UPDATE invoice_lines SET quantity = :q, net_amount = :n WHERE line_id = :l",
             {"q": quantity, "n": net, "l": line_id},
         )
+    adjustments, amounts, excess = _adjustments(conn, contract, invoice_id, fees)
+    for draft, amount in zip(adjustments, amounts, strict=True):
+        line_no += 1
+        draft.unit_price = amount
+        _insert_line(conn, invoice_id, line_no, draft, tax, 100, amount)
+    for draft in expense_drafts:
+        line_id = _insert_line(conn, invoice_id, line_no + 1, draft, tax, 100, draft.unit_price)
+        if _claim(conn, policy, line_id, draft) is None:
+            db.execute(conn, "DELETE FROM invoice_lines WHERE line_id = :l", {"l": line_id})
+            continue
+        line_no += 1
     if line_no == 0:
+        db.execute(conn, "DELETE FROM invoices WHERE invoice_id = :i", {"i": invoice_id})
         return None
-    totals = _apply_taxes(conn, invoice_id)
+
+    totals = apply_taxes(conn, invoice_id, {tax.code: tax.note})
+    fx = _record_fx(conn, policy, invoice_id, contract["currency"], totals["gross_amount"], period[1])
+    if excess:
+        cap = format_plain(contract["cap_amount"], contract["currency"])
+        audit.record_exception(
+            conn,
+            category="cap_exceeded",
+            subject_type="invoice",
+            subject_id=str(invoice_id),
+            amount=excess,
+            currency=contract["currency"],
+            detail=(
+                f"contract {contract['contract_id']} reached its not-to-exceed budget of {cap} "
+                f"{contract['currency']}: {format_plain(excess, contract['currency'])} {contract['currency']} "
+                f"of work up to {period[1] - timedelta(days=1)} was not billed"
+            ),
+        )
     audit.record(
         conn,
         entity_type="invoice",
         entity_id=invoice_id,
         action="created",
         actor=actor,
-        after={"contract_id": contract["contract_id"], "period_start": period[0], **totals},
+        after={
+            "contract_id": contract["contract_id"],
+            "period_start": period[0],
+            "tax_code": tax.code,
+            "cap_excess": excess,
+            **totals,
+            **fx,
+        },
     )
     return invoice_id
 
 
-def _apply_taxes(conn: Connection, invoice_id: int) -> dict[str, int]:
-    """Tax per rate group over the sum of line nets (EN 16931), stored and summed onto the invoice."""
+def apply_taxes(conn: Connection, invoice_id: int, notes: Mapping[str, str | None]) -> dict[str, int]:
+    """Tax per rate group over the sum of line nets (EN 16931), stored and summed onto the invoice.
+
+    ``notes`` gives the exemption reason per tax category, for the zero-rated ones.
+    """
     groups = db.rows(
         conn,
         "SELECT tax_code, tax_rate_bp, SUM(net_amount) AS base FROM invoice_lines WHERE invoice_id = :i "
         "GROUP BY tax_code, tax_rate_bp",
         {"i": invoice_id},
     )
-    taxes = [{**g, "tax": tax_amount(g["base"], g["tax_rate_bp"])} for g in groups]
+    rows = [{**g, "tax": tax_amount(g["base"], g["tax_rate_bp"]), "note": notes.get(g["tax_code"])} for g in groups]
     db.execute_many(
         conn,
-        "INSERT INTO invoice_taxes (invoice_id, tax_code, tax_rate_bp, base_amount, tax_amount) "
-        "VALUES (:i, :tax_code, :tax_rate_bp, :base, :tax)",
-        [{**t, "i": invoice_id} for t in taxes],
+        "INSERT INTO invoice_taxes (invoice_id, tax_code, tax_rate_bp, base_amount, tax_amount, exemption_reason) "
+        "VALUES (:i, :tax_code, :tax_rate_bp, :base, :tax, :note)",
+        [{**r, "i": invoice_id} for r in rows],
     )
-    net = sum(t["base"] for t in taxes)
-    tax = sum(t["tax"] for t in taxes)
+    net = sum(r["base"] for r in rows)
+    tax_total = sum(r["tax"] for r in rows)
     db.execute(
         conn,
         "UPDATE invoices SET net_amount = :n, tax_amount = :t, gross_amount = :g WHERE invoice_id = :i",
-        {"n": net, "t": tax, "g": net + tax, "i": invoice_id},
+        {"n": net, "t": tax_total, "g": net + tax_total, "i": invoice_id},
     )
-    return {"net_amount": net, "tax_amount": tax, "gross_amount": net + tax}
+    return {"net_amount": net, "tax_amount": tax_total, "gross_amount": net + tax_total}
+
+
+def fx_rate(conn: Connection, policy: Policy, currency: str, on: date) -> tuple[Decimal, date | None]:
+    """The FX feed's latest rate on or before ``on``; the policy's fallback (dated None) if it has none."""
+    if currency == policy.base_currency:
+        return Decimal(1), None
+    found = db.rows(
+        conn,
+        "SELECT rate, rate_date FROM fx_rates WHERE currency = :c AND rate_date <= :d ORDER BY rate_date DESC LIMIT 1",
+        {"c": currency, "d": on},
+    )
+    if found:
+        return Decimal(found[0]["rate"]), db.as_date(found[0]["rate_date"])
+    return policy.fallback_rate(currency), None
+
+
+def _record_fx(
+    conn: Connection, policy: Policy, invoice_id: int, currency: str, gross: int, period_end: date
+) -> dict[str, Any]:
+    """Rate and rate date on the invoice, so its base-currency value can always be explained."""
+    on = period_end - timedelta(days=1)
+    rate, rate_date = fx_rate(conn, policy, currency, on)
+    base_gross = to_base(gross, currency, policy.base_currency, rate)
+    db.execute(
+        conn,
+        "UPDATE invoices SET fx_rate = :r, fx_rate_date = :d, base_gross_amount = :g WHERE invoice_id = :i",
+        {"r": str(rate), "d": rate_date, "g": base_gross, "i": invoice_id},
+    )
+    if currency != policy.base_currency and rate_date is None:
+        audit.record_exception(
+            conn,
+            category="fx_rate_missing",
+            subject_type="invoice",
+            subject_id=str(invoice_id),
+            amount=gross,
+            currency=currency,
+            detail=(
+                f"the FX feed has no {currency} rate on or before {on}; the policy's fallback rate "
+                f"1 {policy.base_currency} = {rate} {currency} was used for the base-currency value"
+            ),
+        )
+    return {"fx_rate": str(rate), "fx_rate_date": rate_date, "base_gross_amount": base_gross}
 
 
 def open_batch(engine: Engine, run_id: str, period: tuple[date, date]) -> int:
@@ -276,7 +502,7 @@ def price_period(engine: Engine, policy: Policy, run_id: str, period: tuple[date
     """Create the draft invoices of a billing period; a second call for the same period creates none."""
     batch_id = open_batch(engine, run_id, period)
     with engine.begin() as conn:
-        drafts = _draft_lines(conn, period[1])
+        drafts = _draft_lines(conn, period)
         contracts = {c["contract_id"]: c for c in db.rows(conn, "SELECT * FROM contracts")}
         clients = {c["client_id"]: c for c in db.rows(conn, "SELECT * FROM clients")}
         invoiced = {

@@ -140,7 +140,9 @@ def _referenced_invoice(conn: Connection, txn: dict[str, Any]) -> tuple[dict[str
             return found[0], f"creditor reference {ref}"
     numbers = sorted(set(INVOICE_NUMBER.findall((txn["remittance"] or "").upper())))
     if len(numbers) == 1:
-        found = db.rows(conn, "SELECT * FROM invoices WHERE invoice_number = :n", {"n": numbers[0]})
+        found = db.rows(
+            conn, "SELECT * FROM invoices WHERE invoice_number = :n AND document_type = 'invoice'", {"n": numbers[0]}
+        )
         if found:
             return found[0], f"invoice number {numbers[0]} in the remittance text"
     return None, ""
@@ -149,7 +151,7 @@ def _referenced_invoice(conn: Connection, txn: dict[str, Any]) -> tuple[dict[str
 def _suggestions(conn: Connection, txn: dict[str, Any]) -> str:
     candidates = db.rows(
         conn,
-        "SELECT invoice_number FROM invoices WHERE currency = :c AND gross_amount - paid_amount = :a "
+        "SELECT invoice_number FROM invoices WHERE currency = :c AND gross_amount - credited_amount - paid_amount = :a "
         "AND status IN ('issued', 'sent', 'partially_paid') ORDER BY due_date, invoice_number LIMIT 3",
         {"c": txn["currency"], "a": txn["amount"]},
     )
@@ -207,7 +209,7 @@ def _match_one(conn: Connection, txn: dict[str, Any], actor: str, run_id: str) -
             f"{_describe(txn)}: names no invoice; same open amount: {_suggestions(conn, txn)}",
             run_id,
         )
-    open_amount = invoice["gross_amount"] - invoice["paid_amount"]
+    open_amount = invoice["gross_amount"] - invoice["credited_amount"] - invoice["paid_amount"]
     if invoice["status"] not in OPEN_STATUSES or invoice["currency"] != txn["currency"] or txn["amount"] > open_amount:
         return _exception(
             conn,

@@ -23,11 +23,12 @@ def due_reminders(conn: Connection, policy: Policy, as_of: date) -> list[dict[st
     """Per open invoice, the highest level due on ``as_of`` that is above every level already sent."""
     invoices = db.rows(
         conn,
-        "SELECT i.invoice_id, i.due_date, i.gross_amount - i.paid_amount AS open_amount, c.email, "
+        "SELECT i.invoice_id, i.due_date, i.gross_amount - i.credited_amount - i.paid_amount AS open_amount, c.email, "
         "(SELECT MAX(CAST(SUBSTR(d.document, 10) AS INTEGER)) FROM deliveries d WHERE d.invoice_id = i.invoice_id "
         " AND d.document LIKE 'reminder-%' AND d.status IN ('sent', 'sending')) AS last_level "
         "FROM invoices i JOIN clients c ON c.client_id = i.client_id "
-        "WHERE i.status IN ('issued', 'sent', 'partially_paid') AND i.gross_amount > i.paid_amount "
+        "WHERE i.document_type = 'invoice' AND i.status IN ('issued', 'sent', 'partially_paid') "
+        "AND i.gross_amount - i.credited_amount > i.paid_amount "
         "AND i.due_date <= :horizon ORDER BY i.invoice_id",
         {"horizon": as_of - timedelta(days=min(d.offset_days for d in policy.dunning))},
     )

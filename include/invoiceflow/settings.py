@@ -2,7 +2,8 @@
 
 Under the data directory:
 
-- ``inbox/<feed>/``  source drop folders (clients, contracts, rate_cards, timesheets, milestones)
+- ``inbox/<feed>/``  source drop folders (fx_rates, clients, contracts, rate_cards, timesheets,
+  milestones, expenses)
   and ``inbox/bank/`` for bank statements
 - ``outbox/``        rendered PDFs (``outbox/pdf/``) and every e-mail as sent (``outbox/mail/``)
 - ``portal/``        the client portal folder, one sub-folder per client
@@ -22,7 +23,7 @@ TEMPLATES_DIR = PACKAGE_ROOT / "templates"
 CONFIG_DIR = PACKAGE_ROOT / "config"
 EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
 
-FEEDS = ("clients", "contracts", "rate_cards", "timesheets", "milestones")
+FEEDS = ("fx_rates", "clients", "contracts", "rate_cards", "timesheets", "milestones", "expenses")
 """Source feeds in load order: a feed only references feeds before it."""
 
 

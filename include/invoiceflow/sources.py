@@ -68,6 +68,14 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "description",
     ),
     "milestones": ("milestone_id", "contract_id", "name", "amount", "completed_at"),
+    "expenses": ("expense_id", "contract_id", "incurred_on", "category", "description", "amount", "currency"),
+    "fx_rates": ("rate_date", "currency", "rate"),
+}
+
+# Columns a feed may leave out; a missing one reads as empty, which means the default.
+OPTIONAL_COLUMNS: dict[str, tuple[str, ...]] = {
+    "clients": ("tax_exempt",),
+    "contracts": ("billing_increment", "discount_percent", "expense_markup_percent"),
 }
 
 # Table, conflict key, and the condition under which a re-delivered row may replace the stored one:
@@ -78,6 +86,8 @@ TARGETS: dict[str, tuple[str, tuple[str, ...], str | None]] = {
     "rate_cards": ("rate_cards", ("contract_id", "role", "valid_from"), None),
     "timesheets": ("time_entries", ("entry_id",), "time_entries.invoice_line_id IS NULL"),
     "milestones": ("milestones", ("milestone_id",), "milestones.invoice_line_id IS NULL"),
+    "expenses": ("expenses", ("expense_id",), "expenses.invoice_line_id IS NULL"),
+    "fx_rates": ("fx_rates", ("currency", "rate_date"), None),
 }
 
 
@@ -121,7 +131,10 @@ def read_feed_file(feed: str, path: Path) -> pd.DataFrame:
     if missing:
         hint = " (is it delimited by commas?)" if len(frame.columns) == 1 else ""
         raise SourceFileError(f"{path}: missing columns {', '.join(missing)}{hint}")
-    frame = frame[list(COLUMNS[feed])].apply(lambda column: column.str.strip())
+    for column in OPTIONAL_COLUMNS.get(feed, ()):
+        if column not in frame.columns:
+            frame[column] = ""
+    frame = frame[[*COLUMNS[feed], *OPTIONAL_COLUMNS.get(feed, ())]].apply(lambda column: column.str.strip())
     frame.index = range(2, len(frame) + 2)
     return frame
 
@@ -130,11 +143,35 @@ def known_references(conn: Connection, policy: Policy) -> dict[str, set[str]]:
     """What source rows may refer to, as the database knows it now."""
     return {
         "currencies": {r["code"] for r in db.rows(conn, "SELECT code FROM currencies")},
-        "countries": set(policy.vat_rates),
+        "countries": countries(),
         "clients": {r["client_id"] for r in db.rows(conn, "SELECT client_id FROM clients")},
         "contracts": {r["contract_id"] for r in db.rows(conn, "SELECT contract_id FROM contracts")},
         "rate_keys": {r["k"] for r in db.rows(conn, "SELECT DISTINCT contract_id || '/' || role AS k FROM rate_cards")},
     }
+
+
+def countries() -> set[str]:
+    """ISO 3166 alpha-2 codes, from CLDR (babel), for the client feed's country column."""
+    from babel import Locale
+
+    return {code for code in Locale("en").territories if len(code) == 2 and code.isalpha()}
+
+
+def _percent_bp(value: str) -> int:
+    """'12.5' percent to 1250 basis points; more than two decimals is a data error."""
+    if not value:
+        return 0
+    bp = Decimal(value) * 100
+    if bp != bp.to_integral_value():
+        raise MoneyError(f"{value!r} has more than two decimals")
+    return int(bp)
+
+
+def _hundredths(value: str) -> int:
+    units = Decimal(value) * 100
+    if units != units.to_integral_value():
+        raise MoneyError(f"{value!r} has more than two decimals")
+    return int(units)
 
 
 def _opt_date(value: str) -> date | None:
@@ -149,11 +186,20 @@ def _converter(feed: str, conn: Connection) -> Callable[[dict[str, str]], dict[s
 
     def convert(row: dict[str, str]) -> dict[str, Any]:
         if feed == "clients":
-            return {**row, "vat_id": row["vat_id"] or None, "payment_terms_days": int(row["payment_terms_days"])}
-        if feed == "contracts":
-            cur = row["currency"]
             return {
                 **row,
+                "vat_id": row["vat_id"] or None,
+                "payment_terms_days": int(row["payment_terms_days"]),
+                "tax_exempt": row["tax_exempt"] == "true",
+            }
+        if feed == "contracts":
+            cur = row["currency"]
+            extra = {k: row.pop(k) for k in OPTIONAL_COLUMNS["contracts"]}
+            return {
+                **row,
+                "billing_increment": _hundredths(extra["billing_increment"]) if extra["billing_increment"] else 1,
+                "discount_bp": _percent_bp(extra["discount_percent"]),
+                "expense_markup_bp": _percent_bp(extra["expense_markup_percent"]),
                 "signed_at": _opt_date(row["signed_at"]),
                 "start_date": date.fromisoformat(row["start_date"]),
                 "end_date": _opt_date(row["end_date"]),
@@ -169,16 +215,25 @@ def _converter(feed: str, conn: Connection) -> Callable[[dict[str, str]], dict[s
                 "valid_to": _opt_date(row["valid_to"]),
             }
         if feed == "timesheets":
-            hundredths = Decimal(row["hours"]) * 100
-            if hundredths != hundredths.to_integral_value():
-                raise MoneyError("hours have more than two decimals")
             return {
                 **row,
                 "work_date": date.fromisoformat(row["work_date"]),
-                "hours": int(hundredths),
+                "hours": _hundredths(row["hours"]),
                 "billable": row["billable"] == "true",
                 "description": row["description"] or None,
             }
+        if feed == "expenses":
+            if row["currency"] != currency_of[row["contract_id"]]:
+                raise MoneyError(f"currency {row['currency']} is not the contract's {currency_of[row['contract_id']]}")
+            return {
+                **{k: v for k, v in row.items() if k != "currency"},
+                "incurred_on": date.fromisoformat(row["incurred_on"]),
+                "amount": to_minor(row["amount"], row["currency"]),
+            }
+        if feed == "fx_rates":
+            if Decimal(row["rate"]) <= 0:
+                raise MoneyError("a rate must be positive")
+            return {**row, "rate_date": date.fromisoformat(row["rate_date"]), "rate": str(Decimal(row["rate"]))}
         return {
             **row,
             "amount": to_minor(row["amount"], currency_of[row["contract_id"]]),

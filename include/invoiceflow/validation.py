@@ -53,7 +53,7 @@ def reference_expectations(feed: str, known: Mapping[str, set[str]]) -> list[dic
     checks: dict[str, list[dict[str, Any]]] = {
         "clients": [
             _in_set("currency", "currency", known["currencies"], "is not a currency the system knows"),
-            _in_set("country", "country", known["countries"], "has no VAT rate in the billing policy"),
+            _in_set("country", "country", known["countries"], "is not an ISO 3166 country code like DE"),
         ],
         "contracts": [
             _in_set("client_id", "client_id", known["clients"], "is not a known client"),
@@ -65,6 +65,8 @@ def reference_expectations(feed: str, known: Mapping[str, set[str]]) -> list[dic
             _in_set("contract_role", "role", known["rate_keys"], "has no rate card on this contract"),
         ],
         "milestones": [_in_set("contract_id", "contract_id", known["contracts"], "is not a known contract")],
+        "expenses": [_in_set("contract_id", "contract_id", known["contracts"], "is not a known contract")],
+        "fx_rates": [_in_set("currency", "currency", known["currencies"], "is not a currency the system knows")],
     }
     return checks[feed]
 
@@ -74,7 +76,7 @@ def add_derived_columns(feed: str, frame: pd.DataFrame) -> pd.DataFrame:
     import pandas as pd
 
     out = frame.copy()
-    for column in [c for c in frame.columns if c.endswith(("_date", "_at", "valid_from", "valid_to"))]:
+    for column in [c for c in frame.columns if c.endswith(("_date", "_at", "_on", "valid_from", "valid_to"))]:
         out[f"{column}__date"] = pd.to_datetime(frame[column], format="%Y-%m-%d", errors="coerce")
     if feed == "timesheets":
         out["hours__number"] = pd.to_numeric(frame["hours"], errors="coerce")

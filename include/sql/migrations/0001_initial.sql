@@ -52,6 +52,7 @@ CREATE TABLE clients (
     payment_terms_days  INTEGER NOT NULL CHECK (payment_terms_days >= 0),
     delivery            TEXT NOT NULL CHECK (delivery IN ('email', 'portal', 'both')),
     language            TEXT NOT NULL,
+    tax_exempt          BOOLEAN NOT NULL DEFAULT FALSE,  -- e.g. a charity or public body exempt from VAT
     load_id             BIGINT REFERENCES source_loads (load_id)
 );
 
@@ -67,6 +68,9 @@ CREATE TABLE contracts (
     cap_amount         BIGINT,
     retainer_amount    BIGINT,
     retainer_interval  TEXT CHECK (retainer_interval IN ('monthly', 'quarterly', 'yearly')),
+    billing_increment  INTEGER NOT NULL DEFAULT 1 CHECK (billing_increment >= 1),  -- hundredths of an hour: 25 = 0.25 h
+    discount_bp        INTEGER NOT NULL DEFAULT 0 CHECK (discount_bp BETWEEN 0 AND 10000),  -- on fees, basis points
+    expense_markup_bp  INTEGER NOT NULL DEFAULT 0 CHECK (expense_markup_bp >= 0),
     load_id            BIGINT REFERENCES source_loads (load_id)
 );
 
@@ -100,13 +104,15 @@ CREATE TABLE invoice_series (
 
 CREATE TABLE invoices (
     invoice_id       {{ id }},
+    document_type    TEXT NOT NULL DEFAULT 'invoice' CHECK (document_type IN ('invoice', 'credit_note')),
+    credited_invoice_id BIGINT REFERENCES invoices (invoice_id),  -- the invoice a credit note corrects
     batch_id         BIGINT REFERENCES billing_batches (batch_id),
     contract_id      TEXT NOT NULL REFERENCES contracts (contract_id),
     client_id        TEXT NOT NULL REFERENCES clients (client_id),
     billing_type     TEXT NOT NULL,
     period_start     DATE NOT NULL,
     period_end       DATE NOT NULL,          -- exclusive
-    trigger_key      TEXT NOT NULL,          -- 'cycle', or the id of the event that earned it
+    trigger_key      TEXT NOT NULL,          -- 'cycle', the id of the event that earned it, or 'credit-note:N'
     status           TEXT NOT NULL CHECK (status IN ('draft', 'awaiting_approval', 'approved', 'issued',
                          'sent', 'partially_paid', 'paid', 'overpaid', 'credited')),
     review_reason    TEXT,
@@ -115,6 +121,11 @@ CREATE TABLE invoices (
     tax_amount       BIGINT NOT NULL,
     gross_amount     BIGINT NOT NULL,
     paid_amount      BIGINT NOT NULL DEFAULT 0,
+    credited_amount  BIGINT NOT NULL DEFAULT 0,  -- gross of the credit notes issued against it
+    base_currency    TEXT NOT NULL REFERENCES currencies (code),
+    fx_rate          TEXT NOT NULL,          -- units of the invoice currency per 1 base unit (ECB style)
+    fx_rate_date     DATE,                   -- the feed's rate date; NULL when the policy's fallback was used
+    base_gross_amount BIGINT NOT NULL,       -- gross in the base currency, for thresholds and reporting
     series           TEXT,
     invoice_number   TEXT UNIQUE,            -- assigned at issue, never at draft
     issue_date       DATE,
@@ -132,7 +143,7 @@ CREATE TABLE invoice_lines (
     line_id        {{ id }},
     invoice_id     BIGINT NOT NULL REFERENCES invoices (invoice_id),
     line_no        INTEGER NOT NULL,
-    kind           TEXT NOT NULL CHECK (kind IN ('time', 'milestone', 'retainer')),
+    kind           TEXT NOT NULL CHECK (kind IN ('time', 'milestone', 'retainer', 'expense', 'discount', 'cap')),
     description    TEXT NOT NULL,
     service_code   TEXT NOT NULL,
     project_code   TEXT NOT NULL,
@@ -142,6 +153,7 @@ CREATE TABLE invoice_lines (
     net_amount     BIGINT NOT NULL,
     tax_code       TEXT NOT NULL,
     tax_rate_bp    INTEGER NOT NULL,          -- basis points: 1900 = 19 %
+    credited_line_id BIGINT REFERENCES invoice_lines (line_id),  -- on a credit note: the line it corrects
     UNIQUE (invoice_id, line_no)
 );
 
@@ -152,6 +164,7 @@ CREATE TABLE invoice_taxes (
     tax_rate_bp  INTEGER NOT NULL,
     base_amount  BIGINT NOT NULL,
     tax_amount   BIGINT NOT NULL,
+    exemption_reason TEXT,               -- the legal note of a zero-rated category (EN 16931 BT-120)
     PRIMARY KEY (invoice_id, tax_code, tax_rate_bp)
 );
 
@@ -164,6 +177,7 @@ CREATE TABLE time_entries (
     role              TEXT NOT NULL,
     work_date         DATE NOT NULL,
     hours             INTEGER NOT NULL CHECK (hours > 0),   -- hundredths of an hour
+    billed_hours      INTEGER,                              -- hours after the contract's increment, once billed
     billable          BOOLEAN NOT NULL,
     description       TEXT,
     load_id           BIGINT REFERENCES source_loads (load_id),
@@ -181,12 +195,37 @@ CREATE TABLE milestones (
     invoice_line_id   BIGINT REFERENCES invoice_lines (line_id)
 );
 
+-- One row per retainer interval billed; period_* is the calendar interval, service_* the part of
+-- it the contract covers (a partial first or last interval is prorated by days).
 CREATE TABLE retainer_periods (
     contract_id       TEXT NOT NULL REFERENCES contracts (contract_id),
     period_start      DATE NOT NULL,
     period_end        DATE NOT NULL,
+    service_from      DATE NOT NULL,
+    service_to        DATE NOT NULL,          -- exclusive
     invoice_line_id   BIGINT NOT NULL REFERENCES invoice_lines (line_id),
     PRIMARY KEY (contract_id, period_start)
+);
+
+-- Reimbursable expenses, billed at cost plus the contract's markup.
+CREATE TABLE expenses (
+    expense_id        TEXT PRIMARY KEY,
+    contract_id       TEXT NOT NULL REFERENCES contracts (contract_id),
+    incurred_on       DATE NOT NULL,
+    category          TEXT NOT NULL,
+    description       TEXT NOT NULL,
+    amount            BIGINT NOT NULL CHECK (amount > 0),  -- minor units of the contract currency
+    load_id           BIGINT REFERENCES source_loads (load_id),
+    invoice_line_id   BIGINT REFERENCES invoice_lines (line_id)
+);
+
+-- Exchange rates from the FX feed, ECB style: 1 base unit = rate units of the currency.
+CREATE TABLE fx_rates (
+    rate_date         DATE NOT NULL,
+    currency          TEXT NOT NULL REFERENCES currencies (code),
+    rate              TEXT NOT NULL,          -- a decimal string, kept exactly as published
+    load_id           BIGINT REFERENCES source_loads (load_id),
+    PRIMARY KEY (currency, rate_date)
 );
 
 -- Bank side ------------------------------------------------------------------------------------
