@@ -62,6 +62,9 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+bench: $(VENV)/.installed-test
+	source scripts/ensure-postgres.sh && $(BIN)/python bench/bench_pricing.py
+
 lock: | $(UV)
 	$(UV) pip compile --quiet --python-version 3.11 pyproject.toml -o requirements.txt
 	$(UV) pip compile --quiet --python-version 3.11 --extra test pyproject.toml -o requirements-test.txt

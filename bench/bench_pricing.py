@@ -1,0 +1,565 @@
+"""The pricing benchmark: drop folder to draft invoices, on SQLite and PostgreSQL, against a baseline.
+
+For each dialect a fresh child process runs the real path, as the ``billing_cycle`` DAG does:
+``db.engine`` + ``db.upgrade`` on an empty database, ``sources.load_inbox`` over the generated drop
+folder, then ``pricing.price_period`` for the month. The child times each phase, reads its own peak
+resident memory (``ru_maxrss``) and verifies the result against the generator's manifest. A second
+child runs the baseline: only the bare work (pandas reads the time sheets and rate cards, one join,
+one group-by of hours x rate per contract). Results go to ``bench/results/`` as JSON.
+
+    python bench/bench_pricing.py                           # 1,000,000 entries, sqlite + postgresql
+    python bench/bench_pricing.py --scale small --dialects sqlite
+    python bench/bench_pricing.py --profile --dialects sqlite  # + cProfile of the run, .pstats
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+RESULTS_DIR = BENCH_DIR / "results"
+sys.path.insert(0, str(BENCH_DIR))
+
+import generate  # noqa: E402
+
+SCALES = {  # entries, contracts, clients
+    "tiny": (3_000, 20, 10),
+    "small": (50_000, 200, 50),
+    "medium": (250_000, 800, 200),
+    "full": (generate.DEFAULT_ENTRIES, generate.DEFAULT_CONTRACTS, generate.DEFAULT_CLIENTS),
+}
+DIALECTS = ("sqlite", "postgresql")
+TARGET_RATIO = 5.0
+TARGET_PEAK_MB = 1536.0  # 1.5 GiB, in MiB like every *_mb figure here
+PACKAGES = ("invoiceflow", "sqlalchemy", "pandas", "numpy", "great_expectations", "psycopg", "psycopg-binary")
+ACTOR = "bench"
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident set size in MiB.
+
+    ``VmHWM`` from /proc: the high-water mark of this process's own memory. ``ru_maxrss`` is only the
+    fallback: Linux carries it over from the parent through fork and exec, so a child would report
+    at least the parent's size at the time of the fork.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+# Children ---------------------------------------------------------------------------------------
+
+
+_LINES = "SELECT COUNT(*) FROM invoice_lines l JOIN invoices i ON i.invoice_id = l.invoice_id WHERE i.batch_id = :b "
+_NET = (
+    "SELECT COALESCE(SUM(l.net_amount), 0) FROM invoice_lines l JOIN invoices i ON i.invoice_id = l.invoice_id "
+    "WHERE i.batch_id = :b "
+)
+
+
+def _verify(engine: Any, batch_id: int, expected: dict[str, int]) -> dict[str, dict[str, Any]]:
+    """Cheap checks of the priced database against the generator's manifest."""
+    from invoiceflow import db
+
+    queries = {
+        "invoices": ("SELECT COUNT(*) FROM invoices WHERE batch_id = :b", "invoices"),
+        # lines per kind: later pricing rules may add discount, cap or expense lines besides these
+        "time_lines": (_LINES + "AND l.kind = 'time'", "time_lines"),
+        "milestone_lines": (_LINES + "AND l.kind = 'milestone'", "milestones_due"),
+        "retainer_lines": (_LINES + "AND l.kind = 'retainer'", "retainers_due"),
+        "time_entries_loaded": ("SELECT COUNT(*) FROM time_entries", "time_entries_loaded"),
+        "billed_entries": (
+            "SELECT COUNT(*) FROM time_entries WHERE invoice_line_id IS NOT NULL",
+            "billable_entries",
+        ),
+        "billed_hours_hundredths": (
+            "SELECT COALESCE(SUM(l.quantity), 0) FROM invoice_lines l JOIN invoices i ON i.invoice_id = l.invoice_id "
+            "WHERE i.batch_id = :b AND l.kind = 'time'",
+            "billable_hours_hundredths",
+        ),
+        "hours_of_billed_entries": (
+            "SELECT COALESCE(SUM(hours), 0) FROM time_entries WHERE invoice_line_id IS NOT NULL",
+            "billable_hours_hundredths",
+        ),
+        "net_minor_time": (_NET + "AND l.kind = 'time'", "net_minor_time"),
+        "net_minor_fees": (_NET + "AND l.kind IN ('time', 'milestone', 'retainer')", "net_minor_fees"),
+        "quarantined_lines": ("SELECT COUNT(DISTINCT line_no) FROM quarantine", "quarantined_lines"),
+    }
+    zero = {
+        # a billable entry of the month left unbilled, or a non-billable one billed
+        "unbilled_billable_entries": "SELECT COUNT(*) FROM time_entries WHERE billable AND invoice_line_id IS NULL",
+        "billed_non_billable_entries": (
+            "SELECT COUNT(*) FROM time_entries WHERE NOT billable AND invoice_line_id IS NOT NULL"
+        ),
+        # each time line's quantity is exactly the hours of the entries that point at it
+        "time_lines_out_of_step": (
+            "SELECT COUNT(*) FROM invoice_lines l LEFT JOIN (SELECT invoice_line_id, SUM(hours) AS h "
+            "FROM time_entries WHERE invoice_line_id IS NOT NULL GROUP BY invoice_line_id) t "
+            "ON t.invoice_line_id = l.line_id WHERE l.kind = 'time' AND (t.h IS NULL OR t.h <> l.quantity)"
+        ),
+        # line sums equal the invoice net (DESIGN invariant 1)
+        "invoices_net_not_sum_of_lines": (
+            "SELECT COUNT(*) FROM invoices i WHERE i.batch_id = :b AND i.net_amount <> "
+            "(SELECT COALESCE(SUM(l.net_amount), 0) FROM invoice_lines l WHERE l.invoice_id = i.invoice_id)"
+        ),
+    }
+    checks: dict[str, dict[str, Any]] = {}
+    with engine.connect() as conn:
+        for name, (sql, key) in queries.items():
+            actual = int(db.scalar(conn, sql, {"b": batch_id}) or 0)
+            checks[name] = {"expected": expected[key], "actual": actual, "ok": actual == expected[key]}
+        for name, sql in zero.items():
+            actual = int(db.scalar(conn, sql, {"b": batch_id}) or 0)
+            checks[name] = {"expected": 0, "actual": actual, "ok": actual == 0}
+    return checks
+
+
+def child_pipeline(url: str, data_dir: Path, period: str, out: Path, profile: Path | None) -> None:
+    """The real path, timed per phase; writes its result as JSON to ``out``."""
+    os.environ["INVOICEFLOW_DATA_DIR"] = str(data_dir)
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    wall: dict[str, float] = {}
+    peak: dict[str, float] = {}
+    started = time.perf_counter()
+    import great_expectations  # noqa: F401  - imported lazily by the load; paid here, outside the timed phases
+    import pandas  # noqa: F401
+    from invoiceflow import db, pricing, sources
+    from invoiceflow.policy import load_policy
+
+    wall["import"], peak["import"] = time.perf_counter() - started, _peak_rss_mb()
+    manifest = json.loads((data_dir / "manifest.json").read_text(encoding="utf-8"))
+
+    t = time.perf_counter()
+    engine = db.engine(url)
+    db.upgrade(engine)
+    policy = load_policy()
+    month = pricing.period_of(period)
+    wall["setup"], peak["setup"] = time.perf_counter() - t, _peak_rss_mb()
+
+    profiler = None
+    if profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+    t = time.perf_counter()
+    loads = sources.load_inbox(engine, policy, ACTOR)
+    wall["load"], peak["load"] = time.perf_counter() - t, _peak_rss_mb()
+
+    t = time.perf_counter()
+    priced = pricing.price_period(engine, policy, f"bench-{period}", month, ACTOR)
+    wall["price"], peak["price"] = time.perf_counter() - t, _peak_rss_mb()
+    if profiler:
+        profiler.disable()
+        profiler.dump_stats(profile)
+
+    # exactly once: the same files and the same period again change nothing
+    t = time.perf_counter()
+    reloads = sources.load_inbox(engine, policy, ACTOR)
+    repriced = pricing.price_period(engine, policy, f"bench-{period}-rerun", month, ACTOR)
+    wall["rerun"] = time.perf_counter() - t
+
+    checks = _verify(engine, priced["batch_id"], manifest["expected"])
+    checks["invoices_created"] = {
+        "expected": manifest["expected"]["invoices"],
+        "actual": len(priced["invoice_ids"]),
+        "ok": len(priced["invoice_ids"]) == manifest["expected"]["invoices"],
+    }
+    checks["files_loaded"] = {
+        "expected": len(manifest["files"]),
+        "actual": sum(r.status == "loaded" for r in loads),
+        "ok": sum(r.status == "loaded" for r in loads) == len(manifest["files"]),
+    }
+    rerun_changes = sum(r.status != "skipped" for r in reloads) + len(repriced["invoice_ids"])
+    checks["rerun_changes_nothing"] = {"expected": 0, "actual": rerun_changes, "ok": rerun_changes == 0}
+    engine.dispose()
+
+    result = {
+        "url": url.split("@")[-1] if "@" in url else url,
+        "wall_seconds": {k: round(v, 3) for k, v in wall.items()},
+        "peak_rss_mb_after": peak,
+        "peak_rss_mb": _peak_rss_mb(),
+        "loads": [
+            {
+                "feed": r.feed,
+                "status": r.status,
+                "rows_read": r.rows_read,
+                "rows_accepted": r.rows_accepted,
+                "rows_quarantined": r.rows_quarantined,
+                "message": r.message,
+            }
+            for r in loads
+        ],
+        "invoices_created": len(priced["invoice_ids"]),
+        "checks": checks,
+        "invoiceflow_path": str(Path(sources.__file__).resolve().parent),
+    }
+    out.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
+
+
+def child_baseline(data_dir: Path, out: Path) -> None:
+    """The bare work: read the CSVs, one join with the rate windows, one group-by per contract."""
+    import pandas as pd
+
+    inbox = data_dir / "inbox"
+    timesheet_files = sorted((inbox / "timesheets").glob("*.csv"))
+    card_files = sorted((inbox / "rate_cards").glob("*.csv"))
+    t0 = time.perf_counter()
+    hours = pd.concat([pd.read_csv(p) for p in timesheet_files])
+    cards = pd.concat([pd.read_csv(p, keep_default_na=False) for p in card_files])
+    t1 = time.perf_counter()
+    cards["valid_to"] = cards["valid_to"].replace("", "9999-12-31")
+    hours = hours[hours["billable"]]
+    joined = hours.merge(cards, on=["contract_id", "role"])
+    joined = joined[(joined["valid_from"] <= joined["work_date"]) & (joined["work_date"] <= joined["valid_to"])]
+    joined["amount"] = joined["hours"] * joined["hourly_rate"]
+    per_contract = joined.groupby("contract_id")["amount"].sum()
+    t2 = time.perf_counter()
+    result = {
+        "wall_seconds": {"read": round(t1 - t0, 3), "join_group": round(t2 - t1, 3), "total": round(t2 - t0, 3)},
+        "peak_rss_mb": _peak_rss_mb(),
+        "rows_joined": len(joined),
+        "contracts": len(per_contract),
+        "net_major_time": round(float(per_contract.sum()), 2),
+    }
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+
+
+# Parent -----------------------------------------------------------------------------------------
+
+
+def _run_child(args: list[str], source_tree: Path | None, timeout: float | None) -> dict[str, Any]:
+    """Run this file as a child; return its JSON result, or an error record."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        out = Path(f.name)
+    env = os.environ.copy()
+    env["GX_ANALYTICS_ENABLED"] = "false"
+    if source_tree:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(source_tree / "include"), env.get("PYTHONPATH")]))
+        env["INVOICEFLOW_POLICY"] = env.get("INVOICEFLOW_POLICY") or str(source_tree / "include/config/policy.yaml")
+    started = time.perf_counter()
+    try:
+        done = subprocess.run(
+            [sys.executable, str(Path(__file__).resolve()), *args, "--out", str(out)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+            check=False,
+        )
+        elapsed = time.perf_counter() - started
+        if done.returncode != 0 or not out.stat().st_size:
+            return {"error": f"child exited {done.returncode}", "stderr_tail": done.stderr[-4000:]}
+        result = json.loads(out.read_text(encoding="utf-8"))
+        result["child_wall_seconds"] = round(elapsed, 3)
+        return result
+    except subprocess.TimeoutExpired as exc:
+        return {"error": f"child timed out after {timeout} s", "stderr_tail": str(exc.stderr or "")[-4000:]}
+    finally:
+        out.unlink(missing_ok=True)
+
+
+def _pg_database(server_url: str) -> tuple[Any, str, str]:
+    """A fresh database on the server of ``server_url``: (admin engine, name, url)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    name = f"invoiceflow_bench_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    return admin, name, make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+def _drop_pg_database(admin: Any, name: str) -> None:
+    from sqlalchemy import text
+
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _meminfo_mb() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "memory_total_mb": _meminfo_mb(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def packages() -> dict[str, str | None]:
+    found: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def _postgres_version(server_url: str) -> str | None:
+    from sqlalchemy import create_engine, text
+
+    eng = create_engine(server_url)
+    try:
+        with eng.connect() as conn:
+            return conn.execute(text("SHOW server_version")).scalar()
+    finally:
+        eng.dispose()
+
+
+def git_state(tree: Path) -> dict[str, Any]:
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(tree), *args], capture_output=True, text=True, check=False)
+        except OSError:
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    status = git("status", "--porcelain", "--", "include", "dags")
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "uncommitted_in_include": status.splitlines() if status else [],
+    }
+
+
+def _summarise(run: dict[str, Any], baseline: dict[str, Any] | None, entries: int) -> None:
+    """Add totals, rows per second, the ratio to the baseline and the target verdicts in place."""
+    if "error" in run:
+        run["checks_passed"] = False
+        return
+    wall = run["wall_seconds"]
+    wall["total"] = round(wall["load"] + wall["price"], 3)
+    run["rows_per_second"] = round(entries / wall["total"]) if wall["total"] else None
+    run["checks_passed"] = all(c["ok"] for c in run["checks"].values())
+    base = (baseline or {}).get("wall_seconds", {}).get("total")
+    run["ratio_to_baseline"] = round(wall["total"] / base, 1) if base else None
+    run["targets_met"] = {
+        "ratio": run["ratio_to_baseline"] is not None and run["ratio_to_baseline"] <= TARGET_RATIO,
+        "peak_memory": run["peak_rss_mb"] <= TARGET_PEAK_MB,
+    }
+
+
+def _table(report: dict[str, Any]) -> str:
+    head = f"{'':<12}{'load s':>9}{'price s':>9}{'total s':>9}{'rows/s':>10}{'peak MiB':>10}{'x base':>8}  checks"
+    lines = [head, "-" * len(head)]
+    base = report["baseline"]
+    if "error" not in base:
+        lines.append(
+            f"{'baseline':<12}{base['wall_seconds']['read']:>9.2f}{base['wall_seconds']['join_group']:>9.2f}"
+            f"{base['wall_seconds']['total']:>9.2f}{base['rows_per_second']:>10,}{base['peak_rss_mb']:>10.0f}"
+            f"{1:>8.1f}  read / join+group"
+        )
+    for dialect, run in report["dialects"].items():
+        if "error" in run:
+            lines.append(f"{dialect:<12}FAILED: {run['error']}")
+            continue
+        w = run["wall_seconds"]
+        failed = [name for name, c in run["checks"].items() if not c["ok"]]
+        lines.append(
+            f"{dialect:<12}{w['load']:>9.2f}{w['price']:>9.2f}{w['total']:>9.2f}{run['rows_per_second']:>10,}"
+            f"{run['peak_rss_mb']:>10.0f}{run['ratio_to_baseline'] or float('nan'):>8.1f}  "
+            + ("ok" if not failed else "FAILED: " + ", ".join(failed))
+        )
+    lines.append(f"targets: total <= {TARGET_RATIO:g} x baseline, peak <= {TARGET_PEAK_MB:g} MiB")
+    return "\n".join(lines)
+
+
+def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    entries, contracts, clients = SCALES[args.scale]
+    entries = args.entries or entries
+    contracts = args.contracts or contracts
+    clients = args.clients or clients
+    dialects = [d.strip() for d in args.dialects.split(",") if d.strip()]
+    unknown = set(dialects) - set(DIALECTS)
+    if unknown:
+        raise SystemExit(f"unknown dialect(s): {', '.join(sorted(unknown))}; choose from {', '.join(DIALECTS)}")
+    pg_url = args.pg_url or os.environ.get("INVOICEFLOW_TEST_PG_URL")
+    if "postgresql" in dialects and not pg_url:
+        raise SystemExit("postgresql needs --pg-url or INVOICEFLOW_TEST_PG_URL (source scripts/ensure-postgres.sh)")
+    source_tree = args.source_tree.resolve() if args.source_tree else None
+
+    work = Path(tempfile.mkdtemp(prefix="invoiceflow-bench-", dir=args.work_dir))
+    report: dict[str, Any] = {
+        "benchmark": "pricing",
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "packages": packages(),
+        "git": git_state(source_tree or ROOT),
+        "source_tree": str(source_tree or ROOT),
+        "parameters": {
+            "entries": entries,
+            "contracts": contracts,
+            "clients": clients,
+            "period": args.period,
+            "seed": args.seed,
+            "bad_row_share": args.bad_row_share,
+            "dialects": dialects,
+            "profiled": bool(args.profile),
+        },
+        "targets": {"max_ratio_to_baseline": TARGET_RATIO, "max_peak_rss_mb": TARGET_PEAK_MB},
+    }
+    try:
+        data_dir = work / "data"
+        t = time.perf_counter()
+        manifest = generate.generate(data_dir, entries, contracts, clients, args.period, args.seed, args.bad_row_share)
+        report["data"] = {
+            "generate_seconds": round(time.perf_counter() - t, 3),
+            "rows": manifest["rows"],
+            "bytes": {feed: f["bytes"] for feed, f in manifest["files"].items()},
+            "expected": manifest["expected"],
+        }
+        print(f"generated {entries:,} time entries, {contracts:,} contracts, {clients:,} clients in {work}")
+
+        report["baseline"] = _run_child(["--child", "baseline", "--data-dir", str(data_dir)], None, args.timeout)
+        if "error" not in report["baseline"]:
+            report["baseline"]["rows_per_second"] = round(entries / report["baseline"]["wall_seconds"]["total"])
+        print(f"baseline: {report['baseline'].get('wall_seconds', report['baseline'].get('error'))}")
+
+        report["dialects"] = {}
+        for dialect in dialects:
+            admin = name = None
+            if dialect == "sqlite":
+                url = f"sqlite:///{work / 'billing.db'}"
+            else:
+                report.setdefault("postgresql_server", _postgres_version(pg_url))
+                admin, name, url = _pg_database(pg_url)
+            profile = None
+            if args.profile:
+                (args.results_dir or RESULTS_DIR).mkdir(parents=True, exist_ok=True)
+                profile = (args.results_dir or RESULTS_DIR) / f"profile-{dialect}.pstats"
+            child_args = ["--child", "pipeline", "--url", url, "--data-dir", str(data_dir), "--period", args.period]
+            if profile:
+                child_args += ["--profile-out", str(profile)]
+            try:
+                print(f"{dialect}: running ...", flush=True)
+                run = _run_child(child_args, source_tree, args.timeout)
+            finally:
+                if admin is not None and name is not None:
+                    _drop_pg_database(admin, name)
+            _summarise(run, report["baseline"], entries)
+            if profile:
+                run["profile"] = str(profile)
+            report["dialects"][dialect] = run
+            print(f"{dialect}: {run.get('wall_seconds', run.get('error'))}", flush=True)
+    finally:
+        if args.keep:
+            print(f"kept the generated data and databases in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    report["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    report["checks_passed"] = all(r.get("checks_passed") for r in report["dialects"].values()) and (
+        "error" not in report["baseline"]
+    )
+    return report
+
+
+def write_report(report: dict[str, Any], results_dir: Path) -> Path:
+    results_dir.mkdir(parents=True, exist_ok=True)
+    dialects = report["parameters"]["dialects"]
+    label = dialects[0] if len(dialects) == 1 else "all"
+    stamp = datetime.fromisoformat(report["started_at"]).strftime("%Y%m%dT%H%M%SZ")
+    text = json.dumps(report, indent=2, default=str) + "\n"
+    path = results_dir / f"pricing-{label}-{stamp}.json"
+    path.write_text(text, encoding="utf-8")
+    (results_dir / "latest.json").write_text(text, encoding="utf-8")
+    return path
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", choices=sorted(SCALES), default="full", help="size preset (default full)")
+    parser.add_argument("--entries", type=int, help="time entries (overrides --scale)")
+    parser.add_argument("--contracts", type=int, help="contracts (overrides --scale)")
+    parser.add_argument("--clients", type=int, help="clients (overrides --scale)")
+    parser.add_argument("--period", default=generate.DEFAULT_PERIOD, help="billing month YYYY-MM")
+    parser.add_argument("--seed", type=int, default=generate.DEFAULT_SEED)
+    parser.add_argument("--bad-row-share", type=float, default=0.0, help="share of spoiled time entries (< 0.05)")
+    parser.add_argument("--dialects", default=",".join(DIALECTS), help="comma-separated: sqlite,postgresql")
+    parser.add_argument("--pg-url", help="PostgreSQL server (default $INVOICEFLOW_TEST_PG_URL); a fresh database")
+    parser.add_argument("--results-dir", type=Path, help=f"where the JSON goes (default {RESULTS_DIR})")
+    parser.add_argument("--work-dir", type=Path, help="parent of the temporary data folder (default the system's)")
+    parser.add_argument("--source-tree", type=Path, help="benchmark the invoiceflow of another checkout")
+    parser.add_argument("--profile", action="store_true", help="cProfile the load and price phases (slower)")
+    parser.add_argument("--keep", action="store_true", help="keep the generated data and SQLite database")
+    parser.add_argument("--timeout", type=float, help="seconds per child before giving up")
+    parser.add_argument("--strict", action="store_true", help="exit 3 when a target (ratio, memory) is missed")
+    # internal: the child processes
+    parser.add_argument("--child", choices=("pipeline", "baseline"), help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--profile-out", type=Path, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.child == "pipeline":
+        child_pipeline(args.url, args.data_dir, args.period, args.out, args.profile_out)
+        return 0
+    if args.child == "baseline":
+        child_baseline(args.data_dir, args.out)
+        return 0
+    report = run_benchmark(args)
+    path = write_report(report, args.results_dir or RESULTS_DIR)
+    print()
+    print(_table(report))
+    print(f"\nwrote {path}")
+    if not report["checks_passed"]:
+        print("CORRECTNESS CHECKS FAILED", file=sys.stderr)
+        return 1
+    missed = [
+        f"{d}: {k}" for d, r in report["dialects"].items() for k, ok in r.get("targets_met", {}).items() if not ok
+    ]
+    if missed:
+        print("targets missed: " + ", ".join(missed))
+        if args.strict:
+            return 3
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
