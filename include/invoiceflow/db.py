@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -161,6 +161,19 @@ def execute(conn: Connection, sql: str, params: Mapping[str, Any] | None = None)
 def execute_many(conn: Connection, sql: str, params: list[Mapping[str, Any]]) -> None:
     if params:
         conn.execute(text(sql), [dict(p) for p in params])
+
+
+def execute_rows(conn: Connection, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Run a statement with ``?`` placeholders once per tuple, straight through the driver.
+
+    For bulk loads: SQLAlchemy's per-row parameter handling costs more than the insert itself.
+    The SQL must be built by code, never from data, and must contain no other ``?`` or ``%``.
+    """
+    if not rows:
+        return
+    if conn.dialect.paramstyle != "qmark":
+        sql = sql.replace("?", "%s")
+    conn.exec_driver_sql(sql, list(rows))
 
 
 def insert_many(conn: Connection, table: str, records: Iterable[Mapping[str, Any]]) -> int:

@@ -227,14 +227,11 @@ def _claim(conn: Connection, policy: Policy, line_id: int, line: DraftLine) -> t
     None when another run claimed the records first.
     """
     if line.kind == "time":
-        claimed = db.execute(
-            conn,
-            db.sql_file("claim_time.sql"),
+        claimed = conn.execute(
+            text(db.sql_file("claim_time.sql")),
             {"line_id": line_id, "nearest": int(policy.pricing.increment_rounding == "nearest"), **line.claim},
-        )
-        hours = db.scalar(
-            conn, "SELECT COALESCE(SUM(billed_hours), 0) FROM time_entries WHERE invoice_line_id = :l", {"l": line_id}
-        )
+        ).all()
+        hours = sum(row.billed_hours for row in claimed)
         return (hours, round_half_up(hours * line.unit_price, 100)) if claimed else None
     if line.kind in ("milestone", "expense"):
         table, key = ("milestones", "milestone_id") if line.kind == "milestone" else ("expenses", "expense_id")

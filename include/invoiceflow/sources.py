@@ -91,6 +91,10 @@ TARGETS: dict[str, tuple[str, tuple[str, ...], str | None]] = {
 }
 
 
+CHUNK_ROWS = 50_000
+"""Rows per insert statement batch: bounds the memory of a large file's load."""
+
+
 class SourceFileError(ValueError):
     """A file that cannot be used at all; the message says which file and why."""
 
@@ -244,11 +248,12 @@ def _converter(feed: str, conn: Connection) -> Callable[[dict[str, str]], dict[s
 
 
 def _upsert_sql(feed: str, columns: list[str]) -> str:
+    """An upsert with one positional placeholder per column, for ``db.execute_rows``."""
     table, key, replace_when = TARGETS[feed]
     updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
     where = f" WHERE {replace_when}" if replace_when else ""
     return (
-        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)}) "
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)}) "
         f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}{where}"
     )
 
@@ -269,14 +274,19 @@ def load_file(engine: Engine, policy: Policy, feed: str, path: Path, actor: str)
     with engine.begin() as conn:
         findings = validation.validate(feed, frame, known_references(conn, policy))
         convert = _converter(feed, conn)
-        accepted: list[dict[str, Any]] = []
-        for line_no, row in zip(frame.index, frame.to_dict("records"), strict=True):
+        columns: list[str] = []
+        accepted: list[tuple[Any, ...]] = []  # tuples, not dicts: a million rows must fit in memory
+        names = list(frame.columns)
+        for line_no, *values in frame.itertuples(index=True, name=None):
             if line_no in findings:
                 continue
             try:
-                accepted.append(convert(row))
+                row = convert(dict(zip(names, values, strict=True)))
             except (MoneyError, ValueError, KeyError) as exc:
                 findings[line_no] = [validation.Finding(line_no, "*", None, f"cannot be converted: {exc}")]
+                continue
+            columns = columns or list(row)
+            accepted.append(tuple(row.values()))
 
     if frame.shape[0] and len(findings) / frame.shape[0] > policy.validation.max_bad_row_ratio:
         sample = "; ".join(
@@ -293,7 +303,7 @@ def load_file(engine: Engine, policy: Policy, feed: str, path: Path, actor: str)
     with engine.begin() as conn:
         db.execute(conn, "DELETE FROM source_loads WHERE feed = :f AND sha256 = :s", {"f": feed, "s": sha})
         load_id = _record_load(conn, result, sha, None)
-        raw_rows = frame.to_dict("index")
+        raw_rows = frame.loc[sorted(findings)].to_dict("index")
         db.insert_many(
             conn,
             "quarantine",
@@ -314,9 +324,9 @@ def load_file(engine: Engine, policy: Policy, feed: str, path: Path, actor: str)
                 for fld, fs in _by_field(per_line).items()
             ],
         )
-        if accepted:
-            columns = [*accepted[0], "load_id"]
-            db.execute_many(conn, _upsert_sql(feed, columns), [{**r, "load_id": load_id} for r in accepted])
+        upsert = _upsert_sql(feed, [*columns, "load_id"])
+        for start in range(0, len(accepted), CHUNK_ROWS):
+            db.execute_rows(conn, upsert, [(*r, load_id) for r in accepted[start : start + CHUNK_ROWS]])
         audit.record(
             conn,
             entity_type="source_load",

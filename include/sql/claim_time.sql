@@ -15,3 +15,4 @@ UPDATE time_entries
    AND work_date < :period_end
    AND work_date >= :valid_from
    AND work_date <= :valid_to  -- 9999-12-31 for an open-ended rate
+RETURNING billed_hours
