@@ -150,3 +150,36 @@ def test_corrected_row_supersedes_an_unbilled_one(engine, data_dir):
     sources.load_inbox(engine, load_policy(), ACTOR)
     with engine.connect() as conn:
         assert db.scalar(conn, "SELECT hours FROM time_entries WHERE entry_id = 'T1'") == 600
+
+
+def test_a_large_file_loads_in_chunks_with_file_wide_checks(engine, data_dir, monkeypatch):
+    """Chunks of 32 rows: a repeated id in another chunk is still caught on both lines, and line
+    numbers, quarantine and counts come out as if the file had been read whole."""
+    monkeypatch.setattr(sources, "CHUNK_ROWS", 32)
+    rows = FEEDS["timesheets"].splitlines()
+    extra = [f"X{i},K1,PRJ-1,E{i},developer,2026-10-{i % 28 + 1:02d},1.50,true,chunked" for i in range(80)]
+    extra[77] = "T2,K1,PRJ-1,E1,developer,2026-10-20,1.00,true,repeats T2 of line 3"
+    extra[78] = "X78,K1,PRJ-1,E1,developer,2026-10-20,abc,true,bad hours"
+    paths = write_feeds(data_dir / "inbox", timesheets="\n".join([*rows, *extra]) + "\n")
+    result = [r for r in sources.load_inbox(engine, load_policy(), ACTOR) if r.feed == "timesheets"][0]
+    assert (result.status, result.rows_read, result.rows_accepted, result.rows_quarantined) == ("loaded", 86, 83, 3)
+    found = {(q["line_no"], q["field"]): q for q in _quarantine(engine)}
+    assert found[(3, "entry_id")]["reason"] == "appears more than once in the file"
+    assert found[(85, "entry_id")]["reason"] == "appears more than once in the file"
+    assert found[(86, "hours")]["value"] == "abc" and found[(86, "hours")]["source"] == paths["timesheets"].name
+    with engine.connect() as conn:
+        assert db.scalar(conn, "SELECT COUNT(*) FROM time_entries") == 83
+        assert db.scalar(conn, "SELECT hours FROM time_entries WHERE entry_id = 'X79'") == 150
+        assert db.scalar(conn, "SELECT rows_accepted FROM source_loads WHERE feed = 'timesheets'") == 83
+
+
+def test_a_file_broken_after_its_first_chunk_loads_nothing(engine, data_dir, monkeypatch):
+    """A CSV error deep in a large file rejects it whole: the chunks before it are rolled back."""
+    monkeypatch.setattr(sources, "CHUNK_ROWS", 2)
+    rows = FEEDS["timesheets"].splitlines()
+    write_feeds(data_dir / "inbox", timesheets="\n".join([*rows, 'X1,K1,"unclosed quote,E1']) + "\n")
+    result = [r for r in sources.load_inbox(engine, load_policy(), ACTOR) if r.feed == "timesheets"][0]
+    assert result.status == "rejected" and "cannot be read as CSV" in result.message
+    with engine.connect() as conn:
+        assert db.scalar(conn, "SELECT COUNT(*) FROM time_entries") == 0
+        assert db.scalar(conn, "SELECT COUNT(*) FROM quarantine WHERE feed = 'timesheets'") == 0

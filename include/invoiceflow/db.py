@@ -23,6 +23,8 @@ from invoiceflow import settings
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = settings.SQL_DIR / "migrations"
+SQLITE_CACHE_KIB = 256 * 1024
+"""SQLite's page cache per connection, allocated only as pages are read (the default is 2 MiB)."""
 
 
 def _register_sqlite_types() -> None:
@@ -55,6 +57,8 @@ def engine(url: str) -> Engine:
             cur.execute("PRAGMA foreign_keys = ON")
             cur.execute("PRAGMA journal_mode = WAL")
             cur.execute("PRAGMA synchronous = NORMAL")
+            # a bulk load updates indexes in random key order: a small page cache thrashes
+            cur.execute(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
             cur.close()
 
         return eng
@@ -163,17 +167,42 @@ def execute_many(conn: Connection, sql: str, params: list[Mapping[str, Any]]) ->
         conn.execute(text(sql), [dict(p) for p in params])
 
 
-def execute_rows(conn: Connection, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Run a statement with ``?`` placeholders once per tuple, straight through the driver.
+def bulk_upsert(
+    conn: Connection,
+    table: str,
+    columns: Sequence[str],
+    key: Sequence[str],
+    rows: Sequence[tuple[Any, ...]],
+    replace_when: str | None = None,
+) -> None:
+    """Insert rows, or update the row with the same key where ``replace_when`` allows it.
 
-    For bulk loads: SQLAlchemy's per-row parameter handling costs more than the insert itself.
-    The SQL must be built by code, never from data, and must contain no other ``?`` or ``%``.
+    For bulk loads, past SQLAlchemy's per-row parameter handling, which costs more than the insert:
+    PostgreSQL gets the rows by ``COPY`` into a temporary table and one ``INSERT ... SELECT``;
+    SQLite, in-process, gets them through the driver's ``executemany``. Table and column names
+    come from code, never from data; the rows must not repeat a key.
     """
     if not rows:
         return
-    if conn.dialect.paramstyle != "qmark":
-        sql = sql.replace("?", "%s")
-    conn.exec_driver_sql(sql, list(rows))
+    names = ", ".join(columns)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
+    conflict = f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
+    if replace_when:
+        conflict += f" WHERE {replace_when}"
+    if conn.dialect.name != "postgresql":
+        placeholders = ", ".join("?" for _ in columns)
+        conn.exec_driver_sql(f"INSERT INTO {table} ({names}) VALUES ({placeholders}) {conflict}", list(rows))
+        return
+    stage = f"stage_{table}"
+    conn.exec_driver_sql(f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} (LIKE {table}) ON COMMIT DROP")
+    conn.exec_driver_sql(f"TRUNCATE {stage}")
+    with (
+        conn.connection.driver_connection.cursor() as cursor,
+        cursor.copy(f"COPY {stage} ({names}) FROM STDIN") as copy,
+    ):
+        for row in rows:
+            copy.write_row(row)
+    conn.exec_driver_sql(f"INSERT INTO {table} ({names}) SELECT {names} FROM {stage} {conflict}")
 
 
 def insert_many(conn: Connection, table: str, records: Iterable[Mapping[str, Any]]) -> int:

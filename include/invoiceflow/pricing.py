@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 
 CYCLE = "cycle"
 INTERVAL_MONTHS = {"monthly": 1, "quarterly": 3, "yearly": 12}
+CONTRACTS_PER_TRANSACTION = 250
+"""Invoices built per transaction: few commits and set-based claims, yet short transactions."""
 FEE_KINDS = ("time", "milestone", "retainer", "discount", "cap")
 """Lines that count against a contract's cap; expenses pass through at cost plus markup."""
 
@@ -221,33 +223,78 @@ def _draft_lines(conn: Connection, period: tuple[date, date]) -> dict[str, list[
     return lines
 
 
-def _claim(conn: Connection, policy: Policy, line_id: int, line: DraftLine) -> tuple[int, int] | None:
-    """Attach the source records to the line; return (quantity in hundredths, net amount).
+def _claim(conn: Connection, line_id: int, line: DraftLine) -> bool:
+    """Attach a milestone, expense or retainer interval to its line; False if a run was first.
 
-    None when another run claimed the records first.
+    Time lines are claimed together, set-based, by ``_claim_time``.
     """
-    if line.kind == "time":
-        claimed = conn.execute(
-            text(db.sql_file("claim_time.sql")),
-            {"line_id": line_id, "nearest": int(policy.pricing.increment_rounding == "nearest"), **line.claim},
-        ).all()
-        hours = sum(row.billed_hours for row in claimed)
-        return (hours, round_half_up(hours * line.unit_price, 100)) if claimed else None
     if line.kind in ("milestone", "expense"):
         table, key = ("milestones", "milestone_id") if line.kind == "milestone" else ("expenses", "expense_id")
-        claimed = db.execute(
-            conn,
-            f"UPDATE {table} SET invoice_line_id = :l WHERE {key} = :k AND invoice_line_id IS NULL",
-            {"l": line_id, "k": line.claim[key]},
+        return bool(
+            db.execute(
+                conn,
+                f"UPDATE {table} SET invoice_line_id = :l WHERE {key} = :k AND invoice_line_id IS NULL",
+                {"l": line_id, "k": line.claim[key]},
+            )
         )
-        return (100, line.unit_price) if claimed else None
+    return bool(
+        db.execute(
+            conn,
+            "INSERT INTO retainer_periods (contract_id, period_start, period_end, service_from, service_to, "
+            "invoice_line_id) VALUES (:contract_id, :period_start, :period_end, :service_from, :service_to, :l) "
+            "ON CONFLICT (contract_id, period_start) DO NOTHING",
+            {"l": line_id, **line.claim},
+        )
+    )
+
+
+def _claim_time(
+    conn: Connection, policy: Policy, lines: list[tuple[int, DraftLine]], period_end: date
+) -> dict[int, int]:
+    """Claim the entries of many time lines in one statement; billed hundredths per line id.
+
+    One UPDATE for a whole chunk of invoices instead of one per line: the claim is the heaviest
+    step of a billing run, and the database does it best as one join.
+    """
+    if conn.dialect.name == "postgresql":
+        db.execute(
+            conn,
+            "CREATE TEMPORARY TABLE IF NOT EXISTS claim_keys (line_id BIGINT, contract_id TEXT, "
+            "role TEXT, valid_from DATE, valid_to DATE, increment INTEGER) ON COMMIT DROP",
+        )
+    else:
+        db.execute(
+            conn,
+            "CREATE TEMPORARY TABLE IF NOT EXISTS claim_keys (line_id INTEGER, contract_id TEXT, "
+            "role TEXT, valid_from DATE, valid_to DATE, increment INTEGER)",
+        )
+    db.execute(conn, "DELETE FROM claim_keys")
+    db.execute_many(
+        conn,
+        "INSERT INTO claim_keys VALUES (:line_id, :contract_id, :role, :valid_from, :valid_to, :increment)",
+        [
+            {
+                "line_id": line_id,
+                **{k: d.claim[k] for k in ("contract_id", "role", "valid_from", "valid_to", "increment")},
+            }
+            for line_id, d in lines
+        ],
+    )
+    if conn.dialect.name == "postgresql":
+        db.execute(conn, "ANALYZE claim_keys")  # a fresh temporary table has no statistics to plan with
     db.execute(
         conn,
-        "INSERT INTO retainer_periods (contract_id, period_start, period_end, service_from, service_to, "
-        "invoice_line_id) VALUES (:contract_id, :period_start, :period_end, :service_from, :service_to, :l)",
-        {"l": line_id, **line.claim},
+        db.sql_file("claim_time.sql"),
+        {"period_end": period_end, "nearest": int(policy.pricing.increment_rounding == "nearest")},
     )
-    return 100, line.unit_price
+    return {
+        r["invoice_line_id"]: r["hours"]
+        for r in db.rows(
+            conn,
+            "SELECT invoice_line_id, SUM(billed_hours) AS hours FROM time_entries "
+            "WHERE invoice_line_id IN (SELECT line_id FROM claim_keys) GROUP BY invoice_line_id",
+        )
+    }
 
 
 def _cap_consumed(conn: Connection, contract_id: str, invoice_id: int) -> int:
@@ -315,7 +362,18 @@ def _insert_line(
     ).scalar_one()
 
 
-def _create_invoice(
+@dataclass
+class _Draft:
+    """An invoice being built: its row, and its time lines before their entries are claimed."""
+
+    invoice_id: int
+    contract: dict[str, Any]
+    tax: taxes.TaxTreatment
+    drafts: list[DraftLine]
+    time_lines: list[tuple[int, DraftLine]]
+
+
+def _open_invoice(
     conn: Connection,
     policy: Policy,
     batch_id: int,
@@ -323,8 +381,8 @@ def _create_invoice(
     client: dict[str, Any],
     period: tuple[date, date],
     drafts: list[DraftLine],
-    actor: str,
-) -> int | None:
+) -> _Draft:
+    """The invoice row and its time lines, numbered later: which lines stay depends on the claim."""
     tax = taxes.treatment(policy, client)
     invoice_id = conn.execute(
         text(
@@ -346,32 +404,45 @@ def _create_invoice(
             "now": db.now(),
         },
     ).scalar_one()
+    time_lines = [
+        (_insert_line(conn, invoice_id, -n, draft, tax, 0, 0), draft)
+        for n, draft in enumerate((d for d in drafts if d.kind == "time"), start=1)
+    ]
+    return _Draft(invoice_id, contract, tax, drafts, time_lines)
 
-    line_no, fees = 0, 0
-    fee_drafts = [d for d in drafts if d.kind != "expense"]
-    expense_drafts = [d for d in drafts if d.kind == "expense"]
-    for draft in fee_drafts:
-        line_id = _insert_line(conn, invoice_id, line_no + 1, draft, tax, 0, 0)
-        claimed = _claim(conn, policy, line_id, draft)
-        if claimed is None:  # another run claimed these records first
+
+def _finish_invoice(
+    conn: Connection, policy: Policy, draft: _Draft, claimed: Mapping[int, int], period: tuple[date, date], actor: str
+) -> int | None:
+    """Amounts from exactly what was claimed, then discount, cap, expenses, taxes and FX."""
+    invoice_id, contract, tax = draft.invoice_id, draft.contract, draft.tax
+    line_no, fees, updates = 0, 0, []
+    for line_id, line in draft.time_lines:
+        if line_id not in claimed:  # another run billed these hours first
             db.execute(conn, "DELETE FROM invoice_lines WHERE line_id = :l", {"l": line_id})
             continue
-        quantity, net = claimed
         line_no += 1
+        net = round_half_up(claimed[line_id] * line.unit_price, 100)
         fees += net
-        db.execute(
-            conn,
-            "UPDATE invoice_lines SET quantity = :q, net_amount = :n WHERE line_id = :l",
-            {"q": quantity, "n": net, "l": line_id},
-        )
-    adjustments, amounts, excess = _adjustments(conn, contract, invoice_id, fees)
-    for draft, amount in zip(adjustments, amounts, strict=True):
+        updates.append({"q": claimed[line_id], "n": net, "no": line_no, "l": line_id})
+    db.execute_many(
+        conn, "UPDATE invoice_lines SET quantity = :q, net_amount = :n, line_no = :no WHERE line_id = :l", updates
+    )
+    for line in [d for d in draft.drafts if d.kind in ("milestone", "retainer")]:
+        line_id = _insert_line(conn, invoice_id, line_no + 1, line, tax, 100, line.unit_price)
+        if not _claim(conn, line_id, line):
+            db.execute(conn, "DELETE FROM invoice_lines WHERE line_id = :l", {"l": line_id})
+            continue
         line_no += 1
-        draft.unit_price = amount
-        _insert_line(conn, invoice_id, line_no, draft, tax, 100, amount)
-    for draft in expense_drafts:
-        line_id = _insert_line(conn, invoice_id, line_no + 1, draft, tax, 100, draft.unit_price)
-        if _claim(conn, policy, line_id, draft) is None:
+        fees += line.unit_price
+    adjustments, amounts, excess = _adjustments(conn, contract, invoice_id, fees)
+    for line, amount in zip(adjustments, amounts, strict=True):
+        line_no += 1
+        line.unit_price = amount
+        _insert_line(conn, invoice_id, line_no, line, tax, 100, amount)
+    for line in [d for d in draft.drafts if d.kind == "expense"]:
+        line_id = _insert_line(conn, invoice_id, line_no + 1, line, tax, 100, line.unit_price)
+        if not _claim(conn, line_id, line):
             db.execute(conn, "DELETE FROM invoice_lines WHERE line_id = :l", {"l": line_id})
             continue
         line_no += 1
@@ -510,21 +581,34 @@ def price_period(engine: Engine, policy: Policy, run_id: str, period: tuple[date
                 {"ps": period[0], "t": CYCLE},
             )
         }
+    todo = [c for c in sorted(drafts) if c not in invoiced]  # invoiced: new records wait for the next period
     created: list[int] = []
-    for contract_id in sorted(drafts):
-        if contract_id in invoiced:
-            continue  # this period is invoiced already; new records wait for the next one
-        contract = contracts[contract_id]
-        try:
-            with engine.begin() as conn:
-                invoice_id = _create_invoice(
-                    conn, policy, batch_id, contract, clients[contract["client_id"]], period, drafts[contract_id], actor
-                )
-        except IntegrityError:
-            log.warning("contract %s: invoiced by a concurrent run, skipped", contract_id)
-            continue
-        if invoice_id is not None:
-            created.append(invoice_id)
+    for start in range(0, len(todo), CONTRACTS_PER_TRANSACTION):
+        chunk = todo[start : start + CONTRACTS_PER_TRANSACTION]
+        with engine.begin() as conn:
+            opened = []
+            for contract_id in chunk:
+                contract = contracts[contract_id]
+                try:
+                    with conn.begin_nested():
+                        opened.append(
+                            _open_invoice(
+                                conn,
+                                policy,
+                                batch_id,
+                                contract,
+                                clients[contract["client_id"]],
+                                period,
+                                drafts[contract_id],
+                            )
+                        )
+                except IntegrityError:
+                    log.warning("contract %s: invoiced by a concurrent run, skipped", contract_id)
+            claimed = _claim_time(conn, policy, [line for d in opened for line in d.time_lines], period[1])
+            for draft in opened:
+                invoice_id = _finish_invoice(conn, policy, draft, claimed, period, actor)
+                if invoice_id is not None:
+                    created.append(invoice_id)
     with engine.begin() as conn:
         db.execute(
             conn,

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -40,39 +40,64 @@ def suite_definition(feed: str) -> dict[str, Any]:
         return json.load(f)
 
 
-def _in_set(column: str, field: str, values: Iterable[str], message: str) -> dict[str, Any]:
-    return {
-        "type": "expect_column_values_to_be_in_set",
-        "kwargs": {"column": column, "value_set": sorted(values)},
-        "meta": {"field": field, "message": message},
-    }
+REFERENCES: dict[str, list[tuple[str, str, str, str]]] = {
+    # feed: (column, what it must be one of, field named in the finding, message)
+    "clients": [
+        ("currency", "currencies", "currency", "is not a currency the system knows"),
+        ("country", "countries", "country", "is not an ISO 3166 country code like DE"),
+    ],
+    "contracts": [
+        ("client_id", "clients", "client_id", "is not a known client"),
+        ("currency", "currencies", "currency", "is not a currency the system knows"),
+    ],
+    "rate_cards": [("contract_id", "contracts", "contract_id", "is not a known contract")],
+    "timesheets": [
+        ("contract_id", "contracts", "contract_id", "is not a known contract"),
+        ("contract_role", "rate_keys", "role", "has no rate card on this contract"),
+    ],
+    "milestones": [("contract_id", "contracts", "contract_id", "is not a known contract")],
+    "expenses": [("contract_id", "contracts", "contract_id", "is not a known contract")],
+    "fx_rates": [("currency", "currencies", "currency", "is not a currency the system knows")],
+}
+"""Referential integrity against the database: the suite's dynamic half.
+
+Checked as a derived ``<column>__known`` flag rather than a value set in the expectation: GX
+copies an expectation's configuration many times over, and thousands of contract ids make that
+the slowest part of validating a large file.
+"""
 
 
-def reference_expectations(feed: str, known: Mapping[str, set[str]]) -> list[dict[str, Any]]:
-    """Referential integrity against the database: the suite's dynamic half."""
-    checks: dict[str, list[dict[str, Any]]] = {
-        "clients": [
-            _in_set("currency", "currency", known["currencies"], "is not a currency the system knows"),
-            _in_set("country", "country", known["countries"], "is not an ISO 3166 country code like DE"),
-        ],
-        "contracts": [
-            _in_set("client_id", "client_id", known["clients"], "is not a known client"),
-            _in_set("currency", "currency", known["currencies"], "is not a currency the system knows"),
-        ],
-        "rate_cards": [_in_set("contract_id", "contract_id", known["contracts"], "is not a known contract")],
-        "timesheets": [
-            _in_set("contract_id", "contract_id", known["contracts"], "is not a known contract"),
-            _in_set("contract_role", "role", known["rate_keys"], "has no rate card on this contract"),
-        ],
-        "milestones": [_in_set("contract_id", "contract_id", known["contracts"], "is not a known contract")],
-        "expenses": [_in_set("contract_id", "contract_id", known["contracts"], "is not a known contract")],
-        "fx_rates": [_in_set("currency", "currency", known["currencies"], "is not a currency the system knows")],
-    }
-    return checks[feed]
+def reference_expectations(feed: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "expect_column_values_to_be_in_set",
+            "kwargs": {"column": f"{column}__known", "value_set": [True]},
+            "meta": {"field": field, "message": message},
+        }
+        for column, _, field, message in REFERENCES[feed]
+    ]
 
 
-def add_derived_columns(feed: str, frame: pd.DataFrame) -> pd.DataFrame:
-    """Parsed helper columns (``x__date``, ``hours__number``) that the suites check."""
+def record_keys(frame: pd.DataFrame, key: tuple[str, ...]) -> pd.Series:
+    """The identity of each row (``K1|dev|2026-01-01`` for a compound key), for duplicate checks."""
+    keys = frame[key[0]]
+    for column in key[1:]:
+        keys = keys + "|" + frame[column]
+    return keys
+
+
+def add_derived_columns(
+    feed: str,
+    frame: pd.DataFrame,
+    known: Mapping[str, Collection[str]],
+    key: tuple[str, ...],
+    repeated: Collection[str],
+) -> pd.DataFrame:
+    """Parsed helper columns (``x__date``, ``hours__number``) that the suites check.
+
+    ``record_key__repeated`` marks rows whose key occurs more than once in the whole file: a
+    large file is validated in chunks, so uniqueness is decided over the file beforehand.
+    """
     import pandas as pd
 
     out = frame.copy()
@@ -81,18 +106,31 @@ def add_derived_columns(feed: str, frame: pd.DataFrame) -> pd.DataFrame:
     if feed == "timesheets":
         out["hours__number"] = pd.to_numeric(frame["hours"], errors="coerce")
         out["contract_role"] = frame["contract_id"] + "/" + frame["role"]
+    out["record_key__repeated"] = record_keys(frame, key).isin(repeated) if repeated else False
+    for column, known_as, _, _ in REFERENCES[feed]:
+        out[f"{column}__known"] = out[column].isin(known[known_as])
     return out
 
 
-def validate(feed: str, frame: pd.DataFrame, known: Mapping[str, set[str]]) -> dict[int, list[Finding]]:
-    """Findings per line number (the frame's index) for every row that fails any expectation."""
+def validate(
+    feed: str,
+    frame: pd.DataFrame,
+    known: Mapping[str, set[str]],
+    key: tuple[str, ...],
+    repeated: Collection[str] = (),
+) -> dict[int, list[Finding]]:
+    """Findings per line number (the frame's index) for every row that fails any expectation.
+
+    ``key`` names the columns that identify a record, ``repeated`` the keys seen more than once in
+    the file the frame comes from.
+    """
     if frame.empty:
         return {}
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
 
     definition = suite_definition(feed)
-    definition["expectations"] = definition["expectations"] + reference_expectations(feed, known)
+    definition["expectations"] = definition["expectations"] + reference_expectations(feed)
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = {"globally": False, "metric_calculations": False}
     suite = context.suites.add(gx.ExpectationSuite(**definition))
@@ -100,7 +138,7 @@ def validate(feed: str, frame: pd.DataFrame, known: Mapping[str, set[str]]) -> d
         context.data_sources.add_pandas(f"{feed}_source")
         .add_dataframe_asset(feed)
         .add_batch_definition_whole_dataframe("whole_file")
-        .get_batch(batch_parameters={"dataframe": add_derived_columns(feed, frame)})
+        .get_batch(batch_parameters={"dataframe": add_derived_columns(feed, frame, known, key, repeated)})
     )
     result = batch.validate(suite, result_format={"result_format": "COMPLETE"})
 
