@@ -140,6 +140,7 @@ def _milestone_lines(conn: Connection, contracts: dict[str, dict[str, Any]], per
             "AND completed_at < :pe ORDER BY contract_id, completed_at, milestone_id",
             {"pe": period_end},
         )
+        if m["contract_id"] in contracts
     ]
 
 
@@ -381,6 +382,7 @@ def _open_invoice(
     client: dict[str, Any],
     period: tuple[date, date],
     drafts: list[DraftLine],
+    trigger_key: str = CYCLE,
 ) -> _Draft:
     """The invoice row and its time lines, numbered later: which lines stay depends on the claim."""
     tax = taxes.treatment(policy, client)
@@ -398,7 +400,7 @@ def _open_invoice(
             "bt": contract["billing_type"],
             "ps": period[0],
             "pe": period[1],
-            "t": CYCLE,
+            "t": trigger_key,
             "cur": contract["currency"],
             "base": policy.base_currency,
             "now": db.now(),
@@ -618,3 +620,75 @@ def price_period(engine: Engine, policy: Policy, run_id: str, period: tuple[date
         )
     log.info("period %s to %s: %d draft invoices created in batch %d", period[0], period[1], len(created), batch_id)
     return {"batch_id": batch_id, "invoice_ids": created}
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """An event that earns an invoice now rather than at month end.
+
+    ``key`` identifies the event (``milestone:M7``) and is the invoice's trigger key, so an event
+    delivered twice bills once. The invoice bills the named milestones (a completed milestone, a
+    signed document's fee, a contract's set-up fee) and, for a signed retainer contract, its
+    first interval in advance.
+    """
+
+    key: str
+    contract_id: str
+    on: date
+    milestone_ids: tuple[str, ...] = ()
+    first_retainer_interval: bool = False
+
+
+def price_triggers(engine: Engine, policy: Policy, run_id: str, triggers: list[Trigger], actor: str) -> dict[str, Any]:
+    """Draft invoices for events; an event already invoiced, or with nothing left to bill, adds none."""
+    today = min((t.on for t in triggers), default=date.today())
+    batch_id = open_batch(engine, run_id, period_of(f"{today:%Y-%m}"))
+    created: list[int] = []
+    for trigger in triggers:
+        period = period_of(f"{trigger.on:%Y-%m}")
+        with engine.begin() as conn:
+            contract = db.rows(conn, "SELECT * FROM contracts WHERE contract_id = :c", {"c": trigger.contract_id})
+            if not contract:
+                log.warning("event %s: contract %s is not known (quarantined?)", trigger.key, trigger.contract_id)
+                continue
+            contracts = {trigger.contract_id: contract[0]}
+            client = db.rows(conn, "SELECT * FROM clients WHERE client_id = :c", {"c": contract[0]["client_id"]})[0]
+            drafts = [
+                d
+                for d in _milestone_lines(conn, contracts, date.max)
+                if d.claim["milestone_id"] in trigger.milestone_ids
+            ]
+            if trigger.first_retainer_interval:
+                drafts += _first_retainer_line(conn, contracts[trigger.contract_id])
+            if not drafts:
+                log.info("event %s: nothing left to bill", trigger.key)
+                continue
+            try:
+                with conn.begin_nested():
+                    draft = _open_invoice(
+                        conn, policy, batch_id, contract[0], client, period, drafts, trigger_key=trigger.key
+                    )
+            except IntegrityError:
+                log.info("event %s: invoiced already", trigger.key)
+                continue
+            invoice_id = _finish_invoice(conn, policy, draft, {}, period, actor)
+            if invoice_id is not None:
+                created.append(invoice_id)
+    with engine.begin() as conn:
+        db.execute(
+            conn,
+            "UPDATE billing_batches SET status = 'priced', invoices_created = invoices_created + :n "
+            "WHERE batch_id = :b",
+            {"n": len(created), "b": batch_id},
+        )
+    log.info("%d events: %d draft invoices created in batch %d", len(triggers), len(created), batch_id)
+    return {"batch_id": batch_id, "invoice_ids": created}
+
+
+def _first_retainer_line(conn: Connection, contract: dict[str, Any]) -> list[DraftLine]:
+    """The retainer interval the contract starts in, billed in advance at signature."""
+    if contract["billing_type"] != "retainer" or not contract["retainer_amount"]:
+        return []
+    starts = db.as_date(contract["start_date"])
+    lines = _retainer_lines(conn, {contract["contract_id"]: contract}, period_of(f"{starts:%Y-%m}"))
+    return [line for line in lines if line.claim["period_start"] <= starts < line.claim["period_end"]]

@@ -1,0 +1,149 @@
+"""Invoices on the event that earns them: a contract signed, a milestone completed, a document signed."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.providers.standard.operators.hitl import HITLOperator
+from airflow.sdk import Asset, Param, dag, task, task_group
+
+EVENTS = {
+    kind: Asset(uri=f"invoiceflow://events/{kind.replace('_', '-')}", name=f"invoiceflow_{kind}")
+    for kind in ("contract_signed", "milestone_completed", "document_signed")
+}
+
+DOC = """
+# Billing events
+
+Runs whenever a CRM or project tool reports a **signed contract**, a **completed milestone** or a
+**signed document** through Airflow's REST API (an asset event; the README shows the `curl`), and
+invoices it in the same run instead of at month end:
+
+| event | asset | invoice |
+| --- | --- | --- |
+| contract signed | `invoiceflow://events/contract-signed` | set-up fee, first retainer interval |
+| milestone completed | `invoiceflow://events/milestone-completed` | the milestone's fixed amount |
+| document signed | `invoiceflow://events/document-signed` | the document's fixed fee |
+
+1. **receive_events**: writes each event's record into the feed's drop folder. An event without the
+   fields it needs is reported as an exception and the others go on.
+2. **ingest_sources**: loads it like any file: validated, bad rows quarantined, loaded once.
+3. **price_events**: one draft invoice per event; an event delivered twice bills once, and the
+   monthly cycle never bills the same record again.
+4. Approval, issue, PDF and delivery as in the monthly billing cycle.
+
+Owner: billing operations. A retry is always safe.
+"""
+
+
+@dag(
+    dag_id="billing_events",
+    schedule=EVENTS["contract_signed"] | EVENTS["milestone_completed"] | EVENTS["document_signed"],
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"owner": "billing", "retries": 2, "retry_delay": timedelta(minutes=1)},
+    tags=["invoiceflow", "billing", "events"],
+    doc_md=DOC,
+)
+def billing_events() -> None:
+    @task
+    def receive_events(**context) -> list[dict]:
+        from invoiceflow import events, runtime
+
+        return events.receive(runtime.billing_engine(), context["triggering_asset_events"])
+
+    @task
+    def ingest_sources(triggers: list[dict], **context) -> list[dict]:
+        from invoiceflow import runtime, sources
+        from invoiceflow.policy import policy
+
+        for result in sources.load_inbox(runtime.billing_engine(), policy(), runtime.actor(context)):
+            for problem in result.problems:
+                print(f"{result.feed}: {problem}")
+        return triggers
+
+    @task
+    def price_events(triggers: list[dict], **context) -> int:
+        from invoiceflow import events, pricing, runtime
+        from invoiceflow.policy import policy
+
+        batch = pricing.price_triggers(
+            runtime.billing_engine(),
+            policy(),
+            context["run_id"],
+            [events.trigger_from_json(t) for t in triggers],
+            runtime.actor(context),
+        )
+        return batch["batch_id"]
+
+    @task(multiple_outputs=True)
+    def route_approvals(batch_id: int, **context) -> dict[str, list[int]]:
+        from invoiceflow import approval, runtime
+        from invoiceflow.policy import policy
+
+        return approval.route(runtime.billing_engine(), policy(), batch_id, runtime.actor(context))
+
+    @task
+    def prepare_reviews(invoice_ids: list[int]) -> list[dict[str, str]]:
+        from invoiceflow import approval, runtime
+
+        return [approval.review_request(runtime.billing_engine(), i) for i in invoice_ids]
+
+    @task(trigger_rule="none_failed")
+    def apply_decisions(review_ids: list[int], decisions: list[dict | None] | None) -> list[int]:
+        from invoiceflow import ledger, runtime
+
+        engine = runtime.billing_engine()
+        approved = []
+        for invoice_id, decision in zip(review_ids, list(decisions or []), strict=False):
+            if not decision:
+                continue
+            user = decision.get("responded_by_user") or {}
+            approve = decision["chosen_options"] == ["Approve"]
+            comment = (decision.get("params_input") or {}).get("comment")
+            if ledger.decide(engine, invoice_id, approve, f"user:{user.get('id', '?')}", comment) == "approved":
+                approved.append(invoice_id)
+        return approved
+
+    @task
+    def issue(invoice_ids: list[int], **context) -> list[int]:
+        from invoiceflow import ledger, runtime
+        from invoiceflow.policy import policy
+
+        return ledger.issue(
+            runtime.billing_engine(), policy(), invoice_ids, runtime.run_date(context), runtime.actor(context)
+        )
+
+    @task
+    def render(invoice_ids: list[int], **context) -> list[int]:
+        from invoiceflow import outbox, runtime
+        from invoiceflow.policy import policy
+
+        return outbox.render_invoices(runtime.billing_engine(), policy(), invoice_ids, runtime.actor(context))
+
+    @task
+    def deliver(invoice_ids: list[int], **context) -> dict[str, int]:
+        from invoiceflow import outbox, runtime
+        from invoiceflow.policy import policy
+
+        return outbox.deliver_invoices(
+            runtime.billing_engine(), policy(), invoice_ids, runtime.actor(context), context["run_id"]
+        )
+
+    @task_group
+    def issue_and_send(invoice_ids: list[int]) -> None:
+        deliver(render(issue(invoice_ids)))
+
+    routed = route_approvals(price_events(ingest_sources(receive_events())))
+    decisions = HITLOperator.partial(
+        task_id="review_invoice",
+        options=["Approve", "Reject"],
+        params={"comment": Param("", type="string", description="Why (shown in the audit trail)")},
+    ).expand_kwargs(prepare_reviews(routed["review"]))
+    issue_and_send.override(group_id="auto_approved")(routed["auto"])
+    issue_and_send.override(group_id="reviewed")(apply_decisions(routed["review"], decisions.output))
+
+
+billing_events()
