@@ -616,3 +616,78 @@ def test_init_service_script_migrates_both_databases(billing_database, pg_server
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{meta_db}" WITH (FORCE)'))
         admin.dispose()
+
+
+# Backups ----------------------------------------------------------------------------------------
+
+BACKUP = ROOT / "docker" / "billing-backup.sh"
+
+
+def _backup(pg_server: str, database: str, *args: str) -> subprocess.CompletedProcess[str]:
+    from sqlalchemy.engine import make_url
+
+    admin = make_url(pg_server)
+    env = {
+        **os.environ,
+        "PGHOST": admin.host or "127.0.0.1",
+        "PGPORT": str(admin.port or 5432),
+        "PGUSER": admin.username or "postgres",
+        "PGDATABASE": database,
+    }
+    return subprocess.run(["bash", str(BACKUP), *args], env=env, capture_output=True, text=True, check=False)
+
+
+def test_backup_service_dumps_the_billing_database_as_the_superuser():
+    services = load_compose()["services"]
+    backup, postgres = environment(services["billing-backup"]), environment(services["postgres"])
+    assert backup["PGHOST"] == "postgres" and backup["PGUSER"] == postgres["POSTGRES_USER"]
+    assert backup["PGPASSWORD"] == postgres["POSTGRES_PASSWORD"]
+    assert backup["PGDATABASE"] == postgres["BILLING_DB_NAME"]
+    assert services["billing-backup"]["image"] == services["postgres"]["image"], "pg_dump must match the server"
+
+
+def test_backup_and_restore_drill_on_a_migrated_billing_database(billing_database, pg_server, tmp_path, monkeypatch):
+    """dump, then restore-drill into a scratch database: the drill reports what the copy holds and
+    leaves nothing behind; a damaged or empty dump fails the drill."""
+    from invoiceflow import cli, db
+    from sqlalchemy import create_engine, text
+
+    name = billing_database["BILLING_DB_NAME"]
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_BILLING_DB", _compose_env("airflow-worker", **billing_database)["AIRFLOW_CONN_BILLING_DB"]
+    )
+    assert cli.main(["db", "upgrade"]) == 0
+
+    done = _backup(pg_server, name, "dump", str(tmp_path / "backups"))
+    assert done.returncode == 0, done.stderr
+    (dump,) = (tmp_path / "backups").glob(f"{name}-*.dump")
+    assert not list((tmp_path / "backups").glob("*.partial"))
+
+    drill = _backup(pg_server, name, "restore-drill", str(dump))
+    assert drill.returncode == 0, drill.stdout + drill.stderr
+    report = dict(line.split(" ", 1) for line in drill.stdout.splitlines() if line and not line.startswith("restore"))
+    assert int(report["migrations"]) == len(db.migrations())
+    assert int(report["guard_triggers"]) > 0
+    assert drill.stdout.rstrip().endswith("OK")
+    admin = create_engine(pg_server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        left = conn.execute(text("SELECT datname FROM pg_database WHERE datname LIKE :n"), {"n": f"{name}_restore%"})
+        assert left.all() == [], "the drill left its scratch database behind"
+
+    damaged = tmp_path / "damaged.dump"
+    damaged.write_bytes(dump.read_bytes()[: dump.stat().st_size // 2])
+    assert _backup(pg_server, name, "restore-drill", str(damaged)).returncode != 0
+
+    # A dump of a database that was never migrated is not a backup of the billing data.
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}_empty"'))
+    try:
+        empty = _backup(pg_server, f"{name}_empty", "dump", str(tmp_path / "empty"))
+        assert empty.returncode == 0, empty.stderr
+        (empty_dump,) = (tmp_path / "empty").glob("*.dump")
+        failed = _backup(pg_server, f"{name}_empty", "restore-drill", str(empty_dump))
+        assert failed.returncode != 0 and "schema_migrations" in failed.stderr
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}_empty" WITH (FORCE)'))
+        admin.dispose()
