@@ -19,7 +19,7 @@ export GX_ANALYTICS_ENABLED := false
 export INVOICEFLOW_DATA_DIR ?= $(CURDIR)/data
 export PATH := $(BIN):$(PATH)
 
-.PHONY: help install install-test demo up test lint lock bench clean
+.PHONY: help install install-test demo up test lint lock bench bench-parse clean
 
 help:
 	@echo "make demo    install, seed demo data, run last month's billing end to end, print the results"
@@ -27,6 +27,7 @@ help:
 	@echo "make up      airflow standalone with this project's DAGs (UI on http://localhost:8080)"
 	@echo "make lint    ruff, including Airflow's AIR3 rules"
 	@echo "make lock    re-compile requirements*.txt from pyproject.toml"
+	@echo "make bench-parse  DAG parse time per file, results in bench/results/parse-latest.json"
 
 $(UV):
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +65,9 @@ lint: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-test
 	source scripts/ensure-postgres.sh && $(BIN)/python bench/bench_pricing.py
+
+bench-parse: $(VENV)/.installed-test
+	$(BIN)/python bench/bench_parse.py
 
 lock: | $(UV)
 	$(UV) pip compile --quiet --python-version 3.11 pyproject.toml -o requirements.txt
