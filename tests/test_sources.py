@@ -183,3 +183,47 @@ def test_a_file_broken_after_its_first_chunk_loads_nothing(engine, data_dir, mon
     with engine.connect() as conn:
         assert db.scalar(conn, "SELECT COUNT(*) FROM time_entries") == 0
         assert db.scalar(conn, "SELECT COUNT(*) FROM quarantine WHERE feed = 'timesheets'") == 0
+
+
+def test_time_entries_are_checked_against_term_rates_calendar_and_daily_hours(engine, data_dir, monkeypatch):
+    """K4's term starts 2026-01-10; K1's tester rate runs 1 to 10 October only; the policy allows
+    16 hours per employee and day, summed across the whole file (chunks of 40 rows here)."""
+    monkeypatch.setattr(sources, "CHUNK_ROWS", 40)
+    rates = FEEDS["rate_cards"] + "K1,tester,80.00,2026-10-01,2026-10-10\n"
+    entries = [f"X{i},K1,PRJ-1,E{i},architect,2026-10-{i % 28 + 1:02d},1.00,true,fine" for i in range(130)]
+    bad = [
+        "B1,K4,PRJ-4,E2,developer,2026-01-05,2.00,true,before the contract started",
+        "B2,K1,PRJ-1,E4,tester,2026-10-20,2.00,true,after the tester rate ended",
+        "B3,K1,PRJ-1,E4,architect,2099-01-01,2.00,true,in the future",
+        "B4,K1,PRJ-1,E9,architect,2026-10-05,8.00,true,first",
+        "B5,K1,PRJ-1,E9,developer,2026-10-05,8.00,true,second",
+    ]
+    entries[10:10] = bad[:4]
+    entries.append(bad[4] + " (another chunk)")
+    entries.append("B6,K1,PRJ-1,E9,architect,2026-10-05,1.00,true,third: 17 h on the day")
+    write_feeds(data_dir / "inbox", rate_cards=rates, timesheets=FEEDS["timesheets"] + "\n".join(entries) + "\n")
+    sources.load_inbox(engine, load_policy(), ACTOR)
+    found = {q["record_id"]: q for q in _quarantine(engine) if q["record_id"].startswith("B")}
+    assert set(found) == {"B1", "B2", "B3", "B4", "B5", "B6"}
+    assert "outside the contract's term" in found["B1"]["reason"]
+    assert found["B2"]["reason"] == "has no rate card for this role on this date"
+    assert found["B3"]["reason"] == "is in the future"
+    assert all(found[b]["field"] == "hours" and "daily limit" in found[b]["reason"] for b in ("B4", "B5", "B6"))
+    with engine.connect() as conn:
+        assert db.scalar(conn, "SELECT COUNT(*) FROM time_entries WHERE entry_id LIKE 'X%'") == 130
+
+
+def test_dates_in_other_formats_are_quarantined_and_extra_columns_ignored(engine, data_dir):
+    header = FEEDS["timesheets"].splitlines()[0] + ",approved_by\n"
+    rows = "".join(f"{r},someone\n" for r in FEEDS["timesheets"].splitlines()[1:])
+    rows += "".join(
+        f"D{n},K1,PRJ-1,E1,developer,{day},1.00,true,date format,someone\n"
+        for n, day in enumerate(["31/10/2026", "10/31/2026", "2026.10.31", "31 Oct 2026"])
+    )
+    rows += "".join(f"G{n},K1,PRJ-1,E{n},developer,2026-10-{n % 28 + 1:02d},1.00,true,ok,someone\n" for n in range(80))
+    write_feeds(data_dir / "inbox", timesheets=header + rows)
+    result = [r for r in sources.load_inbox(engine, load_policy(), ACTOR) if r.feed == "timesheets"][0]
+    assert (result.status, result.rows_accepted, result.rows_quarantined) == ("loaded", 86, 4)
+    reasons = {q["record_id"]: (q["field"], q["value"], q["reason"]) for q in _quarantine(engine)}
+    assert reasons["D0"] == ("work_date", "31/10/2026", "is not a date in the form YYYY-MM-DD")
+    assert {reasons[f"D{n}"][2] for n in range(4)} == {"is not a date in the form YYYY-MM-DD"}

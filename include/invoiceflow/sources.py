@@ -13,6 +13,7 @@ import json
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -141,12 +142,16 @@ def _unusable(path: Path, exc: Exception) -> SourceFileError:
     return SourceFileError(f"{path}: cannot be read as CSV: {exc}")
 
 
-def repeated_keys(feed: str, path: Path) -> set[str]:
-    """Check the header, then read the key columns of the whole file: keys that occur twice.
+def whole_file_checks(feed: str, path: Path, policy: Policy) -> validation.FileFacts:
+    """Check the header, then read the few columns that checks over the whole file need.
 
-    This first pass reads only the key, so a file of any size costs little memory, and a file
-    that is not UTF-8 text or not CSV is refused before anything is written.
+    A large file is validated in chunks, so what spans chunks is decided here first: keys that
+    occur twice, and (time sheets) employees booked above the policy's hours on one day. This pass
+    reads only those columns, so a file of any size costs little memory, and a file that is not
+    UTF-8 text or not CSV is refused before anything is written.
     """
+    import pandas as pd
+
     try:
         header = list(_read_csv(path, nrows=0).columns)
         missing = [c for c in COLUMNS[feed] if c not in header]
@@ -154,10 +159,18 @@ def repeated_keys(feed: str, path: Path) -> set[str]:
             hint = " (is it delimited by commas?)" if len(header) == 1 else ""
             raise SourceFileError(f"{path}: missing columns {', '.join(missing)}{hint}")
         key = TARGETS[feed][1]
-        keys = validation.record_keys(_read_csv(path, usecols=list(key)).apply(lambda c: c.str.strip()), key)
+        daily = ("employee_id", "work_date", "hours") if feed == "timesheets" else ()
+        frame = _read_csv(path, usecols=list(dict.fromkeys([*key, *daily]))).apply(lambda c: c.str.strip())
     except _file_errors(path) as exc:
         raise _unusable(path, exc) from exc
-    return set(keys[keys.duplicated(keep=False) & (keys != "")])
+    keys = validation.record_keys(frame, key)
+    facts = validation.FileFacts(repeated=set(keys[keys.duplicated(keep=False) & (keys != "")]))
+    if daily:
+        hours = pd.to_numeric(frame["hours"], errors="coerce").fillna(0)
+        per_day = hours.groupby([frame["employee_id"], frame["work_date"]]).sum()
+        over = per_day[per_day > float(policy.validation.max_hours_per_day)].index
+        facts.overbooked = {f"{employee}|{day}" for employee, day in over}
+    return facts
 
 
 def read_feed_chunks(feed: str, path: Path, rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
@@ -180,15 +193,33 @@ def read_feed_chunks(feed: str, path: Path, rows: int = CHUNK_ROWS) -> Iterator[
         raise _unusable(path, exc) from exc
 
 
-def known_references(conn: Connection, policy: Policy) -> dict[str, set[str]]:
+def known_references(conn: Connection, policy: Policy) -> dict[str, Any]:
     """What source rows may refer to, as the database knows it now."""
+    import pandas as pd
+
+    contracts = db.rows(conn, "SELECT contract_id, start_date, end_date FROM contracts")
+    rates = db.rows(conn, "SELECT contract_id || '/' || role AS contract_role, valid_from, valid_to FROM rate_cards")
     return {
         "currencies": {r["code"] for r in db.rows(conn, "SELECT code FROM currencies")},
         "countries": countries(),
         "clients": {r["client_id"] for r in db.rows(conn, "SELECT client_id FROM clients")},
-        "contracts": {r["contract_id"] for r in db.rows(conn, "SELECT contract_id FROM contracts")},
-        "rate_keys": {r["k"] for r in db.rows(conn, "SELECT DISTINCT contract_id || '/' || role AS k FROM rate_cards")},
+        "contracts": {r["contract_id"] for r in contracts},
+        "rate_keys": {r["contract_role"] for r in rates},
+        "contract_terms": _as_datetimes(
+            pd.DataFrame(contracts, columns=["contract_id", "start_date", "end_date"]).set_index("contract_id")
+        ),
+        "rate_windows": _as_datetimes(pd.DataFrame(rates, columns=["contract_role", "valid_from", "valid_to"])),
+        "today": date.today(),
     }
+
+
+def _as_datetimes(frame: pd.DataFrame) -> pd.DataFrame:
+    import pandas as pd
+
+    for column in frame.columns:
+        if column.endswith(("_date", "_from", "_to")):
+            frame[column] = pd.to_datetime(frame[column].astype(object).where(frame[column].notna(), None))
+    return frame
 
 
 def countries() -> set[str]:
@@ -394,7 +425,7 @@ def load_file(engine: Engine, policy: Policy, feed: str, path: Path, actor: str)
     result = LoadResult(feed, source, "loaded")
     samples: list[str] = []
     try:
-        repeated = repeated_keys(feed, path)
+        facts = whole_file_checks(feed, path, policy)
         with engine.begin() as conn:
             db.execute(conn, "DELETE FROM source_loads WHERE feed = :f AND sha256 = :s", {"f": feed, "s": sha})
             load_id = _record_load(conn, result, sha, None)
@@ -403,7 +434,7 @@ def load_file(engine: Engine, policy: Policy, feed: str, path: Path, actor: str)
                 r["contract_id"]: r["currency"] for r in db.rows(conn, "SELECT contract_id, currency FROM contracts")
             }
             for chunk in read_feed_chunks(feed, path, CHUNK_ROWS):
-                findings = validation.validate(feed, chunk, known, key, repeated)
+                findings = validation.validate(feed, chunk, known, key, facts)
                 records, converter = to_records(feed, chunk.drop(index=list(findings)), currency_of)
                 for line_no, (field_name, value, reason) in converter.failures.items():
                     findings[line_no] = [

@@ -15,8 +15,8 @@ import json
 import logging
 import os
 from collections import defaultdict
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from invoiceflow import settings
@@ -25,6 +25,14 @@ if TYPE_CHECKING:
     import pandas as pd
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class FileFacts:
+    """What checks that span a whole file found in a first pass over it (see ``sources``)."""
+
+    repeated: set[str] = field(default_factory=set)  # record keys that occur more than once
+    overbooked: set[str] = field(default_factory=set)  # "employee|day" above the daily hours limit
 
 
 @dataclass(frozen=True)
@@ -87,16 +95,14 @@ def record_keys(frame: pd.DataFrame, key: tuple[str, ...]) -> pd.Series:
 
 
 def add_derived_columns(
-    feed: str,
-    frame: pd.DataFrame,
-    known: Mapping[str, Collection[str]],
-    key: tuple[str, ...],
-    repeated: Collection[str],
+    feed: str, frame: pd.DataFrame, known: Mapping[str, Any], key: tuple[str, ...], facts: FileFacts
 ) -> pd.DataFrame:
-    """Parsed helper columns (``x__date``, ``hours__number``) that the suites check.
+    """Parsed helper columns (``x__date``, ``hours__number``) and flags that the suites check.
 
-    ``record_key__repeated`` marks rows whose key occurs more than once in the whole file: a
-    large file is validated in chunks, so uniqueness is decided over the file beforehand.
+    ``record_key__repeated`` marks rows whose key occurs more than once in the whole file. The time
+    sheet flags compare each entry with the contract's term and rate cards in the database; a flag
+    is True where another check already reports the row (unknown contract, unreadable date), so
+    one mistake gives one finding.
     """
     import pandas as pd
 
@@ -106,23 +112,49 @@ def add_derived_columns(
     if feed == "timesheets":
         out["hours__number"] = pd.to_numeric(frame["hours"], errors="coerce")
         out["contract_role"] = frame["contract_id"] + "/" + frame["role"]
-    out["record_key__repeated"] = record_keys(frame, key).isin(repeated) if repeated else False
+        _time_entry_flags(out, known, facts)
+    out["record_key__repeated"] = record_keys(frame, key).isin(facts.repeated) if facts.repeated else False
     for column, known_as, _, _ in REFERENCES[feed]:
         out[f"{column}__known"] = out[column].isin(known[known_as])
     return out
 
 
+def _time_entry_flags(out: pd.DataFrame, known: Mapping[str, Any], facts: FileFacts) -> None:
+    import numpy as np
+    import pandas as pd
+
+    day = out["work_date__date"]
+    terms = known["contract_terms"]  # contract_id -> start_date, end_date (datetime64, end may be NaT)
+    start, end = out["contract_id"].map(terms["start_date"]), out["contract_id"].map(terms["end_date"])
+    out["work_date__in_term"] = (day.isna() | start.isna() | ((day >= start) & (end.isna() | (day <= end)))).to_numpy()
+    out["work_date__not_future"] = (day.isna() | (day <= pd.Timestamp(known["today"]))).to_numpy()
+
+    rates = known["rate_windows"]  # contract_role, valid_from, valid_to (datetime64, to may be NaT)
+    pairs = pd.DataFrame({"contract_role": out["contract_role"].to_numpy(), "day": day.to_numpy()})
+    pairs["row"] = np.arange(len(pairs))
+    joined = pairs.merge(rates, on="contract_role", how="inner")
+    covering = joined[
+        (joined["day"] >= joined["valid_from"]) & (joined["valid_to"].isna() | (joined["day"] <= joined["valid_to"]))
+    ]
+    rated = np.zeros(len(pairs), dtype=bool)
+    rated[covering["row"].to_numpy()] = True
+    out["work_date__rated"] = rated | day.isna().to_numpy() | ~out["contract_role"].isin(known["rate_keys"]).to_numpy()
+
+    employee_day = out["employee_id"] + "|" + out["work_date"]
+    out["hours__within_daily_limit"] = ~employee_day.isin(facts.overbooked) if facts.overbooked else True
+
+
 def validate(
     feed: str,
     frame: pd.DataFrame,
-    known: Mapping[str, set[str]],
+    known: Mapping[str, Any],
     key: tuple[str, ...],
-    repeated: Collection[str] = (),
+    facts: FileFacts | None = None,
 ) -> dict[int, list[Finding]]:
     """Findings per line number (the frame's index) for every row that fails any expectation.
 
-    ``key`` names the columns that identify a record, ``repeated`` the keys seen more than once in
-    the file the frame comes from.
+    ``known`` is what the database holds (``sources.known_references``), ``key`` names the columns
+    that identify a record, ``facts`` what a first pass over the whole file found.
     """
     if frame.empty:
         return {}
@@ -138,7 +170,7 @@ def validate(
         context.data_sources.add_pandas(f"{feed}_source")
         .add_dataframe_asset(feed)
         .add_batch_definition_whole_dataframe("whole_file")
-        .get_batch(batch_parameters={"dataframe": add_derived_columns(feed, frame, known, key, repeated)})
+        .get_batch(batch_parameters={"dataframe": add_derived_columns(feed, frame, known, key, facts or FileFacts())})
     )
     result = batch.validate(suite, result_format={"result_format": "COMPLETE"})
 
