@@ -3,6 +3,8 @@ unusable files are rejected whole and the rest of the run goes on."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from invoiceflow import db, sources
 from invoiceflow.policy import load_policy
@@ -227,3 +229,19 @@ def test_dates_in_other_formats_are_quarantined_and_extra_columns_ignored(engine
     reasons = {q["record_id"]: (q["field"], q["value"], q["reason"]) for q in _quarantine(engine)}
     assert reasons["D0"] == ("work_date", "31/10/2026", "is not a date in the form YYYY-MM-DD")
     assert {reasons[f"D{n}"][2] for n in range(4)} == {"is not a date in the form YYYY-MM-DD"}
+
+
+def test_quarantined_rows_are_shown_in_great_expectations_data_docs(engine, data_dir):
+    rows = FEEDS["timesheets"] + "".join(
+        f"G{n},K1,PRJ-1,E{n},developer,2026-10-{n % 28 + 1:02d},1.00,true,ok\n" for n in range(40)
+    )
+    write_feeds(data_dir / "inbox", timesheets=rows + "Q1,K9,PRJ-9,E1,developer,2026-10-02,2.00,true,unknown\n")
+    sources.load_inbox(engine, load_policy(), ACTOR)
+    with engine.connect() as conn:
+        pages = db.rows(conn, "SELECT feed, data_docs FROM source_loads WHERE data_docs IS NOT NULL")
+    assert [p["feed"] for p in pages] == ["timesheets"]
+    page = Path(pages[0]["data_docs"])
+    assert page.is_relative_to(data_dir / "reports" / "data_docs") and page.exists()
+    html = page.read_text(encoding="utf-8")
+    assert "contract_id__known" in html and "timesheets.csv lines 2-48" in html
+    assert (data_dir / "reports" / "data_docs" / "index.html").exists()

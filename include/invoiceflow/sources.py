@@ -424,6 +424,7 @@ def load_file(engine: Engine, policy: Policy, feed: str, path: Path, actor: str)
     table, key, replace_when = TARGETS[feed]
     result = LoadResult(feed, source, "loaded")
     samples: list[str] = []
+    pages: list[str] = []  # Data Docs of the chunks with failing rows
     try:
         facts = whole_file_checks(feed, path, policy)
         with engine.begin() as conn:
@@ -434,7 +435,12 @@ def load_file(engine: Engine, policy: Policy, feed: str, path: Path, actor: str)
                 r["contract_id"]: r["currency"] for r in db.rows(conn, "SELECT contract_id, currency FROM contracts")
             }
             for chunk in read_feed_chunks(feed, path, CHUNK_ROWS):
-                findings = validation.validate(feed, chunk, known, key, facts)
+                validated = validation.validate(
+                    feed, chunk, known, key, facts, run_name=f"{path.name} lines {chunk.index[0]}-{chunk.index[-1]}"
+                )
+                findings = validated.findings
+                if validated.data_docs:
+                    pages.append(str(validated.data_docs))
                 records, converter = to_records(feed, chunk.drop(index=list(findings)), currency_of)
                 for line_no, (field_name, value, reason) in converter.failures.items():
                     findings[line_no] = [
@@ -460,8 +466,15 @@ def load_file(engine: Engine, policy: Policy, feed: str, path: Path, actor: str)
                 )
             db.execute(
                 conn,
-                "UPDATE source_loads SET rows_read = :r, rows_accepted = :a, rows_quarantined = :q WHERE load_id = :l",
-                {"r": result.rows_read, "a": result.rows_accepted, "q": result.rows_quarantined, "l": load_id},
+                "UPDATE source_loads SET rows_read = :r, rows_accepted = :a, rows_quarantined = :q, "
+                "data_docs = :docs WHERE load_id = :l",
+                {
+                    "r": result.rows_read,
+                    "a": result.rows_accepted,
+                    "q": result.rows_quarantined,
+                    "docs": "\n".join(pages) or None,
+                    "l": load_id,
+                },
             )
             audit.record(
                 conn,
@@ -478,6 +491,8 @@ def load_file(engine: Engine, policy: Policy, feed: str, path: Path, actor: str)
             )
     except (SourceFileError, _TooManyBadRows) as exc:
         return _reject(engine, feed, source, sha, str(exc), actor)
+    for page in pages:
+        log.info("%s %s: the failed checks in Great Expectations Data Docs: %s", feed, path.name, page)
     log.info(
         "%s %s: %d rows read, %d loaded, %d quarantined",
         feed,

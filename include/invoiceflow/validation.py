@@ -17,6 +17,7 @@ import os
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from invoiceflow import settings
@@ -144,46 +145,81 @@ def _time_entry_flags(out: pd.DataFrame, known: Mapping[str, Any], facts: FileFa
     out["hours__within_daily_limit"] = ~employee_day.isin(facts.overbooked) if facts.overbooked else True
 
 
+@dataclass
+class Validated:
+    findings: dict[int, list[Finding]]
+    data_docs: Path | None = None  # the Great Expectations Data Docs page, when rows failed
+
+
 def validate(
     feed: str,
     frame: pd.DataFrame,
     known: Mapping[str, Any],
     key: tuple[str, ...],
     facts: FileFacts | None = None,
-) -> dict[int, list[Finding]]:
+    run_name: str | None = None,
+) -> Validated:
     """Findings per line number (the frame's index) for every row that fails any expectation.
 
     ``known`` is what the database holds (``sources.known_references``), ``key`` names the columns
-    that identify a record, ``facts`` what a first pass over the whole file found.
+    that identify a record, ``facts`` what a first pass over the whole file found. When rows fail
+    and ``run_name`` is given, the result is also rendered as Data Docs under
+    ``<data>/reports/data_docs/`` for finance to open in a browser.
     """
     if frame.empty:
-        return {}
+        return Validated({})
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
+    from great_expectations.core.run_identifier import RunIdentifier
 
     definition = suite_definition(feed)
     definition["expectations"] = definition["expectations"] + reference_expectations(feed)
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = {"globally": False, "metric_calculations": False}
     suite = context.suites.add(gx.ExpectationSuite(**definition))
-    batch = (
+    batch_definition = (
         context.data_sources.add_pandas(f"{feed}_source")
         .add_dataframe_asset(feed)
-        .add_batch_definition_whole_dataframe("whole_file")
-        .get_batch(batch_parameters={"dataframe": add_derived_columns(feed, frame, known, key, facts or FileFacts())})
+        .add_batch_definition_whole_dataframe("file")
     )
-    result = batch.validate(suite, result_format={"result_format": "COMPLETE"})
+    checks = context.validation_definitions.add(gx.ValidationDefinition(name=feed, data=batch_definition, suite=suite))
+    result = checks.run(
+        batch_parameters={"dataframe": add_derived_columns(feed, frame, known, key, facts or FileFacts())},
+        result_format={"result_format": "COMPLETE"},
+        run_id=RunIdentifier(run_name=run_name or feed),
+    )
 
     findings: dict[int, list[Finding]] = defaultdict(list)
     for outcome in result.results:
         if outcome.success:
             continue
         meta = outcome.expectation_config.meta or {}
-        field = meta.get("field", outcome.expectation_config.kwargs.get("column", "?"))
+        name = meta.get("field", outcome.expectation_config.kwargs.get("column", "?"))
         if outcome.exception_info and outcome.exception_info.get("raised_exception"):
-            raise RuntimeError(f"expectation on {feed}.{field} could not run: {outcome.exception_info}")
+            raise RuntimeError(f"expectation on {feed}.{name} could not run: {outcome.exception_info}")
         for line_no in outcome.result.get("unexpected_index_list") or []:
-            value = frame.at[line_no, field] if field in frame.columns else None
-            findings[int(line_no)].append(Finding(int(line_no), field, value, meta.get("message", "failed")))
+            value = frame.at[line_no, name] if name in frame.columns else None
+            findings[int(line_no)].append(Finding(int(line_no), name, value, meta.get("message", "failed")))
     log.info("%s: %d of %d rows failed validation", feed, len(findings), len(frame))
-    return dict(findings)
+    page = _data_docs(context, feed) if findings and run_name else None
+    return Validated(dict(findings), page)
+
+
+def _data_docs(context: Any, feed: str) -> Path:
+    """Render the context's validation result into the Data Docs site; the path of its page.
+
+    Each load renders into the same folder, so the pages of earlier loads stay; the site's index
+    lists the latest one, and ``source_loads.data_docs`` points at each load's own page.
+    """
+    site = settings.reports() / "data_docs"
+    context.add_data_docs_site(
+        "invoiceflow",
+        {
+            "class_name": "SiteBuilder",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(site)},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        },
+    )
+    context.build_data_docs(site_names=["invoiceflow"])
+    pages = sorted((site / "validations" / feed).rglob("*.html"), key=lambda p: p.stat().st_mtime)
+    return pages[-1]
