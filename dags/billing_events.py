@@ -59,7 +59,8 @@ def billing_events() -> None:
         from invoiceflow import runtime, sources
         from invoiceflow.policy import policy
 
-        for result in sources.load_inbox(runtime.billing_engine(), policy(), runtime.actor(context)):
+        engine, actor = runtime.billing_engine(), runtime.actor(context)
+        for result in sources.load_sources(engine, policy(), actor, runtime.connection_url):
             for problem in result.problems:
                 print(f"{result.feed}: {problem}")
         return triggers

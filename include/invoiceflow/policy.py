@@ -88,6 +88,20 @@ class Validation(_Strict):
     max_hours_per_day: Decimal = Field(gt=0, le=24)
 
 
+class SqlSource(_Strict):
+    """A feed read from a source database instead of (or as well as) its drop folder."""
+
+    connection: str = Field(pattern=r"^[A-Za-z0-9_]+$", description="the Airflow connection id of the source")
+    query: str = Field(description="file under include/sql/, selecting the feed's columns and updated_at")
+
+    @field_validator("query")
+    @classmethod
+    def _query_exists(cls, query: str) -> str:
+        if not (settings.SQL_DIR / query).is_file():
+            raise ValueError(f"query file include/sql/{query} does not exist")
+        return query
+
+
 class Policy(_Strict):
     seller: Seller
     base_currency: str = Field(pattern=r"^[A-Z]{3}$")
@@ -99,6 +113,9 @@ class Policy(_Strict):
     approval: Approval
     dunning: list[DunningLevel]
     validation: Validation
+    sql_sources: dict[str, SqlSource] = Field(
+        {}, description="feeds read from a source database, incrementally by updated_at"
+    )
     mail_from: str
 
     @model_validator(mode="after")
@@ -109,6 +126,9 @@ class Policy(_Strict):
             raise ValueError("fx_fallback rates must be positive")
         if self.seller.country not in self.tax.standard_rates:
             raise ValueError(f"tax.standard_rates has no rate for the seller's country {self.seller.country}")
+        unknown = set(self.sql_sources) - set(settings.FEEDS)
+        if unknown:
+            raise ValueError(f"sql_sources: {', '.join(sorted(unknown))} is not a feed ({', '.join(settings.FEEDS)})")
         levels = [d.level for d in self.dunning]
         if levels != sorted(set(levels)):
             raise ValueError("dunning levels must be unique and ascending")

@@ -52,6 +52,13 @@ def billing_url() -> str:
     return url_from_connection(conn)
 
 
+def connection_url(conn_id: str) -> str:
+    """SQLAlchemy URL of an Airflow connection, for the SQL sources of the policy."""
+    from airflow.sdk import Connection
+
+    return url_from_connection(Connection.get(conn_id))
+
+
 def billing_engine() -> Engine:
     """The billing database, migrated to the current schema (a no-op when it already is)."""
     url = billing_url()
