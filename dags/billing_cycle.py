@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.providers.standard.operators.hitl import HITLOperator
-from airflow.sdk import Param, dag, task, task_group
+from airflow.sdk import Param, dag, task
+from invoiceflow.workflow import approve_issue_send
 
 DOC = """
 # Billing cycle
@@ -14,7 +14,8 @@ DOC = """
 Runs at 06:00 on the first day of each month and bills **the month before** (or the month given
 in the `period` parameter, `YYYY-MM`).
 
-1. **ingest_sources**: loads new files from the drop folders (`data/inbox/<feed>/`), checks every
+1. **ingest_sources**: loads new files from the drop folders (`data/inbox/<feed>/`) and new rows
+   of the policy's SQL sources (by their updated-at watermark), checks every
    row with Great Expectations and quarantines bad rows with their reason. A file is loaded once.
 2. **price_invoices**: one draft invoice per contract: hours x rate, completed milestones, retainers
    in advance, VAT by the client's country. A source record is billed on one invoice, ever.
@@ -60,7 +61,8 @@ def billing_cycle() -> None:
         from invoiceflow import runtime, sources
         from invoiceflow.policy import policy
 
-        results = sources.load_inbox(runtime.billing_engine(), policy(), runtime.actor(context))
+        engine, actor = runtime.billing_engine(), runtime.actor(context)
+        results = sources.load_sources(engine, policy(), actor, runtime.connection_url)
         for result in results:
             for problem in result.problems:
                 print(f"{result.feed}: {problem}")
@@ -77,77 +79,7 @@ def billing_cycle() -> None:
         )
         return batch["batch_id"]
 
-    @task(multiple_outputs=True)
-    def route_approvals(batch_id: int, **context) -> dict[str, list[int]]:
-        from invoiceflow import approval, runtime
-        from invoiceflow.policy import policy
-
-        return approval.route(runtime.billing_engine(), policy(), batch_id, runtime.actor(context))
-
-    @task
-    def prepare_reviews(invoice_ids: list[int]) -> list[dict[str, str]]:
-        from invoiceflow import approval, runtime
-
-        return [approval.review_request(runtime.billing_engine(), i) for i in invoice_ids]
-
-    @task(trigger_rule="none_failed")
-    def apply_decisions(review_ids: list[int], decisions: list[dict | None] | None) -> list[int]:
-        from invoiceflow import ledger, runtime
-
-        engine = runtime.billing_engine()
-        approved = []
-        for invoice_id, decision in zip(review_ids, list(decisions or []), strict=False):
-            if not decision:  # no answer recorded: the invoice keeps waiting
-                continue
-            user = decision.get("responded_by_user") or {}
-            status = ledger.decide(
-                engine,
-                invoice_id,
-                decision["chosen_options"] == ["Approve"],
-                f"user:{user.get('id', '?')}",
-                (decision.get("params_input") or {}).get("comment"),
-            )
-            if status == "approved":
-                approved.append(invoice_id)
-        return approved
-
-    @task
-    def issue(invoice_ids: list[int], **context) -> list[int]:
-        from invoiceflow import ledger, runtime
-        from invoiceflow.policy import policy
-
-        return ledger.issue(
-            runtime.billing_engine(), policy(), invoice_ids, runtime.run_date(context), runtime.actor(context)
-        )
-
-    @task
-    def render(invoice_ids: list[int], **context) -> list[int]:
-        from invoiceflow import outbox, runtime
-        from invoiceflow.policy import policy
-
-        return outbox.render_invoices(runtime.billing_engine(), policy(), invoice_ids, runtime.actor(context))
-
-    @task
-    def deliver(invoice_ids: list[int], **context) -> dict[str, int]:
-        from invoiceflow import outbox, runtime
-        from invoiceflow.policy import policy
-
-        return outbox.deliver_invoices(
-            runtime.billing_engine(), policy(), invoice_ids, runtime.actor(context), context["run_id"]
-        )
-
-    @task_group
-    def issue_and_send(invoice_ids: list[int]) -> None:
-        deliver(render(issue(invoice_ids)))
-
-    routed = route_approvals(price_invoices(ingest_sources()))
-    decisions = HITLOperator.partial(
-        task_id="review_invoice",
-        options=["Approve", "Reject"],
-        params={"comment": Param("", type="string", description="Why (shown in the audit trail)")},
-    ).expand_kwargs(prepare_reviews(routed["review"]))
-    issue_and_send.override(group_id="auto_approved")(routed["auto"])
-    issue_and_send.override(group_id="reviewed")(apply_decisions(routed["review"], decisions.output))
+    approve_issue_send(price_invoices(ingest_sources()))
 
 
 billing_cycle()

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.providers.standard.operators.hitl import HITLOperator
-from airflow.sdk import Asset, Param, dag, task, task_group
+from airflow.sdk import Asset, dag, task
+from invoiceflow.workflow import approve_issue_send
 
 EVENTS = {
     kind: Asset(uri=f"invoiceflow://events/{kind.replace('_', '-')}", name=f"invoiceflow_{kind}")
@@ -79,72 +79,7 @@ def billing_events() -> None:
         )
         return batch["batch_id"]
 
-    @task(multiple_outputs=True)
-    def route_approvals(batch_id: int, **context) -> dict[str, list[int]]:
-        from invoiceflow import approval, runtime
-        from invoiceflow.policy import policy
-
-        return approval.route(runtime.billing_engine(), policy(), batch_id, runtime.actor(context))
-
-    @task
-    def prepare_reviews(invoice_ids: list[int]) -> list[dict[str, str]]:
-        from invoiceflow import approval, runtime
-
-        return [approval.review_request(runtime.billing_engine(), i) for i in invoice_ids]
-
-    @task(trigger_rule="none_failed")
-    def apply_decisions(review_ids: list[int], decisions: list[dict | None] | None) -> list[int]:
-        from invoiceflow import ledger, runtime
-
-        engine = runtime.billing_engine()
-        approved = []
-        for invoice_id, decision in zip(review_ids, list(decisions or []), strict=False):
-            if not decision:
-                continue
-            user = decision.get("responded_by_user") or {}
-            approve = decision["chosen_options"] == ["Approve"]
-            comment = (decision.get("params_input") or {}).get("comment")
-            if ledger.decide(engine, invoice_id, approve, f"user:{user.get('id', '?')}", comment) == "approved":
-                approved.append(invoice_id)
-        return approved
-
-    @task
-    def issue(invoice_ids: list[int], **context) -> list[int]:
-        from invoiceflow import ledger, runtime
-        from invoiceflow.policy import policy
-
-        return ledger.issue(
-            runtime.billing_engine(), policy(), invoice_ids, runtime.run_date(context), runtime.actor(context)
-        )
-
-    @task
-    def render(invoice_ids: list[int], **context) -> list[int]:
-        from invoiceflow import outbox, runtime
-        from invoiceflow.policy import policy
-
-        return outbox.render_invoices(runtime.billing_engine(), policy(), invoice_ids, runtime.actor(context))
-
-    @task
-    def deliver(invoice_ids: list[int], **context) -> dict[str, int]:
-        from invoiceflow import outbox, runtime
-        from invoiceflow.policy import policy
-
-        return outbox.deliver_invoices(
-            runtime.billing_engine(), policy(), invoice_ids, runtime.actor(context), context["run_id"]
-        )
-
-    @task_group
-    def issue_and_send(invoice_ids: list[int]) -> None:
-        deliver(render(issue(invoice_ids)))
-
-    routed = route_approvals(price_events(ingest_sources(receive_events())))
-    decisions = HITLOperator.partial(
-        task_id="review_invoice",
-        options=["Approve", "Reject"],
-        params={"comment": Param("", type="string", description="Why (shown in the audit trail)")},
-    ).expand_kwargs(prepare_reviews(routed["review"]))
-    issue_and_send.override(group_id="auto_approved")(routed["auto"])
-    issue_and_send.override(group_id="reviewed")(apply_decisions(routed["review"], decisions.output))
+    approve_issue_send(price_events(ingest_sources(receive_events())))
 
 
 billing_events()
