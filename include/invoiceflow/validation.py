@@ -42,6 +42,7 @@ class Finding:
     field: str
     value: str | None
     reason: str
+    check: str = ""  # the expectation type, or what else refused the row (conversion, already_billed)
 
 
 def suite_definition(feed: str) -> dict[str, Any]:
@@ -194,12 +195,13 @@ def validate(
         if outcome.success:
             continue
         meta = outcome.expectation_config.meta or {}
+        check, message = outcome.expectation_config.type, meta.get("message", "failed")
         name = meta.get("field", outcome.expectation_config.kwargs.get("column", "?"))
         if outcome.exception_info and outcome.exception_info.get("raised_exception"):
             raise RuntimeError(f"expectation on {feed}.{name} could not run: {outcome.exception_info}")
         for line_no in outcome.result.get("unexpected_index_list") or []:
             value = frame.at[line_no, name] if name in frame.columns else None
-            findings[int(line_no)].append(Finding(int(line_no), name, value, meta.get("message", "failed")))
+            findings[int(line_no)].append(Finding(int(line_no), name, value, message, check))
     log.info("%s: %d of %d rows failed validation", feed, len(findings), len(frame))
     page = _data_docs(context, feed) if findings and run_name else None
     return Validated(dict(findings), page)
