@@ -145,13 +145,16 @@ def _unusable(path: Path, exc: Exception) -> SourceFileError:
 
 
 def whole_file_checks(feed: str, path: Path, policy: Policy) -> validation.FileFacts:
-    """Check the header, then read the few columns that checks over the whole file need.
+    """Check the header, then decide what spans chunks: repeated keys and overbooked days.
 
     A large file is validated in chunks, so what spans chunks is decided here first: keys that
     occur twice, and (time sheets) employees booked above the policy's hours on one day. This pass
-    reads only those columns, so a file of any size costs little memory, and a file that is not
-    UTF-8 text or not CSV is refused before anything is written.
+    streams only those columns and keeps a 64-bit hash per row, so its memory grows by bytes per
+    row, not by the file; the few rows whose hashes repeat or add up too much are read again to
+    name them exactly. A file that is not UTF-8 text or not CSV is refused before anything is
+    written.
     """
+    import numpy as np
     import pandas as pd
 
     try:
@@ -160,18 +163,60 @@ def whole_file_checks(feed: str, path: Path, policy: Policy) -> validation.FileF
         if missing:
             hint = " (is it delimited by commas?)" if len(header) == 1 else ""
             raise SourceFileError(f"{path}: missing columns {', '.join(missing)}{hint}")
-        key = TARGETS[feed][1]
-        daily = ("employee_id", "work_date", "hours") if feed == "timesheets" else ()
-        frame = _read_csv(path, usecols=list(dict.fromkeys([*key, *daily]))).apply(lambda c: c.str.strip())
+        key = list(TARGETS[feed][1])
+        day = ["employee_id", "work_date"] if feed == "timesheets" else []
+        columns = list(dict.fromkeys([*key, *day, *(["hours"] if day else [])]))
+        key_hashes, day_hashes, hours = [], [], []
+        for frame in _column_chunks(path, columns):
+            key_hashes.append(_row_hashes(frame[key]))
+            if day:
+                day_hashes.append(_row_hashes(frame[day]))
+                hours.append(pd.to_numeric(frame["hours"], errors="coerce").fillna(0).to_numpy())
+        keys = pd.Series(np.concatenate(key_hashes) if key_hashes else np.empty(0, dtype="uint64"))
+        twice = set(keys[keys.duplicated(keep=False)])
+        over: set[int] = set()
+        if day and day_hashes:
+            per_day = pd.Series(np.concatenate(hours)).groupby(np.concatenate(day_hashes)).sum()
+            over = set(per_day.index[per_day > float(policy.validation.max_hours_per_day)])
+        facts = validation.FileFacts()
+        if twice or over:  # name them exactly, from the few rows concerned
+            facts = _name_the_rows(path, columns, key, day, twice, over, policy)
     except _file_errors(path) as exc:
         raise _unusable(path, exc) from exc
-    keys = validation.record_keys(frame, key)
+    return facts
+
+
+def _column_chunks(path: Path, columns: list[str]) -> Iterator[pd.DataFrame]:
+    for frame in _read_csv(path, usecols=columns, chunksize=CHUNK_ROWS):
+        yield frame.apply(lambda c: c.str.strip())
+
+
+def _row_hashes(frame: pd.DataFrame) -> Any:
+    import pandas as pd
+
+    return pd.util.hash_pandas_object(frame, index=False).to_numpy()
+
+
+def _name_the_rows(
+    path: Path, columns: list[str], key: list[str], day: list[str], twice: set, over: set, policy: Policy
+) -> validation.FileFacts:
+    """The repeated keys and overbooked days, from the rows whose hashes said so."""
+    import pandas as pd
+
+    picked = []
+    for frame in _column_chunks(path, columns):
+        wanted = pd.Series(_row_hashes(frame[key])).isin(twice).to_numpy(copy=True)
+        if day:
+            wanted |= pd.Series(_row_hashes(frame[day])).isin(over).to_numpy()
+        picked.append(frame[wanted])
+    rows = pd.concat(picked)
+    keys = validation.record_keys(rows, tuple(key))
     facts = validation.FileFacts(repeated=set(keys[keys.duplicated(keep=False) & (keys != "")]))
-    if daily:
-        hours = pd.to_numeric(frame["hours"], errors="coerce").fillna(0)
-        per_day = hours.groupby([frame["employee_id"], frame["work_date"]]).sum()
-        over = per_day[per_day > float(policy.validation.max_hours_per_day)].index
-        facts.overbooked = {f"{employee}|{day}" for employee, day in over}
+    if day:
+        hours = pd.to_numeric(rows["hours"], errors="coerce").fillna(0)
+        per_day = hours.groupby([rows["employee_id"], rows["work_date"]]).sum()
+        booked = per_day[per_day > float(policy.validation.max_hours_per_day)].index
+        facts.overbooked = {f"{employee}|{work_date}" for employee, work_date in booked}
     return facts
 
 

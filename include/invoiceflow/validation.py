@@ -11,6 +11,7 @@ never when a DAG file is parsed.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -204,6 +205,10 @@ def validate(
             findings[int(line_no)].append(Finding(int(line_no), name, value, message, check))
     log.info("%s: %d of %d rows failed validation", feed, len(findings), len(frame))
     page = _data_docs(context, feed) if findings and run_name else None
+    # The ephemeral context holds the chunk in reference cycles: collect it now, or the chunks of a
+    # large file pile up until Python's next full collection (measured: memory grew with the file).
+    del context, checks, batch_definition, suite, result
+    gc.collect()
     return Validated(dict(findings), page)
 
 
