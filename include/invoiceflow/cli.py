@@ -128,7 +128,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cmd_db_upgrade(args)
     args.period = f"{period:%Y-%m}"
     cmd_demo_data(args)
-    _airflow_test("billing_cycle", run_day, "--mark-success-pattern", "review_invoice")
+    _airflow_test("billing_cycle", run_day, "--mark-success-pattern", "review_invoice_.*")
     args.date = statement_day.isoformat()
     cmd_demo_statement(args)
     _airflow_test("bank_reconciliation", reconcile_day)
