@@ -87,7 +87,8 @@ def test_routing_by_tier_client_type_and_cap(engine, policy, priced):
     assert "not-to-exceed budget" in _invoice(engine, ids["K4"])["review_reason"]
 
 
-def test_request_shows_summary_lines_reason_and_a_pdf_preview(engine, policy, priced, data_dir):
+def test_request_shows_summary_lines_reason_and_a_pdf_preview(engine, tmp_path, priced, data_dir):
+    policy = load_policy(_policy_file(tmp_path, lambda raw: raw["approval"].update(email_requests=True)))
     batch, ids = priced
     approval.route(engine, policy, batch, "test")
     request = _ask(engine, policy)[ids["K2"]]
@@ -106,7 +107,7 @@ def test_request_shows_summary_lines_reason_and_a_pdf_preview(engine, policy, pr
 
     text = "".join(p.extract_text() for p in PdfReader(preview).pages)
     assert f"DRAFT-{ids['K2']}" in text  # a preview, not a numbered invoice
-    # the approvers got the request by e-mail (no SMTP connection here: the outbox copy)
+    # with email_requests the approvers get each request by e-mail (no SMTP here: the outbox copy)
     mails = list((data_dir / "outbox" / "approvals").glob("*.eml"))
     assert any("anna.berger@" in m.read_text() and "http://x/" in m.read_text() for m in mails)
 

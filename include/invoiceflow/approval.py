@@ -326,7 +326,10 @@ def open_requests(
             mails.append((step, people))
     for n, (step, people) in enumerate(mails):
         requests[n].update(review_request(engine, policy, step["invoice_id"], step))
-        notify(engine, policy, step, people, requests[n], link(n) if link else None, actor)
+        if step["escalated"] or policy.approval.email_requests:
+            notify(engine, policy, step, people, requests[n], link(n) if link else None, actor)
+        else:
+            _requested(engine, step, people, "airflow", actor, requests[n]["subject"])
     return ids, requests
 
 
@@ -362,6 +365,14 @@ def notify(
     sent = outbox.smtp_available()
     if sent:
         delivery.send_smtp(msg)
+    _requested(engine, step, people, "smtp" if sent else "outbox", actor, request["subject"])
+
+
+def _requested(
+    engine: Engine, step: Mapping[str, Any], people: list[Approver], mail: str, actor: str, subject: str
+) -> None:
+    """Audit that a step was put to these people (``mail``: how they were told)."""
+    deadline = timedelta(seconds=step["response_seconds"])
     with engine.begin() as conn:
         audit.record(
             conn,
@@ -369,14 +380,14 @@ def notify(
             entity_id=step["invoice_id"],
             action="approval_requested",
             actor=actor,
-            reason=request["subject"],
+            reason=subject,
             after={
                 "step": step["step_no"],
                 "approvers": step["approvers"],
                 "assigned": [a.id for a in people],
                 "escalated": bool(step["escalated"]),
                 "respond_within": str(deadline),
-                "mail": "smtp" if sent else "outbox",
+                "told_by": mail,
             },
         )
 

@@ -123,6 +123,7 @@ class Approval(_Strict):
     )
     fallback: str = Field(description="the approver group a step escalates to when it names none")
     approvers: dict[str, list[Approver]] = Field(description="approver groups: Airflow users who may decide")
+    email_requests: bool = Field(False, description="also e-mail each first request; escalations are always e-mailed")
     preview_url: str = Field(
         "file://{path}", description="link to a draft's PDF preview; {path} and {invoice_id} are filled in"
     )
