@@ -130,3 +130,18 @@ def test_cli_verify_and_show(engine, db_url, monkeypatch, capsys):
     assert cli.main(["audit", "verify"]) == 1
     err = capsys.readouterr().err
     assert f"BROKEN at event {ids[3]} (" in err and "invoice 103 approved by user:u3" in err
+
+
+def test_concurrent_writers_keep_one_chain(engine):
+    """Transactions appending at the same time (two workers) wait for each other instead of forking."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def write(worker: int) -> None:
+        for i in range(15):
+            with engine.begin() as conn:
+                audit.record(conn, entity_type="invoice", entity_id=worker, action="rendered", actor=f"w{worker}:{i}")
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        list(pool.map(write, range(3)))
+    report = _verify(engine)
+    assert report.ok and report.events == 45

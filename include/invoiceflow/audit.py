@@ -7,8 +7,9 @@ The database refuses UPDATE and DELETE on ``audit_events`` (migration 0002), but
 database can switch a trigger off. So each event also stores the hash of the event before it and
 a SHA-256 over its own content and that link: changing, removing or slipping in an event breaks the
 chain at that point, and :func:`verify` names the first event where it breaks. The unique index on
-``prev_hash`` (migration 0007) makes a fork impossible; on PostgreSQL an advisory lock serialises
-writers so that two transactions never race for the same predecessor (SQLite has one writer).
+``prev_hash`` (migration 0007) makes a fork impossible, and a lock held from reading the last hash
+to commit (an advisory lock on PostgreSQL, the write lock on SQLite) makes writers wait their turn
+instead of failing on it.
 """
 
 from __future__ import annotations
@@ -54,8 +55,13 @@ def event_hash(prev_hash: str, event: Mapping[str, Any]) -> str:
 
 
 def _head(conn: Connection) -> str:
+    """The last event's hash, read under a lock that the transaction keeps until it commits."""
     if conn.dialect.name == "postgresql":
         db.execute(conn, "SELECT pg_advisory_xact_lock(:k)", {"k": _CHAIN_LOCK})
+    else:
+        # SQLite's driver begins a transaction only at the first write: a write that changes
+        # nothing takes the database's write lock now, so no one appends between read and insert.
+        db.execute(conn, "UPDATE audit_events SET prev_hash = prev_hash WHERE 1 = 0")
     last = db.scalar(
         conn, "SELECT event_hash FROM audit_events WHERE event_hash IS NOT NULL ORDER BY event_id DESC LIMIT 1"
     )
