@@ -128,7 +128,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cmd_db_upgrade(args)
     args.period = f"{period:%Y-%m}"
     cmd_demo_data(args)
-    _airflow_test("billing_cycle", run_day, "--mark-success-pattern", "review_invoice")
+    _airflow_test("billing_cycle", run_day, "--mark-success-pattern", "review_invoice_.*")
     args.date = statement_day.isoformat()
     cmd_demo_statement(args)
     _airflow_test("bank_reconciliation", reconcile_day)
@@ -197,6 +197,57 @@ def cmd_credit_note(args: argparse.Namespace) -> int:
     return 0
 
 
+# audit -----------------------------------------------------------------------------------------
+
+
+def cmd_audit_verify(_args: argparse.Namespace) -> int:
+    """Check the hash chain of the audit trail; exit 1 and name the first broken event."""
+    from invoiceflow import audit
+
+    with _engine().connect() as conn:
+        report = audit.verify(conn)
+    covered = report.events - report.unchained
+    if report.ok:
+        note = f" ({report.unchained} older events from before the chain began are not covered)"
+        note = note if report.unchained else ""
+        print(f"audit trail intact: {covered} chained events{note}; head {report.head}")
+        return 0
+    assert report.broken is not None
+    print(f"audit trail BROKEN at {audit.describe(report.broken)}: {report.problem}", file=sys.stderr)
+    print(f"the {covered - 1} chained events before it hold; last good hash {report.head}", file=sys.stderr)
+    return 1
+
+
+def cmd_audit_show(args: argparse.Namespace) -> int:
+    """The audit history of one invoice (by number, or draft id), oldest first, for finance."""
+    from invoiceflow import audit
+
+    with _engine().connect() as conn:
+        found = db.rows(
+            conn,
+            "SELECT invoice_id, invoice_number, status FROM invoices WHERE invoice_number = :n "
+            "OR CAST(invoice_id AS TEXT) = :n",
+            {"n": args.invoice},
+        )
+        if not found:
+            print(f"audit show: no invoice with number or id {args.invoice}", file=sys.stderr)
+            return 2
+        inv = found[0]
+        events = audit.history(conn, "invoice", inv["invoice_id"])
+    if args.json:
+        for e in events:
+            print(json.dumps(e, default=str, ensure_ascii=False))
+        return 0
+    print(f"invoice {inv['invoice_number'] or '(draft, no number)'} id {inv['invoice_id']}, now {inv['status']}")
+    for e in events:
+        change = ""
+        if e["before_state"] or e["after_state"]:
+            change = f"\n      {e['before_state'] or '-'} -> {e['after_state'] or '-'}"
+        why = f": {e['reason']}" if e["reason"] else ""
+        print(f"  {e['occurred_at']}  #{e['event_id']:<6} {e['action']:<18} {e['actor']}{why}{change}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="invoiceflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -231,6 +282,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--date", help="issue date, YYYY-MM-DD (default: today)")
     p.set_defaults(func=cmd_credit_note)
+
+    aud = sub.add_parser("audit", help="the hash-chained audit trail").add_subparsers(
+        dest="audit_command", required=True
+    )
+    aud.add_parser("verify", help="check the hash chain; name the first broken event").set_defaults(
+        func=cmd_audit_verify
+    )
+    p = aud.add_parser("show", help="the audit history of one invoice")
+    p.add_argument("invoice", help="invoice number (NWD-2026-000012) or, for a draft, its id")
+    p.add_argument("--json", action="store_true", help="one JSON object per event")
+    p.set_defaults(func=cmd_audit_show)
 
     p = sub.add_parser("demo", help="run last month's billing end to end through Airflow")
     p.add_argument("--seed", type=int, default=42)

@@ -6,6 +6,7 @@ loaded so a typo fails the run at its first task with the field named, instead o
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
@@ -72,9 +73,92 @@ class Pricing(_Strict):
     )
 
 
+MAX_APPROVAL_ROUNDS = 4
+"""Review rounds one billing run holds (each step, and each escalation of a step, takes one)."""
+
+ClientType = Literal["enterprise", "smb", "public"]
+
+
+class Approver(_Strict):
+    """A person who decides: ``id`` is their Airflow user id (the HITL task's ``assigned_users``)."""
+
+    id: str = Field(min_length=1)
+    name: str
+    email: str = Field(pattern=r"^[^@\s]+@[^@\s]+$")
+
+
+class ApprovalStep(_Strict):
+    approvers: str = Field(description="a group of approval.approvers")
+    response_time: timedelta = Field(description="ISO 8601 duration, like P2D or PT4H")
+    escalate_to: str | None = Field(None, description="group asked when the time passes; default approval.fallback")
+    on_timeout: Literal["escalate", "approve"] = Field(
+        "escalate", description="approve only if the policy really means an unanswered request to pass"
+    )
+
+    @field_validator("response_time")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("response_time must be positive")
+        return value
+
+
+class ApprovalTier(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9_]+$")
+    below: Decimal | None = Field(None, gt=0, description="gross in the base currency; none: no upper limit")
+    client_types: list[ClientType] | None = Field(None, description="only for these client types; none: all")
+    steps: list[ApprovalStep] = Field(min_length=1, max_length=MAX_APPROVAL_ROUNDS)
+
+
 class Approval(_Strict):
     auto_approve_below: Decimal = Field(gt=0, description="gross, in the base currency")
-    review_client_types: list[str] = []
+    tiers: list[ApprovalTier] = Field(
+        min_length=1, description="at or above auto_approve_below: the first tier that matches decides the steps"
+    )
+    review_tier: str = Field(description="the tier of an invoice below the limit that a review rule catches")
+    review_client_types: list[ClientType] = []
+    review_first_invoice: bool = Field(True, description="the first invoice of a contract is always reviewed")
+    anomaly_increase_percent: Decimal | None = Field(
+        None, gt=0, description="review when the gross is this much above the contract's last invoice"
+    )
+    fallback: str = Field(description="the approver group a step escalates to when it names none")
+    approvers: dict[str, list[Approver]] = Field(description="approver groups: Airflow users who may decide")
+    email_requests: bool = Field(False, description="also e-mail each first request; escalations are always e-mailed")
+    preview_url: str = Field(
+        "file://{path}", description="link to a draft's PDF preview; {path} and {invoice_id} are filled in"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Approval:
+        tiers = {t.name for t in self.tiers}
+        if len(tiers) != len(self.tiers):
+            raise ValueError("approval.tiers: tier names must be unique")
+        if self.review_tier not in tiers:
+            raise ValueError(f"approval.review_tier {self.review_tier!r} is not a tier ({', '.join(sorted(tiers))})")
+        if not any(t.below is None and t.client_types is None for t in self.tiers):
+            raise ValueError("approval.tiers: one tier needs neither below nor client_types, so every invoice has one")
+        groups = {self.fallback} | {
+            g for t in self.tiers for s in t.steps for g in (s.approvers, s.escalate_to) if g is not None
+        }
+        unknown = groups - set(self.approvers)
+        if unknown:
+            raise ValueError(f"approval: approver group {', '.join(sorted(unknown))} is not in approval.approvers")
+        empty = [g for g in groups if not self.approvers[g]]
+        if empty:
+            raise ValueError(f"approval.approvers: group {', '.join(sorted(empty))} has nobody in it")
+        return self
+
+    def tier_for(self, base_gross: int, client_type: str, minor_factor: int) -> ApprovalTier:
+        """The first tier whose limit the gross (minor units of the base currency) is below."""
+        for tier in self.tiers:
+            if tier.client_types is not None and client_type not in tier.client_types:
+                continue
+            if tier.below is None or base_gross < tier.below * minor_factor:
+                return tier
+        raise ValueError("no approval tier matches")  # excluded by validation
+
+    def tier(self, name: str) -> ApprovalTier:
+        return next(t for t in self.tiers if t.name == name)
 
 
 class DunningLevel(_Strict):
