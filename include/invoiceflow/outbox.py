@@ -30,7 +30,7 @@ def render_invoices(engine: Engine, policy: Policy, invoice_ids: list[int], acto
         with engine.begin() as conn:
             if db.scalar(conn, "SELECT pdf_sha256 FROM invoices WHERE invoice_id = :i", {"i": invoice_id}):
                 continue
-            doc = ledger.invoice_document(conn, policy, invoice_id)
+            doc = documents.complete_document(conn, policy, invoice_id)
         pdf = documents.render_invoice_pdf(doc)
         path = folder / documents.pdf_filename(doc)
         tmp = path.with_suffix(".tmp")
