@@ -36,7 +36,7 @@ def test_invoice_email_arrives_with_pdf_and_headers(smtp):
     assert got.message["Subject"] == "Rechnung NWD-2026-000012 von Northwind Digital GmbH"
     assert got.message["Message-ID"] == "<NWD-2026-000012.invoice@northwind.example>"
     (att,) = list(got.message.iter_attachments())
-    assert att.get_filename() == "NWD-2026-000012.pdf" and att.get_content() == PDF
+    assert att.get_filename() == "Rechnung_NWD-2026-000012.pdf" and att.get_content() == PDF  # German template
     assert "2.451,40" in got.message.get_body(("plain",)).get_content()
 
 
@@ -95,5 +95,10 @@ def test_portal_refuses_path_traversal(tmp_path, client_id, filename):
 
 
 def test_portal_copy(tmp_path):
-    path = delivery.copy_to_portal(PDF, client_id="C1", filename="NWD-2026-000012.pdf", portal_root=tmp_path)
-    assert path == tmp_path / "C1" / "NWD-2026-000012.pdf" and path.read_bytes() == PDF
+    root = delivery.portal_root(tmp_path.as_uri())  # an Airflow ObjectStoragePath, file:// here
+    path = delivery.copy_to_portal(PDF, client_id="C1", filename="NWD-2026-000012.pdf", portal_root=root)
+    assert path == root / "C1" / "NWD-2026-000012.pdf" and path.read_bytes() == PDF
+    assert (tmp_path / "C1" / "NWD-2026-000012.pdf").read_bytes() == PDF
+    assert [p.name for p in (tmp_path / "C1").iterdir()] == ["NWD-2026-000012.pdf"]  # no temporary file left
+    again = delivery.copy_to_portal(PDF, client_id="C1", filename="NWD-2026-000012.pdf", portal_root=root)
+    assert again == path
