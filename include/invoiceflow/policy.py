@@ -105,9 +105,10 @@ class Approval(_Strict):
 
 def _check_address(value: str, where: str) -> None:
     """One plain e-mail address: a newline or a second address here would become a mail header."""
-    from email.utils import parseaddr
+    from email.utils import getaddresses
 
-    _name, addr = parseaddr(value)
+    found = getaddresses([value])
+    addr = found[0][1] if len(found) == 1 else ""
     if any(c in value for c in "\r\n") or addr.count("@") != 1 or any(c in addr for c in " ,;<>"):
         raise ValueError(f"{where}: {value!r} is not a single e-mail address")
 
