@@ -102,3 +102,29 @@ def test_portal_copy(tmp_path):
     assert [p.name for p in (tmp_path / "C1").iterdir()] == ["NWD-2026-000012.pdf"]  # no temporary file left
     again = delivery.copy_to_portal(PDF, client_id="C1", filename="NWD-2026-000012.pdf", portal_root=root)
     assert again == path
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        'Müller, "Die Firma" & Söhne',
+        "O'Brien; Partners <ceo@evil.example>",
+        "北京咨询有限公司",
+        "Line one\nBcc: thief@evil.example\r\nSubject: pwned",
+    ],
+)
+def test_odd_client_names_reach_one_recipient_intact(smtp, name):
+    doc = sample_document(buyer=replace(sample_document().buyer, name=name))
+    delivery.send_smtp(_invoice_mail(doc))
+    (got,) = smtp.messages
+    assert got.recipients == ["accounts@kessler.example"]
+    (to,) = got.message["To"].addresses
+    assert to.addr_spec == "accounts@kessler.example" and to.display_name == " ".join(name.split())
+    assert got.message["Bcc"] is None and got.message["Subject"].startswith("Invoice NWD-2026-000012")
+
+
+def test_attachment_name_from_the_clients_language():
+    assert delivery.attachment_name(sample_document(language="fr")) == "Facture_NWD-2026-000012.pdf"
+    assert delivery.attachment_name(sample_document(document_type="credit_note")) == "Credit-note_NWD-2026-000012.pdf"
+    odd = sample_document(language="de", invoice_number="NWD/2026 ÄÖ\r\n1")
+    assert delivery.attachment_name(odd) == "Rechnung_NWD_2026_____1.pdf"

@@ -142,3 +142,35 @@ def test_backoff_and_giving_up_are_reported(engine, data_dir, smtp):
     outbox.release_unconfirmed(engine, row["message_id"], "user:finance", "mailbox fixed")
     assert outbox.retry_deliveries(engine, policy, "test", use_smtp=True) == {"sent": 1}
     assert len(smtp.messages) == 1
+
+
+def test_each_client_by_its_preference_with_the_portal_from_the_policy(engine, data_dir, smtp, tmp_path):
+    """C1 by e-mail (German), C2 both (English), C3 the portal only; the portal is an
+    ObjectStoragePath URL from the policy; every delivery exactly once over repeated runs."""
+    import hashlib
+
+    from invoiceflow import documents
+
+    portal = tmp_path / "portal-bucket"
+    policy = load_policy().model_copy(update={"delivery": Delivery(portal_url=portal.as_uri())})
+    month = issued_month(engine, data_dir)
+    ids = [inv["invoice_id"] for inv in month.values()]
+    outbox.render_invoices(engine, policy, ids, "test")
+    for _ in range(2):
+        counts = outbox.deliver_invoices(engine, policy, ids, "test", use_smtp=True)
+    assert counts["email"] == 3 and counts["portal"] == 2  # the second run found everything done
+    by_to = {m.recipients[0]: m.message for m in smtp.messages}
+    assert len(smtp.messages) == 3 and set(by_to) == {"accounts@kessler.example", "ap@brightwater.example"} | set()
+    assert sorted(m.recipients[0] for m in smtp.messages).count("accounts@kessler.example") == 2  # K1 and K4
+    english = by_to["ap@brightwater.example"]
+    (att,) = list(english.iter_attachments())
+    assert att.get_filename() == f"Invoice_{month['K2']['invoice_number']}.pdf"
+    assert english["Subject"] == f"Invoice {month['K2']['invoice_number']} from Northwind Digital GmbH"
+    pdf = att.get_content()
+    with engine.connect() as conn:
+        stored = {r["invoice_id"]: r for r in db.rows(conn, "SELECT * FROM invoices")}
+    assert hashlib.sha256(pdf).hexdigest() == stored[month["K2"]["invoice_id"]]["pdf_sha256"]
+    assert b"<ram:GrandTotalAmount>12000.00</ram:GrandTotalAmount>" in documents.embedded_xml(pdf)
+    published = sorted(p.relative_to(portal).as_posix() for p in portal.rglob("*.pdf"))
+    assert published == sorted([f"C2/{month['K2']['invoice_number']}.pdf", f"C3/{month['K3']['invoice_number']}.pdf"])
+    assert all(s["status"] == "sent" for s in stored.values())
