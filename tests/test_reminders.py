@@ -154,3 +154,25 @@ def test_credited_and_disputed_invoices_get_nothing(engine, data_dir, month):
     assert due == {month["K3"]["invoice_id"], month["K4"]["invoice_id"]}
     with pytest.raises(reminders.DisputeError, match="no issued invoice"):
         reminders.open_dispute(engine, "NWD-1999-000001", "x", "user:finance")
+
+
+def test_dispute_from_the_command_line(data_dir, capsys):
+    from invoiceflow import cli, settings
+
+    engine = db.engine(settings.default_database_url())
+    db.upgrade(engine)
+    invoice = issued_month(engine, data_dir)["K1"]
+    number, policy = invoice["invoice_number"], load_policy()
+
+    def reminded() -> bool:
+        with engine.connect() as conn:
+            due = reminders.due_reminders(conn, policy, date(2026, 12, 31))
+        return invoice["invoice_id"] in {r["invoice_id"] for r in due}
+
+    assert reminded()
+    assert cli.main(["dispute", number, "--reason", "hours too high"]) == 0
+    assert cli.main(["dispute", number, "--reason", "again"]) == 0
+    assert "already disputed" in capsys.readouterr().out and not reminded()
+    assert cli.main(["dispute", number, "--resolve", "credited 2 h"]) == 0 and reminded()
+    assert cli.main(["dispute", "NWD-1999-000001", "--reason", "x"]) == 2
+    assert cli.main(["release-delivery", "<nope@x>", "--reason", "x"]) == 2
