@@ -136,7 +136,7 @@ LABELS: dict[str, dict[str, str]] = {
         "role": "Role",
         "hours_total": "Hours",
         "subtotal": "Subtotal",
-        "total_hours": "Total hours",
+        "total_hours": "Total hours:",
     },
     "de": {
         "invoice": "Rechnung",
@@ -177,7 +177,7 @@ LABELS: dict[str, dict[str, str]] = {
         "role": "Rolle",
         "hours_total": "Stunden",
         "subtotal": "Zwischensumme",
-        "total_hours": "Stunden gesamt",
+        "total_hours": "Stunden gesamt:",
     },
     "fr": {
         "invoice": "Facture",
@@ -218,7 +218,7 @@ LABELS: dict[str, dict[str, str]] = {
         "role": "Rôle",
         "hours_total": "Heures",
         "subtotal": "Sous-total",
-        "total_hours": "Total des heures",
+        "total_hours": "Total des heures :",
     },
 }
 LOCALES = {"en": "en_GB", "de": "de_DE", "fr": "fr_FR"}
