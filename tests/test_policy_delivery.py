@@ -30,6 +30,7 @@ def _write(tmp_path: Path, change) -> Path:
         (lambda r: r["dunning"][1].update(offset_days=-7), "dunning offsets"),
         (lambda r: r.update(delivery={"retry_backoff_minutes": [60, 5]}), "retry_backoff_minutes"),
         (lambda r: r.update(delivery={"max_attempts": 0}), "max_attempts"),
+        (lambda r: r["seller"]["accounts"].pop("CHF"), "no bank account for CHF"),
     ],
 )
 def test_bad_values_are_named(tmp_path, change, message):

@@ -235,6 +235,12 @@ class Policy(_Strict):
             raise ValueError("dunning offsets must ascend with the level")
         if not self.dunning:
             raise ValueError("dunning needs at least one level")
+        unpaid = ({self.base_currency} | set(self.fx_fallback)) - set(self.seller.accounts)
+        if unpaid:
+            raise ValueError(
+                f"seller.accounts has no bank account for {', '.join(sorted(unpaid))}: invoices in it "
+                "could not say where to pay"
+            )
         return self
 
     def domestic_rate_bp(self) -> int:
