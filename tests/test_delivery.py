@@ -128,3 +128,12 @@ def test_attachment_name_from_the_clients_language():
     assert delivery.attachment_name(sample_document(document_type="credit_note")) == "Credit-note_NWD-2026-000012.pdf"
     odd = sample_document(language="de", invoice_number="NWD/2026 ÄÖ\r\n1")
     assert delivery.attachment_name(odd) == "Rechnung_NWD_2026_____1.pdf"
+
+
+def test_portal_on_object_storage():
+    """The portal is an ObjectStoragePath: fsspec's in-memory file system stands in for a bucket
+    (S3 cannot run here); the same code writes, renames and reads back, no local path involved."""
+    root = delivery.portal_root("memory://billing-portal/clients")
+    path = delivery.copy_to_portal(PDF, client_id="C1", filename="NWD-2026-000012.pdf", portal_root=root)
+    assert str(path) == "memory://billing-portal/clients/C1/NWD-2026-000012.pdf" and path.read_bytes() == PDF
+    assert [p.name for p in (root / "C1").iterdir()] == ["NWD-2026-000012.pdf"]
