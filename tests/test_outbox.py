@@ -138,6 +138,12 @@ def test_backoff_and_giving_up_are_reported(engine, data_dir, smtp):
     assert _deliver(engine, policy, invoice_id)["given_up"] == 1  # no exception raised: it is reported
     assert smtp.messages == []
 
+    # released, but the mailbox is still broken: given up again, and the report is open again
+    assert outbox.release_unconfirmed(engine, row["message_id"], "user:finance", "mailbox fixed?")
+    assert _exceptions(engine, "delivery_failed")[0]["resolved_at"] is not None
+    assert outbox.retry_deliveries(engine, policy, "test", use_smtp=True) == {"given_up": 1}
+    assert _exceptions(engine, "delivery_failed")[0]["resolved_at"] is None
+
     smtp.kill_at("rcpt", times=0)
     outbox.release_unconfirmed(engine, row["message_id"], "user:finance", "mailbox fixed")
     assert outbox.retry_deliveries(engine, policy, "test", use_smtp=True) == {"sent": 1}
@@ -174,3 +180,25 @@ def test_each_client_by_its_preference_with_the_portal_from_the_policy(engine, d
     published = sorted(p.relative_to(portal).as_posix() for p in portal.rglob("*.pdf"))
     assert published == sorted([f"C2/{month['K2']['invoice_number']}.pdf", f"C3/{month['K3']['invoice_number']}.pdf"])
     assert all(s["status"] == "sent" for s in stored.values())
+
+
+def test_two_runs_at_once_send_once(sqlite_engine, data_dir, smtp, monkeypatch):
+    """Run A has connected and is about to send the data when run B (a retry sweep, say) takes the
+    same delivery over and sends it: A notices at its point of no return and sends nothing."""
+    policy = load_policy()
+    invoice_id = _k1(sqlite_engine, data_dir, policy)
+    real_send = delivery.send_smtp
+    overtaken = []
+
+    def a_is_overtaken(msg, *, point_of_no_return=None, **kwargs):
+        if not overtaken:  # run A, before its data goes: run B does the whole delivery
+            overtaken.append(True)
+            row = _delivery(sqlite_engine, invoice_id)
+            assert row["status"] == "pending" and row["attempts"] == 1  # A's claim, as B finds it
+            assert _deliver(sqlite_engine, policy, invoice_id)["email"] == 1
+        return real_send(msg, point_of_no_return=point_of_no_return, **kwargs)
+
+    monkeypatch.setattr(delivery, "send_smtp", a_is_overtaken)
+    assert _deliver(sqlite_engine, policy, invoice_id)["busy"] == 1  # run A
+    assert len(smtp.messages) == 1 and _delivery(sqlite_engine, invoice_id)["status"] == "sent"
+    assert _delivery(sqlite_engine, invoice_id)["attempts"] == 2

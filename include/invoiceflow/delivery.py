@@ -35,6 +35,10 @@ class DeliveryFailed(Exception):
     """The message certainly did not leave (refused, or the connection failed before the data went)."""
 
 
+class DeliverySuperseded(DeliveryFailed):
+    """Another run took the delivery over before this one's data went: this one sends nothing."""
+
+
 class DeliveryUnconfirmed(Exception):
     """The connection failed after the message data was handed over: it may or may not have left."""
 

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from invoiceflow import audit, db, delivery, documents, settings
 from invoiceflow.policy import Policy
@@ -75,16 +75,6 @@ def smtp_available(conn_id: str = "smtp_default") -> bool:
     return True
 
 
-def _set(engine: Engine, delivery_id: int, **values: object) -> None:
-    names = ", ".join(f"{k} = :{k}" for k in values)
-    with engine.begin() as conn:
-        db.execute(
-            conn,
-            f"UPDATE deliveries SET {names} WHERE delivery_id = :delivery_id",
-            {**values, "delivery_id": delivery_id},
-        )
-
-
 def send_once(
     engine: Engine,
     *,
@@ -105,6 +95,7 @@ def send_once(
     ``sent``: delivered (now or before). ``sending``: unconfirmed, left for finance. ``failed``: not
     delivered, to be tried again (``respect_backoff`` makes a sweep wait for ``next_attempt_at``).
     ``given_up``: failed ``delivery.max_attempts`` times; reported, tried only when released.
+    ``busy``: another run is sending it right now (it claimed the row first); this one did nothing.
     """
     from invoiceflow.policy import Delivery
 
@@ -126,7 +117,7 @@ def send_once(
         if row["status"] == "sent":
             return "sent"
         if row["status"] == "sending":
-            audit.record_exception(
+            audit.record_exception(  # reported once; a release resolves it
                 conn,
                 category="delivery_unconfirmed",
                 subject_type="delivery",
@@ -138,61 +129,85 @@ def send_once(
             )
             return "sending"
         if row["status"] == "failed" and row["attempts"] >= settings_.max_attempts:
-            return "given_up"
+            return "given_up"  # until someone releases it (back to pending)
         due = row["next_attempt_at"]
         if respect_backoff and due is not None and _aware(due) > now:
             return "failed"
-        db.execute(
-            conn, "UPDATE deliveries SET attempts = attempts + 1 WHERE delivery_id = :d", {"d": row["delivery_id"]}
+        # The attempt counter is the fencing token: of two runs that found the same row, one wins here;
+        # and a run overtaken later (see point_of_no_return) notices before its data goes.
+        claimed = db.execute(
+            conn,
+            "UPDATE deliveries SET attempts = attempts + 1 WHERE delivery_id = :d AND attempts = :a "
+            "AND status IN ('pending', 'failed')",
+            {"d": row["delivery_id"], "a": row["attempts"]},
         )
+        if not claimed:
+            return "busy"
         attempts = row["attempts"] + 1
     path = delivery.write_eml(message, settings.outbox() / "mail")
+    mine = {"d": row["delivery_id"], "a": attempts}
 
     def point_of_no_return() -> None:
-        _set(engine, row["delivery_id"], status="sending")
+        with engine.begin() as conn:
+            if not db.execute(
+                conn,
+                "UPDATE deliveries SET status = 'sending' WHERE delivery_id = :d AND attempts = :a "
+                "AND status IN ('pending', 'failed')",
+                mine,
+            ):
+                raise delivery.DeliverySuperseded("another run took this delivery over; this one sends nothing")
 
     try:
         if use_smtp:
             delivery.send_smtp(message, point_of_no_return=point_of_no_return)
         else:
             point_of_no_return()
+    except delivery.DeliverySuperseded:
+        return "busy"
     except delivery.DeliveryFailed as exc:
         error = str(exc)[:500]
         retry_at = now + timedelta(minutes=settings_.backoff_minutes(attempts))
-        _set(engine, row["delivery_id"], status="failed", last_error=error, next_attempt_at=retry_at)
+        with engine.begin() as conn:
+            db.execute(
+                conn,
+                "UPDATE deliveries SET status = 'failed', last_error = :e, next_attempt_at = :t "
+                "WHERE delivery_id = :d AND attempts = :a",
+                {**mine, "e": error, "t": retry_at},
+            )
         log.warning("%s of invoice %s to %s failed (attempt %d): %s", document, invoice_id, recipient, attempts, error)
         if attempts >= settings_.max_attempts:
             with engine.begin() as conn:
-                audit.record_exception(
+                _report(
                     conn,
-                    category="delivery_failed",
-                    subject_type="delivery",
-                    subject_id=message_id,
-                    run_id=run_id,
-                    detail=f"{document} of invoice {invoice_id} to {recipient} failed {attempts} times; "
-                    f"last error: {error}",
+                    "delivery_failed",
+                    message_id,
+                    run_id,
+                    f"{document} of invoice {invoice_id} to {recipient} failed {attempts} times; last error: {error}",
                 )
             return "given_up"
         return "failed"
     except delivery.DeliveryUnconfirmed as exc:
-        _set(engine, row["delivery_id"], last_error=str(exc)[:500])
         with engine.begin() as conn:
-            audit.record_exception(
+            db.execute(
                 conn,
-                category="delivery_unconfirmed",
-                subject_type="delivery",
-                subject_id=message_id,
-                run_id=run_id,
-                detail=f"{document} of invoice {invoice_id} to {recipient}: {exc}; check the mail server log for "
-                "this Message-ID, then release it to send it again",
+                "UPDATE deliveries SET last_error = :e WHERE delivery_id = :d AND attempts = :a",
+                {**mine, "e": str(exc)[:500]},
+            )
+            _report(
+                conn,
+                "delivery_unconfirmed",
+                message_id,
+                run_id,
+                f"{document} of invoice {invoice_id} to {recipient}: {exc}; check the mail server log for this "
+                "Message-ID, then release it to send it again",
             )
         return "sending"
     with engine.begin() as conn:
         db.execute(
             conn,
             "UPDATE deliveries SET status = 'sent', sent_at = :now, path = :p, last_error = NULL, "
-            "next_attempt_at = NULL WHERE delivery_id = :d",
-            {"now": db.now(), "p": str(path), "d": row["delivery_id"]},
+            "next_attempt_at = NULL WHERE delivery_id = :d AND attempts = :a",
+            {**mine, "now": db.now(), "p": str(path)},
         )
         audit.record(
             conn,
@@ -213,6 +228,19 @@ def send_once(
     return "sent"
 
 
+def _report(conn: Connection, category: str, message_id: str, run_id: str | None, detail: str) -> None:
+    """An exception for finance about one e-mail; reopened if it had been resolved by a release."""
+    audit.record_exception(
+        conn, category=category, subject_type="delivery", subject_id=message_id, run_id=run_id, detail=detail
+    )
+    db.execute(
+        conn,
+        "UPDATE exceptions SET resolved_at = NULL, detail = :detail WHERE category = :c AND subject_type = 'delivery' "
+        "AND subject_id = :m",
+        {"c": category, "m": message_id, "detail": detail},
+    )
+
+
 def _aware(moment: datetime) -> datetime:
     from datetime import UTC
 
@@ -221,14 +249,15 @@ def _aware(moment: datetime) -> datetime:
 
 def release_unconfirmed(engine: Engine, message_id: str, actor: str, reason: str) -> bool:
     """After someone checked the mail server: allow one more attempt of an unconfirmed or given-up
-    e-mail (the same Message-ID, so a receiving system can still recognise a duplicate)."""
+    e-mail (the same Message-ID, so a receiving system can still recognise a duplicate). The row
+    goes back to ``pending``; its attempt counter keeps growing, since it fences concurrent runs."""
     with engine.begin() as conn:
         row = db.rows(conn, "SELECT * FROM deliveries WHERE message_id = :m", {"m": message_id})
         if not row or row[0]["status"] not in ("sending", "failed"):
             return False
         db.execute(
             conn,
-            "UPDATE deliveries SET status = 'failed', attempts = 0, next_attempt_at = NULL WHERE message_id = :m",
+            "UPDATE deliveries SET status = 'pending', next_attempt_at = NULL WHERE message_id = :m",
             {"m": message_id},
         )
         db.execute(
@@ -245,7 +274,7 @@ def release_unconfirmed(engine: Engine, message_id: str, actor: str, reason: str
             actor=actor,
             reason=reason,
             before={"status": row[0]["status"], "attempts": row[0]["attempts"]},
-            after={"status": "failed", "attempts": 0},
+            after={"status": "pending"},
         )
     return True
 
@@ -307,7 +336,7 @@ def deliver_invoices(
     back-off; what was sent stays sent). Unconfirmed and given-up ones are reported, not raised.
     """
     use_smtp = smtp_available() if use_smtp is None else use_smtp
-    counts = {"email": 0, "portal": 0, "unconfirmed": 0, "failed": 0, "given_up": 0}
+    counts = {"email": 0, "portal": 0, "unconfirmed": 0, "failed": 0, "given_up": 0, "busy": 0}
     failed: list[str] = []
     for invoice_id in invoice_ids:
         with engine.begin() as conn:
@@ -374,7 +403,7 @@ def retry_deliveries(
         due = db.rows(
             conn,
             "SELECT d.invoice_id, d.recipient FROM deliveries d WHERE d.channel = 'email' AND d.document = 'invoice' "
-            "AND d.status IN ('pending', 'failed') AND d.attempts < :max ORDER BY d.invoice_id",
+            "AND (d.status = 'pending' OR (d.status = 'failed' AND d.attempts < :max)) ORDER BY d.invoice_id",
             {"max": policy.delivery.max_attempts},
         )
     counts: dict[str, int] = {}
