@@ -137,3 +137,14 @@ def test_portal_on_object_storage():
     path = delivery.copy_to_portal(PDF, client_id="C1", filename="NWD-2026-000012.pdf", portal_root=root)
     assert str(path) == "memory://billing-portal/clients/C1/NWD-2026-000012.pdf" and path.read_bytes() == PDF
     assert [p.name for p in (root / "C1").iterdir()] == ["NWD-2026-000012.pdf"]
+
+
+def test_plain_text_mail_is_not_html_escaped_but_invoices_are():
+    from invoiceflow import documents
+
+    seller = replace(sample_document().seller, name='Smith & "Sons" <Digital>')
+    doc = sample_document(seller=seller)
+    msg = _invoice_mail(doc)
+    assert msg["Subject"] == 'Invoice NWD-2026-000012 from Smith & "Sons" <Digital>'
+    assert 'Smith & "Sons" <Digital>' in msg.get_body(("plain",)).get_content()
+    assert "Smith &amp; &#34;Sons&#34; &lt;Digital&gt;" in documents.render_invoice_html(doc)

@@ -273,7 +273,11 @@ def _environment():
 
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(settings.TEMPLATES_DIR),
-        autoescape=jinja2.select_autoescape(["html", "xml", "j2"]),
+        # HTML is escaped (a client name cannot become markup); plain-text e-mails (.txt.j2) are not,
+        # or "Smith & Co" would arrive as "Smith &amp; Co"
+        autoescape=jinja2.select_autoescape(
+            ["html", "xml", "html.j2", "xml.j2"], disabled_extensions=["txt", "txt.j2"], default=True
+        ),
         undefined=jinja2.StrictUndefined,
     )
     return env
