@@ -248,6 +248,39 @@ def cmd_audit_show(args: argparse.Namespace) -> int:
     return 0
 
 
+# Disputes and deliveries (issue 6) ---------------------------------------------------------------
+
+
+def cmd_dispute(args: argparse.Namespace) -> int:
+    """Open a dispute (reminders pause) or resolve it (reminders resume)."""
+    from invoiceflow import reminders, runtime
+
+    engine, actor = runtime.billing_engine(), f"user:{os.environ.get('USER', 'cli')}"
+    try:
+        if args.resolve is not None:
+            done = reminders.resolve_dispute(engine, args.invoice, args.resolve, actor)
+            print(f"{args.invoice}: dispute resolved, reminders resume" if done else f"{args.invoice}: no open dispute")
+        else:
+            done = reminders.open_dispute(engine, args.invoice, args.reason or "", actor)
+            print(f"{args.invoice}: disputed, reminders paused" if done else f"{args.invoice}: already disputed")
+    except reminders.DisputeError as exc:
+        print(f"dispute: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_release_delivery(args: argparse.Namespace) -> int:
+    """Allow one more attempt of an unconfirmed or given-up e-mail, after checking the mail server."""
+    from invoiceflow import outbox, runtime
+
+    actor = f"user:{os.environ.get('USER', 'cli')}"
+    if not outbox.release_unconfirmed(runtime.billing_engine(), args.message_id, actor, args.reason):
+        print(f"release-delivery: no unconfirmed or failed e-mail {args.message_id}", file=sys.stderr)
+        return 2
+    print(f"{args.message_id}: released; the next delivery run or retry sweep sends it")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="invoiceflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -293,6 +326,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("invoice", help="invoice number (NWD-2026-000012) or, for a draft, its id")
     p.add_argument("--json", action="store_true", help="one JSON object per event")
     p.set_defaults(func=cmd_audit_show)
+
+    p = sub.add_parser("dispute", help="pause reminders for a disputed invoice, or resolve the dispute")
+    p.add_argument("invoice", help="the invoice number, like NWD-2026-000012")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--reason", help="what the client disputes: opens the dispute")
+    group.add_argument("--resolve", metavar="RESOLUTION", help="how it was settled: resolves the dispute")
+    p.set_defaults(func=cmd_dispute)
+
+    p = sub.add_parser("release-delivery", help="allow one more attempt of an unconfirmed or given-up e-mail")
+    p.add_argument("message_id", help="the Message-ID from the exception report, like <NWD-2026-000012.invoice@...>")
+    p.add_argument("--reason", required=True, help="what the mail server log showed")
+    p.set_defaults(func=cmd_release_delivery)
 
     p = sub.add_parser("demo", help="run last month's billing end to end through Airflow")
     p.add_argument("--seed", type=int, default=42)

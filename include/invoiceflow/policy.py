@@ -23,8 +23,28 @@ class _Strict(BaseModel):
 
 
 class BankAccount(_Strict):
+    """Where clients pay; checked with python-stdnum so that no invoice prints a mistyped account."""
+
     iban: str
     bic: str
+
+    @field_validator("iban")
+    @classmethod
+    def _valid_iban(cls, value: str) -> str:
+        from stdnum import iban
+
+        if not iban.is_valid(value):
+            raise ValueError(f"{value!r} is not a valid IBAN (check digits or length)")
+        return iban.compact(value)
+
+    @field_validator("bic")
+    @classmethod
+    def _valid_bic(cls, value: str) -> str:
+        from stdnum import bic
+
+        if not bic.is_valid(value):
+            raise ValueError(f"{value!r} is not a valid BIC (8 or 11 characters, ISO 9362)")
+        return bic.compact(value)
 
 
 class Seller(_Strict):
@@ -37,6 +57,12 @@ class Seller(_Strict):
     vat_id: str
     email: str
     accounts: dict[str, BankAccount] = Field(description="receiving bank account per currency")
+
+    @field_validator("email")
+    @classmethod
+    def _one_address(cls, value: str) -> str:
+        _check_address(value, "seller.email")
+        return value
 
 
 class Tax(_Strict):
@@ -161,10 +187,75 @@ class Approval(_Strict):
         return next(t for t in self.tiers if t.name == name)
 
 
+def _check_address(value: str, where: str) -> None:
+    """One plain e-mail address: a newline or a second address here would become a mail header."""
+    from email.utils import getaddresses
+
+    found = getaddresses([value])
+    addr = found[0][1] if len(found) == 1 else ""
+    if any(c in value for c in "\r\n") or addr.count("@") != 1 or any(c in addr for c in " ,;<>"):
+        raise ValueError(f"{where}: {value!r} is not a single e-mail address")
+
+
 class DunningLevel(_Strict):
     level: int = Field(ge=1)
-    name: str
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     offset_days: int = Field(description="days relative to the due date: -7 is a week before")
+    template: str = Field(
+        "email/reminder.txt.j2", description="the e-mail template under include/templates/ (subject line, then body)"
+    )
+    late_fee: dict[str, Decimal] = Field(
+        {}, description="a fee the reminder adds to the open amount, in major units per invoice currency"
+    )
+
+    @field_validator("template")
+    @classmethod
+    def _template_exists(cls, template: str) -> str:
+        path = (settings.TEMPLATES_DIR / template).resolve()
+        if not path.is_file() or settings.TEMPLATES_DIR.resolve() not in path.parents:
+            raise ValueError(f"template include/templates/{template} does not exist")
+        return template
+
+    @field_validator("late_fee")
+    @classmethod
+    def _fees_are_money(cls, fees: dict[str, Decimal]) -> dict[str, Decimal]:
+        from invoiceflow.money import to_minor
+
+        for currency, fee in fees.items():
+            if fee < 0:
+                raise ValueError(f"late fee in {currency} must not be negative, got {fee}")
+            to_minor(fee, currency)  # refuses sub-minor precision, e.g. 0.005 EUR
+        return fees
+
+    def late_fee_minor(self, currency: str) -> int:
+        """The late fee of this level in an invoice's currency, in minor units (0 when none is set)."""
+        from invoiceflow.money import to_minor
+
+        return to_minor(self.late_fee[currency], currency) if currency in self.late_fee else 0
+
+
+class Delivery(_Strict):
+    """How documents leave: the client portal's storage and the retry schedule of failed e-mails."""
+
+    portal_url: str | None = Field(
+        None, description="ObjectStoragePath URL of the portal root (s3://bucket/portal); default data/portal"
+    )
+    portal_conn_id: str | None = Field(None, description="Airflow connection for the portal storage")
+    retry_backoff_minutes: list[int] = Field(
+        [5, 30, 120, 720], min_length=1, description="wait after the 1st, 2nd, ... failed attempt; the last repeats"
+    )
+    max_attempts: int = Field(5, ge=1, description="after this many failed attempts finance is told")
+
+    @field_validator("retry_backoff_minutes")
+    @classmethod
+    def _backoff_grows(cls, minutes: list[int]) -> list[int]:
+        if any(m <= 0 for m in minutes) or minutes != sorted(minutes):
+            raise ValueError("retry_backoff_minutes must be positive and not decrease")
+        return minutes
+
+    def backoff_minutes(self, attempts: int) -> int:
+        """Minutes to wait after ``attempts`` failed attempts."""
+        return self.retry_backoff_minutes[min(attempts, len(self.retry_backoff_minutes)) - 1]
 
 
 class Validation(_Strict):
@@ -201,6 +292,13 @@ class Policy(_Strict):
         {}, description="feeds read from a source database, incrementally by updated_at"
     )
     mail_from: str
+    delivery: Delivery = Delivery()
+
+    @field_validator("mail_from")
+    @classmethod
+    def _mail_from_is_one_address(cls, value: str) -> str:
+        _check_address(value, "mail_from")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Policy:
@@ -217,8 +315,16 @@ class Policy(_Strict):
         if levels != sorted(set(levels)):
             raise ValueError("dunning levels must be unique and ascending")
         offsets = [d.offset_days for d in self.dunning]
-        if offsets != sorted(offsets):
+        if offsets != sorted(set(offsets)):
             raise ValueError("dunning offsets must ascend with the level")
+        if not self.dunning:
+            raise ValueError("dunning needs at least one level")
+        unpaid = ({self.base_currency} | set(self.fx_fallback)) - set(self.seller.accounts)
+        if unpaid:
+            raise ValueError(
+                f"seller.accounts has no bank account for {', '.join(sorted(unpaid))}: invoices in it "
+                "could not say where to pay"
+            )
         return self
 
     def domestic_rate_bp(self) -> int:
