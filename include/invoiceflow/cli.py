@@ -76,6 +76,10 @@ def cmd_parse_statement(args: argparse.Namespace) -> int:
     for st in parsed:
         for txn in st.transactions:
             print(json.dumps(asdict(txn), default=str, ensure_ascii=False))
+        for problem in st.problems:
+            print(
+                f"{args.file}: row {problem.line_no}: {problem.field}: {problem.reason} (quarantined)", file=sys.stderr
+            )
     return 0
 
 
