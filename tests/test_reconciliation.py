@@ -80,7 +80,7 @@ def test_reference_and_amount_pay_an_invoice(engine, data_dir, month):
     )
     reconciliation.import_statements(engine, "test")
     counts = reconciliation.match_and_post(engine, "test", "run")
-    assert counts == {"matched": 2, "partial": 1, "exceptions": 0}
+    assert counts == {"matched": 2, "partial": 1, "returned": 0, "exceptions": 0}
     assert _invoice(engine, k1["invoice_id"])["status"] == "paid"
     assert _invoice(engine, k3["invoice_id"])["status"] == "paid"
     partial = _invoice(engine, k4["invoice_id"])
@@ -92,7 +92,11 @@ def test_reference_and_amount_pay_an_invoice(engine, data_dir, month):
 
 def test_amount_alone_is_only_a_suggestion(engine, data_dir, month):
     k1 = month["K1"]
-    _drop(data_dir, "a.xml", [_txn(k1["gross_amount"], remittance="October services", bank_ref="B1")])
+    _drop(
+        data_dir,
+        "a.xml",
+        [_txn(k1["gross_amount"], remittance="October services", name="Unknown Trading Co", bank_ref="B1")],
+    )
     reconciliation.import_statements(engine, "test")
     assert reconciliation.match_and_post(engine, "test", "run")["exceptions"] == 1
     assert _invoice(engine, k1["invoice_id"])["paid_amount"] == 0
@@ -108,11 +112,17 @@ def test_outgoing_and_overpaying_lines_are_exceptions(engine, data_dir, month):
         "a.xml",
         [
             _txn(-1250, remittance="Account fee", name="Bank", bank_ref="F1"),
-            _txn(k1["gross_amount"] + 100, remittance=k1["invoice_number"], bank_ref="B1"),
+            # more over the open amount than the policy's overpayment limit (10 %)
+            _txn(k1["gross_amount"] * 2, remittance=k1["invoice_number"], bank_ref="B1"),
         ],
     )
     reconciliation.import_statements(engine, "test")
-    assert reconciliation.match_and_post(engine, "test", "run") == {"matched": 0, "partial": 0, "exceptions": 2}
+    assert reconciliation.match_and_post(engine, "test", "run") == {
+        "matched": 0,
+        "partial": 0,
+        "returned": 0,
+        "exceptions": 2,
+    }
     with engine.connect() as conn:
         cats = sorted(
             r["category"]
