@@ -394,8 +394,8 @@ def export_payment_status(engine: Engine, as_of: date, folder: Path | None = Non
             conn,
             "SELECT i.invoice_number, i.client_id, k.project_code, i.status, i.currency, i.gross_amount, "
             "i.paid_amount, i.credited_amount, i.due_date, c.payment_terms_days FROM invoices i "
-            "JOIN clients c ON c.client_id = i.client_id JOIN contracts k ON k.contract_id = i.contract_id WHERE i.invoice_number IS NOT NULL AND "
-            "i.document_type = 'invoice' ORDER BY i.invoice_number",
+            "JOIN clients c ON c.client_id = i.client_id JOIN contracts k ON k.contract_id = i.contract_id "
+            "WHERE i.invoice_number IS NOT NULL AND i.document_type = 'invoice' ORDER BY i.invoice_number",
         )
     path = folder / f"payment-status-{as_of}.csv"
     with path.open("w", newline="", encoding="utf-8") as f:
