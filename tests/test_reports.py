@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import pytest
 from billing_fixtures import issued_month
