@@ -257,3 +257,26 @@ def test_parse_statement_command_reads_every_format(name, capsys):
 
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert lines and all(isinstance(r["amount"], int) and r["account_iban"] and r["booking_date"] for r in lines)
+
+
+def test_mt940_round_trip_keeps_what_matching_needs():
+    from invoiceflow.statements import write_mt940
+
+    (st,) = parse_camt053(V08, "v08.xml")
+    again = parse_statement_bytes(write_mt940([st]), "rt.sta", {})
+    keep = [
+        (t.amount, t.counterparty_name, t.remittance, t.structured_ref, t.bank_ref, t.reversal)
+        for t in again[0].transactions
+    ]
+    assert keep == [
+        (
+            t.amount,
+            t.counterparty_name,
+            t.remittance or t.structured_ref,
+            t.structured_ref and t.structured_ref.replace(" ", ""),
+            t.bank_ref,
+            t.reversal,
+        )
+        for t in st.transactions
+    ]
+    assert (again[0].opening_balance, again[0].closing_balance) == (st.opening_balance, st.closing_balance)

@@ -848,3 +848,54 @@ def write_camt053(
         )
     doc = E.Document(E.BkToCstmrStmt(E.GrpHdr(E.MsgId(message_id), E.CreDtTm(created_at.isoformat())), *stmts))
     return etree.tostring(doc, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+
+def _mt940_amount(value: int, currency: str) -> str:
+    return format_plain(abs(value), currency).replace(".", ",")
+
+
+def write_mt940(statements: Sequence[Statement]) -> bytes:
+    """MT940 with German structured :86: details (demo data, tests and the benchmark)."""
+
+    def clean(value: str | None, width: int) -> list[str]:
+        text = re.sub(r"[?\r\n]", " ", value or "")
+        return [text[i : i + width] for i in range(0, len(text), width)] or [""]
+
+    out: list[str] = []
+    for st in statements:
+        cur = st.currency
+        opening = st.opening_balance or 0
+        closing = (
+            st.closing_balance if st.closing_balance is not None else opening + sum(t.amount for t in st.transactions)
+        )
+        first = st.from_date or (st.transactions[0].booking_date if st.transactions else date(2000, 1, 1))
+        last = st.to_date or first
+        out += [f":20:{st.statement_id[:16]}", f":25:{st.account_iban}", ":28C:00001/001"]
+        out.append(f":60F:{'D' if opening < 0 else 'C'}{first:%y%m%d}{cur}{_mt940_amount(opening, cur)}")
+        for t in st.transactions:
+            mark = ("R" if t.reversal else "") + ("D" if t.amount < 0 else "C")
+            if t.reversal:
+                mark = "RC" if t.amount < 0 else "RD"
+            value = t.value_date or t.booking_date
+            ref = (t.end_to_end_id or "NONREF")[:16]
+            out.append(
+                f":61:{value:%y%m%d}{t.booking_date:%m%d}{mark}{_mt940_amount(t.amount, cur)}NTRF{ref}"
+                + (f"//{t.bank_ref[:16]}" if t.bank_ref else "")
+            )
+            purpose = (
+                (f"EREF+{t.end_to_end_id}" if t.end_to_end_id else "")
+                + "SVWZ+"
+                + (
+                    t.remittance or t.structured_ref or ""  # MT940 has no structured field: the RF goes in the text
+                )
+            )
+            parts = clean(purpose, 27)[:10]
+            fields = "".join(f"?{20 + i}{p}" for i, p in enumerate(parts))
+            name = clean(t.counterparty_name, 27)
+            fields += f"?32{name[0]}" + (f"?33{name[1]}" if len(name) > 1 else "")
+            if t.counterparty_iban:
+                fields += f"?31{t.counterparty_iban}"
+            out.append(f":86:166?00GUTSCHRIFT{fields}")
+        out.append(f":62F:{'D' if closing < 0 else 'C'}{last:%y%m%d}{cur}{_mt940_amount(closing, cur)}")
+        out.append("-")
+    return ("\r\n".join(out) + "\r\n").encode("utf-8")
