@@ -69,14 +69,68 @@ MIX = {
     "unknown_payer": 0.02,
 }
 DUPLICATE_SHARE = 0.03  # lines delivered twice (a statement re-sent inside another file)
-PREFIXES = (
-    "Nord Sued West Ost Alpen Baltic Blue Green Red Silver Golden Iron River Lake Forest Harbor Summit Valley "
-    "Coastal Urban Prime Apex Nova Stellar Vertex Pioneer Horizon Quantum Atlas Orion Meridian Cobalt Amber"
-).split()
-NOUNS = (
-    "Logistik Data Systems Bau Foods Analytics Consulting Media Energie Pharma Textil Maschinen Software Retail "
-    "Immobilien Transport Medizintechnik Versicherung Chemie Agrar Robotics Telecom Design Finance Hotels"
-).split()
+PREFIXES = [
+    "Nord",
+    "Sued",
+    "West",
+    "Ost",
+    "Alpen",
+    "Baltic",
+    "Blue",
+    "Green",
+    "Red",
+    "Silver",
+    "Golden",
+    "Iron",
+    "River",
+    "Lake",
+    "Forest",
+    "Harbor",
+    "Summit",
+    "Valley",
+    "Coastal",
+    "Urban",
+    "Prime",
+    "Apex",
+    "Nova",
+    "Stellar",
+    "Vertex",
+    "Pioneer",
+    "Horizon",
+    "Quantum",
+    "Atlas",
+    "Orion",
+    "Meridian",
+    "Cobalt",
+    "Amber",
+]
+NOUNS = [
+    "Logistik",
+    "Data",
+    "Systems",
+    "Bau",
+    "Foods",
+    "Analytics",
+    "Consulting",
+    "Media",
+    "Energie",
+    "Pharma",
+    "Textil",
+    "Maschinen",
+    "Software",
+    "Retail",
+    "Immobilien",
+    "Transport",
+    "Medizintechnik",
+    "Versicherung",
+    "Chemie",
+    "Agrar",
+    "Robotics",
+    "Telecom",
+    "Design",
+    "Finance",
+    "Hotels",
+]
 FORMS = ("GmbH", "AG", "Ltd", "LLC", "SAS", "B.V.", "KG", "Inc.")
 
 
