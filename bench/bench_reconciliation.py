@@ -204,16 +204,19 @@ def generate(clients_n: int, invoices_n: int, seed: int = 7) -> tuple[dict[str, 
     payer_ibans = {c: f"DE{rng.randrange(10**19, 10**20)}" for c in client_ids}
 
     def take(pred=lambda inv: True) -> Inv | None:
-        for pos in range(len(unused) - 1, max(-1, len(unused) - 400), -1):  # look a little way back, then give up
-            inv = unused[pos]
+        skipped, found = [], None
+        while unused and len(skipped) < 2000:
+            inv = unused.pop()
             if inv.invoice_id in taken:
                 continue
             if pred(inv):
-                unused[pos] = unused[-1]
-                unused.pop()
-                taken.add(inv.invoice_id)
-                return inv
-        return None
+                found = inv
+                break
+            skipped.append(inv)
+        unused.extend(reversed(skipped))
+        if found is not None:
+            taken.add(found.invoice_id)
+        return found
 
     def add(kind: str, inv: Inv | None, amount: int, expect: str, **kw: Any) -> Line:
         line = Line(

@@ -278,3 +278,21 @@ def test_two_identical_payments_both_count_and_a_reimport_adds_nothing(engine, d
     reconciliation.match_and_post(engine, "test", "run")
     assert _invoice(engine, k4["invoice_id"])["paid_amount"] == 20000
     assert _rows(engine, "SELECT category FROM exceptions WHERE category = 'duplicate_lines'")
+
+
+def test_reconcile_command_runs_the_night_without_airflow(data_dir, capsys):
+    from pathlib import Path
+
+    from invoiceflow import cli
+
+    corpus = Path(__file__).parent / "fixtures" / "statements"
+    inbox = data_dir / "inbox" / "bank"
+    inbox.mkdir(parents=True)
+    (inbox / "a.sta").write_bytes((corpus / "mt940-de-structured.sta").read_bytes())
+    assert cli.main(["reconcile", "--date", "2026-11-20"]) == 0
+    out = capsys.readouterr().out
+    assert "a.sta: loaded, 4 new lines" in out and "exceptions 4" in out
+    assert (data_dir / "reports" / "exceptions-2026-11-20.pdf").exists()
+    assert list((data_dir / "outbox" / "mail").glob("report.exceptions.2026-11-20*.eml"))
+    assert cli.main(["reconcile", "--date", "2026-11-20"]) == 0
+    assert "e-mail: already sent" in capsys.readouterr().out

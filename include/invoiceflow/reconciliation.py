@@ -168,6 +168,7 @@ class Matcher:
         for client_id, name in clients.items():
             self.exact_names[normalise_name(name)].add(client_id)
         self.fuzzy_choices = {n: n for n in self.exact_names if n}
+        self._fuzzy_cache: dict[str, Payer] = {}
 
     # evidence ---------------------------------------------------------------------------------
 
@@ -205,6 +206,21 @@ class Matcher:
             return Payer(next(iter(exact)), "name", f"payer name '{name}' is the client's name", 0.95)
         if len(exact) > 1:
             return Payer(None, "ambiguous", f"payer name '{name}' fits clients {', '.join(sorted(exact))}", 0)
+        cached = self._fuzzy_cache.get(norm)
+        if cached is not None:
+            return Payer(cached.client_id, cached.how, cached.evidence.replace("{name}", name), cached.confidence)
+        found = self._fuzzy(norm)
+        if len(self._fuzzy_cache) < 100_000:
+            self._fuzzy_cache[norm] = Payer(
+                found.client_id, found.how, found.evidence.replace(name, "{name}"), found.confidence
+            )
+        return Payer(found.client_id, found.how, found.evidence.replace("{name}", name), found.confidence)
+
+    def _fuzzy(self, norm: str) -> Payer:
+        """The one client whose name is close enough, with a clear lead over the runner-up (else abstain).
+
+        The evidence keeps ``{name}`` for the payer's own spelling, filled in by ``payer``."""
+        name = "{name}"
         best = process.extract(norm, self.fuzzy_choices, scorer=fuzz.token_sort_ratio, limit=2)
         if not best or best[0][1] < self.rules.name_match_min_score:
             return Payer(None, "unknown", f"payer name '{name}' is no client's name", 0)
@@ -285,10 +301,10 @@ class Matcher:
             return Decision("exception", "outgoing_payment", detail="a debit: to be booked by finance")
         if amount == 0 or txn.get("reversal"):
             return Decision("exception", "non_receivable", detail="not a client payment (zero or a reversed debit)")
-        who = self.payer(txn)
         named, how = self.referenced(txn)
         if named:
-            return self._by_reference(txn, named, how, who)
+            return self._by_reference(txn, named, how)
+        who = self.payer(txn)
         if who.client_id:
             decided = self._by_client(txn, who)
             if decided is not None:
@@ -318,7 +334,7 @@ class Matcher:
             confidence=confidence,
         )
 
-    def _by_reference(self, txn: Mapping[str, Any], named: list[OpenInvoice], how: str, who: Payer) -> Decision:
+    def _by_reference(self, txn: Mapping[str, Any], named: list[OpenInvoice], how: str) -> Decision:
         amount, cur, day = txn["amount"], txn["currency"], txn["booking_date"]
         numbers = ", ".join(i.invoice_number for i in named)
         open_ = [i for i in named if i.open_amount > 0]
@@ -331,8 +347,6 @@ class Matcher:
                 suggestions=[Suggestion(tuple(i.invoice_number for i in named), "reference", how, 0.5)],
             )
         client = open_[0].client_id
-        agrees = who.client_id == client
-        second = f"{how}; {who.evidence}" if agrees else how
         inv_cur = {i.currency for i in open_}
         total = sum(i.open_amount for i in open_)
         if len(inv_cur) > 1 or len({i.client_id for i in open_}) > 1:
@@ -366,14 +380,15 @@ class Matcher:
                     [Adjustment(inv.invoice_id, kind, short, cur)],
                     detail=_written_off(inv, short, cur, kind),
                 )
-            if agrees:
+            who = self.payer(txn)  # a part payment needs a second piece of evidence: the payer
+            if who.client_id == client:
                 return self._post(
                     "partial",
                     "short_payment",
                     client,
                     [(inv, amount)],
                     "reference_partial",
-                    f"{second}; amount is part of the open amount",
+                    f"{how}; {who.evidence}; amount is part of the open amount",
                     0.9,
                     detail=f"{inv.invoice_number}: part payment, {format_plain(short, cur)} {cur} still open",
                 )

@@ -89,9 +89,13 @@ class _Reader:
 
     def __init__(self, ns: str, source: str) -> None:
         self.ns, self.source = {"c": ns}, source
+        self._compiled: dict[str, etree.XPath] = {}
 
     def all(self, node: etree._Element, path: str) -> list[etree._Element]:
-        return node.xpath(path, namespaces=self.ns)
+        xpath = self._compiled.get(path)
+        if xpath is None:
+            xpath = self._compiled[path] = etree.XPath(path, namespaces=self.ns)
+        return xpath(node)
 
     def text(self, node: etree._Element, path: str) -> str | None:
         found = self.all(node, path)
@@ -138,12 +142,22 @@ def _parse_xml(data: bytes, source: str) -> etree._Element:
         raise StatementError(source, f"line {exc.lineno}", f"not well-formed XML: {exc.msg}") from None
 
 
+_ROOT_START = re.compile(rb"<[A-Za-z_]")
+
+
 def _guard_xml(data: bytes, source: str) -> None:
-    """Refuse DTDs and entity declarations (XXE, billion laughs) before any XML parser builds a tree."""
-    if re.search(rb"<!(DOCTYPE|ENTITY)", data[:65536], re.IGNORECASE):
+    """Refuse DTDs and entity declarations (XXE, billion laughs) before any XML parser builds a tree.
+
+    A DTD can only stand in the prolog, before the root element: ``defusedxml`` reads that prolog
+    (with an empty root in place of the document) and refuses any DTD or entity in it. lxml then
+    parses the document with entities, DTD loading and network access switched off.
+    """
+    root = _ROOT_START.search(data)
+    prolog = data[: root.start()] if root else data
+    if re.search(rb"<!(DOCTYPE|ENTITY)", prolog, re.IGNORECASE):
         raise StatementError(source, "prolog", "DTD/entity declarations are not allowed in bank files")
     try:
-        defusedxml.ElementTree.fromstring(data, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+        defusedxml.ElementTree.fromstring(prolog + b"<root/>", forbid_dtd=True, forbid_entities=True)
     except DefusedXmlException:
         raise StatementError(source, "prolog", "DTD/entity declarations are not allowed in bank files") from None
     except defusedxml.ElementTree.ParseError as exc:
