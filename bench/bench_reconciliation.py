@@ -20,7 +20,7 @@ Two runs, each in its own process so its peak memory is its own:
 Targets (from the issue): auto-post precision at least 99.5 % at an auto-post rate of at least
 85 %; no wrong posting on returns and non-receivable lines; 100,000 lines in under 60 s.
 The database writes of the nightly run (one transaction per posted line) are not part of the speed
-run; ``--with-db N`` also times N lines through ``import_statements`` and ``match_and_post`` on SQLite.
+run.
 """
 
 from __future__ import annotations

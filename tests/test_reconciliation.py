@@ -205,6 +205,7 @@ def test_write_off_overpayment_and_learned_payer_account(engine, data_dir, month
     reconciliation.import_statements(engine, "test")
     assert reconciliation.match_and_post(engine, "test", "run")["matched"] == 2
     assert _invoice(engine, k1["invoice_id"])["status"] == "paid"
+    assert _invoice(engine, k3["invoice_id"])["status"] == "overpaid"  # the excess waits on the client's account
     adjustments = {(r["kind"], r["amount"], r["account"]) for r in _rows(engine, "SELECT * FROM payment_adjustments")}
     assert adjustments == {("bank_fee", 500, "4970"), ("unapplied", 1000, "1590")}
     assert {r["category"] for r in _rows(engine, "SELECT category FROM exceptions")} >= {"write_off", "overpayment"}
@@ -296,3 +297,22 @@ def test_reconcile_command_runs_the_night_without_airflow(data_dir, capsys):
     assert list((data_dir / "outbox" / "mail").glob("report.exceptions.2026-11-20*.eml"))
     assert cli.main(["reconcile", "--date", "2026-11-20"]) == 0
     assert "e-mail: already sent" in capsys.readouterr().out
+
+
+def test_statements_from_an_object_storage_url(engine, data_dir, tmp_path):
+    """The drop folder as a URL goes through Airflow's ObjectStoragePath (file:// here: no cloud to reach)."""
+    from pathlib import Path
+
+    from invoiceflow.policy import load_policy
+
+    bucket = tmp_path / "bucket" / "statements"
+    bucket.mkdir(parents=True)
+    corpus = Path(__file__).parent / "fixtures" / "statements"
+    (bucket / "x.ofx").write_bytes((corpus / "ofx-v2.ofx").read_bytes())
+    pol = load_policy()
+    pol = pol.model_copy(
+        update={"reconciliation": pol.reconciliation.model_copy(update={"drop_folder": bucket.as_uri()})}
+    )
+    (result,) = reconciliation.import_statements(engine, "test", pol)
+    assert (result["file"], result["status"], result["new_transactions"]) == ("x.ofx", "loaded", 1)
+    assert reconciliation.import_statements(engine, "test", pol)[0]["status"] == "skipped"

@@ -230,6 +230,23 @@ def post_payment(
         )
     if adjustments:
         db.insert_many(conn, "payment_adjustments", [{"payment_id": payment_id, **adj} for adj in adjustments])
+        for adj in adjustments:
+            if adj["kind"] == "unapplied" and adj.get("invoice_id"):  # paid in full and then some
+                db.execute(
+                    conn,
+                    "UPDATE invoices SET status = 'overpaid' WHERE invoice_id = :i AND status = 'paid'",
+                    {"i": adj["invoice_id"]},
+                )
+                audit.record(
+                    conn,
+                    entity_type="invoice",
+                    entity_id=adj["invoice_id"],
+                    action="overpaid",
+                    actor=actor,
+                    reason=f"{adj['amount']} minor units more than the open amount, left unapplied",
+                    before={"status": "paid"},
+                    after={"status": "overpaid", "unapplied": adj["amount"], "payment_id": payment_id},
+                )
     db.execute(conn, "UPDATE bank_transactions SET match_status = 'matched' WHERE txn_id = :t", {"t": txn["txn_id"]})
     return payment_id
 

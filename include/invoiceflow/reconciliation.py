@@ -409,7 +409,7 @@ class Matcher:
                 "reference_overpayment",
                 f"{how}; {format_plain(excess, cur)} {cur} more than the open amount, left unapplied",
                 0.9,
-                [Adjustment(None, "unapplied", excess, cur)],
+                [Adjustment(inv.invoice_id, "unapplied", excess, cur)],
                 detail=f"{inv.invoice_number}: overpaid by {format_plain(excess, cur)} {cur}, left unapplied "
                 "on the client's account (refund or apply to the next invoice)",
             )
@@ -539,7 +539,7 @@ class Matcher:
                     "client_overpayment",
                     f"{who.evidence}; the client's only open invoice in {cur}, overpaid",
                     round(conf - 0.15, 2),
-                    [Adjustment(None, "unapplied", excess, cur)],
+                    [Adjustment(inv.invoice_id, "unapplied", excess, cur)],
                     detail=f"{inv.invoice_number}: overpaid by {format_plain(excess, cur)} {cur}, left unapplied",
                 )
         other = [i for i in self.by_client.get(client, ()) if i.open_amount > 0 and i.currency != cur]
