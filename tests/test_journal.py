@@ -120,4 +120,4 @@ def test_accounting_status_comes_back_and_differences_are_reported(engine, poste
             r["subject_id"]: r for r in db.rows(conn, "SELECT * FROM exceptions WHERE category = 'accounting_mismatch'")
         }
     assert set(exc) == {k3["invoice_number"], "NWD-2026-999999"}
-    assert f"invoiceflow says paid, paid {gross / 100:.2f}" in exc[k3["invoice_number"]]["detail"]
+    assert f"invoiceflow says overpaid, paid {gross / 100:.2f}" in exc[k3["invoice_number"]]["detail"]
