@@ -104,6 +104,18 @@ CATEGORIES: dict[str, tuple[str, str]] = {
         "Single rows that failed validation; the rest of their file was used. Fix the row at the source.",
     ),
     "delivery_unconfirmed": ("Deliveries to check", "An e-mail may not have reached the client."),
+    "cap_exceeded": (
+        "Work above a contract's cap",
+        "Billable work went beyond the contract's not-to-exceed amount; only up to the cap was billed.",
+    ),
+    "fx_rate_missing": (
+        "Invoices priced with the fallback FX rate",
+        "The FX feed had no rate for the day; the policy's fallback rate was used. Check the rate.",
+    ),
+    "rejected_event": (
+        "Rejected billing events",
+        "A business event could not be billed; the message says why.",
+    ),
 }
 CATEGORY_TITLES = {k: v[0] for k, v in CATEGORIES.items()}
 INFORMATION_ONLY = {"write_off", "fx_difference", "duplicate_lines"}
@@ -156,6 +168,7 @@ def write_exception_report(
     for row in exceptions:
         since = _when(row["created_at"])
         row["age_days"] = (as_of - since).days if since else None
+        row["since"] = since
     if digest:
         exceptions.sort(key=lambda r: -(r["age_days"] or 0))
     grouped: dict[str, list[dict[str, Any]]] = {category: [] for category in CATEGORIES}  # most urgent first
