@@ -76,6 +76,40 @@ def cmd_parse_statement(args: argparse.Namespace) -> int:
     for st in parsed:
         for txn in st.transactions:
             print(json.dumps(asdict(txn), default=str, ensure_ascii=False))
+        for problem in st.problems:
+            print(
+                f"{args.file}: row {problem.line_no}: {problem.field}: {problem.reason} (quarantined)", file=sys.stderr
+            )
+    return 0
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    """The nightly reconciliation without Airflow: import, match and post, journal, exception report."""
+    from invoiceflow import journal, reconciliation, reports
+    from invoiceflow.policy import policy
+
+    engine, pol = _engine(), policy()
+    day = date.fromisoformat(args.date) if args.date else date.today()
+    actor, run_id = f"user:{os.environ.get('USER', 'cli')}", f"cli__{day}"
+    for result in reconciliation.import_statements(engine, actor, pol):
+        print(
+            f"{result['file']}: {result['status']}, {result['new_transactions']} new lines"
+            + (f" ({result['message']})" if result.get("message") else "")
+        )
+    counts = reconciliation.match_and_post(engine, actor, run_id, pol)
+    print(
+        f"matched {counts['matched']}, partial {counts['partial']}, returned {counts['returned']}, "
+        f"exceptions {counts['exceptions']}"
+    )
+    journal.record_journal(engine, pol, run_id)
+    exported = journal.export_journal(engine, pol, run_id, day)
+    print(f"journal: {exported['entries']} entries in {exported['csv']} and {exported['beancount']}")
+    journal.import_accounting_status(engine, actor)
+    out = reports.nightly_reports(engine, day, use_smtp=args.send)
+    print(
+        f"exception report: {out['exceptions']['html']} ({out['exceptions']['to_act']} to act on); "
+        f"e-mail: {out['exceptions_mail']}"
+    )
     return 0
 
 
@@ -300,6 +334,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("parse-statement", help="print a bank statement's transactions as JSON lines")
     p.add_argument("file")
     p.set_defaults(func=cmd_parse_statement)
+
+    p = sub.add_parser("reconcile", help="run the nightly bank reconciliation now, without Airflow")
+    p.add_argument("--date", help="business date of the run, YYYY-MM-DD (default: today)")
+    p.add_argument("--send", action="store_true", default=None, help="send the report by SMTP (else: the outbox)")
+    p.set_defaults(func=cmd_reconcile)
 
     sub.add_parser("summary", help="what has been issued, paid, reminded").set_defaults(func=cmd_summary)
 

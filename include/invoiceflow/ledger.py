@@ -283,13 +283,25 @@ def payment_status(gross: int, paid: int, credited: int = 0) -> str:
 
 
 def post_payment(
-    conn: Connection, txn: dict[str, Any], client_id: str | None, allocations: list[dict[str, Any]], actor: str
+    conn: Connection,
+    txn: dict[str, Any],
+    client_id: str | None,
+    allocations: list[dict[str, Any]],
+    actor: str,
+    *,
+    adjustments: list[dict[str, Any]] | None = None,
+    rule: str | None = None,
+    confidence: float | None = None,
 ) -> int:
-    """Post one bank credit as a payment, allocated to invoices; the bank line can post only once."""
+    """Post one bank credit as a payment, allocated to invoices; the bank line can post only once.
+
+    ``adjustments`` are what the payment settled beyond its cash (a fee or discount written off, an
+    FX difference) or left over (an overpayment, unapplied); they feed the journal.
+    """
     payment_id = conn.execute(
         text(
-            "INSERT INTO payments (txn_id, client_id, amount, currency, received_on, posted_at) "
-            "VALUES (:t, :c, :a, :cur, :d, :now) RETURNING payment_id"
+            "INSERT INTO payments (txn_id, client_id, amount, currency, received_on, posted_at, rule, confidence) "
+            "VALUES (:t, :c, :a, :cur, :d, :now, :rule, :conf) RETURNING payment_id"
         ),
         {
             "t": txn["txn_id"],
@@ -298,34 +310,91 @@ def post_payment(
             "cur": txn["currency"],
             "d": txn["booking_date"],
             "now": db.now(),
+            "rule": rule,
+            "conf": confidence,
         },
     ).scalar_one()
     for alloc in allocations:
         db.insert_many(conn, "allocations", [{"payment_id": payment_id, **alloc}])
-        inv = db.rows(
-            conn,
-            "SELECT status, gross_amount, paid_amount, credited_amount FROM invoices WHERE invoice_id = :i",
-            {"i": alloc["invoice_id"]},
-        )[0]
-        paid = inv["paid_amount"] + alloc["amount"]
-        status = payment_status(inv["gross_amount"], paid, inv["credited_amount"])
-        db.execute(
-            conn,
-            "UPDATE invoices SET paid_amount = :p, status = :s WHERE invoice_id = :i",
-            {"p": paid, "s": status, "i": alloc["invoice_id"]},
+        _move_paid(
+            conn, alloc["invoice_id"], alloc["amount"], actor, f"{alloc['rule']}: {alloc['evidence']}", payment_id
         )
-        audit.record(
-            conn,
-            entity_type="invoice",
-            entity_id=alloc["invoice_id"],
-            action=status,
-            actor=actor,
-            reason=f"{alloc['rule']}: {alloc['evidence']}",
-            before={"status": inv["status"], "paid_amount": inv["paid_amount"]},
-            after={"status": status, "paid_amount": paid, "payment_id": payment_id},
-        )
+    if adjustments:
+        db.insert_many(conn, "payment_adjustments", [{"payment_id": payment_id, **adj} for adj in adjustments])
+        for adj in adjustments:
+            if adj["kind"] == "unapplied" and adj.get("invoice_id"):  # paid in full and then some
+                db.execute(
+                    conn,
+                    "UPDATE invoices SET status = 'overpaid' WHERE invoice_id = :i AND status = 'paid'",
+                    {"i": adj["invoice_id"]},
+                )
+                audit.record(
+                    conn,
+                    entity_type="invoice",
+                    entity_id=adj["invoice_id"],
+                    action="overpaid",
+                    actor=actor,
+                    reason=f"{adj['amount']} minor units more than the open amount, left unapplied",
+                    before={"status": "paid"},
+                    after={"status": "overpaid", "unapplied": adj["amount"], "payment_id": payment_id},
+                )
     db.execute(conn, "UPDATE bank_transactions SET match_status = 'matched' WHERE txn_id = :t", {"t": txn["txn_id"]})
     return payment_id
+
+
+def _move_paid(conn: Connection, invoice_id: int, delta: int, actor: str, reason: str, payment_id: int) -> None:
+    """Add to (or, for a return, take from) an invoice's paid amount; the status follows, with its event."""
+    inv = db.rows(
+        conn,
+        "SELECT status, gross_amount, paid_amount, credited_amount FROM invoices WHERE invoice_id = :i",
+        {"i": invoice_id},
+    )[0]
+    paid = inv["paid_amount"] + delta
+    if paid == 0:
+        delivered = db.scalar(
+            conn, "SELECT COUNT(*) FROM deliveries WHERE invoice_id = :i AND status = 'sent'", {"i": invoice_id}
+        )
+        status = "sent" if delivered else "issued"
+    else:
+        status = payment_status(inv["gross_amount"], paid, inv["credited_amount"])
+    db.execute(
+        conn,
+        "UPDATE invoices SET paid_amount = :p, status = :s WHERE invoice_id = :i",
+        {"p": paid, "s": status, "i": invoice_id},
+    )
+    audit.record(
+        conn,
+        entity_type="invoice",
+        entity_id=invoice_id,
+        action=status if delta > 0 else "payment_returned",
+        actor=actor,
+        reason=reason,
+        before={"status": inv["status"], "paid_amount": inv["paid_amount"]},
+        after={"status": status, "paid_amount": paid, "payment_id": payment_id},
+    )
+
+
+def reverse_payment(conn: Connection, payment_id: int, txn: dict[str, Any], actor: str, reason: str) -> None:
+    """A returned payment: its allocations come off the invoices, which reopen; the payment stays, marked."""
+    changed = db.execute(
+        conn,
+        "UPDATE payments SET reversed_by_txn_id = :t, reversed_at = :now WHERE payment_id = :p "
+        "AND reversed_by_txn_id IS NULL",
+        {"t": txn["txn_id"], "now": db.now(), "p": payment_id},
+    )
+    if changed != 1:
+        return
+    for alloc in db.rows(conn, "SELECT invoice_id, amount FROM allocations WHERE payment_id = :p", {"p": payment_id}):
+        _move_paid(conn, alloc["invoice_id"], -alloc["amount"], actor, reason, payment_id)
+    audit.record(
+        conn,
+        entity_type="payment",
+        entity_id=payment_id,
+        action="returned",
+        actor=actor,
+        reason=reason,
+        after={"returned_by_txn_id": txn["txn_id"]},
+    )
 
 
 class CreditNoteError(ValueError):

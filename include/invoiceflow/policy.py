@@ -277,6 +277,101 @@ class SqlSource(_Strict):
         return query
 
 
+class BankCsv(_Strict):
+    """How one bank writes its CSV export: the file's columns for our fields, and its number style."""
+
+    columns: dict[str, str] = Field(description="our field -> the bank's column header")
+    delimiter: str = Field(";", min_length=1, max_length=1)
+    decimal: Literal[".", ","] = ","
+    thousands: Literal["", ".", ",", " ", "'"] = ""
+    date_format: str = "%d.%m.%Y"
+    encoding: str = "utf-8"
+    skip_rows: int = Field(0, ge=0, description="lines before the header row")
+    account_iban: str | None = Field(None, description="the account, when the file has no account column")
+    currency: str | None = Field(None, pattern=r"^[A-Z]{3}$", description="when the file has no currency column")
+
+    @model_validator(mode="after")
+    def _mapping_complete(self) -> BankCsv:
+        from invoiceflow.statements import CSV_FIELDS
+
+        unknown = set(self.columns) - set(CSV_FIELDS)
+        if unknown:
+            raise ValueError(f"unknown fields {sorted(unknown)}; known: {', '.join(CSV_FIELDS)}")
+        if "booking_date" not in self.columns:
+            raise ValueError("columns.booking_date is required")
+        if "amount" not in self.columns and not {"credit", "debit"} <= set(self.columns):
+            raise ValueError("map either amount, or both credit and debit")
+        if "account_iban" not in self.columns and not self.account_iban:
+            raise ValueError("map columns.account_iban or set account_iban")
+        if "currency" not in self.columns and not self.currency:
+            raise ValueError("map columns.currency or set currency")
+        if self.decimal == self.thousands:
+            raise ValueError("decimal and thousands separators must differ")
+        return self
+
+
+class Tolerance(_Strict):
+    """A deduction the matcher may accept and write off: at most ``max_percent`` and ``max_amount``."""
+
+    max_percent: Decimal = Field(ge=0, le=100)
+    max_amount: Decimal = Field(ge=0, description="in the base currency")
+
+
+class Reconciliation(_Strict):
+    """Matching limits, write-off accounts, the chart of accounts and the finance mailing list."""
+
+    drop_folder: str | None = Field(
+        None,
+        description="where statements arrive: a local path or an object storage URL (s3://...); default inbox/bank",
+    )
+    bank_fee: Tolerance = Tolerance(max_percent=Decimal("1"), max_amount=Decimal("25"))
+    cash_discount: Tolerance = Tolerance(max_percent=Decimal("3"), max_amount=Decimal("500"))
+    fx_difference: Tolerance = Tolerance(max_percent=Decimal("2"), max_amount=Decimal("100"))
+    overpayment_max_percent: Decimal = Field(
+        Decimal("10"), ge=0, description="above this, an overpayment is an exception"
+    )
+    name_match_min_score: int = Field(88, ge=50, le=100, description="rapidfuzz score for a fuzzy payer name")
+    name_match_tie_margin: int = Field(3, ge=0, le=50, description="abstain when the runner-up is this close")
+    max_combined_invoices: int = Field(5, ge=1, le=8)
+    accounts: dict[str, str] = Field(
+        default_factory=lambda: {
+            "bank": "1200",
+            "receivables": "1400",
+            "vat_payable": "1776",
+            "revenue": "8400",
+            "bank_fees": "4970",
+            "cash_discounts": "8736",
+            "fx_gain": "2660",
+            "fx_loss": "2150",
+            "unapplied_cash": "1590",
+        },
+        description="chart of accounts: role -> account number",
+    )
+    revenue_accounts: dict[str, str] = Field({}, description="service code -> revenue account (else accounts.revenue)")
+    tax_accounts: dict[str, str] = Field({}, description="tax code -> VAT account (else accounts.vat_payable)")
+    finance_emails: list[str] = Field([], description="who gets the nightly exception report and the weekly digest")
+    digest_weekday: int = Field(0, ge=0, le=6, description="weekday of the weekly digest, Monday = 0")
+
+    @field_validator("accounts")
+    @classmethod
+    def _all_roles(cls, accounts: dict[str, str]) -> dict[str, str]:
+        roles = {
+            "bank",
+            "receivables",
+            "vat_payable",
+            "revenue",
+            "bank_fees",
+            "cash_discounts",
+            "fx_gain",
+            "fx_loss",
+            "unapplied_cash",
+        }
+        missing = roles - set(accounts)
+        if missing:
+            raise ValueError(f"accounts needs {', '.join(sorted(missing))}")
+        return accounts
+
+
 class Policy(_Strict):
     seller: Seller
     base_currency: str = Field(pattern=r"^[A-Z]{3}$")
@@ -292,6 +387,8 @@ class Policy(_Strict):
         {}, description="feeds read from a source database, incrementally by updated_at"
     )
     mail_from: str
+    reconciliation: Reconciliation = Reconciliation()
+    bank_csv: dict[str, BankCsv] = Field({}, description="per bank: how to read its CSV statement export")
     delivery: Delivery = Delivery()
 
     @field_validator("mail_from")
