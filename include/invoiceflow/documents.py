@@ -92,6 +92,7 @@ class InvoiceDocument:
     credited_invoice_number: str | None = None
     timesheet: tuple[TimesheetEntry, ...] = ()
     credited_invoice_date: date | None = None
+    preview: bool = False  # a draft shown to its approver: no number and no payment reference yet
 
 
 # Rendering ----------------------------------------------------------------------------------------
@@ -370,11 +371,10 @@ def check_payment_details(doc: InvoiceDocument) -> None:
 
     if doc.document_type != "invoice":
         return
-    for name, value, module in (
-        ("payment reference (ISO 11649)", doc.payment_reference, iso11649),
-        ("IBAN", doc.iban, iban),
-        ("BIC", doc.bic, bic),
-    ):
+    checks = [("IBAN", doc.iban, iban), ("BIC", doc.bic, bic)]
+    if not doc.preview:  # a draft gets its reference with its number, at issue
+        checks.insert(0, ("payment reference (ISO 11649)", doc.payment_reference, iso11649))
+    for name, value, module in checks:
         try:
             module.validate(value or "")
         except ValidationError as exc:

@@ -264,6 +264,7 @@ def invoice_document(conn: Connection, policy: Policy, invoice_id: int, *, previ
         bic=account.bic,
         payment_terms_days=client["payment_terms_days"],
         document_type=inv["document_type"],
+        preview=preview,
         credited_invoice_number=db.scalar(
             conn, "SELECT invoice_number FROM invoices WHERE invoice_id = :i", {"i": inv["credited_invoice_id"]}
         )
