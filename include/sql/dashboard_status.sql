@@ -1,6 +1,6 @@
 -- Invoices by the status finance talks about, per currency, in minor units. The stored status is
 -- the payment lifecycle; two states are derived on top of it: "disputed" (an open dispute on an
--- invoice still owed) and "overdue" (still owed after its due date, as of :today). Credit notes are
+-- invoice still owed) and "overdue" (still owed after its due date, as of the day asked). Credit notes are
 -- counted on their own line.
 SELECT s.status,
        s.currency,
