@@ -24,6 +24,6 @@ class InvoiceflowDashboardPlugin(AirflowPlugin):
             "href": f"{URL_PREFIX}/",
             "url_route": "billing",  # shown inside the Airflow UI at /plugin/billing
             "destination": "nav",
-            "category": None,
+            "nav_top_level": True,  # a button of its own in the navigation bar, not under Plugins
         }
     ]

@@ -8,7 +8,7 @@ reported as the nightly DAG does.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from billing_fixtures import ISSUE_DAY, OCTOBER
@@ -91,3 +91,43 @@ def build(engine, data_dir: Path) -> dict[str, dict]:
     reports.write_exception_report(engine, RECONCILED_ON)
     with engine.connect() as conn:
         return {r["contract_id"]: r for r in db.rows(conn, "SELECT * FROM invoices")}
+
+
+def build_demo(engine, data_dir: Path, today: date) -> dict[str, int]:
+    """The demo company's month (``invoiceflow demo-data``) three months back, billed, issued,
+    rendered and delivered as the billing cycle does it, with a few drafts left waiting for finance,
+    and a bank statement in the inbox that pays part of it (for the reconciliation DAG to import).
+    """
+    from invoiceflow import demo, demo_bank, statements
+
+    policy = load_policy()
+    first = date(today.year, today.month, 1)
+    period = (first - timedelta(days=70)).replace(day=1)
+    period_end = (period + timedelta(days=32)).replace(day=1)
+    demo.write_demo_sources(data_dir / "inbox", period)
+    sources.load_inbox(engine, policy, "demo")
+    batch = pricing.price_period(engine, policy, "demo-run", (period, period_end), "demo")
+    routed = approval.route(engine, policy, batch["batch_id"], "demo")
+    waiting = routed["review"][:3]  # left for finance: they show under "awaiting approval"
+    for invoice_id in routed["review"][3:]:
+        ledger.decide(engine, invoice_id, True, "user:finance", "checked against the statement of work")
+    issued = ledger.issue(engine, policy, routed["auto"] + routed["review"][3:], period_end, "demo")
+    outbox.render_invoices(engine, policy, issued, "demo")
+    outbox.deliver_invoices(engine, policy, issued, "demo", "demo-run", use_smtp=False)
+    statement_day = today - timedelta(days=3)
+    with engine.connect() as conn:
+        invoices = db.rows(
+            conn,
+            "SELECT i.invoice_number, i.payment_reference, i.currency, i.gross_amount, i.due_date, "
+            "c.name AS client_name FROM invoices i JOIN clients c ON c.client_id = i.client_id "
+            "WHERE i.invoice_number IS NOT NULL ORDER BY i.invoice_number",
+        )
+    accounts = {cur: acc.iban for cur, acc in policy.seller.accounts.items()}
+    sts = demo_bank.demo_payments_statement(invoices, accounts=accounts, statement_date=statement_day)
+    folder = data_dir / "inbox" / "bank"
+    folder.mkdir(parents=True, exist_ok=True)
+    created = datetime(statement_day.year, statement_day.month, statement_day.day, 23, tzinfo=UTC)
+    (folder / f"camt053-{statement_day:%Y%m%d}.xml").write_bytes(
+        statements.write_camt053(sts, message_id=f"DEMO-{statement_day:%Y%m%d}", created_at=created)
+    )
+    return {"issued": len(issued), "waiting": len(waiting)}
