@@ -513,7 +513,7 @@ def overview(
     started, ended = run.get("start_date"), run.get("end_date")
     recon = reconciliation_summary(conn, started, ended) if started else reconciliation_summary(conn)
     report_day = _as_date(run.get("logical_date")) if run.get("logical_date") else None
-    total, quarantine = quarantined_rows(conn)
+    total, quarantine = quarantined_rows(conn, limit=15)
     return Overview(
         today=today,
         base_currency=policy.base_currency,
