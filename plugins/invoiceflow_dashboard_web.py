@@ -296,7 +296,15 @@ def create_app(
             detail = dashboard.invoice_detail(conn, invoice_id, today())
         if detail is None:
             raise HTTPException(status_code=404, detail=f"invoice {invoice_id} does not exist")
-        return render("invoice.html.j2", request, user, d=detail, error=error, status_titles=STATUS_TITLES)
+        return render(
+            "invoice.html.j2",
+            request,
+            user,
+            d=detail,
+            error=error,
+            status_titles=STATUS_TITLES,
+            source_names=SOURCE_NAMES,
+        )
 
     @app.get("/invoices/{invoice_id}/pdf")
     def invoice_pdf(invoice_id: int, user: UserDep) -> FileResponse:
@@ -367,4 +375,11 @@ STATUS_TITLES = {
     "overpaid": "Overpaid",
     "credited": "Credited",
     "credit_note": "Credit notes",
+}
+
+SOURCE_NAMES = {
+    "time_entry": ("time entry", "time entries"),
+    "milestone": ("milestone", "milestones"),
+    "retainer_period": ("retainer period", "retainer periods"),
+    "expense": ("expense", "expenses"),
 }

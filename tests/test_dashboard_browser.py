@@ -205,7 +205,7 @@ def test_finance_opens_the_dashboard_from_airflow_checks_figures_and_disputes_an
     assert number in browser.find_element(By.ID, "header").text
     assert browser.find_elements(By.ID, "pdf-link") and browser.find_elements(By.CSS_SELECTOR, "#audit tr[data-action]")
     browser.find_element(By.CSS_SELECTOR, "textarea[name=reason]").send_keys(
-        "Client says the October hours include a public holiday"
+        "Client says the hours include a public holiday"
     )
     browser.find_element(By.ID, "dispute-button").click()
     _wait(browser, lambda d: d.find_element(By.ID, "dispute-reason"), what="the open dispute")
@@ -219,7 +219,7 @@ def test_finance_opens_the_dashboard_from_airflow_checks_figures_and_disputes_an
             "AND action = 'disputed'",
             {"i": str(invoice_id)},
         )
-    assert event == [{"actor": "user:finance", "reason": "Client says the October hours include a public holiday"}]
+    assert event == [{"actor": "user:finance", "reason": "Client says the hours include a public holiday"}]
     _shot(browser, "dashboard-invoice-disputed.png", full_page=True)
 
     pdf = browser.find_element(By.ID, "pdf-link").get_attribute("href")
