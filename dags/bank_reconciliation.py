@@ -12,15 +12,22 @@ RECONCILED = Asset("invoiceflow://reconciliation/nightly")
 DOC = """
 # Bank reconciliation
 
-Runs every night at 02:00.
+Runs every night at 02:00. Payments close their invoices by themselves; finance only reads what
+did not reconcile.
 
-1. **import_statements**: reads new bank statement files (CAMT.053) from `data/inbox/bank/`. A file or
-   a bank entry seen before adds nothing; a broken file is rejected with the reason, the rest go on.
-2. **match_and_post**: a credit that names exactly one invoice (its RF reference or invoice number)
-   pays it in full or in part. Anything else goes to the exception report with suggestions;
-   nothing is posted on the amount alone.
-3. **exception_report**: HTML and CSV in `data/reports/` for finance: unmatched and outgoing bank
-   lines, balance breaks, rejected files, quarantined source rows, overdue invoices.
+1. **import_statements**: new bank files from the drop folder (`data/inbox/bank/`, or the object
+   storage URL in the policy's `reconciliation.drop_folder`): CAMT.053, MT940, BAI2, OFX, and bank
+   CSV with the policy's per-bank mapping. A file or a bank line seen before adds nothing; a broken
+   file is rejected with the reason and the rest go on; balance breaks and gaps are reported.
+2. **match_and_post**: the matching rules in order (reference and amount; payer IBAN or name;
+   exact open amount; a unique set of up to five invoices; fee, discount, overpayment and FX
+   tolerances; part payments; returns undo their payment). Each posting keeps its rule, evidence
+   and confidence; everything else becomes an exception with up to three suggestions.
+3. **journal**: the double-entry journal of new invoices, payments and returns, exported as a
+   general-journal CSV and a Beancount file to `data/outbox/accounting/`, with our payment status;
+   the accounting system's status from `data/inbox/accounting/` is read back and compared.
+4. **exception_report**: HTML, CSV and PDF in `data/reports/`, e-mailed once to the finance list;
+   on the policy's weekday also the weekly digest of everything still open.
 
 When it finishes, the payment reminders run (they are scheduled on this DAG's asset), so nobody is
 reminded of an invoice paid yesterday. Owner: finance operations.
@@ -55,13 +62,26 @@ def bank_reconciliation() -> None:
 
         return reconciliation.match_and_post(runtime.billing_engine(), runtime.actor(context), context["run_id"])
 
+    @task
+    def journal(_matched: dict[str, int], **context) -> dict:
+        from invoiceflow import journal, runtime
+        from invoiceflow.policy import policy
+
+        engine, pol, day = runtime.billing_engine(), policy(), runtime.run_date(context)
+        return {
+            "recorded": journal.record_journal(engine, pol, context["run_id"]),
+            "exported": journal.export_journal(engine, pol, context["run_id"], day),
+            "payment_status": journal.export_payment_status(engine, day),
+            "accounting": journal.import_accounting_status(engine, runtime.actor(context)),
+        }
+
     @task(outlets=[RECONCILED])
-    def exception_report(_matched: dict[str, int], **context) -> dict[str, str]:
+    def exception_report(_journal: dict, **context) -> dict:
         from invoiceflow import reports, runtime
 
-        return reports.write_exception_report(runtime.billing_engine(), runtime.run_date(context))
+        return reports.nightly_reports(runtime.billing_engine(), runtime.run_date(context))
 
-    exception_report(match_and_post(import_statements()))
+    exception_report(journal(match_and_post(import_statements())))
 
 
 bank_reconciliation()

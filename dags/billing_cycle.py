@@ -20,11 +20,12 @@ in the `period` parameter, `YYYY-MM`).
 2. **price_invoices**: one draft invoice per contract: hours x rate, completed milestones, retainers
    in advance, VAT by the client's country. A source record is billed on one invoice, ever.
 3. **route_approvals**: below the policy's limit an invoice is approved at once; larger invoices,
-   public-sector clients and contracts over their cap wait for finance.
-4. **review_invoice**: finance approves or rejects each waiting invoice in the Airflow UI
-   (*Required actions*). Rejected drafts go back to draft without a number.
-5. **auto_approved / reviewed**: issue (gapless number), render the PDF, deliver by e-mail and/or the
-   client portal. Re-running any step sends nothing twice.
+   public-sector clients, capped contracts and manual adjustments get the steps of their tier.
+4. **ask_N / review_invoice_N / apply_N**: each round asks the current step of every waiting invoice
+   in the Airflow UI (*Required actions*), assigned to that step's approvers, with a deadline that
+   escalates. Rejected drafts go back to draft without a number.
+5. **auto_approved / approved_N**: issue (gapless number), render the PDF, deliver by e-mail and/or
+   the client portal, as soon as an invoice is approved. Re-running any step sends nothing twice.
 
 Owner: billing operations. Failures e-mail the owners; a retry is always safe.
 """

@@ -13,10 +13,17 @@ DOC = """
 Runs after every nightly bank reconciliation (it is scheduled on the reconciliation's asset), so
 payments booked last night are taken into account.
 
-The policy's dunning schedule decides what is due: by default a friendly reminder 7 days before
-the due date, one on the due date and a final notice 3 days after it. Each level is sent once per
-invoice; after missed days only the highest level now due goes out, never a burst. Paid invoices
-get nothing; partially paid ones are reminded of the open amount. Owner: finance operations.
+1. **retry_deliveries**: invoice e-mails that failed earlier and whose back-off has passed
+   (policy `delivery.retry_backoff_minutes`) are tried again, once each; after
+   `delivery.max_attempts` they are in the exception report instead.
+2. **send_reminders**: the policy's dunning schedule decides what is due: by default a friendly
+   reminder 7 days before the due date, one on the due date and a final notice 3 days after it,
+   each with its own template and an optional late fee. Each level is sent once per invoice;
+   after missed days only the highest level now due goes out, never a burst. Paid, credited and
+   disputed invoices get nothing; partially paid ones are reminded of the open amount.
+
+Owner: finance operations. A retry is always safe: every e-mail has its Message-ID recorded
+before it is sent.
 """
 
 
@@ -37,6 +44,13 @@ get nothing; partially paid ones are reminded of the open amount. Owner: finance
 )
 def payment_reminders() -> None:
     @task
+    def retry_deliveries(**context) -> dict[str, int]:
+        from invoiceflow import outbox, runtime
+        from invoiceflow.policy import policy
+
+        return outbox.retry_deliveries(runtime.billing_engine(), policy(), runtime.actor(context), context["run_id"])
+
+    @task
     def send_reminders(**context) -> dict[str, int]:
         from invoiceflow import reminders, runtime
         from invoiceflow.policy import policy
@@ -45,6 +59,7 @@ def payment_reminders() -> None:
             runtime.billing_engine(), policy(), runtime.run_date(context), runtime.actor(context), context["run_id"]
         )
 
+    retry_deliveries()
     send_reminders()
 
 

@@ -107,4 +107,18 @@ class AirflowServer:
             if found:
                 return found
             time.sleep(3)
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}; Airflow log:\n{self.tail()}")
+        raise AssertionError(
+            f"timed out after {timeout} s waiting for {what}; task states:\n{self.task_states()}\n"
+            f"Airflow log:\n{self.tail()}"
+        )
+
+    def task_states(self) -> str:
+        """Every task instance of every run, to say where a run that did not finish is waiting."""
+        lines = []
+        for run in self.api("GET", "/dags/~/dagRuns").json().get("dag_runs", []):
+            instances = self.api("GET", f"/dags/{run['dag_id']}/dagRuns/{run['dag_run_id']}/taskInstances").json()
+            states = ", ".join(
+                f"{ti['task_id']}[{ti['map_index']}]={ti['state']}" for ti in instances.get("task_instances", [])
+            )
+            lines.append(f"{run['dag_id']} {run['dag_run_id']} {run['state']}: {states}")
+        return "\n".join(lines)

@@ -31,7 +31,7 @@ EXTRA_TIMESHEET = (
 )
 
 
-def _txn(amount: int, remittance: str, name: str) -> Transaction:
+def _txn(amount: int, remittance: str, name: str, iban: str) -> Transaction:
     return Transaction(
         account_iban=IBAN,
         currency="EUR",
@@ -39,7 +39,7 @@ def _txn(amount: int, remittance: str, name: str) -> Transaction:
         value_date=BANK_DAY,
         amount=amount,
         counterparty_name=name,
-        counterparty_iban="DE44500105175407324931",
+        counterparty_iban=iban,
         remittance=remittance,
         structured_ref=None,
         bank_ref=None,
@@ -67,8 +67,8 @@ def build(engine, data_dir: Path) -> dict[str, dict]:
         invoices = {r["contract_id"]: r for r in db.rows(conn, "SELECT * FROM invoices")}
     k4 = invoices["K4"]
     txns = [
-        _txn(k4["gross_amount"], f"Payment {k4['invoice_number']}", "Kessler Logistik GmbH"),
-        _txn(50_000, "thanks for the great work", "Someone Unknown"),
+        _txn(k4["gross_amount"], f"Payment {k4['invoice_number']}", "Kessler Logistik GmbH", "DE44500105175407324931"),
+        _txn(50_000, "thanks for the great work", "Someone Unknown", "FR7630006000011234567890189"),
     ]
     statement = Statement(
         account_iban=IBAN,

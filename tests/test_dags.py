@@ -45,8 +45,9 @@ def test_every_dag_is_documented_owned_tagged_and_retried(dagbag):
         assert "invoiceflow" in dag.tags, dag.dag_id
         assert not dag.catchup, dag.dag_id
         for task in dag.tasks:
-            if task.task_id == "review_invoice":
-                continue  # waiting for a person is not retried
+            if task.task_id.startswith("review_invoice_"):
+                assert task.partial_kwargs["retries"] == 0  # waiting for a person is not retried
+                continue
             assert task.owner in ("billing", "finance"), (dag.dag_id, task.task_id)
             assert task.retries >= 2, (dag.dag_id, task.task_id)
 
@@ -59,11 +60,18 @@ def test_reminders_run_after_reconciliation(dagbag):
     assert [a.uri for a in reminders.timetable.asset_condition.objects] == ["invoiceflow://reconciliation/nightly"]
 
 
-def test_billing_cycle_waits_for_finance_only_on_review(dagbag):
-    dag = dagbag.dags["billing_cycle"]
-    review = dag.get_task("review_invoice")
-    assert review.operator_name == "HITLOperator" and review.is_mapped
-    assert review.partial_kwargs["options"] == ["Approve", "Reject"]
+@pytest.mark.parametrize("dag_id", ["billing_cycle", "billing_events"])
+def test_billing_waits_for_finance_only_on_review(dagbag, dag_id):
+    from airflow.providers.standard.operators.hitl import HITLOperator
+    from invoiceflow.policy import MAX_APPROVAL_ROUNDS
+
+    dag = dagbag.dags[dag_id]
+    for n in range(1, MAX_APPROVAL_ROUNDS + 1):
+        review = dag.get_task(f"review_invoice_{n}")
+        assert issubclass(review.operator_class, HITLOperator) and review.is_mapped
+        assert review.partial_kwargs["options"] == ["Approve", "Reject", "Escalate"]
+        # what a round approves is issued and sent by that round, not after the others
+        assert dag.get_task(f"approved_{n}.issue").upstream_task_ids == {f"apply_{n}"}
     auto_chain = dag.get_task("auto_approved.issue").downstream_task_ids
     assert auto_chain == {"auto_approved.render"}
-    assert "review_invoice" not in dag.get_task("auto_approved.issue").upstream_task_ids
+    assert not any(t.startswith("review_invoice") for t in dag.get_task("auto_approved.issue").upstream_task_ids)

@@ -148,7 +148,7 @@ def test_without_login_nothing_is_shown_and_nothing_can_be_changed(client, engin
     posted = client.post(f"/invoices/{month['K1']['invoice_id']}/dispute", data={"reason": "x", "csrf": "0"})
     assert posted.status_code == 401
     with engine.connect() as conn:
-        assert db.scalar(conn, "SELECT COUNT(*) FROM invoice_disputes") == 0
+        assert db.scalar(conn, "SELECT COUNT(*) FROM disputes") == 0
 
 
 def test_a_forged_or_foreign_token_is_refused(client, month):
@@ -170,7 +170,7 @@ def test_a_viewer_reads_but_cannot_dispute(client, auth, engine, month):
     answer = client.post(f"/invoices/{month['K1']['invoice_id']}/dispute", data={"reason": "no", "csrf": csrf})
     assert answer.status_code == 403
     with engine.connect() as conn:
-        assert db.scalar(conn, "SELECT COUNT(*) FROM invoice_disputes") == 0
+        assert db.scalar(conn, "SELECT COUNT(*) FROM disputes") == 0
 
 
 # Figures ------------------------------------------------------------------------------------------
@@ -327,7 +327,7 @@ def test_a_form_from_another_site_is_refused(client, auth, engine, month):
     answer = client.post(f"/invoices/{month['K1']['invoice_id']}/dispute", data={"reason": "forged", "csrf": "00"})
     assert answer.status_code == 403
     with engine.connect() as conn:
-        assert db.scalar(conn, "SELECT COUNT(*) FROM invoice_disputes") == 0
+        assert db.scalar(conn, "SELECT COUNT(*) FROM disputes") == 0
 
 
 def test_paid_invoices_and_drafts_cannot_be_disputed(engine, month):
@@ -346,7 +346,7 @@ def test_one_open_dispute_per_invoice_is_enforced_by_the_database(engine, month)
     with pytest.raises(IntegrityError), engine.begin() as conn:
         db.insert_many(
             conn,
-            "invoice_disputes",
+            "disputes",
             [{"invoice_id": month["K1"]["invoice_id"], "reason": "x", "opened_by": "y", "opened_at": db.now()}],
         )
 

@@ -36,7 +36,7 @@ def test_invoice_email_arrives_with_pdf_and_headers(smtp):
     assert got.message["Subject"] == "Rechnung NWD-2026-000012 von Northwind Digital GmbH"
     assert got.message["Message-ID"] == "<NWD-2026-000012.invoice@northwind.example>"
     (att,) = list(got.message.iter_attachments())
-    assert att.get_filename() == "NWD-2026-000012.pdf" and att.get_content() == PDF
+    assert att.get_filename() == "Rechnung_NWD-2026-000012.pdf" and att.get_content() == PDF  # German template
     assert "2.451,40" in got.message.get_body(("plain",)).get_content()
 
 
@@ -95,5 +95,56 @@ def test_portal_refuses_path_traversal(tmp_path, client_id, filename):
 
 
 def test_portal_copy(tmp_path):
-    path = delivery.copy_to_portal(PDF, client_id="C1", filename="NWD-2026-000012.pdf", portal_root=tmp_path)
-    assert path == tmp_path / "C1" / "NWD-2026-000012.pdf" and path.read_bytes() == PDF
+    root = delivery.portal_root(tmp_path.as_uri())  # an Airflow ObjectStoragePath, file:// here
+    path = delivery.copy_to_portal(PDF, client_id="C1", filename="NWD-2026-000012.pdf", portal_root=root)
+    assert path == root / "C1" / "NWD-2026-000012.pdf" and path.read_bytes() == PDF
+    assert (tmp_path / "C1" / "NWD-2026-000012.pdf").read_bytes() == PDF
+    assert [p.name for p in (tmp_path / "C1").iterdir()] == ["NWD-2026-000012.pdf"]  # no temporary file left
+    again = delivery.copy_to_portal(PDF, client_id="C1", filename="NWD-2026-000012.pdf", portal_root=root)
+    assert again == path
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        'Müller, "Die Firma" & Söhne',
+        "O'Brien; Partners <ceo@evil.example>",
+        "北京咨询有限公司",
+        "Line one\nBcc: thief@evil.example\r\nSubject: pwned",
+    ],
+)
+def test_odd_client_names_reach_one_recipient_intact(smtp, name):
+    doc = sample_document(buyer=replace(sample_document().buyer, name=name))
+    delivery.send_smtp(_invoice_mail(doc))
+    (got,) = smtp.messages
+    assert got.recipients == ["accounts@kessler.example"]
+    (to,) = got.message["To"].addresses
+    assert to.addr_spec == "accounts@kessler.example" and to.display_name == " ".join(name.split())
+    assert got.message["Bcc"] is None and got.message["Subject"].startswith("Invoice NWD-2026-000012")
+
+
+def test_attachment_name_from_the_clients_language():
+    assert delivery.attachment_name(sample_document(language="fr")) == "Facture_NWD-2026-000012.pdf"
+    assert delivery.attachment_name(sample_document(document_type="credit_note")) == "Credit-note_NWD-2026-000012.pdf"
+    odd = sample_document(language="de", invoice_number="NWD/2026 ÄÖ\r\n1")
+    assert delivery.attachment_name(odd) == "Rechnung_NWD_2026_____1.pdf"
+
+
+def test_portal_on_object_storage():
+    """The portal is an ObjectStoragePath: fsspec's in-memory file system stands in for a bucket
+    (S3 cannot run here); the same code writes, renames and reads back, no local path involved."""
+    root = delivery.portal_root("memory://billing-portal/clients")
+    path = delivery.copy_to_portal(PDF, client_id="C1", filename="NWD-2026-000012.pdf", portal_root=root)
+    assert str(path) == "memory://billing-portal/clients/C1/NWD-2026-000012.pdf" and path.read_bytes() == PDF
+    assert [p.name for p in (root / "C1").iterdir()] == ["NWD-2026-000012.pdf"]
+
+
+def test_plain_text_mail_is_not_html_escaped_but_invoices_are():
+    from invoiceflow import documents
+
+    seller = replace(sample_document().seller, name='Smith & "Sons" <Digital>')
+    doc = sample_document(seller=seller)
+    msg = _invoice_mail(doc)
+    assert msg["Subject"] == 'Invoice NWD-2026-000012 from Smith & "Sons" <Digital>'
+    assert 'Smith & "Sons" <Digital>' in msg.get_body(("plain",)).get_content()
+    assert "Smith &amp; &#34;Sons&#34; &lt;Digital&gt;" in documents.render_invoice_html(doc)

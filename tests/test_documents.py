@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 from dataclasses import replace
 from datetime import date
+from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from factories import sample_document
 from invoiceflow import documents
-from invoiceflow.documents import Line, Party, TaxGroup
+from invoiceflow.documents import Line, Party, TaxGroup, TimesheetEntry
 from pypdf import PdfReader
 
 
@@ -81,3 +84,160 @@ def test_formats():
     assert documents.format_date(date(2026, 3, 1), "de") == "01.03.2026"
     assert documents.format_quantity(750, "de") == "7,5"
     assert documents.pdf_filename(replace(sample_document(), invoice_number="../x/NWD 1")) == "x_NWD_1.pdf"
+
+
+# Payment details, the timesheet appendix and the e-invoice --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("payment_reference", "RF39NWD2026000012"), ("iban", "DE89370400440532013001"), ("bic", "COBADEF")],
+)
+def test_a_wrong_check_digit_is_never_printed(field, value):
+    with pytest.raises(
+        documents.PaymentDetailsError,
+        match=field.split("_")[0].upper() if field != "payment_reference" else "ISO 11649",
+    ):
+        documents.render_invoice_pdf(sample_document(**{field: value}))
+
+
+def test_timesheet_appendix_grouped_by_project_and_role():
+    entries = (
+        TimesheetEntry("PRJ-1", "developer", date(2026, 10, 2), "E1", 800, "API design"),
+        TimesheetEntry("PRJ-1", "architect", date(2026, 10, 20), "E3", 250, "Architecture board"),
+        TimesheetEntry("PRJ-1", "developer", date(2026, 10, 1), "E2", 425, "Code review"),
+        TimesheetEntry("PRJ-9", "developer", date(2026, 10, 3), "E1", 100, "Support"),
+    )
+    groups = documents.timesheet_groups(entries)
+    assert [(g["project"], g["role"], g["hours"]) for g in groups] == [
+        ("PRJ-1", "architect", 250),
+        ("PRJ-1", "developer", 1225),
+        ("PRJ-9", "developer", 100),
+    ]
+    assert [e.work_date.day for e in groups[1]["entries"]] == [1, 2]
+    reader = PdfReader(io.BytesIO(documents.render_invoice_pdf(sample_document(language="de", timesheet=entries))))
+    appendix = reader.pages[-1].extract_text()
+    assert len(reader.pages) == 2 and "Anlage: Stundennachweis" in appendix
+    assert "Zwischensumme PRJ-1 · developer" in appendix and "12,25 Std." in appendix
+    assert "Stunden gesamt: 15,75 Std." in appendix
+    # only time-and-materials invoices have the appendix
+    other = _text(documents.render_invoice_pdf(sample_document(billing_type="retainer", timesheet=entries)))
+    assert "timesheet" not in other
+
+
+NS = {
+    "rsm": "urn:un:unece:uncefact:data:standard:CrossIndustryInvoice:100",
+    "ram": "urn:un:unece:uncefact:data:standard:ReusableAggregateBusinessInformationEntity:100",
+}
+
+
+def _xml_values(xml: bytes) -> dict:
+    from lxml import etree
+
+    root = etree.fromstring(xml)
+    summation = root.find(".//ram:SpecifiedTradeSettlementHeaderMonetarySummation", NS)
+
+    def amount(tag):
+        return summation.findtext(f"ram:{tag}", namespaces=NS)
+
+    return {
+        "number": root.findtext("rsm:ExchangedDocument/ram:ID", namespaces=NS),
+        "type": root.findtext("rsm:ExchangedDocument/ram:TypeCode", namespaces=NS),
+        "net": amount("TaxBasisTotalAmount"),
+        "tax": amount("TaxTotalAmount"),
+        "gross": amount("GrandTotalAmount"),
+        "due": amount("DuePayableAmount"),
+        "lines": sum(
+            Decimal(x.text)
+            for x in root.findall(".//ram:SpecifiedTradeSettlementLineMonetarySummation/ram:LineTotalAmount", NS)
+        ),
+        "reference": root.findtext(".//ram:ApplicableHeaderTradeSettlement/ram:PaymentReference", namespaces=NS),
+        "iban": root.findtext(".//ram:PayeePartyCreditorFinancialAccount/ram:IBANID", namespaces=NS),
+        "categories": [
+            x.text
+            for x in root.findall(".//ram:ApplicableHeaderTradeSettlement/ram:ApplicableTradeTax/ram:CategoryCode", NS)
+        ],
+        "exemptions": [
+            x.text
+            for x in root.findall(
+                ".//ram:ApplicableHeaderTradeSettlement/ram:ApplicableTradeTax/ram:ExemptionReason", NS
+            )
+        ],
+        "preceding": root.findtext(".//ram:InvoiceReferencedDocument/ram:IssuerAssignedID", namespaces=NS),
+    }
+
+
+def test_einvoice_agrees_with_pdf_and_database(engine, data_dir):
+    """Every invoice of the sample month (domestic, export, reverse charge, capped) and a credit
+    note: the embedded XML extracts, passes the Factur-X XSD, and says what the PDF and the database say."""
+    import facturx
+    from billing_fixtures import issued_month
+    from invoiceflow import db, ledger, outbox
+    from invoiceflow.money import format_plain
+    from invoiceflow.policy import load_policy
+
+    policy = load_policy()
+    month = issued_month(engine, data_dir)
+    note = ledger.credit_note(
+        engine, policy, month["K1"]["invoice_number"], reason="test", issue_date=date(2026, 11, 5), actor="test"
+    )
+    ids = [inv["invoice_id"] for inv in month.values()] + [note]
+    outbox.render_invoices(engine, policy, ids, "test")
+    with engine.connect() as conn:
+        invoices = [r for r in db.rows(conn, "SELECT * FROM invoices") if r["invoice_id"] in ids]
+    assert len(invoices) == 5
+    for inv in invoices:
+        pdf = Path(inv["pdf_path"]).read_bytes()
+        assert hashlib.sha256(pdf).hexdigest() == inv["pdf_sha256"]
+        xml = documents.embedded_xml(pdf)
+        facturx.xml_check_xsd(xml, flavor="factur-x", level="en16931")  # raises when invalid
+        got = _xml_values(xml)
+        cur = inv["currency"]
+        assert got["number"] == inv["invoice_number"]
+        assert (got["net"], got["tax"], got["gross"], got["due"]) == (
+            format_plain(inv["net_amount"], cur),
+            format_plain(inv["tax_amount"], cur),
+            format_plain(inv["gross_amount"], cur),
+            format_plain(inv["gross_amount"], cur),
+        )
+        assert got["lines"] == Decimal(format_plain(inv["net_amount"], cur))
+        with engine.connect() as conn:
+            doc = documents.complete_document(conn, policy, inv["invoice_id"])
+        text = _text(pdf).replace("\u202f", " ").replace("\xa0", " ")
+        assert (
+            documents.format_money(inv["gross_amount"], cur, doc.language).replace("\xa0", " ").replace("\u202f", " ")
+            in text
+        )
+        for note_text in got["exemptions"]:
+            assert note_text in " ".join(text.split())
+        if inv["document_type"] == "invoice":
+            assert got["type"] == "380" and got["reference"] == inv["payment_reference"] in text
+            assert got["iban"] == policy.seller.accounts[cur].iban
+        else:
+            assert got["type"] == "381" and got["preceding"] == month["K1"]["invoice_number"]
+        reader = PdfReader(io.BytesIO(pdf))
+        xmp = reader.xmp_metadata.rdf_root.toxml()
+        assert 'pdfaid:part="3"' in xmp or "<pdfaid:part>3</pdfaid:part>" in xmp  # PDF/A-3
+        assert "factur-x.xml" in xmp and "EN 16931" in xmp
+        assert "/OutputIntents" in reader.trailer["/Root"]  # the sRGB profile PDF/A requires
+        # a re-render from the database is byte-identical to what was stored
+        assert hashlib.sha256(documents.render_invoice_pdf(doc)).hexdigest() == inv["pdf_sha256"]
+    by_contract = {inv["contract_id"]: inv for inv in invoices if inv["document_type"] == "invoice"}
+    k3 = _xml_values(documents.embedded_xml(Path(by_contract["K3"]["pdf_path"]).read_bytes()))
+    assert k3["categories"] == ["AE"] and "art. 196" in k3["exemptions"][0]  # reverse charge, in French
+    k2 = _xml_values(documents.embedded_xml(Path(by_contract["K2"]["pdf_path"]).read_bytes()))
+    assert k2["categories"] == ["G"]
+    # rendered once: a second run keeps the stored file and hash
+    before = {inv["invoice_id"]: inv["pdf_sha256"] for inv in invoices}
+    outbox.render_invoices(engine, policy, ids, "test")
+    with engine.connect() as conn:
+        after = {r["invoice_id"]: r["pdf_sha256"] for r in db.rows(conn, "SELECT invoice_id, pdf_sha256 FROM invoices")}
+    assert all(after[i] == h for i, h in before.items())
+
+
+def test_ubl_passes_its_xsd():
+    import facturx
+
+    xml = documents.ubl_xml(sample_document())
+    facturx.xml_check_xsd(xml, flavor="ubl-2.1", level="en16931")
+    assert b"RF38NWD2026000012" in xml and b"2451.40" in xml

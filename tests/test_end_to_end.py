@@ -85,7 +85,7 @@ def test_billing_month_end_to_end_and_exactly_once(dags, db_url, data_dir, monke
         monkeypatch.setenv("AIRFLOW_CONN_BILLING_DB", _airflow_conn(db_url))
         monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", smtp.connection_json)
 
-        _run(dags["billing_cycle"], ISSUE_DAY, mark_success_pattern="review_invoice")
+        _run(dags["billing_cycle"], ISSUE_DAY, mark_success_pattern="review_invoice_.*")
         with engine.connect() as conn:
             issued = db.rows(
                 conn,
@@ -153,7 +153,7 @@ def test_billing_month_end_to_end_and_exactly_once(dags, db_url, data_dir, monke
         # the whole month again: nothing new is billed, sent, posted or reminded
         counts = _counts(engine)
         sent = len(smtp.messages)
-        _run(dags["billing_cycle"], ISSUE_DAY, mark_success_pattern="review_invoice")
+        _run(dags["billing_cycle"], ISSUE_DAY, mark_success_pattern="review_invoice_.*")
         _write_statement(engine, data_dir).rename(data_dir / "inbox" / "bank" / "same-file-other-name.xml")
         _run(dags["bank_reconciliation"], NIGHT)
         _run(dags["payment_reminders"], NIGHT)

@@ -115,6 +115,6 @@ def test_each_trigger_through_the_rest_api_creates_its_invoice_in_that_run(tmp_p
         done = len(runs) >= 2 and all(r["state"] in ("success", "failed") for r in runs)
         return runs if done else None
 
-    runs = airflow.wait_for(finished_runs, what="the run of the repeated event to finish")
+    runs = airflow.wait_for(finished_runs, timeout=600, what="the run of the repeated event to finish")
     assert all(r["state"] == "success" for r in runs), runs
     assert len(_invoices(engine, "document:CO-17")) == 1

@@ -96,6 +96,26 @@ def test_rerun_and_second_run_bill_nothing_twice(loaded):
     assert len(_invoices(loaded)) == 4
 
 
+def test_two_runs_pricing_the_same_period_at_once_bill_each_contract_once(loaded):
+    """Two runs for October start together (a cleared task racing the original): the invoices'
+    unique key decides, in the database, not by timing. Each contract is invoiced once and every
+    time entry is on at most one line; both runs finish without an error."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        runs = list(pool.map(lambda run: pricing.price_period(loaded, load_policy(), run, OCTOBER, "test"), ["a", "b"]))
+    assert sum(len(r["invoice_ids"]) for r in runs) == 4
+    with loaded.connect() as conn:
+        per_contract = db.rows(conn, "SELECT contract_id, COUNT(*) AS n FROM invoices GROUP BY contract_id")
+        lines_per_entry = db.scalar(
+            conn,
+            "SELECT MAX(n) FROM (SELECT te.entry_id, COUNT(l.line_id) AS n FROM time_entries te "
+            "LEFT JOIN invoice_lines l ON l.line_id = te.invoice_line_id GROUP BY te.entry_id) x",
+        )
+    assert {r["contract_id"]: r["n"] for r in per_contract} == {"K1": 1, "K2": 1, "K3": 1, "K4": 1}
+    assert lines_per_entry == 1
+
+
 def test_late_entries_go_on_the_next_invoice_exactly_once(loaded, data_dir):
     pricing.price_period(loaded, load_policy(), "oct", OCTOBER, "test")
     late = FEEDS["timesheets"].splitlines()[0] + "\nT20,K1,PRJ-1,E1,architect,2026-10-30,2.00,true,late entry\n"

@@ -66,3 +66,113 @@ def test_paid_invoices_get_nothing_and_partly_paid_are_reminded_of_the_rest(engi
     assert month["K2"]["invoice_id"] not in due
     assert due[month["K1"]["invoice_id"]]["open_amount"] == month["K1"]["gross_amount"] - 50000
     assert ledger.payment_status(100, 100) == "paid"
+
+
+def test_a_month_of_reminders_through_smtp(engine, data_dir, month, monkeypatch):
+    """Daily runs from 1 November to 31 December against a real SMTP server on loopback, with two
+    missed days, a payment in full and a part payment on 27 November, a dispute on K3 from
+    10 to 22 December, and a late fee on the final notice."""
+    from email.utils import parsedate_to_datetime
+
+    from invoiceflow.policy import DunningLevel
+    from smtp_server import SmtpServer
+
+    base = load_policy()
+    final = base.dunning[2].model_dump() | {"late_fee": {"EUR": "40", "GBP": "35"}}
+    policy = base.model_copy(update={"dunning": [*base.dunning[:2], DunningLevel(**final)]})
+    numbers = {c: inv["invoice_number"] for c, inv in month.items()}
+    with SmtpServer() as smtp:
+        monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", smtp.connection_json)
+        day = date(2026, 11, 1)
+        while day <= date(2026, 12, 31):
+            if day == date(2026, 11, 27):
+                with engine.begin() as conn:
+                    db.execute(
+                        conn, "UPDATE invoices SET paid_amount = gross_amount, status = 'paid' WHERE contract_id = 'K1'"
+                    )
+                    db.execute(
+                        conn,
+                        "UPDATE invoices SET paid_amount = 50000, status = 'partially_paid' WHERE contract_id = 'K4'",
+                    )
+            if day == date(2026, 12, 10):
+                assert reminders.open_dispute(engine, numbers["K3"], "hours disputed", "user:finance")
+                assert not reminders.open_dispute(engine, numbers["K3"], "again", "user:finance")  # one open
+            if day == date(2026, 12, 22):
+                assert reminders.resolve_dispute(engine, numbers["K3"], "agreed", "user:finance")
+            if day not in (date(2026, 11, 24), date(2026, 11, 25)):
+                reminders.send_reminders(engine, policy, day, "test", use_smtp=True)
+            day += timedelta(days=1)
+        got = [
+            (
+                m.message["X-Invoice-Number"],
+                int(m.message["X-Reminder-Level"]),
+                parsedate_to_datetime(m.message["Date"]).date(),
+                m.recipients,
+                m.message["Subject"],
+                m.message.get_body(("plain",)).get_content().replace("\xa0", " ").replace("\u202f", " "),
+            )
+            for m in smtp.messages
+        ]
+    by_invoice: dict[str, list] = {}
+    for number, level, sent_on, *_ in got:
+        by_invoice.setdefault(number, []).append((level, sent_on))
+    assert by_invoice[numbers["K2"]] == [(1, date(2026, 11, 8)), (2, date(2026, 11, 15)), (3, date(2026, 11, 18))]
+    assert by_invoice[numbers["K1"]] == [(1, date(2026, 11, 26))]  # caught up after missed days, then paid
+    assert by_invoice[numbers["K4"]] == [(1, date(2026, 11, 26)), (2, date(2026, 12, 1)), (3, date(2026, 12, 4))]
+    # disputed from 10 to 22 December: the due and final levels paused, then only the final notice
+    assert by_invoice[numbers["K3"]] == [(1, date(2026, 12, 9)), (3, date(2026, 12, 22))]
+    mails = {(n, level): (rcpt, subject, body) for n, level, _d, rcpt, subject, body in got}
+    rcpt, subject, body = mails[(numbers["K4"], 3)]
+    assert rcpt == ["accounts@kessler.example"] and subject == f"Letzte Mahnung: Rechnung {numbers['K4']}"
+    assert "Offener Betrag: 690,00 €" in body and "Mahngebühr: 40,00 €" in body and "Zu zahlen: 730,00 €" in body
+    assert (
+        "Offener Betrag: 690,00 €" in mails[(numbers["K4"], 2)][2] and "Mahngebühr" not in mails[(numbers["K4"], 2)][2]
+    )
+    rcpt, subject, body = mails[(numbers["K2"], 3)]
+    assert rcpt == ["ap@brightwater.example"] and subject == f"Final notice: invoice {numbers['K2']}"
+    assert "Late fee: £35.00" in body and "Total due: £12,035.00" in body
+    rcpt, subject, body = mails[(numbers["K3"], 1)]
+    assert rcpt == ["factures@lyon.example"] and subject == f"Rappel de paiement : facture {numbers['K3']}"
+    assert numbers["K3"] and "RF" in body and "1 500,00 €" in body
+    with engine.connect() as conn:
+        logged = db.rows(conn, "SELECT * FROM reminders ORDER BY as_of, invoice_id")
+        audited = db.rows(conn, "SELECT * FROM audit_events WHERE action = 'reminded'")
+        disputes = db.rows(conn, "SELECT * FROM audit_events WHERE action IN ('disputed', 'dispute_resolved')")
+    assert len(logged) == len(got) == len(audited) == 9 and len(disputes) == 2
+    k4_final = next(r for r in logged if r["invoice_id"] == month["K4"]["invoice_id"] and r["level"] == 3)
+    assert (k4_final["open_amount"], k4_final["late_fee"], k4_final["currency"]) == (69000, 4000, "EUR")
+
+
+def test_credited_and_disputed_invoices_get_nothing(engine, data_dir, month):
+    policy = load_policy()
+    ledger.credit_note(
+        engine, policy, month["K1"]["invoice_number"], reason="cancelled", issue_date=date(2026, 11, 5), actor="test"
+    )
+    reminders.open_dispute(engine, month["K2"]["invoice_number"], "wrong milestone", "user:finance")
+    with engine.connect() as conn:
+        due = {r["invoice_id"] for r in reminders.due_reminders(conn, policy, date(2026, 12, 20))}
+    assert due == {month["K3"]["invoice_id"], month["K4"]["invoice_id"]}
+    with pytest.raises(reminders.DisputeError, match="no issued invoice"):
+        reminders.open_dispute(engine, "NWD-1999-000001", "x", "user:finance")
+
+
+def test_dispute_from_the_command_line(data_dir, capsys):
+    from invoiceflow import cli, settings
+
+    engine = db.engine(settings.default_database_url())
+    db.upgrade(engine)
+    invoice = issued_month(engine, data_dir)["K1"]
+    number, policy = invoice["invoice_number"], load_policy()
+
+    def reminded() -> bool:
+        with engine.connect() as conn:
+            due = reminders.due_reminders(conn, policy, date(2026, 12, 31))
+        return invoice["invoice_id"] in {r["invoice_id"] for r in due}
+
+    assert reminded()
+    assert cli.main(["dispute", number, "--reason", "hours too high"]) == 0
+    assert cli.main(["dispute", number, "--reason", "again"]) == 0
+    assert "already disputed" in capsys.readouterr().out and not reminded()
+    assert cli.main(["dispute", number, "--resolve", "credited 2 h"]) == 0 and reminded()
+    assert cli.main(["dispute", "NWD-1999-000001", "--reason", "x"]) == 2
+    assert cli.main(["release-delivery", "<nope@x>", "--reason", "x"]) == 2

@@ -17,7 +17,8 @@ def _quarantine(engine):
     with engine.connect() as conn:
         return db.rows(
             conn,
-            "SELECT feed, source, line_no, record_id, field, value, reason FROM quarantine ORDER BY line_no, field",
+            "SELECT feed, source, line_no, record_id, field, value, reason, check_name FROM quarantine "
+            "ORDER BY line_no, field",
         )
 
 
@@ -77,6 +78,9 @@ def test_bad_rows_are_quarantined_with_line_field_and_reason(engine, data_dir):
     assert found[(10, "contract_id")]["reason"] == "is not a known contract"
     assert found[(11, "role")]["reason"] == "has no rate card on this contract"
     assert "at most 24" in found[(12, "hours")]["reason"]
+    # the check that refused the row: the expectation's type, or the conversion after the suite
+    assert "expect_column_values_to_be_between" in found[(12, "hours")]["check_name"].split("; ")
+    assert found[(10, "contract_id")]["check_name"] == "expect_column_values_to_be_in_set"
     assert found[(13, "hours")]["value"] == "7,5"
     # an id used twice is ambiguous: both rows wait for a correction
     assert found[(2, "entry_id")]["reason"] == "appears more than once in the file"
@@ -152,6 +156,45 @@ def test_corrected_row_supersedes_an_unbilled_one(engine, data_dir):
     sources.load_inbox(engine, load_policy(), ACTOR)
     with engine.connect() as conn:
         assert db.scalar(conn, "SELECT hours FROM time_entries WHERE entry_id = 'T1'") == 600
+
+
+def test_a_changed_billed_record_is_quarantined_not_dropped(engine, data_dir):
+    """A billed time entry re-delivered with other hours must not vanish silently: it is quarantined,
+    naming the invoice, and the billed value stays. Unchanged billed rows and unbilled corrections pass."""
+    from invoiceflow import pricing
+
+    paths = write_feeds(data_dir / "inbox")
+    sources.load_inbox(engine, load_policy(), ACTOR)
+    pricing.price_period(engine, load_policy(), "run-1", pricing.period_of("2026-10"), ACTOR)
+    header, t1, t2, *_rest, t5, _t6 = FEEDS["timesheets"].strip().splitlines()
+    paths["timesheets"].with_name("timesheets-resent.csv").write_text(
+        "\n".join(
+            [
+                header,
+                t1.replace(",8.00,", ",6.00,"),
+                t2,
+                t5.replace("Internal training", "Internal training (corrected)"),
+            ]
+        )
+        + "\n"
+    )
+    paths["milestones"].with_name("milestones-resent.csv").write_text(
+        FEEDS["milestones"].replace("12000.00", "12500.00")
+    )
+    results = {r.feed: r for r in sources.load_inbox(engine, load_policy(), ACTOR) if r.status == "loaded"}
+    assert (results["timesheets"].rows_accepted, results["timesheets"].rows_quarantined) == (2, 1)
+    assert (results["milestones"].rows_accepted, results["milestones"].rows_quarantined) == (1, 1)
+    with engine.connect() as conn:
+        stored = {r["entry_id"]: r for r in db.rows(conn, "SELECT entry_id, hours, description FROM time_entries")}
+        held = db.rows(conn, "SELECT record_id, field, value, reason, check_name FROM quarantine ORDER BY record_id")
+        amount = db.scalar(conn, "SELECT amount FROM milestones WHERE milestone_id = 'M1'")
+    assert stored["T1"]["hours"] == 800 and amount == 1200000
+    assert stored["T5"]["description"] == "Internal training (corrected)"
+    assert [(h["record_id"], h["field"], h["value"], h["check_name"]) for h in held] == [
+        ("M1", "amount", "12500.00", "already_billed"),
+        ("T1", "hours", "6.00", "already_billed"),
+    ]
+    assert all("already billed on invoice draft" in h["reason"] and "credit note" in h["reason"] for h in held)
 
 
 def test_a_large_file_loads_in_chunks_with_file_wide_checks(engine, data_dir, monkeypatch):

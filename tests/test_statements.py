@@ -11,6 +11,7 @@ from invoiceflow.demo_bank import demo_payments_statement
 from invoiceflow.statements import (
     StatementError,
     parse_camt053,
+    parse_statement_bytes,
     parse_statement_file,
     transaction_dedup_keys,
     write_camt053,
@@ -144,4 +145,138 @@ def test_parse_statement_command_names_a_bad_file(tmp_path, capsys):
     bad = tmp_path / "export.csv"
     bad.write_text("date;amount\n2026-11-20;12.50\n")
     assert cli.main(["parse-statement", str(bad)]) == 2
-    assert "export.csv: file: unsupported format" in capsys.readouterr().err
+    assert "export.csv: header: no bank_csv mapping fits this file" in capsys.readouterr().err
+
+
+# The other formats: MT940, BAI2, OFX and bank CSV ------------------------------------------------
+
+CORPUS = Path(__file__).parent / "fixtures" / "statements"
+
+
+def _policy_csv():
+    from invoiceflow.policy import load_policy
+
+    return load_policy().bank_csv
+
+
+def test_mt940_german_structured_details_and_reversal():
+    (st,) = parse_statement_file(CORPUS / "mt940-de-structured.sta", {})
+    assert (st.account_iban, st.currency, st.file_format) == ("DE89370400440532013000", "EUR", "mt940")
+    assert st.opening_balance + sum(t.amount for t in st.transactions) == st.closing_balance == 1918515
+    pay, rf, fee, ret = st.transactions
+    assert (pay.amount, pay.counterparty_name, pay.counterparty_iban) == (
+        289765,
+        "Kessler Logistik GmbH",
+        "DE44500105175407324931",
+    )
+    assert pay.remittance == "Rechnung NWD-2026-000001 Kunde C1" and pay.end_to_end_id == "KESSLER-4711"
+    assert pay.bank_ref == "2026112000042"
+    assert rf.structured_ref == "RF18539007547034"  # quoted in free text, check digits verified
+    assert fee.amount == -1250 and not fee.reversal
+    assert ret.reversal and ret.amount == -20000 and "NWD-2026-000005" in ret.remittance
+
+
+def test_mt940_tagged_details():
+    (st,) = parse_statement_file(CORPUS / "mt940-nl-tags.txt", {})
+    (t,) = st.transactions
+    assert (t.counterparty_name, t.counterparty_iban, t.remittance, t.end_to_end_id) == (
+        "Van Dijk Bouw B.V.",
+        "NL20INGB0001234567",
+        "NWD-2026-000007",
+        "ORDER-77",
+    )
+
+
+def test_bai2_two_accounts_with_control_totals():
+    first, second = parse_statement_file(CORPUS / "bai2-two-accounts.bai", {})
+    assert (first.account_iban, first.currency, first.opening_balance, first.closing_balance) == (
+        "0975312468",
+        "USD",
+        1500000,
+        1788515,
+    )
+    assert [t.amount for t in first.transactions] == [289765, -1250]
+    assert first.transactions[0].counterparty_name == "KESSLER INC"
+    assert second.transactions[0].structured_ref == "RF18539007547034"
+
+
+def test_bai2_wrong_checksum_is_refused():
+    data = (CORPUS / "bai2-two-accounts.bai").read_bytes().replace(b"49,3579530,4/", b"49,3579531,4/")
+    with pytest.raises(StatementError) as caught:
+        parse_statement_bytes(data, "bai.txt", {})
+    assert caught.value.where == "control totals" and "wrong checksum" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("name", "currency", "amounts"), [("ofx-v1-sgml.ofx", "USD", [425000, -1500]), ("ofx-v2.ofx", "GBP", [1428000])]
+)
+def test_ofx_sgml_and_xml(name, currency, amounts):
+    (st,) = parse_statement_file(CORPUS / name, {})
+    assert st.currency == currency and [t.amount for t in st.transactions] == amounts
+    assert st.transactions[0].bank_ref and st.closing_balance is not None
+
+
+def test_ofx_xml_with_an_entity_is_refused():
+    data = (
+        (CORPUS / "ofx-v2.ofx")
+        .read_bytes()
+        .replace(b"<?OFX", b'<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><?OFX')
+    )
+    with pytest.raises(StatementError, match="DTD/entity declarations are not allowed"):
+        parse_statement_bytes(data, "x.ofx", {})
+
+
+def test_bank_csv_with_the_policy_mapping_quarantines_bad_rows():
+    (st,) = parse_statement_file(CORPUS / "sparkasse-export.csv", _policy_csv())
+    assert st.file_format == "csv:sparkasse"
+    assert [t.amount for t in st.transactions] == [289765, -1250]
+    assert st.transactions[0].counterparty_iban == "DE44500105175407324931"
+    assert [(p.line_no, p.field, p.value) for p in st.problems] == [
+        (4, "Buchungstag", "2026-11-20"),
+        (5, "Betrag", "1OO,00"),
+    ]
+
+
+def test_csv_without_a_fitting_mapping_names_the_missing_columns():
+    with pytest.raises(StatementError) as caught:
+        parse_statement_bytes(b"Datum;Betrag\n20.11.2026;1,00\n", "other-bank.csv", _policy_csv())
+    assert caught.value.where == "header" and "sparkasse: columns" in caught.value.message
+
+
+def test_mt940_bad_statement_line_names_the_line():
+    data = (CORPUS / "mt940-de-structured.sta").read_bytes().replace(b":61:2611201120DR12,50", b":61:26112X1120DR12,50")
+    with pytest.raises(StatementError) as caught:
+        parse_statement_bytes(data, "x.sta", {})
+    assert caught.value.where == "line 10" and "not an MT940 statement line" in caught.value.message
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CORPUS.iterdir()))
+def test_parse_statement_command_reads_every_format(name, capsys):
+    assert cli.main(["parse-statement", str(CORPUS / name)]) == 0
+    import json
+
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines and all(isinstance(r["amount"], int) and r["account_iban"] and r["booking_date"] for r in lines)
+
+
+def test_mt940_round_trip_keeps_what_matching_needs():
+    from invoiceflow.statements import write_mt940
+
+    (st,) = parse_camt053(V08, "v08.xml")
+    again = parse_statement_bytes(write_mt940([st]), "rt.sta", {})
+    keep = [
+        (t.amount, t.counterparty_name, t.remittance, t.structured_ref, t.bank_ref, t.reversal)
+        for t in again[0].transactions
+    ]
+    assert keep == [
+        (
+            t.amount,
+            t.counterparty_name,
+            t.remittance or t.structured_ref,
+            t.structured_ref and t.structured_ref.replace(" ", ""),
+            t.bank_ref,
+            t.reversal,
+        )
+        for t in st.transactions
+    ]
+    assert (again[0].opening_balance, again[0].closing_balance) == (st.opening_balance, st.closing_balance)

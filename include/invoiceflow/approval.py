@@ -1,69 +1,156 @@
-"""Approval routing: which draft invoices go straight out and which wait for finance.
+"""Approval routing: which draft invoices go straight out, who signs off the others, and by when.
 
-The thresholds are policy (value in the base currency at the rate recorded on the invoice, client
-type); an invoice that hit its contract's cap always waits, so finance sees the work not billed.
+The policy (``approval:`` in policy.yaml) decides. Below ``auto_approve_below`` (gross in the base
+currency, at the rate recorded on the invoice) an invoice is approved at once, unless a review rule
+catches it: a client type that is always reviewed, the first invoice of a contract, a gross well
+above the contract's last invoice, a line stopped at the contract's cap, or a manual adjustment.
+Everything else gets the steps of its tier (say finance, then a director), stored in
+``approval_steps`` when it is routed so a policy change does not move a decision under way.
+
+A billing run then asks in rounds (the HITL tasks of ``invoiceflow.workflow``): each round asks the
+current step of every waiting invoice, assigned to the approvers of that step, and applies the
+answers. A step whose response time passes escalates once (to the step's ``escalate_to`` or the
+policy's fallback group); an escalated step that also passes is left waiting and reported, never
+approved by silence unless the step says ``on_timeout: approve``. Whoever adjusted an invoice by
+hand, or approved an earlier step of it, is not asked and cannot decide it (segregation of duties).
+Every change is an audit event in the same transaction.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from datetime import timedelta
+from decimal import Decimal
+from email.message import EmailMessage
+from email.utils import make_msgid
 from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from invoiceflow import audit, db
-from invoiceflow.money import format_plain, to_minor
-from invoiceflow.policy import Policy
+from invoiceflow import audit, db, ledger, settings
+from invoiceflow.money import format_plain, minor_digits, to_minor
+from invoiceflow.policy import Approver, Policy
 
 log = logging.getLogger(__name__)
 
+APPROVE, REJECT, ESCALATE = "Approve", "Reject", "Escalate"
+OPTIONS = [APPROVE, REJECT, ESCALATE]
+"""What an approver can answer; Escalate hands the step to the escalation group at once."""
+
+
+def _money(minor: int, currency: str) -> str:
+    return f"{format_plain(minor, currency)} {currency}"
+
 
 def review_reasons(conn: Connection, policy: Policy, invoice: dict[str, Any]) -> list[str]:
+    """Why an invoice needs a person; empty when the policy approves it as it is."""
+    rules = policy.approval
     reasons = []
-    base, limit = invoice["base_gross_amount"], to_minor(policy.approval.auto_approve_below, policy.base_currency)
+    base, limit = invoice["base_gross_amount"], to_minor(rules.auto_approve_below, policy.base_currency)
     if base >= limit:
         in_base = (
-            ""
-            if invoice["currency"] == policy.base_currency
-            else (f" (about {format_plain(base, policy.base_currency)} {policy.base_currency})")
+            "" if invoice["currency"] == policy.base_currency else f" (about {_money(base, policy.base_currency)})"
         )
         reasons.append(
-            f"gross {format_plain(invoice['gross_amount'], invoice['currency'])} {invoice['currency']}{in_base} "
-            f"is at or above the auto-approval limit of {format_plain(limit, policy.base_currency)} "
-            f"{policy.base_currency}"
+            f"gross {_money(invoice['gross_amount'], invoice['currency'])}{in_base} is at or above the "
+            f"auto-approval limit of {_money(limit, policy.base_currency)}"
         )
-    if invoice["client_type"] in policy.approval.review_client_types:
+    if invoice["client_type"] in rules.review_client_types:
         reasons.append(f"{invoice['client_type']} client: always reviewed")
+    last = db.rows(
+        conn,
+        "SELECT invoice_number, base_gross_amount FROM invoices WHERE contract_id = :c AND invoice_id <> :i "
+        "AND document_type = 'invoice' AND invoice_number IS NOT NULL ORDER BY issue_date DESC, invoice_id DESC "
+        "LIMIT 1",
+        {"c": invoice["contract_id"], "i": invoice["invoice_id"]},
+    )
+    if not last and rules.review_first_invoice:
+        started = db.scalar(
+            conn, "SELECT start_date FROM contracts WHERE contract_id = :c", {"c": invoice["contract_id"]}
+        )
+        if db.as_date(started) >= db.as_date(invoice["period_start"]):  # a new contract, not a migrated one
+            reasons.append(f"first invoice of the new contract {invoice['contract_id']}")
+    if last and rules.anomaly_increase_percent is not None and last[0]["base_gross_amount"] > 0:
+        increase = Decimal(base - last[0]["base_gross_amount"]) * 100 / last[0]["base_gross_amount"]
+        if increase > rules.anomaly_increase_percent:
+            reasons.append(
+                f"{increase:.0f} % above the contract's last invoice {last[0]['invoice_number']} "
+                f"(review above {rules.anomaly_increase_percent} %)"
+            )
     cap = db.scalar(
         conn,
         "SELECT SUM(net_amount) FROM invoice_lines WHERE invoice_id = :i AND kind = 'cap'",
         {"i": invoice["invoice_id"]},
     )
     if cap:
+        reasons.append(f"not-to-exceed budget reached: {_money(-cap, invoice['currency'])} of work not billed")
+    for adj in db.rows(
+        conn,
+        "SELECT * FROM invoice_adjustments WHERE invoice_id = :i ORDER BY adjustment_id",
+        {"i": invoice["invoice_id"]},
+    ):
         reasons.append(
-            f"not-to-exceed budget reached: {format_plain(-cap, invoice['currency'])} {invoice['currency']} "
-            "of work not billed"
+            f"manual adjustment of {_money(adj['amount'], invoice['currency'])} by {adj['adjusted_by']}: "
+            f"{adj['reason']}"
         )
     return reasons
 
 
+def _plan(conn: Connection, policy: Policy, invoice: dict[str, Any], tier_name: str) -> list[dict[str, Any]]:
+    tier = policy.approval.tier(tier_name)
+    steps = [
+        {
+            "invoice_id": invoice["invoice_id"],
+            "step_no": n,
+            "tier": tier.name,
+            "approvers": step.approvers,
+            "response_seconds": int(step.response_time.total_seconds()),
+            "on_timeout": step.on_timeout,
+            "escalate_to": step.escalate_to or policy.approval.fallback,
+            "escalated": 0,
+            "status": "pending",
+        }
+        for n, step in enumerate(tier.steps, start=1)
+    ]
+    db.execute(conn, "DELETE FROM approval_steps WHERE invoice_id = :i", {"i": invoice["invoice_id"]})
+    db.insert_many(conn, "approval_steps", steps)
+    return steps
+
+
 def route(engine: Engine, policy: Policy, batch_id: int, actor: str) -> dict[str, list[int]]:
-    """Route the batch's drafts; return the ids to issue now and the ids that await a decision."""
+    """Route the batch's drafts (and adjusted drafts sent back for review); return the ids to issue
+    now and the ids that await a decision, from earlier runs too: a re-run never orphans one."""
+    factor = 10 ** minor_digits(policy.base_currency)
     with engine.begin() as conn:
         drafts = db.rows(
             conn,
             "SELECT i.*, cl.client_type FROM invoices i JOIN clients cl ON cl.client_id = i.client_id "
-            "WHERE i.batch_id = :b AND i.status = 'draft' ORDER BY i.invoice_id",
+            "WHERE i.status = 'draft' AND i.document_type = 'invoice' AND (i.batch_id = :b OR ("
+            "EXISTS (SELECT 1 FROM invoice_adjustments a WHERE a.invoice_id = i.invoice_id) AND "
+            "NOT EXISTS (SELECT 1 FROM approval_steps s WHERE s.invoice_id = i.invoice_id))) ORDER BY i.invoice_id",
             {"b": batch_id},
         )
         for invoice in drafts:
             reasons = review_reasons(conn, policy, invoice)
-            status = "awaiting_approval" if reasons else "approved"
-            reason = "; ".join(reasons) if reasons else "below the auto-approval limit"
+            if not reasons:
+                status, reason, after = "approved", "below the auto-approval limit, no review rule applies", {}
+            else:
+                over = invoice["base_gross_amount"] >= to_minor(
+                    policy.approval.auto_approve_below, policy.base_currency
+                )
+                tier = (
+                    policy.approval.tier_for(invoice["base_gross_amount"], invoice["client_type"], factor).name
+                    if over
+                    else policy.approval.review_tier
+                )
+                steps = _plan(conn, policy, invoice, tier)
+                status, reason = "awaiting_approval", "; ".join(reasons)
+                after = {"tier": tier, "steps": [s["approvers"] for s in steps]}
             db.execute(
                 conn,
                 "UPDATE invoices SET status = :s, review_reason = :r WHERE invoice_id = :i",
-                {"s": status, "r": (reasons and reason) or None, "i": invoice["invoice_id"]},
+                {"s": status, "r": reason if reasons else None, "i": invoice["invoice_id"]},
             )
             audit.record(
                 conn,
@@ -73,9 +160,8 @@ def route(engine: Engine, policy: Policy, batch_id: int, actor: str) -> dict[str
                 actor=actor,
                 reason=reason,
                 before={"status": "draft"},
-                after={"status": status},
+                after={"status": status, **after},
             )
-        # Everything still waiting, from earlier runs too: a re-run never orphans a decision.
         state = db.rows(
             conn,
             "SELECT invoice_id, status FROM invoices WHERE status IN ('approved', 'awaiting_approval') "
@@ -86,38 +172,394 @@ def route(engine: Engine, policy: Policy, batch_id: int, actor: str) -> dict[str
         "review": [r["invoice_id"] for r in state if r["status"] == "awaiting_approval"],
     }
     log.info(
-        "batch %d: %d invoices approved by policy, %d wait for finance",
-        batch_id,
-        len(routed["auto"]),
-        len(routed["review"]),
+        "batch %d: %d invoices approved, %d wait for a decision", batch_id, len(routed["auto"]), len(routed["review"])
     )
     return routed
 
 
-def review_request(engine: Engine, invoice_id: int) -> dict[str, str]:
-    """Subject and Markdown body that the approver sees in the Airflow UI."""
+# Asking -----------------------------------------------------------------------------------------
+
+
+def _excluded(conn: Connection, invoice_id: int) -> dict[str, str]:
+    """Users who may not decide this invoice, with why: they adjusted it or approved a step of it."""
+    out = {
+        r["adjusted_by"].removeprefix("user:"): "made a manual adjustment on it"
+        for r in db.rows(conn, "SELECT adjusted_by FROM invoice_adjustments WHERE invoice_id = :i", {"i": invoice_id})
+    }
+    for r in db.rows(
+        conn,
+        "SELECT decided_by, step_no FROM approval_steps WHERE invoice_id = :i AND status = 'approved' "
+        "AND decided_by LIKE 'user:%'",
+        {"i": invoice_id},
+    ):
+        out.setdefault(r["decided_by"].removeprefix("user:"), f"approved step {r['step_no']} already")
+    return out
+
+
+def eligible(conn: Connection, policy: Policy, invoice_id: int, group: str) -> list[Approver]:
+    """The people of a group who may decide this invoice now; the fallback group if none of them may."""
+    excluded = _excluded(conn, invoice_id)
+    people = [a for a in policy.approval.approvers.get(group, []) if a.id not in excluded]
+    if not people and group != policy.approval.fallback:
+        people = [a for a in policy.approval.approvers[policy.approval.fallback] if a.id not in excluded]
+    return people
+
+
+def _pending(conn: Connection, run_id: str) -> list[dict[str, Any]]:
+    """The current step of each waiting invoice that this run may ask (nobody else asks it now)."""
+    return db.rows(
+        conn,
+        "SELECT s.* FROM approval_steps s JOIN invoices i ON i.invoice_id = s.invoice_id "
+        "WHERE i.status = 'awaiting_approval' AND s.status = 'pending' "
+        "AND (s.asked_run_id IS NULL OR s.asked_run_id = :r) AND s.step_no = (SELECT MIN(step_no) "
+        "FROM approval_steps p WHERE p.invoice_id = s.invoice_id AND p.status = 'pending') ORDER BY s.invoice_id",
+        {"r": run_id},
+    )
+
+
+def review_request(engine: Engine, policy: Policy, invoice_id: int, step: Mapping[str, Any] | None = None) -> dict:
+    """Subject and Markdown body that the approver sees in the Airflow UI: summary, lines, why, preview."""
     with engine.begin() as conn:
         inv = db.rows(
             conn,
-            "SELECT i.*, cl.name AS client_name FROM invoices i JOIN clients cl ON cl.client_id = i.client_id "
-            "WHERE invoice_id = :i",
+            "SELECT i.*, cl.name AS client_name, cl.client_type FROM invoices i "
+            "JOIN clients cl ON cl.client_id = i.client_id WHERE invoice_id = :i",
             {"i": invoice_id},
         )[0]
         lines = db.rows(conn, "SELECT * FROM invoice_lines WHERE invoice_id = :i ORDER BY line_no", {"i": invoice_id})
+        steps = db.rows(conn, "SELECT * FROM approval_steps WHERE invoice_id = :i ORDER BY step_no", {"i": invoice_id})
     cur = inv["currency"]
     table = "\n".join(
         f"| {ln['line_no']} | {ln['description']} | {ln['quantity'] / 100:g} | {format_plain(ln['net_amount'], cur)} |"
         for ln in lines
     )
+    base = (
+        ""
+        if cur == policy.base_currency
+        else f" (about {_money(inv['base_gross_amount'], policy.base_currency)} at {inv['fx_rate']})"
+    )
+    done = [
+        f"step {s['step_no']} ({s['approvers']}) approved by {s['decided_by']}"
+        for s in steps
+        if s["status"] == "approved"
+    ]
+    where = ""
+    if step is not None:
+        where = f"Step {step['step_no']} of {len(steps)}, tier **{step['tier']}**, asked of *{step['approvers']}*"
+        if step["escalated"]:
+            where += " (**escalated**: the first request was not answered in time)"
+        where += ". " + ("; ".join(done) + "." if done else "") + "\n\n"
+    preview = _preview(engine, policy, invoice_id)
     body = (
-        f"**{inv['client_name']}** ({inv['client_id']}), contract {inv['contract_id']}, "
+        f"**{inv['client_name']}** ({inv['client_id']}, {inv['client_type']}), contract {inv['contract_id']}, "
         f"period {inv['period_start']} to {inv['period_end']}\n\n"
-        f"Net {format_plain(inv['net_amount'], cur)} {cur}, tax {format_plain(inv['tax_amount'], cur)} {cur}, "
-        f"**gross {format_plain(inv['gross_amount'], cur)} {cur}**\n\n"
+        f"Net {_money(inv['net_amount'], cur)}, tax {_money(inv['tax_amount'], cur)}, "
+        f"**gross {_money(inv['gross_amount'], cur)}**{base}\n\n"
         f"Why it needs review: {inv['review_reason']}\n\n"
-        f"| # | Line | Qty | Net {cur} |\n|---|---|---|---|\n{table}\n"
+        f"{where}"
+        f"| # | Line | Qty | Net {cur} |\n|---|---|---|---|\n{table}\n\n"
+        + (f"[Preview the PDF]({preview})\n\n" if preview else "")
+        + "Approve issues it (a number is assigned) and sends it in this run; Reject sends it back to draft with "
+        "your comment; Escalate hands it to the escalation group."
     )
-    subject = (
-        f"Approve invoice draft {invoice_id}: {inv['client_name']}, {format_plain(inv['gross_amount'], cur)} {cur}"
-    )
+    subject = f"Approve invoice draft {invoice_id}: {inv['client_name']}, {_money(inv['gross_amount'], cur)}"
+    if step is not None and step["escalated"]:
+        subject = f"Escalated: {subject}"
     return {"subject": subject, "body": body}
+
+
+def _preview(engine: Engine, policy: Policy, invoice_id: int) -> str | None:
+    """Render the draft's PDF (marked DRAFT, no number) for the approver; a link to it, or None."""
+    from invoiceflow import documents
+
+    folder = settings.outbox() / "preview"
+    path = folder / f"draft-{invoice_id}.pdf"
+    try:
+        with engine.connect() as conn:
+            doc = ledger.invoice_document(conn, policy, invoice_id, preview=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(documents.render_invoice_pdf(doc))
+        tmp.replace(path)
+    except Exception:  # a preview is a convenience: the request goes out without it
+        log.exception("no PDF preview for invoice draft %d", invoice_id)
+        return None
+    return policy.approval.preview_url.format(path=path, invoice_id=invoice_id)
+
+
+def open_requests(
+    engine: Engine, policy: Policy, run_id: str, actor: str, link: Any = None
+) -> tuple[list[int], list[dict[str, Any]]]:
+    """Ask the current step of each waiting invoice: the ids, and the kwargs of each HITL task.
+
+    ``link(map_index)`` gives the Required actions URL of a request, for the e-mail to the
+    approvers. The step is claimed for this run so that a parallel run does not ask it too.
+    """
+    ids, requests, mails = [], [], []
+    with engine.begin() as conn:
+        for step in _pending(conn, run_id):
+            people = eligible(conn, policy, step["invoice_id"], step["approvers"])
+            if not people:
+                audit.record_exception(
+                    conn,
+                    category="approval_unassignable",
+                    subject_type="invoice",
+                    subject_id=str(step["invoice_id"]),
+                    run_id=run_id,
+                    detail=f"invoice draft {step['invoice_id']}: nobody in {step['approvers']} or the fallback group "
+                    "may decide it (segregation of duties); add an approver to the policy",
+                )
+                continue
+            db.execute(
+                conn,
+                "UPDATE approval_steps SET asked_run_id = :r WHERE invoice_id = :i AND step_no = :n",
+                {"r": run_id, "i": step["invoice_id"], "n": step["step_no"]},
+            )
+            ids.append(step["invoice_id"])
+            requests.append(
+                {
+                    "assigned_users": [{"id": a.id, "name": a.name} for a in people],
+                    "response_timeout": timedelta(seconds=step["response_seconds"]),
+                    "defaults": [APPROVE if step["on_timeout"] == "approve" else ESCALATE],
+                }
+            )
+            mails.append((step, people))
+    for n, (step, people) in enumerate(mails):
+        requests[n].update(review_request(engine, policy, step["invoice_id"], step))
+        if step["escalated"] or policy.approval.email_requests:
+            notify(engine, policy, step, people, requests[n], link(n) if link else None, actor)
+        else:
+            _requested(engine, step, people, "airflow", actor, requests[n]["subject"])
+    return ids, requests
+
+
+def notify(
+    engine: Engine,
+    policy: Policy,
+    step: Mapping[str, Any],
+    people: list[Approver],
+    request: Mapping[str, str],
+    link: str | None,
+    actor: str,
+) -> None:
+    """E-mail the approvers of a request (an escalation says so in the subject); audited.
+
+    A copy goes to outbox/approvals/. Without an SMTP connection only the copy is written. A retried
+    task may send a request again: this mail is internal, unlike the client's invoice.
+    """
+    from invoiceflow import delivery, outbox
+
+    msg = EmailMessage()
+    msg["Subject"] = request["subject"]
+    msg["From"] = policy.mail_from
+    msg["To"] = ", ".join(f"{a.name} <{a.email}>" for a in people)
+    msg["Message-ID"] = make_msgid(domain=policy.seller.email.rsplit("@", 1)[-1])
+    msg["X-Invoice-Draft"] = str(step["invoice_id"])
+    deadline = timedelta(seconds=step["response_seconds"])
+    msg.set_content(
+        f"{request['body']}\n\nDecide in Airflow (Required actions): {link or 'open the billing run in Airflow'}\n"
+        f"Please answer within {deadline}; after that the request "
+        + ("is approved by policy." if step["on_timeout"] == "approve" else f"escalates to {step['escalate_to']}.")
+    )
+    delivery.write_eml(msg, settings.outbox() / "approvals")
+    sent = outbox.smtp_available()
+    if sent:
+        delivery.send_smtp(msg)
+    _requested(engine, step, people, "smtp" if sent else "outbox", actor, request["subject"])
+
+
+def _requested(
+    engine: Engine, step: Mapping[str, Any], people: list[Approver], mail: str, actor: str, subject: str
+) -> None:
+    """Audit that a step was put to these people (``mail``: how they were told)."""
+    deadline = timedelta(seconds=step["response_seconds"])
+    with engine.begin() as conn:
+        audit.record(
+            conn,
+            entity_type="invoice",
+            entity_id=step["invoice_id"],
+            action="approval_requested",
+            actor=actor,
+            reason=subject,
+            after={
+                "step": step["step_no"],
+                "approvers": step["approvers"],
+                "assigned": [a.id for a in people],
+                "escalated": bool(step["escalated"]),
+                "respond_within": str(deadline),
+                "told_by": mail,
+            },
+        )
+
+
+# Answers ----------------------------------------------------------------------------------------
+
+
+def apply_decisions(
+    engine: Engine, policy: Policy, run_id: str, invoice_ids: list[int], decisions: list[Any], actor: str
+) -> list[int]:
+    """Apply the answers of one round (in the order asked); return the ids now fully approved."""
+    approved = []
+    for invoice_id, decision in zip(invoice_ids, list(decisions or []), strict=False):
+        if not decision:  # no answer (the task was marked done without one): left for the next run
+            with engine.begin() as conn:
+                db.execute(
+                    conn,
+                    "UPDATE approval_steps SET asked_run_id = :d WHERE invoice_id = :i AND asked_run_id = :r",
+                    {"d": _parked(run_id), "i": invoice_id, "r": run_id},
+                )
+            continue
+        if _apply(engine, policy, run_id, invoice_id, decision, actor) == "approved":
+            approved.append(invoice_id)
+    return approved
+
+
+def _apply(
+    engine: Engine, policy: Policy, run_id: str, invoice_id: int, decision: Mapping[str, Any], actor: str
+) -> str:
+    user = decision.get("responded_by_user")
+    chosen = (decision.get("chosen_options") or [None])[0]
+    comment = (decision.get("params_input") or {}).get("comment") or None
+    with engine.begin() as conn:
+        steps = db.rows(
+            conn,
+            "SELECT * FROM approval_steps WHERE invoice_id = :i AND status = 'pending' AND asked_run_id = :r "
+            "ORDER BY step_no LIMIT 1",
+            {"i": invoice_id, "r": run_id},
+        )
+        if not steps:  # applied already (a retried task), or the draft was adjusted meanwhile
+            return db.scalar(conn, "SELECT status FROM invoices WHERE invoice_id = :i", {"i": invoice_id})
+        step = steps[0]
+        key = {"i": invoice_id, "n": step["step_no"]}
+        if user is None:  # the response time passed and Airflow took the request's default
+            if step["on_timeout"] == "approve":
+                chosen, who = APPROVE, "policy:timeout"
+                comment = f"no answer within {timedelta(seconds=step['response_seconds'])}: approved by policy"
+            else:
+                return _escalate(
+                    conn,
+                    step,
+                    run_id,
+                    actor,
+                    f"no answer from {step['approvers']} within {timedelta(seconds=step['response_seconds'])}",
+                )
+        else:
+            who = f"user:{user.get('id')}"
+            refusal = _refusal(conn, policy, step, str(user.get("id")))
+            if refusal:
+                db.execute(
+                    conn, "UPDATE approval_steps SET asked_run_id = NULL WHERE invoice_id = :i AND step_no = :n", key
+                )
+                audit.record(
+                    conn,
+                    entity_type="invoice",
+                    entity_id=invoice_id,
+                    action="decision_refused",
+                    actor=who,
+                    reason=refusal,
+                    after={"step": step["step_no"], "chosen": chosen},
+                )
+                return "awaiting_approval"
+            if chosen == ESCALATE:
+                return _escalate(conn, step, run_id, who, comment or f"escalated by {who}")
+        status = "approved" if chosen == APPROVE else "rejected"
+        db.execute(
+            conn,
+            "UPDATE approval_steps SET status = :s, decided_by = :u, decided_at = :t, comment = :c, "
+            "asked_run_id = NULL WHERE invoice_id = :i AND step_no = :n",
+            {**key, "s": status, "u": who, "t": db.now(), "c": comment},
+        )
+        more = db.scalar(
+            conn, "SELECT COUNT(*) FROM approval_steps WHERE invoice_id = :i AND status = 'pending'", {"i": invoice_id}
+        )
+        if status == "approved" and more:
+            audit.record(
+                conn,
+                entity_type="invoice",
+                entity_id=invoice_id,
+                action="step_approved",
+                actor=who,
+                reason=comment,
+                before={"status": "awaiting_approval", "step": step["step_no"]},
+                after={"status": "awaiting_approval", "steps_left": more},
+            )
+            return "awaiting_approval"
+        return ledger.record_decision(conn, invoice_id, status == "approved", who, comment)
+
+
+def _refusal(conn: Connection, policy: Policy, step: Mapping[str, Any], user_id: str) -> str | None:
+    """Why this user may not decide this step, or None (Airflow checks assignment too; this holds
+    also when it is configured to let every user answer)."""
+    why = _excluded(conn, step["invoice_id"]).get(user_id)
+    if why:
+        return f"segregation of duties: {user_id} {why}"
+    if user_id not in {a.id for a in eligible(conn, policy, step["invoice_id"], step["approvers"])}:
+        return f"{user_id} is not an approver of group {step['approvers']}"
+    return None
+
+
+def _escalate(conn: Connection, step: Mapping[str, Any], run_id: str, actor: str, why: str) -> str:
+    key = {"i": step["invoice_id"], "n": step["step_no"]}
+    if not step["escalated"]:
+        db.execute(
+            conn,
+            "UPDATE approval_steps SET approvers = escalate_to, escalated = 1 WHERE invoice_id = :i AND step_no = :n",
+            key,
+        )
+        audit.record(
+            conn,
+            entity_type="invoice",
+            entity_id=step["invoice_id"],
+            action="escalated",
+            actor=actor,
+            reason=why,
+            before={"step": step["step_no"], "approvers": step["approvers"]},
+            after={"step": step["step_no"], "approvers": step["escalate_to"]},
+        )
+        return "awaiting_approval"
+    # escalated already and still no answer: left waiting (never approved by silence) and reported
+    db.execute(
+        conn,
+        "UPDATE approval_steps SET asked_run_id = :o WHERE invoice_id = :i AND step_no = :n",
+        {**key, "o": _parked(run_id)},
+    )
+    audit.record(
+        conn,
+        entity_type="invoice",
+        entity_id=step["invoice_id"],
+        action="approval_overdue",
+        actor=actor,
+        reason=why,
+        after={"step": step["step_no"], "approvers": step["approvers"]},
+    )
+    audit.record_exception(
+        conn,
+        category="approval_overdue",
+        subject_type="invoice",
+        subject_id=str(step["invoice_id"]),
+        run_id=run_id,
+        detail=f"invoice draft {step['invoice_id']}: step {step['step_no']} was escalated to {step['approvers']} "
+        "and is still not decided; it waits for the next billing run",
+    )
+    return "awaiting_approval"
+
+
+def _parked(run_id: str) -> str:
+    """The claim of a step this run asks no more (overdue, or unanswered): released by close_run."""
+    return f"parked:{run_id}"
+
+
+def close_run(engine: Engine, run_id: str) -> list[int]:
+    """At the end of a run, release its claims: what is still undecided is asked by the next run."""
+    with engine.begin() as conn:
+        left = db.rows(
+            conn,
+            "SELECT invoice_id FROM approval_steps WHERE status = 'pending' AND asked_run_id IN (:r, :o)",
+            {"r": run_id, "o": _parked(run_id)},
+        )
+        db.execute(
+            conn,
+            "UPDATE approval_steps SET asked_run_id = NULL WHERE status = 'pending' AND asked_run_id IN (:r, :o)",
+            {"r": run_id, "o": _parked(run_id)},
+        )
+    return [r["invoice_id"] for r in left]

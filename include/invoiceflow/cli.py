@@ -76,6 +76,40 @@ def cmd_parse_statement(args: argparse.Namespace) -> int:
     for st in parsed:
         for txn in st.transactions:
             print(json.dumps(asdict(txn), default=str, ensure_ascii=False))
+        for problem in st.problems:
+            print(
+                f"{args.file}: row {problem.line_no}: {problem.field}: {problem.reason} (quarantined)", file=sys.stderr
+            )
+    return 0
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    """The nightly reconciliation without Airflow: import, match and post, journal, exception report."""
+    from invoiceflow import journal, reconciliation, reports
+    from invoiceflow.policy import policy
+
+    engine, pol = _engine(), policy()
+    day = date.fromisoformat(args.date) if args.date else date.today()
+    actor, run_id = f"user:{os.environ.get('USER', 'cli')}", f"cli__{day}"
+    for result in reconciliation.import_statements(engine, actor, pol):
+        print(
+            f"{result['file']}: {result['status']}, {result['new_transactions']} new lines"
+            + (f" ({result['message']})" if result.get("message") else "")
+        )
+    counts = reconciliation.match_and_post(engine, actor, run_id, pol)
+    print(
+        f"matched {counts['matched']}, partial {counts['partial']}, returned {counts['returned']}, "
+        f"exceptions {counts['exceptions']}"
+    )
+    journal.record_journal(engine, pol, run_id)
+    exported = journal.export_journal(engine, pol, run_id, day)
+    print(f"journal: {exported['entries']} entries in {exported['csv']} and {exported['beancount']}")
+    journal.import_accounting_status(engine, actor)
+    out = reports.nightly_reports(engine, day, use_smtp=args.send)
+    print(
+        f"exception report: {out['exceptions']['html']} ({out['exceptions']['to_act']} to act on); "
+        f"e-mail: {out['exceptions_mail']}"
+    )
     return 0
 
 
@@ -128,7 +162,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cmd_db_upgrade(args)
     args.period = f"{period:%Y-%m}"
     cmd_demo_data(args)
-    _airflow_test("billing_cycle", run_day, "--mark-success-pattern", "review_invoice")
+    _airflow_test("billing_cycle", run_day, "--mark-success-pattern", "review_invoice_.*")
     args.date = statement_day.isoformat()
     cmd_demo_statement(args)
     _airflow_test("bank_reconciliation", reconcile_day)
@@ -197,6 +231,90 @@ def cmd_credit_note(args: argparse.Namespace) -> int:
     return 0
 
 
+# audit -----------------------------------------------------------------------------------------
+
+
+def cmd_audit_verify(_args: argparse.Namespace) -> int:
+    """Check the hash chain of the audit trail; exit 1 and name the first broken event."""
+    from invoiceflow import audit
+
+    with _engine().connect() as conn:
+        report = audit.verify(conn)
+    covered = report.events - report.unchained
+    if report.ok:
+        note = f" ({report.unchained} older events from before the chain began are not covered)"
+        note = note if report.unchained else ""
+        print(f"audit trail intact: {covered} chained events{note}; head {report.head}")
+        return 0
+    assert report.broken is not None
+    print(f"audit trail BROKEN at {audit.describe(report.broken)}: {report.problem}", file=sys.stderr)
+    print(f"the {covered - 1} chained events before it hold; last good hash {report.head}", file=sys.stderr)
+    return 1
+
+
+def cmd_audit_show(args: argparse.Namespace) -> int:
+    """The audit history of one invoice (by number, or draft id), oldest first, for finance."""
+    from invoiceflow import audit
+
+    with _engine().connect() as conn:
+        found = db.rows(
+            conn,
+            "SELECT invoice_id, invoice_number, status FROM invoices WHERE invoice_number = :n "
+            "OR CAST(invoice_id AS TEXT) = :n",
+            {"n": args.invoice},
+        )
+        if not found:
+            print(f"audit show: no invoice with number or id {args.invoice}", file=sys.stderr)
+            return 2
+        inv = found[0]
+        events = audit.history(conn, "invoice", inv["invoice_id"])
+    if args.json:
+        for e in events:
+            print(json.dumps(e, default=str, ensure_ascii=False))
+        return 0
+    print(f"invoice {inv['invoice_number'] or '(draft, no number)'} id {inv['invoice_id']}, now {inv['status']}")
+    for e in events:
+        change = ""
+        if e["before_state"] or e["after_state"]:
+            change = f"\n      {e['before_state'] or '-'} -> {e['after_state'] or '-'}"
+        why = f": {e['reason']}" if e["reason"] else ""
+        print(f"  {e['occurred_at']}  #{e['event_id']:<6} {e['action']:<18} {e['actor']}{why}{change}")
+    return 0
+
+
+# Disputes and deliveries (issue 6) ---------------------------------------------------------------
+
+
+def cmd_dispute(args: argparse.Namespace) -> int:
+    """Open a dispute (reminders pause) or resolve it (reminders resume)."""
+    from invoiceflow import reminders, runtime
+
+    engine, actor = runtime.billing_engine(), f"user:{os.environ.get('USER', 'cli')}"
+    try:
+        if args.resolve is not None:
+            done = reminders.resolve_dispute(engine, args.invoice, args.resolve, actor)
+            print(f"{args.invoice}: dispute resolved, reminders resume" if done else f"{args.invoice}: no open dispute")
+        else:
+            done = reminders.open_dispute(engine, args.invoice, args.reason or "", actor)
+            print(f"{args.invoice}: disputed, reminders paused" if done else f"{args.invoice}: already disputed")
+    except reminders.DisputeError as exc:
+        print(f"dispute: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_release_delivery(args: argparse.Namespace) -> int:
+    """Allow one more attempt of an unconfirmed or given-up e-mail, after checking the mail server."""
+    from invoiceflow import outbox, runtime
+
+    actor = f"user:{os.environ.get('USER', 'cli')}"
+    if not outbox.release_unconfirmed(runtime.billing_engine(), args.message_id, actor, args.reason):
+        print(f"release-delivery: no unconfirmed or failed e-mail {args.message_id}", file=sys.stderr)
+        return 2
+    print(f"{args.message_id}: released; the next delivery run or retry sweep sends it")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="invoiceflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -217,6 +335,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("file")
     p.set_defaults(func=cmd_parse_statement)
 
+    p = sub.add_parser("reconcile", help="run the nightly bank reconciliation now, without Airflow")
+    p.add_argument("--date", help="business date of the run, YYYY-MM-DD (default: today)")
+    p.add_argument("--send", action="store_true", default=None, help="send the report by SMTP (else: the outbox)")
+    p.set_defaults(func=cmd_reconcile)
+
     sub.add_parser("summary", help="what has been issued, paid, reminded").set_defaults(func=cmd_summary)
 
     p = sub.add_parser("credit-note", help="correct an issued invoice with a credit note, in full or by line")
@@ -231,6 +354,29 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--date", help="issue date, YYYY-MM-DD (default: today)")
     p.set_defaults(func=cmd_credit_note)
+
+    aud = sub.add_parser("audit", help="the hash-chained audit trail").add_subparsers(
+        dest="audit_command", required=True
+    )
+    aud.add_parser("verify", help="check the hash chain; name the first broken event").set_defaults(
+        func=cmd_audit_verify
+    )
+    p = aud.add_parser("show", help="the audit history of one invoice")
+    p.add_argument("invoice", help="invoice number (NWD-2026-000012) or, for a draft, its id")
+    p.add_argument("--json", action="store_true", help="one JSON object per event")
+    p.set_defaults(func=cmd_audit_show)
+
+    p = sub.add_parser("dispute", help="pause reminders for a disputed invoice, or resolve the dispute")
+    p.add_argument("invoice", help="the invoice number, like NWD-2026-000012")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--reason", help="what the client disputes: opens the dispute")
+    group.add_argument("--resolve", metavar="RESOLUTION", help="how it was settled: resolves the dispute")
+    p.set_defaults(func=cmd_dispute)
+
+    p = sub.add_parser("release-delivery", help="allow one more attempt of an unconfirmed or given-up e-mail")
+    p.add_argument("message_id", help="the Message-ID from the exception report, like <NWD-2026-000012.invoice@...>")
+    p.add_argument("--reason", required=True, help="what the mail server log showed")
+    p.set_defaults(func=cmd_release_delivery)
 
     p = sub.add_parser("demo", help="run last month's billing end to end through Airflow")
     p.add_argument("--seed", type=int, default=42)

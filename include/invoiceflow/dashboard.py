@@ -4,9 +4,10 @@ Plain Python over the billing database, like every domain module: the Airflow pl
 ``plugins/`` only adds the web layer, the login check and the facts that live in Airflow itself
 (DAG runs, approval deadlines). Amounts stay integer minor units here; the templates format them.
 
-Disputes are an overlay on an issued invoice (table ``invoice_disputes``, migration 0011): the
-invoice itself stays immutable and its payment status keeps moving; an open dispute pauses its
-reminders (the reminders code must skip invoices with an open dispute) and shows as "disputed".
+Disputes are an overlay on an issued invoice (table ``disputes``, kept by ``invoiceflow.reminders``):
+the invoice itself stays immutable and its payment status keeps moving; an open dispute pauses its
+reminders and shows as "disputed". The dashboard only adds who may dispute what, and the checks a
+form needs (only an invoice still owed, a reason).
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Engine
 
-from invoiceflow import audit, db, settings
+from invoiceflow import audit, db, reminders, settings
 from invoiceflow.money import round_half_up
 from invoiceflow.policy import Policy
 
@@ -252,7 +252,7 @@ def reconciliation_summary(
 
     The run is the window [started, ended] (from Airflow's run of ``bank_reconciliation``); without
     one, the day of the latest posting or exception stands for the last run. "Suggested" counts
-    exceptions for which the matcher named candidate invoices in its detail.
+    the bank lines left for finance with ranked suggestions (``match_suggestions``).
     """
     if started is None:
         last = db.scalar(
@@ -277,10 +277,10 @@ def reconciliation_summary(
     )
     exceptions = db.rows(
         conn,
-        "SELECT category, COUNT(*) AS lines, SUM(CASE WHEN detail LIKE '%same open amount: %' AND detail NOT LIKE "
-        "'%same open amount: none%' THEN 1 ELSE 0 END) AS suggested FROM exceptions "
-        "WHERE subject_type = 'bank_transaction' AND created_at >= :s AND created_at <= :e "
-        "GROUP BY category ORDER BY category",
+        "SELECT e.category, COUNT(*) AS lines, SUM(CASE WHEN EXISTS (SELECT 1 FROM match_suggestions m "
+        "WHERE CAST(m.txn_id AS TEXT) = e.subject_id) THEN 1 ELSE 0 END) AS suggested FROM exceptions e "
+        "WHERE e.subject_type = 'bank_transaction' AND e.created_at >= :s AND e.created_at <= :e "
+        "GROUP BY e.category ORDER BY e.category",
         window,
     )
     return {
@@ -353,7 +353,7 @@ def invoice_detail(conn: Connection, invoice_id: int, today: date) -> dict[str, 
     )
     disputes = db.rows(
         conn,
-        "SELECT dispute_id, reason, opened_by, opened_at, resolution, resolved_by, resolved_at FROM invoice_disputes "
+        "SELECT dispute_id, reason, opened_by, opened_at, resolution, resolved_by, resolved_at FROM disputes "
         "WHERE invoice_id = :i ORDER BY dispute_id",
         {"i": invoice_id},
     )
@@ -404,83 +404,53 @@ def _clean_reason(reason: str | None, what: str) -> str:
     return text
 
 
-def open_dispute(engine: Engine, invoice_id: int, reason: str | None, actor: str) -> int:
-    """Mark an issued, unpaid invoice disputed: its reminders pause until the dispute is resolved."""
+def open_dispute(engine: Engine, invoice_id: int, reason: str | None, actor: str) -> None:
+    """Mark an issued invoice that is still owed disputed: its reminders pause until it is resolved.
+
+    The dispute itself (row, audit event ``disputed``) is ``reminders.open_dispute``'s, so the
+    command line and the dashboard record it the same way.
+    """
     why = _clean_reason(reason, "dispute")
-    try:
-        with engine.begin() as conn:
-            found = db.rows(
-                conn,
-                "SELECT invoice_number, document_type, status FROM invoices WHERE invoice_id = :i",
-                {"i": invoice_id},
-            )
-            if not found:
-                raise DisputeError(f"invoice {invoice_id} does not exist")
-            inv = found[0]
-            if inv["document_type"] != "invoice" or inv["status"] not in OPEN_STATUSES:
-                raise DisputeError(
-                    f"invoice {inv['invoice_number'] or invoice_id} is {inv['status']}: only an issued invoice "
-                    "that is not paid yet can be disputed"
-                )
-            dispute_id = conn.execute(
-                text(
-                    "INSERT INTO invoice_disputes (invoice_id, reason, opened_by, opened_at) "
-                    "VALUES (:i, :r, :a, :t) RETURNING dispute_id"
-                ),
-                {"i": invoice_id, "r": why, "a": actor, "t": db.now()},
-            ).scalar_one()
-            audit.record(
-                conn,
-                entity_type="invoice",
-                entity_id=invoice_id,
-                action="disputed",
-                actor=actor,
-                reason=why,
-                before={"status": inv["status"], "disputed": False},
-                after={"status": inv["status"], "disputed": True, "dispute_id": dispute_id},
-            )
-    except IntegrityError as exc:  # the unique index on open disputes: someone was quicker
-        raise DisputeError(f"invoice {invoice_id} is already disputed") from exc
-    return dispute_id
-
-
-def resolve_dispute(engine: Engine, invoice_id: int, resolution: str | None, actor: str) -> int:
-    """Close the open dispute of an invoice; its reminders resume from the next level due."""
-    why = _clean_reason(resolution, "resolution")
-    with engine.begin() as conn:
+    with engine.connect() as conn:
         found = db.rows(
             conn,
-            "SELECT d.dispute_id, i.status FROM invoice_disputes d JOIN invoices i ON i.invoice_id = d.invoice_id "
-            "WHERE d.invoice_id = :i AND d.resolved_at IS NULL",
+            "SELECT invoice_number, document_type, status FROM invoices WHERE invoice_id = :i",
             {"i": invoice_id},
         )
-        if not found:
-            raise DisputeError(f"invoice {invoice_id} has no open dispute")
-        dispute = found[0]
-        changed = db.execute(
-            conn,
-            "UPDATE invoice_disputes SET resolution = :r, resolved_by = :a, resolved_at = :t "
-            "WHERE dispute_id = :d AND resolved_at IS NULL",
-            {"r": why, "a": actor, "t": db.now(), "d": dispute["dispute_id"]},
+    if not found:
+        raise DisputeError(f"invoice {invoice_id} does not exist")
+    inv = found[0]
+    if inv["document_type"] != "invoice" or inv["status"] not in OPEN_STATUSES:
+        raise DisputeError(
+            f"invoice {inv['invoice_number'] or invoice_id} is {inv['status']}: only an issued invoice "
+            "that is not paid yet can be disputed"
         )
-        if changed != 1:
-            raise DisputeError(f"invoice {invoice_id} has no open dispute")
-        audit.record(
-            conn,
-            entity_type="invoice",
-            entity_id=invoice_id,
-            action="dispute_resolved",
-            actor=actor,
-            reason=why,
-            before={"status": dispute["status"], "disputed": True, "dispute_id": dispute["dispute_id"]},
-            after={"status": dispute["status"], "disputed": False},
-        )
-    return dispute["dispute_id"]
+    try:
+        opened = reminders.open_dispute(engine, inv["invoice_number"], why, actor)
+    except reminders.DisputeError as exc:
+        raise DisputeError(str(exc)) from exc
+    if not opened:
+        raise DisputeError(f"invoice {inv['invoice_number']} is already disputed")
+
+
+def resolve_dispute(engine: Engine, invoice_id: int, resolution: str | None, actor: str) -> None:
+    """Close the open dispute of an invoice; its reminders resume from the next level due."""
+    why = _clean_reason(resolution, "resolution")
+    with engine.connect() as conn:
+        number = db.scalar(conn, "SELECT invoice_number FROM invoices WHERE invoice_id = :i", {"i": invoice_id})
+    if number is None:
+        raise DisputeError(f"invoice {invoice_id} has no open dispute")
+    try:
+        closed = reminders.resolve_dispute(engine, number, why, actor)
+    except reminders.DisputeError as exc:
+        raise DisputeError(str(exc)) from exc
+    if not closed:
+        raise DisputeError(f"invoice {number} has no open dispute")
 
 
 def disputed_invoice_ids(conn: Connection) -> set[int]:
     """Invoices with an open dispute: the set the reminders must skip."""
-    return {r["invoice_id"] for r in db.rows(conn, "SELECT invoice_id FROM invoice_disputes WHERE resolved_at IS NULL")}
+    return {r["invoice_id"] for r in db.rows(conn, "SELECT invoice_id FROM disputes WHERE resolved_at IS NULL")}
 
 
 @dataclass

@@ -1,27 +1,46 @@
 """E-mail messages and transports: the invoice e-mail, reminders, the portal folder.
 
 Messages are built to be sent exactly as recorded: a deterministic Message-ID and Date, the text
-from templates in the client's language, and addresses that cannot smuggle in extra headers.
-The exactly-once bookkeeping around sending lives in ``outbox``.
+(subject, body, attachment name) from templates in the client's language, and addresses that
+cannot smuggle in extra headers. The exactly-once bookkeeping around sending lives in ``outbox``;
+``send_smtp`` tells it the one moment after which a message may have left (the point of no
+return), so that a failure before it is retried and a failure after it is never re-sent blindly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import email.policy
 import hashlib
 import os
 import re
+import smtplib
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 from pathlib import Path
+from typing import Any
 
 from invoiceflow import documents
 from invoiceflow.documents import InvoiceDocument
 
 _SAFE_ID = re.compile(r"[^A-Za-z0-9.-]")
+_SAFE_FILE = re.compile(r"[^\w.-]", re.ASCII)
+
+
+class DeliveryFailed(Exception):
+    """The message certainly did not leave (refused, or the connection failed before the data went)."""
+
+
+class DeliverySuperseded(DeliveryFailed):
+    """Another run took the delivery over before this one's data went: this one sends nothing."""
+
+
+class DeliveryUnconfirmed(Exception):
+    """The connection failed after the message data was handed over: it may or may not have left."""
 
 
 def message_id_for(invoice_number: str, document: str, domain: str) -> str:
@@ -59,8 +78,16 @@ def _message(
     return msg
 
 
+def attachment_name(doc: InvoiceDocument) -> str:
+    """The PDF's file name in the e-mail, from a template in the client's language, made safe."""
+    lang = documents._lang(doc.language)
+    name = documents._environment().get_template("email/attachment_name.txt.j2").render(doc=doc, lang=lang).strip()
+    stem = _SAFE_FILE.sub("_", name.removesuffix(".pdf")).strip("._") or "invoice"
+    return f"{stem}.pdf"
+
+
 def _attach(msg: EmailMessage, doc: InvoiceDocument, pdf: bytes) -> None:
-    msg.add_attachment(pdf, maintype="application", subtype="pdf", filename=documents.pdf_filename(doc))
+    msg.add_attachment(pdf, maintype="application", subtype="pdf", filename=attachment_name(doc))
     # a boundary derived from the Message-ID keeps the message byte-identical when it is rebuilt
     msg.set_boundary("=_" + hashlib.sha256(msg["Message-ID"].encode()).hexdigest()[:32])
 
@@ -92,15 +119,21 @@ def build_reminder_email(
     mail_from: str,
     message_id: str,
     pdf: bytes | None = None,
+    template: str = "email/reminder.txt.j2",
+    late_fee: int = 0,
 ) -> EmailMessage:
+    """A reminder of one dunning level, from the level's template: the open amount, and a late fee
+    with the total due when the policy sets one for this level."""
     lang = documents._lang(doc.language)
     subject, body = _render(
-        "email/reminder.txt.j2",
+        template,
         doc=doc,
         lang=lang,
         level=level,
         level_name=level_name,
         open_amount=documents.format_money(open_amount, doc.currency, lang),
+        late_fee=documents.format_money(late_fee, doc.currency, lang) if late_fee else "",
+        total_due=documents.format_money(open_amount + late_fee, doc.currency, lang),
         **_amounts(doc, lang),
     )
     msg = _message(doc, subject, body, mail_from=mail_from, message_id=message_id, sent_on=as_of)
@@ -127,16 +160,84 @@ def write_eml(msg: EmailMessage, folder: Path) -> Path:
     return path
 
 
-def send_smtp(msg: EmailMessage, *, smtp_conn_id: str = "smtp_default") -> None:
-    """Hand the message to the mail server of an Airflow connection; errors propagate."""
+def _recipients(msg: EmailMessage) -> list[str]:
+    return [a.addr_spec for header in ("To", "Cc") for a in (msg[header].addresses if msg[header] else ())]
+
+
+def send_smtp(
+    msg: EmailMessage,
+    *,
+    smtp_conn_id: str = "smtp_default",
+    point_of_no_return: Callable[[], None] | None = None,
+) -> None:
+    """Hand the message to the mail server of an Airflow connection, step by step.
+
+    Connect, MAIL FROM, RCPT TO and DATA's 354 all happen before the message can have left: any
+    failure up to there raises ``DeliveryFailed`` and is safe to retry. Then ``point_of_no_return``
+    runs (the outbox records "sending"), the data goes, and only the server's reply to it confirms
+    the message. A lost connection after that raises ``DeliveryUnconfirmed``: the server may have
+    queued it, so it is never re-sent automatically. A clear refusal of the data is ``DeliveryFailed``.
+    The hook's own send method builds a new message; ours must go out byte for byte as recorded.
+    """
     from airflow.providers.smtp.hooks.smtp import SmtpHook
 
-    with SmtpHook(smtp_conn_id=smtp_conn_id) as hook:
-        # The hook connects, negotiates TLS and logs in from the connection; its own send method
-        # builds a new message, and ours must go out byte for byte as recorded (Message-ID, Date).
-        refused = hook._smtp_client.send_message(msg)
-    if refused:
-        raise RuntimeError(f"the mail server refused {', '.join(refused)}")
+    sender = parseaddr(msg["From"])[1]
+    recipients = _recipients(msg)
+    data = msg.as_bytes()
+    try:
+        hook: Any = SmtpHook(smtp_conn_id=smtp_conn_id)
+        hook.get_conn()
+    except Exception as exc:  # any failure to connect or log in: nothing was sent
+        raise DeliveryFailed(f"cannot connect to the mail server: {type(exc).__name__}: {exc}") from exc
+    client: smtplib.SMTP = hook._smtp_client
+    try:
+        try:
+            client.ehlo_or_helo_if_needed()
+            options = ["BODY=8BITMIME"] if client.has_extn("8bitmime") and not data.isascii() else []
+            code, reply = client.mail(sender, options)
+            if code != 250:
+                raise DeliveryFailed(f"the mail server refused the sender {sender}: {code} {reply!r}")
+            for rcpt in recipients:
+                code, reply = client.rcpt(rcpt)
+                if code not in (250, 251):
+                    raise DeliveryFailed(f"the mail server refused {rcpt}: {code} {reply!r}")
+            code, reply = client.docmd("DATA")
+            if code != 354:
+                raise DeliveryFailed(f"the mail server refused the data: {code} {reply!r}")
+        except (OSError, smtplib.SMTPException) as exc:
+            raise DeliveryFailed(f"{type(exc).__name__}: {exc}") from exc
+        if point_of_no_return is not None:
+            point_of_no_return()
+        payload = re.sub(rb"(?m)^\.", b"..", data)
+        if not payload.endswith(b"\r\n"):
+            payload += b"\r\n"
+        try:
+            client.send(payload + b".\r\n")
+            code, reply = client.getreply()
+        except (OSError, smtplib.SMTPException) as exc:
+            raise DeliveryUnconfirmed(
+                f"the connection was lost after the message data was sent ({type(exc).__name__}: {exc})"
+            ) from exc
+        if code != 250:
+            raise DeliveryFailed(f"the mail server refused the message: {code} {reply!r}")
+        with contextlib.suppress(OSError, smtplib.SMTPException):
+            client.quit()  # the message is accepted; a lost goodbye changes nothing
+    finally:
+        hook.__exit__(None, None, None)
+
+
+def portal_root(url: str | None = None, conn_id: str | None = None) -> Any:
+    """The client portal as an Airflow ``ObjectStoragePath``: a local folder unless the policy names
+    object storage (``s3://...`` with a connection)."""
+    from airflow.sdk import ObjectStoragePath
+
+    from invoiceflow import settings
+
+    if not url:
+        root = settings.portal()
+        root.mkdir(parents=True, exist_ok=True)
+        url = root.as_uri()
+    return ObjectStoragePath(url, conn_id=conn_id) if conn_id else ObjectStoragePath(url)
 
 
 def _safe_part(value: str, what: str) -> str:
@@ -145,12 +246,26 @@ def _safe_part(value: str, what: str) -> str:
     return value
 
 
-def copy_to_portal(pdf: bytes, *, client_id: str, filename: str, portal_root: Path) -> Path:
-    """Publish a PDF in the client's portal folder; ids from data never escape the portal root."""
+def copy_to_portal(pdf: bytes, *, client_id: str, filename: str, portal_root: Any) -> Any:
+    """Publish a PDF in the client's portal folder; ids from data never escape the portal root.
+
+    ``portal_root`` is an ``ObjectStoragePath`` (or a local ``Path``): the file is written under a
+    temporary name and renamed, so a client never sees half a PDF; writing it again is a no-op.
+    """
+    if isinstance(portal_root, Path):
+        portal_root = portal_root_path(portal_root)
     folder = portal_root / _safe_part(client_id, "client id")
+    target = folder / _safe_part(filename, "file name")  # no separators, no "..": it stays in folder
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / _safe_part(filename, "file name")
-    if path.resolve().parent != folder.resolve():
-        raise ValueError(f"{filename!r} leaves the portal folder")
-    _atomic_write(path, pdf)
-    return path
+    if target.exists() and target.read_bytes() == pdf:
+        return target
+    tmp = folder / f".tmp-{hashlib.sha256(pdf).hexdigest()[:16]}-{filename}"
+    tmp.write_bytes(pdf)
+    tmp.rename(target)
+    return target
+
+
+def portal_root_path(path: Path) -> Any:
+    """A local folder as an ``ObjectStoragePath``."""
+    path.mkdir(parents=True, exist_ok=True)
+    return portal_root(path.resolve().as_uri())

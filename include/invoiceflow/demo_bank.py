@@ -2,8 +2,8 @@
 
 Deterministic for a seed, so a second ``make demo`` drops a byte-identical file that is recognised
 and skipped. The mix gives the matcher real work: payments quoting the invoice number, payments
-quoting only the RF reference, partial payments, payments naming no invoice, an unknown payer and
-a bank fee.
+quoting only the RF reference, partial payments, payments naming no invoice (found by payer name
+and amount), payments short by the payer's bank fee (written off), an unknown payer and a bank fee.
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ def demo_payments_statement(
         elif roll < 0.73:
             amount, text = inv["gross_amount"] // 2, f"Part payment {inv['invoice_number']}"
         elif roll < 0.78:
-            text = "Monthly payment"
+            text = "Monthly payment"  # no reference: the payer's name and the exact amount find it
+        elif roll < 0.81:
+            amount = inv["gross_amount"] - 750  # the payer's bank kept a 7.50 fee: written off
         else:
             continue  # not paid yet
         booked = statement_date - timedelta(days=rng.choice((0, 0, 1, 2)))

@@ -90,33 +90,124 @@ def issue(engine: Engine, policy: Policy, invoice_ids: list[int], issue_date: da
 
 
 def decide(engine: Engine, invoice_id: int, approved: bool, actor: str, comment: str | None) -> str:
-    """Record a finance decision. Reject sends the invoice back to draft; it never had a number."""
-    status = "approved" if approved else "draft"
+    """Record a finance decision. Reject sends the invoice back to draft with the reason; it never had a number."""
     with engine.begin() as conn:
-        changed = db.execute(
+        return record_decision(conn, invoice_id, approved, actor, comment)
+
+
+def record_decision(conn: Connection, invoice_id: int, approved: bool, actor: str, comment: str | None) -> str:
+    """:func:`decide` in the caller's transaction (approval applies a step and the decision together)."""
+    status = "approved" if approved else "draft"
+    why = None if approved else f"rejected by {actor}: {comment or 'no reason given'}"
+    changed = db.execute(
+        conn,
+        "UPDATE invoices SET status = :s, review_reason = COALESCE(:why, review_reason) "
+        "WHERE invoice_id = :i AND status = 'awaiting_approval'",
+        {"s": status, "i": invoice_id, "why": why},
+    )
+    if changed:
+        audit.record(
             conn,
-            "UPDATE invoices SET status = :s WHERE invoice_id = :i AND status = 'awaiting_approval'",
-            {"s": status, "i": invoice_id},
+            entity_type="invoice",
+            entity_id=invoice_id,
+            action="approved" if approved else "rejected",
+            actor=actor,
+            reason=comment,
+            before={"status": "awaiting_approval"},
+            after={"status": status},
         )
-        if changed:
-            audit.record(
-                conn,
-                entity_type="invoice",
-                entity_id=invoice_id,
-                action="approved" if approved else "rejected",
-                actor=actor,
-                reason=comment,
-                before={"status": "awaiting_approval"},
-                after={"status": status},
-            )
-        return db.scalar(conn, "SELECT status FROM invoices WHERE invoice_id = :i", {"i": invoice_id})
+    return db.scalar(conn, "SELECT status FROM invoices WHERE invoice_id = :i", {"i": invoice_id})
 
 
-def invoice_document(conn: Connection, policy: Policy, invoice_id: int) -> InvoiceDocument:
+def adjust(engine: Engine, invoice_id: int, amount: int, description: str, actor: str, reason: str) -> int:
+    """A manual write-down of a draft by a person: a negative line, taxes recomputed, audited.
+
+    The invoice goes back to draft (an approval under way starts again) and is routed to review;
+    whoever adjusted it may not approve it (segregation of duties, see ``approval``).
+    """
+    if amount >= 0:
+        raise ValueError("a manual adjustment writes an amount down: it must be negative")
+    with engine.begin() as conn:
+        inv = db.rows(conn, "SELECT * FROM invoices WHERE invoice_id = :i", {"i": invoice_id})[0]
+        if inv["status"] not in ("draft", "awaiting_approval"):
+            raise ValueError(f"invoice {invoice_id} is {inv['status']}: only a draft can be adjusted")
+        if -amount > inv["net_amount"]:
+            raise ValueError(f"invoice {invoice_id}: the adjustment is more than the net amount")
+        first = db.rows(
+            conn, "SELECT * FROM invoice_lines WHERE invoice_id = :i ORDER BY line_no LIMIT 1", {"i": invoice_id}
+        )[0]
+        line_no = db.scalar(conn, "SELECT MAX(line_no) FROM invoice_lines WHERE invoice_id = :i", {"i": invoice_id})
+        line_id = conn.execute(
+            text(
+                "INSERT INTO invoice_lines (invoice_id, line_no, kind, description, service_code, project_code, "
+                "quantity, unit, unit_price, net_amount, tax_code, tax_rate_bp) VALUES (:i, :n, 'discount', :d, "
+                "'MANUAL-ADJUSTMENT', :p, 100, 'C62', :a, :a, :tc, :tr) RETURNING line_id"
+            ),
+            {
+                "i": invoice_id,
+                "n": line_no + 1,
+                "d": description,
+                "p": first["project_code"],
+                "a": amount,
+                "tc": first["tax_code"],
+                "tr": first["tax_rate_bp"],
+            },
+        ).scalar_one()
+        notes = {
+            t["tax_code"]: t["exemption_reason"]
+            for t in db.rows(conn, "SELECT * FROM invoice_taxes WHERE invoice_id = :i", {"i": invoice_id})
+        }
+        db.execute(conn, "DELETE FROM invoice_taxes WHERE invoice_id = :i", {"i": invoice_id})
+        totals = pricing.apply_taxes(conn, invoice_id, notes)
+        base_gross = to_base(totals["gross_amount"], inv["currency"], inv["base_currency"], Decimal(inv["fx_rate"]))
+        db.execute(
+            conn,
+            "UPDATE invoices SET status = 'draft', base_gross_amount = :bg WHERE invoice_id = :i",
+            {"bg": base_gross, "i": invoice_id},
+        )
+        db.execute(conn, "DELETE FROM approval_steps WHERE invoice_id = :i", {"i": invoice_id})
+        db.insert_many(
+            conn,
+            "invoice_adjustments",
+            [
+                {
+                    "invoice_id": invoice_id,
+                    "line_id": line_id,
+                    "amount": amount,
+                    "reason": reason,
+                    "adjusted_by": actor,
+                    "adjusted_at": db.now(),
+                }
+            ],
+        )
+        audit.record(
+            conn,
+            entity_type="invoice",
+            entity_id=invoice_id,
+            action="adjusted",
+            actor=actor,
+            reason=reason,
+            before={k: inv[k] for k in ("status", "net_amount", "tax_amount", "gross_amount")},
+            after={"status": "draft", "line_no": line_no + 1, "amount": amount, **totals},
+        )
+    return line_id
+
+
+def invoice_document(conn: Connection, policy: Policy, invoice_id: int, *, preview: bool = False) -> InvoiceDocument:
+    """The document of an issued invoice; with ``preview``, a draft's, marked DRAFT and unnumbered."""
     inv = db.rows(conn, "SELECT * FROM invoices WHERE invoice_id = :i", {"i": invoice_id})[0]
-    if inv["invoice_number"] is None:
-        raise ValueError(f"invoice {invoice_id} is not issued; drafts have no document")
     client = db.rows(conn, "SELECT * FROM clients WHERE client_id = :c", {"c": inv["client_id"]})[0]
+    if inv["invoice_number"] is None:
+        if not preview:
+            raise ValueError(f"invoice {invoice_id} is not issued; drafts have no document")
+        today = date.today()
+        inv = {
+            **inv,
+            "invoice_number": f"DRAFT-{invoice_id}",
+            "issue_date": today,
+            "due_date": today + timedelta(days=client["payment_terms_days"]),
+            "payment_reference": "-",
+        }
     project = db.scalar(conn, "SELECT project_code FROM contracts WHERE contract_id = :c", {"c": inv["contract_id"]})
     lines = db.rows(conn, "SELECT * FROM invoice_lines WHERE invoice_id = :i ORDER BY line_no", {"i": invoice_id})
     taxes = db.rows(
@@ -192,13 +283,25 @@ def payment_status(gross: int, paid: int, credited: int = 0) -> str:
 
 
 def post_payment(
-    conn: Connection, txn: dict[str, Any], client_id: str | None, allocations: list[dict[str, Any]], actor: str
+    conn: Connection,
+    txn: dict[str, Any],
+    client_id: str | None,
+    allocations: list[dict[str, Any]],
+    actor: str,
+    *,
+    adjustments: list[dict[str, Any]] | None = None,
+    rule: str | None = None,
+    confidence: float | None = None,
 ) -> int:
-    """Post one bank credit as a payment, allocated to invoices; the bank line can post only once."""
+    """Post one bank credit as a payment, allocated to invoices; the bank line can post only once.
+
+    ``adjustments`` are what the payment settled beyond its cash (a fee or discount written off, an
+    FX difference) or left over (an overpayment, unapplied); they feed the journal.
+    """
     payment_id = conn.execute(
         text(
-            "INSERT INTO payments (txn_id, client_id, amount, currency, received_on, posted_at) "
-            "VALUES (:t, :c, :a, :cur, :d, :now) RETURNING payment_id"
+            "INSERT INTO payments (txn_id, client_id, amount, currency, received_on, posted_at, rule, confidence) "
+            "VALUES (:t, :c, :a, :cur, :d, :now, :rule, :conf) RETURNING payment_id"
         ),
         {
             "t": txn["txn_id"],
@@ -207,34 +310,91 @@ def post_payment(
             "cur": txn["currency"],
             "d": txn["booking_date"],
             "now": db.now(),
+            "rule": rule,
+            "conf": confidence,
         },
     ).scalar_one()
     for alloc in allocations:
         db.insert_many(conn, "allocations", [{"payment_id": payment_id, **alloc}])
-        inv = db.rows(
-            conn,
-            "SELECT status, gross_amount, paid_amount, credited_amount FROM invoices WHERE invoice_id = :i",
-            {"i": alloc["invoice_id"]},
-        )[0]
-        paid = inv["paid_amount"] + alloc["amount"]
-        status = payment_status(inv["gross_amount"], paid, inv["credited_amount"])
-        db.execute(
-            conn,
-            "UPDATE invoices SET paid_amount = :p, status = :s WHERE invoice_id = :i",
-            {"p": paid, "s": status, "i": alloc["invoice_id"]},
+        _move_paid(
+            conn, alloc["invoice_id"], alloc["amount"], actor, f"{alloc['rule']}: {alloc['evidence']}", payment_id
         )
-        audit.record(
-            conn,
-            entity_type="invoice",
-            entity_id=alloc["invoice_id"],
-            action=status,
-            actor=actor,
-            reason=f"{alloc['rule']}: {alloc['evidence']}",
-            before={"status": inv["status"], "paid_amount": inv["paid_amount"]},
-            after={"status": status, "paid_amount": paid, "payment_id": payment_id},
-        )
+    if adjustments:
+        db.insert_many(conn, "payment_adjustments", [{"payment_id": payment_id, **adj} for adj in adjustments])
+        for adj in adjustments:
+            if adj["kind"] == "unapplied" and adj.get("invoice_id"):  # paid in full and then some
+                db.execute(
+                    conn,
+                    "UPDATE invoices SET status = 'overpaid' WHERE invoice_id = :i AND status = 'paid'",
+                    {"i": adj["invoice_id"]},
+                )
+                audit.record(
+                    conn,
+                    entity_type="invoice",
+                    entity_id=adj["invoice_id"],
+                    action="overpaid",
+                    actor=actor,
+                    reason=f"{adj['amount']} minor units more than the open amount, left unapplied",
+                    before={"status": "paid"},
+                    after={"status": "overpaid", "unapplied": adj["amount"], "payment_id": payment_id},
+                )
     db.execute(conn, "UPDATE bank_transactions SET match_status = 'matched' WHERE txn_id = :t", {"t": txn["txn_id"]})
     return payment_id
+
+
+def _move_paid(conn: Connection, invoice_id: int, delta: int, actor: str, reason: str, payment_id: int) -> None:
+    """Add to (or, for a return, take from) an invoice's paid amount; the status follows, with its event."""
+    inv = db.rows(
+        conn,
+        "SELECT status, gross_amount, paid_amount, credited_amount FROM invoices WHERE invoice_id = :i",
+        {"i": invoice_id},
+    )[0]
+    paid = inv["paid_amount"] + delta
+    if paid == 0:
+        delivered = db.scalar(
+            conn, "SELECT COUNT(*) FROM deliveries WHERE invoice_id = :i AND status = 'sent'", {"i": invoice_id}
+        )
+        status = "sent" if delivered else "issued"
+    else:
+        status = payment_status(inv["gross_amount"], paid, inv["credited_amount"])
+    db.execute(
+        conn,
+        "UPDATE invoices SET paid_amount = :p, status = :s WHERE invoice_id = :i",
+        {"p": paid, "s": status, "i": invoice_id},
+    )
+    audit.record(
+        conn,
+        entity_type="invoice",
+        entity_id=invoice_id,
+        action=status if delta > 0 else "payment_returned",
+        actor=actor,
+        reason=reason,
+        before={"status": inv["status"], "paid_amount": inv["paid_amount"]},
+        after={"status": status, "paid_amount": paid, "payment_id": payment_id},
+    )
+
+
+def reverse_payment(conn: Connection, payment_id: int, txn: dict[str, Any], actor: str, reason: str) -> None:
+    """A returned payment: its allocations come off the invoices, which reopen; the payment stays, marked."""
+    changed = db.execute(
+        conn,
+        "UPDATE payments SET reversed_by_txn_id = :t, reversed_at = :now WHERE payment_id = :p "
+        "AND reversed_by_txn_id IS NULL",
+        {"t": txn["txn_id"], "now": db.now(), "p": payment_id},
+    )
+    if changed != 1:
+        return
+    for alloc in db.rows(conn, "SELECT invoice_id, amount FROM allocations WHERE payment_id = :p", {"p": payment_id}):
+        _move_paid(conn, alloc["invoice_id"], -alloc["amount"], actor, reason, payment_id)
+    audit.record(
+        conn,
+        entity_type="payment",
+        entity_id=payment_id,
+        action="returned",
+        actor=actor,
+        reason=reason,
+        after={"returned_by_txn_id": txn["txn_id"]},
+    )
 
 
 class CreditNoteError(ValueError):

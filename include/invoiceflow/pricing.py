@@ -23,7 +23,6 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, Engine, text
-from sqlalchemy.exc import IntegrityError
 
 from invoiceflow import audit, db, taxes
 from invoiceflow.money import format_plain, round_half_up, tax_amount, to_base
@@ -383,15 +382,20 @@ def _open_invoice(
     period: tuple[date, date],
     drafts: list[DraftLine],
     trigger_key: str = CYCLE,
-) -> _Draft:
-    """The invoice row and its time lines, numbered later: which lines stay depends on the claim."""
+) -> _Draft | None:
+    """The invoice row and its time lines, numbered later: which lines stay depends on the claim.
+
+    None when this contract, period and trigger already have an invoice (a concurrent run made it):
+    the unique key decides, without a savepoint per invoice.
+    """
     tax = taxes.treatment(policy, client)
     invoice_id = conn.execute(
         text(
             "INSERT INTO invoices (batch_id, contract_id, client_id, billing_type, period_start, period_end, "
             "trigger_key, status, currency, net_amount, tax_amount, gross_amount, base_currency, fx_rate, "
             "base_gross_amount, created_at) VALUES (:b, :c, :cl, :bt, :ps, :pe, :t, 'draft', :cur, 0, 0, 0, "
-            ":base, '1', 0, :now) RETURNING invoice_id"
+            ":base, '1', 0, :now) ON CONFLICT (contract_id, period_start, trigger_key) DO NOTHING "
+            "RETURNING invoice_id"
         ),
         {
             "b": batch_id,
@@ -405,7 +409,9 @@ def _open_invoice(
             "base": policy.base_currency,
             "now": db.now(),
         },
-    ).scalar_one()
+    ).scalar_one_or_none()
+    if invoice_id is None:
+        return None
     time_lines = [
         (_insert_line(conn, invoice_id, -n, draft, tax, 0, 0), draft)
         for n, draft in enumerate((d for d in drafts if d.kind == "time"), start=1)
@@ -591,21 +597,13 @@ def price_period(engine: Engine, policy: Policy, run_id: str, period: tuple[date
             opened = []
             for contract_id in chunk:
                 contract = contracts[contract_id]
-                try:
-                    with conn.begin_nested():
-                        opened.append(
-                            _open_invoice(
-                                conn,
-                                policy,
-                                batch_id,
-                                contract,
-                                clients[contract["client_id"]],
-                                period,
-                                drafts[contract_id],
-                            )
-                        )
-                except IntegrityError:
+                draft = _open_invoice(
+                    conn, policy, batch_id, contract, clients[contract["client_id"]], period, drafts[contract_id]
+                )
+                if draft is None:
                     log.warning("contract %s: invoiced by a concurrent run, skipped", contract_id)
+                else:
+                    opened.append(draft)
             claimed = _claim_time(conn, policy, [line for d in opened for line in d.time_lines], period[1])
             for draft in opened:
                 invoice_id = _finish_invoice(conn, policy, draft, claimed, period, actor)
@@ -663,12 +661,8 @@ def price_triggers(engine: Engine, policy: Policy, run_id: str, triggers: list[T
             if not drafts:
                 log.info("event %s: nothing left to bill", trigger.key)
                 continue
-            try:
-                with conn.begin_nested():
-                    draft = _open_invoice(
-                        conn, policy, batch_id, contract[0], client, period, drafts, trigger_key=trigger.key
-                    )
-            except IntegrityError:
+            draft = _open_invoice(conn, policy, batch_id, contract[0], client, period, drafts, trigger_key=trigger.key)
+            if draft is None:
                 log.info("event %s: invoiced already", trigger.key)
                 continue
             invoice_id = _finish_invoice(conn, policy, draft, {}, period, actor)

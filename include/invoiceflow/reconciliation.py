@@ -1,44 +1,666 @@
-"""Nightly reconciliation: import bank statements, match credits to invoices, post payments.
+"""Nightly reconciliation: import bank statements, match bank lines to invoices, post payments.
 
-A first matcher (later rules deepen it): a bank credit that names exactly one of our invoices, by
-its RF creditor reference or its invoice number in the remittance text, is posted to that invoice
-when the amount is the open amount (paid) or less (partially paid). Everything else, including
-outgoing payments, goes to the exception report with suggestions; nothing is posted on amount alone.
+Matching runs the rules in a fixed order and stops at the first that decides; every posting
+stores the rule, the evidence and a confidence, and every line that is not posted gets up to three
+ranked suggestions for finance:
+
+1. a reference (RF creditor reference with a valid check digit, or our invoice number in the
+   remittance text) and the amount;
+2. the payer: a known payer IBAN, else the exact or fuzzy (rapidfuzz) client name, abstaining
+   when two clients score alike;
+3. the client and the exact open amount of one invoice (several: suggest only);
+4. a unique subset of at most five open invoices of the client that adds up to the amount;
+5. tolerances from the policy: a bank fee or cash discount written off, an overpayment with the
+   excess left unapplied, an FX difference booked as gain or loss;
+6. a partial payment, part-allocated, the invoice staying open with its balance;
+7. returns and reversals undo the payment they return. Everything else is an exception.
+
+Auto-posting needs two independent pieces of evidence: the amount alone is only a suggestion.
+Candidates come from indexes (reference, client, currency and amount), never from comparing every
+bank line with every invoice, so a night's cost grows with the number of lines, not their product.
+The ``Matcher`` is plain Python over those indexes (the benchmark drives it directly); the
+functions below it read and write the billing database.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from dataclasses import asdict
+import unicodedata
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
+from rapidfuzz import fuzz, process
 from sqlalchemy import Connection, Engine, text
 from stdnum import iso11649
 
 from invoiceflow import audit, db, ledger, settings
-from invoiceflow.money import format_plain
-from invoiceflow.sources import file_sha256
-from invoiceflow.statements import StatementError, parse_statement_file, transaction_dedup_keys
+from invoiceflow.money import format_plain, minor_digits
+from invoiceflow.policy import Policy, Reconciliation
+from invoiceflow.policy import policy as current_policy
+from invoiceflow.statements import Statement, StatementError, parse_statement_bytes, transaction_dedup_keys
 
 log = logging.getLogger(__name__)
 
-INVOICE_NUMBER = re.compile(r"\b([A-Z0-9]{2,8}-\d{4}-\d{6})\b")
+INVOICE_NUMBER = re.compile(r"\b([A-Z0-9]{2,8})[- ]?(\d{4})[- ]?(\d{6})\b")
+RF_IN_TEXT = re.compile(r"\bRF\d\d(?:\s?[A-Z0-9]{1,4}){1,6}\b")
+RETURN_WORDS = re.compile(r"\b(RETURN|RETOUR|RUECKLASTSCHRIFT|RÜCKLASTSCHRIFT|RUECKUEBERWEISUNG|REVERSAL|STORNO)\b")
 OPEN_STATUSES = ("issued", "sent", "partially_paid")
+LEGAL_FORMS = re.compile(
+    r"\b(gmbh|mbh|ag|kg|ohg|ug|se|ltd|limited|llc|inc|corp|co|plc|sas|sa|sarl|srl|spa|bv|nv|ab|as|oy|kft|"
+    r"sp z o o|the|und|and|&)\b"
+)
 
 
-def import_file(engine: Engine, path: Path, actor: str) -> dict[str, Any]:
-    """Load one statement file; a file or entry seen before adds nothing."""
-    sha = file_sha256(path)
+# The matcher ------------------------------------------------------------------------------------
+
+
+@dataclass
+class OpenInvoice:
+    """What the matcher knows of an issued invoice; ``open_amount`` drops as it is paid in a run."""
+
+    invoice_id: int
+    invoice_number: str
+    client_id: str
+    currency: str
+    open_amount: int
+    due_date: date | None
+    payment_reference: str | None
+    status: str
+
+
+@dataclass(frozen=True)
+class Allocation:
+    invoice_id: int
+    invoice_number: str
+    amount: int  # minor units of the invoice's currency
+    rule: str
+    evidence: str
+    confidence: float
+
+
+@dataclass(frozen=True)
+class Adjustment:
+    invoice_id: int | None
+    kind: str  # bank_fee, cash_discount, fx_difference, unapplied
+    amount: int  # minor units of the payment's currency; an fx_difference is positive for a loss
+    currency: str
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    invoice_numbers: tuple[str, ...]
+    rule: str
+    evidence: str
+    confidence: float
+
+
+@dataclass
+class Decision:
+    """What to do with one bank line: post, reverse (a return), or raise an exception for finance."""
+
+    outcome: str  # posted, partial, reverse, exception
+    category: str | None = None  # exception category, or the note a posting leaves for finance
+    client_id: str | None = None
+    allocations: list[Allocation] = field(default_factory=list)
+    adjustments: list[Adjustment] = field(default_factory=list)
+    suggestions: list[Suggestion] = field(default_factory=list)
+    detail: str = ""
+    rule: str | None = None
+    confidence: float | None = None
+
+
+@dataclass(frozen=True)
+class Payer:
+    client_id: str | None
+    how: str  # iban, name, fuzzy, unknown, ambiguous
+    evidence: str
+    confidence: float
+
+
+def compact(value: str) -> str:
+    return re.sub(r"[^A-Z0-9]", "", value.upper())
+
+
+def normalise_name(name: str) -> str:
+    """A name without accents, punctuation and legal form: 'Kessler Logistik GmbH' -> 'kessler logistik'."""
+    plain = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().casefold()
+    plain = re.sub(r"[^a-z0-9&]+", " ", plain)
+    return " ".join(LEGAL_FORMS.sub(" ", plain).split())
+
+
+class Matcher:
+    """The matching rules over in-memory indexes of one night's open invoices, clients and payers.
+
+    ``fx_rate(currency, day)`` gives units of ``currency`` per one base unit (ECB style).
+    """
+
+    def __init__(
+        self,
+        invoices: Iterable[OpenInvoice],
+        clients: Mapping[str, str],
+        payer_ibans: Mapping[str, str],
+        rules: Reconciliation,
+        base_currency: str,
+        fx_rate: Callable[[str, date], Decimal],
+    ) -> None:
+        self.rules, self.base, self.fx_rate = rules, base_currency, fx_rate
+        self.invoices = list(invoices)
+        self.by_number: dict[str, OpenInvoice] = {}
+        self.by_reference: dict[str, OpenInvoice] = {}
+        self.by_client: dict[str, list[OpenInvoice]] = defaultdict(list)
+        self.by_amount: dict[tuple[str, int], list[OpenInvoice]] = defaultdict(list)
+        for inv in sorted(self.invoices, key=lambda i: (i.due_date or date.max, i.invoice_number)):
+            self.by_number[compact(inv.invoice_number)] = inv
+            if inv.payment_reference:
+                self.by_reference[compact(inv.payment_reference)] = inv
+            if inv.open_amount > 0:
+                self.by_client[inv.client_id].append(inv)
+                self.by_amount[(inv.currency, inv.open_amount)].append(inv)
+        self.payer_ibans = {compact(k): v for k, v in payer_ibans.items()}
+        self.client_names = dict(clients)
+        self.exact_names: dict[str, set[str]] = defaultdict(set)
+        for client_id, name in clients.items():
+            self.exact_names[normalise_name(name)].add(client_id)
+        self.fuzzy_choices = {n: n for n in self.exact_names if n}
+        self._fuzzy_cache: dict[str, Payer] = {}
+
+    # evidence ---------------------------------------------------------------------------------
+
+    def referenced(self, txn: Mapping[str, Any]) -> tuple[list[OpenInvoice], str]:
+        """The invoices a bank line names by RF reference or invoice number, and how it names them."""
+        found: dict[int, OpenInvoice] = {}
+        how = []
+        refs = [txn.get("structured_ref") or ""]
+        remittance = (txn.get("remittance") or "").upper()
+        refs += [m.group(0) for m in RF_IN_TEXT.finditer(remittance)]
+        for ref in refs:
+            key = compact(ref)
+            if key and iso11649.is_valid(key) and key in self.by_reference:
+                inv = self.by_reference[key]
+                found[inv.invoice_id] = inv
+                how.append(f"creditor reference {key}")
+        for m in INVOICE_NUMBER.finditer(remittance):
+            inv = self.by_number.get("".join(m.groups()))
+            if inv is not None and inv.invoice_id not in found:
+                found[inv.invoice_id] = inv
+                how.append(f"invoice number {inv.invoice_number} in the remittance text")
+        return list(found.values()), "; ".join(dict.fromkeys(how))
+
+    def payer(self, txn: Mapping[str, Any]) -> Payer:
+        """Who paid: a known payer IBAN, else the exact client name, else a fuzzy name without a tie."""
+        iban = compact(txn.get("counterparty_iban") or "")
+        if iban and iban in self.payer_ibans:
+            return Payer(self.payer_ibans[iban], "iban", f"known payer account {iban}", 0.97)
+        name = txn.get("counterparty_name") or ""
+        norm = normalise_name(name)
+        if not norm:
+            return Payer(None, "unknown", "no payer name", 0)
+        exact = self.exact_names.get(norm, set())
+        if len(exact) == 1:
+            return Payer(next(iter(exact)), "name", f"payer name '{name}' is the client's name", 0.95)
+        if len(exact) > 1:
+            return Payer(None, "ambiguous", f"payer name '{name}' fits clients {', '.join(sorted(exact))}", 0)
+        cached = self._fuzzy_cache.get(norm)
+        if cached is not None:
+            return Payer(cached.client_id, cached.how, cached.evidence.replace("{name}", name), cached.confidence)
+        found = self._fuzzy(norm)
+        if len(self._fuzzy_cache) < 100_000:
+            self._fuzzy_cache[norm] = Payer(
+                found.client_id, found.how, found.evidence.replace(name, "{name}"), found.confidence
+            )
+        return Payer(found.client_id, found.how, found.evidence.replace("{name}", name), found.confidence)
+
+    def _fuzzy(self, norm: str) -> Payer:
+        """The one client whose name is close enough, with a clear lead over the runner-up (else abstain).
+
+        The evidence keeps ``{name}`` for the payer's own spelling, filled in by ``payer``."""
+        name = "{name}"
+        best = process.extract(norm, self.fuzzy_choices, scorer=fuzz.token_sort_ratio, limit=2)
+        if not best or best[0][1] < self.rules.name_match_min_score:
+            return Payer(None, "unknown", f"payer name '{name}' is no client's name", 0)
+        if len(best) > 1 and best[0][1] - best[1][1] < self.rules.name_match_tie_margin:
+            return Payer(None, "ambiguous", f"payer name '{name}' is as close to two clients: abstained", 0)
+        clients = self.exact_names[best[0][0]]
+        if len(clients) != 1:
+            return Payer(None, "ambiguous", f"payer name '{name}' fits several clients", 0)
+        score = best[0][1]
+        return Payer(next(iter(clients)), "fuzzy", f"payer name '{name}' resembles the client's ({score:.0f}/100)", 0.9)
+
+    # amounts ---------------------------------------------------------------------------------
+
+    def to_base(self, amount: int, currency: str, day: date) -> Decimal:
+        rate = self.fx_rate(currency, day)
+        return Decimal(amount).scaleb(-minor_digits(currency)) / rate
+
+    def convert(self, amount: int, src: str, dst: str, day: date) -> int:
+        if src == dst:
+            return amount
+        major = self.to_base(amount, src, day) * self.fx_rate(dst, day)
+        return int(major.scaleb(minor_digits(dst)).to_integral_value(rounding=ROUND_HALF_UP))
+
+    def _within(self, diff: int, of: int, currency: str, day: date, percent: Decimal, max_base: Decimal) -> bool:
+        if diff <= 0 or of <= 0:
+            return False
+        return Decimal(diff) * 100 <= Decimal(of) * percent and self.to_base(diff, currency, day) <= max_base
+
+    def write_off_kind(self, short: int, open_amount: int, currency: str, day: date) -> str | None:
+        """A shortfall the policy lets us write off: a bank fee first (small), else a cash discount."""
+        fee, discount = self.rules.bank_fee, self.rules.cash_discount
+        if self._within(short, open_amount, currency, day, fee.max_percent, fee.max_amount):
+            return "bank_fee"
+        if self._within(short, open_amount, currency, day, discount.max_percent, discount.max_amount):
+            return "cash_discount"
+        return None
+
+    def overpayment_ok(self, excess: int, open_amount: int) -> bool:
+        return excess > 0 and Decimal(excess) * 100 <= Decimal(open_amount) * self.rules.overpayment_max_percent
+
+    def subsets(self, invoices: list[OpenInvoice], amount: int, want: int = 2) -> list[tuple[OpenInvoice, ...]]:
+        """Up to ``want`` sets of 2..max open invoices adding up exactly to ``amount`` (depth-first, pruned)."""
+        cands = sorted((i for i in invoices if 0 < i.open_amount < amount), key=lambda i: -i.open_amount)[:24]
+        found: list[tuple[OpenInvoice, ...]] = []
+        budget = [50_000]
+
+        def walk(start: int, left: int, remaining: int, chosen: list[OpenInvoice]) -> None:
+            budget[0] -= 1
+            if remaining == 0:
+                if len(chosen) >= 2:
+                    found.append(tuple(chosen))
+                return
+            if left == 0 or budget[0] <= 0 or len(found) >= want:
+                return
+            for j in range(start, len(cands)):
+                a = cands[j].open_amount
+                if a > remaining:
+                    continue
+                if a * left < remaining:
+                    break  # the rest are smaller still
+                walk(j + 1, left - 1, remaining - a, [*chosen, cands[j]])
+                if len(found) >= want or budget[0] <= 0:
+                    return
+
+        walk(0, self.rules.max_combined_invoices, amount, [])
+        if budget[0] <= 0 and len(found) < 2:
+            return []  # searched too long to know the set is the only one: abstain
+        return found
+
+    # the rules -------------------------------------------------------------------------------
+
+    def decide(self, txn: Mapping[str, Any]) -> Decision:
+        amount, day = txn["amount"], txn["booking_date"]
+        text_ = (txn.get("remittance") or "").upper()
+        if amount < 0:
+            if txn.get("reversal") or RETURN_WORDS.search(text_):
+                return Decision("reverse", "return", detail="a returned or reversed payment")
+            return Decision("exception", "outgoing_payment", detail="a debit: to be booked by finance")
+        if amount == 0 or txn.get("reversal"):
+            return Decision("exception", "non_receivable", detail="not a client payment (zero or a reversed debit)")
+        named, how = self.referenced(txn)
+        if named:
+            return self._by_reference(txn, named, how)
+        who = self.payer(txn)
+        if who.client_id:
+            decided = self._by_client(txn, who)
+            if decided is not None:
+                return decided
+        return self._unmatched(txn, who, day)
+
+    def _post(
+        self,
+        outcome: str,
+        category: str | None,
+        client_id: str,
+        allocs: list[tuple[OpenInvoice, int]],
+        rule: str,
+        evidence: str,
+        confidence: float,
+        adjustments: list[Adjustment] | None = None,
+        detail: str = "",
+    ) -> Decision:
+        return Decision(
+            outcome,
+            category,
+            client_id,
+            [Allocation(i.invoice_id, i.invoice_number, a, rule, evidence, confidence) for i, a in allocs],
+            adjustments or [],
+            detail=detail,
+            rule=rule,
+            confidence=confidence,
+        )
+
+    def _by_reference(self, txn: Mapping[str, Any], named: list[OpenInvoice], how: str) -> Decision:
+        amount, cur, day = txn["amount"], txn["currency"], txn["booking_date"]
+        numbers = ", ".join(i.invoice_number for i in named)
+        open_ = [i for i in named if i.open_amount > 0]
+        if not open_:
+            return Decision(
+                "exception",
+                "duplicate_payment",
+                named[0].client_id,
+                detail=f"names {numbers}, which is already {named[0].status}: a second payment, to refund or apply",
+                suggestions=[Suggestion(tuple(i.invoice_number for i in named), "reference", how, 0.5)],
+            )
+        client = open_[0].client_id
+        inv_cur = {i.currency for i in open_}
+        total = sum(i.open_amount for i in open_)
+        if len(inv_cur) > 1 or len({i.client_id for i in open_}) > 1:
+            return self._exception("ambiguous", f"names {numbers} of different clients or currencies", open_, how)
+        if inv_cur != {cur}:
+            return self._fx(txn, open_, how, client)
+        full = [(i, i.open_amount) for i in open_]
+        if amount == total:
+            rule = "reference_and_amount" if len(open_) == 1 else "reference_combined"
+            return self._post("posted", None, client, full, rule, f"{how}; amount equals the open amount", 1.0)
+        if len(open_) > 1:
+            return self._exception(
+                "ambiguous",
+                f"names {numbers} (open {format_plain(total, cur)}) but pays {format_plain(amount, cur)}",
+                open_,
+                how,
+            )
+        inv = open_[0]
+        if amount < total:
+            short = total - amount
+            kind = self.write_off_kind(short, total, cur, day)
+            if kind:
+                return self._post(
+                    "posted",
+                    "write_off",
+                    client,
+                    full,
+                    f"reference_{kind}",
+                    f"{how}; {format_plain(short, cur)} {cur} short, within the {kind.replace('_', ' ')} tolerance",
+                    0.95,
+                    [Adjustment(inv.invoice_id, kind, short, cur)],
+                    detail=_written_off(inv, short, cur, kind),
+                )
+            who = self.payer(txn)  # a part payment needs a second piece of evidence: the payer
+            if who.client_id == client:
+                return self._post(
+                    "partial",
+                    "short_payment",
+                    client,
+                    [(inv, amount)],
+                    "reference_partial",
+                    f"{how}; {who.evidence}; amount is part of the open amount",
+                    0.9,
+                    detail=f"{inv.invoice_number}: part payment, {format_plain(short, cur)} {cur} still open",
+                )
+            return self._exception(
+                "short_payment",
+                f"names {inv.invoice_number} but pays {format_plain(amount, cur)} of {format_plain(total, cur)} "
+                f"{cur}, and the payer is not confirmed ({who.evidence})",
+                [inv],
+                how,
+            )
+        excess = amount - total
+        if self.overpayment_ok(excess, total):
+            return self._post(
+                "posted",
+                "overpayment",
+                client,
+                full,
+                "reference_overpayment",
+                f"{how}; {format_plain(excess, cur)} {cur} more than the open amount, left unapplied",
+                0.9,
+                [Adjustment(inv.invoice_id, "unapplied", excess, cur)],
+                detail=f"{inv.invoice_number}: overpaid by {format_plain(excess, cur)} {cur}, left unapplied "
+                "on the client's account (refund or apply to the next invoice)",
+            )
+        return self._exception(
+            "reference_mismatch",
+            f"names {inv.invoice_number} (open {format_plain(total, cur)} {cur}) but pays {format_plain(amount, cur)}",
+            [inv],
+            how,
+        )
+
+    def _fx(self, txn: Mapping[str, Any], invs: list[OpenInvoice], how: str, client: str) -> Decision:
+        amount, cur, day = txn["amount"], txn["currency"], txn["booking_date"]
+        inv_cur = invs[0].currency
+        expected = self.convert(sum(i.open_amount for i in invs), inv_cur, cur, day)
+        diff = expected - amount
+        fx = self.rules.fx_difference
+        if diff == 0 or self._within(abs(diff), expected, cur, day, fx.max_percent, fx.max_amount):
+            return self._post(
+                "posted",
+                "fx_difference" if diff else None,
+                client,
+                [(i, i.open_amount) for i in invs],
+                "reference_fx",
+                f"{how}; paid in {cur}, {format_plain(expected, cur)} expected at the day's rate",
+                0.9,
+                [Adjustment(None, "fx_difference", diff, cur)] if diff else [],
+                detail=f"paid in {cur} for {inv_cur} invoice(s): FX {'loss' if diff > 0 else 'gain'} "
+                f"{format_plain(abs(diff), cur)} {cur}",
+            )
+        return self._exception(
+            "reference_mismatch",
+            f"pays {format_plain(amount, cur)} {cur} for {inv_cur} invoice(s) worth "
+            f"{format_plain(expected, cur)} {cur} at the day's rate: outside the FX tolerance",
+            invs,
+            how,
+        )
+
+    def _by_client(self, txn: Mapping[str, Any], who: Payer) -> Decision | None:
+        amount, cur, day = txn["amount"], txn["currency"], txn["booking_date"]
+        client = who.client_id
+        assert client is not None
+        invs = [i for i in self.by_client.get(client, ()) if i.open_amount > 0 and i.currency == cur]
+        conf = who.confidence
+        exact = [i for i in invs if i.open_amount == amount]
+        if len(exact) == 1:
+            return self._post(
+                "posted",
+                None,
+                client,
+                [(exact[0], amount)],
+                "client_and_amount",
+                f"{who.evidence}; amount equals the open amount of {exact[0].invoice_number}",
+                conf,
+            )
+        if len(exact) > 1:
+            return self._exception(
+                "ambiguous",
+                f"{who.evidence}; {len(exact)} open invoices of this client have this amount",
+                exact,
+                who.evidence,
+                0.5,
+            )
+        combos = self.subsets(invs, amount)
+        if len(combos) == 1:
+            (combo,) = combos
+            return self._post(
+                "posted",
+                None,
+                client,
+                [(i, i.open_amount) for i in combo],
+                "client_combined",
+                f"{who.evidence}; the only set of open invoices adding up to the amount "
+                f"({', '.join(i.invoice_number for i in combo)})",
+                round(conf - 0.05, 2),
+            )
+        if len(combos) > 1:
+            return Decision(
+                "exception",
+                "ambiguous",
+                client,
+                suggestions=[
+                    Suggestion(tuple(i.invoice_number for i in c), "client_combined", who.evidence, 0.4)
+                    for c in combos[:3]
+                ],
+                detail=f"{who.evidence}; several sets of open invoices add up to the amount",
+            )
+        near = [(i, k) for i in invs if (k := self.write_off_kind(i.open_amount - amount, i.open_amount, cur, day))]
+        if len(near) == 1:
+            (inv, kind), short = near[0], near[0][0].open_amount - amount
+            return self._post(
+                "posted",
+                "write_off",
+                client,
+                [(inv, inv.open_amount)],
+                f"client_{kind}",
+                f"{who.evidence}; {format_plain(short, cur)} {cur} short of {inv.invoice_number}, within the "
+                f"{kind.replace('_', ' ')} tolerance",
+                round(conf - 0.1, 2),
+                [Adjustment(inv.invoice_id, kind, short, cur)],
+                detail=_written_off(inv, short, cur, kind),
+            )
+        if len(near) > 1:
+            return self._exception(
+                "ambiguous", f"{who.evidence}; close to several open invoices", [i for i, _ in near], who.evidence, 0.4
+            )
+        if len(invs) == 1:
+            inv = invs[0]
+            if amount < inv.open_amount:
+                return self._post(
+                    "partial",
+                    "short_payment",
+                    client,
+                    [(inv, amount)],
+                    "client_partial",
+                    f"{who.evidence}; the client's only open invoice in {cur}, paid in part",
+                    round(conf - 0.15, 2),
+                    detail=f"{inv.invoice_number}: part payment, "
+                    f"{format_plain(inv.open_amount - amount, cur)} {cur} still open",
+                )
+            if self.overpayment_ok(amount - inv.open_amount, inv.open_amount):
+                excess = amount - inv.open_amount
+                return self._post(
+                    "posted",
+                    "overpayment",
+                    client,
+                    [(inv, inv.open_amount)],
+                    "client_overpayment",
+                    f"{who.evidence}; the client's only open invoice in {cur}, overpaid",
+                    round(conf - 0.15, 2),
+                    [Adjustment(inv.invoice_id, "unapplied", excess, cur)],
+                    detail=f"{inv.invoice_number}: overpaid by {format_plain(excess, cur)} {cur}, left unapplied",
+                )
+        other = [i for i in self.by_client.get(client, ()) if i.open_amount > 0 and i.currency != cur]
+        fx_hits = []
+        for inv in other:
+            expected = self.convert(inv.open_amount, inv.currency, cur, day)
+            diff = expected - amount
+            fx = self.rules.fx_difference
+            if diff == 0 or self._within(abs(diff), expected, cur, day, fx.max_percent, fx.max_amount):
+                fx_hits.append(inv)
+        if len(fx_hits) == 1:
+            return self._fx(txn, fx_hits, who.evidence, client)
+        return None
+
+    def _exception(
+        self, category: str, detail: str, invs: list[OpenInvoice], evidence: str, confidence: float = 0.6
+    ) -> Decision:
+        return Decision(
+            "exception",
+            category,
+            invs[0].client_id if invs else None,
+            suggestions=[Suggestion((i.invoice_number,), "candidate", evidence, confidence) for i in invs[:3]],
+            detail=detail,
+        )
+
+    def _unmatched(self, txn: Mapping[str, Any], who: Payer, day: date) -> Decision:
+        amount, cur = txn["amount"], txn["currency"]
+        ranked: list[Suggestion] = []
+        seen: set[str] = set()
+        if who.client_id:
+            mine = sorted(
+                (i for i in self.by_client.get(who.client_id, ()) if i.open_amount > 0 and i.currency == cur),
+                key=lambda i: abs(i.open_amount - amount),
+            )
+            for inv in mine[:3]:
+                ranked.append(
+                    Suggestion(
+                        (inv.invoice_number,),
+                        "client_nearest_amount",
+                        f"{who.evidence}; open {format_plain(inv.open_amount, cur)}",
+                        0.4,
+                    )
+                )
+                seen.add(inv.invoice_number)
+        for inv in self.by_amount.get((cur, amount), ()):
+            if len(ranked) >= 3:
+                break
+            if inv.open_amount == amount and inv.invoice_number not in seen:
+                ranked.append(Suggestion((inv.invoice_number,), "same_amount", "same open amount, other payer", 0.3))
+        category = "unmatched" if who.how != "ambiguous" else "ambiguous"
+        return Decision(
+            "exception",
+            category,
+            who.client_id,
+            suggestions=ranked[:3],
+            detail=f"names no invoice; {who.evidence}",
+        )
+
+    def apply(self, decision: Decision) -> None:
+        """Keep the indexes true after a posting, so the next line of the night sees what is left."""
+        by_id = {i.invoice_id: i for i in self.by_client.get(decision.client_id or "", ())}
+        for alloc in decision.allocations:
+            inv = by_id.get(alloc.invoice_id) or next(i for i in self.invoices if i.invoice_id == alloc.invoice_id)
+            bucket = self.by_amount.get((inv.currency, inv.open_amount))
+            if bucket and inv in bucket:
+                bucket.remove(inv)
+            inv.open_amount -= alloc.amount
+            inv.status = "paid" if inv.open_amount <= 0 else "partially_paid"
+            if inv.open_amount > 0:
+                self.by_amount[(inv.currency, inv.open_amount)].append(inv)
+
+
+def _written_off(inv: OpenInvoice, short: int, cur: str, kind: str) -> str:
+    return f"{inv.invoice_number}: {format_plain(short, cur)} {cur} written off as {kind.replace('_', ' ')}"
+
+
+def describe(txn: Mapping[str, Any]) -> str:
+    return (
+        f"{txn['booking_date']} {format_plain(txn['amount'], txn['currency'])} {txn['currency']} from "
+        f"{txn['counterparty_name'] or 'unknown payer'}, text '{txn['remittance'] or ''}'"
+    )
+
+
+# Import -----------------------------------------------------------------------------------------
+
+
+def _drop_files(pol: Policy) -> list[tuple[str, Callable[[], bytes]]]:
+    """The statement files waiting: the local inbox, or object storage when the policy names a URL."""
+    where = pol.reconciliation.drop_folder
+    if where and "://" in where:
+        from airflow.sdk import ObjectStoragePath
+
+        root = ObjectStoragePath(where)
+        return [(p.name, p.read_bytes) for p in sorted(root.iterdir(), key=lambda p: p.name) if p.is_file()]
+    folder = Path(where) if where else settings.inbox("bank")
+    folder.mkdir(parents=True, exist_ok=True)
+    return [(p.name, p.read_bytes) for p in sorted(folder.iterdir()) if p.is_file()]
+
+
+def import_file(engine: Engine, path: Path, actor: str, pol: Policy | None = None) -> dict[str, Any]:
+    """Load one statement file from disk (see ``import_bytes``)."""
+    return import_bytes(engine, path.name, path.read_bytes(), actor, pol, source=str(path))
+
+
+def import_bytes(
+    engine: Engine, name: str, data: bytes, actor: str, pol: Policy | None = None, source: str | None = None
+) -> dict[str, Any]:
+    """Load one statement file; a file or entry seen before adds nothing, a broken file is rejected whole."""
+    import hashlib
+
+    pol = pol or current_policy()
+    sha = hashlib.sha256(data).hexdigest()
+    source = source or name
     with engine.begin() as conn:
         if (
             db.scalar(conn, "SELECT status FROM source_loads WHERE feed = 'bank' AND sha256 = :s", {"s": sha})
             == "loaded"
         ):
-            return {"file": path.name, "status": "skipped", "new_transactions": 0}
+            return {"file": name, "status": "skipped", "new_transactions": 0, "duplicates": 0}
     try:
-        statements = parse_statement_file(path)
+        statements = parse_statement_bytes(data, name, pol.bank_csv)
     except StatementError as exc:
         with engine.begin() as conn:
             db.execute(conn, "DELETE FROM source_loads WHERE feed = 'bank' AND sha256 = :s", {"s": sha})
@@ -46,7 +668,7 @@ def import_file(engine: Engine, path: Path, actor: str) -> dict[str, Any]:
                 conn,
                 "INSERT INTO source_loads (feed, source, sha256, status, message, loaded_at) "
                 "VALUES ('bank', :p, :s, 'rejected', :m, :now)",
-                {"p": str(path), "s": sha, "m": str(exc), "now": db.now()},
+                {"p": source, "s": sha, "m": str(exc), "now": db.now()},
             )
             audit.record_exception(
                 conn,
@@ -56,23 +678,31 @@ def import_file(engine: Engine, path: Path, actor: str) -> dict[str, Any]:
                 detail=str(exc),
             )
         log.error("rejected bank file %s", exc)
-        return {"file": path.name, "status": "rejected", "new_transactions": 0, "message": str(exc)}
+        return {"file": name, "status": "rejected", "new_transactions": 0, "duplicates": 0, "message": str(exc)}
 
-    new = 0
+    new = dup = 0
     with engine.begin() as conn:
         load_id = conn.execute(
             text(
-                "INSERT INTO source_loads (feed, source, sha256, status, rows_read, rows_accepted, loaded_at) "
-                "VALUES ('bank', :p, :s, 'loaded', :n, 0, :now) RETURNING load_id"
+                "INSERT INTO source_loads (feed, source, sha256, status, rows_read, rows_accepted, rows_quarantined, "
+                "loaded_at) VALUES ('bank', :p, :s, 'loaded', :n, 0, :q, :now) RETURNING load_id"
             ),
-            {"p": str(path), "s": sha, "n": sum(len(s.transactions) for s in statements), "now": db.now()},
+            {
+                "p": source,
+                "s": sha,
+                "n": sum(len(s.transactions) + len(s.problems) for s in statements),
+                "q": sum(len(s.problems) for s in statements),
+                "now": db.now(),
+            },
         ).scalar_one()
+        keys = iter(transaction_dedup_keys([t for st in statements for t in st.transactions]))
         for st in statements:
-            db.execute(
+            _quarantine_rows(conn, load_id, source, st)
+            created = db.execute(
                 conn,
                 "INSERT INTO bank_statements (load_id, account_iban, statement_id, currency, opening_balance, "
-                "closing_balance, from_date, to_date) VALUES (:l, :iban, :sid, :cur, :ob, :cb, :fd, :td) "
-                "ON CONFLICT (account_iban, statement_id) DO NOTHING",
+                "closing_balance, from_date, to_date, file_format) VALUES (:l, :iban, :sid, :cur, :ob, :cb, :fd, :td, "
+                ":fmt) ON CONFLICT (account_iban, statement_id) DO NOTHING",
                 {
                     "l": load_id,
                     "iban": st.account_iban,
@@ -82,6 +712,7 @@ def import_file(engine: Engine, path: Path, actor: str) -> dict[str, Any]:
                     "cb": st.closing_balance,
                     "fd": st.from_date,
                     "td": st.to_date,
+                    "fmt": st.file_format,
                 },
             )
             pk = db.scalar(
@@ -89,26 +720,63 @@ def import_file(engine: Engine, path: Path, actor: str) -> dict[str, Any]:
                 "SELECT statement_pk FROM bank_statements WHERE account_iban = :a AND statement_id = :s",
                 {"a": st.account_iban, "s": st.statement_id},
             )
-            _check_balance(conn, st)
-            for txn, key in zip(st.transactions, transaction_dedup_keys(st.transactions), strict=True):
-                row = asdict(txn)
-                for unused in ("end_to_end_id", "reversal"):
-                    row.pop(unused)
-                new += db.execute(
+            if created:
+                _check_balance(conn, st)
+                _check_continuity(conn, st, pk)
+            for txn in st.transactions:
+                added = db.execute(
                     conn,
-                    "INSERT INTO bank_transactions (statement_pk, dedup_key, account_iban, booking_date, value_date, "
-                    "amount, currency, counterparty_name, counterparty_iban, remittance, structured_ref, bank_ref) "
-                    "VALUES (:pk, :key, :account_iban, :booking_date, :value_date, :amount, :currency, "
-                    ":counterparty_name, :counterparty_iban, :remittance, :structured_ref, :bank_ref) "
+                    "INSERT INTO bank_transactions (statement_pk, load_id, dedup_key, account_iban, booking_date, "
+                    "value_date, amount, currency, counterparty_name, counterparty_iban, remittance, structured_ref, "
+                    "bank_ref, end_to_end_id, reversal) VALUES (:pk, :load, :key, :account_iban, :booking_date, "
+                    ":value_date, :amount, :currency, :counterparty_name, :counterparty_iban, :remittance, "
+                    ":structured_ref, :bank_ref, :end_to_end_id, :reversal) "
                     "ON CONFLICT (account_iban, dedup_key) DO NOTHING",
-                    {"pk": pk, "key": key, **row},
+                    {
+                        "pk": pk,
+                        "load": load_id,
+                        "key": next(keys),
+                        **{k: getattr(txn, k) for k in txn.__dataclass_fields__},
+                    },
                 )
+                new += added
+                dup += 1 - added
         db.execute(conn, "UPDATE source_loads SET rows_accepted = :n WHERE load_id = :l", {"n": new, "l": load_id})
-    log.info("bank file %s: %d statements, %d new transactions", path.name, len(statements), new)
-    return {"file": path.name, "status": "loaded", "new_transactions": new}
+        if dup:
+            audit.record_exception(
+                conn,
+                category="duplicate_lines",
+                subject_type="source_load",
+                subject_id=f"bank:{sha[:16]}",
+                detail=f"{name}: {dup} bank line(s) were imported before (same bank reference or content) and were "
+                "not posted again",
+            )
+    log.info("bank file %s: %d statements, %d new transactions, %d duplicates", name, len(statements), new, dup)
+    return {"file": name, "status": "loaded", "new_transactions": new, "duplicates": dup}
 
 
-def _check_balance(conn: Connection, st: Any) -> None:
+def _quarantine_rows(conn: Connection, load_id: int, source: str, st: Statement) -> None:
+    for p in st.problems:
+        db.execute(
+            conn,
+            "INSERT INTO quarantine (load_id, feed, source, line_no, record_id, field, value, reason, raw, created_at) "
+            "VALUES (:l, 'bank', :s, :n, NULL, :f, :v, :r, :raw, :now) "
+            "ON CONFLICT (load_id, line_no, field) DO NOTHING",
+            {
+                "l": load_id,
+                "s": source,
+                "n": p.line_no,
+                "f": p.field,
+                "v": p.value,
+                "r": p.reason,
+                "raw": p.raw,
+                "now": db.now(),
+            },
+        )
+
+
+def _check_balance(conn: Connection, st: Statement) -> None:
+    """Opening balance plus the entries must give the closing balance: a break is reported, not raised."""
     if st.opening_balance is None or st.closing_balance is None:
         return
     moved = sum(t.amount for t in st.transactions)
@@ -125,114 +793,230 @@ def _check_balance(conn: Connection, st: Any) -> None:
         )
 
 
-def import_statements(engine: Engine, actor: str) -> list[dict[str, Any]]:
-    folder = settings.inbox("bank")
-    folder.mkdir(parents=True, exist_ok=True)
-    return [import_file(engine, p, actor) for p in sorted(folder.iterdir()) if p.is_file()]
-
-
-def _referenced_invoice(conn: Connection, txn: dict[str, Any]) -> tuple[dict[str, Any] | None, str]:
-    """The one invoice a bank line names, and the evidence for it."""
-    ref = (txn["structured_ref"] or "").replace(" ", "").upper()
-    if ref and iso11649.is_valid(ref):
-        found = db.rows(conn, "SELECT * FROM invoices WHERE payment_reference = :r", {"r": ref})
-        if found:
-            return found[0], f"creditor reference {ref}"
-    numbers = sorted(set(INVOICE_NUMBER.findall((txn["remittance"] or "").upper())))
-    if len(numbers) == 1:
-        found = db.rows(
-            conn, "SELECT * FROM invoices WHERE invoice_number = :n AND document_type = 'invoice'", {"n": numbers[0]}
-        )
-        if found:
-            return found[0], f"invoice number {numbers[0]} in the remittance text"
-    return None, ""
-
-
-def _suggestions(conn: Connection, txn: dict[str, Any]) -> str:
-    candidates = db.rows(
+def _check_continuity(conn: Connection, st: Statement, pk: int) -> None:
+    """Each statement continues the account's previous one: its opening is the previous closing."""
+    if st.opening_balance is None or st.from_date is None:
+        return
+    prev = db.rows(
         conn,
-        "SELECT invoice_number FROM invoices WHERE currency = :c AND gross_amount - credited_amount - paid_amount = :a "
-        "AND status IN ('issued', 'sent', 'partially_paid') ORDER BY due_date, invoice_number LIMIT 3",
-        {"c": txn["currency"], "a": txn["amount"]},
+        "SELECT statement_id, closing_balance, to_date FROM bank_statements WHERE account_iban = :a "
+        "AND statement_pk <> :pk AND closing_balance IS NOT NULL AND to_date IS NOT NULL AND to_date <= :d "
+        "ORDER BY to_date DESC, statement_pk DESC LIMIT 1",
+        {"a": st.account_iban, "pk": pk, "d": st.from_date},
     )
-    return ", ".join(c["invoice_number"] for c in candidates) or "none"
+    if prev and prev[0]["closing_balance"] != st.opening_balance:
+        p = prev[0]
+        audit.record_exception(
+            conn,
+            category="balance_gap",
+            subject_type="bank_statement",
+            subject_id=f"{st.account_iban}:{st.statement_id}",
+            amount=st.opening_balance - p["closing_balance"],
+            currency=st.currency,
+            detail=f"statement {st.statement_id} opens at {format_plain(st.opening_balance, st.currency)}, but "
+            f"{p['statement_id']} (to {p['to_date']}) closed at {format_plain(p['closing_balance'], st.currency)}: "
+            "a statement is missing or a balance is wrong",
+        )
 
 
-def match_and_post(engine: Engine, actor: str, run_id: str) -> dict[str, int]:
-    counts = {"matched": 0, "partial": 0, "exceptions": 0}
+def import_statements(engine: Engine, actor: str, pol: Policy | None = None) -> list[dict[str, Any]]:
+    pol = pol or current_policy()
+    return [import_bytes(engine, name, read(), actor, pol) for name, read in _drop_files(pol)]
+
+
+# Match and post ---------------------------------------------------------------------------------
+
+
+def load_matcher(conn: Connection, pol: Policy) -> Matcher:
+    invoices = [
+        OpenInvoice(
+            invoice_id=r["invoice_id"],
+            invoice_number=r["invoice_number"],
+            client_id=r["client_id"],
+            currency=r["currency"],
+            open_amount=r["gross_amount"] - r["credited_amount"] - r["paid_amount"]
+            if r["status"] in OPEN_STATUSES
+            else 0,
+            due_date=r["due_date"],
+            payment_reference=r["payment_reference"],
+            status=r["status"],
+        )
+        for r in db.rows(
+            conn,
+            "SELECT invoice_id, invoice_number, client_id, currency, gross_amount, credited_amount, paid_amount, "
+            "status, due_date, payment_reference FROM invoices WHERE invoice_number IS NOT NULL "
+            "AND document_type = 'invoice'",
+        )
+    ]
+    clients = {r["client_id"]: r["name"] for r in db.rows(conn, "SELECT client_id, name FROM clients")}
+    payers = {r["iban"]: r["client_id"] for r in db.rows(conn, "SELECT iban, client_id FROM payer_accounts")}
+    rates: dict[str, list[tuple[date, Decimal]]] = defaultdict(list)
+    for r in db.rows(conn, "SELECT currency, rate_date, rate FROM fx_rates ORDER BY rate_date"):
+        rates[r["currency"]].append((db.as_date(r["rate_date"]), Decimal(r["rate"])))
+
+    def fx_rate(currency: str, day: date) -> Decimal:
+        if currency == pol.base_currency:
+            return Decimal(1)
+        known = [rate for d, rate in rates.get(currency, ()) if d <= day]
+        return known[-1] if known else pol.fallback_rate(currency)
+
+    return Matcher(invoices, clients, payers, pol.reconciliation, pol.base_currency, fx_rate)
+
+
+def match_and_post(engine: Engine, actor: str, run_id: str, pol: Policy | None = None) -> dict[str, int]:
+    """Decide every new bank line and apply the decision, one transaction per line (a retry resumes)."""
+    pol = pol or current_policy()
+    counts = {"matched": 0, "partial": 0, "returned": 0, "exceptions": 0}
     with engine.connect() as conn:
-        pending = db.rows(conn, "SELECT * FROM bank_transactions WHERE match_status = 'new' ORDER BY txn_id")
+        matcher = load_matcher(conn, pol)
+        pending = db.rows(
+            conn, "SELECT * FROM bank_transactions WHERE match_status = 'new' ORDER BY booking_date, txn_id"
+        )
     for txn in pending:
+        decision = matcher.decide(txn)
         with engine.begin() as conn:
-            outcome = _match_one(conn, txn, actor, run_id)
+            outcome = _apply(conn, matcher, txn, decision, actor, run_id, pol)
         counts[outcome] += 1
     log.info(
-        "reconciliation: %d bank lines matched, %d partial payments, %d exceptions",
+        "reconciliation: %d bank lines matched, %d partial payments, %d returns, %d exceptions",
         counts["matched"],
         counts["partial"],
+        counts["returned"],
         counts["exceptions"],
     )
     return counts
 
 
-def _exception(conn: Connection, txn: dict[str, Any], category: str, detail: str, run_id: str) -> str:
+def _apply(
+    conn: Connection, matcher: Matcher, txn: dict[str, Any], d: Decision, actor: str, run_id: str, pol: Policy
+) -> str:
+    if d.outcome == "reverse":
+        return _reverse(conn, txn, actor, run_id)
+    if d.outcome == "exception":
+        return _exception(conn, txn, d, run_id)
+    accounts = pol.reconciliation.accounts
+    account_of = {"bank_fee": "bank_fees", "cash_discount": "cash_discounts", "unapplied": "unapplied_cash"}
+    ledger.post_payment(
+        conn,
+        txn,
+        d.client_id,
+        [
+            {
+                "invoice_id": a.invoice_id,
+                "amount": a.amount,
+                "rule": a.rule,
+                "evidence": a.evidence,
+                "confidence": a.confidence,
+            }
+            for a in d.allocations
+        ],
+        actor,
+        adjustments=[
+            {
+                "invoice_id": adj.invoice_id,
+                "kind": adj.kind,
+                "amount": adj.amount,
+                "currency": adj.currency,
+                "account": accounts[account_of.get(adj.kind) or ("fx_loss" if adj.amount > 0 else "fx_gain")],
+            }
+            for adj in d.adjustments
+        ],
+        rule=d.rule,
+        confidence=d.confidence,
+    )
+    matcher.apply(d)
+    if txn.get("counterparty_iban") and d.client_id and d.rule and d.rule.startswith("reference"):
+        db.execute(
+            conn,
+            "INSERT INTO payer_accounts (iban, client_id, source, created_at) VALUES (:i, :c, 'learned', :now) "
+            "ON CONFLICT (iban) DO NOTHING",
+            {"i": compact(txn["counterparty_iban"]), "c": d.client_id, "now": db.now()},
+        )
+        matcher.payer_ibans.setdefault(compact(txn["counterparty_iban"]), d.client_id)
+    if d.category:  # posted, but finance should know: a write-off, an overpayment, a part payment, FX
+        audit.record_exception(
+            conn,
+            category=d.category,
+            subject_type="bank_transaction",
+            subject_id=str(txn["txn_id"]),
+            amount=txn["amount"],
+            currency=txn["currency"],
+            detail=f"{describe(txn)}: posted ({d.rule}, confidence {d.confidence}); {d.detail}",
+            run_id=run_id,
+        )
+    return "partial" if d.outcome == "partial" else "matched"
+
+
+def _exception(conn: Connection, txn: dict[str, Any], d: Decision, run_id: str) -> str:
+    hints = "; ".join(
+        f"{n}. {', '.join(s.invoice_numbers)} ({s.rule}, {s.confidence:.0%})" for n, s in enumerate(d.suggestions, 1)
+    )
     audit.record_exception(
         conn,
-        category=category,
+        category=d.category or "unmatched",
         subject_type="bank_transaction",
         subject_id=str(txn["txn_id"]),
         amount=txn["amount"],
         currency=txn["currency"],
-        detail=detail,
+        detail=f"{describe(txn)}: {d.detail}; suggestions: {hints or 'none'}",
         run_id=run_id,
+    )
+    db.execute_many(
+        conn,
+        "INSERT INTO match_suggestions (txn_id, rank, invoice_numbers, rule, evidence, confidence) "
+        "VALUES (:t, :r, :n, :rule, :e, :c) ON CONFLICT (txn_id, rank) DO NOTHING",
+        [
+            {
+                "t": txn["txn_id"],
+                "r": n,
+                "n": ", ".join(s.invoice_numbers),
+                "rule": s.rule,
+                "e": s.evidence,
+                "c": s.confidence,
+            }
+            for n, s in enumerate(d.suggestions[:3], 1)
+        ],
     )
     db.execute(conn, "UPDATE bank_transactions SET match_status = 'exception' WHERE txn_id = :t", {"t": txn["txn_id"]})
     return "exceptions"
 
 
-def _describe(txn: dict[str, Any]) -> str:
-    return (
-        f"{txn['booking_date']} {format_plain(txn['amount'], txn['currency'])} {txn['currency']} from "
-        f"{txn['counterparty_name'] or 'unknown payer'}, text '{txn['remittance'] or ''}'"
+def _reverse(conn: Connection, txn: dict[str, Any], actor: str, run_id: str) -> str:
+    """Find the payment a return undoes: same end-to-end id, else the invoice it names and the amount,
+    else the same payer account and amount; exactly one candidate, or it is an exception."""
+    base = (
+        "SELECT p.payment_id FROM payments p JOIN bank_transactions t ON t.txn_id = p.txn_id "
+        "WHERE p.reversed_by_txn_id IS NULL AND p.amount = :a AND p.currency = :c AND t.account_iban = :acct "
     )
-
-
-def _match_one(conn: Connection, txn: dict[str, Any], actor: str, run_id: str) -> str:
-    if txn["amount"] <= 0:
-        return _exception(conn, txn, "outgoing_payment", f"{_describe(txn)}: a debit, to be booked by finance", run_id)
-    invoice, evidence = _referenced_invoice(conn, txn)
-    if invoice is None:
-        return _exception(
-            conn,
-            txn,
-            "unmatched",
-            f"{_describe(txn)}: names no invoice; same open amount: {_suggestions(conn, txn)}",
-            run_id,
+    params = {"a": -txn["amount"], "c": txn["currency"], "acct": txn["account_iban"]}
+    tries = []
+    if txn.get("end_to_end_id"):
+        tries.append(("the end-to-end id", base + "AND t.end_to_end_id = :e", {**params, "e": txn["end_to_end_id"]}))
+    numbers = ["-".join(m.groups()) for m in INVOICE_NUMBER.finditer((txn.get("remittance") or "").upper())]
+    if numbers:
+        tries.append(
+            (
+                f"invoice {numbers[0]}",
+                base + "AND p.payment_id IN (SELECT a.payment_id FROM allocations a JOIN invoices i "
+                "ON i.invoice_id = a.invoice_id WHERE i.invoice_number = :n)",
+                {**params, "n": numbers[0]},
+            )
         )
-    open_amount = invoice["gross_amount"] - invoice["credited_amount"] - invoice["paid_amount"]
-    if invoice["status"] not in OPEN_STATUSES or invoice["currency"] != txn["currency"] or txn["amount"] > open_amount:
-        return _exception(
-            conn,
-            txn,
-            "reference_mismatch",
-            f"{_describe(txn)}: names {invoice['invoice_number']} ({invoice['status']}, open "
-            f"{format_plain(open_amount, invoice['currency'])} {invoice['currency']}) but cannot be applied",
-            run_id,
+    if txn.get("counterparty_iban"):
+        tries.append(
+            ("the payer account", base + "AND t.counterparty_iban = :i", {**params, "i": txn["counterparty_iban"]})
         )
-    full = txn["amount"] == open_amount
-    ledger.post_payment(
+    for how, sql, p in tries:
+        found = db.rows(conn, sql, p)
+        if len(found) == 1:
+            ledger.reverse_payment(conn, found[0]["payment_id"], txn, actor, f"returned by the bank ({how})")
+            db.execute(
+                conn, "UPDATE bank_transactions SET match_status = 'matched' WHERE txn_id = :t", {"t": txn["txn_id"]}
+            )
+            return "returned"
+    return _exception(
         conn,
         txn,
-        invoice["client_id"],
-        [
-            {
-                "invoice_id": invoice["invoice_id"],
-                "amount": txn["amount"],
-                "rule": "reference_and_amount" if full else "reference_partial",
-                "evidence": f"{evidence}; amount {'equals' if full else 'is part of'} the open amount",
-                "confidence": 1 if full else 0.9,
-            }
-        ],
-        actor,
+        Decision("exception", "unmatched_return", detail="a return or reversal whose payment was not found"),
+        run_id,
     )
-    return "matched" if full else "partial"

@@ -1,7 +1,9 @@
 """Payment reminders: each dunning level at most once per invoice, never a burst.
 
-After missed days only the highest level now due is sent; paid and credited invoices get nothing,
-and a partially paid invoice is reminded of its open amount.
+The schedule is the policy's ``dunning`` list: levels with an offset from the due date, a template
+each and an optional late fee. After missed days only the highest level now due is sent. Paid,
+credited and disputed invoices get nothing; a partially paid (or partly credited) invoice is
+reminded of its open amount. Each reminder sent is an audit event and a row in ``reminders``.
 """
 
 from __future__ import annotations
@@ -12,37 +14,45 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from invoiceflow import db, delivery, ledger
+from invoiceflow import audit, db, delivery, documents
 from invoiceflow.outbox import send_once, smtp_available
 from invoiceflow.policy import Policy
 
 log = logging.getLogger(__name__)
 
 
+class DisputeError(ValueError):
+    pass
+
+
 def due_reminders(conn: Connection, policy: Policy, as_of: date) -> list[dict[str, Any]]:
-    """Per open invoice, the highest level due on ``as_of`` that is above every level already sent."""
+    """Per open, undisputed invoice, the highest level due on ``as_of`` above every level already sent."""
     invoices = db.rows(
         conn,
-        "SELECT i.invoice_id, i.due_date, i.gross_amount - i.credited_amount - i.paid_amount AS open_amount, c.email, "
-        "(SELECT MAX(CAST(SUBSTR(d.document, 10) AS INTEGER)) FROM deliveries d WHERE d.invoice_id = i.invoice_id "
-        " AND d.document LIKE 'reminder-%' AND d.status IN ('sent', 'sending')) AS last_level "
-        "FROM invoices i JOIN clients c ON c.client_id = i.client_id "
-        "WHERE i.document_type = 'invoice' AND i.status IN ('issued', 'sent', 'partially_paid') "
-        "AND i.gross_amount - i.credited_amount > i.paid_amount "
-        "AND i.due_date <= :horizon ORDER BY i.invoice_id",
+        db.sql_file("due_reminders.sql"),
         {"horizon": as_of - timedelta(days=min(d.offset_days for d in policy.dunning))},
     )
     due = []
     for inv in invoices:
-        levels = [d for d in policy.dunning if inv["due_date"] + timedelta(days=d.offset_days) <= as_of]
+        levels = [d for d in policy.dunning if db.as_date(inv["due_date"]) + timedelta(days=d.offset_days) <= as_of]
         if levels and levels[-1].level > (inv["last_level"] or 0):
-            due.append({**inv, "level": levels[-1].level, "level_name": levels[-1].name})
+            level = levels[-1]
+            due.append(
+                {
+                    **inv,
+                    "level": level.level,
+                    "level_name": level.name,
+                    "template": level.template,
+                    "late_fee": level.late_fee_minor(inv["currency"]),
+                }
+            )
     return due
 
 
 def send_reminders(
     engine: Engine, policy: Policy, as_of: date, actor: str, run_id: str | None = None, use_smtp: bool | None = None
 ) -> dict[str, int]:
+    """Send what ``due_reminders`` finds, each through the outbox (once per invoice and level)."""
     use_smtp = smtp_available() if use_smtp is None else use_smtp
     domain = policy.seller.email.rsplit("@", 1)[1]
     with engine.connect() as conn:
@@ -50,7 +60,7 @@ def send_reminders(
     counts: dict[str, int] = {}
     for item in due:
         with engine.connect() as conn:
-            doc = ledger.invoice_document(conn, policy, item["invoice_id"])
+            doc = documents.complete_document(conn, policy, item["invoice_id"])
         document = f"reminder-{item['level']}"
         message = delivery.build_reminder_email(
             doc,
@@ -60,6 +70,8 @@ def send_reminders(
             as_of=as_of,
             mail_from=policy.mail_from,
             message_id=delivery.message_id_for(doc.invoice_number, document, domain),
+            template=item["template"],
+            late_fee=item["late_fee"],
         )
         status = send_once(
             engine,
@@ -70,8 +82,102 @@ def send_reminders(
             use_smtp=use_smtp,
             actor=actor,
             run_id=run_id,
+            policy=policy,
+            audit_extra={
+                "level": item["level"],
+                "level_name": item["level_name"],
+                "as_of": as_of,
+                "open_amount": item["open_amount"],
+                "late_fee": item["late_fee"],
+                "currency": item["currency"],
+            },
         )
         if status == "sent":
+            with engine.begin() as conn:
+                db.execute(
+                    conn,
+                    "INSERT INTO reminders (invoice_id, level, name, as_of, currency, open_amount, late_fee, "
+                    "message_id, sent_at) VALUES (:i, :l, :n, :d, :c, :o, :f, :m, :now) "
+                    "ON CONFLICT (invoice_id, level) DO NOTHING",
+                    {
+                        "i": item["invoice_id"],
+                        "l": item["level"],
+                        "n": item["level_name"],
+                        "d": as_of,
+                        "c": item["currency"],
+                        "o": item["open_amount"],
+                        "f": item["late_fee"],
+                        "m": message["Message-ID"],
+                        "now": db.now(),
+                    },
+                )
             counts[item["level_name"]] = counts.get(item["level_name"], 0) + 1
+        else:
+            counts[status] = counts.get(status, 0) + 1
     log.info("reminders for %s: %s", as_of, counts or "none due")
     return counts
+
+
+# Disputes ---------------------------------------------------------------------------------------
+
+
+def _invoice_id(conn: Connection, invoice_number: str) -> int:
+    found = db.scalar(
+        conn,
+        "SELECT invoice_id FROM invoices WHERE invoice_number = :n AND document_type = 'invoice'",
+        {"n": invoice_number},
+    )
+    if found is None:
+        raise DisputeError(f"{invoice_number}: there is no issued invoice with this number")
+    return found
+
+
+def open_dispute(engine: Engine, invoice_number: str, reason: str, actor: str) -> bool:
+    """The client disputes the invoice: reminders pause until the dispute is resolved.
+
+    Returns False when a dispute is already open (the unique index allows one open per invoice).
+    """
+    if not reason.strip():
+        raise DisputeError("a dispute needs a reason")
+    with engine.begin() as conn:
+        invoice_id = _invoice_id(conn, invoice_number)
+        added = db.execute(
+            conn,
+            "INSERT INTO disputes (invoice_id, reason, opened_by, opened_at) SELECT :i, :r, :a, :now "
+            "WHERE NOT EXISTS (SELECT 1 FROM disputes WHERE invoice_id = :i AND resolved_at IS NULL)",
+            {"i": invoice_id, "r": reason, "a": actor, "now": db.now()},
+        )
+        if added:
+            audit.record(
+                conn,
+                entity_type="invoice",
+                entity_id=invoice_id,
+                action="disputed",
+                actor=actor,
+                reason=reason,
+                after={"reminders": "paused"},
+            )
+    return bool(added)
+
+
+def resolve_dispute(engine: Engine, invoice_number: str, resolution: str, actor: str) -> bool:
+    """Close the open dispute; reminders resume with the highest level due from then on."""
+    with engine.begin() as conn:
+        invoice_id = _invoice_id(conn, invoice_number)
+        closed = db.execute(
+            conn,
+            "UPDATE disputes SET resolved_at = :now, resolved_by = :a, resolution = :r "
+            "WHERE invoice_id = :i AND resolved_at IS NULL",
+            {"i": invoice_id, "r": resolution, "a": actor, "now": db.now()},
+        )
+        if closed:
+            audit.record(
+                conn,
+                entity_type="invoice",
+                entity_id=invoice_id,
+                action="dispute_resolved",
+                actor=actor,
+                reason=resolution,
+                after={"reminders": "resumed"},
+            )
+    return bool(closed)

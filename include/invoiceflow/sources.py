@@ -108,6 +108,7 @@ class LoadResult:
     rows_read: int = 0
     rows_accepted: int = 0
     rows_quarantined: int = 0
+    rows_billed_changed: int = 0  # of the quarantined: changes to records already on an invoice
     message: str = ""
     problems: list[str] = field(default_factory=list)
 
@@ -144,13 +145,16 @@ def _unusable(path: Path, exc: Exception) -> SourceFileError:
 
 
 def whole_file_checks(feed: str, path: Path, policy: Policy) -> validation.FileFacts:
-    """Check the header, then read the few columns that checks over the whole file need.
+    """Check the header, then decide what spans chunks: repeated keys and overbooked days.
 
     A large file is validated in chunks, so what spans chunks is decided here first: keys that
     occur twice, and (time sheets) employees booked above the policy's hours on one day. This pass
-    reads only those columns, so a file of any size costs little memory, and a file that is not
-    UTF-8 text or not CSV is refused before anything is written.
+    streams only those columns and keeps a 64-bit hash per row, so its memory grows by bytes per
+    row, not by the file; the few rows whose hashes repeat or add up too much are read again to
+    name them exactly. A file that is not UTF-8 text or not CSV is refused before anything is
+    written.
     """
+    import numpy as np
     import pandas as pd
 
     try:
@@ -159,18 +163,60 @@ def whole_file_checks(feed: str, path: Path, policy: Policy) -> validation.FileF
         if missing:
             hint = " (is it delimited by commas?)" if len(header) == 1 else ""
             raise SourceFileError(f"{path}: missing columns {', '.join(missing)}{hint}")
-        key = TARGETS[feed][1]
-        daily = ("employee_id", "work_date", "hours") if feed == "timesheets" else ()
-        frame = _read_csv(path, usecols=list(dict.fromkeys([*key, *daily]))).apply(lambda c: c.str.strip())
+        key = list(TARGETS[feed][1])
+        day = ["employee_id", "work_date"] if feed == "timesheets" else []
+        columns = list(dict.fromkeys([*key, *day, *(["hours"] if day else [])]))
+        key_hashes, day_hashes, hours = [], [], []
+        for frame in _column_chunks(path, columns):
+            key_hashes.append(_row_hashes(frame[key]))
+            if day:
+                day_hashes.append(_row_hashes(frame[day]))
+                hours.append(pd.to_numeric(frame["hours"], errors="coerce").fillna(0).to_numpy())
+        keys = pd.Series(np.concatenate(key_hashes) if key_hashes else np.empty(0, dtype="uint64"))
+        twice = set(keys[keys.duplicated(keep=False)])
+        over: set[int] = set()
+        if day and day_hashes:
+            per_day = pd.Series(np.concatenate(hours)).groupby(np.concatenate(day_hashes)).sum()
+            over = set(per_day.index[per_day > float(policy.validation.max_hours_per_day)])
+        facts = validation.FileFacts()
+        if twice or over:  # name them exactly, from the few rows concerned
+            facts = _name_the_rows(path, columns, key, day, twice, over, policy)
     except _file_errors(path) as exc:
         raise _unusable(path, exc) from exc
-    keys = validation.record_keys(frame, key)
+    return facts
+
+
+def _column_chunks(path: Path, columns: list[str]) -> Iterator[pd.DataFrame]:
+    for frame in _read_csv(path, usecols=columns, chunksize=CHUNK_ROWS):
+        yield frame.apply(lambda c: c.str.strip())
+
+
+def _row_hashes(frame: pd.DataFrame) -> Any:
+    import pandas as pd
+
+    return pd.util.hash_pandas_object(frame, index=False).to_numpy()
+
+
+def _name_the_rows(
+    path: Path, columns: list[str], key: list[str], day: list[str], twice: set, over: set, policy: Policy
+) -> validation.FileFacts:
+    """The repeated keys and overbooked days, from the rows whose hashes said so."""
+    import pandas as pd
+
+    picked = []
+    for frame in _column_chunks(path, columns):
+        wanted = pd.Series(_row_hashes(frame[key])).isin(twice).to_numpy(copy=True)
+        if day:
+            wanted |= pd.Series(_row_hashes(frame[day])).isin(over).to_numpy()
+        picked.append(frame[wanted])
+    rows = pd.concat(picked)
+    keys = validation.record_keys(rows, tuple(key))
     facts = validation.FileFacts(repeated=set(keys[keys.duplicated(keep=False) & (keys != "")]))
-    if daily:
-        hours = pd.to_numeric(frame["hours"], errors="coerce").fillna(0)
-        per_day = hours.groupby([frame["employee_id"], frame["work_date"]]).sum()
-        over = per_day[per_day > float(policy.validation.max_hours_per_day)].index
-        facts.overbooked = {f"{employee}|{day}" for employee, day in over}
+    if day:
+        hours = pd.to_numeric(rows["hours"], errors="coerce").fillna(0)
+        per_day = hours.groupby([rows["employee_id"], rows["work_date"]]).sum()
+        booked = per_day[per_day > float(policy.validation.max_hours_per_day)].index
+        facts.overbooked = {f"{employee}|{work_date}" for employee, work_date in booked}
     return facts
 
 
@@ -183,6 +229,8 @@ def read_feed_chunks(feed: str, path: Path, rows: int = CHUNK_ROWS) -> Iterator[
     first_line = 2
     try:
         for chunk in _read_csv(path, chunksize=rows):
+            if chunk.empty:  # a file of only a header: nothing to check
+                continue
             for column in OPTIONAL_COLUMNS.get(feed, ()):
                 if column not in chunk.columns:
                     chunk[column] = ""
@@ -445,13 +493,18 @@ def load_file(engine: Engine, policy: Policy, feed: str, path: Path, actor: str)
                 records, converter = to_records(feed, chunk.drop(index=list(findings)), currency_of)
                 for line_no, (field_name, value, reason) in converter.failures.items():
                     findings[line_no] = [
-                        validation.Finding(line_no, field_name, value, f"cannot be converted: {reason}")
+                        validation.Finding(line_no, field_name, value, f"cannot be converted: {reason}", "conversion")
                     ]
+                if replace_when:
+                    changed = billed_changes(conn, table, key, records, chunk)
+                    findings.update(changed)
+                    records = records.drop(index=list(changed))
                 db.bulk_upsert(conn, table, [*records.columns, "load_id"], key, _tuples(records, load_id), replace_when)
                 db.insert_many(conn, "quarantine", _quarantine_rows(load_id, feed, path, chunk, findings))
                 result.rows_read += len(chunk)
                 result.rows_accepted += len(records)
                 result.rows_quarantined += len(findings)
+                result.rows_billed_changed += len(changed) if replace_when else 0
                 for line_no, per_line in sorted(findings.items()):
                     if len(result.problems) < 20:
                         result.problems.append(
@@ -459,9 +512,10 @@ def load_file(engine: Engine, policy: Policy, feed: str, path: Path, actor: str)
                         )
                     if len(samples) < 3:
                         samples.append(f"line {line_no} {per_line[0].field}: {per_line[0].reason}")
-            if result.rows_read and result.rows_quarantined / result.rows_read > policy.validation.max_bad_row_ratio:
+            bad = result.rows_quarantined - result.rows_billed_changed  # a broken file, not late corrections
+            if result.rows_read and bad / result.rows_read > policy.validation.max_bad_row_ratio:
                 raise _TooManyBadRows(
-                    f"{path}: {result.rows_quarantined} of {result.rows_read} rows failed validation, more than "
+                    f"{path}: {bad} of {result.rows_read} rows failed validation, more than "
                     f"the policy allows ({policy.validation.max_bad_row_ratio:.0%}); nothing from this file was "
                     f"loaded. First problems: {'; '.join(samples)}"
                 )
@@ -505,6 +559,67 @@ def load_file(engine: Engine, policy: Policy, feed: str, path: Path, actor: str)
     return result
 
 
+BILLED_LOOKUP_KEYS = 500
+"""Keys per lookup of already billed records; well under every driver's bound-parameter limit."""
+
+
+def billed_changes(
+    conn: Connection, table: str, key: tuple[str, ...], records: pd.DataFrame, raw: pd.DataFrame
+) -> dict[int, list[validation.Finding]]:
+    """Re-delivered records that are already on an invoice and now say something else.
+
+    A billed record is history: the load never overwrites it (the upsert's condition), but a silent
+    skip would leave the source system and the invoice disagreeing with nobody told. Such a row is
+    quarantined instead, naming the invoice and what changed, so finance issues a credit note.
+    Re-delivering it unchanged is harmless and passes.
+    """
+    if len(key) != 1 or records.empty:
+        return {}
+    if db.scalar(conn, f"SELECT 1 FROM {table} WHERE invoice_line_id IS NOT NULL LIMIT 1") is None:
+        return {}  # nothing billed yet (a first load): skip the lookups
+    column = key[0]
+    compared = [c for c in records.columns if c != column]
+    by_key = {str(k): line_no for line_no, k in records[column].items()}
+    keys = list(by_key)
+    findings: dict[int, list[validation.Finding]] = {}
+    for start in range(0, len(keys), BILLED_LOOKUP_KEYS):
+        batch = keys[start : start + BILLED_LOOKUP_KEYS]
+        marks = ", ".join(f":k{i}" for i in range(len(batch)))
+        stored = db.rows(
+            conn,
+            f"SELECT t.{column} AS record_key, {', '.join('t.' + c for c in compared)}, "
+            "COALESCE(i.invoice_number, 'draft ' || CAST(i.invoice_id AS TEXT)) AS billed_on "
+            f"FROM {table} t JOIN invoice_lines l ON l.line_id = t.invoice_line_id "
+            f"JOIN invoices i ON i.invoice_id = l.invoice_id WHERE t.{column} IN ({marks})",
+            {f"k{i}": k for i, k in enumerate(batch)},
+        )
+        for row in stored:
+            line_no = by_key[str(row["record_key"])]
+            for name in compared:
+                if _plain(records.at[line_no, name]) != _plain(row[name]):
+                    reason = (
+                        f"already billed on invoice {row['billed_on']}; this file changes its {name}, but a "
+                        "billed record never changes: correct it with a credit note"
+                    )
+                    value = raw.at[line_no, name] if name in raw.columns else None
+                    findings[line_no] = [validation.Finding(line_no, name, value, reason, "already_billed")]
+                    break
+    return findings
+
+
+def _plain(value: Any) -> str:
+    """A stored or loaded value as comparable text: dates ISO, booleans 0/1, missing empty."""
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    if hasattr(value, "item"):  # numpy scalars
+        value = value.item()
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
+
+
 def _quarantine_rows(
     load_id: int, feed: str, path: Path, chunk: pd.DataFrame, findings: Mapping[int, list[validation.Finding]]
 ) -> Iterator[dict[str, Any]]:
@@ -522,6 +637,7 @@ def _quarantine_rows(
                 "field": fld,
                 "value": _join_values(fs),
                 "reason": "; ".join(dict.fromkeys(f.reason for f in fs)),
+                "check_name": "; ".join(dict.fromkeys(f.check for f in fs if f.check)) or None,
                 "raw": json.dumps(raw_rows[line_no], ensure_ascii=False),
                 "created_at": db.now(),
             }

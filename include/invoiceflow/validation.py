@@ -11,12 +11,14 @@ never when a DAG file is parsed.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +44,7 @@ class Finding:
     field: str
     value: str | None
     reason: str
+    check: str = ""  # the expectation type, or what else refused the row (conversion, already_billed)
 
 
 def suite_definition(feed: str) -> dict[str, Any]:
@@ -172,6 +175,7 @@ def validate(
     import great_expectations as gx
     from great_expectations.core.run_identifier import RunIdentifier
 
+    _freeze_imported_objects()
     definition = suite_definition(feed)
     definition["expectations"] = definition["expectations"] + reference_expectations(feed)
     context = gx.get_context(mode="ephemeral")
@@ -194,15 +198,31 @@ def validate(
         if outcome.success:
             continue
         meta = outcome.expectation_config.meta or {}
+        check, message = outcome.expectation_config.type, meta.get("message", "failed")
         name = meta.get("field", outcome.expectation_config.kwargs.get("column", "?"))
         if outcome.exception_info and outcome.exception_info.get("raised_exception"):
             raise RuntimeError(f"expectation on {feed}.{name} could not run: {outcome.exception_info}")
         for line_no in outcome.result.get("unexpected_index_list") or []:
             value = frame.at[line_no, name] if name in frame.columns else None
-            findings[int(line_no)].append(Finding(int(line_no), name, value, meta.get("message", "failed")))
+            findings[int(line_no)].append(Finding(int(line_no), name, value, message, check))
     log.info("%s: %d of %d rows failed validation", feed, len(findings), len(frame))
     page = _data_docs(context, feed) if findings and run_name else None
+    # The ephemeral context holds the chunk in reference cycles: collect it now, or the chunks of a
+    # large file pile up until Python's next full collection (measured: memory grew with the file).
+    del context, checks, batch_definition, suite, result
+    gc.collect()
     return Validated(dict(findings), page)
+
+
+@cache
+def _freeze_imported_objects() -> None:
+    """Move what importing Great Expectations created out of the collector's sight, once.
+
+    Its modules live as long as the process; without this, the collection after every chunk
+    (below) walks them all again and takes a third of a second.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _data_docs(context: Any, feed: str) -> Path:

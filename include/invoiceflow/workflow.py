@@ -1,9 +1,16 @@
-"""The part every billing DAG shares: route a batch, wait for finance, issue, render and deliver.
+"""The part every billing DAG shares: route a batch, ask finance, issue, render and deliver.
 
 The monthly cycle and the event-driven DAG differ only in how a batch of draft invoices is made;
 from there on both must behave identically, so the tasks are defined once here and wired by
 ``approve_issue_send`` inside each DAG. Only DAG files import this module (it needs Airflow); the
 domain work stays in ``approval``, ``ledger`` and ``outbox``.
+
+Approval runs in rounds (``MAX_APPROVAL_ROUNDS``): each round asks the current step of every
+waiting invoice in a mapped human-in-the-loop task (``review_N``, assigned to the step's approvers,
+with the step's response time), applies the answers, and issues and sends what is now approved,
+so an approved invoice goes out in the same run without waiting for the other decisions. A step
+that is approved leaves the next step for the next round; a step whose time passes escalates and
+is asked again, of the escalation group, in the next round.
 """
 
 from __future__ import annotations
@@ -12,6 +19,18 @@ from typing import Any
 
 from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import Param, task, task_group
+
+from invoiceflow.policy import MAX_APPROVAL_ROUNDS
+
+REVIEW_TASK = "review_invoice_{}"
+
+
+class InvoiceReview(HITLOperator):
+    """A human-in-the-loop request about one invoice draft (shown as the map index in the UI)."""
+
+    def __init__(self, *, invoice_id: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.invoice_id = invoice_id
 
 
 @task(multiple_outputs=True)
@@ -22,28 +41,48 @@ def route_approvals(batch_id: int, **context: Any) -> dict[str, list[int]]:
     return approval.route(runtime.billing_engine(), policy(), batch_id, runtime.actor(context))
 
 
-@task
-def prepare_reviews(invoice_ids: list[int]) -> list[dict[str, str]]:
+@task(trigger_rule="none_failed")
+def ask(_ready: Any, **context: Any) -> list[dict[str, Any]]:
+    """The HITL requests of this round: the kwargs of each mapped review task, invoice id included."""
     from invoiceflow import approval, runtime
+    from invoiceflow.policy import policy
 
-    return [approval.review_request(runtime.billing_engine(), i) for i in invoice_ids]
+    ti = context["ti"]
+    review_task = REVIEW_TASK.format(ti.task_id.rsplit("_", 1)[-1])
+
+    def link(map_index: int) -> str:
+        from airflow.configuration import conf
+
+        base = (conf.get("api", "base_url", fallback="") or "http://localhost:8080").rstrip("/")
+        return f"{base}/dags/{ti.dag_id}/runs/{ti.run_id}/tasks/{review_task}/required_actions?map_index={map_index}"
+
+    ids, requests = approval.open_requests(
+        runtime.billing_engine(), policy(), context["run_id"], runtime.actor(context), link
+    )
+    return [{"invoice_id": i, **r} for i, r in zip(ids, requests, strict=True)]
 
 
 @task(trigger_rule="none_failed")
-def apply_decisions(review_ids: list[int], decisions: list[dict | None] | None) -> list[int]:
-    from invoiceflow import ledger, runtime
+def apply_decisions(requests: list[dict], decisions: list[dict | None] | None, **context: Any) -> list[int]:
+    from invoiceflow import approval, runtime
+    from invoiceflow.policy import policy
 
-    engine = runtime.billing_engine()
-    approved = []
-    for invoice_id, decision in zip(review_ids, list(decisions or []), strict=False):
-        if not decision:  # no answer recorded: the invoice keeps waiting
-            continue
-        user = decision.get("responded_by_user") or {}
-        approve = decision["chosen_options"] == ["Approve"]
-        comment = (decision.get("params_input") or {}).get("comment")
-        if ledger.decide(engine, invoice_id, approve, f"user:{user.get('id', '?')}", comment) == "approved":
-            approved.append(invoice_id)
-    return approved
+    return approval.apply_decisions(
+        runtime.billing_engine(),
+        policy(),
+        context["run_id"],
+        [r["invoice_id"] for r in requests or []],
+        list(decisions or []),
+        runtime.actor(context),
+    )
+
+
+@task(trigger_rule="all_done")
+def close_reviews(_last: Any, **context: Any) -> list[int]:
+    """Release this run's open requests: what is still undecided is asked again by the next run."""
+    from invoiceflow import approval, runtime
+
+    return approval.close_run(runtime.billing_engine(), context["run_id"])
 
 
 @task
@@ -80,12 +119,20 @@ def issue_and_send(invoice_ids: list[int]) -> None:
 
 
 def approve_issue_send(batch_id: Any) -> None:
-    """Wire routing, the finance review in the Airflow UI, and issue-and-send after a pricing task."""
+    """Wire routing, the review rounds in the Airflow UI, and issue-and-send after a pricing task."""
     routed = route_approvals(batch_id)
-    decisions = HITLOperator.partial(
-        task_id="review_invoice",
-        options=["Approve", "Reject"],
-        params={"comment": Param("", type="string", description="Why (shown in the audit trail)")},
-    ).expand_kwargs(prepare_reviews(routed["review"]))
     issue_and_send.override(group_id="auto_approved")(routed["auto"])
-    issue_and_send.override(group_id="reviewed")(apply_decisions(routed["review"], decisions.output))
+    ready: Any = routed["review"]
+    for n in range(1, MAX_APPROVAL_ROUNDS + 1):
+        asked = ask.override(task_id=f"ask_{n}")(ready)
+        decisions = InvoiceReview.partial(
+            task_id=REVIEW_TASK.format(n),
+            map_index_template="invoice draft {{ task.invoice_id }}",
+            options=["Approve", "Reject", "Escalate"],
+            params={"comment": Param("", type="string", description="Why (shown in the audit trail)")},
+            retries=0,  # waiting for a person is not retried: a new request would ask again
+        ).expand_kwargs(asked)
+        applied = apply_decisions.override(task_id=f"apply_{n}")(asked, decisions.output)
+        issue_and_send.override(group_id=f"approved_{n}")(applied)
+        ready = applied
+    close_reviews(ready)

@@ -17,7 +17,7 @@ SELECT i.invoice_id,
        (SELECT MAX(CAST(SUBSTR(d.document, 10) AS INTEGER)) FROM deliveries d
          WHERE d.invoice_id = i.invoice_id AND d.document LIKE 'reminder-%'
            AND d.status IN ('sent', 'sending')) AS last_level,
-       (SELECT COUNT(*) FROM invoice_disputes x
+       (SELECT COUNT(*) FROM disputes x
          WHERE x.invoice_id = i.invoice_id AND x.resolved_at IS NULL) AS disputed
 FROM invoices i
 JOIN clients c ON c.client_id = i.client_id

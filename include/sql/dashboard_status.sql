@@ -11,7 +11,7 @@ FROM (
     SELECT CASE
                WHEN i.document_type = 'credit_note' THEN 'credit_note'
                WHEN i.status IN ('issued', 'sent', 'partially_paid') AND EXISTS (
-                    SELECT 1 FROM invoice_disputes d
+                    SELECT 1 FROM disputes d
                     WHERE d.invoice_id = i.invoice_id AND d.resolved_at IS NULL) THEN 'disputed'
                WHEN i.status IN ('issued', 'sent', 'partially_paid') AND i.due_date < :today
                     AND i.gross_amount - i.credited_amount > i.paid_amount THEN 'overdue'

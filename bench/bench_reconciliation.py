@@ -1,0 +1,676 @@
+"""The reconciliation benchmark: a labelled synthetic bank month, rendered, parsed back, matched, scored.
+
+From a seed it generates clients and open invoices, then bank lines with a realistic noise mix,
+each labelled with what a correct matcher does (post to these invoices, reverse that payment, or
+leave it to finance). The lines are rendered as real files (CAMT.053, MT940 and bank CSV), read
+back through ``invoiceflow.statements`` (format detection, parsing, duplicate keys), and decided
+by ``invoiceflow.reconciliation.Matcher`` in booking order, as the nightly run does; the run then
+scores itself against the labels.
+
+Two runs, each in its own process so its peak memory is its own:
+
+- **quality**: about 500 clients and 10,000 open invoices; reports auto-post precision and rate,
+  allocation precision and recall, exception recall by category, returns, duplicate detection;
+- **speed**: 100,000 bank lines (5,000 clients, 100,000 invoices); reports time per phase and
+  peak memory.
+
+    python bench/bench_reconciliation.py                 # both runs, results in bench/results/
+    python bench/bench_reconciliation.py --scale tiny    # a quick check (the tests use it)
+
+Targets (from the issue): auto-post precision at least 99.5 % at an auto-post rate of at least
+85 %; no wrong posting on returns and non-receivable lines; 100,000 lines in under 60 s.
+The database writes of the nightly run (one transaction per posted line) are not part of the speed
+run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = BENCH_DIR / "results"
+RATES = {"EUR": Decimal(1), "USD": Decimal("1.10"), "GBP": Decimal("0.85")}
+ACCOUNTS = {"EUR": "DE89370400440532013000", "USD": "DE02120300000000202051", "GBP": "GB33BUKB20201555555555"}
+DAY0 = date(2026, 11, 2)
+SCALES = {  # clients, invoices, quality or speed
+    "tiny": {"quality": (40, 600), "speed": (200, 5_000)},
+    "full": {"quality": (500, 10_000), "speed": (5_000, 108_000)},
+}
+# share of the lines per kind; what a correct matcher does with each is in ``generate``
+MIX = {
+    "clean": 0.38,
+    "degraded_reference": 0.08,
+    "missing_reference": 0.12,
+    "wrong_reference": 0.04,
+    "combined": 0.06,
+    "partial": 0.05,
+    "fee_deducted": 0.04,
+    "discounted": 0.03,
+    "overpaid": 0.03,
+    "fx": 0.03,
+    "payer_name_differs": 0.04,
+    "same_amount_ambiguity": 0.03,
+    "non_receivable": 0.03,
+    "return": 0.02,
+    "unknown_payer": 0.02,
+}
+DUPLICATE_SHARE = 0.03  # lines delivered twice (a statement re-sent inside another file)
+PREFIXES = [
+    "Nord",
+    "Sued",
+    "West",
+    "Ost",
+    "Alpen",
+    "Baltic",
+    "Blue",
+    "Green",
+    "Red",
+    "Silver",
+    "Golden",
+    "Iron",
+    "River",
+    "Lake",
+    "Forest",
+    "Harbor",
+    "Summit",
+    "Valley",
+    "Coastal",
+    "Urban",
+    "Prime",
+    "Apex",
+    "Nova",
+    "Stellar",
+    "Vertex",
+    "Pioneer",
+    "Horizon",
+    "Quantum",
+    "Atlas",
+    "Orion",
+    "Meridian",
+    "Cobalt",
+    "Amber",
+]
+NOUNS = [
+    "Logistik",
+    "Data",
+    "Systems",
+    "Bau",
+    "Foods",
+    "Analytics",
+    "Consulting",
+    "Media",
+    "Energie",
+    "Pharma",
+    "Textil",
+    "Maschinen",
+    "Software",
+    "Retail",
+    "Immobilien",
+    "Transport",
+    "Medizintechnik",
+    "Versicherung",
+    "Chemie",
+    "Agrar",
+    "Robotics",
+    "Telecom",
+    "Design",
+    "Finance",
+    "Hotels",
+]
+FORMS = ("GmbH", "AG", "Ltd", "LLC", "SAS", "B.V.", "KG", "Inc.")
+
+
+@dataclass
+class Inv:
+    invoice_id: int
+    number: str
+    client: str
+    currency: str
+    amount: int
+    due: date
+    reference: str
+
+
+@dataclass
+class Line:
+    line_id: int
+    kind: str
+    currency: str
+    amount: int
+    day: date
+    name: str | None
+    iban: str | None
+    remittance: str | None
+    structured_ref: str | None
+    expect: str  # post, reverse, exception
+    allocations: dict[int, int] = field(default_factory=dict)
+    e2e: str | None = None
+    reversal: bool = False
+
+
+def _ref(number: str) -> str:
+    from invoiceflow.ledger import creditor_reference
+
+    return creditor_reference(number)
+
+
+def generate(clients_n: int, invoices_n: int, seed: int = 7) -> tuple[dict[str, str], list[Inv], list[Line]]:
+    """Clients, open invoices and labelled bank lines, the same for the same arguments."""
+    rng = random.Random(seed)
+    names: dict[str, str] = {}
+    combos = [(p, n) for p in PREFIXES for n in NOUNS]
+    rng.shuffle(combos)
+    for i in range(clients_n):
+        p, n = combos[i % len(combos)]
+        suffix = "" if i < len(combos) else f" {i // len(combos) + 1}"
+        names[f"C{i + 1:05d}"] = f"{p} {n}{suffix} {rng.choice(FORMS)}"
+    client_ids = list(names)
+    invoices = []
+    for i in range(invoices_n):
+        cur = "EUR" if rng.random() < 0.85 else rng.choice(("USD", "GBP"))
+        number = f"NWD-2026-{i + 1:06d}"
+        invoices.append(
+            Inv(
+                i + 1,
+                number,
+                rng.choice(client_ids),
+                cur,
+                rng.randrange(10_000, 2_000_000),
+                DAY0 + timedelta(days=rng.randrange(0, 30)),
+                _ref(number),
+            )
+        )
+    by_client: dict[str, list[Inv]] = defaultdict(list)
+    for inv in invoices:
+        by_client[inv.client].append(inv)
+    unused = invoices[:]
+    rng.shuffle(unused)
+    taken: set[int] = set()
+    lines: list[Line] = []
+    payer_ibans = {c: f"DE{rng.randrange(10**19, 10**20)}" for c in client_ids}
+
+    def take(pred=lambda inv: True) -> Inv | None:
+        skipped, found = [], None
+        while unused and len(skipped) < 2000:
+            inv = unused.pop()
+            if inv.invoice_id in taken:
+                continue
+            if pred(inv):
+                found = inv
+                break
+            skipped.append(inv)
+        unused.extend(reversed(skipped))
+        if found is not None:
+            taken.add(found.invoice_id)
+        return found
+
+    def add(kind: str, inv: Inv | None, amount: int, expect: str, **kw: Any) -> Line:
+        line = Line(
+            line_id=len(lines) + 1,
+            kind=kind,
+            currency=kw.pop("currency", inv.currency if inv else "EUR"),
+            amount=amount,
+            day=DAY0 + timedelta(days=rng.randrange(0, 20)),
+            name=kw.pop("name", names[inv.client] if inv else None),
+            iban=kw.pop("iban", payer_ibans[inv.client] if inv else None),
+            remittance=kw.pop("remittance", None),
+            structured_ref=kw.pop("structured_ref", None),
+            expect=expect,
+            **kw,
+        )
+        lines.append(line)
+        return line
+
+    total = int(invoices_n * 0.9)
+    plan = [k for k, share in MIX.items() for _ in range(round(share * total))]
+    rng.shuffle(plan)
+    for kind in plan:
+        if kind in ("clean", "payer_name_differs"):
+            inv = take()
+            if inv is None:
+                continue
+            ref = {"structured_ref": inv.reference} if rng.random() < 0.5 else {"remittance": f"Invoice {inv.number}"}
+            extra = {"name": "Holding Services Intl", "iban": None} if kind == "payer_name_differs" else {}
+            add(kind, inv, inv.amount, "post", allocations={inv.invoice_id: inv.amount}, **ref, **extra)
+        elif kind == "degraded_reference":
+            inv = take()
+            if inv is None:
+                continue
+            text = rng.choice(
+                (
+                    inv.number.replace("-", " ").lower(),
+                    inv.number.replace("-", ""),
+                    f"RE {inv.number.replace('-', ' ')}",
+                )
+            )
+            add(kind, inv, inv.amount, "post", allocations={inv.invoice_id: inv.amount}, remittance=text)
+        elif kind in ("missing_reference", "wrong_reference"):
+            inv = take(
+                lambda i: sum(o.amount == i.amount and o.currency == i.currency for o in by_client[i.client]) == 1
+            )
+            if inv is None:
+                continue
+            name = names[inv.client]
+            variant = rng.random()
+            if variant < 0.3:
+                name = name.upper()
+            elif variant < 0.5:
+                name = name.rsplit(" ", 1)[0]  # without the legal form
+            elif variant < 0.6:
+                cut = rng.randrange(1, len(name) - 1)
+                name = name[:cut] + name[cut + 1 :]  # a letter lost: only a fuzzy match finds it
+            text = "Payment" if kind == "missing_reference" else f"Invoice NWD-2026-9{rng.randrange(10**5):05d}"
+            add(kind, inv, inv.amount, "post", allocations={inv.invoice_id: inv.amount}, name=name, remittance=text)
+        elif kind == "combined":
+            first = take()
+            if first is None:
+                break
+            siblings = [
+                o for o in by_client[first.client] if o.invoice_id not in taken and o.currency == first.currency
+            ][: rng.randrange(1, 4)]
+            for s in siblings:
+                taken.add(s.invoice_id)
+            group = [first, *siblings]
+            amount = sum(i.amount for i in group)
+            with_refs = rng.random() < 0.5
+            text = " ".join(i.number for i in group) if with_refs else "Sammelzahlung"
+            add(kind, first, amount, "post", allocations={i.invoice_id: i.amount for i in group}, remittance=text)
+        elif kind == "partial":
+            inv = take()
+            if inv is None:
+                continue
+            part = inv.amount // rng.choice((2, 3, 4))
+            add(kind, inv, part, "post", allocations={inv.invoice_id: part}, remittance=f"Teilzahlung {inv.number}")
+        elif kind in ("fee_deducted", "discounted", "overpaid"):
+            inv = take(lambda i: i.amount > 200_000)
+            if inv is None:
+                continue
+            delta = {"fee_deducted": -rng.choice((500, 750, 1500)), "overpaid": rng.choice((500, 1000, 2500))}.get(
+                kind, -(inv.amount * 2 // 100)
+            )
+            add(
+                kind,
+                inv,
+                inv.amount + delta,
+                "post",
+                allocations={inv.invoice_id: inv.amount},
+                structured_ref=inv.reference,
+            )
+        elif kind == "fx":
+            inv = take(lambda i: i.currency == "USD")
+            if inv is None:
+                continue
+            eur = int((Decimal(inv.amount) / RATES["USD"] * Decimal("0.995")).to_integral_value())
+            add(
+                kind,
+                inv,
+                eur,
+                "post",
+                allocations={inv.invoice_id: inv.amount},
+                currency="EUR",
+                remittance=f"Inv {inv.number}",
+            )
+        elif kind == "same_amount_ambiguity":
+            inv = take(
+                lambda i: sum(o.invoice_id not in taken and o.currency == i.currency for o in by_client[i.client]) >= 1
+            )
+            if inv is None:
+                continue
+            twin = next(
+                (o for o in by_client[inv.client] if o.invoice_id not in taken and o.currency == inv.currency), None
+            )
+            if twin is None:
+                continue
+            twin.amount = inv.amount  # two open invoices of one client with the same amount
+            taken.add(twin.invoice_id)  # and no other line pays the twin
+            add(kind, inv, inv.amount, "exception", remittance="Payment")
+        elif kind == "non_receivable":
+            text, name = rng.choice(
+                (
+                    ("Zinsgutschrift Q3", "Northwind Bank"),
+                    ("Erstattung Umsatzsteuer", "Finanzamt Berlin"),
+                    ("Gutschrift Lieferant Rueckerstattung", "Office Supplies Direct"),
+                )
+            )
+            inv = rng.choice(invoices)
+            amount = inv.amount if rng.random() < 0.3 else rng.randrange(1_000, 500_000)  # sometimes the same amount
+            add(kind, None, amount, "exception", name=name, iban=None, remittance=text, currency="EUR")
+        elif kind == "unknown_payer":
+            add(
+                kind,
+                None,
+                rng.randrange(1_000, 500_000),
+                "exception",
+                name="Unknown Trading Co",
+                iban=None,
+                remittance="Order 4711",
+                currency="EUR",
+            )
+        elif kind == "return":
+            inv = take(lambda i: i.currency == "EUR")
+            if inv is None:
+                continue
+            e2e = f"E2E{len(lines) + 1:08d}"
+            original = add(
+                "clean",
+                inv,
+                inv.amount,
+                "post",
+                allocations={inv.invoice_id: inv.amount},
+                structured_ref=inv.reference,
+                e2e=e2e,
+            )
+            back = add(kind, inv, -inv.amount, "reverse", remittance=f"RETURN {inv.number}", e2e=e2e, reversal=True)
+            back.day = original.day + timedelta(days=2)
+    return names, invoices, lines
+
+
+# Rendering and reading back -------------------------------------------------------------------------
+
+
+def render(lines: list[Line], folder: Path, seed: int = 7) -> dict[str, int]:
+    """Bank files for the lines: CAMT.053 (60 %), MT940 (25 %), bank CSV (15 %); some lines sent twice."""
+    from invoiceflow.statements import Statement, Transaction, write_camt053, write_mt940
+
+    rng = random.Random(seed + 1)
+    folder.mkdir(parents=True, exist_ok=True)
+    groups: dict[tuple[str, str], list[Transaction]] = defaultdict(list)
+    duplicates = 0
+    for line in lines:
+        fmt = "camt" if rng.random() < 0.6 else ("mt940" if rng.random() < 0.625 else "csv")
+        txn = Transaction(
+            account_iban=ACCOUNTS[line.currency],
+            currency=line.currency,
+            booking_date=line.day,
+            value_date=line.day,
+            amount=line.amount,
+            counterparty_name=line.name,
+            counterparty_iban=line.iban,
+            remittance=line.remittance,
+            structured_ref=line.structured_ref,
+            bank_ref=f"L{line.line_id:08d}",
+            end_to_end_id=line.e2e,
+            reversal=line.reversal,
+        )
+        groups[(fmt, line.currency)].append(txn)
+        if rng.random() < DUPLICATE_SHARE:
+            groups[("camt-resent", line.currency)].append(txn)
+            duplicates += 1
+    files = Counter()
+    chunk = 5_000
+    for (fmt, cur), txns in sorted(groups.items()):
+        txns.sort(key=lambda t: (t.booking_date, t.bank_ref))
+        for n in range(0, len(txns), chunk):
+            part = tuple(txns[n : n + chunk])
+            st = Statement(
+                ACCOUNTS[cur],
+                cur,
+                f"{fmt}-{cur}-{n // chunk}",
+                None,
+                part[0].booking_date,
+                part[-1].booking_date,
+                0,
+                sum(t.amount for t in part),
+                part,
+            )
+            stem = f"{fmt}-{cur}-{n // chunk:03d}"
+            if fmt.startswith("camt"):
+                data = write_camt053([st], message_id=stem, created_at=datetime(2026, 12, 1, tzinfo=UTC))
+                (folder / f"{stem}.xml").write_bytes(data)
+            elif fmt == "mt940":
+                (folder / f"{stem}.sta").write_bytes(write_mt940([st]))
+            else:
+                rows = ["Konto;Datum;Betrag;Waehrung;Name;IBAN;Zweck;Referenz;Ref"]
+                for t in part:
+                    rows.append(
+                        ";".join(
+                            [
+                                t.account_iban,
+                                t.booking_date.strftime("%d.%m.%Y"),
+                                f"{Decimal(t.amount) / 100:.2f}".replace(".", ","),
+                                cur,
+                                (t.counterparty_name or "").replace(";", " "),
+                                t.counterparty_iban or "",
+                                (t.remittance or "").replace(";", " "),
+                                t.structured_ref or "",
+                                t.bank_ref or "",
+                            ]
+                        )
+                    )
+                (folder / f"{stem}.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+            files[fmt.split("-")[0]] += 1
+    return {"files": sum(files.values()), **{f"files_{k}": v for k, v in files.items()}, "duplicates": duplicates}
+
+
+def csv_mapping() -> dict[str, Any]:
+    from invoiceflow.policy import BankCsv
+
+    return {
+        "benchbank": BankCsv(
+            columns={
+                "account_iban": "Konto",
+                "booking_date": "Datum",
+                "amount": "Betrag",
+                "currency": "Waehrung",
+                "counterparty_name": "Name",
+                "counterparty_iban": "IBAN",
+                "remittance": "Zweck",
+                "structured_ref": "Referenz",
+                "bank_ref": "Ref",
+            }
+        )
+    }
+
+
+def read_back(folder: Path) -> tuple[list[dict[str, Any]], int]:
+    """Parse every file, drop lines already seen (the database's unique key), as ``import_bytes`` does."""
+    from invoiceflow.statements import parse_statement_bytes, transaction_dedup_keys
+
+    mapping = csv_mapping()
+    seen: set[tuple[str, str]] = set()
+    out, dup = [], 0
+    for path in sorted(folder.iterdir()):
+        statements = parse_statement_bytes(path.read_bytes(), path.name, mapping)
+        txns = [t for st in statements for t in st.transactions]
+        for t, key in zip(txns, transaction_dedup_keys(txns), strict=True):
+            if (t.account_iban, key) in seen:
+                dup += 1
+                continue
+            seen.add((t.account_iban, key))
+            out.append({**t.__dict__, "txn_id": len(out) + 1})
+    return out, dup
+
+
+def match(names: dict[str, str], invoices: list[Inv], txns: list[dict[str, Any]]) -> dict[str, Any]:
+    from invoiceflow.policy import load_policy
+    from invoiceflow.reconciliation import Matcher, OpenInvoice
+
+    pol = load_policy()
+    matcher = Matcher(
+        [
+            OpenInvoice(i.invoice_id, i.number, i.client, i.currency, i.amount, i.due, i.reference, "sent")
+            for i in invoices
+        ],
+        names,
+        {},
+        pol.reconciliation,
+        pol.base_currency,
+        lambda cur, day: RATES[cur],
+    )
+    decisions = {}
+    for txn in sorted(txns, key=lambda t: (t["booking_date"], t["txn_id"])):
+        d = matcher.decide(txn)
+        if d.outcome in ("posted", "partial"):
+            matcher.apply(d)
+            if txn.get("counterparty_iban") and d.rule and d.rule.startswith("reference"):
+                matcher.payer_ibans.setdefault(txn["counterparty_iban"], d.client_id)
+        decisions[txn["bank_ref"]] = d
+    return decisions
+
+
+def score(lines: list[Line], decisions: dict[str, Any]) -> dict[str, Any]:
+    by_ref = {f"L{line.line_id:08d}": line for line in lines}
+    posted = correct = should_post = 0
+    pairs_true = pairs_pred = pairs_hit = 0
+    wrong_on_protected = 0
+    per_kind: dict[str, Counter] = defaultdict(Counter)
+    for ref, line in by_ref.items():
+        d = decisions[ref]
+        got = {a.invoice_id: a.amount for a in d.allocations} if d.outcome in ("posted", "partial") else {}
+        kind = per_kind[line.kind]
+        kind["lines"] += 1
+        if line.expect == "post":
+            should_post += 1
+            pairs_true += len(line.allocations)
+        if got:
+            posted += 1
+            pairs_pred += len(got)
+            pairs_hit += sum(1 for k, v in got.items() if line.allocations.get(k) == v)
+            ok = got == line.allocations
+            correct += ok
+            kind["posted"] += 1
+            kind["posted_correctly"] += ok
+            if line.expect != "post":
+                wrong_on_protected += line.kind in ("return", "non_receivable")
+        elif line.expect == "exception" and d.outcome == "exception":
+            kind["left_to_finance"] += 1
+        elif line.expect == "reverse" and d.outcome == "reverse":
+            kind["reversed"] += 1
+    exception_recall = {
+        k: round(c["left_to_finance"] / c["lines"], 4)
+        for k, c in per_kind.items()
+        if any(line.kind == k and line.expect == "exception" for line in lines[:5000])
+        or k in ("same_amount_ambiguity", "non_receivable", "unknown_payer")
+        if c["lines"]
+    }
+    return {
+        "lines": len(lines),
+        "auto_post_precision": round(correct / posted, 4) if posted else None,
+        "auto_post_rate": round(posted / should_post, 4) if should_post else None,
+        "allocation_precision": round(pairs_hit / pairs_pred, 4) if pairs_pred else None,
+        "allocation_recall": round(pairs_hit / pairs_true, 4) if pairs_true else None,
+        "exception_recall_by_category": exception_recall,
+        "returns_reversed": round(per_kind["return"]["reversed"] / per_kind["return"]["lines"], 4)
+        if per_kind["return"]["lines"]
+        else None,
+        "wrong_postings_on_returns_and_non_receivable": wrong_on_protected,
+        "by_kind": {k: dict(c) for k, c in sorted(per_kind.items())},
+    }
+
+
+def _peak_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def child(run: str, scale: str, seed: int) -> dict[str, Any]:
+    clients_n, invoices_n = SCALES[scale][run]
+    import invoiceflow.ledger  # noqa: F401 - imported before the clock starts (it loads the document stack)
+
+    timings = {}
+    t0 = time.perf_counter()
+    names, invoices, lines = generate(clients_n, invoices_n, seed)
+    timings["generate_s"] = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory(prefix="bench-recon-") as tmp:
+        t0 = time.perf_counter()
+        rendered = render(lines, Path(tmp), seed)
+        timings["render_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        txns, dup = read_back(Path(tmp))
+        timings["parse_and_dedup_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    decisions = match(names, invoices, txns)
+    timings["match_s"] = time.perf_counter() - t0
+    result = {
+        "run": run,
+        "clients": clients_n,
+        "invoices": invoices_n,
+        "bank_lines": len(lines),
+        **rendered,
+        "duplicates_detected": dup,
+        "duplicate_detection": round(dup / rendered["duplicates"], 4) if rendered["duplicates"] else None,
+        "seconds": {k: round(v, 2) for k, v in timings.items()},
+        "lines_per_second_parse_and_match": round(len(lines) / (timings["parse_and_dedup_s"] + timings["match_s"]), 1),
+        "peak_memory_mb": _peak_mb(),
+    }
+    if run == "quality":
+        result["quality"] = score(lines, decisions)
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--scale", choices=sorted(SCALES), default="full")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--runs", default="quality,speed")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "reconciliation-latest.json")
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.scale, args.seed)))
+        return 0
+    results = {}
+    for run in args.runs.split(","):
+        done = subprocess.run(
+            [sys.executable, __file__, "--child", run, "--scale", args.scale, "--seed", str(args.seed)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode:
+            print(done.stdout[-3000:], done.stderr[-3000:], file=sys.stderr)
+            return 1
+        results[run] = json.loads(done.stdout.strip().splitlines()[-1])
+        print(json.dumps(results[run], indent=1)[:3000])
+    quality = results.get("quality", {}).get("quality", {})
+    speed = results.get("speed", {})
+    targets = {
+        "auto_post_precision_min": 0.995,
+        "auto_post_rate_min": 0.85,
+        "speed_lines": 100_000,
+        "speed_seconds_max": 60,
+    }
+    met = {
+        "precision": (quality.get("auto_post_precision") or 0) >= targets["auto_post_precision_min"],
+        "rate": (quality.get("auto_post_rate") or 0) >= targets["auto_post_rate_min"],
+        "no_wrong_posting_on_returns_and_non_receivable": quality.get("wrong_postings_on_returns_and_non_receivable")
+        == 0,
+        "speed": bool(speed)
+        and speed["seconds"]["parse_and_dedup_s"] + speed["seconds"]["match_s"] < targets["speed_seconds_max"],
+    }
+    report = {
+        "benchmark": "reconciliation",
+        "scale": args.scale,
+        "seed": args.seed,
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "targets": targets,
+        "met": met,
+        "runs": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"targets met: {met}\nresults: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
