@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 URL_PREFIX = "/invoiceflow"
 RESOURCE = "Billing"
 REPORT_NAME = re.compile(r"^exceptions-\d{4}-\d{2}-\d{2}\.(html|csv)$")
-REVIEW_SUBJECT = re.compile(r"^Approve invoice draft (\d+):")
+REVIEW_SUBJECT = re.compile(r"^(?:Escalated: )?Approve invoice draft (\d+):")
 DAG_IDS = ("billing_cycle", "billing_events", "bank_reconciliation", "payment_reminders")
 
 
