@@ -202,3 +202,17 @@ def test_two_runs_at_once_send_once(sqlite_engine, data_dir, smtp, monkeypatch):
     assert _deliver(sqlite_engine, policy, invoice_id)["busy"] == 1  # run A
     assert len(smtp.messages) == 1 and _delivery(sqlite_engine, invoice_id)["status"] == "sent"
     assert _delivery(sqlite_engine, invoice_id)["attempts"] == 2
+
+
+def test_a_bad_client_address_is_reported_and_the_rest_goes_on(sqlite_engine, data_dir, smtp):
+    policy = load_policy()
+    month = issued_month(sqlite_engine, data_dir)
+    ids = [month["K1"]["invoice_id"], month["K2"]["invoice_id"]]
+    outbox.render_invoices(sqlite_engine, policy, ids, "test")
+    with sqlite_engine.begin() as conn:
+        db.execute(conn, "UPDATE clients SET email = 'a@kessler.example, b@kessler.example' WHERE client_id = 'C1'")
+    counts = outbox.deliver_invoices(sqlite_engine, policy, ids, "test", use_smtp=True)
+    assert counts["bad_address"] == 1 and counts["email"] == 1
+    assert [m.recipients for m in smtp.messages] == [["ap@brightwater.example"]]
+    (exc,) = _exceptions(sqlite_engine, "delivery_failed")
+    assert month["K1"]["invoice_number"] in exc["detail"] and "not a single e-mail address" in exc["detail"]

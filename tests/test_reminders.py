@@ -176,3 +176,13 @@ def test_dispute_from_the_command_line(data_dir, capsys):
     assert cli.main(["dispute", number, "--resolve", "credited 2 h"]) == 0 and reminded()
     assert cli.main(["dispute", "NWD-1999-000001", "--reason", "x"]) == 2
     assert cli.main(["release-delivery", "<nope@x>", "--reason", "x"]) == 2
+
+
+def test_a_bad_address_is_reported_and_other_reminders_go_out(engine, data_dir, month):
+    with engine.begin() as conn:
+        db.execute(conn, "UPDATE clients SET email = 'nobody' WHERE client_id = 'C1'")
+    counts = reminders.send_reminders(engine, load_policy(), date(2026, 12, 20), "test", use_smtp=False)
+    assert counts["bad_address"] == 2 and counts["final"] == 2  # K1, K4 reported; K2, K3 reminded
+    with engine.connect() as conn:
+        reported = db.rows(conn, "SELECT * FROM exceptions WHERE category = 'delivery_failed'")
+    assert {r["subject_id"] for r in reported} == {str(month["K1"]["invoice_id"]), str(month["K4"]["invoice_id"])}

@@ -336,7 +336,7 @@ def deliver_invoices(
     back-off; what was sent stays sent). Unconfirmed and given-up ones are reported, not raised.
     """
     use_smtp = smtp_available() if use_smtp is None else use_smtp
-    counts = {"email": 0, "portal": 0, "unconfirmed": 0, "failed": 0, "given_up": 0, "busy": 0}
+    counts = {"email": 0, "portal": 0, "unconfirmed": 0, "failed": 0, "given_up": 0, "busy": 0, "bad_address": 0}
     failed: list[str] = []
     for invoice_id in invoice_ids:
         with engine.begin() as conn:
@@ -350,19 +350,36 @@ def deliver_invoices(
         pdf_path = Path(inv["pdf_path"])
         done = True
         if inv["delivery"] in ("email", "both"):
-            status = send_once(
-                engine,
-                invoice_id=invoice_id,
-                document="invoice",
-                recipient=inv["email"],
-                message=invoice_message(policy, doc, pdf_path.read_bytes()),
-                use_smtp=use_smtp,
-                actor=actor,
-                run_id=run_id,
-                policy=policy,
-            )
-            key = {"sent": "email", "sending": "unconfirmed"}.get(status, status)
-            counts[key] += 1
+            try:
+                message = invoice_message(policy, doc, pdf_path.read_bytes())
+            except ValueError as exc:  # e.g. a client e-mail address that is not one address
+                with engine.begin() as conn:
+                    audit.record_exception(
+                        conn,
+                        category="delivery_failed",
+                        subject_type="invoice",
+                        subject_id=str(invoice_id),
+                        run_id=run_id,
+                        detail=f"{doc.invoice_number} to client {inv['client_id']} cannot be e-mailed: {exc}; "
+                        "correct the client's address in the clients feed",
+                    )
+                counts["bad_address"] += 1
+                message = None
+            status = "bad_address"
+            if message is not None:
+                status = send_once(
+                    engine,
+                    invoice_id=invoice_id,
+                    document="invoice",
+                    recipient=inv["email"],
+                    message=message,
+                    use_smtp=use_smtp,
+                    actor=actor,
+                    run_id=run_id,
+                    policy=policy,
+                )
+                key = {"sent": "email", "sending": "unconfirmed"}.get(status, status)
+                counts[key] += 1
             if status == "failed":
                 failed.append(doc.invoice_number)
             done = status == "sent"

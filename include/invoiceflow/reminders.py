@@ -62,17 +62,31 @@ def send_reminders(
         with engine.connect() as conn:
             doc = documents.complete_document(conn, policy, item["invoice_id"])
         document = f"reminder-{item['level']}"
-        message = delivery.build_reminder_email(
-            doc,
-            level=item["level"],
-            level_name=item["level_name"],
-            open_amount=item["open_amount"],
-            as_of=as_of,
-            mail_from=policy.mail_from,
-            message_id=delivery.message_id_for(doc.invoice_number, document, domain),
-            template=item["template"],
-            late_fee=item["late_fee"],
-        )
+        try:
+            message = delivery.build_reminder_email(
+                doc,
+                level=item["level"],
+                level_name=item["level_name"],
+                open_amount=item["open_amount"],
+                as_of=as_of,
+                mail_from=policy.mail_from,
+                message_id=delivery.message_id_for(doc.invoice_number, document, domain),
+                template=item["template"],
+                late_fee=item["late_fee"],
+            )
+        except ValueError as exc:  # a client address that is not one address: report it, go on
+            with engine.begin() as conn:
+                audit.record_exception(
+                    conn,
+                    category="delivery_failed",
+                    subject_type="invoice",
+                    subject_id=str(item["invoice_id"]),
+                    run_id=run_id,
+                    detail=f"{document} of {doc.invoice_number} cannot be e-mailed: {exc}; correct the client's "
+                    "address in the clients feed",
+                )
+            counts["bad_address"] = counts.get("bad_address", 0) + 1
+            continue
         status = send_once(
             engine,
             invoice_id=item["invoice_id"],

@@ -116,6 +116,19 @@ CATEGORIES: dict[str, tuple[str, str]] = {
         "Rejected billing events",
         "A business event could not be billed; the message says why.",
     ),
+    "delivery_failed": (
+        "E-mails that could not be delivered",
+        "The mail server refused an invoice or reminder e-mail after every retry, or the address is wrong. "
+        "Fix the address or the server, then `invoiceflow release-delivery` allows one more attempt.",
+    ),
+    "approval_overdue": (
+        "Approvals past their deadline",
+        "No approver answered in the tier's response time; the invoice escalated and still waits.",
+    ),
+    "approval_unassignable": (
+        "Approvals nobody may decide",
+        "Every approver of the tier is excluded (for example, they adjusted the invoice themselves). Add one.",
+    ),
 }
 CATEGORY_TITLES = {k: v[0] for k, v in CATEGORIES.items()}
 INFORMATION_ONLY = {"write_off", "fx_difference", "duplicate_lines"}
