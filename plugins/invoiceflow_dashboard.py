@@ -1,0 +1,29 @@
+"""The billing dashboard as an Airflow plugin: a FastAPI app served by the Airflow API server under
+``/invoiceflow`` and a "Billing" entry in the Airflow UI's navigation that shows it.
+
+Thin on purpose: the pages live in ``invoiceflow_dashboard_web`` (web layer, login check, the facts
+Airflow holds) and the figures in ``invoiceflow.dashboard`` (plain Python over the billing database).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from airflow.plugins_manager import AirflowPlugin
+from invoiceflow_dashboard_web import URL_PREFIX, create_app
+
+
+class InvoiceflowDashboardPlugin(AirflowPlugin):
+    name = "invoiceflow_dashboard"
+    fastapi_apps: ClassVar[list[dict[str, Any]]] = [
+        {"app": create_app(), "url_prefix": URL_PREFIX, "name": "Billing dashboard"}
+    ]
+    external_views: ClassVar[list[dict[str, Any]]] = [
+        {
+            "name": "Billing",
+            "href": f"{URL_PREFIX}/",
+            "url_route": "billing",  # shown inside the Airflow UI at /plugin/billing
+            "destination": "nav",
+            "nav_top_level": True,  # a button of its own in the navigation bar, not under Plugins
+        }
+    ]

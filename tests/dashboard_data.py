@@ -1,0 +1,133 @@
+"""A billed, delivered, partly paid month for the dashboard tests, built by the real domain code.
+
+October 2026 of the hand-worked sample data (four invoices issued on 1 November), a quarantined
+time entry, every invoice rendered to PDF and delivered (to files, no SMTP), and a bank statement
+of 20 November that pays K4 in full and brings one credit that names no invoice; reconciled and
+reported as the nightly DAG does.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+from billing_fixtures import ISSUE_DAY, OCTOBER
+from invoiceflow import approval, db, ledger, outbox, pricing, reconciliation, reports, sources
+from invoiceflow.policy import load_policy
+from invoiceflow.statements import Statement, Transaction, write_camt053
+from sample_data import FEEDS, write_feeds
+
+TODAY = date(2026, 12, 2)
+BANK_DAY = date(2026, 11, 20)
+RECONCILED_ON = date(2026, 11, 21)
+IBAN = "DE89370400440532013000"
+
+# 25 non-billable hours (never billed) and one row with a date in the wrong form: the file loads
+# (1 bad row in 26 is under the policy's 5 %) and the bad row is quarantined.
+EXTRA_TIMESHEET = (
+    "entry_id,contract_id,project_code,employee_id,role,work_date,hours,billable,description\n"
+    + "".join(f"X{n},K1,PRJ-1,E9,developer,2026-10-{n:02d},1.00,false,Internal {n}\n" for n in range(1, 26))
+    + "X99,K1,PRJ-1,E9,developer,31/10/2026,1.00,true,Wrong date form\n"
+)
+
+
+def _txn(amount: int, remittance: str, name: str, iban: str) -> Transaction:
+    return Transaction(
+        account_iban=IBAN,
+        currency="EUR",
+        booking_date=BANK_DAY,
+        value_date=BANK_DAY,
+        amount=amount,
+        counterparty_name=name,
+        counterparty_iban=iban,
+        remittance=remittance,
+        structured_ref=None,
+        bank_ref=None,
+        end_to_end_id=None,
+        reversal=False,
+    )
+
+
+def build(engine, data_dir: Path) -> dict[str, dict]:
+    """Return the invoices by contract id after the whole month has run."""
+    policy = load_policy()
+    inbox = data_dir / "inbox"
+    write_feeds(inbox)
+    (inbox / "timesheets" / "extra.csv").write_text(EXTRA_TIMESHEET, encoding="utf-8")
+    assert FEEDS["timesheets"]  # the hand-worked rows stay as they are
+    sources.load_inbox(engine, policy, "test")
+    batch = pricing.price_period(engine, policy, "run-1", OCTOBER, "test")
+    routed = approval.route(engine, policy, batch["batch_id"], "test")
+    for invoice_id in routed["review"]:
+        ledger.decide(engine, invoice_id, True, "user:finance", None)
+    issued = ledger.issue(engine, policy, routed["auto"] + routed["review"], ISSUE_DAY, "test")
+    outbox.render_invoices(engine, policy, issued, "test")
+    outbox.deliver_invoices(engine, policy, issued, "test", "run-1", use_smtp=False)
+    with engine.connect() as conn:
+        invoices = {r["contract_id"]: r for r in db.rows(conn, "SELECT * FROM invoices")}
+    k4 = invoices["K4"]
+    txns = [
+        _txn(k4["gross_amount"], f"Payment {k4['invoice_number']}", "Kessler Logistik GmbH", "DE44500105175407324931"),
+        _txn(50_000, "thanks for the great work", "Someone Unknown", "FR7630006000011234567890189"),
+    ]
+    statement = Statement(
+        account_iban=IBAN,
+        currency="EUR",
+        statement_id="S-2026-11-20",
+        created_at=None,
+        from_date=BANK_DAY,
+        to_date=BANK_DAY,
+        opening_balance=0,
+        closing_balance=sum(t.amount for t in txns),
+        transactions=tuple(txns),
+    )
+    folder = inbox / "bank"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "camt053-20261120.xml").write_bytes(
+        write_camt053([statement], message_id="S-2026-11-20", created_at=datetime(2026, 11, 20, tzinfo=UTC))
+    )
+    reconciliation.import_statements(engine, "test")
+    reconciliation.match_and_post(engine, "test", "scheduled__2026-11-21")
+    reports.write_exception_report(engine, RECONCILED_ON)
+    with engine.connect() as conn:
+        return {r["contract_id"]: r for r in db.rows(conn, "SELECT * FROM invoices")}
+
+
+def build_demo(engine, data_dir: Path, today: date) -> dict[str, int]:
+    """The demo company's month (``invoiceflow demo-data``) three months back, billed, issued,
+    rendered and delivered as the billing cycle does it, with a few drafts left waiting for finance,
+    and a bank statement in the inbox that pays part of it (for the reconciliation DAG to import).
+    """
+    from invoiceflow import demo, demo_bank, statements
+
+    policy = load_policy()
+    first = date(today.year, today.month, 1)
+    period = (first - timedelta(days=70)).replace(day=1)
+    period_end = (period + timedelta(days=32)).replace(day=1)
+    demo.write_demo_sources(data_dir / "inbox", period)
+    sources.load_inbox(engine, policy, "demo")
+    batch = pricing.price_period(engine, policy, "demo-run", (period, period_end), "demo")
+    routed = approval.route(engine, policy, batch["batch_id"], "demo")
+    waiting = routed["review"][:3]  # left for finance: they show under "awaiting approval"
+    for invoice_id in routed["review"][3:]:
+        ledger.decide(engine, invoice_id, True, "user:finance", "checked against the statement of work")
+    issued = ledger.issue(engine, policy, routed["auto"] + routed["review"][3:], period_end, "demo")
+    outbox.render_invoices(engine, policy, issued, "demo")
+    outbox.deliver_invoices(engine, policy, issued, "demo", "demo-run", use_smtp=False)
+    statement_day = today - timedelta(days=3)
+    with engine.connect() as conn:
+        invoices = db.rows(
+            conn,
+            "SELECT i.invoice_number, i.payment_reference, i.currency, i.gross_amount, i.due_date, "
+            "c.name AS client_name FROM invoices i JOIN clients c ON c.client_id = i.client_id "
+            "WHERE i.invoice_number IS NOT NULL ORDER BY i.invoice_number",
+        )
+    accounts = {cur: acc.iban for cur, acc in policy.seller.accounts.items()}
+    sts = demo_bank.demo_payments_statement(invoices, accounts=accounts, statement_date=statement_day)
+    folder = data_dir / "inbox" / "bank"
+    folder.mkdir(parents=True, exist_ok=True)
+    created = datetime(statement_day.year, statement_day.month, statement_day.day, 23, tzinfo=UTC)
+    (folder / f"camt053-{statement_day:%Y%m%d}.xml").write_bytes(
+        statements.write_camt053(sts, message_id=f"DEMO-{statement_day:%Y%m%d}", created_at=created)
+    )
+    return {"issued": len(issued), "waiting": len(waiting)}
