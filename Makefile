@@ -57,7 +57,7 @@ up: $(VENV)/.installed $(AIRFLOW_HOME)/airflow.db
 	airflow standalone
 
 test: $(VENV)/.installed-test
-	source scripts/ensure-postgres.sh && $(BIN)/python -m pytest
+	source scripts/ensure-postgres.sh && source scripts/ensure-chromium.sh && $(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
