@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import Asset, dag, task
+from invoiceflow import operations
 
 RECONCILED = Asset("invoiceflow://reconciliation/nightly")
 
@@ -30,7 +31,9 @@ did not reconcile.
    on the policy's weekday also the weekly digest of everything still open.
 
 When it finishes, the payment reminders run (they are scheduled on this DAG's asset), so nobody is
-reminded of an invoice paid yesterday. Owner: finance operations.
+reminded of an invoice paid yesterday. Owner: finance operations. A task that fails for good
+e-mails the owners (`INVOICEFLOW_ALERT_EMAILS`), and so does a run not finished 4 hours after it
+started, so finance knows before the morning that the report is missing.
 """
 
 
@@ -40,12 +43,8 @@ reminded of an invoice paid yesterday. Owner: finance operations.
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args={
-        "owner": "finance",
-        "retries": 2,
-        "retry_delay": timedelta(minutes=2),
-        "retry_exponential_backoff": True,
-    },
+    default_args=operations.default_args("finance"),
+    deadline=operations.late_run_alert(timedelta(hours=4), "the nightly bank reconciliation"),
     tags=["invoiceflow", "reconciliation"],
     doc_md=DOC,
 )

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import Param, dag, task
+from invoiceflow import operations
 from invoiceflow.workflow import approve_issue_send
 
 DOC = """
@@ -27,15 +28,10 @@ in the `period` parameter, `YYYY-MM`).
 5. **auto_approved / approved_N**: issue (gapless number), render the PDF, deliver by e-mail and/or
    the client portal, as soon as an invoice is approved. Re-running any step sends nothing twice.
 
-Owner: billing operations. Failures e-mail the owners; a retry is always safe.
+Owner: billing operations. A task that fails for good e-mails the owners
+(`INVOICEFLOW_ALERT_EMAILS`), and so does a run still open eight days after it started (an
+approval stuck past every escalation). Retries back off; a retry is always safe.
 """
-
-default_args = {
-    "owner": "billing",
-    "retries": 2,
-    "retry_delay": timedelta(minutes=2),
-    "retry_exponential_backoff": True,
-}
 
 
 @dag(
@@ -44,7 +40,9 @@ default_args = {
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args=default_args,
+    default_args=operations.default_args("billing"),
+    # longer than the longest approval chain (2 + 3 days, one escalation): a run still open then is stuck
+    deadline=operations.late_run_alert(timedelta(days=8), "the monthly billing cycle"),
     tags=["invoiceflow", "billing"],
     doc_md=DOC,
     params={

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import Asset, dag, task
+from invoiceflow import operations
 from invoiceflow.workflow import approve_issue_send
 
 EVENTS = {
@@ -33,7 +34,8 @@ invoices it in the same run instead of at month end:
    monthly cycle never bills the same record again.
 4. Approval, issue, PDF and delivery as in the monthly billing cycle.
 
-Owner: billing operations. A retry is always safe.
+Owner: billing operations. A task that fails for good e-mails the owners
+(`INVOICEFLOW_ALERT_EMAILS`); retries back off, and a retry is always safe.
 """
 
 
@@ -43,7 +45,7 @@ Owner: billing operations. A retry is always safe.
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args={"owner": "billing", "retries": 2, "retry_delay": timedelta(minutes=1)},
+    default_args=operations.default_args("billing", first_retry=timedelta(minutes=1)),
     tags=["invoiceflow", "billing", "events"],
     doc_md=DOC,
 )

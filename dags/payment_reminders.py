@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import Asset, dag, task
+from invoiceflow import operations
 
 DOC = """
 # Payment reminders
@@ -33,12 +34,7 @@ before it is sent.
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args={
-        "owner": "finance",
-        "retries": 2,
-        "retry_delay": timedelta(minutes=5),
-        "retry_exponential_backoff": True,
-    },
+    default_args=operations.default_args("finance", first_retry=timedelta(minutes=5)),
     tags=["invoiceflow", "reminders"],
     doc_md=DOC,
 )

@@ -17,6 +17,7 @@ from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference
 
 ALERT_EMAILS_ENV = "INVOICEFLOW_ALERT_EMAILS"
 DEFAULT_ALERT_EMAILS = "billing-ops@northwind-digital.example"
+ALERT_FROM = "invoiceflow alerts <billing-ops@northwind-digital.example>"
 
 
 def alert_emails() -> str:
@@ -27,6 +28,7 @@ def failure_email() -> SmtpNotifier:
     """The e-mail to the owners when a task has failed its last try, with the way to its log."""
     return SmtpNotifier(
         to=alert_emails(),
+        from_email=ALERT_FROM,
         smtp_conn_id="smtp_default",
         subject="[invoiceflow] {{ ti.dag_id }}: {{ ti.task_id }} failed ({{ run_id }})",
         html_content=(
@@ -59,6 +61,7 @@ def late_run_alert(after: timedelta, what: str) -> DeadlineAlert:
             SmtpNotifier,
             kwargs={
                 "to": alert_emails(),
+                "from_email": ALERT_FROM,
                 "smtp_conn_id": "smtp_default",
                 "subject": f"[invoiceflow] late: {what} (run {{{{ dag_run.dag_run_id }}}})",
                 "html_content": (
