@@ -18,6 +18,7 @@ Every change is an audit event in the same transaction.
 
 from __future__ import annotations
 
+import email.policy
 import logging
 from collections.abc import Mapping
 from datetime import timedelta
@@ -349,7 +350,7 @@ def notify(
     """
     from invoiceflow import delivery, outbox
 
-    msg = EmailMessage()
+    msg = EmailMessage(policy=email.policy.SMTP)  # CRLF line ends: the message goes out byte for byte
     msg["Subject"] = request["subject"]
     msg["From"] = policy.mail_from
     msg["To"] = ", ".join(f"{a.name} <{a.email}>" for a in people)
