@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pendulum
 from airflow.sdk import Asset, dag, task
 from invoiceflow import operations
@@ -32,8 +30,7 @@ did not reconcile.
 
 When it finishes, the payment reminders run (they are scheduled on this DAG's asset), so nobody is
 reminded of an invoice paid yesterday. Owner: finance operations. A task that fails for good
-e-mails the owners (`INVOICEFLOW_ALERT_EMAILS`), and so does a run not finished 4 hours after it
-started, so finance knows before the morning that the report is missing.
+e-mails the owners (`INVOICEFLOW_ALERT_EMAILS`) with the link to its log.
 """
 
 
@@ -44,7 +41,6 @@ started, so finance knows before the morning that the report is missing.
     catchup=False,
     max_active_runs=1,
     default_args=operations.default_args("finance"),
-    deadline=operations.late_run_alert(timedelta(hours=4), "the nightly bank reconciliation"),
     tags=["invoiceflow", "reconciliation"],
     doc_md=DOC,
 )

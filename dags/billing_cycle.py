@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pendulum
 from airflow.sdk import Param, dag, task
 from invoiceflow import operations
@@ -29,8 +27,7 @@ in the `period` parameter, `YYYY-MM`).
    the client portal, as soon as an invoice is approved. Re-running any step sends nothing twice.
 
 Owner: billing operations. A task that fails for good e-mails the owners
-(`INVOICEFLOW_ALERT_EMAILS`), and so does a run still open eight days after it started (an
-approval stuck past every escalation). Retries back off; a retry is always safe.
+(`INVOICEFLOW_ALERT_EMAILS`); retries back off, and a retry is always safe.
 """
 
 
@@ -41,8 +38,6 @@ approval stuck past every escalation). Retries back off; a retry is always safe.
     catchup=False,
     max_active_runs=1,
     default_args=operations.default_args("billing"),
-    # longer than the longest approval chain (2 + 3 days, one escalation): a run still open then is stuck
-    deadline=operations.late_run_alert(timedelta(days=8), "the monthly billing cycle"),
     tags=["invoiceflow", "billing"],
     doc_md=DOC,
     params={

@@ -1,10 +1,8 @@
 """What the people who run invoiceflow rely on: a task that fails for good e-mails the owners,
 through a real SMTP server, from a real DAG run; every DAG has owners, retries with back-off, the
-failure e-mail, and the runs that matter a deadline alert."""
+failure e-mail."""
 
 from __future__ import annotations
-
-from datetime import timedelta
 
 import pytest
 from smtp_server import SmtpServer
@@ -53,7 +51,7 @@ def dagbag(airflow_db):
     return DagBag(dag_folder=str(Path(__file__).resolve().parents[1] / "dags"))
 
 
-def test_every_task_backs_off_and_emails_its_owners_and_late_runs_alert(dagbag):
+def test_every_task_backs_off_and_emails_its_owners(dagbag):
     from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 
     for dag in dagbag.dags.values():
@@ -64,10 +62,3 @@ def test_every_task_backs_off_and_emails_its_owners_and_late_runs_alert(dagbag):
             callbacks = task.on_failure_callback
             callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
             assert any(isinstance(c, SmtpNotifier) for c in callbacks), (dag.dag_id, task.task_id)
-    for dag_id, within in (("billing_cycle", timedelta(days=8)), ("bank_reconciliation", timedelta(hours=6))):
-        (alert,) = (
-            dagbag.dags[dag_id].deadline
-            if isinstance(dagbag.dags[dag_id].deadline, list)
-            else [dagbag.dags[dag_id].deadline]
-        )
-        assert alert is not None and alert.interval <= within, dag_id
