@@ -5,7 +5,7 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import Param, dag, task
 from invoiceflow import operations
-from invoiceflow.workflow import approve_issue_send
+from invoiceflow.workflow import approve_issue_send, feeds_usable, ingest_sources
 
 DOC = """
 # Billing cycle
@@ -16,6 +16,9 @@ in the `period` parameter, `YYYY-MM`).
 1. **ingest_sources**: loads new files from the drop folders (`data/inbox/<feed>/`) and new rows
    of the policy's SQL sources (by their updated-at watermark), checks every
    row with Great Expectations and quarantines bad rows with their reason. A file is loaded once.
+   **feeds_usable** fails, with the file and the reason, when a file could not be used at all
+   (unreadable, missing columns, too many bad rows): the rest of the run still bills everything
+   else, but the run shows as failed so nobody takes the month for complete.
 2. **price_invoices**: one draft invoice per contract: hours x rate, completed milestones, retainers
    in advance, VAT by the client's country. A source record is billed on one invoice, ever.
 3. **route_approvals**: below the policy's limit an invoice is approved at once; larger invoices,
@@ -51,19 +54,7 @@ Owner: billing operations. A task that fails for good e-mails the owners
 )
 def billing_cycle() -> None:
     @task
-    def ingest_sources(**context) -> dict[str, int]:
-        from invoiceflow import runtime, sources
-        from invoiceflow.policy import policy
-
-        engine, actor = runtime.billing_engine(), runtime.actor(context)
-        results = sources.load_sources(engine, policy(), actor, runtime.connection_url)
-        for result in results:
-            for problem in result.problems:
-                print(f"{result.feed}: {problem}")
-        return {status: sum(r.status == status for r in results) for status in ("loaded", "skipped", "rejected")}
-
-    @task
-    def price_invoices(_loaded: dict[str, int], **context) -> int:
+    def price_invoices(_unusable: list[str], **context) -> int:
         from invoiceflow import pricing, runtime
         from invoiceflow.policy import policy
 
@@ -73,7 +64,9 @@ def billing_cycle() -> None:
         )
         return batch["batch_id"]
 
-    approve_issue_send(price_invoices(ingest_sources()))
+    ingested = ingest_sources()
+    feeds_usable(ingested)
+    approve_issue_send(price_invoices(ingested))
 
 
 billing_cycle()

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Asset, dag, task
 from invoiceflow import operations
-from invoiceflow.workflow import approve_issue_send
+from invoiceflow.workflow import approve_issue_send, feeds_usable, ingest_sources
 
 EVENTS = {
     kind: Asset(uri=f"invoiceflow://events/{kind.replace('_', '-')}", name=f"invoiceflow_{kind}")
@@ -29,7 +29,8 @@ invoices it in the same run instead of at month end:
 
 1. **receive_events**: writes each event's record into the feed's drop folder. An event without the
    fields it needs is reported as an exception and the others go on.
-2. **ingest_sources**: loads it like any file: validated, bad rows quarantined, loaded once.
+2. **ingest_sources**: loads it like any file: validated, bad rows quarantined, loaded once;
+   **feeds_usable** fails the run (after the rest went on) if a file could not be used at all.
 3. **price_events**: one draft invoice per event; an event delivered twice bills once, and the
    monthly cycle never bills the same record again.
 4. Approval, issue, PDF and delivery as in the monthly billing cycle.
@@ -57,18 +58,7 @@ def billing_events() -> None:
         return events.receive(runtime.billing_engine(), context["triggering_asset_events"])
 
     @task
-    def ingest_sources(triggers: list[dict], **context) -> list[dict]:
-        from invoiceflow import runtime, sources
-        from invoiceflow.policy import policy
-
-        engine, actor = runtime.billing_engine(), runtime.actor(context)
-        for result in sources.load_sources(engine, policy(), actor, runtime.connection_url):
-            for problem in result.problems:
-                print(f"{result.feed}: {problem}")
-        return triggers
-
-    @task
-    def price_events(triggers: list[dict], **context) -> int:
+    def price_events(triggers: list[dict], _unusable: list[str], **context) -> int:
         from invoiceflow import events, pricing, runtime
         from invoiceflow.policy import policy
 
@@ -81,7 +71,10 @@ def billing_events() -> None:
         )
         return batch["batch_id"]
 
-    approve_issue_send(price_events(ingest_sources(receive_events())))
+    triggers = receive_events()
+    ingested = ingest_sources(triggers)
+    feeds_usable(ingested)
+    approve_issue_send(price_events(triggers, ingested))
 
 
 billing_events()

@@ -288,3 +288,31 @@ def test_quarantined_rows_are_shown_in_great_expectations_data_docs(engine, data
     html = page.read_text(encoding="utf-8")
     assert "contract_id__known" in html and "timesheets.csv lines 2-48" in html
     assert (data_dir / "reports" / "data_docs" / "index.html").exists()
+
+
+def test_an_unusable_file_fails_the_run_in_its_own_task_and_the_rest_is_billed(engine, data_dir):
+    """The message finance reads in the failed ``feeds_usable`` task, and the DAG wiring that lets
+    pricing go on beside it."""
+    paths = write_feeds(data_dir / "inbox")
+    paths["timesheets"].with_name("timesheets-broken.csv").write_bytes(b"entry_id;contract_id\nT9;K1\n")
+    results = sources.load_inbox(engine, load_policy(), ACTOR)
+    message = sources.unusable_files_message(results)
+    assert message is not None and message.startswith("1 source file(s) could not be used")
+    assert "timesheets-broken.csv: missing columns" in message and "drop it again" in message
+    assert sources.unusable_files_message([r for r in results if r.status != "rejected"]) is None
+    with engine.connect() as conn:
+        assert db.scalar(conn, "SELECT COUNT(*) FROM time_entries") == 6  # the good file loaded
+
+
+def test_feeds_usable_runs_beside_pricing_not_before_it():
+    from pathlib import Path
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(Path(__file__).resolve().parents[1] / "dags"))
+    for dag_id, pricing_task in (("billing_cycle", "price_invoices"), ("billing_events", "price_events")):
+        dag = bag.dags[dag_id]
+        check = dag.get_task("feeds_usable")
+        assert check.upstream_task_ids == {"ingest_sources"}, dag_id
+        assert not check.downstream_task_ids, dag_id
+        assert "ingest_sources" in dag.get_task(pricing_task).upstream_task_ids, dag_id

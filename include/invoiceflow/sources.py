@@ -766,6 +766,23 @@ def extract_sql_source(engine: Engine, feed: str, connection: str, url: str, que
     return path, newest
 
 
+def unusable_files_message(results: list[LoadResult]) -> str | None:
+    """What finance reads when a run fails because a file could not be used; None when all could.
+
+    The rest of the run still bills everything that could be read: the run fails at the end, in
+    its own task, so that nobody mistakes a month with a missing file for a complete one.
+    """
+    rejected = [r for r in results if r.status == "rejected"]
+    if not rejected:
+        return None
+    listed = "\n".join(f"- {r.feed}: {r.message}" for r in rejected)
+    return (
+        f"{len(rejected)} source file(s) could not be used, and nothing from them was billed:\n{listed}\n"
+        "Everything else in this run was loaded and billed. Correct the file at its source and drop it "
+        "again: the next run loads it, and bills its records once."
+    )
+
+
 def load_sources(
     engine: Engine, policy: Policy, actor: str, connection_url: Callable[[str], str] | None = None
 ) -> list[LoadResult]:

@@ -33,6 +33,35 @@ class InvoiceReview(HITLOperator):
         self.invoice_id = invoice_id
 
 
+@task
+def ingest_sources(_ready: Any = None, **context: Any) -> list[str]:
+    """Load new files and SQL source rows; the messages of the files that could not be used."""
+    from invoiceflow import runtime, sources
+    from invoiceflow.policy import policy
+
+    engine, actor = runtime.billing_engine(), runtime.actor(context)
+    results = sources.load_sources(engine, policy(), actor, runtime.connection_url)
+    for result in results:
+        for problem in result.problems:
+            print(f"{result.feed}: {problem}")
+    loaded = {status: sum(r.status == status for r in results) for status in ("loaded", "skipped", "rejected")}
+    print(f"source files: {loaded}")
+    message = sources.unusable_files_message(results)
+    return [message] if message else []
+
+
+@task
+def feeds_usable(unusable: list[str]) -> None:
+    """Fail the run, visibly and with the reason, when a source file could not be used.
+
+    Runs beside pricing, not before it: every good file is still billed in this run.
+    """
+    from airflow.sdk.exceptions import AirflowFailException
+
+    if unusable:
+        raise AirflowFailException("\n".join(unusable))
+
+
 @task(multiple_outputs=True)
 def route_approvals(batch_id: int, **context: Any) -> dict[str, list[int]]:
     from invoiceflow import approval, runtime
