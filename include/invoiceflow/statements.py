@@ -342,8 +342,8 @@ def parse_mt940(data: bytes, source: str) -> list[Statement]:
     normalised = re.sub(r"^:(60|62)M:", r":\1F:", text, flags=re.MULTILINE)  # intermediate balances
     try:
         parsed = mt940.MT940(io.StringIO(normalised))
-    except (AttributeError, IndexError, ValueError) as exc:
-        raise StatementError(source, "MT940", f"cannot be read: {exc}") from None
+    except (AttributeError, IndexError, ValueError, ArithmeticError) as exc:  # "2,897,65": decimal.InvalidOperation
+        raise StatementError(source, "MT940", f"cannot be read: {exc!r}") from None
     statements = []
     for i, st in enumerate(parsed.statements, 1):
         where = f"statement {i}"
@@ -485,6 +485,8 @@ def parse_ofx(data: bytes, source: str) -> list[Statement]:
 
     if b"<?xml" in data[:1024]:
         _guard_xml(data, source)
+    elif re.search(rb"<!(DOCTYPE|ENTITY)", data, re.IGNORECASE):  # OFX 1.x SGML has no business with a DTD
+        raise StatementError(source, "prolog", "DTD/entity declarations are not allowed in bank files")
     tree = OFXTree()
     try:
         tree.parse(io.BytesIO(data))
@@ -602,6 +604,10 @@ def _read_csv_rows(
     line_offset = mapping.skip_rows + 1
     for n, row in enumerate(reader, start=line_offset + 1):
         raw = json.dumps(row, ensure_ascii=False)
+        col = next((k for k, v in row.items() if isinstance(v, str) and "\0" in v), None)
+        if col is not None:  # JSON escapes it in raw; the value itself could not be stored
+            problems.append(RowProblem(n, str(col), None, "contains a NUL character (corrupted text)", raw))
+            continue
 
         def get(field: str, row: dict[str, str] = row) -> str | None:
             col = cols.get(field)
@@ -724,13 +730,13 @@ def parse_statement_bytes(data: bytes, source: str, csv_mappings: Mapping[str, A
         raise StatementError(source, "file", f"larger than {MAX_BYTES // (1024 * 1024)} MB")
     kind = detect_format(data)
     if kind == "camt.053":
-        return parse_camt053(data, source)  # an XML file that is not CAMT.053 is named as such
+        return _no_nul(parse_camt053(data, source), source)  # an XML file that is not CAMT.053 is named as such
     if kind == "ofx":
-        return parse_ofx(data, source)
+        return _no_nul(parse_ofx(data, source), source)
     if kind == "bai2":
-        return parse_bai2(data, source)
+        return _no_nul(parse_bai2(data, source), source)
     if kind == "mt940":
-        return parse_mt940(data, source)
+        return _no_nul(parse_mt940(data, source), source)
     if csv_mappings is None:
         from invoiceflow.policy import policy
 
@@ -740,6 +746,16 @@ def parse_statement_bytes(data: bytes, source: str, csv_mappings: Mapping[str, A
             source, "file", "unsupported format (expected CAMT.053, MT940, BAI2, OFX, or a CSV with a bank_csv mapping)"
         )
     return parse_bank_csv(data, source, csv_mappings)
+
+
+def _no_nul(statements: list[Statement], source: str) -> list[Statement]:
+    """A NUL character in a text field is corruption (and PostgreSQL cannot store it): refuse the file."""
+    for i, st in enumerate(statements, 1):
+        for j, txn in enumerate(st.transactions, 1):
+            for name, value in vars(txn).items():
+                if isinstance(value, str) and "\0" in value:
+                    raise StatementError(source, f"statement {i}/transaction {j}/{name}", "contains a NUL character")
+    return statements
 
 
 def parse_statement_file(path: Path, csv_mappings: Mapping[str, Any] | None = None) -> list[Statement]:
