@@ -342,7 +342,7 @@ def parse_mt940(data: bytes, source: str) -> list[Statement]:
     normalised = re.sub(r"^:(60|62)M:", r":\1F:", text, flags=re.MULTILINE)  # intermediate balances
     try:
         parsed = mt940.MT940(io.StringIO(normalised))
-    except (AttributeError, IndexError, ValueError, ArithmeticError) as exc:  # "2,897,65": decimal.InvalidOperation
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError, ArithmeticError) as exc:  # e.g. 2,897,65
         raise StatementError(source, "MT940", f"cannot be read: {exc!r}") from None
     statements = []
     for i, st in enumerate(parsed.statements, 1):
@@ -413,6 +413,35 @@ def _mark_mt940_reversals(text: str, statements: list[Statement]) -> list[Statem
 # BAI2 -------------------------------------------------------------------------------------------
 
 
+_BAI2_TRAILER = {"01": "99", "02": "98", "03": "49"}
+
+
+def _check_bai2_structure(text: str, source: str) -> None:
+    """Every file, group and account header has its trailer, in order.
+
+    The ``bai2`` library loops forever on a file cut off before its trailers (a truncated
+    download would hang the nightly run), so the nesting is checked before it sees the file.
+    """
+    expected: list[str] = []
+    closed = False
+    for no, line in enumerate(text.splitlines(), 1):
+        code = line.split(",", 1)[0].strip()
+        if not code:
+            continue
+        if closed:
+            raise StatementError(source, f"line {no}", f"record {code!r} after the file trailer (99)")
+        if code in _BAI2_TRAILER:
+            expected.append(_BAI2_TRAILER[code])
+        elif code in ("49", "98", "99"):
+            if not expected or expected.pop() != code:
+                raise StatementError(source, f"line {no}", f"trailer record {code} does not close an open header")
+            closed = not expected
+        elif not expected:
+            raise StatementError(source, f"line {no}", f"record {code!r} outside a file header (01)")
+    if expected:
+        raise StatementError(source, "end of file", f"truncated: trailer record {expected[-1]} is missing")
+
+
 def parse_bai2(data: bytes, source: str) -> list[Statement]:
     """BAI2 through the ``bai2`` library, which checks every control total and record count."""
     from bai2 import bai2
@@ -420,6 +449,7 @@ def parse_bai2(data: bytes, source: str) -> list[Statement]:
     from bai2.exceptions import IntegrityException, NotSupportedYetException, ParsingException
 
     text = _decode(data, source)
+    _check_bai2_structure(text, source)
     try:
         parsed = bai2.parse_from_string(text, check_integrity=True)
     except IntegrityException as exc:
