@@ -136,3 +136,21 @@ def test_payer_ibans_are_masked_in_logs_and_the_exception_report(engine, data_di
 def test_masking_is_idempotent(value):
     once = masking.mask_ibans(f"iban {value}")
     assert masking.mask_ibans(once) == once
+
+
+@pytest.mark.slow
+def test_approval_answers_need_an_authenticated_user(airflow_db, monkeypatch):
+    """Airflow's HITL endpoint, where approvals are decided: no token and a forged (unsigned) token
+    are refused before anything is looked up. Wrong users and viewers: tests/test_approval_dag.py."""
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "anna:user")
+    monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "False")
+    from airflow.api_fastapi.app import create_app
+    from fastapi.testclient import TestClient
+
+    client = TestClient(create_app("core"))
+    path = "/api/v2/dags/billing_cycle/dagRuns/any/taskInstances/review_invoice_1/0/hitlDetails"
+    body = {"chosen_options": ["Approve"], "params_input": {"comment": "let me in"}}
+    assert client.patch(path, json=body).status_code == 401
+    forged = client.patch(path, json=body, headers={"Authorization": "Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJhbm5hIn0."})
+    assert forged.status_code in (401, 403)
+    assert client.get("/api/v2/dags/billing_cycle/dagRuns/any/hitlDetails").status_code == 401
