@@ -140,6 +140,8 @@ def _parse_xml(data: bytes, source: str) -> etree._Element:
         return etree.fromstring(data, parser)
     except etree.XMLSyntaxError as exc:
         raise StatementError(source, f"line {exc.lineno}", f"not well-formed XML: {exc.msg}") from None
+    except LookupError as exc:
+        raise StatementError(source, "prolog", f"unknown encoding: {exc}") from None
 
 
 _ROOT_START = re.compile(rb"<[A-Za-z_]")
@@ -160,6 +162,8 @@ def _guard_xml(data: bytes, source: str) -> None:
         defusedxml.ElementTree.fromstring(prolog + b"<root/>", forbid_dtd=True, forbid_entities=True)
     except DefusedXmlException:
         raise StatementError(source, "prolog", "DTD/entity declarations are not allowed in bank files") from None
+    except LookupError as exc:  # <?xml encoding="TF-8"?>
+        raise StatementError(source, "prolog", f"unknown encoding: {exc}") from None
     except defusedxml.ElementTree.ParseError as exc:
         line = exc.position[0] if getattr(exc, "position", None) else "?"
         raise StatementError(source, f"line {line}", f"not well-formed XML: {exc}") from None
@@ -243,8 +247,18 @@ def _entry(reader: _Reader, ntry: etree._Element, iban: str, currency: str, wher
     return out
 
 
-def _day_of(timestamp: str | None) -> date | None:
-    return date.fromisoformat(timestamp[:10]) if timestamp else None
+def _day_of(timestamp: str | None, source: str = "", where: str = "") -> date | None:
+    try:
+        return date.fromisoformat(timestamp[:10]) if timestamp else None
+    except ValueError:
+        raise StatementError(source, where, f"not a date: {timestamp!r}") from None
+
+
+def _moment(timestamp: str | None, source: str, where: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(timestamp) if timestamp else None
+    except ValueError:
+        raise StatementError(source, where, f"not a date and time: {timestamp!r}") from None
 
 
 def parse_camt053(data: bytes, source: str) -> list[Statement]:
@@ -273,9 +287,9 @@ def parse_camt053(data: bytes, source: str) -> list[Statement]:
                 account_iban=iban,
                 currency=currency,
                 statement_id=reader.need(stmt, "c:Id", where),
-                created_at=datetime.fromisoformat(created) if created else None,
-                from_date=_day_of(reader.text(stmt, "c:FrToDt/c:FrDtTm")),
-                to_date=_day_of(reader.text(stmt, "c:FrToDt/c:ToDtTm")),
+                created_at=_moment(created, source, f"{where}/CreDtTm"),
+                from_date=_day_of(reader.text(stmt, "c:FrToDt/c:FrDtTm"), source, f"{where}/FrToDt/FrDtTm"),
+                to_date=_day_of(reader.text(stmt, "c:FrToDt/c:ToDtTm"), source, f"{where}/FrToDt/ToDtTm"),
                 opening_balance=_balance(reader, stmt, ("OPBD", "PRCD"), currency, where),
                 closing_balance=_balance(reader, stmt, ("CLBD",), currency, where),
                 transactions=tuple(txns),
