@@ -19,8 +19,12 @@ class _Faults:
     def __init__(self) -> None:
         self.stage: str | None = None
         self.left = 0
+        self.spare = 0
 
     def hit(self, stage: str) -> bool:
+        if self.stage == stage and self.spare > 0:  # mid-batch: the first ones get through
+            self.spare -= 1
+            return False
         if self.stage == stage and self.left > 0:
             self.left -= 1
             return True
@@ -91,7 +95,8 @@ class _KillingController(Controller):
 
 
 class FaultySmtpServer(SmtpServer):
-    """``kill_at(stage, times=1)`` makes the next ``times`` connections die at ``stage``."""
+    """``kill_at(stage, times=1, after=0)`` makes the next ``times`` connections die at ``stage``,
+    after ``after`` connections passed that stage unharmed (a fault in the middle of a batch)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -99,6 +104,6 @@ class FaultySmtpServer(SmtpServer):
         self.inbox = _KillingInbox(self.faults)
         self.controller = _KillingController(self.inbox, self.faults, hostname="127.0.0.1", port=self.port)
 
-    def kill_at(self, stage: str, times: int = 1) -> None:
+    def kill_at(self, stage: str, times: int = 1, after: int = 0) -> None:
         assert stage in STAGES, stage
-        self.faults.stage, self.faults.left = stage, times
+        self.faults.stage, self.faults.left, self.faults.spare = stage, times, after

@@ -44,8 +44,10 @@ def api(airflow_db, monkeypatch):
     client = TestClient(create_app("core"))
     tokens = {u: get_auth_manager().generate_jwt(SimpleAuthManagerUser(username=u, role=r)) for u, r in USERS.items()}
 
-    def call(method: str, path: str, user: str = "anna", **kwargs):
-        return client.request(method, f"/api/v2{path}", headers={"Authorization": f"Bearer {tokens[user]}"}, **kwargs)
+    def call(method: str, path: str, user: str | None = "anna", **kwargs):
+        """As ``user``; ``None`` sends no token, a name that is no user is sent as a (forged) token."""
+        headers = {} if user is None else {"Authorization": f"Bearer {tokens.get(user, user)}"}
+        return client.request(method, f"/api/v2{path}", headers=headers, **kwargs)
 
     return call
 
@@ -92,7 +94,7 @@ def _requests(api, run_id: str, task_id: str) -> dict[int, dict]:
     return out
 
 
-def _answer(api, run_id: str, task_id: str, map_index: int, user: str, option: str, comment: str = ""):
+def _answer(api, run_id: str, task_id: str, map_index: int, user: str | None, option: str, comment: str = ""):
     return api(
         "PATCH",
         f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/{map_index}/hitlDetails",
@@ -146,6 +148,10 @@ def test_a_billing_run_waits_for_finance_and_goes_on_with_the_answers(api, data_
             assert "Why it needs review" in k2["body"] and "[Preview the PDF](file://" in k2["body"]
             assert k2["defaults"] == k4["defaults"] == ["Escalate"]  # silence escalates, never approves
 
+            # no token, or a forged one: refused before any permission check
+            assert _answer(api, run_id, "review_invoice_1", k2["map_index"], None, "Approve").status_code == 401
+            forged = _answer(api, run_id, "review_invoice_1", k2["map_index"], "eyJhbGciOiJub25lIn0.e30.", "Approve")
+            assert forged.status_code in (401, 403)
             # not assigned: refused by Airflow; a viewer may not answer at all
             assert _answer(api, run_id, "review_invoice_1", k2["map_index"], "dora", "Approve").status_code == 403
             assert _answer(api, run_id, "review_invoice_1", k2["map_index"], "clerk", "Approve").status_code == 403

@@ -11,7 +11,7 @@ def test_to_minor_parses_major_units_exactly():
     assert to_minor(Decimal("-12.3"), "GBP") == -1230
 
 
-@pytest.mark.parametrize("bad", ["10.005", "abc", "", "NaN", "Infinity", "1,50"])
+@pytest.mark.parametrize("bad", ["10.005", "abc", "", "NaN", "Infinity", "1,50", "1E+400", "-99999999999999999999"])
 def test_to_minor_refuses_what_is_not_exact(bad):
     with pytest.raises(MoneyError):
         to_minor(bad, "EUR")

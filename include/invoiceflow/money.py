@@ -15,6 +15,11 @@ class MoneyError(ValueError):
     """An amount that cannot be represented exactly in its currency."""
 
 
+MAX_MINOR = 10**15
+"""The largest amount accepted from outside, in minor units (10 trillion EUR): more than any invoice
+or payment, well inside a database BIGINT, so "1E+400" in a file is refused instead of overflowing."""
+
+
 def minor_digits(currency: str) -> int:
     """Digits after the decimal point for ``currency`` (2 for EUR, 0 for JPY), from CLDR."""
     return get_currency_precision(currency.upper())
@@ -32,6 +37,8 @@ def to_minor(amount: str | Decimal | int, currency: str) -> int:
     if not value.is_finite():
         raise MoneyError(f"not a finite amount: {amount!r}")
     scaled = value.scaleb(minor_digits(currency))
+    if abs(scaled) >= MAX_MINOR:
+        raise MoneyError(f"{amount!r} is larger than any amount this system accepts")
     if scaled != scaled.to_integral_value():
         raise MoneyError(f"{amount!r} has more decimals than {currency} allows")
     return int(scaled)

@@ -383,10 +383,25 @@ def deliver_invoices(
             if status == "failed":
                 failed.append(doc.invoice_number)
             done = status == "sent"
+        portal_failed = False
         if inv["delivery"] in ("portal", "both"):
-            _publish_to_portal(engine, policy, invoice_id, inv["client_id"], pdf_path, actor)
-            counts["portal"] += 1
-        if done or inv["delivery"] == "both":
+            try:
+                _publish_to_portal(engine, policy, invoice_id, inv["client_id"], pdf_path, actor)
+                counts["portal"] += 1
+            except ValueError as exc:  # a client id that would leave the portal folder: reported, others go on
+                portal_failed = True
+                counts["bad_address"] += 1
+                with engine.begin() as conn:
+                    audit.record_exception(
+                        conn,
+                        category="delivery_failed",
+                        subject_type="invoice",
+                        subject_id=f"{invoice_id}:portal",
+                        run_id=run_id,
+                        detail=f"{doc.invoice_number} to client {inv['client_id']!r} cannot be put in the portal: "
+                        f"{exc}; correct the client id in the clients feed",
+                    )
+        if not portal_failed and (done or inv["delivery"] == "both"):
             with engine.begin() as conn:
                 db.execute(
                     conn,

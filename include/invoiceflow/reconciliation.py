@@ -875,6 +875,16 @@ def match_and_post(engine: Engine, actor: str, run_id: str, pol: Policy | None =
     for txn in pending:
         decision = matcher.decide(txn)
         with engine.begin() as conn:
+            # Claim the line first: a concurrent run (a retry beside a still-running task) that
+            # decided it meanwhile holds or has committed this row, so the claim finds it no longer
+            # new and this run moves on instead of failing on the payment's unique key.
+            if not db.execute(
+                conn,
+                "UPDATE bank_transactions SET match_status = match_status WHERE txn_id = :t AND match_status = 'new'",
+                {"t": txn["txn_id"]},
+            ):
+                log.info("bank line %s was decided by a concurrent run, skipped", txn["txn_id"])
+                continue
             outcome = _apply(conn, matcher, txn, decision, actor, run_id, pol)
         counts[outcome] += 1
     log.info(

@@ -157,6 +157,7 @@ def whole_file_checks(feed: str, path: Path, policy: Policy) -> validation.FileF
     import numpy as np
     import pandas as pd
 
+    _refuse_nul_bytes(path)
     try:
         header = list(_read_csv(path, nrows=0).columns)
         missing = [c for c in COLUMNS[feed] if c not in header]
@@ -184,6 +185,20 @@ def whole_file_checks(feed: str, path: Path, policy: Policy) -> validation.FileF
     except _file_errors(path) as exc:
         raise _unusable(path, exc) from exc
     return facts
+
+
+def _refuse_nul_bytes(path: Path) -> None:
+    """A NUL byte is never text (PostgreSQL cannot even store it): the file is corrupt or binary."""
+    line = 1
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            at = block.find(b"\0")
+            if at >= 0:
+                line += block.count(b"\n", 0, at)
+                raise SourceFileError(
+                    f"{path}: line {line} contains a NUL byte: a binary or corrupted file, not CSV text"
+                )
+            line += block.count(b"\n")
 
 
 def _column_chunks(path: Path, columns: list[str]) -> Iterator[pd.DataFrame]:

@@ -140,6 +140,8 @@ def _parse_xml(data: bytes, source: str) -> etree._Element:
         return etree.fromstring(data, parser)
     except etree.XMLSyntaxError as exc:
         raise StatementError(source, f"line {exc.lineno}", f"not well-formed XML: {exc.msg}") from None
+    except LookupError as exc:
+        raise StatementError(source, "prolog", f"unknown encoding: {exc}") from None
 
 
 _ROOT_START = re.compile(rb"<[A-Za-z_]")
@@ -160,6 +162,8 @@ def _guard_xml(data: bytes, source: str) -> None:
         defusedxml.ElementTree.fromstring(prolog + b"<root/>", forbid_dtd=True, forbid_entities=True)
     except DefusedXmlException:
         raise StatementError(source, "prolog", "DTD/entity declarations are not allowed in bank files") from None
+    except LookupError as exc:  # <?xml encoding="TF-8"?>
+        raise StatementError(source, "prolog", f"unknown encoding: {exc}") from None
     except defusedxml.ElementTree.ParseError as exc:
         line = exc.position[0] if getattr(exc, "position", None) else "?"
         raise StatementError(source, f"line {line}", f"not well-formed XML: {exc}") from None
@@ -243,8 +247,18 @@ def _entry(reader: _Reader, ntry: etree._Element, iban: str, currency: str, wher
     return out
 
 
-def _day_of(timestamp: str | None) -> date | None:
-    return date.fromisoformat(timestamp[:10]) if timestamp else None
+def _day_of(timestamp: str | None, source: str = "", where: str = "") -> date | None:
+    try:
+        return date.fromisoformat(timestamp[:10]) if timestamp else None
+    except ValueError:
+        raise StatementError(source, where, f"not a date: {timestamp!r}") from None
+
+
+def _moment(timestamp: str | None, source: str, where: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(timestamp) if timestamp else None
+    except ValueError:
+        raise StatementError(source, where, f"not a date and time: {timestamp!r}") from None
 
 
 def parse_camt053(data: bytes, source: str) -> list[Statement]:
@@ -273,9 +287,9 @@ def parse_camt053(data: bytes, source: str) -> list[Statement]:
                 account_iban=iban,
                 currency=currency,
                 statement_id=reader.need(stmt, "c:Id", where),
-                created_at=datetime.fromisoformat(created) if created else None,
-                from_date=_day_of(reader.text(stmt, "c:FrToDt/c:FrDtTm")),
-                to_date=_day_of(reader.text(stmt, "c:FrToDt/c:ToDtTm")),
+                created_at=_moment(created, source, f"{where}/CreDtTm"),
+                from_date=_day_of(reader.text(stmt, "c:FrToDt/c:FrDtTm"), source, f"{where}/FrToDt/FrDtTm"),
+                to_date=_day_of(reader.text(stmt, "c:FrToDt/c:ToDtTm"), source, f"{where}/FrToDt/ToDtTm"),
                 opening_balance=_balance(reader, stmt, ("OPBD", "PRCD"), currency, where),
                 closing_balance=_balance(reader, stmt, ("CLBD",), currency, where),
                 transactions=tuple(txns),
@@ -342,8 +356,8 @@ def parse_mt940(data: bytes, source: str) -> list[Statement]:
     normalised = re.sub(r"^:(60|62)M:", r":\1F:", text, flags=re.MULTILINE)  # intermediate balances
     try:
         parsed = mt940.MT940(io.StringIO(normalised))
-    except (AttributeError, IndexError, ValueError) as exc:
-        raise StatementError(source, "MT940", f"cannot be read: {exc}") from None
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError, ArithmeticError) as exc:  # e.g. 2,897,65
+        raise StatementError(source, "MT940", f"cannot be read: {exc!r}") from None
     statements = []
     for i, st in enumerate(parsed.statements, 1):
         where = f"statement {i}"
@@ -413,6 +427,35 @@ def _mark_mt940_reversals(text: str, statements: list[Statement]) -> list[Statem
 # BAI2 -------------------------------------------------------------------------------------------
 
 
+_BAI2_TRAILER = {"01": "99", "02": "98", "03": "49"}
+
+
+def _check_bai2_structure(text: str, source: str) -> None:
+    """Every file, group and account header has its trailer, in order.
+
+    The ``bai2`` library loops forever on a file cut off before its trailers (a truncated
+    download would hang the nightly run), so the nesting is checked before it sees the file.
+    """
+    expected: list[str] = []
+    closed = False
+    for no, line in enumerate(text.splitlines(), 1):
+        code = line.split(",", 1)[0].strip()
+        if not code:
+            continue
+        if closed:
+            raise StatementError(source, f"line {no}", f"record {code!r} after the file trailer (99)")
+        if code in _BAI2_TRAILER:
+            expected.append(_BAI2_TRAILER[code])
+        elif code in ("49", "98", "99"):
+            if not expected or expected.pop() != code:
+                raise StatementError(source, f"line {no}", f"trailer record {code} does not close an open header")
+            closed = not expected
+        elif not expected:
+            raise StatementError(source, f"line {no}", f"record {code!r} outside a file header (01)")
+    if expected:
+        raise StatementError(source, "end of file", f"truncated: trailer record {expected[-1]} is missing")
+
+
 def parse_bai2(data: bytes, source: str) -> list[Statement]:
     """BAI2 through the ``bai2`` library, which checks every control total and record count."""
     from bai2 import bai2
@@ -420,6 +463,7 @@ def parse_bai2(data: bytes, source: str) -> list[Statement]:
     from bai2.exceptions import IntegrityException, NotSupportedYetException, ParsingException
 
     text = _decode(data, source)
+    _check_bai2_structure(text, source)
     try:
         parsed = bai2.parse_from_string(text, check_integrity=True)
     except IntegrityException as exc:
@@ -485,6 +529,8 @@ def parse_ofx(data: bytes, source: str) -> list[Statement]:
 
     if b"<?xml" in data[:1024]:
         _guard_xml(data, source)
+    elif re.search(rb"<!(DOCTYPE|ENTITY)", data, re.IGNORECASE):  # OFX 1.x SGML has no business with a DTD
+        raise StatementError(source, "prolog", "DTD/entity declarations are not allowed in bank files")
     tree = OFXTree()
     try:
         tree.parse(io.BytesIO(data))
@@ -602,6 +648,10 @@ def _read_csv_rows(
     line_offset = mapping.skip_rows + 1
     for n, row in enumerate(reader, start=line_offset + 1):
         raw = json.dumps(row, ensure_ascii=False)
+        col = next((k for k, v in row.items() if isinstance(v, str) and "\0" in v), None)
+        if col is not None:  # JSON escapes it in raw; the value itself could not be stored
+            problems.append(RowProblem(n, str(col), None, "contains a NUL character (corrupted text)", raw))
+            continue
 
         def get(field: str, row: dict[str, str] = row) -> str | None:
             col = cols.get(field)
@@ -724,13 +774,13 @@ def parse_statement_bytes(data: bytes, source: str, csv_mappings: Mapping[str, A
         raise StatementError(source, "file", f"larger than {MAX_BYTES // (1024 * 1024)} MB")
     kind = detect_format(data)
     if kind == "camt.053":
-        return parse_camt053(data, source)  # an XML file that is not CAMT.053 is named as such
+        return _no_nul(parse_camt053(data, source), source)  # an XML file that is not CAMT.053 is named as such
     if kind == "ofx":
-        return parse_ofx(data, source)
+        return _no_nul(parse_ofx(data, source), source)
     if kind == "bai2":
-        return parse_bai2(data, source)
+        return _no_nul(parse_bai2(data, source), source)
     if kind == "mt940":
-        return parse_mt940(data, source)
+        return _no_nul(parse_mt940(data, source), source)
     if csv_mappings is None:
         from invoiceflow.policy import policy
 
@@ -740,6 +790,16 @@ def parse_statement_bytes(data: bytes, source: str, csv_mappings: Mapping[str, A
             source, "file", "unsupported format (expected CAMT.053, MT940, BAI2, OFX, or a CSV with a bank_csv mapping)"
         )
     return parse_bank_csv(data, source, csv_mappings)
+
+
+def _no_nul(statements: list[Statement], source: str) -> list[Statement]:
+    """A NUL character in a text field is corruption (and PostgreSQL cannot store it): refuse the file."""
+    for i, st in enumerate(statements, 1):
+        for j, txn in enumerate(st.transactions, 1):
+            for name, value in vars(txn).items():
+                if isinstance(value, str) and "\0" in value:
+                    raise StatementError(source, f"statement {i}/transaction {j}/{name}", "contains a NUL character")
+    return statements
 
 
 def parse_statement_file(path: Path, csv_mappings: Mapping[str, Any] | None = None) -> list[Statement]:

@@ -1,0 +1,300 @@
+"""Faults injected in the middle of real work, then recovery by running again: the mail server dies
+mid-batch, the billing database goes away mid-posting (a private PostgreSQL cluster, stopped and
+started), a task process is SIGKILLed mid-write, a run is repeated, a period is billed twice, the
+same bank file arrives under two names. After recovery: every invoice issued once, e-mailed once,
+every bank line posted once or reported, and the sums add up."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from billing_fixtures import ISSUE_DAY, OCTOBER, issued_month
+from fault_helpers import UNKNOWN_CREDIT, assert_ledger_consistent, camt_bytes, paying_statements
+from faulty_smtp import FaultySmtpServer
+from invoiceflow import approval, db, ledger, outbox, pricing, reconciliation, sources, statements
+from invoiceflow.policy import load_policy
+from pg_cluster import PgCluster
+from sample_data import write_feeds
+from sqlalchemy.exc import DBAPIError
+
+# Gross amounts of the sample month, worked out by hand in tests/sample_data.py.
+GROSS = {"K1": 289765, "K2": 1200000, "K3": 150000, "K4": 119000}
+
+
+@pytest.fixture
+def smtp(monkeypatch):
+    with FaultySmtpServer() as server:
+        monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", server.connection_json)
+        yield server
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path):
+    """SMTP faults on one dialect: the delivery protocol's SQL runs on both in tests/test_outbox.py."""
+    eng = db.engine(f"sqlite:///{tmp_path / 'billing.db'}")
+    db.upgrade(eng)
+    return eng
+
+
+def _rendered_month(engine, data_dir) -> list[int]:
+    policy = load_policy()
+    ids = [inv["invoice_id"] for inv in issued_month(engine, data_dir).values()]
+    outbox.render_invoices(engine, policy, ids, "test")
+    return ids
+
+
+def _message_ids(smtp) -> list[str]:
+    return sorted(m.message["Message-ID"] for m in smtp.messages)
+
+
+# SMTP -------------------------------------------------------------------------------------------
+
+
+def test_smtp_refuses_mid_batch_then_each_invoice_is_sent_once(sqlite_engine, data_dir, smtp):
+    """Three invoice e-mails; the second connection dies at RCPT TO (nothing sent). The batch goes on,
+    the task fails for a retry, and the retries send the missing one only."""
+    policy = load_policy()
+    ids = _rendered_month(sqlite_engine, data_dir)
+    smtp.kill_at("rcpt", after=1)
+    with pytest.raises(outbox.DeliveryIncomplete, match="1 e-mails failed"):
+        outbox.deliver_invoices(sqlite_engine, policy, ids, "test", run_id="run-1", use_smtp=True)
+    assert len(smtp.messages) == 2  # the first and the third went out
+    for _ in range(2):  # Airflow's retry, then a cleared task
+        outbox.deliver_invoices(sqlite_engine, policy, ids, "test", run_id="run-1", use_smtp=True)
+    got = _message_ids(smtp)
+    assert len(got) == 3 and len(set(got)) == 3
+    with sqlite_engine.connect() as conn:
+        assert db.scalar(conn, "SELECT COUNT(*) FROM deliveries WHERE channel = 'email' AND status = 'sent'") == 3
+        assert db.scalar(conn, "SELECT COUNT(*) FROM invoices WHERE status <> 'sent'") == 0
+
+
+def test_smtp_drops_after_the_data_mid_batch_is_reported_not_resent(sqlite_engine, data_dir, smtp):
+    """The second message reached the server but its 250 never came back: never sent again
+    automatically, reported with its Message-ID; the others are sent once."""
+    policy = load_policy()
+    ids = _rendered_month(sqlite_engine, data_dir)
+    smtp.kill_at("after_data", after=1)
+    counts = outbox.deliver_invoices(sqlite_engine, policy, ids, "test", run_id="run-1", use_smtp=True)
+    assert counts["email"] == 2 and counts["unconfirmed"] == 1
+    for _ in range(2):
+        outbox.deliver_invoices(sqlite_engine, policy, ids, "test", run_id="run-2", use_smtp=True)
+        outbox.retry_deliveries(sqlite_engine, policy, "test", use_smtp=True)
+    got = _message_ids(smtp)
+    assert len(got) == 3 and len(set(got)) == 3  # the unconfirmed one reached the server once, no more
+    with sqlite_engine.connect() as conn:
+        (exc,) = db.rows(conn, "SELECT * FROM exceptions WHERE category = 'delivery_unconfirmed'")
+    assert exc["subject_id"] in got and exc["resolved_at"] is None
+
+
+# The billing database goes away ------------------------------------------------------------------
+
+
+def test_billing_database_goes_away_mid_issue_and_mid_posting(data_dir, monkeypatch):
+    """A private cluster is stopped (immediate: a crash) inside the transaction of the second
+    numbered invoice, then inside the second payment posting; started again, the re-runs finish:
+    numbers gapless, each bank line posted once, the stranger's credit reported."""
+    policy = load_policy()
+    with PgCluster() as pg:
+        eng = db.engine(pg.url)
+        db.upgrade(eng)
+        write_feeds(data_dir / "inbox")
+        sources.load_inbox(eng, policy, "test")
+        batch = pricing.price_period(eng, policy, "run-1", OCTOBER, "test")
+        routed = approval.route(eng, policy, batch["batch_id"], "test")
+        for invoice_id in routed["review"]:
+            ledger.decide(eng, invoice_id, True, "user:finance", None)
+        todo = routed["auto"] + routed["review"]
+
+        real_next = ledger._next_number
+        drawn: list[int] = []
+
+        def crash_on_second_number(conn, series):
+            drawn.append(real_next(conn, series))
+            if len(drawn) == 2:
+                pg.stop()  # the number was drawn, the transaction not committed
+            return drawn[-1]
+
+        monkeypatch.setattr(ledger, "_next_number", crash_on_second_number)
+        with pytest.raises(DBAPIError):
+            ledger.issue(eng, policy, todo, ISSUE_DAY, "test")
+        monkeypatch.setattr(ledger, "_next_number", real_next)
+        pg.start()
+        eng.dispose()
+        ledger.issue(eng, policy, todo, ISSUE_DAY, "test")
+        ledger.issue(eng, policy, todo, ISSUE_DAY, "test")  # and once more: nothing changes
+
+        reconciliation.import_bytes(eng, "camt-1.xml", camt_bytes(paying_statements(eng)), "test", policy)
+        real_post = ledger.post_payment
+        posted: list[int] = []
+
+        def crash_on_second_posting(conn, txn, *args, **kwargs):
+            posted.append(real_post(conn, txn, *args, **kwargs))
+            if len(posted) == 2:
+                pg.stop()
+            return posted[-1]
+
+        monkeypatch.setattr(ledger, "post_payment", crash_on_second_posting)
+        with pytest.raises(DBAPIError):
+            reconciliation.match_and_post(eng, "test", "night-1", policy)
+        monkeypatch.setattr(ledger, "post_payment", real_post)
+        pg.start()
+        eng.dispose()
+        with eng.connect() as conn:
+            assert db.scalar(conn, "SELECT COUNT(*) FROM payments") == 1  # the first posting survived
+        reconciliation.match_and_post(eng, "test", "night-2", policy)
+        reconciliation.match_and_post(eng, "test", "night-3", policy)
+
+        counts = assert_ledger_consistent(eng)
+        assert counts["issued"] == 4 and counts["payments"] == 4 and counts["bank_lines"] == 5
+        assert counts["allocated_total"] == counts["paid_total"] == sum(GROSS.values())
+        with eng.connect() as conn:
+            stranger = db.rows(conn, "SELECT * FROM exceptions WHERE subject_type = 'bank_transaction'")
+            assert [e["amount"] for e in stranger] == [UNKNOWN_CREDIT]
+            assert db.scalar(conn, "SELECT COUNT(*) FROM invoices WHERE status = 'paid'") == 4
+        eng.dispose()
+
+
+# A task process killed mid-write -----------------------------------------------------------------
+
+_KILLER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from datetime import date
+    from invoiceflow import db, ledger, pricing, reconciliation
+    from invoiceflow.policy import load_policy
+
+    url, stage = sys.argv[1], sys.argv[2]
+    eng, policy = db.engine(url), load_policy()
+    calls = []
+
+    def dies_on_second(real):
+        def wrapper(*args, **kwargs):
+            result = real(*args, **kwargs)
+            calls.append(result)
+            if len(calls) == 2:
+                print("killing myself mid-write", flush=True)
+                os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no rollback, no atexit
+            return result
+        return wrapper
+
+    if stage == "pricing":
+        pricing._finish_invoice = dies_on_second(pricing._finish_invoice)
+        pricing.price_period(eng, policy, "run-killed", (date(2026, 10, 1), date(2026, 11, 1)), "task")
+    elif stage == "issue":
+        ledger._next_number = dies_on_second(ledger._next_number)
+        ids = [int(i) for i in sys.argv[3].split(",")]
+        ledger.issue(eng, policy, ids, date(2026, 11, 1), "task")
+    elif stage == "posting":
+        ledger.post_payment = dies_on_second(ledger.post_payment)
+        reconciliation.match_and_post(eng, "task", "night-killed", policy)
+    print("survived", flush=True)
+    """
+)
+
+
+def _run_killed(url: str, stage: str, *extra: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _KILLER, url, stage, *extra],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == -signal.SIGKILL, (done.returncode, done.stdout, done.stderr[-3000:])
+    assert "killing myself mid-write" in done.stdout and "survived" not in done.stdout
+
+
+@pytest.mark.slow
+def test_task_process_killed_mid_write_then_rerun(engine, db_url, data_dir):
+    """Pricing, issuing and posting each run in a process that SIGKILLs itself in the middle of
+    its transaction; the re-run in a fresh process state finishes the work exactly once."""
+    policy = load_policy()
+    write_feeds(data_dir / "inbox")
+    sources.load_inbox(engine, policy, "test")
+
+    _run_killed(db_url, "pricing")
+    with engine.connect() as conn:
+        assert db.scalar(conn, "SELECT COUNT(*) FROM invoices") == 0  # the killed transaction left nothing
+        assert db.scalar(conn, "SELECT COUNT(*) FROM time_entries WHERE invoice_line_id IS NOT NULL") == 0
+    batch = pricing.price_period(engine, policy, "run-2", OCTOBER, "test")
+    assert pricing.price_period(engine, policy, "run-3", OCTOBER, "test")["invoice_ids"] == []
+    routed = approval.route(engine, policy, batch["batch_id"], "test")
+    for invoice_id in routed["review"]:
+        ledger.decide(engine, invoice_id, True, "user:finance", None)
+    todo = routed["auto"] + routed["review"]
+
+    _run_killed(db_url, "issue", ",".join(map(str, todo)))
+    ledger.issue(engine, policy, todo, ISSUE_DAY, "test")
+
+    reconciliation.import_bytes(engine, "camt-1.xml", camt_bytes(paying_statements(engine)), "test", policy)
+    _run_killed(db_url, "posting")
+    reconciliation.match_and_post(engine, "test", "night-2", policy)
+
+    counts = assert_ledger_consistent(engine)
+    assert counts["issued"] == 4 and counts["invoices"] == 4 and counts["payments"] == 4
+    assert counts["billed_entries"] == 5  # T1-T4 and T6; T5 is not billable
+    with engine.connect() as conn:
+        gross = {r["contract_id"]: r["gross_amount"] for r in db.rows(conn, "SELECT * FROM invoices")}
+    assert gross == GROSS
+    assert counts["paid_total"] == sum(GROSS.values())
+
+
+# Repeats -----------------------------------------------------------------------------------------
+
+
+def test_a_cleared_run_and_a_period_backfilled_twice_change_nothing(engine, data_dir):
+    """Every step of the month run again (a cleared DAG run), and October billed by two more runs
+    (a backfill of the same period): no new invoice, claim, number, payment or audit event."""
+    policy = load_policy()
+    issued_month(engine, data_dir)
+    reconciliation.import_bytes(engine, "camt-1.xml", camt_bytes(paying_statements(engine)), "test", policy)
+    reconciliation.match_and_post(engine, "test", "night-1", policy)
+    before = assert_ledger_consistent(engine)
+    with engine.connect() as conn:
+        events = db.scalar(conn, "SELECT COUNT(*) FROM audit_events")
+
+    sources.load_inbox(engine, policy, "test")  # the same files again
+    for run in ("run-1", "backfill-1", "backfill-2"):
+        batch = pricing.price_period(engine, policy, run, OCTOBER, "test")
+        assert batch["invoice_ids"] == []
+        approval.route(engine, policy, batch["batch_id"], "test")
+    with engine.connect() as conn:
+        all_ids = [r["invoice_id"] for r in db.rows(conn, "SELECT invoice_id FROM invoices")]
+    ledger.issue(engine, policy, all_ids, ISSUE_DAY, "test")
+    reconciliation.import_statements(engine, "test", policy)
+    reconciliation.match_and_post(engine, "test", "night-1", policy)
+
+    assert assert_ledger_consistent(engine) == before
+    with engine.connect() as conn:
+        assert db.scalar(conn, "SELECT COUNT(*) FROM audit_events") == events
+
+
+def test_the_same_bank_file_under_other_names_and_formats_posts_once(engine, data_dir):
+    """The CAMT file dropped twice under other names is skipped by content; the same statement as
+    MT940 finds every line already imported; each payment is posted once."""
+    policy = load_policy()
+    issued_month(engine, data_dir)
+    sts = paying_statements(engine)
+    bank = data_dir / "inbox" / "bank"
+    bank.mkdir(parents=True, exist_ok=True)
+    data = camt_bytes(sts)
+    (bank / "camt-2026-11-20.xml").write_bytes(data)
+    (bank / "copy of camt-2026-11-20.xml").write_bytes(data)
+    (bank / "statement.mt940").write_bytes(statements.write_mt940(sts))
+    results = {r["file"]: r for r in reconciliation.import_statements(engine, "test", policy)}
+    assert results["camt-2026-11-20.xml"]["new_transactions"] == 5
+    assert results["copy of camt-2026-11-20.xml"]["status"] == "skipped"
+    assert results["statement.mt940"]["new_transactions"] == 0 and results["statement.mt940"]["duplicates"] == 5
+    (bank / "renamed-again.xml").write_bytes(data)
+    reconciliation.import_statements(engine, "test", policy)
+    reconciliation.match_and_post(engine, "test", "night-1", policy)
+    reconciliation.match_and_post(engine, "test", "night-2", policy)
+    counts = assert_ledger_consistent(engine)
+    assert counts["bank_lines"] == 5 and counts["payments"] == 4
+    assert counts["paid_total"] == sum(GROSS.values())

@@ -1,0 +1,116 @@
+"""Concurrency on PostgreSQL: two runs of the same work started at the same moment (threads, each
+with its own connections), and reconciliation while invoices are being issued. The ledger must stay
+consistent through database constraints and transactions, not through luck in timing: every run
+either finishes or fails cleanly and finishes when retried, and nothing is billed, numbered or
+posted twice."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from billing_fixtures import ISSUE_DAY, OCTOBER, issued_month
+from fault_helpers import assert_ledger_consistent, camt_bytes, paying_statements
+from invoiceflow import approval, db, ledger, pricing, reconciliation, sources
+from invoiceflow.policy import load_policy
+from sample_data import write_feeds
+
+pytestmark = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+
+GROSS_TOTAL = 289765 + 1200000 + 150000 + 119000
+
+
+def _together(*jobs: Callable[[], Any]) -> list[Any]:
+    """Run the jobs in threads released at the same moment; return each result or exception."""
+    start = threading.Barrier(len(jobs))
+    results: list[Any] = [None] * len(jobs)
+
+    def run(i: int, job: Callable[[], Any]) -> None:
+        start.wait()
+        try:
+            results[i] = job()
+        except Exception as exc:  # noqa: BLE001 - reported to the test, which decides
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i, job)) for i, job in enumerate(jobs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    return results
+
+
+def test_two_overlapping_pricing_runs_bill_each_record_once(engine, data_dir):
+    policy = load_policy()
+    write_feeds(data_dir / "inbox")
+    sources.load_inbox(engine, policy, "test")
+    a, b = _together(
+        lambda: pricing.price_period(engine, policy, "run-a", OCTOBER, "test"),
+        lambda: pricing.price_period(engine, policy, "run-b", OCTOBER, "test"),
+    )
+    failed = [r for r in (a, b) if isinstance(r, Exception)]
+    assert len(failed) <= 1, failed  # at most one loses a race, cleanly
+    for run, result in (("run-a", a), ("run-b", b)):
+        if isinstance(result, Exception):  # Airflow's retry
+            assert pricing.price_period(engine, policy, run, OCTOBER, "test")["invoice_ids"] == []
+    created = [i for r in (a, b) if isinstance(r, dict) for i in r["invoice_ids"]]
+    assert len(created) == len(set(created)) == 4
+    counts = assert_ledger_consistent(engine)
+    assert counts["invoices"] == 4 and counts["billed_entries"] == 5
+
+
+def test_two_issue_runs_at_once_number_gaplessly(engine, data_dir):
+    policy = load_policy()
+    write_feeds(data_dir / "inbox")
+    sources.load_inbox(engine, policy, "test")
+    batch = pricing.price_period(engine, policy, "run-1", OCTOBER, "test")
+    routed = approval.route(engine, policy, batch["batch_id"], "test")
+    for invoice_id in routed["review"]:
+        ledger.decide(engine, invoice_id, True, "user:finance", None)
+    todo = routed["auto"] + routed["review"]
+    results = _together(*[lambda: ledger.issue(engine, policy, todo, ISSUE_DAY, "test")] * 2)
+    assert not [r for r in results if isinstance(r, Exception)], results
+    counts = assert_ledger_consistent(engine)
+    assert counts["issued"] == 4
+
+
+def test_two_reconciliations_at_once_post_each_line_once(engine, data_dir):
+    policy = load_policy()
+    issued_month(engine, data_dir)
+    reconciliation.import_bytes(engine, "camt-1.xml", camt_bytes(paying_statements(engine)), "test", policy)
+    results = _together(
+        lambda: reconciliation.match_and_post(engine, "test", "night-a", policy),
+        lambda: reconciliation.match_and_post(engine, "test", "night-b", policy),
+    )
+    assert not [r for r in results if isinstance(r, Exception)], results
+    reconciliation.match_and_post(engine, "test", "night-c", policy)
+    counts = assert_ledger_consistent(engine)
+    assert counts["payments"] == 4 and counts["paid_total"] == GROSS_TOTAL
+
+
+def test_reconciliation_while_invoices_are_issued(engine, data_dir):
+    """K1 and K4 are issued and paid on the statement; K2 and K3 are issued while the bank lines
+    are being posted. Afterwards every line is decided once and the late invoices are open."""
+    policy = load_policy()
+    write_feeds(data_dir / "inbox")
+    sources.load_inbox(engine, policy, "test")
+    batch = pricing.price_period(engine, policy, "run-1", OCTOBER, "test")
+    routed = approval.route(engine, policy, batch["batch_id"], "test")
+    for invoice_id in routed["review"]:
+        ledger.decide(engine, invoice_id, True, "user:finance", None)
+    with engine.connect() as conn:
+        by_contract = {r["contract_id"]: r["invoice_id"] for r in db.rows(conn, "SELECT * FROM invoices")}
+    ledger.issue(engine, policy, [by_contract["K1"], by_contract["K4"]], ISSUE_DAY, "test")
+    reconciliation.import_bytes(engine, "camt-1.xml", camt_bytes(paying_statements(engine)), "test", policy)
+    results = _together(
+        lambda: [ledger.issue(engine, policy, [by_contract[k]], ISSUE_DAY, "test") for k in ("K2", "K3")],
+        lambda: reconciliation.match_and_post(engine, "test", "night-1", policy),
+    )
+    assert not [r for r in results if isinstance(r, Exception)], results
+    counts = assert_ledger_consistent(engine)
+    assert counts["issued"] == 4 and counts["payments"] == 2 and counts["paid_total"] == 289765 + 119000
+    with engine.connect() as conn:
+        status = {r["contract_id"]: r["status"] for r in db.rows(conn, "SELECT contract_id, status FROM invoices")}
+    assert status == {"K1": "paid", "K4": "paid", "K2": "issued", "K3": "issued"}
