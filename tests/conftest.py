@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,6 +30,12 @@ os.environ.update(
 )
 os.environ.pop("AIRFLOW_CONN_BILLING_DB", None)
 os.environ.pop("AIRFLOW_CONN_SMTP_DEFAULT", None)
+
+# Property tests and fuzzers use the same examples on every run, so a red CI is about the change, not
+# the dice; HYPOTHESIS_PROFILE=explore make test draws new ones (what found most parser bugs).
+hypothesis_settings.register_profile("repeatable", derandomize=True)
+hypothesis_settings.register_profile("explore", derandomize=False)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 PG_URL = os.environ.get("INVOICEFLOW_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
