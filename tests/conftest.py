@@ -122,3 +122,23 @@ def airflow_db() -> Path:
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     return _AIRFLOW_HOME
+
+
+@pytest.fixture
+def smtp(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    """A loopback SMTP server that can be told to fail (tests/faulty_smtp.py), as ``smtp_default``."""
+    from faulty_smtp import FaultySmtpServer
+
+    with FaultySmtpServer() as server:
+        monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", server.connection_json)
+        yield server
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path: Path):
+    """A migrated SQLite billing database, for tests whose SQL another test runs on both dialects."""
+    from invoiceflow import db
+
+    eng = db.engine(f"sqlite:///{tmp_path / 'billing.db'}")
+    db.upgrade(eng)
+    return eng

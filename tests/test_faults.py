@@ -15,7 +15,6 @@ import textwrap
 import pytest
 from billing_fixtures import ISSUE_DAY, OCTOBER, issued_month
 from fault_helpers import UNKNOWN_CREDIT, assert_ledger_consistent, camt_bytes, paying_statements
-from faulty_smtp import FaultySmtpServer
 from invoiceflow import approval, db, ledger, outbox, pricing, reconciliation, sources, statements
 from invoiceflow.policy import load_policy
 from pg_cluster import PgCluster
@@ -24,21 +23,6 @@ from sqlalchemy.exc import DBAPIError
 
 # Gross amounts of the sample month, worked out by hand in tests/sample_data.py.
 GROSS = {"K1": 289765, "K2": 1200000, "K3": 150000, "K4": 119000}
-
-
-@pytest.fixture
-def smtp(monkeypatch):
-    with FaultySmtpServer() as server:
-        monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", server.connection_json)
-        yield server
-
-
-@pytest.fixture
-def sqlite_engine(tmp_path):
-    """SMTP faults on one dialect: the delivery protocol's SQL runs on both in tests/test_outbox.py."""
-    eng = db.engine(f"sqlite:///{tmp_path / 'billing.db'}")
-    db.upgrade(eng)
-    return eng
 
 
 def _rendered_month(engine, data_dir) -> list[int]:

@@ -6,24 +6,9 @@ from __future__ import annotations
 
 import pytest
 from billing_fixtures import issued_month
-from faulty_smtp import STAGES, FaultySmtpServer
+from faulty_smtp import STAGES
 from invoiceflow import db, delivery, outbox
 from invoiceflow.policy import Delivery, load_policy
-
-
-@pytest.fixture
-def smtp(monkeypatch):
-    with FaultySmtpServer() as server:
-        monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", server.connection_json)
-        yield server
-
-
-@pytest.fixture
-def sqlite_engine(tmp_path):
-    """One dialect is enough for the fault matrix; the protocol's SQL runs on both in the tests below."""
-    eng = db.engine(f"sqlite:///{tmp_path / 'billing.db'}")
-    db.upgrade(eng)
-    return eng
 
 
 def _k1(engine, data_dir, policy) -> int:
