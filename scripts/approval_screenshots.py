@@ -8,7 +8,8 @@ source files for last month, lets the scheduler run ``billing_cycle`` until the 
 ``chromium`` and ``chromium-driver``) as an approver assigned to one of the invoices, and saves
 ``approval-required-actions.png`` (the *Required actions* list) and ``approval-invoice-form.png``
 (that invoice's request: subject, summary, lines, reasons, PDF preview link, and the Approve /
-Reject / Escalate buttons). It answers nothing: the run is left waiting and stopped with Airflow.
+Reject / Escalate buttons, with a comment typed in). It sends no answer: the run is left waiting
+and stopped with Airflow.
 
 Everything lives in temporary folders; a few minutes on a small machine.
 """
@@ -162,10 +163,16 @@ def main() -> int:
                 driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
                 wait(lambda: "/auth/login" not in driver.current_url and "login" not in driver.title.lower(), "login")
 
-                driver.get(f"{airflow.url}/required_actions?response_received=false")
-                wait(lambda: chosen["subject"][:30] in driver.page_source, "the Required actions list")
+                for attempt in range(3):  # the UI's labels load after the table, now and then not at all
+                    driver.get(f"{airflow.url}/required_actions?response_received=false")
+                    wait(lambda: chosen["subject"][:30] in driver.page_source, "the Required actions list")
+                    try:
+                        wait(lambda: "Pending" in driver.find_element(By.TAG_NAME, "body").text, "labels", 30)
+                        break
+                    except SystemExit:
+                        print(f"the list's labels are not translated yet (attempt {attempt + 1} of 3)")
                 time.sleep(2)
-                shot(driver, args.out / "approval-required-actions.png", full_page=True)
+                shot(driver, args.out / "approval-required-actions.png")  # the first rows
 
                 form = (
                     f"{airflow.url}/dags/{DAG_ID}/runs/{run_id}/tasks/{REVIEW_TASK}"
