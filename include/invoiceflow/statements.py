@@ -666,6 +666,8 @@ def _read_csv_rows(
                 raise ValueError("no account: map account_iban or set it for the bank")
             field = "currency"
             currency = (get("currency") or mapping.currency or "").upper()
+            if not currency:
+                raise ValueError("no currency: map the currency column or set it for the bank")
             minor_digits(currency)
             field = "booking_date"
             booked = datetime.strptime(get("booking_date") or "", mapping.date_format).date()
