@@ -18,6 +18,11 @@ export AIRFLOW__SCHEDULER__STANDALONE_DAG_PROCESSOR := False
 export GX_ANALYTICS_ENABLED := false
 export INVOICEFLOW_DATA_DIR ?= $(CURDIR)/data
 export PATH := $(BIN):$(PATH)
+# Debian packages: WeasyPrint's libraries and the invoice font; the browser test's Chromium.
+RENDER_PACKAGES := libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core
+TEST_PACKAGES := chromium chromium-driver
+# pytest-xdist workers for `make test`: one per core by default (`make test TEST_WORKERS=1` runs serially).
+TEST_WORKERS ?= auto
 
 .PHONY: help install install-test demo up test lint lock bench bench-parse clean
 
@@ -34,6 +39,7 @@ $(UV):
 	$(BIN)/pip install --quiet --disable-pip-version-check uv==0.13.9
 
 $(VENV)/.installed: requirements.txt pyproject.toml | $(UV)
+	bash scripts/ensure-debian-packages.sh $(RENDER_PACKAGES)
 	$(UV) pip install --quiet --python $(BIN)/python -r requirements.txt
 	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $@
@@ -57,7 +63,8 @@ up: $(VENV)/.installed $(AIRFLOW_HOME)/airflow.db
 	airflow standalone
 
 test: $(VENV)/.installed-test
-	source scripts/ensure-postgres.sh && source scripts/ensure-chromium.sh && $(BIN)/python -m pytest
+	bash scripts/ensure-debian-packages.sh $(RENDER_PACKAGES) $(TEST_PACKAGES)
+	source scripts/ensure-postgres.sh && $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .

@@ -94,7 +94,7 @@ def build(engine, data_dir: Path) -> dict[str, dict]:
 
 
 def build_demo(engine, data_dir: Path, today: date) -> dict[str, int]:
-    """The demo company's month (``invoiceflow demo-data``) three months back, billed, issued,
+    """A third of the demo company's month (``invoiceflow demo-data``) three months back, billed, issued,
     rendered and delivered as the billing cycle does it, with a few drafts left waiting for finance,
     and a bank statement in the inbox that pays part of it (for the reconciliation DAG to import).
     """
@@ -104,7 +104,7 @@ def build_demo(engine, data_dir: Path, today: date) -> dict[str, int]:
     first = date(today.year, today.month, 1)
     period = (first - timedelta(days=70)).replace(day=1)
     period_end = (period + timedelta(days=32)).replace(day=1)
-    demo.write_demo_sources(data_dir / "inbox", period)
+    demo.write_demo_sources(data_dir / "inbox", period, scale=0.35)  # every kind of case, a third of the PDFs
     sources.load_inbox(engine, policy, "demo")
     batch = pricing.price_period(engine, policy, "demo-run", (period, period_end), "demo")
     routed = approval.route(engine, policy, batch["batch_id"], "demo")

@@ -125,11 +125,11 @@ def _write(path: Path, feed: str, rows: list[dict[str, str]]) -> Path:
     return path
 
 
-def _clients(rng: random.Random) -> list[dict[str, str]]:
+def _clients(rng: random.Random, scale: float) -> list[dict[str, str]]:
     clients = []
     for country, (currency, language, count, vat_pattern) in COUNTRIES.items():
         first, middle, forms = NAMES[country]
-        for _ in range(count):
+        for _ in range(max(1, round(count * scale))):
             n = len(clients) + 1
             name = f"{rng.choice(first)} {rng.choice(middle)} {rng.choice(forms)}"
             slug = "".join(c for c in name.lower().encode("ascii", "ignore").decode() if c.isalnum())[:20]
@@ -382,10 +382,14 @@ def _milestones(rng: random.Random, contracts, period: date) -> list[dict[str, s
     return rows
 
 
-def write_demo_sources(inbox: Path, period_start: date, seed: int = 42) -> dict[str, Path]:
-    """Write the source CSV feeds for one billing month into inbox/<feed>/ and return {feed: path}."""
+def write_demo_sources(inbox: Path, period_start: date, seed: int = 42, scale: float = 1.0) -> dict[str, Path]:
+    """Write the source CSV feeds for one billing month into inbox/<feed>/ and return {feed: path}.
+
+    ``scale`` shrinks the company (clients per country, at least one each, and so contracts and
+    time entries) for tests that need every kind of case but not the volume; 1.0 is the demo.
+    """
     rng = random.Random(f"{seed}:{period_start}")
-    clients = _clients(rng)
+    clients = _clients(rng, scale)
     contracts = _contracts(rng, clients, period_start)
     cards = _rate_cards(rng, contracts, period_start)
     timesheets = _timesheets(rng, contracts, cards, period_start)
