@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pendulum
 from airflow.sdk import Asset, dag, task
 from invoiceflow import operations
@@ -30,7 +32,8 @@ did not reconcile.
 
 When it finishes, the payment reminders run (they are scheduled on this DAG's asset), so nobody is
 reminded of an invoice paid yesterday. Owner: finance operations. A task that fails for good
-e-mails the owners (`INVOICEFLOW_ALERT_EMAILS`) with the link to its log.
+e-mails the owners (`INVOICEFLOW_ALERT_EMAILS`) with the link to its log; a run not finished four
+hours after it started (by 06:00, before finance starts the day) e-mails them too.
 """
 
 
@@ -41,6 +44,9 @@ e-mails the owners (`INVOICEFLOW_ALERT_EMAILS`) with the link to its log.
     catchup=False,
     max_active_runs=1,
     default_args=operations.default_args("finance"),
+    deadline=operations.late_run_alert(
+        "bank_reconciliation", timedelta(hours=4), "yesterday's payments are not posted and the report is not out."
+    ),
     tags=["invoiceflow", "reconciliation"],
     doc_md=DOC,
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pendulum
 from airflow.sdk import Param, dag, task
 from invoiceflow import operations
@@ -30,7 +32,8 @@ in the `period` parameter, `YYYY-MM`).
    the client portal, as soon as an invoice is approved. Re-running any step sends nothing twice.
 
 Owner: billing operations. A task that fails for good e-mails the owners
-(`INVOICEFLOW_ALERT_EMAILS`); retries back off, and a retry is always safe.
+(`INVOICEFLOW_ALERT_EMAILS`); retries back off, and a retry is always safe. A run not finished
+five days after it started (approvals included) e-mails them too.
 """
 
 
@@ -41,6 +44,7 @@ Owner: billing operations. A task that fails for good e-mails the owners
     catchup=False,
     max_active_runs=1,
     default_args=operations.default_args("billing"),
+    deadline=operations.late_run_alert("billing_cycle", timedelta(days=5), "the month's invoices are not all out yet."),
     tags=["invoiceflow", "billing"],
     doc_md=DOC,
     params={

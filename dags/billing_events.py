@@ -36,7 +36,8 @@ invoices it in the same run instead of at month end:
 4. Approval, issue, PDF and delivery as in the monthly billing cycle.
 
 Owner: billing operations. A task that fails for good e-mails the owners
-(`INVOICEFLOW_ALERT_EMAILS`); retries back off, and a retry is always safe.
+(`INVOICEFLOW_ALERT_EMAILS`); retries back off, and a retry is always safe. A run not finished
+five days after it started (approvals included) e-mails them too.
 """
 
 
@@ -47,6 +48,7 @@ Owner: billing operations. A task that fails for good e-mails the owners
     catchup=False,
     max_active_runs=1,
     default_args=operations.default_args("billing", first_retry=timedelta(minutes=1)),
+    deadline=operations.late_run_alert("billing_events", timedelta(days=5), "an event's invoice is not out yet."),
     tags=["invoiceflow", "billing", "events"],
     doc_md=DOC,
 )

@@ -27,6 +27,11 @@ def airflow(data_dir, airflow_db):
                 "INVOICEFLOW_DATA_DIR": str(data_dir),
                 "AIRFLOW_CONN_SMTP_DEFAULT": smtp.connection_json,
                 "AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL": "10",
+                # deadline alerts on, and every billing_events run late from the start: the
+                # scheduler sees the missed deadline and the triggerer e-mails the owners
+                "INVOICEFLOW_LATE_RUN_ALERTS": "on",
+                "INVOICEFLOW_LATE_AFTER_BILLING_EVENTS": "0",
+                "INVOICEFLOW_ALERT_EMAILS": "billing-ops@example.test",
             }
         ) as server,
     ):
@@ -118,3 +123,12 @@ def test_each_trigger_through_the_rest_api_creates_its_invoice_in_that_run(tmp_p
     runs = airflow.wait_for(finished_runs, timeout=600, what="the run of the repeated event to finish")
     assert all(r["state"] == "success" for r in runs), runs
     assert len(_invoices(engine, "document:CO-17")) == 1
+
+    # each run was late (its deadline was the moment it was queued): the owners got the deadline alert
+    def late_alerts():
+        late = [m for m in airflow.smtp.messages if "billing_events is late" in (m.message["Subject"] or "")]
+        return late if len(late) >= len(runs) else None
+
+    late = airflow.wait_for(late_alerts, timeout=300, what="the late-run e-mails of the deadline alert")
+    assert {tuple(m.recipients) for m in late} == {("billing-ops@example.test",)}
+    assert "not finished 0 h after it started" in late[0].message["Subject"]

@@ -62,3 +62,41 @@ def test_every_task_backs_off_and_emails_its_owners(dagbag):
             callbacks = task.on_failure_callback
             callbacks = callbacks if isinstance(callbacks, list) else [callbacks]
             assert any(isinstance(c, SmtpNotifier) for c in callbacks), (dag.dag_id, task.task_id)
+
+
+def test_late_runs_of_the_runs_that_matter_email_the_owners(airflow_db, monkeypatch):
+    """The billing cycle, the event invoices and the nightly reconciliation carry a deadline alert
+    (e-mail to the owners); an operator's ``INVOICEFLOW_LATE_AFTER_<DAG>`` overrides the interval.
+    That the scheduler fires it is shown by tests/test_events_api.py with a real scheduler."""
+    from datetime import timedelta
+    from pathlib import Path
+
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+    monkeypatch.setenv("INVOICEFLOW_LATE_RUN_ALERTS", "on")
+    monkeypatch.setenv("INVOICEFLOW_LATE_AFTER_BANK_RECONCILIATION", "90")
+    monkeypatch.setenv("INVOICEFLOW_ALERT_EMAILS", "ops@example.test")
+    bag = DagBag(dag_folder=str(Path(__file__).resolve().parents[1] / "dags"))
+    assert bag.import_errors == {}
+    expected = {
+        "billing_cycle": timedelta(days=5),
+        "billing_events": timedelta(days=5),
+        "bank_reconciliation": timedelta(minutes=90),
+    }
+    for dag_id, dag in bag.dags.items():
+        if dag_id not in expected:
+            assert not dag.deadline, f"{dag_id} has a deadline it was not given"
+            continue
+        (alert,) = dag.deadline
+        assert alert.interval == expected[dag_id]
+        assert alert.callback.path.endswith("SmtpNotifier") or alert.callback.path == (
+            f"{SmtpNotifier.__module__}.{SmtpNotifier.__qualname__}"
+        )
+        assert alert.callback.kwargs["to"] == "ops@example.test"
+        assert alert.callback.kwargs["subject"].startswith(f"[invoiceflow] {dag_id} is late")
+
+    from invoiceflow import operations
+
+    monkeypatch.setenv("INVOICEFLOW_LATE_RUN_ALERTS", "off")  # for `airflow dags test` runs
+    assert operations.late_run_alert("billing_cycle", timedelta(days=5), "late") is None

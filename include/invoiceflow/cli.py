@@ -140,7 +140,9 @@ def _airflow_test(dag_id: str, day: date, *extra: str) -> None:
     log = settings.data_dir() / "logs" / f"{dag_id}-{day}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as out:
-        done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy(), check=False)  # noqa: S603 - fixed argv
+        # `airflow dags test` cannot run a DAG with a deadline alert in Airflow 3.3.2 (invoiceflow.operations)
+        env = {**os.environ, "INVOICEFLOW_LATE_RUN_ALERTS": "off"}
+        done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, check=False)  # noqa: S603 - fixed argv
     state = "success" if done.returncode == 0 else f"FAILED (exit {done.returncode})"
     print(f"  {dag_id}: {state}; log: {log}")
     if done.returncode:

@@ -5,9 +5,13 @@ Only DAG files import this module (it needs Airflow). The alerts go to ``INVOICE
 (comma-separated; billing operations by default) through the ``smtp_default`` connection, the
 same one invoices go out through. Retrying is always safe here: every step is exactly once.
 
-Late-run alerts are not set: Airflow 3.3.2's ``DeadlineAlert`` (experimental) makes ``airflow dags
-test`` fail when it updates the run ("'dict' object has no attribute 'hex'"), and the demo and the
-end-to-end tests run the DAGs that way.
+A run that matters when late (the billing cycle, the nightly reconciliation, event invoices) has a
+deadline alert: an e-mail to the same list when it has not finished in time. Airflow 3.3.2's
+``DeadlineAlert`` (experimental) works under the scheduler but breaks ``airflow dags test`` when a
+run succeeds (``'dict' object has no attribute 'hex'``: ``dag.test`` hands the run the alert's
+serialised form where the scheduler hands it the alert's id). ``invoiceflow demo`` and the tests run
+DAGs that way, so they set ``INVOICEFLOW_LATE_RUN_ALERTS=off``; a test with a real scheduler turns
+them on and reads the late-run e-mail.
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ from datetime import timedelta
 from typing import Any
 
 from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference
 
 ALERT_EMAILS_ENV = "INVOICEFLOW_ALERT_EMAILS"
+LATE_RUN_ALERTS_ENV = "INVOICEFLOW_LATE_RUN_ALERTS"  # "off" leaves the deadline alerts out
 DEFAULT_ALERT_EMAILS = "billing-ops@northwind-digital.example"
 ALERT_FROM = "invoiceflow alerts <billing-ops@northwind-digital.example>"
 
@@ -53,3 +59,40 @@ def default_args(owner: str, retries: int = 2, first_retry: timedelta = timedelt
         "max_retry_delay": timedelta(minutes=30),
         "on_failure_callback": failure_email(),
     }
+
+
+def late_after(dag_id: str, default: timedelta) -> timedelta:
+    """How long a run may take from being queued: ``INVOICEFLOW_LATE_AFTER_<DAG_ID>`` in minutes
+    overrides the DAG's own figure (an operator's setting, and how the test makes a run late)."""
+    minutes = os.environ.get(f"INVOICEFLOW_LATE_AFTER_{dag_id.upper()}")
+    return timedelta(minutes=float(minutes)) if minutes else default
+
+
+def late_run_alert(dag_id: str, within: timedelta, what: str) -> DeadlineAlert | None:
+    """An e-mail to the owners when a run of ``dag_id`` has not finished ``within`` of being queued.
+
+    ``what`` says in a finance person's words what is late (the triggerer sends it, without a task
+    context to template from).
+    """
+    if os.environ.get(LATE_RUN_ALERTS_ENV, "on").lower() in ("off", "0", "false", "no"):
+        return None
+    within = late_after(dag_id, within)
+    hours = f"{within.total_seconds() / 3600:g} h"
+    return DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        interval=within,
+        callback=AsyncCallback(
+            SmtpNotifier,
+            kwargs={
+                "to": alert_emails(),
+                "from_email": ALERT_FROM,
+                "smtp_conn_id": "smtp_default",
+                "subject": f"[invoiceflow] {dag_id} is late: not finished {hours} after it started",
+                "html_content": (
+                    f"<p>A run of <b>{dag_id}</b> has not finished {hours} after it was queued: {what}</p>"
+                    "<p>Look at the run in the Airflow UI (Dags, then the run's grid) for the task it waits on:"
+                    " an approval, a retry, or a failure.</p>"
+                ),
+            },
+        ),
+    )
