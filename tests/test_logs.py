@@ -93,14 +93,6 @@ def _statement_file(invoices: dict[str, dict]) -> bytes:
     return statements.write_camt053(sts, message_id="LOG-1", created_at=datetime(2026, 11, 20, 18, tzinfo=UTC))
 
 
-@pytest.fixture(autouse=True)
-def _airflow_logging_first():
-    """Airflow replaces the logging configuration (root handlers included) when it is first
-    imported, which a step here does (the SMTP hook): imported before the test, pytest's capture
-    handler is installed after it and sees every record, also those of the later steps."""
-    import airflow.sdk  # noqa: F401
-
-
 def _logged(caplog, logger: str, starts: str) -> str:
     found = [r.getMessage() for r in caplog.records if r.name == logger and r.getMessage().startswith(starts)]
     assert found, f"no {logger} record starting {starts!r}"
@@ -109,7 +101,7 @@ def _logged(caplog, logger: str, starts: str) -> str:
 
 @pytest.mark.slow
 def test_each_step_logs_its_business_figures_and_no_account_or_address(
-    sqlite_engine, data_dir, tmp_path, monkeypatch, caplog
+    airflow_logging, sqlite_engine, data_dir, tmp_path, monkeypatch, caplog
 ):
     engine = sqlite_engine
     caplog.set_level(logging.INFO)  # what a task log shows; our own modules down to DEBUG
