@@ -128,6 +128,14 @@ def airflow_db() -> Path:
 
 
 @pytest.fixture
+def airflow_logging() -> None:
+    """For tests that read ``caplog``: Airflow replaces the logging configuration (root handlers
+    included) when it is first imported, and a step that sends mail imports it. Imported before the
+    test, pytest's capture handler is installed after it and sees every record, later steps' too."""
+    import airflow.sdk  # noqa: F401
+
+
+@pytest.fixture
 def smtp(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
     """A loopback SMTP server that can be told to fail (tests/faulty_smtp.py), as ``smtp_default``."""
     from faulty_smtp import FaultySmtpServer

@@ -50,7 +50,9 @@ def test_the_secret_pattern_finds_what_it_should():
         assert not SECRET.search(line), line
 
 
-def test_connection_passwords_never_reach_logs_or_the_database(engine, db_url, data_dir, monkeypatch, caplog):
+def test_connection_passwords_never_reach_logs_or_the_database(
+    airflow_logging, engine, db_url, data_dir, monkeypatch, caplog
+):
     """Delivery through an SMTP connection that carries a password, reconciliation through the
     billing connection: the password is in no log record, no e-mail, no table."""
     smtp_password = "Smtp-Pw-7f3a9c"
@@ -115,7 +117,7 @@ def _statement_from_a_payer_we_do_not_know() -> bytes:
     return camt_bytes([st])
 
 
-def test_payer_ibans_are_masked_in_logs_and_the_exception_report(engine, data_dir, tmp_path, caplog):
+def test_payer_ibans_are_masked_in_logs_and_the_exception_report(airflow_logging, engine, data_dir, tmp_path, caplog):
     """A credit from an unknown payer's account goes to the exception report (e-mailed to finance)
     and through the task log: neither shows the payer's full IBAN."""
     caplog.set_level(logging.DEBUG)

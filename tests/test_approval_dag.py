@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -103,6 +105,57 @@ def _answer(api, run_id: str, task_id: str, map_index: int, user: str | None, op
     )
 
 
+def _deadlines_in_airflow(run_id: str, task_id: str) -> dict[int, datetime]:
+    """When each waiting request of a review task times out, read straight from Airflow's tables
+    (the scheduler's sweep compares ``task_instance.trigger_timeout``), by invoice draft id."""
+    from airflow.models.hitl import HITLDetail
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        found = session.execute(
+            select(TaskInstance.rendered_map_index, TaskInstance.trigger_timeout)
+            .join(HITLDetail, HITLDetail.ti_id == TaskInstance.id)
+            .where(TaskInstance.run_id == run_id, TaskInstance.task_id == task_id)
+            .where(TaskInstance.state == "awaiting_input")
+        ).all()
+    return {int(label.rsplit(" ", 1)[-1]): timeout for label, timeout in found}
+
+
+def _dashboard_deadlines(engine, user: str) -> dict[int, str | None]:
+    """The Deadline column of the dashboard's "Awaiting approval" table as ``user`` sees it, served
+    by the plugin's app on the billing database and the Airflow metadata database of this run."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+    from airflow.api_fastapi.core_api.security import get_auth_manager
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+    from invoiceflow_dashboard_web import URL_PREFIX, create_app
+
+    server = FastAPI()
+    server.mount(URL_PREFIX, create_app(engine=lambda: engine))
+    token = get_auth_manager().generate_jwt(SimpleAuthManagerUser(username=user, role=USERS[user]))
+    with TestClient(server, base_url=f"http://testserver{URL_PREFIX}") as client:
+        page = client.get("/", cookies={"_token": token})
+    assert page.status_code == 200, page.text[-2000:]
+    assert "Airflow run data unavailable" not in page.text
+    section = re.search(r'<section id="approvals">(.*?)</section>', page.text, re.S).group(1)
+    rows = re.findall(r'<tr data-invoice-id="(\d+)">(.*?)</tr>', section, re.S)
+    shown: dict[int, str | None] = {}
+    for invoice_id, row in rows:
+        cell = re.search(r'data-field="deadline">(.*?)</td>', row, re.S).group(1)
+        stamp = re.fullmatch(r'<time datetime="([^"]+)">(\d{4}-\d\d-\d\d \d\d:\d\d) UTC</time>', cell.strip())
+        if stamp:  # the exact instant for machines, the minute in UTC for people: the same moment
+            assert datetime.fromisoformat(stamp.group(1)).strftime("%Y-%m-%d %H:%M") == stamp.group(2), cell
+        shown[int(invoice_id)] = stamp.group(1) if stamp else None
+    return shown
+
+
+def _shown(deadline: datetime) -> str:
+    return deadline.astimezone(UTC).isoformat()
+
+
 def test_a_billing_run_waits_for_finance_and_goes_on_with_the_answers(api, data_dir, tmp_path):
     billing = data_dir / "billing.db"
     engine = db.engine(f"sqlite:///{billing}")
@@ -148,6 +201,12 @@ def test_a_billing_run_waits_for_finance_and_goes_on_with_the_answers(api, data_
             assert "Why it needs review" in k2["body"] and "[Preview the PDF](file://" in k2["body"]
             assert k2["defaults"] == k4["defaults"] == ["Escalate"]  # silence escalates, never approves
 
+            # the billing dashboard lists each waiting draft with the deadline Airflow enforces
+            deadlines = _deadlines_in_airflow(run_id, "review_invoice_1")
+            assert set(deadlines) == {ids["K2"], ids["K3"], ids["K4"]} and None not in deadlines.values()
+            shown = _dashboard_deadlines(engine, "anna")
+            assert {i: shown.get(i) for i in deadlines} == {i: _shown(d) for i, d in deadlines.items()}
+
             # no token, or a forged one: refused before any permission check
             assert _answer(api, run_id, "review_invoice_1", k2["map_index"], None, "Approve").status_code == 401
             forged = _answer(api, run_id, "review_invoice_1", k2["map_index"], "eyJhbGciOiJub25lIn0.e30.", "Approve")
@@ -170,6 +229,10 @@ def test_a_billing_run_waits_for_finance_and_goes_on_with_the_answers(api, data_
             k4_again = _wait(escalated, "the escalated request", proc, log)
             assert [u["id"] for u in k4_again["assigned_users"]] == ["carl"]
             assert k4_again["subject"].startswith("Escalated: ")
+            # escalated: the dashboard now shows the new request's deadline, not the one that passed
+            escalated_deadline = _deadlines_in_airflow(run_id, "review_invoice_2")[ids["K4"]]
+            assert escalated_deadline > deadlines[ids["K4"]]
+            assert _dashboard_deadlines(engine, "anna")[ids["K4"]] == _shown(escalated_deadline)
             mail = _wait(
                 lambda: [m for m in smtp.messages if "carl.jansen@northwind-digital.example" in m.recipients],
                 "the escalation e-mail",

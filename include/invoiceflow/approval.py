@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import email.policy
 import logging
+from collections import Counter
 from collections.abc import Mapping
 from datetime import timedelta
 from decimal import Decimal
@@ -29,7 +30,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from invoiceflow import audit, db, ledger, settings
+from invoiceflow import audit, db, ledger, settings, tallies
 from invoiceflow.money import format_plain, minor_digits, to_minor
 from invoiceflow.policy import Approver, Policy
 
@@ -173,7 +174,10 @@ def route(engine: Engine, policy: Policy, batch_id: int, actor: str) -> dict[str
         "review": [r["invoice_id"] for r in state if r["status"] == "awaiting_approval"],
     }
     log.info(
-        "batch %d: %d invoices approved, %d wait for a decision", batch_id, len(routed["auto"]), len(routed["review"])
+        "batch %d: approved by policy %s; waiting for finance %s (gross)",
+        batch_id,
+        tallies.invoices(engine, routed["auto"]),
+        tallies.invoices(engine, routed["review"]),
     )
     return routed
 
@@ -331,6 +335,12 @@ def open_requests(
             notify(engine, policy, step, people, requests[n], link(n) if link else None, actor)
         else:
             _requested(engine, step, people, "airflow", actor, requests[n]["subject"])
+    groups = Counter(f"{s['approvers']}{' (escalated)' if s['escalated'] else ''}" for s, _ in mails)
+    log.info(
+        "approval asked for %s (gross), by group: %s",
+        tallies.invoices(engine, ids),
+        ", ".join(f"{g} {n}" for g, n in sorted(groups.items())) or "none",
+    )
     return ids, requests
 
 
@@ -401,8 +411,10 @@ def apply_decisions(
 ) -> list[int]:
     """Apply the answers of one round (in the order asked); return the ids now fully approved."""
     approved = []
+    outcomes: Counter[str] = Counter()
     for invoice_id, decision in zip(invoice_ids, list(decisions or []), strict=False):
         if not decision:  # no answer (the task was marked done without one): left for the next run
+            outcomes["unanswered"] += 1
             with engine.begin() as conn:
                 db.execute(
                     conn,
@@ -410,8 +422,15 @@ def apply_decisions(
                     {"d": _parked(run_id), "i": invoice_id, "r": run_id},
                 )
             continue
-        if _apply(engine, policy, run_id, invoice_id, decision, actor) == "approved":
+        status = _apply(engine, policy, run_id, invoice_id, decision, actor)
+        outcomes["rejected (back to draft)" if status == "draft" else status] += 1
+        if status == "approved":
             approved.append(invoice_id)
+    log.info(
+        "approval answers: %s; approved for issue %s (gross)",
+        ", ".join(f"{n} {what}" for what, n in sorted(outcomes.items())) or "none",
+        tallies.invoices(engine, approved),
+    )
     return approved
 
 
@@ -563,4 +582,5 @@ def close_run(engine: Engine, run_id: str) -> list[int]:
             "UPDATE approval_steps SET asked_run_id = NULL WHERE status = 'pending' AND asked_run_id IN (:r, :o)",
             {"r": run_id, "o": _parked(run_id)},
         )
+    log.info("approvals still open at the end of the run (asked again by the next one): %d", len(left))
     return [r["invoice_id"] for r in left]

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, text
 from stdnum.iso7064 import mod_97_10
 
-from invoiceflow import audit, db, pricing
+from invoiceflow import audit, db, pricing, tallies
 from invoiceflow.documents import InvoiceDocument, Line, Party, TaxGroup
 from invoiceflow.money import format_plain, to_base
 from invoiceflow.policy import Policy
@@ -43,7 +43,7 @@ def _next_number(conn: Connection, series: str) -> int:
 
 def issue(engine: Engine, policy: Policy, invoice_ids: list[int], issue_date: date, actor: str) -> list[int]:
     """Number and issue approved invoices; already issued ones are returned as they are."""
-    issued = []
+    issued, numbered = [], []
     series = f"{policy.seller.legal_entity}-{issue_date.year}"
     for invoice_id in invoice_ids:
         with engine.begin() as conn:
@@ -85,7 +85,13 @@ def issue(engine: Engine, policy: Policy, invoice_ids: list[int], issue_date: da
                 after={"status": "issued", "invoice_number": number, "due_date": due},
             )
         issued.append(invoice_id)
-    log.info("%d invoices issued in series %s", len(issued), series)
+        numbered.append(invoice_id)
+    log.info(
+        "issued in series %s: %s (gross); %d issued before (a retried or repeated run)",
+        series,
+        tallies.invoices(engine, numbered),
+        len(issued) - len(numbered),
+    )
     return issued
 
 

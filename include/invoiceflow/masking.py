@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+_EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
 _IBAN = re.compile(r"\b([A-Z]{2}\d{2})(?:[ ]?[A-Z0-9]){9,30}\b")
 
 
@@ -35,3 +36,19 @@ def mask_ibans(text: str | None) -> str | None:
         return mask_iban(compact) or raw
 
     return _IBAN.sub(repl, text)
+
+
+def mask_email(address: str | None) -> str | None:
+    """``anna.berg@client.example`` -> ``a***@client.example``: the domain tells which mail server
+    refused, the person stays out of the log."""
+    if not address or "@" not in address:
+        return address
+    local, _, domain = address.strip().rpartition("@")
+    return f"{local[:1]}***@{domain}"
+
+
+def mask_emails(text: str | None) -> str | None:
+    """Every e-mail address in free text (a mail server's refusal quotes it) masked as above."""
+    if not text:
+        return text
+    return _EMAIL.sub(lambda m: f"{m.group(1)}***@{m.group(2)}", text)

@@ -6,6 +6,7 @@ counts of the currency's minor unit so that sums are exact and rounding happens 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 from babel.numbers import get_currency_precision
@@ -78,3 +79,15 @@ def to_base(minor: int, currency: str, base_currency: str, rate: Decimal) -> int
         raise MoneyError(f"an FX rate must be positive, got {rate}")
     scaled = Decimal(minor).scaleb(minor_digits(base_currency) - minor_digits(currency)) / rate
     return int(scaled.to_integral_value(rounding=ROUND_HALF_UP))
+
+
+def format_totals(amounts: Iterable[tuple[str, int]]) -> str:
+    """ "EUR 1234.50, GBP 99.00": amounts summed per currency, for task logs and summaries.
+
+    Sums in different currencies are never added together; the order is fixed (by code) so two
+    runs over the same data log the same line.
+    """
+    totals: dict[str, int] = {}
+    for currency, minor in amounts:
+        totals[currency] = totals.get(currency, 0) + int(minor)
+    return ", ".join(f"{cur} {format_plain(totals[cur], cur)}" for cur in sorted(totals)) or "nothing"

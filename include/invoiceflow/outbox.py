@@ -21,7 +21,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine
 
-from invoiceflow import audit, db, delivery, documents, settings
+from invoiceflow import audit, db, delivery, documents, masking, settings, tallies
 from invoiceflow.policy import Policy
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ def render_invoices(engine: Engine, policy: Policy, invoice_ids: list[int], acto
     """Render and store the PDF of each issued invoice that has none; an issued PDF never changes."""
     folder = settings.outbox() / "pdf"
     folder.mkdir(parents=True, exist_ok=True)
+    rendered = []
     for invoice_id in invoice_ids:
         with engine.begin() as conn:
             if db.scalar(conn, "SELECT pdf_sha256 FROM invoices WHERE invoice_id = :i", {"i": invoice_id}):
@@ -61,6 +62,12 @@ def render_invoices(engine: Engine, policy: Policy, invoice_ids: list[int], acto
                 actor=actor,
                 after={"pdf": path.name, "sha256": digest},
             )
+        rendered.append(invoice_id)
+    log.info(
+        "PDFs rendered for %s (gross); %d had their PDF already",
+        tallies.invoices(engine, rendered),
+        len(invoice_ids) - len(rendered),
+    )
     return invoice_ids
 
 
@@ -174,7 +181,14 @@ def send_once(
                 "WHERE delivery_id = :d AND attempts = :a",
                 {**mine, "e": error, "t": retry_at},
             )
-        log.warning("%s of invoice %s to %s failed (attempt %d): %s", document, invoice_id, recipient, attempts, error)
+        log.warning(
+            "%s of invoice %s to %s failed (attempt %d): %s",
+            document,
+            invoice_id,
+            masking.mask_email(recipient),
+            attempts,
+            masking.mask_emails(error),
+        )
         if attempts >= settings_.max_attempts:
             with engine.begin() as conn:
                 _report(
@@ -338,6 +352,7 @@ def deliver_invoices(
     use_smtp = smtp_available() if use_smtp is None else use_smtp
     counts = {"email": 0, "portal": 0, "unconfirmed": 0, "failed": 0, "given_up": 0, "busy": 0, "bad_address": 0}
     failed: list[str] = []
+    delivered: list[int] = []
     for invoice_id in invoice_ids:
         with engine.begin() as conn:
             inv = db.rows(
@@ -402,6 +417,7 @@ def deliver_invoices(
                         f"{exc}; correct the client id in the clients feed",
                     )
         if not portal_failed and (done or inv["delivery"] == "both"):
+            delivered.append(invoice_id)
             with engine.begin() as conn:
                 db.execute(
                     conn,
@@ -409,13 +425,16 @@ def deliver_invoices(
                     {"i": invoice_id},
                 )
     log.info(
-        "delivered %d invoices by e-mail (%s), %d to the portal; %d unconfirmed, %d failed, %d given up",
+        "delivered %s (gross): %d by e-mail (%s), %d to the portal; %d unconfirmed, %d failed, %d given up, "
+        "%d with an unusable address",
+        tallies.invoices(engine, delivered),
         counts["email"],
         "smtp" if use_smtp else "outbox only",
         counts["portal"],
         counts["unconfirmed"],
         counts["failed"],
         counts["given_up"],
+        counts["bad_address"],
     )
     if failed:
         raise DeliveryIncomplete(f"{len(failed)} e-mails failed and will be retried: {', '.join(failed[:20])}")

@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
-from invoiceflow import audit, db, taxes
+from invoiceflow import audit, db, tallies, taxes
 from invoiceflow.money import format_plain, round_half_up, tax_amount, to_base
 from invoiceflow.policy import Policy
 
@@ -616,7 +616,14 @@ def price_period(engine: Engine, policy: Policy, run_id: str, period: tuple[date
             "WHERE batch_id = :b",
             {"n": len(created), "b": batch_id},
         )
-    log.info("period %s to %s: %d draft invoices created in batch %d", period[0], period[1], len(created), batch_id)
+    log.info(
+        "period %s to %s: %d contracts to bill, %s priced as drafts in batch %d (gross)",
+        period[0],
+        period[1],
+        len(todo),
+        tallies.invoices(engine, created),
+        batch_id,
+    )
     return {"batch_id": batch_id, "invoice_ids": created}
 
 
@@ -675,7 +682,9 @@ def price_triggers(engine: Engine, policy: Policy, run_id: str, triggers: list[T
             "WHERE batch_id = :b",
             {"n": len(created), "b": batch_id},
         )
-    log.info("%d events: %d draft invoices created in batch %d", len(triggers), len(created), batch_id)
+    log.info(
+        "%d events: %s priced as drafts in batch %d (gross)", len(triggers), tallies.invoices(engine, created), batch_id
+    )
     return {"batch_id": batch_id, "invoice_ids": created}
 
 

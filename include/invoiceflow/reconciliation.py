@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -39,8 +39,8 @@ from rapidfuzz import fuzz, process
 from sqlalchemy import Connection, Engine, text
 from stdnum import iso11649
 
-from invoiceflow import audit, db, ledger, settings
-from invoiceflow.money import format_plain, minor_digits
+from invoiceflow import audit, db, ledger, masking, settings
+from invoiceflow.money import format_plain, format_totals, minor_digits
 from invoiceflow.policy import Policy, Reconciliation
 from invoiceflow.policy import policy as current_policy
 from invoiceflow.statements import Statement, StatementError, parse_statement_bytes, transaction_dedup_keys
@@ -677,10 +677,11 @@ def import_bytes(
                 subject_id=f"bank:{sha[:16]}",
                 detail=str(exc),
             )
-        log.error("rejected bank file %s", exc)
+        log.error("rejected bank file %s: %s", name, masking.mask_ibans(str(exc)))
         return {"file": name, "status": "rejected", "new_transactions": 0, "duplicates": 0, "message": str(exc)}
 
     new = dup = 0
+    moved: list[tuple[str, int]] = []  # (currency, amount) of each new bank line
     with engine.begin() as conn:
         load_id = conn.execute(
             text(
@@ -741,6 +742,8 @@ def import_bytes(
                 )
                 new += added
                 dup += 1 - added
+                if added:
+                    moved.append((txn.currency, txn.amount))
         db.execute(conn, "UPDATE source_loads SET rows_accepted = :n WHERE load_id = :l", {"n": new, "l": load_id})
         if dup:
             audit.record_exception(
@@ -751,7 +754,16 @@ def import_bytes(
                 detail=f"{name}: {dup} bank line(s) were imported before (same bank reference or content) and were "
                 "not posted again",
             )
-    log.info("bank file %s: %d statements, %d new transactions, %d duplicates", name, len(statements), new, dup)
+    log.info(
+        "bank file %s: %d statements of account(s) %s, %d new bank lines (credits %s; debits %s), %d seen before",
+        name,
+        len(statements),
+        ", ".join(sorted({masking.mask_iban(st.account_iban) or "?" for st in statements})),
+        new,
+        format_totals((c, a) for c, a in moved if a > 0),
+        format_totals((c, a) for c, a in moved if a < 0),
+        dup,
+    )
     return {"file": name, "status": "loaded", "new_transactions": new, "duplicates": dup}
 
 
@@ -821,7 +833,16 @@ def _check_continuity(conn: Connection, st: Statement, pk: int) -> None:
 
 def import_statements(engine: Engine, actor: str, pol: Policy | None = None) -> list[dict[str, Any]]:
     pol = pol or current_policy()
-    return [import_bytes(engine, name, read(), actor, pol) for name, read in _drop_files(pol)]
+    results = [import_bytes(engine, name, read(), actor, pol) for name, read in _drop_files(pol)]
+    by_status = Counter(r["status"] for r in results)
+    log.info(
+        "bank files: %d loaded, %d seen before, %d rejected; %d new bank lines",
+        by_status["loaded"],
+        by_status["skipped"],
+        by_status["rejected"],
+        sum(r["new_transactions"] for r in results),
+    )
+    return results
 
 
 # Match and post ---------------------------------------------------------------------------------
@@ -867,6 +888,8 @@ def match_and_post(engine: Engine, actor: str, run_id: str, pol: Policy | None =
     """Decide every new bank line and apply the decision, one transaction per line (a retry resumes)."""
     pol = pol or current_policy()
     counts = {"matched": 0, "partial": 0, "returned": 0, "exceptions": 0}
+    amounts: dict[str, list[tuple[str, int]]] = {outcome: [] for outcome in counts}
+    suggested = 0
     with engine.connect() as conn:
         matcher = load_matcher(conn, pol)
         pending = db.rows(
@@ -887,12 +910,21 @@ def match_and_post(engine: Engine, actor: str, run_id: str, pol: Policy | None =
                 continue
             outcome = _apply(conn, matcher, txn, decision, actor, run_id, pol)
         counts[outcome] += 1
+        amounts[outcome].append((txn["currency"], txn["amount"]))
+        suggested += outcome == "exceptions" and bool(decision.suggestions)
     log.info(
-        "reconciliation: %d bank lines matched, %d partial payments, %d returns, %d exceptions",
+        "reconciliation of %d new bank lines: %d auto-posted in full (%s), %d part payments posted (%s), "
+        "%d returns (%s), %d exceptions for finance (%s), %d of them with suggested invoices",
+        len(pending),
         counts["matched"],
+        format_totals(amounts["matched"]),
         counts["partial"],
+        format_totals(amounts["partial"]),
         counts["returned"],
+        format_totals(amounts["returned"]),
         counts["exceptions"],
+        format_totals(amounts["exceptions"]),
+        suggested,
     )
     return counts
 

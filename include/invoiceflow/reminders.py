@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine
 
 from invoiceflow import audit, db, delivery, documents
+from invoiceflow.money import format_totals
 from invoiceflow.outbox import send_once, smtp_available
 from invoiceflow.policy import Policy
 
@@ -58,6 +59,7 @@ def send_reminders(
     with engine.connect() as conn:
         due = due_reminders(conn, policy, as_of)
     counts: dict[str, int] = {}
+    reminded: list[tuple[str, int]] = []  # (currency, open amount) of each reminder sent
     for item in due:
         with engine.connect() as conn:
             doc = documents.complete_document(conn, policy, item["invoice_id"])
@@ -126,9 +128,16 @@ def send_reminders(
                     },
                 )
             counts[item["level_name"]] = counts.get(item["level_name"], 0) + 1
+            reminded.append((item["currency"], item["open_amount"]))
         else:
             counts[status] = counts.get(status, 0) + 1
-    log.info("reminders for %s: %s", as_of, counts or "none due")
+    log.info(
+        "reminders for %s: %d due, %s; open amounts reminded of: %s",
+        as_of,
+        len(due),
+        ", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "none sent",
+        format_totals(reminded),
+    )
     return counts
 
 

@@ -23,7 +23,8 @@ from typing import Any
 import jinja2
 from sqlalchemy import Connection, Engine
 
-from invoiceflow import db, settings
+from invoiceflow import db, masking, settings
+from invoiceflow.money import format_totals, to_minor
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +180,9 @@ def write_exception_report(
     for inv in overdue:
         inv["days_overdue"] = (as_of - inv["due_date"]).days
     for row in exceptions:
+        # the report goes to the whole finance list: payer accounts masked, the database keeps them whole
+        row["detail"] = masking.mask_ibans(row["detail"])
+        row["subject_id"] = masking.mask_ibans(row["subject_id"])
         since = _when(row["created_at"])
         row["age_days"] = (as_of - since).days if since else None
         row["since"] = since
@@ -268,6 +272,19 @@ def write_exception_report(
         pdf_path = folder / f"{stem}.pdf"
         weasyprint.HTML(string=html, base_url=str(folder)).write_pdf(str(pdf_path))
         out["pdf"] = str(pdf_path)
+    counts: dict[str, int] = {}
+    for row in exceptions:
+        counts[row["category"]] = counts.get(row["category"], 0) + 1
+    log.info(
+        "%s for %s written: %d open items (%d to act on: %s), %d overdue invoices (open %s)",
+        "weekly digest" if digest else "exception report",
+        as_of,
+        len(exceptions),
+        to_act,
+        ", ".join(f"{n} {category}" for category, n in sorted(counts.items())) or "none",
+        len(overdue),
+        format_totals((inv["currency"], to_minor(inv["open_amount"], inv["currency"])) for inv in overdue),
+    )
     return out
 
 

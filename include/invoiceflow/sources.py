@@ -483,6 +483,7 @@ def load_file(engine: Engine, policy: Policy, feed: str, path: Path, actor: str)
     with engine.begin() as conn:
         seen = db.scalar(conn, "SELECT status FROM source_loads WHERE feed = :f AND sha256 = :s", {"f": feed, "s": sha})
     if seen == "loaded":
+        log.info("%s %s: loaded before (same content), skipped", feed, path.name)
         return LoadResult(feed, source, "skipped", message="already loaded (same content)")
 
     table, key, replace_when = TARGETS[feed]
@@ -716,6 +717,20 @@ def load_inbox(engine: Engine, policy: Policy, actor: str) -> list[LoadResult]:
         folder.mkdir(parents=True, exist_ok=True)
         for path in sorted(folder.glob("*.csv")):
             results.append(load_file(engine, policy, feed, path, actor))
+    for feed in settings.FEEDS:
+        mine = [r for r in results if r.feed == feed]
+        if mine:
+            log.info(
+                "feed %s: %d files (%d loaded, %d skipped, %d rejected); rows %d read, %d accepted, %d quarantined",
+                feed,
+                len(mine),
+                sum(r.status == "loaded" for r in mine),
+                sum(r.status == "skipped" for r in mine),
+                sum(r.status == "rejected" for r in mine),
+                sum(r.rows_read for r in mine),
+                sum(r.rows_accepted for r in mine),
+                sum(r.rows_quarantined for r in mine),
+            )
     return results
 
 
