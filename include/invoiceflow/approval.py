@@ -122,7 +122,7 @@ def _plan(conn: Connection, policy: Policy, invoice: dict[str, Any], tier_name: 
 def route(engine: Engine, policy: Policy, batch_id: int, actor: str) -> dict[str, list[int]]:
     """Route the batch's drafts (and adjusted drafts sent back for review); return the ids to issue
     and send now and the ids that await a decision, from earlier runs too: a re-run never orphans
-    one, including an invoice a dead run numbered but never delivered."""
+    one, including an invoice an earlier run issued but did not deliver."""
     factor = 10 ** minor_digits(policy.base_currency)
     with engine.begin() as conn:
         drafts = db.rows(
@@ -164,14 +164,16 @@ def route(engine: Engine, policy: Policy, batch_id: int, actor: str) -> dict[str
                 before={"status": "draft"},
                 after={"status": status, **after},
             )
-        # Issued but never delivered: a run died between numbering and sending (a killed worker, a
-        # failed render). Issuing returns it as it is, rendering and delivery are idempotent, so
-        # handing it on again is what makes the re-run send it; otherwise it would wait forever.
+        # Issued but not delivered: a run died between numbering and sending (a killed worker, a
+        # failed render), or its delivery failed. Issuing returns such an invoice as it is,
+        # rendering is idempotent and delivery sends each channel once, so handing it on again is
+        # what makes a re-run finish it, as a retry of the failed task would. Unconfirmed and
+        # given-up e-mails stay with finance (send_once never resends them anyway).
         state = db.rows(
             conn,
             "SELECT i.invoice_id, i.status FROM invoices i WHERE i.status IN ('approved', 'awaiting_approval') "
-            "OR (i.status = 'issued' AND i.document_type = 'invoice' "
-            "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.invoice_id = i.invoice_id)) ORDER BY i.invoice_id",
+            "OR (i.status = 'issued' AND i.document_type = 'invoice' AND NOT EXISTS (SELECT 1 FROM deliveries d "
+            "WHERE d.invoice_id = i.invoice_id AND d.status IN ('sending', 'given_up'))) ORDER BY i.invoice_id",
         )
     routed = {
         "auto": [r["invoice_id"] for r in state if r["status"] in ("approved", "issued")],
