@@ -8,9 +8,9 @@ SMTP server), and every bank line is posted once or in the exception report.
 
 Small data on purpose (the four contracts of tests/sample_data.py): a ``dag.test()`` costs about
 10 s of fixed time and a billing_cycle run with its review rounds 30-60 s on a shared 2-core
-machine, so the scenarios share runs where their stories allow (about 4 minutes for the file). Assertions are about
-the billing database and the mail received, never task ids, except the review tasks that
-``mark_success_pattern`` must skip (``dag.test()`` cannot wait for a person).
+machine, so the scenarios share runs where their stories allow (about 4 minutes for the file).
+Assertions are about the billing database and the mail received, never task ids, except the
+review tasks that ``mark_success_pattern`` must skip (``dag.test()`` cannot wait for a person).
 """
 
 from __future__ import annotations
