@@ -6,6 +6,7 @@ posted twice."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +21,7 @@ from sample_data import write_feeds
 pytestmark = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 
 GROSS_TOTAL = 289765 + 1200000 + 150000 + 119000
+GROSS_K1 = 289765
 
 
 def _together(*jobs: Callable[[], Any]) -> list[Any]:
@@ -114,3 +116,66 @@ def test_reconciliation_while_invoices_are_issued(engine, data_dir):
     with engine.connect() as conn:
         status = {r["contract_id"]: r["status"] for r in db.rows(conn, "SELECT contract_id, status FROM invoices")}
     assert status == {"K1": "paid", "K4": "paid", "K2": "issued", "K3": "issued"}
+
+
+def _k1_paid_twice(engine) -> bytes:
+    """The month's statement plus a second, different bank line paying K1 in full again (the client
+    paid twice): one of the two pays K1, the other is a duplicate payment for finance."""
+    sts = paying_statements(engine, stranger=False)
+    eur = next(s for s in sts if s.currency == "EUR")
+    first = next(t for t in eur.transactions if t.amount == GROSS_K1)
+    again = dataclasses.replace(first, bank_ref="FAULT-K1-AGAIN", end_to_end_id="E2E-FAULT-K1-AGAIN")
+    eur = dataclasses.replace(
+        eur, transactions=(*eur.transactions, again), closing_balance=eur.closing_balance + again.amount
+    )
+    return camt_bytes([eur if s.currency == "EUR" else s for s in sts])
+
+
+def test_two_reconciliations_with_different_lines_for_one_invoice_pay_it_once(engine, data_dir, monkeypatch):
+    """Both runs load their open invoices before either posts (held at a barrier, so the race
+    happens every time), then each takes a different one of the two lines paying K1. Each matcher
+    believes K1 open; the posting checks the locked invoice row against that belief, so the second
+    decides its line again and reports it as a duplicate payment instead of paying K1 twice."""
+    policy = load_policy()
+    issued_month(engine, data_dir)
+    reconciliation.import_bytes(engine, "camt-1.xml", _k1_paid_twice(engine), "test", policy)
+    loaded = threading.Barrier(2)
+    first_load: set[int] = set()
+    real_load = reconciliation.load_matcher
+
+    def load_together(conn, pol):
+        matcher = real_load(conn, pol)
+        if threading.get_ident() not in first_load:  # the reload after a stale view goes straight on
+            first_load.add(threading.get_ident())
+            loaded.wait(timeout=60)
+        return matcher
+
+    monkeypatch.setattr(reconciliation, "load_matcher", load_together)
+    with engine.connect() as conn:
+        k1_lines = [r["txn_id"] for r in db.rows(conn, "SELECT txn_id FROM bank_transactions WHERE amount = :a "
+                                                 "ORDER BY txn_id", {"a": GROSS_K1})]  # fmt: skip
+    assert len(k1_lines) == 2
+    first = threading.local()  # which K1 line this thread's run takes first
+    real_rows = db.rows
+
+    def rows(conn, sql, params=None):
+        found = real_rows(conn, sql, params)
+        if sql.startswith("SELECT * FROM bank_transactions WHERE match_status = 'new'"):
+            found.sort(key=lambda r: r["txn_id"] != getattr(first, "txn_id", None))
+        return found
+
+    monkeypatch.setattr(db, "rows", rows)
+
+    def run(run_id: str, txn_id: int) -> dict[str, int]:
+        first.txn_id = txn_id
+        return reconciliation.match_and_post(engine, "test", run_id, policy)
+
+    results = _together(lambda: run("night-a", k1_lines[0]), lambda: run("night-b", k1_lines[1]))
+    monkeypatch.undo()
+    assert not [r for r in results if isinstance(r, Exception)], results
+    counts = assert_ledger_consistent(engine)
+    with engine.connect() as conn:
+        k1 = db.rows(conn, "SELECT i.paid_amount, i.status FROM invoices i WHERE contract_id = 'K1'")[0]
+        duplicates = db.scalar(conn, "SELECT COUNT(*) FROM exceptions WHERE category = 'duplicate_payment'")
+    assert k1 == {"paid_amount": GROSS_K1, "status": "paid"}, k1
+    assert counts["payments"] == 4 and counts["paid_total"] == GROSS_TOTAL and duplicates == 1

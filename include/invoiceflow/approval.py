@@ -122,7 +122,8 @@ def _plan(conn: Connection, policy: Policy, invoice: dict[str, Any], tier_name: 
 
 def route(engine: Engine, policy: Policy, batch_id: int, actor: str) -> dict[str, list[int]]:
     """Route the batch's drafts (and adjusted drafts sent back for review); return the ids to issue
-    now and the ids that await a decision, from earlier runs too: a re-run never orphans one."""
+    and send now and the ids that await a decision, from earlier runs too: a re-run never orphans
+    one, including an invoice an earlier run issued but did not deliver."""
     factor = 10 ** minor_digits(policy.base_currency)
     with engine.begin() as conn:
         drafts = db.rows(
@@ -164,13 +165,19 @@ def route(engine: Engine, policy: Policy, batch_id: int, actor: str) -> dict[str
                 before={"status": "draft"},
                 after={"status": status, **after},
             )
+        # Issued but not delivered: a run died between numbering and sending (a killed worker, a
+        # failed render), or its delivery failed. Issuing returns such an invoice as it is,
+        # rendering is idempotent and delivery sends each channel once, so handing it on again is
+        # what makes a re-run finish it, as a retry of the failed task would. Unconfirmed and
+        # given-up e-mails stay with finance (send_once never resends them anyway).
         state = db.rows(
             conn,
-            "SELECT invoice_id, status FROM invoices WHERE status IN ('approved', 'awaiting_approval') "
-            "ORDER BY invoice_id",
+            "SELECT i.invoice_id, i.status FROM invoices i WHERE i.status IN ('approved', 'awaiting_approval') "
+            "OR (i.status = 'issued' AND i.document_type = 'invoice' AND NOT EXISTS (SELECT 1 FROM deliveries d "
+            "WHERE d.invoice_id = i.invoice_id AND d.status IN ('sending', 'given_up'))) ORDER BY i.invoice_id",
         )
     routed = {
-        "auto": [r["invoice_id"] for r in state if r["status"] == "approved"],
+        "auto": [r["invoice_id"] for r in state if r["status"] in ("approved", "issued")],
         "review": [r["invoice_id"] for r in state if r["status"] == "awaiting_approval"],
     }
     log.info(

@@ -896,19 +896,21 @@ def match_and_post(engine: Engine, actor: str, run_id: str, pol: Policy | None =
             conn, "SELECT * FROM bank_transactions WHERE match_status = 'new' ORDER BY booking_date, txn_id"
         )
     for txn in pending:
-        decision = matcher.decide(txn)
-        with engine.begin() as conn:
-            # Claim the line first: a concurrent run (a retry beside a still-running task) that
-            # decided it meanwhile holds or has committed this row, so the claim finds it no longer
-            # new and this run moves on instead of failing on the payment's unique key.
-            if not db.execute(
-                conn,
-                "UPDATE bank_transactions SET match_status = match_status WHERE txn_id = :t AND match_status = 'new'",
-                {"t": txn["txn_id"]},
-            ):
-                log.info("bank line %s was decided by a concurrent run, skipped", txn["txn_id"])
-                continue
-            outcome = _apply(conn, matcher, txn, decision, actor, run_id, pol)
+        for _attempt in range(STALE_RETRIES):
+            try:
+                decided = _decide_and_post(engine, matcher, txn, actor, run_id, pol)
+                break
+            except _StaleView as stale:
+                # Another run (a second manual reconciliation) paid an invoice this run's matcher
+                # still holds as open: decide the line again against what the database says now.
+                log.info("bank line %s: %s; reloading the open invoices", txn["txn_id"], stale)
+                with engine.connect() as conn:
+                    matcher = load_matcher(conn, pol)
+        else:
+            raise RuntimeError(f"bank line {txn['txn_id']}: open invoices kept changing under this run; run again")
+        if decided is None:
+            continue
+        outcome, decision = decided
         counts[outcome] += 1
         amounts[outcome].append((txn["currency"], txn["amount"]))
         suggested += outcome == "exceptions" and bool(decision.suggestions)
@@ -927,6 +929,60 @@ def match_and_post(engine: Engine, actor: str, run_id: str, pol: Policy | None =
         suggested,
     )
     return counts
+
+
+STALE_RETRIES = 5
+"""How often one bank line is decided again after a concurrent run changed its invoices."""
+
+
+_READ_INVOICE = "SELECT status, gross_amount, credited_amount, paid_amount FROM invoices WHERE invoice_id = :i"
+_LOCK_INVOICE = _READ_INVOICE + " FOR UPDATE"
+
+
+class _StaleView(Exception):
+    """The matcher's open amount of an invoice differs from the locked row: decide again."""
+
+
+def _decide_and_post(
+    engine: Engine, matcher: Matcher, txn: dict[str, Any], actor: str, run_id: str, pol: Policy
+) -> tuple[str, Decision] | None:
+    """One bank line in one transaction: its outcome and decision; None when a concurrent run decided it first."""
+    decision = matcher.decide(txn)
+    with engine.begin() as conn:
+        # Claim the line first: a concurrent run (a retry beside a still-running task) that
+        # decided it meanwhile holds or has committed this row, so the claim finds it no longer
+        # new and this run moves on instead of failing on the payment's unique key.
+        if not db.execute(
+            conn,
+            "UPDATE bank_transactions SET match_status = match_status WHERE txn_id = :t AND match_status = 'new'",
+            {"t": txn["txn_id"]},
+        ):
+            log.info("bank line %s was decided by a concurrent run, skipped", txn["txn_id"])
+            return None
+        _check_open_amounts(conn, matcher, decision)
+        return _apply(conn, matcher, txn, decision, actor, run_id, pol), decision
+
+
+def _check_open_amounts(conn: Connection, matcher: Matcher, decision: Decision) -> None:
+    """Compare-and-set: the invoices a decision pays must still be open by what the matcher believed.
+
+    The rows are locked (PostgreSQL; SQLite holds its single write lock since the claim), so a
+    concurrent run's payment to the same invoice has either committed and is seen here, or waits
+    for this transaction. Without this, two runs with different lines for one invoice could both
+    pay it in full from the open amounts each had loaded at its start.
+    """
+    ids = sorted({a.invoice_id for a in decision.allocations})
+    if not ids:
+        return
+    believed = {i.invoice_id: i.open_amount for i in matcher.invoices if i.invoice_id in ids}
+    sql = _LOCK_INVOICE if conn.dialect.name == "postgresql" else _READ_INVOICE
+    for invoice_id in ids:  # in id order, so two runs lock in the same order and cannot deadlock
+        (row,) = db.rows(conn, sql, {"i": invoice_id})
+        now_open = (
+            row["gross_amount"] - row["credited_amount"] - row["paid_amount"] if row["status"] in OPEN_STATUSES else 0
+        )
+        if believed.get(invoice_id) != now_open:
+            raise _StaleView(f"invoice {invoice_id} is open {now_open}, not {believed.get(invoice_id)}")
 
 
 def _apply(
