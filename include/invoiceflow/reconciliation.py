@@ -863,13 +863,8 @@ def load_matcher(conn: Connection, pol: Policy) -> Matcher:
     return Matcher(invoices, clients, payers, pol.reconciliation, pol.base_currency, fx_rate)
 
 
-POST_CHUNK = 500
-"""Bank lines decided and posted per transaction: a commit per line cost more than the posting itself
-(and on PostgreSQL a synchronous flush each), while a retry still resumes after the last chunk."""
-
-
 def match_and_post(engine: Engine, actor: str, run_id: str, pol: Policy | None = None) -> dict[str, int]:
-    """Decide every new bank line and apply the decision, a chunk of lines per transaction."""
+    """Decide every new bank line and apply the decision, one transaction per line (a retry resumes)."""
     pol = pol or current_policy()
     counts = {"matched": 0, "partial": 0, "returned": 0, "exceptions": 0}
     with engine.connect() as conn:
@@ -877,22 +872,21 @@ def match_and_post(engine: Engine, actor: str, run_id: str, pol: Policy | None =
         pending = db.rows(
             conn, "SELECT * FROM bank_transactions WHERE match_status = 'new' ORDER BY booking_date, txn_id"
         )
-    for start in range(0, len(pending), POST_CHUNK):
+    for txn in pending:
+        decision = matcher.decide(txn)
         with engine.begin() as conn:
-            for txn in pending[start : start + POST_CHUNK]:
-                # Claim the line first: a concurrent run (a retry beside a still-running task) that
-                # decided it meanwhile holds or has committed this row, so the claim finds it no
-                # longer new and this run moves on instead of failing on the payment's unique key.
-                if not db.execute(
-                    conn,
-                    "UPDATE bank_transactions SET match_status = match_status WHERE txn_id = :t "
-                    "AND match_status = 'new'",
-                    {"t": txn["txn_id"]},
-                ):
-                    log.info("bank line %s was decided by a concurrent run, skipped", txn["txn_id"])
-                    continue
-                outcome = _apply(conn, matcher, txn, matcher.decide(txn), actor, run_id, pol)
-                counts[outcome] += 1
+            # Claim the line first: a concurrent run (a retry beside a still-running task) that
+            # decided it meanwhile holds or has committed this row, so the claim finds it no longer
+            # new and this run moves on instead of failing on the payment's unique key.
+            if not db.execute(
+                conn,
+                "UPDATE bank_transactions SET match_status = match_status WHERE txn_id = :t AND match_status = 'new'",
+                {"t": txn["txn_id"]},
+            ):
+                log.info("bank line %s was decided by a concurrent run, skipped", txn["txn_id"])
+                continue
+            outcome = _apply(conn, matcher, txn, decision, actor, run_id, pol)
+        counts[outcome] += 1
     log.info(
         "reconciliation: %d bank lines matched, %d partial payments, %d returns, %d exceptions",
         counts["matched"],
