@@ -71,8 +71,7 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff format --check .
 
 bench: $(VENV)/.installed-test
-	source scripts/ensure-postgres.sh && $(BIN)/python bench/bench_pricing.py
-	$(BIN)/python bench/bench_reconciliation.py
+	source scripts/ensure-postgres.sh && $(BIN)/python bench/bench_pricing.py && $(BIN)/python bench/bench_reconciliation.py
 
 bench-parse: $(VENV)/.installed-test
 	$(BIN)/python bench/bench_parse.py

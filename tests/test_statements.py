@@ -280,3 +280,99 @@ def test_mt940_round_trip_keeps_what_matching_needs():
         for t in st.transactions
     ]
     assert (again[0].opening_balance, again[0].closing_balance) == (st.opening_balance, st.closing_balance)
+
+
+# Currencies whose minor unit is not a hundredth ---------------------------------------------------
+
+
+def test_bai2_amounts_use_the_currency_exponent(capsys):
+    """BAI2 has no decimal point: "150000" is 150,000 yen (no decimals) and "250750" is 250.750 dinar.
+
+    Worked by hand from the file: the JPY account opens at 5,000,000 and closes at 5,150,000 yen; the KWD
+    account opens at 1,000.000 and closes at 1,250.750 dinar. In minor units that is the file's digits,
+    not a hundredth of them (a parser assuming two decimals would give 1500.00 yen, 2507.50 dinar).
+    """
+    from invoiceflow.money import format_plain
+
+    jpy, kwd = parse_statement_file(CORPUS / "bai2-jpy-kwd.bai", {})
+    assert (jpy.currency, jpy.opening_balance, jpy.closing_balance) == ("JPY", 5_000_000, 5_150_000)
+    assert [t.amount for t in jpy.transactions] == [150_000]
+    assert format_plain(jpy.transactions[0].amount, "JPY") == "150000"
+    assert (kwd.currency, kwd.opening_balance, kwd.closing_balance) == ("KWD", 1_000_000, 1_250_750)
+    assert [t.amount for t in kwd.transactions] == [250_750]
+    assert format_plain(kwd.transactions[0].amount, "KWD") == "250.750"
+    for st in (jpy, kwd):
+        assert st.opening_balance + sum(t.amount for t in st.transactions) == st.closing_balance
+
+    import json
+
+    assert cli.main(["parse-statement", str(CORPUS / "bai2-jpy-kwd.bai")]) == 0
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["currency"], r["amount"]) for r in printed] == [("JPY", 150_000), ("KWD", 250_750)]
+
+
+def test_bai2_amount_beyond_any_payment_is_refused():
+    data = (
+        (CORPUS / "bai2-jpy-kwd.bai")
+        .read_bytes()
+        .replace(b"16,195,150000,", b"16,195,1000000000000150000,")
+        .replace(b"49,10300000,3/", b"49,1000000000010300000,3/")
+        .replace(b"98,12801500,", b"98,1000000000012801500,")
+        .replace(b"99,12801500,", b"99,1000000000012801500,")
+    )
+    with pytest.raises(StatementError) as caught:
+        parse_statement_bytes(data, "big.bai", {})
+    assert caught.value.where == "group 1/account 1/16[1]" and "larger than any amount" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("currency", "amount", "text"),
+    [("JPY", 150_000, "150000"), ("KWD", 250_750, "250.750"), ("BHD", -1_005, "1.005")],
+)
+def test_other_formats_read_non_cent_currencies(currency, amount, text):
+    """CAMT.053, MT940 and bank CSV each read a yen, dinar or Bahraini dinar amount at its own exponent."""
+    from types import SimpleNamespace
+
+    from invoiceflow.statements import Statement, Transaction, write_mt940
+
+    txn = Transaction(
+        "DE89370400440532013000",
+        currency,
+        date(2026, 11, 20),
+        None,
+        amount,
+        "Payer",
+        None,
+        "NWD-2026-000031",
+        None,
+        "BR-1",
+        None,
+        False,
+    )
+    st = Statement(
+        "DE89370400440532013000", currency, "S-1", None, date(2026, 11, 20), date(2026, 11, 20), 0, amount, (txn,)
+    )
+    camt = write_camt053([st], message_id="M1", created_at=datetime(2026, 11, 20, tzinfo=UTC))
+    assert f'Ccy="{currency}">{text.lstrip("-")}</Amt>' in camt.decode()
+    mapping = SimpleNamespace(
+        encoding="utf-8",
+        skip_rows=0,
+        delimiter=";",
+        decimal=".",
+        thousands="",
+        date_format="%Y-%m-%d",
+        account_iban="DE89370400440532013000",
+        currency=None,
+        columns={"booking_date": "Date", "amount": "Amount", "currency": "Ccy", "remittance": "Text"},
+    )
+    sign = "-" if amount < 0 else ""
+    bank_csv = f"Date;Amount;Ccy;Text\n2026-11-20;{sign}{text};{currency};NWD-2026-000031\n".encode()
+    for data in (camt, write_mt940([st]), bank_csv):
+        (back,) = parse_statement_bytes(data, "x", {"bank": mapping})
+        assert (back.currency, [t.amount for t in back.transactions]) == (currency, [amount])
+
+
+def test_a_yen_amount_with_decimals_is_refused_not_rounded():
+    camt = V08.replace(b'Ccy="EUR"', b'Ccy="JPY"').replace(b"<Ccy>EUR</Ccy>", b"<Ccy>JPY</Ccy>")
+    with pytest.raises(StatementError, match="more decimals than JPY allows"):
+        parse_camt053(camt, "v08.xml")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, TextClause, create_engine, event, text
 
 from invoiceflow import settings
 
@@ -149,22 +149,28 @@ def sql_file(name: str) -> str:
     return (settings.SQL_DIR / name).read_text(encoding="utf-8")
 
 
+@lru_cache(maxsize=1024)
+def _text(sql: str) -> TextClause:
+    """One parsed statement per SQL string: parsing the bind parameters cost more than SQLite running it."""
+    return text(sql)
+
+
 def rows(conn: Connection, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-    return [dict(r._mapping) for r in conn.execute(text(sql), dict(params or {}))]
+    return [dict(r._mapping) for r in conn.execute(_text(sql), dict(params or {}))]
 
 
 def scalar(conn: Connection, sql: str, params: Mapping[str, Any] | None = None) -> Any:
-    return conn.execute(text(sql), dict(params or {})).scalar()
+    return conn.execute(_text(sql), dict(params or {})).scalar()
 
 
 def execute(conn: Connection, sql: str, params: Mapping[str, Any] | None = None) -> int:
     """Run one statement; return the number of rows it touched."""
-    return conn.execute(text(sql), dict(params or {})).rowcount
+    return conn.execute(_text(sql), dict(params or {})).rowcount
 
 
 def execute_many(conn: Connection, sql: str, params: list[Mapping[str, Any]]) -> None:
     if params:
-        conn.execute(text(sql), [dict(p) for p in params])
+        conn.execute(_text(sql), [dict(p) for p in params])
 
 
 def bulk_upsert(
@@ -212,5 +218,5 @@ def insert_many(conn: Connection, table: str, records: Iterable[Mapping[str, Any
         return 0
     columns = list(batch[0])
     sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"
-    conn.execute(text(sql), batch)
+    conn.execute(_text(sql), batch)
     return len(batch)

@@ -6,7 +6,11 @@ VAT payable by tax code; bank, fees, cash discounts and FX gain or loss against 
 overpayment to unapplied cash. Account numbers come from the policy's chart of accounts; each line
 carries the client id, project code, tax code, invoice number and payment terms the accounting
 system maps. Each entry is in one currency (the document's or the payment's), so every entry
-balances on its own.
+balances on its own, and every line also carries its amount in the company's base currency, so the
+ledger adds up across currencies: a document at the FX rate recorded on it when it was priced, a
+payment's cash at the FX feed's rate on the day it was received, the receivable it settles at the
+invoice's rate. Where those two differ the entry gets a realised FX gain or loss line (zero in the
+payment's currency), which is what keeps it balanced in the base currency too.
 
 A run exports the entries it wrote as a general-journal CSV and as a Beancount file (checked with
 ``bean-check`` in the tests). The accounting system's view of payment status comes back as a CSV
@@ -19,15 +23,18 @@ import csv
 import hashlib
 import logging
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, text
 
 from invoiceflow import audit, db, settings
-from invoiceflow.money import MoneyError, format_plain, to_minor
+from invoiceflow.money import MoneyError, format_plain, to_base, to_minor
 from invoiceflow.policy import Policy
+from invoiceflow.pricing import fx_rate
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +50,28 @@ ROLE_TYPES = {
     "fx_loss": "Expenses",
 }
 ACCOUNTING_COLUMNS = ("invoice_number", "status", "paid_amount", "currency", "paid_on")
+SIDES = ("debit", "credit", "base_debit", "base_credit")
+
+
+@dataclass(frozen=True)
+class Rate:
+    """The rate an entry is revalued at: ``rate`` units of its currency per 1 ``base`` unit (ECB style)."""
+
+    base: str
+    rate: Decimal
+    day: date | None  # the feed's rate date; None for the base currency or the policy's fallback
+
+
+def _revalue(lines: list[dict[str, Any]], currency: str, rate: Rate) -> None:
+    """Give each line without a base amount its base amount at ``rate``, rounded half-up line by line."""
+    for ln in lines:
+        if "base_debit" not in ln and "base_credit" not in ln:
+            ln["base_debit"] = to_base(ln.get("debit", 0), currency, rate.base, rate.rate)
+            ln["base_credit"] = to_base(ln.get("credit", 0), currency, rate.base, rate.rate)
+
+
+def _base_imbalance(lines: list[dict[str, Any]]) -> int:
+    return sum(ln.get("base_debit", 0) - ln.get("base_credit", 0) for ln in lines)
 
 
 def _entry(
@@ -54,16 +83,21 @@ def _entry(
     description: str,
     lines: list[dict[str, Any]],
     run_id: str,
+    rate: Rate,
 ) -> int:
-    """Write one balanced entry; a source already journaled is left alone (returns 0)."""
+    """Write one entry that balances in its currency and in the base; a source already journaled is
+    left alone (returns 0)."""
     debit = sum(ln.get("debit", 0) for ln in lines)
     credit = sum(ln.get("credit", 0) for ln in lines)
     if debit != credit:
         raise ValueError(f"{source_type} {source_id}: journal entry does not balance ({debit} != {credit})")
+    if _base_imbalance(lines):
+        raise ValueError(f"{source_type} {source_id}: entry does not balance in {rate.base} ({_base_imbalance(lines)})")
     created = db.execute(
         conn,
-        "INSERT INTO journal_entries (source_type, source_id, entry_date, currency, description, run_id, created_at) "
-        "VALUES (:t, :s, :d, :c, :desc, :r, :now) ON CONFLICT (source_type, source_id) DO NOTHING",
+        "INSERT INTO journal_entries (source_type, source_id, entry_date, currency, description, run_id, created_at, "
+        "base_currency, fx_rate, fx_rate_date) VALUES (:t, :s, :d, :c, :desc, :r, :now, :base, :rate, :rate_date) "
+        "ON CONFLICT (source_type, source_id) DO NOTHING",
         {
             "t": source_type,
             "s": str(source_id),
@@ -72,6 +106,9 @@ def _entry(
             "desc": description,
             "r": run_id,
             "now": db.now(),
+            "base": rate.base,
+            "rate": str(rate.rate),
+            "rate_date": rate.day,
         },
     )
     if not created:
@@ -91,6 +128,7 @@ def _entry(
         "invoice_number",
         "payment_terms_days",
         "memo",
+        *SIDES[2:],
     )
     db.insert_many(
         conn,
@@ -99,10 +137,9 @@ def _entry(
             {
                 "entry_id": entry_id,
                 "line_no": n,
-                **{k: ln.get(k, 0 if k in ("debit", "credit") else None) for k in keys},
+                **{k: ln.get(k, 0 if k in SIDES else None) for k in keys},
             }
-            for n, ln in enumerate(lines, 1)
-            if ln.get("debit") or ln.get("credit")
+            for n, ln in enumerate((line for line in lines if any(line.get(k) for k in SIDES)), 1)
         ],
     )
     return 1
@@ -164,6 +201,9 @@ def record_journal(engine: Engine, pol: Policy, run_id: str) -> dict[str, int]:
                         "memo": f"VAT {tax['tax_code']} {tax['tax_rate_bp'] / 100:g} %",
                     }
                 )
+            rate_day = db.as_date(inv["fx_rate_date"]) if inv["fx_rate_date"] else None
+            rate = Rate(inv["base_currency"], Decimal(inv["fx_rate"]), rate_day)
+            _revalue_document(lines, inv, rate)
             counts["documents"] += _entry(
                 conn,
                 inv["document_type"],
@@ -173,13 +213,15 @@ def record_journal(engine: Engine, pol: Policy, run_id: str) -> dict[str, int]:
                 f"{inv['document_type'].replace('_', ' ')} {inv['invoice_number']} to {inv['client_id']}",
                 lines,
                 run_id,
+                rate,
             )
         for pay in db.rows(
             conn,
             "SELECT p.* FROM payments p WHERE NOT EXISTS (SELECT 1 FROM journal_entries j WHERE j.source_type = "
             "'payment' AND j.source_id = CAST(p.payment_id AS TEXT)) ORDER BY p.payment_id",
         ):
-            lines = _payment_lines(conn, pay, acc)
+            rate = Rate(pol.base_currency, *fx_rate(conn, pol, pay["currency"], db.as_date(pay["received_on"])))
+            lines = _payment_lines(conn, pay, acc, rate)
             counts["payments"] += _entry(
                 conn,
                 "payment",
@@ -189,17 +231,34 @@ def record_journal(engine: Engine, pol: Policy, run_id: str) -> dict[str, int]:
                 f"payment {pay['payment_id']} from {pay['client_id'] or 'unknown'} ({pay['rule']})",
                 lines,
                 run_id,
+                rate,
             )
         for pay in db.rows(
             conn,
-            "SELECT p.*, t.booking_date FROM payments p JOIN bank_transactions t ON t.txn_id = p.reversed_by_txn_id "
-            "WHERE NOT EXISTS (SELECT 1 FROM journal_entries j WHERE j.source_type = 'return' "
-            "AND j.source_id = CAST(p.payment_id AS TEXT)) ORDER BY p.payment_id",
+            "SELECT p.*, t.booking_date, e.entry_id, e.base_currency, e.fx_rate, e.fx_rate_date FROM payments p "
+            "JOIN bank_transactions t ON t.txn_id = p.reversed_by_txn_id JOIN journal_entries e ON e.source_type = "
+            "'payment' AND e.source_id = CAST(p.payment_id AS TEXT) WHERE NOT EXISTS (SELECT 1 FROM journal_entries "
+            "j WHERE j.source_type = 'return' AND j.source_id = CAST(p.payment_id AS TEXT)) ORDER BY p.payment_id",
         ):
+            # A return undoes the payment's entry as it was booked, line by line and at its rates.
             lines = [
-                {**ln, "debit": ln.get("credit", 0), "credit": ln.get("debit", 0)}
-                for ln in _payment_lines(conn, pay, acc)
+                {
+                    **{k: ln[k] for k in ("account", "client_id", "project_code", "tax_code", "invoice_number")},
+                    "memo": f"returned: {ln['memo']}",
+                    "debit": ln["credit"],
+                    "credit": ln["debit"],
+                    "base_debit": ln["base_credit"],
+                    "base_credit": ln["base_debit"],
+                }
+                for ln in db.rows(
+                    conn, "SELECT * FROM journal_lines WHERE entry_id = :e ORDER BY line_no", {"e": pay["entry_id"]}
+                )
             ]
+            rate = Rate(
+                pay["base_currency"] or pol.base_currency,
+                Decimal(pay["fx_rate"] or 1),
+                db.as_date(pay["fx_rate_date"]) if pay["fx_rate_date"] else None,
+            )
             counts["returns"] += _entry(
                 conn,
                 "return",
@@ -209,12 +268,35 @@ def record_journal(engine: Engine, pol: Policy, run_id: str) -> dict[str, int]:
                 f"payment {pay['payment_id']} returned by the bank",
                 lines,
                 run_id,
+                rate,
             )
     log.info("journal: %(documents)d documents, %(payments)d payments, %(returns)d returns", counts)
     return counts
 
 
-def _payment_lines(conn: Connection, pay: dict[str, Any], acc: dict[str, str]) -> list[dict[str, Any]]:
+def _revalue_document(lines: list[dict[str, Any]], inv: dict[str, Any], rate: Rate) -> None:
+    """Revalue a document's lines at its recorded rate; the receivable is the base gross recorded on it.
+
+    Rounding each line half-up can leave the base side a unit or two off the recorded base gross: the
+    difference goes to the largest revenue or VAT line, so the receivable matches what finance saw.
+    """
+    _revalue(lines, inv["currency"], rate)
+    receivable = lines[0]
+    side = "base_debit" if receivable.get("debit") else "base_credit"
+    receivable[side] = inv["base_gross_amount"]
+    others = [ln for ln in lines[1:] if ln.get("base_debit") or ln.get("base_credit")]
+    if others:
+        largest = max(others, key=lambda ln: ln.get("base_debit", 0) + ln.get("base_credit", 0))
+        off = _base_imbalance(lines)
+        if largest.get("base_credit"):
+            largest["base_credit"] += off
+        else:
+            largest["base_debit"] -= off
+
+
+def _payment_lines(conn: Connection, pay: dict[str, Any], acc: dict[str, str], rate: Rate) -> list[dict[str, Any]]:
+    """Bank, adjustments and receivables settled; cash and adjustments at the day's rate, each
+    receivable at its invoice's rate, and the difference as realised FX gain or loss."""
     cur, client = pay["currency"], pay["client_id"]
     lines: list[dict[str, Any]] = [
         {"account": acc["bank"], "debit": pay["amount"], "client_id": client, "memo": "bank"}
@@ -243,8 +325,10 @@ def _payment_lines(conn: Connection, pay: dict[str, Any], acc: dict[str, str]) -
             receivable += adj["amount"]
     allocs = db.rows(
         conn,
-        "SELECT a.amount, i.invoice_number, i.currency, i.client_id FROM allocations a JOIN invoices i ON "
-        "i.invoice_id = a.invoice_id WHERE a.payment_id = :p ORDER BY i.invoice_number",
+        "SELECT a.amount, i.invoice_number, i.currency, i.client_id, i.fx_rate, (SELECT COALESCE(SUM(b.amount), 0) "
+        "FROM allocations b WHERE b.invoice_id = a.invoice_id AND b.payment_id < a.payment_id) AS before "
+        "FROM allocations a JOIN invoices i ON i.invoice_id = a.invoice_id WHERE a.payment_id = :p "
+        "ORDER BY i.invoice_number",
         {"p": pay["payment_id"]},
     )
     same = all(a["currency"] == cur for a in allocs)
@@ -253,13 +337,31 @@ def _payment_lines(conn: Connection, pay: dict[str, Any], acc: dict[str, str]) -
     for n, a in enumerate(allocs, 1):
         share = a["amount"] if same else (left if n == len(allocs) else receivable * a["amount"] // total)
         left -= share
+        # The slice of the invoice's base value this allocation settles: cumulative, so the slices of
+        # an invoice paid in parts add up to its base gross with no rounding residue left behind.
+        inv_rate = Decimal(a["fx_rate"])
+        settled = to_base(a["before"] + a["amount"], a["currency"], rate.base, inv_rate) - to_base(
+            a["before"], a["currency"], rate.base, inv_rate
+        )
         lines.append(
             {
                 "account": acc["receivables"],
                 "credit": share,
+                "base_credit": settled,
                 "client_id": a["client_id"],
                 "invoice_number": a["invoice_number"],
                 "memo": "receivable settled",
+            }
+        )
+    _revalue(lines, cur, rate)
+    realised = _base_imbalance(lines)
+    if realised:
+        lines.append(
+            {
+                "account": acc["fx_gain"] if realised > 0 else acc["fx_loss"],
+                **({"base_credit": realised} if realised > 0 else {"base_debit": -realised}),
+                "client_id": client,
+                "memo": f"realised FX {'gain' if realised > 0 else 'loss'}",
             }
         )
     return lines
@@ -326,9 +428,14 @@ def export_journal(engine: Engine, pol: Policy, run_id: str, as_of: date, folder
                 "invoice_number",
                 "payment_terms_days",
                 "memo",
+                "base_debit",
+                "base_credit",
+                "base_currency",
+                "fx_rate",
             ]
         )
         for e in entries:
+            base = e["base_currency"]
             for ln in e["lines"]:
                 w.writerow(
                     [
@@ -347,6 +454,10 @@ def export_journal(engine: Engine, pol: Policy, run_id: str, as_of: date, folder
                         ln["invoice_number"] or "",
                         "" if ln["payment_terms_days"] is None else ln["payment_terms_days"],
                         ln["memo"] or "",
+                        format_plain(ln["base_debit"], base) if base and ln["base_debit"] else "",
+                        format_plain(ln["base_credit"], base) if base and ln["base_credit"] else "",
+                        base or "",
+                        e["fx_rate"] or "",
                     ]
                 )
     bean_path = folder / f"journal-{as_of}-{tag}.beancount"
@@ -356,6 +467,18 @@ def export_journal(engine: Engine, pol: Policy, run_id: str, as_of: date, folder
 
 def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _bean_amount(entry: dict[str, Any], line: dict[str, Any]) -> str:
+    """A posting's amount; a foreign-currency one with its base value as a total price (``@@``), so
+    Beancount weighs it in the base currency and the realised FX line (base only) balances the entry."""
+    cur, base = entry["currency"], entry["base_currency"]
+    units, in_base = line["debit"] - line["credit"], line["base_debit"] - line["base_credit"]
+    if not base or base == cur:
+        return f"{format_plain(units, cur):>14} {cur}"
+    if not units:
+        return f"{format_plain(in_base, base):>14} {base}"
+    return f"{format_plain(units, cur):>14} {cur} @@ {format_plain(abs(in_base), base)} {base}"
 
 
 def to_beancount(entries: list[dict[str, Any]], pol: Policy) -> str:
@@ -370,11 +493,7 @@ def to_beancount(entries: list[dict[str, Any]], pol: Policy) -> str:
         out.append(f"{e['entry_date']} * {_quote(e['description'])}")
         out.append(f"  source: {_quote(e['source_type'] + ':' + e['source_id'])}")
         for ln in e["lines"]:
-            signed = ln["debit"] - ln["credit"]
-            out.append(
-                f"  {beancount_account(ln['account'], pol):<40} {format_plain(signed, e['currency']):>14} "
-                f"{e['currency']}"
-            )
+            out.append(f"  {beancount_account(ln['account'], pol):<40} {_bean_amount(e, ln)}")
             for key in ("client_id", "project_code", "tax_code", "invoice_number"):
                 if ln[key]:
                     out.append(f"    {key.replace('_id', '').replace('_', '-')}: {_quote(str(ln[key]))}")

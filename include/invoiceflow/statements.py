@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -456,6 +457,30 @@ def _check_bai2_structure(text: str, source: str) -> None:
         raise StatementError(source, "end of file", f"truncated: trailer record {expected[-1]} is missing")
 
 
+def _bai2_amount(raw: int | None, currency: str, source: str, where: str) -> int:
+    """A BAI2 amount in minor units of ``currency``.
+
+    BAI2 writes amounts without a decimal point and with the currency's implied decimals (the
+    spec's currency table: none for JPY, two for USD, three for KWD), so "150000" is 150,000 JPY but
+    1,500.00 USD and 150.000 KWD. Reading it through the same exponent as every other format keeps a
+    yen or dinar account from coming out a hundred times too small or ten times too large.
+    """
+    try:
+        return to_minor(Decimal(raw or 0).scaleb(-minor_digits(currency)), currency)
+    except MoneyError as exc:
+        raise StatementError(source, where, f"bad amount {raw!r}: {exc}") from None
+
+
+def _bai2_balance(
+    summary: Mapping[str, int | None], codes: tuple[str, ...], currency: str, source: str, where: str
+) -> int | None:
+    """The first summary (status) amount present of ``codes``: 040/010 opening, 015 closing ledger."""
+    for code in codes:
+        if summary.get(code) is not None:
+            return _bai2_amount(summary[code], currency, source, f"{where}/03/{code}")
+    return None
+
+
 def parse_bai2(data: bytes, source: str) -> list[Statement]:
     """BAI2 through the ``bai2`` library, which checks every control total and record count."""
     from bai2 import bai2
@@ -478,8 +503,9 @@ def parse_bai2(data: bytes, source: str) -> list[Statement]:
             currency = ident.currency or group.header.currency or "USD"
             summary = {item.type_code.code: item.amount for item in ident.summary_items}
             acct = str(ident.customer_account_number).strip()
+            where = f"group {g}/account {a}"
             txns = []
-            for det in account.children:
+            for d, det in enumerate(account.children, 1):
                 sign = -1 if det.type_code.transaction == TypeCodeTransaction.debit else 1
                 remittance = (det.text or "").strip().rstrip("/").strip() or None
                 name = re.search(
@@ -491,7 +517,7 @@ def parse_bai2(data: bytes, source: str) -> list[Statement]:
                         currency=currency,
                         booking_date=day,
                         value_date=day,
-                        amount=sign * int(det.amount or 0),
+                        amount=sign * _bai2_amount(det.amount, currency, source, f"{where}/16[{d}]"),
                         counterparty_name=name.group(1).strip() if name else None,
                         counterparty_iban=None,
                         remittance=remittance,
@@ -509,8 +535,8 @@ def parse_bai2(data: bytes, source: str) -> list[Statement]:
                     created_at=None,
                     from_date=day,
                     to_date=day,
-                    opening_balance=summary.get("040", summary.get("010")),
-                    closing_balance=summary.get("015"),
+                    opening_balance=_bai2_balance(summary, ("040", "010"), currency, source, where),
+                    closing_balance=_bai2_balance(summary, ("015",), currency, source, where),
                     transactions=tuple(txns),
                     file_format="bai2",
                 )
