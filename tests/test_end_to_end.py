@@ -24,7 +24,8 @@ STATEMENT_DAY = date(2026, 11, 23)
 NIGHT = datetime(2026, 11, 25, 2, tzinfo=UTC)
 # The whole demo company on PostgreSQL, the production database; a third of it on SQLite, which has
 # every kind of client, contract and bad row but renders a third of the PDFs (the suite's main cost).
-SCALE = {"sqlite": 0.35, "postgresql": 1.0}
+# (scale, invoices issued by policy at least: the rest wait for finance, whose reviews are skipped)
+SCALE = {"sqlite": (0.35, 15), "postgresql": (1.0, 50)}
 
 
 def _airflow_conn(url: str) -> str:
@@ -83,7 +84,7 @@ def _write_statement(engine, data_dir: Path) -> Path:
 
 def test_billing_month_end_to_end_and_exactly_once(dags, db_url, data_dir, monkeypatch):
     engine = db.engine(db_url)
-    scale = SCALE[engine.dialect.name]
+    scale, at_least_issued = SCALE[engine.dialect.name]
     demo.write_demo_sources(data_dir / "inbox", PERIOD, scale=scale)
     with SmtpServer() as smtp:
         monkeypatch.setenv("AIRFLOW_CONN_BILLING_DB", _airflow_conn(db_url))
@@ -99,7 +100,7 @@ def test_billing_month_end_to_end_and_exactly_once(dags, db_url, data_dir, monke
             )
             waiting = db.scalar(conn, "SELECT COUNT(*) FROM invoices WHERE status = 'awaiting_approval'")
             quarantined = db.scalar(conn, "SELECT COUNT(*) FROM quarantine")
-        assert len(issued) >= 50 * scale and waiting >= 5 * scale and quarantined >= 10 * scale
+        assert len(issued) >= at_least_issued and waiting >= 5 and quarantined >= 10
         assert {i["status"] for i in issued} == {"sent"}
         assert {i["issue_date"] for i in issued} == {date(2026, 11, 1)}
         # the reporting view shows the ledger's money in major units
