@@ -863,14 +863,39 @@ def load_matcher(conn: Connection, pol: Policy) -> Matcher:
     return Matcher(invoices, clients, payers, pol.reconciliation, pol.base_currency, fx_rate)
 
 
-def match_and_post(engine: Engine, actor: str, run_id: str, pol: Policy | None = None) -> dict[str, int]:
-    """Decide every new bank line and apply the decision, one transaction per line (a retry resumes)."""
+def accounts_with_new_lines(engine: Engine) -> list[str]:
+    """Our bank accounts with undecided lines: the nightly DAG maps one matching task over each."""
+    with engine.connect() as conn:
+        return [
+            r["account_iban"]
+            for r in db.rows(
+                conn,
+                "SELECT DISTINCT account_iban FROM bank_transactions WHERE match_status = 'new' ORDER BY account_iban",
+            )
+        ]
+
+
+def match_and_post(
+    engine: Engine, actor: str, run_id: str, pol: Policy | None = None, account: str | None = None
+) -> dict[str, int]:
+    """Decide every new bank line (of ``account``, or of all accounts) and apply the decision, one
+    transaction per line (a retry resumes).
+
+    The matching tasks of several accounts run at once and may pay the same invoice (a client who
+    pays into two of our accounts). Each line therefore checks, with the invoices locked, that what
+    it is about to pay still has the paid and credited amounts this task saw; when another task
+    has paid it meanwhile, this task reloads what is open and decides the line again.
+    """
     pol = pol or current_policy()
     counts = {"matched": 0, "partial": 0, "returned": 0, "exceptions": 0}
+    only = " AND account_iban = :a" if account else ""
     with engine.connect() as conn:
+        seen = _paid_state(conn)  # before the matcher: a change in between reloads, never slips by
         matcher = load_matcher(conn, pol)
         pending = db.rows(
-            conn, "SELECT * FROM bank_transactions WHERE match_status = 'new' ORDER BY booking_date, txn_id"
+            conn,
+            f"SELECT * FROM bank_transactions WHERE match_status = 'new'{only} ORDER BY booking_date, txn_id",
+            {"a": account},
         )
     for txn in pending:
         decision = matcher.decide(txn)
@@ -885,16 +910,42 @@ def match_and_post(engine: Engine, actor: str, run_id: str, pol: Policy | None =
             ):
                 log.info("bank line %s was decided by a concurrent run, skipped", txn["txn_id"])
                 continue
+            for _ in range(3):
+                paying = sorted({a.invoice_id for a in decision.allocations})
+                if all(seen.get(i) == state for i, state in _paid_state(conn, paying, lock=True).items()):
+                    break
+                log.info("bank line %s: its invoices were paid by a concurrent task, deciding again", txn["txn_id"])
+                seen, matcher = _paid_state(conn), load_matcher(conn, pol)
+                decision = matcher.decide(txn)
+            else:
+                raise RuntimeError(f"bank line {txn['txn_id']}: its invoices keep changing; retry the task")
             outcome = _apply(conn, matcher, txn, decision, actor, run_id, pol)
+            seen.update(_paid_state(conn, paying))
         counts[outcome] += 1
     log.info(
-        "reconciliation: %d bank lines matched, %d partial payments, %d returns, %d exceptions",
+        "reconciliation%s: %d bank lines matched, %d partial payments, %d returns, %d exceptions",
+        f" of {account}" if account else "",
         counts["matched"],
         counts["partial"],
         counts["returned"],
         counts["exceptions"],
     )
     return counts
+
+
+def _paid_state(conn: Connection, ids: list[int] | None = None, lock: bool = False) -> dict[int, tuple[int, int]]:
+    """Paid and credited amount per issued invoice (of ``ids``; locked on PostgreSQL when ``lock``)."""
+    if ids is not None and not ids:
+        return {}
+    where = "invoice_number IS NOT NULL AND document_type = 'invoice'"
+    params: dict[str, Any] = {}
+    if ids is not None:
+        params = {f"i{n}": i for n, i in enumerate(ids)}
+        where = f"invoice_id IN ({', '.join(':' + k for k in params)})"
+    sql = f"SELECT invoice_id, paid_amount, credited_amount FROM invoices WHERE {where} ORDER BY invoice_id"
+    if lock and conn.dialect.name == "postgresql":
+        sql += " FOR UPDATE"
+    return {r["invoice_id"]: (r["paid_amount"], r["credited_amount"]) for r in db.rows(conn, sql, params)}
 
 
 def _apply(
