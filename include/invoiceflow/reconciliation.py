@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from rapidfuzz import fuzz, process
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, bindparam, text
 from stdnum import iso11649
 
 from invoiceflow import audit, db, ledger, settings
@@ -888,15 +888,10 @@ def match_and_post(
     """
     pol = pol or current_policy()
     counts = {"matched": 0, "partial": 0, "returned": 0, "exceptions": 0}
-    only = " AND account_iban = :a" if account else ""
     with engine.connect() as conn:
         seen = _paid_state(conn)  # before the matcher: a change in between reloads, never slips by
         matcher = load_matcher(conn, pol)
-        pending = db.rows(
-            conn,
-            f"SELECT * FROM bank_transactions WHERE match_status = 'new'{only} ORDER BY booking_date, txn_id",
-            {"a": account},
-        )
+        pending = db.rows(conn, _PENDING_OF_ACCOUNT if account else _PENDING, {"a": account})
     for txn in pending:
         decision = matcher.decide(txn)
         with engine.begin() as conn:
@@ -923,8 +918,8 @@ def match_and_post(
             seen.update(_paid_state(conn, paying))
         counts[outcome] += 1
     log.info(
-        "reconciliation%s: %d bank lines matched, %d partial payments, %d returns, %d exceptions",
-        f" of {account}" if account else "",
+        "reconciliation of %s: %d bank lines matched, %d partial payments, %d returns, %d exceptions",
+        account or "all accounts",
         counts["matched"],
         counts["partial"],
         counts["returned"],
@@ -933,19 +928,33 @@ def match_and_post(
     return counts
 
 
+_PENDING = "SELECT * FROM bank_transactions WHERE match_status = 'new' ORDER BY booking_date, txn_id"
+_PENDING_OF_ACCOUNT = (
+    "SELECT * FROM bank_transactions WHERE match_status = 'new' AND account_iban = :a ORDER BY booking_date, txn_id"
+)
+_PAID_ALL = text(
+    "SELECT invoice_id, paid_amount, credited_amount FROM invoices "
+    "WHERE invoice_number IS NOT NULL AND document_type = 'invoice'"
+)
+_PAID_OF = text(
+    "SELECT invoice_id, paid_amount, credited_amount FROM invoices WHERE invoice_id IN :ids ORDER BY invoice_id"
+).bindparams(bindparam("ids", expanding=True))
+_PAID_OF_LOCKED = text(
+    "SELECT invoice_id, paid_amount, credited_amount FROM invoices WHERE invoice_id IN :ids ORDER BY invoice_id "
+    "FOR UPDATE"
+).bindparams(bindparam("ids", expanding=True))
+
+
 def _paid_state(conn: Connection, ids: list[int] | None = None, lock: bool = False) -> dict[int, tuple[int, int]]:
     """Paid and credited amount per issued invoice (of ``ids``; locked on PostgreSQL when ``lock``)."""
-    if ids is not None and not ids:
+    if ids is None:
+        result = conn.execute(_PAID_ALL)
+    elif not ids:
         return {}
-    where = "invoice_number IS NOT NULL AND document_type = 'invoice'"
-    params: dict[str, Any] = {}
-    if ids is not None:
-        params = {f"i{n}": i for n, i in enumerate(ids)}
-        where = f"invoice_id IN ({', '.join(':' + k for k in params)})"
-    sql = f"SELECT invoice_id, paid_amount, credited_amount FROM invoices WHERE {where} ORDER BY invoice_id"
-    if lock and conn.dialect.name == "postgresql":
-        sql += " FOR UPDATE"
-    return {r["invoice_id"]: (r["paid_amount"], r["credited_amount"]) for r in db.rows(conn, sql, params)}
+    else:
+        locked = lock and conn.dialect.name == "postgresql"  # SQLite has one writer anyway
+        result = conn.execute(_PAID_OF_LOCKED if locked else _PAID_OF, {"ids": ids})
+    return {r.invoice_id: (r.paid_amount, r.credited_amount) for r in result}
 
 
 def _apply(
