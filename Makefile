@@ -24,7 +24,7 @@ TEST_PACKAGES := chromium chromium-driver
 # pytest-xdist workers for `make test`: one per core by default (`make test TEST_WORKERS=1` runs serially).
 TEST_WORKERS ?= auto
 
-.PHONY: help install install-test demo up test lint lock bench bench-parse clean
+.PHONY: help install install-test demo up test lint lock bench bench-parse bench-scale clean
 
 help:
 	@echo "make demo    install, seed demo data, run last month's billing end to end, print the results"
@@ -33,6 +33,7 @@ help:
 	@echo "make lint    ruff, including Airflow's AIR3 rules"
 	@echo "make lock    re-compile requirements*.txt from pyproject.toml"
 	@echo "make bench-parse  DAG parse time per file, results in bench/results/parse-latest.json"
+	@echo "make bench-scale  a billing cycle on CeleryExecutor, 1 then 2 workers (SCALE_ARGS=...), bench/results/scale-latest.json"
 
 $(UV):
 	$(PYTHON) -m venv $(VENV)
@@ -72,6 +73,12 @@ lint: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-test
 	source scripts/ensure-postgres.sh && $(BIN)/python bench/bench_pricing.py && $(BIN)/python bench/bench_reconciliation.py
+	$(MAKE) bench-scale
+
+# Sizes are arguments: make bench-scale SCALE_ARGS="--entries 100000 --contracts 530 --clients 130"
+SCALE_ARGS ?=
+bench-scale: $(VENV)/.installed-test
+	source scripts/ensure-postgres.sh && $(BIN)/python bench/bench_scale.py $(SCALE_ARGS)
 
 bench-parse: $(VENV)/.installed-test
 	$(BIN)/python bench/bench_parse.py

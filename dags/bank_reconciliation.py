@@ -20,7 +20,9 @@ did not reconcile.
    storage URL in the policy's `reconciliation.drop_folder`): CAMT.053, MT940, BAI2, OFX, and bank
    CSV with the policy's per-bank mapping. A file or a bank line seen before adds nothing; a broken
    file is rejected with the reason and the rest go on; balance breaks and gaps are reported.
-2. **match_and_post**: the matching rules in order (reference and amount; payer IBAN or name;
+2. **accounts / match_and_post**: one mapped task per bank account with new lines, so workers share
+   the night (a client paying the same invoice into two accounts is decided once: each line
+   re-checks its invoices under a lock). The matching rules in order (reference and amount; payer IBAN or name;
    exact open amount; a unique set of up to five invoices; fee, discount, overpayment and FX
    tolerances; part payments; returns undo their payment). Each posting keeps its rule, evidence
    and confidence; everything else becomes an exception with up to three suggestions.
@@ -58,13 +60,20 @@ def bank_reconciliation() -> None:
         return reconciliation.import_statements(runtime.billing_engine(), runtime.actor(context))
 
     @task
-    def match_and_post(_imported: list[dict], **context) -> dict[str, int]:
+    def accounts(_imported: list[dict]) -> list[str]:
         from invoiceflow import reconciliation, runtime
 
-        return reconciliation.match_and_post(runtime.billing_engine(), runtime.actor(context), context["run_id"])
+        return reconciliation.accounts_with_new_lines(runtime.billing_engine())
 
     @task
-    def journal(_matched: dict[str, int], **context) -> dict:
+    def match_and_post(account: str, **context) -> dict[str, int]:
+        from invoiceflow import reconciliation, runtime
+
+        engine, actor = runtime.billing_engine(), runtime.actor(context)
+        return reconciliation.match_and_post(engine, actor, context["run_id"], account=account)
+
+    @task(trigger_rule="none_failed")
+    def journal(_matched: list[dict[str, int]], **context) -> dict:
         from invoiceflow import journal, runtime
         from invoiceflow.policy import policy
 
@@ -82,7 +91,8 @@ def bank_reconciliation() -> None:
 
         return reports.nightly_reports(runtime.billing_engine(), runtime.run_date(context))
 
-    exception_report(journal(match_and_post(import_statements())))
+    matched = match_and_post.expand(account=accounts(import_statements()))
+    exception_report(journal(matched))
 
 
 bank_reconciliation()

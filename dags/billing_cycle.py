@@ -28,8 +28,10 @@ in the `period` parameter, `YYYY-MM`).
 4. **ask_N / review_invoice_N / apply_N**: each round asks the current step of every waiting invoice
    in the Airflow UI (*Required actions*), assigned to that step's approvers, with a deadline that
    escalates. Rejected drafts go back to draft without a number.
-5. **auto_approved / approved_N**: issue (gapless number), render the PDF, deliver by e-mail and/or
-   the client portal, as soon as an invoice is approved. Re-running any step sends nothing twice.
+5. **auto_approved / approved_N**: issue (gapless number), then **chunk** cuts the issued ids into
+   chunks of the policy's `delivery.chunk_size` and **render** (the PDF) and **deliver** (e-mail
+   and/or the client portal) are mapped over the chunks, so Celery workers share a large month.
+   An invoice goes out in the round that approves it. Re-running a step or chunk sends nothing twice.
 
 Owner: billing operations. A task that fails for good e-mails the owners
 (`INVOICEFLOW_ALERT_EMAILS`); retries back off, and a retry is always safe. A run not finished

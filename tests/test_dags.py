@@ -73,5 +73,19 @@ def test_billing_waits_for_finance_only_on_review(dagbag, dag_id):
         # what a round approves is issued and sent by that round, not after the others
         assert dag.get_task(f"approved_{n}.issue").upstream_task_ids == {f"apply_{n}"}
     auto_chain = dag.get_task("auto_approved.issue").downstream_task_ids
-    assert auto_chain == {"auto_approved.render"}
+    assert auto_chain == {"auto_approved.chunk"}
+    # rendering and delivery fan out over chunks of the issued ids, so workers share them
+    assert dag.get_task("auto_approved.chunk").downstream_task_ids == {"auto_approved.render"}
+    assert dag.get_task("auto_approved.render").is_mapped and dag.get_task("auto_approved.deliver").is_mapped
+    assert dag.get_task("auto_approved.render").downstream_task_ids == {"auto_approved.deliver"}
     assert not any(t.startswith("review_invoice") for t in dag.get_task("auto_approved.issue").upstream_task_ids)
+
+
+def test_chunks_cover_every_id_once_in_order():
+    from invoiceflow.workflow import chunks
+
+    ids = list(range(1, 451))
+    parts = chunks(ids, 200)
+    assert [len(p) for p in parts] == [200, 200, 50]
+    assert [i for p in parts for i in p] == ids
+    assert chunks([], 200) == []

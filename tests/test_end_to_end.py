@@ -167,3 +167,15 @@ def test_billing_month_end_to_end_and_exactly_once(dags, db_url, data_dir, monke
             k: counts[k] for k in counts if k != "audit_events"
         }
         assert len(smtp.messages) == sent
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_night_without_bank_lines_still_journals_and_reports(dags, db_url, data_dir, monkeypatch):
+    """match_and_post is mapped over the accounts with new lines: on a night with none it maps to
+    nothing, and the journal and the exception report must run all the same."""
+    monkeypatch.setenv("AIRFLOW_CONN_BILLING_DB", _airflow_conn(db_url))
+    run = dags["bank_reconciliation"].test(logical_date=NIGHT)
+    assert run.state == "success"
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert states["match_and_post"] == "skipped"
+    assert states["journal"] == states["exception_report"] == "success"

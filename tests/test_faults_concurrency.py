@@ -179,3 +179,60 @@ def test_two_reconciliations_with_different_lines_for_one_invoice_pay_it_once(en
         duplicates = db.scalar(conn, "SELECT COUNT(*) FROM exceptions WHERE category = 'duplicate_payment'")
     assert k1 == {"paid_amount": GROSS_K1, "status": "paid"}, k1
     assert counts["payments"] == 4 and counts["paid_total"] == GROSS_TOTAL and duplicates == 1
+
+
+def test_two_accounts_paying_the_same_invoices_at_once_pay_each_once(engine, data_dir, monkeypatch):
+    """The nightly DAG matches each bank account in its own task. Here a client pays every EUR
+    invoice into two of our accounts, and both tasks have read the open invoices before either
+    posts (forced with a barrier): the second task must see the first one's payments and must
+    not pay an invoice a second time."""
+    policy = load_policy()
+    issued_month(engine, data_dir)
+    (eur,) = [s for s in paying_statements(engine, stranger=False) if s.currency == "EUR"]
+    other_iban = policy.seller.accounts["USD"].iban  # a second account of ours that takes EUR too
+    second = dataclasses.replace(
+        eur,
+        account_iban=other_iban,
+        statement_id="FAULT-EUR-2",
+        transactions=tuple(
+            dataclasses.replace(
+                t, account_iban=other_iban, bank_ref=f"{t.bank_ref}-2", end_to_end_id=f"{t.end_to_end_id}-2"
+            )
+            for t in eur.transactions
+        ),
+    )
+    reconciliation.import_bytes(engine, "camt-a.xml", camt_bytes([eur]), "test", policy)
+    reconciliation.import_bytes(engine, "camt-b.xml", camt_bytes([second]), "test", policy)
+    assert reconciliation.accounts_with_new_lines(engine) == sorted([eur.account_iban, other_iban])
+
+    loaded = threading.Barrier(2)
+    first = threading.local()
+    original = reconciliation.load_matcher
+
+    def stale_together(conn, pol):
+        matcher = original(conn, pol)
+        if not getattr(first, "done", False):  # only the first load: a reload must see fresh amounts
+            first.done = True
+            loaded.wait(timeout=60)
+        return matcher
+
+    monkeypatch.setattr(reconciliation, "load_matcher", stale_together)
+    results = _together(
+        lambda: reconciliation.match_and_post(engine, "test", "night-1", policy, account=eur.account_iban),
+        lambda: reconciliation.match_and_post(engine, "test", "night-1", policy, account=other_iban),
+    )
+    assert not [r for r in results if isinstance(r, Exception)], results
+    assert sum(r["matched"] + r["partial"] + r["exceptions"] for r in results) == 2 * len(eur.transactions)
+    assert_ledger_consistent(engine)
+    with engine.connect() as conn:
+        twice = db.rows(
+            conn,
+            "SELECT i.invoice_number, i.gross_amount, SUM(a.amount) AS allocated FROM invoices i "
+            "JOIN allocations a ON a.invoice_id = i.invoice_id GROUP BY i.invoice_id, i.invoice_number, "
+            "i.gross_amount HAVING SUM(a.amount) > i.gross_amount",
+        )
+        paid = db.scalar(
+            conn, "SELECT COUNT(*) FROM invoices WHERE currency = 'EUR' AND status IN ('paid', 'overpaid')"
+        )
+    assert twice == []
+    assert paid == len(eur.transactions)

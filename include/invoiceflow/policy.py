@@ -245,6 +245,9 @@ class Delivery(_Strict):
         [5, 30, 120, 720], min_length=1, description="wait after the 1st, 2nd, ... failed attempt; the last repeats"
     )
     max_attempts: int = Field(5, ge=1, description="after this many failed attempts finance is told")
+    chunk_size: int = Field(
+        200, ge=1, le=100_000, description="invoices per mapped render and deliver task (the unit workers share)"
+    )
 
     @field_validator("retry_backoff_minutes")
     @classmethod

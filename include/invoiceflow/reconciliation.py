@@ -884,17 +884,37 @@ def load_matcher(conn: Connection, pol: Policy) -> Matcher:
     return Matcher(invoices, clients, payers, pol.reconciliation, pol.base_currency, fx_rate)
 
 
-def match_and_post(engine: Engine, actor: str, run_id: str, pol: Policy | None = None) -> dict[str, int]:
-    """Decide every new bank line and apply the decision, one transaction per line (a retry resumes)."""
+def accounts_with_new_lines(engine: Engine) -> list[str]:
+    """Our bank accounts with undecided lines: the nightly DAG maps one matching task over each."""
+    with engine.connect() as conn:
+        return [
+            r["account_iban"]
+            for r in db.rows(
+                conn,
+                "SELECT DISTINCT account_iban FROM bank_transactions WHERE match_status = 'new' ORDER BY account_iban",
+            )
+        ]
+
+
+def match_and_post(
+    engine: Engine, actor: str, run_id: str, pol: Policy | None = None, account: str | None = None
+) -> dict[str, int]:
+    """Decide every new bank line (of ``account``, or of all accounts) and apply the decision, one
+    transaction per line (a retry resumes).
+
+    The matching tasks of several accounts run at once and may pay the same invoice (a client who
+    pays into two of our accounts), as may two manual reconciliations: each line checks, with the
+    invoices locked, that what it is about to pay is still open by what this task loaded, and
+    decides the line again after a reload when another task has paid it meanwhile
+    (``_check_open_amounts``).
+    """
     pol = pol or current_policy()
     counts = {"matched": 0, "partial": 0, "returned": 0, "exceptions": 0}
     amounts: dict[str, list[tuple[str, int]]] = {outcome: [] for outcome in counts}
     suggested = 0
     with engine.connect() as conn:
         matcher = load_matcher(conn, pol)
-        pending = db.rows(
-            conn, "SELECT * FROM bank_transactions WHERE match_status = 'new' ORDER BY booking_date, txn_id"
-        )
+        pending = db.rows(conn, _PENDING_OF_ACCOUNT if account else _PENDING, {"a": account})
     for txn in pending:
         for _attempt in range(STALE_RETRIES):
             try:
@@ -915,9 +935,10 @@ def match_and_post(engine: Engine, actor: str, run_id: str, pol: Policy | None =
         amounts[outcome].append((txn["currency"], txn["amount"]))
         suggested += outcome == "exceptions" and bool(decision.suggestions)
     log.info(
-        "reconciliation of %d new bank lines: %d auto-posted in full (%s), %d part payments posted (%s), "
+        "reconciliation of %d new bank lines of %s: %d auto-posted in full (%s), %d part payments posted (%s), "
         "%d returns (%s), %d exceptions for finance (%s), %d of them with suggested invoices",
         len(pending),
+        masking.mask_iban(account) if account else "all accounts",
         counts["matched"],
         format_totals(amounts["matched"]),
         counts["partial"],
@@ -983,6 +1004,12 @@ def _check_open_amounts(conn: Connection, matcher: Matcher, decision: Decision) 
         )
         if believed.get(invoice_id) != now_open:
             raise _StaleView(f"invoice {invoice_id} is open {now_open}, not {believed.get(invoice_id)}")
+
+
+_PENDING = "SELECT * FROM bank_transactions WHERE match_status = 'new' ORDER BY booking_date, txn_id"
+_PENDING_OF_ACCOUNT = (
+    "SELECT * FROM bank_transactions WHERE match_status = 'new' AND account_iban = :a ORDER BY booking_date, txn_id"
+)
 
 
 def _apply(

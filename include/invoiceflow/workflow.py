@@ -125,6 +125,22 @@ def issue(invoice_ids: list[int], **context: Any) -> list[int]:
 
 
 @task
+def chunk(invoice_ids: list[int]) -> list[list[int]]:
+    """Cut the issued ids into the policy's chunk size: one mapped render and deliver per chunk.
+
+    Chunks let Celery workers share a large cycle while the number of mapped tasks stays far
+    below ``[core] max_map_length``; only ids travel through XCom.
+    """
+    from invoiceflow.policy import policy
+
+    return chunks(invoice_ids, policy().delivery.chunk_size)
+
+
+def chunks(ids: list[int], size: int) -> list[list[int]]:
+    return [ids[start : start + size] for start in range(0, len(ids), size)]
+
+
+@task
 def render(invoice_ids: list[int], **context: Any) -> list[int]:
     from invoiceflow import outbox, runtime
     from invoiceflow.policy import policy
@@ -144,7 +160,9 @@ def deliver(invoice_ids: list[int], **context: Any) -> dict[str, int]:
 
 @task_group
 def issue_and_send(invoice_ids: list[int]) -> None:
-    deliver(render(issue(invoice_ids)))
+    """Issue in one task (gapless numbers are assigned in order), then render and deliver per chunk."""
+    rendered = render.expand(invoice_ids=chunk(issue(invoice_ids)))
+    deliver.expand(invoice_ids=rendered)
 
 
 def approve_issue_send(batch_id: Any) -> None:
