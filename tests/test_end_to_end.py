@@ -5,11 +5,11 @@ second round of runs that changes nothing."""
 from __future__ import annotations
 
 import hashlib
-import json
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
+from dag_runs import airflow_conn, project_dags
 from invoiceflow import db, demo, demo_bank, statements
 from invoiceflow.money import format_plain
 from invoiceflow.policy import load_policy
@@ -28,25 +28,9 @@ NIGHT = datetime(2026, 11, 25, 2, tzinfo=UTC)
 SCALE = {"sqlite": (0.35, 15), "postgresql": (1.0, 50)}
 
 
-def _airflow_conn(url: str) -> str:
-    if url.startswith("sqlite"):
-        return json.dumps({"conn_type": "sqlite", "host": url.split("///", 1)[1]})
-    return url.replace("postgresql+psycopg://", "postgresql://")
-
-
 @pytest.fixture
 def dags(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(Path(__file__).resolve().parents[1] / "dags"))
-    assert bag.import_errors == {}
-    for dag in bag.dags.values():  # a failure should fail the test now, not after the back-off delays
-        for task in dag.tasks:
-            if task.is_mapped:
-                task.partial_kwargs["retries"] = 0
-            else:
-                task.retries = 0
-    return bag.dags
+    return project_dags()
 
 
 def _run(dag, when: datetime, **kwargs) -> None:
@@ -87,7 +71,7 @@ def test_billing_month_end_to_end_and_exactly_once(dags, db_url, data_dir, monke
     scale, at_least_issued = SCALE[engine.dialect.name]
     demo.write_demo_sources(data_dir / "inbox", PERIOD, scale=scale)
     with SmtpServer() as smtp:
-        monkeypatch.setenv("AIRFLOW_CONN_BILLING_DB", _airflow_conn(db_url))
+        monkeypatch.setenv("AIRFLOW_CONN_BILLING_DB", airflow_conn(db_url))
         monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", smtp.connection_json)
 
         _run(dags["billing_cycle"], ISSUE_DAY, mark_success_pattern="review_invoice_.*")
@@ -173,7 +157,7 @@ def test_billing_month_end_to_end_and_exactly_once(dags, db_url, data_dir, monke
 def test_a_night_without_bank_lines_still_journals_and_reports(dags, db_url, data_dir, monkeypatch):
     """match_and_post is mapped over the accounts with new lines: on a night with none it maps to
     nothing, and the journal and the exception report must run all the same."""
-    monkeypatch.setenv("AIRFLOW_CONN_BILLING_DB", _airflow_conn(db_url))
+    monkeypatch.setenv("AIRFLOW_CONN_BILLING_DB", airflow_conn(db_url))
     run = dags["bank_reconciliation"].test(logical_date=NIGHT)
     assert run.state == "success"
     states = {ti.task_id: ti.state for ti in run.get_task_instances()}

@@ -15,7 +15,6 @@ review tasks that ``mark_success_pattern`` must skip (``dag.test()`` cannot wait
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import pytest
 from billing_fixtures import issued_month
+from dag_runs import airflow_conn, project_dags
 from fault_helpers import UNKNOWN_CREDIT, assert_ledger_consistent, camt_bytes, paying_statements
 from invoiceflow import db, ledger
 from pg_cluster import PgCluster
@@ -41,30 +41,9 @@ REVIEWS = "review_invoice_.*"  # waiting for a person: dag.test() would never fi
 GROSS = {"K1": 289765, "K2": 1200000, "K3": 150000, "K4": 119000}
 
 
-def _airflow_conn(url: str) -> str:
-    if url.startswith("sqlite"):
-        return json.dumps({"conn_type": "sqlite", "host": url.split("///", 1)[1]})
-    return url.replace("postgresql+psycopg://", "postgresql://")
-
-
-def _dags() -> dict:
-    """The DAGs with retries off: a fault fails the run now, and recovery is the explicit re-run."""
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(ROOT / "dags"))
-    assert bag.import_errors == {}
-    for dag in bag.dags.values():
-        for task in dag.tasks:
-            if task.is_mapped:
-                task.partial_kwargs["retries"] = 0
-            else:
-                task.retries = 0
-    return bag.dags
-
-
 @pytest.fixture
 def dags(airflow_db):
-    return _dags()
+    return project_dags()
 
 
 @pytest.fixture
@@ -72,7 +51,7 @@ def billing_sqlite(tmp_path, data_dir, monkeypatch):
     """A SQLite billing database behind the ``billing_db`` connection, with October's feeds in the
     inbox; K4 without its cap, so two invoices (K1, K4) are approved at once and e-mailed in one batch."""
     url = f"sqlite:///{tmp_path / 'billing.db'}"
-    monkeypatch.setenv("AIRFLOW_CONN_BILLING_DB", _airflow_conn(url))
+    monkeypatch.setenv("AIRFLOW_CONN_BILLING_DB", airflow_conn(url))
     write_feeds(data_dir / "inbox", contracts=FEEDS["contracts"].replace("EUR,1000.00,,", "EUR,,,"))
     return db.engine(url)
 
@@ -107,7 +86,8 @@ _KILLED_RUN = textwrap.dedent(
     from invoiceflow import ledger
 
     sys.path.insert(0, sys.argv[1])
-    from test_faults_dag import REVIEWS, _dags
+    from dag_runs import project_dags
+    from test_faults_dag import REVIEWS
 
     real_next, drawn = ledger._next_number, []
 
@@ -119,7 +99,8 @@ _KILLED_RUN = textwrap.dedent(
         return drawn[-1]
 
     ledger._next_number = dies_on_second_number
-    _dags()["billing_cycle"].test(logical_date=datetime(2026, 11, 1, 6, tzinfo=UTC), mark_success_pattern=REVIEWS)
+    billing = project_dags()["billing_cycle"]
+    billing.test(logical_date=datetime(2026, 11, 1, 6, tzinfo=UTC), mark_success_pattern=REVIEWS)
     print("survived", flush=True)
     """
 )
@@ -192,7 +173,7 @@ def test_billing_database_crashes_mid_posting_in_a_reconciliation_run(dags, data
         bank = data_dir / "inbox" / "bank"
         bank.mkdir(parents=True, exist_ok=True)
         (bank / "camt-2026-11-20.xml").write_bytes(camt_bytes(paying_statements(engine)))
-        monkeypatch.setenv("AIRFLOW_CONN_BILLING_DB", _airflow_conn(pg.url))
+        monkeypatch.setenv("AIRFLOW_CONN_BILLING_DB", airflow_conn(pg.url))
 
         real_post = ledger.post_payment
         posted: list[int] = []
