@@ -9,30 +9,32 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, bindparam, text
 
-from invoiceflow import db
 from invoiceflow.money import format_totals
 
 IDS_PER_QUERY = 500
 """Invoice ids per lookup, well under every driver's bound-parameter limit."""
 
 
+_AMOUNTS = {  # one fixed statement per column: no SQL is built from a value
+    column: text(sql).bindparams(bindparam("ids", expanding=True))
+    for column, sql in {
+        "gross_amount": "SELECT currency, gross_amount AS amount FROM invoices WHERE invoice_id IN :ids",
+        "net_amount": "SELECT currency, net_amount AS amount FROM invoices WHERE invoice_id IN :ids",
+    }.items()
+}
+
+
 def invoices(engine: Engine, invoice_ids: Iterable[int], amount: str = "gross_amount") -> str:
     """ "3 invoices, EUR 1234.50, GBP 99.00": the count and the summed ``amount`` column per currency."""
-    if amount not in ("gross_amount", "net_amount"):
+    if amount not in _AMOUNTS:
         raise ValueError(f"not an invoice amount: {amount}")
     ids = sorted(set(invoice_ids))
     pairs: list[tuple[str, int]] = []
     with engine.connect() as conn:
         for start in range(0, len(ids), IDS_PER_QUERY):
-            chunk = ids[start : start + IDS_PER_QUERY]
-            marks = ", ".join(f":i{n}" for n in range(len(chunk)))
-            found = db.rows(
-                conn,
-                f"SELECT currency, {amount} AS amount FROM invoices WHERE invoice_id IN ({marks})",
-                {f"i{n}": i for n, i in enumerate(chunk)},
-            )
-            pairs.extend((r["currency"], r["amount"] or 0) for r in found)
+            found = conn.execute(_AMOUNTS[amount], {"ids": ids[start : start + IDS_PER_QUERY]})
+            pairs.extend((r.currency, r.amount or 0) for r in found)
     noun = "invoice" if len(pairs) == 1 else "invoices"
     return f"{len(pairs)} {noun}, {format_totals(pairs)}" if pairs else "0 invoices"
