@@ -44,8 +44,6 @@ def ingest_sources(_ready: Any = None, **context: Any) -> list[str]:
     for result in results:
         for problem in result.problems:
             print(f"{result.feed}: {problem}")
-    loaded = {status: sum(r.status == status for r in results) for status in ("loaded", "skipped", "rejected")}
-    print(f"source files: {loaded}")
     message = sources.unusable_files_message(results)
     return [message] if message else []
 
