@@ -16,6 +16,8 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing the Debian packages ${missing[*]}"
   sudo=${SUDO:-$( [ "$(id -u)" = 0 ] || echo sudo )}
-  $sudo apt-get update -qq
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  # wait for another apt-get (a second checkout installing at the same time) instead of failing
+  wait=(-o DPkg::Lock::Timeout=600)
+  $sudo apt-get "${wait[@]}" update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get "${wait[@]}" install -y -qq "${missing[@]}" >/dev/null
 fi

@@ -65,7 +65,8 @@ def test_hostile_text_is_shown_not_run():
 
 
 def test_rendering_is_deterministic():
-    doc = sample_document()
+    """Also with the attached timesheet CSV, whose file dates are pinned like the PDF's."""
+    doc = sample_document(timesheet=(TimesheetEntry("PRJ-1", "developer", date(2026, 10, 2), "E1", 800, "API", "T1"),))
     assert documents.render_invoice_pdf(doc) == documents.render_invoice_pdf(doc)
 
 
@@ -123,6 +124,39 @@ def test_timesheet_appendix_grouped_by_project_and_role():
     # only time-and-materials invoices have the appendix
     other = _text(documents.render_invoice_pdf(sample_document(billing_type="retainer", timesheet=entries)))
     assert "timesheet" not in other
+
+
+def test_timesheet_appendix_has_a_row_per_person_and_day_and_every_entry_attached():
+    """Three entries of E1 on one day are one row (hours summed, each description once); the
+    attached CSV, inside the PDF/A-3, still has every entry with its source id."""
+    entries = (
+        TimesheetEntry("PRJ-1", "developer", date(2026, 10, 2), "E1", 125, "API design", "T3"),
+        TimesheetEntry("PRJ-1", "developer", date(2026, 10, 2), "E1", 200, "Code review", "T1"),
+        TimesheetEntry("PRJ-1", "developer", date(2026, 10, 2), "E1", 75, "API design", "T2"),
+        TimesheetEntry("PRJ-1", "developer", date(2026, 10, 2), "E2", 300, "Testing; fixes", "T4"),
+        TimesheetEntry("PRJ-1", "developer", date(2026, 10, 5), "E1", 50, "", "T5"),
+    )
+    (group,) = documents.timesheet_groups(entries)
+    rows = [(e.work_date.day, e.employee_id, e.hours, e.description) for e in group["entries"]]
+    # ordered by entry id within a day: T1 (Code review), T2 and T3 (API design, once)
+    assert rows == [(2, "E1", 400, "Code review; API design"), (2, "E2", 300, "Testing; fixes"), (5, "E1", 50, "")]
+    assert group["hours"] == 750  # 1.25 + 2.00 + 0.75 + 3.00 + 0.50
+
+    doc = sample_document(timesheet=entries)
+    reader = PdfReader(io.BytesIO(documents.render_invoice_pdf(doc)))
+    name = documents.timesheet_filename(doc)
+    assert name == "NWD-2026-000012-timesheet.csv"
+    assert name in reader.pages[-1].extract_text().replace("\n", " ")
+    (attached,) = reader.attachments[name]
+    assert attached.decode("utf-8").splitlines() == [
+        "entry_id,project_code,role,work_date,employee_id,hours,description",
+        "T1,PRJ-1,developer,2026-10-02,E1,2,Code review",
+        "T2,PRJ-1,developer,2026-10-02,E1,0.75,API design",
+        "T3,PRJ-1,developer,2026-10-02,E1,1.25,API design",
+        "T4,PRJ-1,developer,2026-10-02,E2,3,Testing; fixes",
+        "T5,PRJ-1,developer,2026-10-05,E1,0.5,",
+    ]
+    assert sorted(reader.attachments) == sorted([name, "factur-x.xml"])
 
 
 NS = {

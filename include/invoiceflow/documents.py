@@ -10,6 +10,9 @@ cannot disagree. UBL (Peppol BIS Billing 3.0 shape) is available from the same d
 from __future__ import annotations
 
 import contextlib
+import csv
+import functools
+import io
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -62,6 +65,7 @@ class TimesheetEntry:
     employee_id: str
     hours: int  # hundredths, after the contract's billing increment
     description: str
+    entry_id: str = ""  # the source system's id, in the attached CSV so a client can dispute one entry
 
 
 @dataclass(frozen=True)
@@ -131,7 +135,8 @@ LABELS: dict[str, dict[str, str]] = {
         "intro_milestone": "We invoice the following project milestones, completed and accepted.",
         "intro_retainer": "We invoice the retainer for the following period, in advance.",
         "timesheet": "Appendix: timesheet",
-        "timesheet_intro": "The hours this invoice bills, by project and role.",
+        "timesheet_intro": "The hours this invoice bills, by project, role, person and day. "
+        "Every time entry is in the attached file {file}.",
         "date": "Date",
         "employee": "Employee",
         "role": "Role",
@@ -172,7 +177,8 @@ LABELS: dict[str, dict[str, str]] = {
         "intro_milestone": "Wir berechnen die folgenden abgeschlossenen Projektmeilensteine.",
         "intro_retainer": "Wir berechnen die Pauschale für den folgenden Zeitraum im Voraus.",
         "timesheet": "Anlage: Stundennachweis",
-        "timesheet_intro": "Die mit dieser Rechnung berechneten Stunden nach Projekt und Rolle.",
+        "timesheet_intro": "Die mit dieser Rechnung berechneten Stunden nach Projekt, Rolle, Person und Tag. "
+        "Jede einzelne Zeitbuchung steht in der angehängten Datei {file}.",
         "date": "Datum",
         "employee": "Mitarbeiter",
         "role": "Rolle",
@@ -213,7 +219,8 @@ LABELS: dict[str, dict[str, str]] = {
         "intro_milestone": "Nous facturons les jalons de projet suivants, achevés et validés.",
         "intro_retainer": "Nous facturons le forfait de la période suivante, à échoir.",
         "timesheet": "Annexe : relevé d'heures",
-        "timesheet_intro": "Les heures facturées, par projet et par rôle.",
+        "timesheet_intro": "Les heures facturées, par projet, rôle, collaborateur et jour. "
+        "Chaque saisie figure dans le fichier joint {file}.",
         "date": "Date",
         "employee": "Collaborateur",
         "role": "Rôle",
@@ -267,7 +274,9 @@ def pdf_filename(doc: InvoiceDocument) -> str:
     return f"{safe}.pdf"
 
 
+@functools.cache
 def _environment():
+    """One Jinja environment per process: it caches the compiled templates between invoices."""
     import jinja2
 
     from invoiceflow import settings
@@ -302,6 +311,7 @@ def render_invoice_html(doc: InvoiceDocument) -> str:
             period_last=doc.period_end - timedelta(days=1),
             terms=payment_terms(doc),
             timesheet=timesheet_groups(doc.timesheet),
+            timesheet_file=timesheet_filename(doc),
             total_hours=sum(e.hours for e in doc.timesheet),
         )
     )
@@ -316,13 +326,51 @@ def payment_terms(doc: InvoiceDocument) -> str:
 
 
 def timesheet_groups(entries: tuple[TimesheetEntry, ...]) -> list[dict[str, Any]]:
-    """The appendix of a T&M invoice: entries grouped by project, then role, each with its hours."""
+    """The appendix of a T&M invoice: grouped by project, then role, one row per person and day.
+
+    A month of a busy contract is a few hundred entries; one row per entry made appendices of twenty
+    pages that took seconds to lay out. A row per person and day (hours summed, each description
+    once) is what a client checks against its own records; every single entry is in the attached
+    CSV (``timesheet_csv``).
+    """
     groups = []
-    ordered = sorted(entries, key=lambda e: (e.project_code, e.role, e.work_date, e.employee_id))
+    ordered = sorted(entries, key=lambda e: (e.project_code, e.role, e.work_date, e.employee_id, e.entry_id))
     for (project, role), rows in groupby(ordered, key=lambda e: (e.project_code, e.role)):
-        items = list(rows)
-        groups.append({"project": project, "role": role, "entries": items, "hours": sum(e.hours for e in items)})
+        days = []
+        for (day, employee), same in groupby(rows, key=lambda e: (e.work_date, e.employee_id)):
+            items = list(same)
+            described = "; ".join(dict.fromkeys(e.description for e in items if e.description))
+            days.append(TimesheetEntry(project, role, day, employee, sum(e.hours for e in items), described))
+        groups.append({"project": project, "role": role, "entries": days, "hours": sum(e.hours for e in days)})
     return groups
+
+
+def timesheet_filename(doc: InvoiceDocument) -> str:
+    return pdf_filename(doc).removesuffix(".pdf") + "-timesheet.csv"
+
+
+def timesheet_csv(doc: InvoiceDocument) -> bytes:
+    """Every billed time entry of the invoice, machine-readable, for the client's own checks.
+
+    Hours are decimals with a point (``2.25``), dates ISO 8601, whatever the invoice's language: a
+    file for a spreadsheet or an accounts-payable system, not for reading.
+    """
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(["entry_id", "project_code", "role", "work_date", "employee_id", "hours", "description"])
+    for e in sorted(doc.timesheet, key=lambda e: (e.project_code, e.role, e.work_date, e.employee_id, e.entry_id)):
+        writer.writerow(
+            [
+                e.entry_id,
+                e.project_code,
+                e.role,
+                e.work_date.isoformat(),
+                e.employee_id,
+                _decimal(e.hours),
+                e.description,
+            ]
+        )
+    return out.getvalue().encode("utf-8")
 
 
 def load_timesheet(conn: Any, invoice_id: int) -> tuple[TimesheetEntry, ...]:
@@ -331,7 +379,13 @@ def load_timesheet(conn: Any, invoice_id: int) -> tuple[TimesheetEntry, ...]:
 
     return tuple(
         TimesheetEntry(
-            r["project_code"], r["role"], db.as_date(r["work_date"]), r["employee_id"], r["hours"], r["description"]
+            r["project_code"],
+            r["role"],
+            db.as_date(r["work_date"]),
+            r["employee_id"],
+            r["hours"],
+            r["description"],
+            r["entry_id"],
         )
         for r in db.rows(conn, db.sql_file("invoice_timesheet.sql"), {"invoice_id": invoice_id})
     )
@@ -544,6 +598,16 @@ def _pinned_clock(day: date) -> Iterator[None]:
             os.environ["SOURCE_DATE_EPOCH"] = previous
 
 
+@functools.cache
+def _stylesheet() -> Any:
+    """The invoice CSS, parsed once per process."""
+    import weasyprint
+
+    from invoiceflow import settings
+
+    return weasyprint.CSS(filename=str(settings.TEMPLATES_DIR / "invoice" / "invoice.css"))
+
+
 def render_invoice_pdf(doc: InvoiceDocument) -> bytes:
     """PDF/A-3b of the invoice with its Factur-X XML embedded; the same document gives the same bytes.
 
@@ -558,17 +622,27 @@ def render_invoice_pdf(doc: InvoiceDocument) -> bytes:
     xml = facturx_xml(doc)
     base = settings.TEMPLATES_DIR / "invoice"
     html = weasyprint.HTML(string=render_invoice_html(doc), base_url=str(base))
-    css = weasyprint.CSS(filename=str(base / "invoice.css"))
     lang = _lang(doc.language)
     title = f"{LABELS[lang][doc.document_type]} {doc.invoice_number}"
+    attachments = {}
+    if doc.timesheet:
+        attachments[timesheet_filename(doc)] = {
+            "filedata": timesheet_csv(doc),
+            "description": LABELS[lang]["timesheet"],
+            "afrelationship": "supplement",
+            "modification_datetime": datetime(
+                doc.issue_date.year, doc.issue_date.month, doc.issue_date.day, tzinfo=UTC
+            ),
+        }
     with _pinned_clock(doc.issue_date):
-        pdf = html.write_pdf(stylesheets=[css], pdf_variant="pdf/a-3b")
+        pdf = html.write_pdf(stylesheets=[_stylesheet()], pdf_variant="pdf/a-3b")
         return facturx.generate_from_binary(
             pdf,
             xml,
             flavor="factur-x",
             level="en16931",
             check_xsd=False,  # facturx_xml checked it
+            attachments=attachments,
             pdf_metadata={
                 "author": doc.seller.name,
                 "keywords": "Factur-X, EN 16931",
