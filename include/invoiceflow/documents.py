@@ -349,11 +349,17 @@ def timesheet_filename(doc: InvoiceDocument) -> str:
     return pdf_filename(doc).removesuffix(".pdf") + "-timesheet.csv"
 
 
+def _inert(text: str) -> str:
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
 def timesheet_csv(doc: InvoiceDocument) -> bytes:
     """Every billed time entry of the invoice, machine-readable, for the client's own checks.
 
     Hours are decimals with a point (``2.25``), dates ISO 8601, whatever the invoice's language: a
-    file for a spreadsheet or an accounts-payable system, not for reading.
+    file for a spreadsheet or an accounts-payable system, not for reading. Text that a spreadsheet
+    would run as a formula (``=``, ``+``, ``-``, ``@`` first) gets a leading apostrophe: the file goes
+    to a client, and a description comes from whoever typed it.
     """
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
@@ -361,13 +367,13 @@ def timesheet_csv(doc: InvoiceDocument) -> bytes:
     for e in sorted(doc.timesheet, key=lambda e: (e.project_code, e.role, e.work_date, e.employee_id, e.entry_id)):
         writer.writerow(
             [
-                e.entry_id,
-                e.project_code,
-                e.role,
+                _inert(e.entry_id),
+                _inert(e.project_code),
+                _inert(e.role),
                 e.work_date.isoformat(),
-                e.employee_id,
+                _inert(e.employee_id),
                 _decimal(e.hours),
-                e.description,
+                _inert(e.description),
             ]
         )
     return out.getvalue().encode("utf-8")
