@@ -145,8 +145,10 @@ def _time_entry_flags(out: pd.DataFrame, known: Mapping[str, Any], facts: FileFa
     rated[covering["row"].to_numpy()] = True
     out["work_date__rated"] = rated | day.isna().to_numpy() | ~out["contract_role"].isin(known["rate_keys"]).to_numpy()
 
-    employee_day = out["employee_id"] + "|" + out["work_date"]
-    out["hours__within_daily_limit"] = ~employee_day.isin(facts.overbooked) if facts.overbooked else True
+    out["hours__within_daily_limit"] = True
+    if facts.overbooked:
+        employee_day = out["employee_id"] + "|" + out["work_date"]  # only then: joining text is slow
+        out["hours__within_daily_limit"] = ~employee_day.isin(facts.overbooked)
 
 
 @dataclass
