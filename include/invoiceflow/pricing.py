@@ -406,11 +406,8 @@ def _insert_time_lines(conn: Connection, opened: list[_Draft]) -> None:
     }
     for d in opened:
         d.time_lines = [
-            (ids[d.invoice_id, -n], draft)
-            for n, draft in enumerate((x for x in d.drafts if x.kind == "time"), start=1)
+            (ids[d.invoice_id, -n], draft) for n, draft in enumerate((x for x in d.drafts if x.kind == "time"), start=1)
         ]
-
-
 
 
 def _open_invoice(
