@@ -92,10 +92,11 @@ TARGETS: dict[str, tuple[str, tuple[str, ...], str | None]] = {
 }
 
 
-# The order a feed's rows are written in: the order of the index that the pricing claim reads
-# (ix_time_entries_unbilled). Written in file order, each row lands at a random place in that
-# index; sorted, a chunk's rows extend it in runs (measured: a million time entries on SQLite
-# inserted in 8.3 s sorted, 14.7 s in file order).
+# The order a feed's rows are written in, per chunk: the order of the index the pricing claim
+# reads (ix_time_entries_unbilled). A contract's entries then sit together in the table, so the
+# claim's UPDATE rewrites neighbouring rows rather than rows all over the file (measured on SQLite,
+# 250,000 entries: the claim 0.6 to 0.9 s instead of 1.4 to 1.7 s; the insert itself about 5 %
+# faster).
 LOAD_ORDER: dict[str, list[str]] = {"timesheets": ["contract_id", "role", "work_date"]}
 
 CHUNK_ROWS = 200_000
