@@ -152,16 +152,23 @@ def test_a_clean_chunk_passes_the_screen_and_an_unknown_expectation_goes_to_grea
     assert validation.screen([{"type": "expect_column_mean_to_be_between", "kwargs": {"column": "x"}}], frame) is None
 
 
-def test_a_clean_load_finds_nothing_and_a_bad_row_is_still_reported_by_great_expectations(engine, data_dir):
+def test_a_clean_load_finds_nothing_and_a_bad_row_is_still_reported_by_great_expectations(
+    engine, data_dir, monkeypatch
+):
     write_feeds(data_dir / "inbox")
     sources.load_inbox(engine, load_policy(), "test")
     with engine.connect() as conn:
         known = sources.known_references(conn, load_policy())
     frame = _mutated("timesheets").iloc[:6]  # the six good rows
+    gx_runs = []
+    run_suite = validation.run_suite
+    monkeypatch.setattr(validation, "run_suite", lambda *a: gx_runs.append(a[0]) or run_suite(*a))
     assert validation.validate("timesheets", frame, known, ("entry_id",)).findings == {}
+    assert gx_runs == []  # the clean chunk passed the screen: GX had nothing to report
     bad = frame.copy()
     bad.loc[3, "hours"] = "25.00"
     findings = validation.validate("timesheets", bad, known, ("entry_id",)).findings
+    assert gx_runs == ["timesheets"]  # the findings are GX's own
     assert [(f.field, f.check) for f in findings[3]] == [("hours", "expect_column_values_to_be_between")]
     with engine.connect() as conn:  # validating only reads the database
         assert db.scalar(conn, "SELECT COUNT(*) FROM quarantine") == 0
