@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
@@ -336,32 +336,6 @@ def _adjustment(kind: str, description: str, contract: dict[str, Any]) -> DraftL
     return DraftLine(kind, description, code, contract["project_code"], "C62", 0, {})
 
 
-def _insert_line(
-    conn: Connection, invoice_id: int, line_no: int, draft: DraftLine, tax: taxes.TaxTreatment, qty: int, net: int
-) -> int:
-    return conn.execute(
-        text(
-            "INSERT INTO invoice_lines (invoice_id, line_no, kind, description, service_code, project_code, "
-            "quantity, unit, unit_price, net_amount, tax_code, tax_rate_bp) VALUES (:i, :n, :k, :d, :s, :p, "
-            ":q, :u, :up, :net, :tc, :bp) RETURNING line_id"
-        ),
-        {
-            "i": invoice_id,
-            "n": line_no,
-            "k": draft.kind,
-            "d": draft.description,
-            "s": draft.service_code,
-            "p": draft.project_code,
-            "q": qty,
-            "u": draft.unit,
-            "up": draft.unit_price,
-            "net": net,
-            "tc": tax.code,
-            "bp": tax.rate_bp,
-        },
-    ).scalar_one()
-
-
 @dataclass
 class _Draft:
     """An invoice being built: its row, and its time lines before their entries are claimed."""
@@ -370,7 +344,70 @@ class _Draft:
     contract: dict[str, Any]
     tax: taxes.TaxTreatment
     drafts: list[DraftLine]
-    time_lines: list[tuple[int, DraftLine]]
+    time_lines: list[tuple[int, DraftLine]] = field(default_factory=list)  # (line id, draft): _insert_time_lines
+
+
+INSERT_LINE = (
+    "INSERT INTO invoice_lines (invoice_id, line_no, kind, description, service_code, project_code, "
+    "quantity, unit, unit_price, net_amount, tax_code, tax_rate_bp) VALUES (:i, :n, :k, :d, :s, :p, "
+    ":q, :u, :up, :net, :tc, :bp)"
+)
+
+
+def _line_params(
+    invoice_id: int, line_no: int, draft: DraftLine, tax: taxes.TaxTreatment, qty: int, net: int
+) -> dict[str, Any]:
+    return {
+        "i": invoice_id,
+        "n": line_no,
+        "k": draft.kind,
+        "d": draft.description,
+        "s": draft.service_code,
+        "p": draft.project_code,
+        "q": qty,
+        "u": draft.unit,
+        "up": draft.unit_price,
+        "net": net,
+        "tc": tax.code,
+        "bp": tax.rate_bp,
+    }
+
+
+def _insert_line(
+    conn: Connection, invoice_id: int, line_no: int, draft: DraftLine, tax: taxes.TaxTreatment, qty: int, net: int
+) -> int:
+    return conn.execute(
+        text(INSERT_LINE + " RETURNING line_id"), _line_params(invoice_id, line_no, draft, tax, qty, net)
+    ).scalar_one()
+
+
+def _insert_time_lines(conn: Connection, opened: list[_Draft]) -> None:
+    """The time lines of all invoices opened in this transaction, in one statement.
+
+    Numbered -1, -2, ... (unique per invoice) until the claim says which stay; their ids are read
+    back by those numbers. One round trip for a chunk of invoices instead of one per line.
+    """
+    params = [
+        _line_params(d.invoice_id, -n, draft, d.tax, 0, 0)
+        for d in opened
+        for n, draft in enumerate((x for x in d.drafts if x.kind == "time"), start=1)
+    ]
+    if not params:
+        return
+    db.execute_many(conn, INSERT_LINE, params)
+    ids = {
+        (r["invoice_id"], r["line_no"]): r["line_id"]
+        for r in db.rows(
+            conn,
+            "SELECT line_id, invoice_id, line_no FROM invoice_lines "
+            "WHERE invoice_id BETWEEN :lo AND :hi AND line_no < 0",
+            {"lo": min(d.invoice_id for d in opened), "hi": max(d.invoice_id for d in opened)},
+        )
+    }
+    for d in opened:
+        d.time_lines = [
+            (ids[d.invoice_id, -n], draft) for n, draft in enumerate((x for x in d.drafts if x.kind == "time"), start=1)
+        ]
 
 
 def _open_invoice(
@@ -383,7 +420,8 @@ def _open_invoice(
     drafts: list[DraftLine],
     trigger_key: str = CYCLE,
 ) -> _Draft | None:
-    """The invoice row and its time lines, numbered later: which lines stay depends on the claim.
+    """The invoice row; its time lines come next (``_insert_time_lines``), numbered later: which
+    lines stay depends on the claim.
 
     None when this contract, period and trigger already have an invoice (a concurrent run made it):
     the unique key decides, without a savepoint per invoice.
@@ -412,17 +450,22 @@ def _open_invoice(
     ).scalar_one_or_none()
     if invoice_id is None:
         return None
-    time_lines = [
-        (_insert_line(conn, invoice_id, -n, draft, tax, 0, 0), draft)
-        for n, draft in enumerate((d for d in drafts if d.kind == "time"), start=1)
-    ]
-    return _Draft(invoice_id, contract, tax, drafts, time_lines)
+    return _Draft(invoice_id, contract, tax, drafts)
 
 
 def _finish_invoice(
-    conn: Connection, policy: Policy, draft: _Draft, claimed: Mapping[int, int], period: tuple[date, date], actor: str
+    conn: Connection,
+    policy: Policy,
+    draft: _Draft,
+    claimed: Mapping[int, int],
+    period: tuple[date, date],
+    actor: str,
+    rates: dict[tuple[str, date], tuple[Decimal, date | None]],
 ) -> int | None:
-    """Amounts from exactly what was claimed, then discount, cap, expenses, taxes and FX."""
+    """Amounts from exactly what was claimed, then discount, cap, expenses, taxes and FX.
+
+    ``rates`` remembers the FX rates looked up in this run, one query per currency, not per invoice.
+    """
     invoice_id, contract, tax = draft.invoice_id, draft.contract, draft.tax
     line_no, fees, updates = 0, 0, []
     for line_id, line in draft.time_lines:
@@ -448,18 +491,22 @@ def _finish_invoice(
         line_no += 1
         line.unit_price = amount
         _insert_line(conn, invoice_id, line_no, line, tax, 100, amount)
+    expenses = 0
     for line in [d for d in draft.drafts if d.kind == "expense"]:
         line_id = _insert_line(conn, invoice_id, line_no + 1, line, tax, 100, line.unit_price)
         if not _claim(conn, line_id, line):
             db.execute(conn, "DELETE FROM invoice_lines WHERE line_id = :l", {"l": line_id})
             continue
         line_no += 1
+        expenses += line.unit_price
     if line_no == 0:
         db.execute(conn, "DELETE FROM invoices WHERE invoice_id = :i", {"i": invoice_id})
         return None
 
-    totals = apply_taxes(conn, invoice_id, {tax.code: tax.note})
-    fx = _record_fx(conn, policy, invoice_id, contract["currency"], totals["gross_amount"], period[1])
+    # every line of the invoice has its tax treatment: one rate group over the lines just written
+    group = {"tax_code": tax.code, "tax_rate_bp": tax.rate_bp, "base": fees + sum(amounts) + expenses}
+    totals = store_taxes(conn, invoice_id, [group], {tax.code: tax.note})
+    fx = _record_fx(conn, policy, invoice_id, contract["currency"], totals["gross_amount"], period[1], rates)
     if excess:
         cap = format_plain(contract["cap_amount"], contract["currency"])
         audit.record_exception(
@@ -504,6 +551,13 @@ def apply_taxes(conn: Connection, invoice_id: int, notes: Mapping[str, str | Non
         "GROUP BY tax_code, tax_rate_bp",
         {"i": invoice_id},
     )
+    return store_taxes(conn, invoice_id, groups, notes)
+
+
+def store_taxes(
+    conn: Connection, invoice_id: int, groups: list[dict[str, Any]], notes: Mapping[str, str | None]
+) -> dict[str, int]:
+    """The tax of each rate group (tax_code, tax_rate_bp, base: the sum of its line nets), stored."""
     rows = [{**g, "tax": tax_amount(g["base"], g["tax_rate_bp"]), "note": notes.get(g["tax_code"])} for g in groups]
     db.execute_many(
         conn,
@@ -536,11 +590,19 @@ def fx_rate(conn: Connection, policy: Policy, currency: str, on: date) -> tuple[
 
 
 def _record_fx(
-    conn: Connection, policy: Policy, invoice_id: int, currency: str, gross: int, period_end: date
+    conn: Connection,
+    policy: Policy,
+    invoice_id: int,
+    currency: str,
+    gross: int,
+    period_end: date,
+    rates: dict[tuple[str, date], tuple[Decimal, date | None]],
 ) -> dict[str, Any]:
     """Rate and rate date on the invoice, so its base-currency value can always be explained."""
     on = period_end - timedelta(days=1)
-    rate, rate_date = fx_rate(conn, policy, currency, on)
+    if (currency, on) not in rates:
+        rates[currency, on] = fx_rate(conn, policy, currency, on)
+    rate, rate_date = rates[currency, on]
     base_gross = to_base(gross, currency, policy.base_currency, rate)
     db.execute(
         conn,
@@ -591,6 +653,7 @@ def price_period(engine: Engine, policy: Policy, run_id: str, period: tuple[date
         }
     todo = [c for c in sorted(drafts) if c not in invoiced]  # invoiced: new records wait for the next period
     created: list[int] = []
+    rates: dict[tuple[str, date], tuple[Decimal, date | None]] = {}
     for start in range(0, len(todo), CONTRACTS_PER_TRANSACTION):
         chunk = todo[start : start + CONTRACTS_PER_TRANSACTION]
         with engine.begin() as conn:
@@ -604,9 +667,10 @@ def price_period(engine: Engine, policy: Policy, run_id: str, period: tuple[date
                     log.warning("contract %s: invoiced by a concurrent run, skipped", contract_id)
                 else:
                     opened.append(draft)
+            _insert_time_lines(conn, opened)
             claimed = _claim_time(conn, policy, [line for d in opened for line in d.time_lines], period[1])
             for draft in opened:
-                invoice_id = _finish_invoice(conn, policy, draft, claimed, period, actor)
+                invoice_id = _finish_invoice(conn, policy, draft, claimed, period, actor, rates)
                 if invoice_id is not None:
                     created.append(invoice_id)
     with engine.begin() as conn:
@@ -672,7 +736,7 @@ def price_triggers(engine: Engine, policy: Policy, run_id: str, triggers: list[T
             if draft is None:
                 log.info("event %s: invoiced already", trigger.key)
                 continue
-            invoice_id = _finish_invoice(conn, policy, draft, {}, period, actor)
+            invoice_id = _finish_invoice(conn, policy, draft, {}, period, actor, {})
             if invoice_id is not None:
                 created.append(invoice_id)
     with engine.begin() as conn:

