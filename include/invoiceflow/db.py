@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from sqlalchemy import Connection, Engine, TextClause, create_engine, event, text
+from sqlalchemy import Connection, Engine, TextClause, bindparam, create_engine, event, text
 
 from invoiceflow import settings
 
@@ -157,6 +157,26 @@ def _text(sql: str) -> TextClause:
 
 def rows(conn: Connection, sql: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     return [dict(r._mapping) for r in conn.execute(_text(sql), dict(params or {}))]
+
+
+IDS_PER_QUERY = 500
+"""Values per IN list, well under every driver's bound-parameter limit."""
+
+
+@lru_cache(maxsize=256)
+def _text_in(sql: str) -> TextClause:
+    return text(sql).bindparams(bindparam("ids", expanding=True))
+
+
+def rows_in(
+    conn: Connection, sql: str, ids: Sequence[Any], params: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """:func:`rows` for a statement with ``IN :ids``, run once per :data:`IDS_PER_QUERY` values."""
+    found: list[dict[str, Any]] = []
+    for start in range(0, len(ids), IDS_PER_QUERY):
+        part = list(ids[start : start + IDS_PER_QUERY])
+        found += [dict(r._mapping) for r in conn.execute(_text_in(sql), {**(params or {}), "ids": part})]
+    return found
 
 
 def scalar(conn: Connection, sql: str, params: Mapping[str, Any] | None = None) -> Any:
