@@ -348,9 +348,23 @@ class Postings:
         )
         self._settled.append(txn["txn_id"])
 
+    def flush_for_return(self, txn: Mapping[str, Any]) -> None:
+        """Write the queued payments when one of them could be the payment ``txn`` returns.
+
+        A return looks for its payment in the tables, by amount, currency and account first; when
+        no queued payment has those, the tables already hold every candidate and the chunk stays
+        queued (a flush per return would cut the chunk into small writes).
+        """
+        if any(
+            q["txn"]["amount"] == -txn["amount"]
+            and q["txn"]["currency"] == txn["currency"]
+            and q["txn"]["account_iban"] == txn["account_iban"]
+            for q in self._queued
+        ):
+            self.flush()
+
     def reverse(self, payment_id: int, txn: Mapping[str, Any], reason: str) -> None:
         """A returned payment: its allocations come off the invoices, which reopen; the payment stays, marked."""
-        self.flush()
         changed = db.execute(
             self.conn,
             "UPDATE payments SET reversed_by_txn_id = :t, reversed_at = :now WHERE payment_id = :p "

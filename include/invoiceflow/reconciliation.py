@@ -1157,11 +1157,13 @@ def _exception(out: _Written, txn: dict[str, Any], d: Decision) -> str:
 def _reverse(postings: ledger.Postings, out: _Written, txn: dict[str, Any]) -> str:
     """Find the payment a return undoes: same end-to-end id, else the invoice it names and the amount,
     else the same payer account and amount; exactly one candidate, or it is an exception."""
-    postings.flush()  # the payment may have been posted earlier in this chunk
+    postings.flush_for_return(txn)  # the payment may have been posted earlier in this chunk
     conn = postings.conn
+    # Payments already returned are dropped below, not in SQL: SQLite's planner takes
+    # "reversed_by_txn_id IS NULL" on its unique index for a one-row lookup and walks every payment.
     base = (
-        "SELECT p.payment_id FROM payments p JOIN bank_transactions t ON t.txn_id = p.txn_id "
-        "WHERE p.reversed_by_txn_id IS NULL AND p.amount = :a AND p.currency = :c AND t.account_iban = :acct "
+        "SELECT p.payment_id, p.reversed_by_txn_id FROM payments p JOIN bank_transactions t ON t.txn_id = p.txn_id "
+        "WHERE p.amount = :a AND p.currency = :c AND t.account_iban = :acct "
     )
     params = {"a": -txn["amount"], "c": txn["currency"], "acct": txn["account_iban"]}
     tries = []
@@ -1182,7 +1184,7 @@ def _reverse(postings: ledger.Postings, out: _Written, txn: dict[str, Any]) -> s
             ("the payer account", base + "AND t.counterparty_iban = :i", {**params, "i": txn["counterparty_iban"]})
         )
     for how, sql, p in tries:
-        found = db.rows(conn, sql, p)
+        found = [r for r in db.rows(conn, sql, p) if r["reversed_by_txn_id"] is None]
         if len(found) == 1:
             ledger.reverse_payment(postings, found[0]["payment_id"], txn, f"returned by the bank ({how})")
             return "returned"
