@@ -241,10 +241,9 @@ def record_exception(
 def record_exceptions(conn: Connection, exceptions: Sequence[Mapping[str, Any]]) -> None:
     """:func:`record_exception` for many at once (one statement): each a dict of its keyword arguments."""
     created_at = db.now()
-    db.execute_many(
+    db.insert_many(
         conn,
-        "INSERT INTO exceptions (category, subject_type, subject_id, amount, currency, detail, run_id, "
-        "created_at) VALUES (:category, :subject_type, :subject_id, :amount, :currency, :detail, :run_id, "
-        ":created_at) ON CONFLICT (category, subject_type, subject_id) DO NOTHING",
+        "exceptions",
         [{"amount": None, "currency": None, "run_id": None, **e, "created_at": created_at} for e in exceptions],
+        on_conflict="ON CONFLICT (category, subject_type, subject_id) DO NOTHING",
     )

@@ -8,6 +8,7 @@ in ``include/sql/migrations``; each is applied once, in its own transaction, and
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
@@ -188,9 +189,27 @@ def execute(conn: Connection, sql: str, params: Mapping[str, Any] | None = None)
     return conn.execute(_text(sql), dict(params or {})).rowcount
 
 
-def execute_many(conn: Connection, sql: str, params: list[Mapping[str, Any]]) -> None:
+_BIND = re.compile(r"(?<![:\w]):(\w+)")
+
+
+@lru_cache(maxsize=256)
+def _driver_sql(sql: str, dialect: str) -> str:
+    """A statement with ``:name`` binds in the driver's own style: sqlite3 takes ``:name`` as it is,
+    psycopg takes ``%(name)s`` (and a literal ``%`` doubled). ``::`` casts are not binds."""
+    if dialect == "sqlite":
+        return sql
+    return _BIND.sub(r"%(\1)s", sql.replace("%", "%%"))
+
+
+def execute_many(conn: Connection, sql: str, params: Sequence[Mapping[str, Any]]) -> None:
+    """One statement for many rows, handed to the driver's ``executemany`` as it is.
+
+    SQLAlchemy's per-row parameter handling cost more than SQLite's insert itself (the nightly
+    posting writes a few hundred rows per statement); text statements get no type processing
+    from it anyway, so the driver sees the same values.
+    """
     if params:
-        conn.execute(_text(sql), [dict(p) for p in params])
+        conn.exec_driver_sql(_driver_sql(sql, conn.dialect.name), [dict(p) for p in params])
 
 
 def bulk_upsert(
@@ -231,12 +250,73 @@ def bulk_upsert(
     conn.exec_driver_sql(f"INSERT INTO {table} ({names}) SELECT {names} FROM {stage} {conflict}")
 
 
-def insert_many(conn: Connection, table: str, records: Iterable[Mapping[str, Any]]) -> int:
-    """Insert dict rows; column names come from code, values are always bound."""
+PARAMS_PER_STATEMENT = 10_000
+"""Bound values per multi-row statement, under SQLite's and PostgreSQL's limits (32,766 and 65,535)."""
+
+
+def insert_many(conn: Connection, table: str, records: Iterable[Mapping[str, Any]], on_conflict: str = "") -> int:
+    """Insert dict rows (all with the same keys); column names come from code, values are always bound.
+
+    SQLite gets them through the driver's ``executemany`` (in-process, no round trips);
+    PostgreSQL as multi-row ``VALUES`` statements, a round trip per few thousand values instead of
+    one per row. ``on_conflict`` is appended as it is (``ON CONFLICT (k) DO NOTHING``).
+    """
     batch = list(records)
     if not batch:
         return 0
+    if conn.dialect.name == "postgresql":
+        _insert_values(conn, table, batch, on_conflict)
+        return len(batch)
     columns = list(batch[0])
-    sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"
-    conn.execute(_text(sql), batch)
+    sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)}) {on_conflict}"
+    execute_many(conn, sql, batch)
     return len(batch)
+
+
+def insert_returning(
+    conn: Connection, table: str, records: Iterable[Mapping[str, Any]], returning: str, on_conflict: str = ""
+) -> list[dict[str, Any]]:
+    """:func:`insert_many` that returns ``returning`` (column names) of the rows inserted, in
+    multi-row ``VALUES`` statements on both databases (an ``executemany`` returns nothing)."""
+    batch = list(records)
+    return _insert_values(conn, table, batch, f"{on_conflict} RETURNING {returning}") if batch else []
+
+
+def _insert_values(conn: Connection, table: str, batch: list[Mapping[str, Any]], suffix: str) -> list[dict[str, Any]]:
+    columns = list(batch[0])
+    mark = "?" if conn.dialect.name == "sqlite" else "%s"
+    group = f"({', '.join(mark for _ in columns)})"
+    per_statement = max(1, PARAMS_PER_STATEMENT // len(columns))
+    found: list[dict[str, Any]] = []
+    for start in range(0, len(batch), per_statement):
+        part = batch[start : start + per_statement]
+        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join(group for _ in part)} {suffix}"
+        result = conn.exec_driver_sql(sql, tuple(r[c] for r in part for c in columns))
+        if "RETURNING" in suffix:
+            found += [dict(r._mapping) for r in result]
+    return found
+
+
+def update_many(conn: Connection, table: str, key: str, records: Sequence[Mapping[str, Any]]) -> None:
+    """Set the other columns of each dict row on the row with its ``key``, in one statement per batch.
+
+    SQLite: the driver's ``executemany``. PostgreSQL: ``UPDATE ... FROM`` a multi-row ``VALUES``
+    list, so a few hundred rows cost one round trip. Column names come from code.
+    """
+    if not records:
+        return
+    columns = list(records[0])
+    sets = ", ".join(f"{c} = v.{c}" for c in columns if c != key)
+    if conn.dialect.name != "postgresql":
+        own = ", ".join(f"{c} = :{c}" for c in columns if c != key)
+        execute_many(conn, f"UPDATE {table} SET {own} WHERE {key} = :{key}", records)
+        return
+    group = f"({', '.join('%s' for _ in columns)})"
+    per_statement = max(1, PARAMS_PER_STATEMENT // len(columns))
+    for start in range(0, len(records), per_statement):
+        part = records[start : start + per_statement]
+        conn.exec_driver_sql(
+            f"WITH v ({', '.join(columns)}) AS (VALUES {', '.join(group for _ in part)}) "
+            f"UPDATE {table} SET {sets} FROM v WHERE {table}.{key} = v.{key}",
+            tuple(r[c] for r in part for c in columns),
+        )

@@ -391,20 +391,17 @@ class Postings:
         queued, self._queued = self._queued, []
         if queued:
             self._write_payments(queued)
-        if self._dirty:
-            db.execute_many(
-                self.conn,
-                "UPDATE invoices SET paid_amount = :paid_amount, status = :status WHERE invoice_id = :invoice_id",
-                [self._invoices[i] for i in sorted(self._dirty)],
-            )
-            self._dirty.clear()
-        if self._settled:
-            db.execute_many(
-                self.conn,
-                "UPDATE bank_transactions SET match_status = 'matched' WHERE txn_id = :t",
-                [{"t": t} for t in self._settled],
-            )
-            self._settled.clear()
+        db.update_many(
+            self.conn,
+            "invoices",
+            "invoice_id",
+            [{k: self._invoices[i][k] for k in ("invoice_id", "paid_amount", "status")} for i in sorted(self._dirty)],
+        )
+        self._dirty.clear()
+        db.update_many(
+            self.conn, "bank_transactions", "txn_id", [{"txn_id": t, "match_status": "matched"} for t in self._settled]
+        )
+        self._settled.clear()
 
     def finish(self) -> None:
         """Flush, then append the chunk's audit events in the order of the changes (one chain head read)."""
@@ -414,20 +411,19 @@ class Postings:
 
     def _write_payments(self, queued: list[dict[str, Any]]) -> None:
         now = db.now()
-        db.execute_many(
+        db.insert_many(
             self.conn,
-            "INSERT INTO payments (txn_id, client_id, amount, currency, received_on, posted_at, rule, confidence) "
-            "VALUES (:t, :c, :a, :cur, :d, :now, :rule, :conf)",
+            "payments",
             [
                 {
-                    "t": q["txn"]["txn_id"],
-                    "c": q["client_id"],
-                    "a": q["txn"]["amount"],
-                    "cur": q["txn"]["currency"],
-                    "d": q["txn"]["booking_date"],
-                    "now": now,
+                    "txn_id": q["txn"]["txn_id"],
+                    "client_id": q["client_id"],
+                    "amount": q["txn"]["amount"],
+                    "currency": q["txn"]["currency"],
+                    "received_on": q["txn"]["booking_date"],
+                    "posted_at": now,
                     "rule": q["rule"],
-                    "conf": q["confidence"],
+                    "confidence": q["confidence"],
                 }
                 for q in queued
             ],

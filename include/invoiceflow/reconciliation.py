@@ -43,7 +43,13 @@ from invoiceflow import audit, db, ledger, masking, settings
 from invoiceflow.money import format_plain, format_totals, minor_digits
 from invoiceflow.policy import Policy, Reconciliation
 from invoiceflow.policy import policy as current_policy
-from invoiceflow.statements import Statement, StatementError, parse_statement_bytes, transaction_dedup_keys
+from invoiceflow.statements import (
+    Statement,
+    StatementError,
+    Transaction,
+    parse_statement_bytes,
+    transaction_dedup_keys,
+)
 
 log = logging.getLogger(__name__)
 
@@ -724,26 +730,20 @@ def import_bytes(
             if created:
                 _check_balance(conn, st)
                 _check_continuity(conn, st, pk)
-            for txn in st.transactions:
-                added = db.execute(
-                    conn,
-                    "INSERT INTO bank_transactions (statement_pk, load_id, dedup_key, account_iban, booking_date, "
-                    "value_date, amount, currency, counterparty_name, counterparty_iban, remittance, structured_ref, "
-                    "bank_ref, end_to_end_id, reversal) VALUES (:pk, :load, :key, :account_iban, :booking_date, "
-                    ":value_date, :amount, :currency, :counterparty_name, :counterparty_iban, :remittance, "
-                    ":structured_ref, :bank_ref, :end_to_end_id, :reversal) "
-                    "ON CONFLICT (account_iban, dedup_key) DO NOTHING",
-                    {
-                        "pk": pk,
-                        "load": load_id,
-                        "key": next(keys),
-                        **{k: getattr(txn, k) for k in txn.__dataclass_fields__},
-                    },
+            fields = list(Transaction.__dataclass_fields__)
+            rows = [
+                {"statement_pk": pk, "load_id": load_id, "dedup_key": next(keys), **{k: getattr(t, k) for k in fields}}
+                for t in st.transactions
+            ]
+            added = {
+                r["dedup_key"]
+                for r in db.insert_returning(
+                    conn, "bank_transactions", rows, "dedup_key", "ON CONFLICT (account_iban, dedup_key) DO NOTHING"
                 )
-                new += added
-                dup += 1 - added
-                if added:
-                    moved.append((txn.currency, txn.amount))
+            }
+            new += len(added)
+            dup += len(rows) - len(added)
+            moved += [(r["currency"], r["amount"]) for r in rows if r["dedup_key"] in added]
         db.execute(conn, "UPDATE source_loads SET rows_accepted = :n WHERE load_id = :l", {"n": new, "l": load_id})
         if dup:
             audit.record_exception(
@@ -1074,23 +1074,14 @@ class _Written:
 
     def write(self, conn: Connection) -> None:
         audit.record_exceptions(conn, self.exceptions)
-        db.execute_many(
+        db.insert_many(conn, "match_suggestions", self.suggestions, on_conflict="ON CONFLICT (txn_id, rank) DO NOTHING")
+        db.update_many(
             conn,
-            "INSERT INTO match_suggestions (txn_id, rank, invoice_numbers, rule, evidence, confidence) "
-            "VALUES (:t, :r, :n, :rule, :e, :c) ON CONFLICT (txn_id, rank) DO NOTHING",
-            self.suggestions,
+            "bank_transactions",
+            "txn_id",
+            [{"txn_id": t, "match_status": "exception"} for t in self.exception_lines],
         )
-        db.execute_many(
-            conn,
-            "UPDATE bank_transactions SET match_status = 'exception' WHERE txn_id = :t",
-            [{"t": t} for t in self.exception_lines],
-        )
-        db.execute_many(
-            conn,
-            "INSERT INTO payer_accounts (iban, client_id, source, created_at) VALUES (:i, :c, 'learned', :now) "
-            "ON CONFLICT (iban) DO NOTHING",
-            self.payers,
-        )
+        db.insert_many(conn, "payer_accounts", self.payers, on_conflict="ON CONFLICT (iban) DO NOTHING")
 
 
 def _apply(postings: ledger.Postings, out: _Written, txn: dict[str, Any], d: Decision, pol: Policy) -> str:
@@ -1128,7 +1119,14 @@ def _apply(postings: ledger.Postings, out: _Written, txn: dict[str, Any], d: Dec
         confidence=d.confidence,
     )
     if txn.get("counterparty_iban") and d.client_id and d.rule and d.rule.startswith("reference"):
-        out.payers.append({"i": compact(txn["counterparty_iban"]), "c": d.client_id, "now": db.now()})
+        out.payers.append(
+            {
+                "iban": compact(txn["counterparty_iban"]),
+                "client_id": d.client_id,
+                "source": "learned",
+                "created_at": db.now(),
+            }
+        )
     if d.category:  # posted, but finance should know: a write-off, an overpayment, a part payment, FX
         out.exception(txn, d.category, f"{describe(txn)}: posted ({d.rule}, confidence {d.confidence}); {d.detail}")
     return "partial" if d.outcome == "partial" else "matched"
@@ -1141,12 +1139,12 @@ def _exception(out: _Written, txn: dict[str, Any], d: Decision) -> str:
     out.exception(txn, d.category or "unmatched", f"{describe(txn)}: {d.detail}; suggestions: {hints or 'none'}")
     out.suggestions += [
         {
-            "t": txn["txn_id"],
-            "r": n,
-            "n": ", ".join(s.invoice_numbers),
+            "txn_id": txn["txn_id"],
+            "rank": n,
+            "invoice_numbers": ", ".join(s.invoice_numbers),
             "rule": s.rule,
-            "e": s.evidence,
-            "c": s.confidence,
+            "evidence": s.evidence,
+            "confidence": s.confidence,
         }
         for n, s in enumerate(d.suggestions[:3], 1)
     ]
