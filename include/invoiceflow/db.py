@@ -172,8 +172,14 @@ def _text_in(sql: str) -> TextClause:
 def rows_in(
     conn: Connection, sql: str, ids: Sequence[Any], params: Mapping[str, Any] | None = None
 ) -> list[dict[str, Any]]:
-    """:func:`rows` for a statement with ``IN :ids``, run once per :data:`IDS_PER_QUERY` values."""
+    """:func:`rows` for a statement with ``IN :ids``, run once per :data:`IDS_PER_QUERY` values.
+
+    On PostgreSQL the list goes as one array (``= ANY(:ids)``): the statement's text stays the same
+    whatever the number of values, so the driver does not parse a new one each time.
+    """
     found: list[dict[str, Any]] = []
+    if conn.dialect.name == "postgresql":
+        return rows(conn, sql.replace("IN :ids", "= ANY(:ids)"), {**(params or {}), "ids": list(ids)}) if ids else []
     for start in range(0, len(ids), IDS_PER_QUERY):
         part = list(ids[start : start + IDS_PER_QUERY])
         found += [dict(r._mapping) for r in conn.execute(_text_in(sql), {**(params or {}), "ids": part})]
@@ -284,17 +290,40 @@ def insert_returning(
 
 def _insert_values(conn: Connection, table: str, batch: list[Mapping[str, Any]], suffix: str) -> list[dict[str, Any]]:
     columns = list(batch[0])
-    mark = "?" if conn.dialect.name == "sqlite" else "%s"
-    group = f"({', '.join(mark for _ in columns)})"
     per_statement = max(1, PARAMS_PER_STATEMENT // len(columns))
     found: list[dict[str, Any]] = []
     for start in range(0, len(batch), per_statement):
         part = batch[start : start + per_statement]
-        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join(group for _ in part)} {suffix}"
-        result = conn.exec_driver_sql(sql, tuple(r[c] for r in part for c in columns))
-        if "RETURNING" in suffix:
-            found += [dict(r._mapping) for r in result]
+        marks = _marks(conn.dialect.name, len(part), len(columns))
+        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES {marks} {suffix}"
+        found += _run_values(conn, sql, [r[c] for r in part for c in columns], "RETURNING" in suffix)
     return found
+
+
+def _run_values(conn: Connection, sql: str, values: list[Any], returning: bool) -> list[dict[str, Any]]:
+    """A multi-row statement with positional marks (``?`` for SQLite, ``$n`` for PostgreSQL).
+
+    PostgreSQL's statement goes through psycopg's raw cursor: its usual ``%s`` statements are
+    parsed once per distinct text, and each multi-row statement is a new text.
+    """
+    if conn.dialect.name != "postgresql":
+        result = conn.exec_driver_sql(sql, tuple(values))
+        return [dict(r._mapping) for r in result] if returning else []
+    import psycopg
+
+    with psycopg.RawCursor(conn.connection.driver_connection) as cur:
+        cur.execute(sql, values)
+        if not returning:
+            return []
+        names = [d.name for d in cur.description or ()]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def _marks(dialect: str, rows: int, columns: int) -> str:
+    """``(?, ?), (?, ?)`` for SQLite, ``($1, $2), ($3, $4)`` for PostgreSQL."""
+    if dialect != "postgresql":
+        return ", ".join(["(" + ", ".join("?" * columns) + ")"] * rows)
+    return ", ".join("(" + ", ".join(f"${r * columns + c + 1}" for c in range(columns)) + ")" for r in range(rows))
 
 
 def update_many(conn: Connection, table: str, key: str, records: Sequence[Mapping[str, Any]]) -> None:
@@ -311,12 +340,13 @@ def update_many(conn: Connection, table: str, key: str, records: Sequence[Mappin
         own = ", ".join(f"{c} = :{c}" for c in columns if c != key)
         execute_many(conn, f"UPDATE {table} SET {own} WHERE {key} = :{key}", records)
         return
-    group = f"({', '.join('%s' for _ in columns)})"
     per_statement = max(1, PARAMS_PER_STATEMENT // len(columns))
     for start in range(0, len(records), per_statement):
         part = records[start : start + per_statement]
-        conn.exec_driver_sql(
-            f"WITH v ({', '.join(columns)}) AS (VALUES {', '.join(group for _ in part)}) "
+        _run_values(
+            conn,
+            f"WITH v ({', '.join(columns)}) AS (VALUES {_marks('postgresql', len(part), len(columns))}) "
             f"UPDATE {table} SET {sets} FROM v WHERE {table}.{key} = v.{key}",
-            tuple(r[c] for r in part for c in columns),
+            [r[c] for r in part for c in columns],
+            returning=False,
         )
