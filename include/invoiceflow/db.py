@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -290,40 +290,31 @@ def insert_returning(
 
 def _insert_values(conn: Connection, table: str, batch: list[Mapping[str, Any]], suffix: str) -> list[dict[str, Any]]:
     columns = list(batch[0])
-    per_statement = max(1, PARAMS_PER_STATEMENT // len(columns))
     found: list[dict[str, Any]] = []
-    for start in range(0, len(batch), per_statement):
-        part = batch[start : start + per_statement]
-        marks = _marks(conn.dialect.name, len(part), len(columns))
-        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES {marks} {suffix}"
-        found += _run_values(conn, sql, [r[c] for r in part for c in columns], "RETURNING" in suffix)
+    for part in _parts(batch, len(columns)):
+        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES {_marks(conn, len(part), len(columns))} {suffix}"
+        result = conn.exec_driver_sql(sql, tuple(r[c] for r in part for c in columns))
+        if "RETURNING" in suffix:
+            found += [dict(r._mapping) for r in result]
     return found
 
 
-def _run_values(conn: Connection, sql: str, values: list[Any], returning: bool) -> list[dict[str, Any]]:
-    """A multi-row statement with positional marks (``?`` for SQLite, ``$n`` for PostgreSQL).
-
-    PostgreSQL's statement goes through psycopg's raw cursor: its usual ``%s`` statements are
-    parsed once per distinct text, and each multi-row statement is a new text.
-    """
-    if conn.dialect.name != "postgresql":
-        result = conn.exec_driver_sql(sql, tuple(values))
-        return [dict(r._mapping) for r in result] if returning else []
-    import psycopg
-
-    with psycopg.RawCursor(conn.connection.driver_connection) as cur:
-        cur.execute(sql, values)
-        if not returning:
-            return []
-        names = [d.name for d in cur.description or ()]
-        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+def _parts(rows: Sequence[Mapping[str, Any]], columns: int) -> Iterator[Sequence[Mapping[str, Any]]]:
+    """The rows in parts of a power of two rows each (the largest first), within
+    :data:`PARAMS_PER_STATEMENT`: few distinct statement texts, so the driver parses each once
+    (psycopg keeps the last 128) instead of once per chunk."""
+    most = 1 << max(0, (PARAMS_PER_STATEMENT // columns).bit_length() - 1)
+    start = 0
+    while start < len(rows):
+        size = min(most, 1 << ((len(rows) - start).bit_length() - 1))
+        yield rows[start : start + size]
+        start += size
 
 
-def _marks(dialect: str, rows: int, columns: int) -> str:
-    """``(?, ?), (?, ?)`` for SQLite, ``($1, $2), ($3, $4)`` for PostgreSQL."""
-    if dialect != "postgresql":
-        return ", ".join(["(" + ", ".join("?" * columns) + ")"] * rows)
-    return ", ".join("(" + ", ".join(f"${r * columns + c + 1}" for c in range(columns)) + ")" for r in range(rows))
+def _marks(conn: Connection, rows: int, columns: int) -> str:
+    """``(?, ?), (?, ?)`` for SQLite, ``(%s, %s), (%s, %s)`` for psycopg: positional values."""
+    mark = "?" if conn.dialect.name == "sqlite" else "%s"
+    return ", ".join(["(" + ", ".join([mark] * columns) + ")"] * rows)
 
 
 def update_many(conn: Connection, table: str, key: str, records: Sequence[Mapping[str, Any]]) -> None:
@@ -340,13 +331,10 @@ def update_many(conn: Connection, table: str, key: str, records: Sequence[Mappin
         own = ", ".join(f"{c} = :{c}" for c in columns if c != key)
         execute_many(conn, f"UPDATE {table} SET {own} WHERE {key} = :{key}", records)
         return
-    per_statement = max(1, PARAMS_PER_STATEMENT // len(columns))
-    for start in range(0, len(records), per_statement):
-        part = records[start : start + per_statement]
-        _run_values(
-            conn,
-            f"WITH v ({', '.join(columns)}) AS (VALUES {_marks('postgresql', len(part), len(columns))}) "
-            f"UPDATE {table} SET {sets} FROM v WHERE {table}.{key} = v.{key}",
-            [r[c] for r in part for c in columns],
-            returning=False,
+    for part in _parts(records, len(columns)):
+        values = _marks(conn, len(part), len(columns))
+        conn.exec_driver_sql(
+            f"WITH v ({', '.join(columns)}) AS (VALUES {values}) UPDATE {table} SET {sets} FROM v "
+            f"WHERE {table}.{key} = v.{key}",
+            tuple(r[c] for r in part for c in columns),
         )
