@@ -18,7 +18,7 @@ UNKNOWN = 12345  # 123.45 from nobody we know
 
 @pytest.fixture
 def night(engine, data_dir, monkeypatch):
-    """Five lines, chunks of 1, 2 and 2 lines: [K1 part], [K3 paid, K3 returned], [K1 rest, stranger]."""
+    """Five lines, chunks of 1, 1, 2 and 1 lines: [K1 part], [stranger], [K3 paid, K3 returned], [K1 rest]."""
     month = issued_month(engine, data_dir)
     k1, k3 = month["K1"], month["K3"]
     assert (k1["gross_amount"], k3["gross_amount"]) == (K1_GROSS, K3_GROSS)
@@ -27,10 +27,10 @@ def night(engine, data_dir, monkeypatch):
     )
     lines = [
         _txn(K1_PART, remittance=f"part of {k1['invoice_number']}", bank_ref="B1"),
+        replace(_txn(UNKNOWN, name="Nobody We Know Ltd", remittance="misc", bank_ref="B4"), counterparty_iban=None),
         k3_paid,
         replace(k3_paid, amount=-K3_GROSS, bank_ref="R2", reversal=True),
         _txn(K1_GROSS - K1_PART, remittance=f"Invoice {k1['invoice_number']} rest", bank_ref="B3"),
-        replace(_txn(UNKNOWN, name="Nobody We Know Ltd", remittance="misc", bank_ref="B4"), counterparty_iban=None),
     ]
     _drop(data_dir, "night.xml", lines)
     reconciliation.import_statements(engine, "test")
@@ -81,10 +81,10 @@ POSTED = {
     "exceptions": [("short_payment", K1_PART), ("unmatched", UNKNOWN)],
     "events": [
         ("invoice", "partially_paid"),  # K1, chunk 1
-        ("invoice", "paid"),  # K3, chunk 2
-        ("invoice", "payment_returned"),  # K3, chunk 2
+        ("invoice", "paid"),  # K3, chunk 3
+        ("invoice", "payment_returned"),  # K3, chunk 3: its payment was written in the same chunk
         ("payment", "returned"),
-        ("invoice", "paid"),  # K1, chunk 3
+        ("invoice", "paid"),  # K1, chunk 4
     ],
     "chain_ok": True,
 }
@@ -101,7 +101,7 @@ def test_a_night_in_chunks_posts_each_line_once_in_order(engine, night, monkeypa
     monkeypatch.setattr(reconciliation, "_decide_and_post", decide_and_post)
     counts = reconciliation.match_and_post(engine, "test", "night-1")
     assert counts == {"matched": 2, "partial": 1, "returned": 1, "exceptions": 1}
-    assert chunks == [1, 2, 2]  # three transactions: chunks start at one line and grow to CHUNK_LINES
+    assert chunks == [1, 1, 2, 1]  # two single lines, then chunks grow to CHUNK_LINES (2 here)
     assert _state(engine) == POSTED
     assert reconciliation.match_and_post(engine, "test", "night-2") == dict.fromkeys(counts, 0)
     assert _state(engine) == POSTED
