@@ -685,6 +685,7 @@ def database_phase(dialect: str, url: str, names: dict[str, str], invoices: list
     engine.dispose()
     return {
         "dialect": dialect,
+        "chunk_lines": reconciliation.CHUNK_LINES,  # bank lines posted per transaction at most
         "seconds": {"import_s": round(import_s, 2), "match_and_post_s": round(post_s, 2)},
         "end_to_end_s": round(import_s + post_s, 2),
         "lines_per_second": round(new / (import_s + post_s), 1) if new else None,

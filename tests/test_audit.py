@@ -145,3 +145,30 @@ def test_concurrent_writers_keep_one_chain(engine):
         list(pool.map(write, range(3)))
     report = _verify(engine)
     assert report.ok and report.events == 45
+
+
+def test_events_appended_together_chain_like_events_appended_one_by_one(engine):
+    """``record_many`` (the nightly posting appends a chunk's events at once) reads the chain head
+    once and links each event to the one before it, in the order given: ``verify`` holds, and the
+    next single event continues the chain."""
+    _events(engine, 2)
+    batch = [
+        audit.Event("invoice", 7, "paid", "test", "reference_and_amount", {"status": "issued"}, {"status": "paid"}),
+        audit.Event("invoice", 8, "partially_paid", "test", None, {"paid_amount": 0}, {"paid_amount": 100}),
+        audit.Event("payment", 3, "returned", "test", "returned by the bank", after={"returned_by_txn_id": 9}),
+    ]
+    with engine.begin() as conn:
+        audit.record_many(conn, batch)
+        audit.record_many(conn, [])  # nothing to append: no head read, no row
+    _events(engine, 1)
+    with engine.connect() as conn:
+        rows = db.rows(conn, "SELECT * FROM audit_events ORDER BY event_id")
+        report = audit.verify(conn)
+    assert report.ok and report.events == 6
+    assert [(r["entity_id"], r["action"]) for r in rows[2:5]] == [
+        ("7", "paid"),
+        ("8", "partially_paid"),
+        ("3", "returned"),
+    ]
+    assert [r["prev_hash"] for r in rows[1:]] == [r["event_hash"] for r in rows[:-1]]
+    assert json.loads(rows[4]["after_state"]) == {"returned_by_txn_id": 9}

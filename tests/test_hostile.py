@@ -249,7 +249,15 @@ IDENTIFIER_ONLY = {
     ("db.py", "CREATE TEMPORARY TABLE IF NOT EXISTS {stage} (LIKE {table}) ON COMMIT DROP"),
     ("db.py", "COPY {stage} ({names}) FROM STDIN"),
     ("db.py", "INSERT INTO {table} ({names}) SELECT {names} FROM {stage} {conflict}"),
-    ("db.py", "INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"),
+    # insert_many, insert_returning and update_many: table, columns, key and the ON CONFLICT or
+    # RETURNING clause come from code; only placeholders are joined in, the values are bound
+    (
+        "db.py",
+        "INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)}) {on_conflict}",
+    ),
+    ("db.py", "INSERT INTO {table} ({', '.join(columns)}) VALUES {_marks(conn, len(part), len(columns))} {suffix}"),
+    ("db.py", "UPDATE {table} SET {own} WHERE {key} = :{key}"),
+    ("db.py", "WITH v ({', '.join(columns)}) AS (VALUES {values}) UPDATE {table} SET {sets} FROM v "),
 }
 SQL_START = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|CREATE|DROP|ALTER|COPY|WITH)\b", re.IGNORECASE)
 

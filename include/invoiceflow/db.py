@@ -8,15 +8,16 @@ in ``include/sql/migrations``; each is applied once, in its own transaction, and
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import jinja2
-from sqlalchemy import Connection, Engine, TextClause, create_engine, event, text
+from sqlalchemy import Connection, Engine, TextClause, bindparam, create_engine, event, text
 
 from invoiceflow import settings
 
@@ -159,6 +160,32 @@ def rows(conn: Connection, sql: str, params: Mapping[str, Any] | None = None) ->
     return [dict(r._mapping) for r in conn.execute(_text(sql), dict(params or {}))]
 
 
+IDS_PER_QUERY = 500
+"""Values per IN list, well under every driver's bound-parameter limit."""
+
+
+@lru_cache(maxsize=256)
+def _text_in(sql: str) -> TextClause:
+    return text(sql).bindparams(bindparam("ids", expanding=True))
+
+
+def rows_in(
+    conn: Connection, sql: str, ids: Sequence[Any], params: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """:func:`rows` for a statement with ``IN :ids``, run once per :data:`IDS_PER_QUERY` values.
+
+    On PostgreSQL the list goes as one array (``= ANY(:ids)``): the statement's text stays the same
+    whatever the number of values, so the driver does not parse a new one each time.
+    """
+    found: list[dict[str, Any]] = []
+    if conn.dialect.name == "postgresql":
+        return rows(conn, sql.replace("IN :ids", "= ANY(:ids)"), {**(params or {}), "ids": list(ids)}) if ids else []
+    for start in range(0, len(ids), IDS_PER_QUERY):
+        part = list(ids[start : start + IDS_PER_QUERY])
+        found += [dict(r._mapping) for r in conn.execute(_text_in(sql), {**(params or {}), "ids": part})]
+    return found
+
+
 def scalar(conn: Connection, sql: str, params: Mapping[str, Any] | None = None) -> Any:
     return conn.execute(_text(sql), dict(params or {})).scalar()
 
@@ -168,9 +195,27 @@ def execute(conn: Connection, sql: str, params: Mapping[str, Any] | None = None)
     return conn.execute(_text(sql), dict(params or {})).rowcount
 
 
-def execute_many(conn: Connection, sql: str, params: list[Mapping[str, Any]]) -> None:
+_BIND = re.compile(r"(?<![:\w]):(\w+)")
+
+
+@lru_cache(maxsize=256)
+def _driver_sql(sql: str, dialect: str) -> str:
+    """A statement with ``:name`` binds in the driver's own style: sqlite3 takes ``:name`` as it is,
+    psycopg takes ``%(name)s`` (and a literal ``%`` doubled). ``::`` casts are not binds."""
+    if dialect == "sqlite":
+        return sql
+    return _BIND.sub(r"%(\1)s", sql.replace("%", "%%"))
+
+
+def execute_many(conn: Connection, sql: str, params: Sequence[Mapping[str, Any]]) -> None:
+    """One statement for many rows, handed to the driver's ``executemany`` as it is.
+
+    SQLAlchemy's per-row parameter handling cost more than SQLite's insert itself (the nightly
+    posting writes a few hundred rows per statement); text statements get no type processing
+    from it anyway, so the driver sees the same values.
+    """
     if params:
-        conn.execute(_text(sql), [dict(p) for p in params])
+        conn.exec_driver_sql(_driver_sql(sql, conn.dialect.name), [dict(p) for p in params])
 
 
 def bulk_upsert(
@@ -211,12 +256,85 @@ def bulk_upsert(
     conn.exec_driver_sql(f"INSERT INTO {table} ({names}) SELECT {names} FROM {stage} {conflict}")
 
 
-def insert_many(conn: Connection, table: str, records: Iterable[Mapping[str, Any]]) -> int:
-    """Insert dict rows; column names come from code, values are always bound."""
+PARAMS_PER_STATEMENT = 10_000
+"""Bound values per multi-row statement, under SQLite's and PostgreSQL's limits (32,766 and 65,535)."""
+
+
+def insert_many(conn: Connection, table: str, records: Iterable[Mapping[str, Any]], on_conflict: str = "") -> int:
+    """Insert dict rows (all with the same keys); column names come from code, values are always bound.
+
+    SQLite gets them through the driver's ``executemany`` (in-process, no round trips);
+    PostgreSQL as multi-row ``VALUES`` statements, a round trip per few thousand values instead of
+    one per row. ``on_conflict`` is appended as it is (``ON CONFLICT (k) DO NOTHING``).
+    """
     batch = list(records)
     if not batch:
         return 0
+    if conn.dialect.name == "postgresql":
+        _insert_values(conn, table, batch, on_conflict)
+        return len(batch)
     columns = list(batch[0])
-    sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"
-    conn.execute(_text(sql), batch)
+    sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)}) {on_conflict}"
+    execute_many(conn, sql, batch)
     return len(batch)
+
+
+def insert_returning(
+    conn: Connection, table: str, records: Iterable[Mapping[str, Any]], returning: str, on_conflict: str = ""
+) -> list[dict[str, Any]]:
+    """:func:`insert_many` that returns ``returning`` (column names) of the rows inserted, in
+    multi-row ``VALUES`` statements on both databases (an ``executemany`` returns nothing)."""
+    batch = list(records)
+    return _insert_values(conn, table, batch, f"{on_conflict} RETURNING {returning}") if batch else []
+
+
+def _insert_values(conn: Connection, table: str, batch: list[Mapping[str, Any]], suffix: str) -> list[dict[str, Any]]:
+    columns = list(batch[0])
+    found: list[dict[str, Any]] = []
+    for part in _parts(batch, len(columns)):
+        sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES {_marks(conn, len(part), len(columns))} {suffix}"
+        result = conn.exec_driver_sql(sql, tuple(r[c] for r in part for c in columns))
+        if "RETURNING" in suffix:
+            found += [dict(r._mapping) for r in result]
+    return found
+
+
+def _parts(rows: Sequence[Mapping[str, Any]], columns: int) -> Iterator[Sequence[Mapping[str, Any]]]:
+    """The rows in parts of a power of two rows each (the largest first), within
+    :data:`PARAMS_PER_STATEMENT`: few distinct statement texts, so the driver parses each once
+    (psycopg keeps the last 128) instead of once per chunk."""
+    most = 1 << max(0, (PARAMS_PER_STATEMENT // columns).bit_length() - 1)
+    start = 0
+    while start < len(rows):
+        size = min(most, 1 << ((len(rows) - start).bit_length() - 1))
+        yield rows[start : start + size]
+        start += size
+
+
+def _marks(conn: Connection, rows: int, columns: int) -> str:
+    """``(?, ?), (?, ?)`` for SQLite, ``(%s, %s), (%s, %s)`` for psycopg: positional values."""
+    mark = "?" if conn.dialect.name == "sqlite" else "%s"
+    return ", ".join(["(" + ", ".join([mark] * columns) + ")"] * rows)
+
+
+def update_many(conn: Connection, table: str, key: str, records: Sequence[Mapping[str, Any]]) -> None:
+    """Set the other columns of each dict row on the row with its ``key``, in one statement per batch.
+
+    SQLite: the driver's ``executemany``. PostgreSQL: ``UPDATE ... FROM`` a multi-row ``VALUES``
+    list, so a few hundred rows cost one round trip. Column names come from code.
+    """
+    if not records:
+        return
+    columns = list(records[0])
+    sets = ", ".join(f"{c} = v.{c}" for c in columns if c != key)
+    if conn.dialect.name != "postgresql":
+        own = ", ".join(f"{c} = :{c}" for c in columns if c != key)
+        execute_many(conn, f"UPDATE {table} SET {own} WHERE {key} = :{key}", records)
+        return
+    for part in _parts(records, len(columns)):
+        values = _marks(conn, len(part), len(columns))
+        conn.exec_driver_sql(
+            f"WITH v ({', '.join(columns)}) AS (VALUES {values}) UPDATE {table} SET {sets} FROM v "
+            f"WHERE {table}.{key} = v.{key}",
+            tuple(r[c] for r in part for c in columns),
+        )

@@ -43,7 +43,13 @@ from invoiceflow import audit, db, ledger, masking, settings
 from invoiceflow.money import format_plain, format_totals, minor_digits
 from invoiceflow.policy import Policy, Reconciliation
 from invoiceflow.policy import policy as current_policy
-from invoiceflow.statements import Statement, StatementError, parse_statement_bytes, transaction_dedup_keys
+from invoiceflow.statements import (
+    Statement,
+    StatementError,
+    Transaction,
+    parse_statement_bytes,
+    transaction_dedup_keys,
+)
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +157,7 @@ class Matcher:
     ) -> None:
         self.rules, self.base, self.fx_rate = rules, base_currency, fx_rate
         self.invoices = list(invoices)
+        self.by_id = {i.invoice_id: i for i in self.invoices}
         self.by_number: dict[str, OpenInvoice] = {}
         self.by_reference: dict[str, OpenInvoice] = {}
         self.by_client: dict[str, list[OpenInvoice]] = defaultdict(list)
@@ -600,9 +607,8 @@ class Matcher:
 
     def apply(self, decision: Decision) -> None:
         """Keep the indexes true after a posting, so the next line of the night sees what is left."""
-        by_id = {i.invoice_id: i for i in self.by_client.get(decision.client_id or "", ())}
         for alloc in decision.allocations:
-            inv = by_id.get(alloc.invoice_id) or next(i for i in self.invoices if i.invoice_id == alloc.invoice_id)
+            inv = self.by_id[alloc.invoice_id]
             bucket = self.by_amount.get((inv.currency, inv.open_amount))
             if bucket and inv in bucket:
                 bucket.remove(inv)
@@ -724,26 +730,20 @@ def import_bytes(
             if created:
                 _check_balance(conn, st)
                 _check_continuity(conn, st, pk)
-            for txn in st.transactions:
-                added = db.execute(
-                    conn,
-                    "INSERT INTO bank_transactions (statement_pk, load_id, dedup_key, account_iban, booking_date, "
-                    "value_date, amount, currency, counterparty_name, counterparty_iban, remittance, structured_ref, "
-                    "bank_ref, end_to_end_id, reversal) VALUES (:pk, :load, :key, :account_iban, :booking_date, "
-                    ":value_date, :amount, :currency, :counterparty_name, :counterparty_iban, :remittance, "
-                    ":structured_ref, :bank_ref, :end_to_end_id, :reversal) "
-                    "ON CONFLICT (account_iban, dedup_key) DO NOTHING",
-                    {
-                        "pk": pk,
-                        "load": load_id,
-                        "key": next(keys),
-                        **{k: getattr(txn, k) for k in txn.__dataclass_fields__},
-                    },
+            fields = list(Transaction.__dataclass_fields__)
+            rows = [
+                {"statement_pk": pk, "load_id": load_id, "dedup_key": next(keys), **{k: getattr(t, k) for k in fields}}
+                for t in st.transactions
+            ]
+            added = {
+                r["dedup_key"]
+                for r in db.insert_returning(
+                    conn, "bank_transactions", rows, "dedup_key", "ON CONFLICT (account_iban, dedup_key) DO NOTHING"
                 )
-                new += added
-                dup += 1 - added
-                if added:
-                    moved.append((txn.currency, txn.amount))
+            }
+            new += len(added)
+            dup += len(rows) - len(added)
+            moved += [(r["currency"], r["amount"]) for r in rows if r["dedup_key"] in added]
         db.execute(conn, "UPDATE source_loads SET rows_accepted = :n WHERE load_id = :l", {"n": new, "l": load_id})
         if dup:
             audit.record_exception(
@@ -899,13 +899,18 @@ def accounts_with_new_lines(engine: Engine) -> list[str]:
 def match_and_post(
     engine: Engine, actor: str, run_id: str, pol: Policy | None = None, account: str | None = None
 ) -> dict[str, int]:
-    """Decide every new bank line (of ``account``, or of all accounts) and apply the decision, one
-    transaction per line (a retry resumes).
+    """Decide every new bank line (of ``account``, or of all accounts) and apply the decisions, a
+    chunk of lines per transaction (a retry resumes after the last committed chunk).
+
+    The first two lines are posted one per transaction, then chunks double up to
+    :data:`CHUNK_LINES` (:func:`_chunk_size`): a night of a handful of lines commits nearly line
+    by line as before (the fault tests pin that a crash on the second posting keeps the first),
+    while the bulk of a long night is written a few hundred lines per statement.
 
     The matching tasks of several accounts run at once and may pay the same invoice (a client who
-    pays into two of our accounts), as may two manual reconciliations: each line checks, with the
+    pays into two of our accounts), as may two manual reconciliations: each chunk checks, with the
     invoices locked, that what it is about to pay is still open by what this task loaded, and
-    decides the line again after a reload when another task has paid it meanwhile
+    decides the chunk again after a reload when another task has paid one of them meanwhile
     (``_check_open_amounts``).
     """
     pol = pol or current_policy()
@@ -915,25 +920,34 @@ def match_and_post(
     with engine.connect() as conn:
         matcher = load_matcher(conn, pol)
         pending = db.rows(conn, _PENDING_OF_ACCOUNT if account else _PENDING, {"a": account})
-    for txn in pending:
+    start, done = 0, 0
+    while start < len(pending):
+        chunk = pending[start : start + _chunk_size(done)]
         for _attempt in range(STALE_RETRIES):
             try:
-                decided = _decide_and_post(engine, matcher, txn, actor, run_id, pol)
+                decided = _decide_and_post(engine, matcher, chunk, actor, run_id, pol)
                 break
             except _StaleView as stale:
                 # Another run (a second manual reconciliation) paid an invoice this run's matcher
-                # still holds as open: decide the line again against what the database says now.
-                log.info("bank line %s: %s; reloading the open invoices", txn["txn_id"], stale)
+                # still holds as open: decide the chunk again against what the database says now.
+                log.info(
+                    "bank lines %s to %s: %s; reloading the open invoices",
+                    chunk[0]["txn_id"],
+                    chunk[-1]["txn_id"],
+                    stale,
+                )
                 with engine.connect() as conn:
                     matcher = load_matcher(conn, pol)
         else:
-            raise RuntimeError(f"bank line {txn['txn_id']}: open invoices kept changing under this run; run again")
-        if decided is None:
-            continue
-        outcome, decision = decided
-        counts[outcome] += 1
-        amounts[outcome].append((txn["currency"], txn["amount"]))
-        suggested += outcome == "exceptions" and bool(decision.suggestions)
+            raise RuntimeError(
+                f"bank lines {chunk[0]['txn_id']} to {chunk[-1]['txn_id']}: open invoices kept changing under this "
+                "run; run again"
+            )
+        start, done = start + len(chunk), done + 1
+        for txn, outcome, decision in decided:
+            counts[outcome] += 1
+            amounts[outcome].append((txn["currency"], txn["amount"]))
+            suggested += outcome == "exceptions" and bool(decision.suggestions)
     log.info(
         "reconciliation of %d new bank lines of %s: %d auto-posted in full (%s), %d part payments posted (%s), "
         "%d returns (%s), %d exceptions for finance (%s), %d of them with suggested invoices",
@@ -953,57 +967,86 @@ def match_and_post(
 
 
 STALE_RETRIES = 5
-"""How often one bank line is decided again after a concurrent run changed its invoices."""
+"""How often one chunk of bank lines is decided again after a concurrent run changed its invoices."""
+
+CHUNK_LINES = 500
+"""Bank lines per transaction at most: big enough that per-statement and per-commit costs vanish,
+small enough that a stale chunk is cheap to decide again and a transaction holds its locks briefly."""
 
 
-_READ_INVOICE = "SELECT status, gross_amount, credited_amount, paid_amount FROM invoices WHERE invoice_id = :i"
-_LOCK_INVOICE = _READ_INVOICE + " FOR UPDATE"
+def _chunk_size(done: int) -> int:
+    """Bank lines in a run's chunk after ``done`` chunks: 1, 1, 2, 4, 8, ... up to CHUNK_LINES."""
+    return min(1 << max(0, done - 1), CHUNK_LINES)
 
 
 class _StaleView(Exception):
     """The matcher's open amount of an invoice differs from the locked row: decide again."""
 
 
+_CLAIM = {
+    # PostgreSQL: lock the lines in id order (two runs with the same lines lock alike, no deadlock);
+    # a line a concurrent run decided meanwhile is no longer 'new' once its lock is granted.
+    "postgresql": "SELECT txn_id FROM bank_transactions WHERE txn_id IN :ids AND match_status = 'new' "
+    "ORDER BY txn_id FOR UPDATE",
+    # SQLite: a write that changes nothing takes the database's write lock for the whole chunk.
+    "sqlite": "UPDATE bank_transactions SET match_status = match_status WHERE txn_id IN :ids "
+    "AND match_status = 'new' RETURNING txn_id",
+}
+
+
 def _decide_and_post(
-    engine: Engine, matcher: Matcher, txn: dict[str, Any], actor: str, run_id: str, pol: Policy
-) -> tuple[str, Decision] | None:
-    """One bank line in one transaction: its outcome and decision; None when a concurrent run decided it first."""
-    decision = matcher.decide(txn)
+    engine: Engine, matcher: Matcher, chunk: list[dict[str, Any]], actor: str, run_id: str, pol: Policy
+) -> list[tuple[dict[str, Any], str, Decision]]:
+    """One chunk of bank lines in one transaction: each line's outcome and decision, without the
+    lines a concurrent run decided first."""
     with engine.begin() as conn:
-        # Claim the line first: a concurrent run (a retry beside a still-running task) that
-        # decided it meanwhile holds or has committed this row, so the claim finds it no longer
+        # Claim the lines first: a concurrent run (a retry beside a still-running task) that
+        # decided one meanwhile holds or has committed its row, so the claim finds it no longer
         # new and this run moves on instead of failing on the payment's unique key.
-        if not db.execute(
-            conn,
-            "UPDATE bank_transactions SET match_status = match_status WHERE txn_id = :t AND match_status = 'new'",
-            {"t": txn["txn_id"]},
-        ):
-            log.info("bank line %s was decided by a concurrent run, skipped", txn["txn_id"])
-            return None
-        _check_open_amounts(conn, matcher, decision)
-        return _apply(conn, matcher, txn, decision, actor, run_id, pol), decision
+        sql = _CLAIM["postgresql" if conn.dialect.name == "postgresql" else "sqlite"]
+        claimed = {r["txn_id"] for r in db.rows_in(conn, sql, [t["txn_id"] for t in chunk])}
+        believed: dict[int, int] = {}  # invoice id -> open amount before this chunk paid it
+        decided = []
+        for txn in chunk:
+            if txn["txn_id"] not in claimed:
+                log.info("bank line %s was decided by a concurrent run, skipped", txn["txn_id"])
+                continue
+            decision = matcher.decide(txn)
+            for alloc in decision.allocations:
+                believed.setdefault(alloc.invoice_id, matcher.by_id[alloc.invoice_id].open_amount)
+            if decision.outcome in ("posted", "partial"):
+                matcher.apply(decision)  # the next line of the chunk sees what is left open
+                _learn_payer(matcher, txn, decision)
+            decided.append((txn, decision))
+        postings = ledger.Postings(conn, actor)
+        _check_open_amounts(postings, believed)
+        out = _Written(run_id)
+        outcomes = [_apply(postings, out, txn, d, pol) for txn, d in decided]
+        out.write(conn)
+        postings.finish()
+        return [(txn, outcome, d) for (txn, d), outcome in zip(decided, outcomes, strict=True)]
 
 
-def _check_open_amounts(conn: Connection, matcher: Matcher, decision: Decision) -> None:
-    """Compare-and-set: the invoices a decision pays must still be open by what the matcher believed.
+def _learn_payer(matcher: Matcher, txn: Mapping[str, Any], d: Decision) -> None:
+    """A line posted by its reference teaches the matcher (and, at write, the database) its payer's account."""
+    if txn.get("counterparty_iban") and d.client_id and d.rule and d.rule.startswith("reference"):
+        matcher.payer_ibans.setdefault(compact(txn["counterparty_iban"]), d.client_id)
+
+
+def _check_open_amounts(postings: ledger.Postings, believed: Mapping[int, int]) -> None:
+    """Compare-and-set: the invoices a chunk pays must still be open by what the matcher believed.
 
     The rows are locked (PostgreSQL; SQLite holds its single write lock since the claim), so a
     concurrent run's payment to the same invoice has either committed and is seen here, or waits
     for this transaction. Without this, two runs with different lines for one invoice could both
     pay it in full from the open amounts each had loaded at its start.
     """
-    ids = sorted({a.invoice_id for a in decision.allocations})
-    if not ids:
-        return
-    believed = {i.invoice_id: i.open_amount for i in matcher.invoices if i.invoice_id in ids}
-    sql = _LOCK_INVOICE if conn.dialect.name == "postgresql" else _READ_INVOICE
-    for invoice_id in ids:  # in id order, so two runs lock in the same order and cannot deadlock
-        (row,) = db.rows(conn, sql, {"i": invoice_id})
+    for invoice_id, row in postings.invoices(believed).items():
         now_open = (
             row["gross_amount"] - row["credited_amount"] - row["paid_amount"] if row["status"] in OPEN_STATUSES else 0
         )
-        if believed.get(invoice_id) != now_open:
-            raise _StaleView(f"invoice {invoice_id} is open {now_open}, not {believed.get(invoice_id)}")
+        if believed[invoice_id] != now_open:
+            raise _StaleView(f"invoice {invoice_id} is open {now_open}, not {believed[invoice_id]}")
 
 
 _PENDING = "SELECT * FROM bank_transactions WHERE match_status = 'new' ORDER BY booking_date, txn_id"
@@ -1012,17 +1055,50 @@ _PENDING_OF_ACCOUNT = (
 )
 
 
-def _apply(
-    conn: Connection, matcher: Matcher, txn: dict[str, Any], d: Decision, actor: str, run_id: str, pol: Policy
-) -> str:
+class _Written:
+    """What a chunk leaves for finance and learns, beside the ledger: written with one statement per table."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.exceptions: list[dict[str, Any]] = []
+        self.suggestions: list[dict[str, Any]] = []
+        self.exception_lines: list[int] = []
+        self.payers: list[dict[str, Any]] = []
+
+    def exception(self, txn: Mapping[str, Any], category: str, detail: str) -> None:
+        self.exceptions.append(
+            {
+                "category": category,
+                "subject_type": "bank_transaction",
+                "subject_id": str(txn["txn_id"]),
+                "amount": txn["amount"],
+                "currency": txn["currency"],
+                "detail": detail,
+                "run_id": self.run_id,
+            }
+        )
+
+    def write(self, conn: Connection) -> None:
+        audit.record_exceptions(conn, self.exceptions)
+        db.insert_many(conn, "match_suggestions", self.suggestions, on_conflict="ON CONFLICT (txn_id, rank) DO NOTHING")
+        db.update_many(
+            conn,
+            "bank_transactions",
+            "txn_id",
+            [{"txn_id": t, "match_status": "exception"} for t in self.exception_lines],
+        )
+        db.insert_many(conn, "payer_accounts", self.payers, on_conflict="ON CONFLICT (iban) DO NOTHING")
+
+
+def _apply(postings: ledger.Postings, out: _Written, txn: dict[str, Any], d: Decision, pol: Policy) -> str:
     if d.outcome == "reverse":
-        return _reverse(conn, txn, actor, run_id)
+        return _reverse(postings, out, txn)
     if d.outcome == "exception":
-        return _exception(conn, txn, d, run_id)
+        return _exception(out, txn, d)
     accounts = pol.reconciliation.accounts
     account_of = {"bank_fee": "bank_fees", "cash_discount": "cash_discounts", "unapplied": "unapplied_cash"}
     ledger.post_payment(
-        conn,
+        postings,
         txn,
         d.client_id,
         [
@@ -1035,7 +1111,6 @@ def _apply(
             }
             for a in d.allocations
         ],
-        actor,
         adjustments=[
             {
                 "invoice_id": adj.invoice_id,
@@ -1049,69 +1124,50 @@ def _apply(
         rule=d.rule,
         confidence=d.confidence,
     )
-    matcher.apply(d)
     if txn.get("counterparty_iban") and d.client_id and d.rule and d.rule.startswith("reference"):
-        db.execute(
-            conn,
-            "INSERT INTO payer_accounts (iban, client_id, source, created_at) VALUES (:i, :c, 'learned', :now) "
-            "ON CONFLICT (iban) DO NOTHING",
-            {"i": compact(txn["counterparty_iban"]), "c": d.client_id, "now": db.now()},
+        out.payers.append(
+            {
+                "iban": compact(txn["counterparty_iban"]),
+                "client_id": d.client_id,
+                "source": "learned",
+                "created_at": db.now(),
+            }
         )
-        matcher.payer_ibans.setdefault(compact(txn["counterparty_iban"]), d.client_id)
     if d.category:  # posted, but finance should know: a write-off, an overpayment, a part payment, FX
-        audit.record_exception(
-            conn,
-            category=d.category,
-            subject_type="bank_transaction",
-            subject_id=str(txn["txn_id"]),
-            amount=txn["amount"],
-            currency=txn["currency"],
-            detail=f"{describe(txn)}: posted ({d.rule}, confidence {d.confidence}); {d.detail}",
-            run_id=run_id,
-        )
+        out.exception(txn, d.category, f"{describe(txn)}: posted ({d.rule}, confidence {d.confidence}); {d.detail}")
     return "partial" if d.outcome == "partial" else "matched"
 
 
-def _exception(conn: Connection, txn: dict[str, Any], d: Decision, run_id: str) -> str:
+def _exception(out: _Written, txn: dict[str, Any], d: Decision) -> str:
     hints = "; ".join(
         f"{n}. {', '.join(s.invoice_numbers)} ({s.rule}, {s.confidence:.0%})" for n, s in enumerate(d.suggestions, 1)
     )
-    audit.record_exception(
-        conn,
-        category=d.category or "unmatched",
-        subject_type="bank_transaction",
-        subject_id=str(txn["txn_id"]),
-        amount=txn["amount"],
-        currency=txn["currency"],
-        detail=f"{describe(txn)}: {d.detail}; suggestions: {hints or 'none'}",
-        run_id=run_id,
-    )
-    db.execute_many(
-        conn,
-        "INSERT INTO match_suggestions (txn_id, rank, invoice_numbers, rule, evidence, confidence) "
-        "VALUES (:t, :r, :n, :rule, :e, :c) ON CONFLICT (txn_id, rank) DO NOTHING",
-        [
-            {
-                "t": txn["txn_id"],
-                "r": n,
-                "n": ", ".join(s.invoice_numbers),
-                "rule": s.rule,
-                "e": s.evidence,
-                "c": s.confidence,
-            }
-            for n, s in enumerate(d.suggestions[:3], 1)
-        ],
-    )
-    db.execute(conn, "UPDATE bank_transactions SET match_status = 'exception' WHERE txn_id = :t", {"t": txn["txn_id"]})
+    out.exception(txn, d.category or "unmatched", f"{describe(txn)}: {d.detail}; suggestions: {hints or 'none'}")
+    out.suggestions += [
+        {
+            "txn_id": txn["txn_id"],
+            "rank": n,
+            "invoice_numbers": ", ".join(s.invoice_numbers),
+            "rule": s.rule,
+            "evidence": s.evidence,
+            "confidence": s.confidence,
+        }
+        for n, s in enumerate(d.suggestions[:3], 1)
+    ]
+    out.exception_lines.append(txn["txn_id"])
     return "exceptions"
 
 
-def _reverse(conn: Connection, txn: dict[str, Any], actor: str, run_id: str) -> str:
+def _reverse(postings: ledger.Postings, out: _Written, txn: dict[str, Any]) -> str:
     """Find the payment a return undoes: same end-to-end id, else the invoice it names and the amount,
     else the same payer account and amount; exactly one candidate, or it is an exception."""
+    postings.flush_for_return(txn)  # the payment may have been posted earlier in this chunk
+    conn = postings.conn
+    # Payments already returned are dropped below, not in SQL: SQLite's planner takes
+    # "reversed_by_txn_id IS NULL" on its unique index for a one-row lookup and walks every payment.
     base = (
-        "SELECT p.payment_id FROM payments p JOIN bank_transactions t ON t.txn_id = p.txn_id "
-        "WHERE p.reversed_by_txn_id IS NULL AND p.amount = :a AND p.currency = :c AND t.account_iban = :acct "
+        "SELECT p.payment_id, p.reversed_by_txn_id FROM payments p JOIN bank_transactions t ON t.txn_id = p.txn_id "
+        "WHERE p.amount = :a AND p.currency = :c AND t.account_iban = :acct "
     )
     params = {"a": -txn["amount"], "c": txn["currency"], "acct": txn["account_iban"]}
     tries = []
@@ -1132,16 +1188,12 @@ def _reverse(conn: Connection, txn: dict[str, Any], actor: str, run_id: str) -> 
             ("the payer account", base + "AND t.counterparty_iban = :i", {**params, "i": txn["counterparty_iban"]})
         )
     for how, sql, p in tries:
-        found = db.rows(conn, sql, p)
+        found = [r for r in db.rows(conn, sql, p) if r["reversed_by_txn_id"] is None]
         if len(found) == 1:
-            ledger.reverse_payment(conn, found[0]["payment_id"], txn, actor, f"returned by the bank ({how})")
-            db.execute(
-                conn, "UPDATE bank_transactions SET match_status = 'matched' WHERE txn_id = :t", {"t": txn["txn_id"]}
-            )
+            ledger.reverse_payment(postings, found[0]["payment_id"], txn, f"returned by the bank ({how})")
             return "returned"
     return _exception(
-        conn,
+        out,
         txn,
         Decision("exception", "unmatched_return", detail="a return or reversal whose payment was not found"),
-        run_id,
     )
