@@ -8,6 +8,7 @@ Nothing here calls invoiceflow's Python functions to create the invoices: only H
 from __future__ import annotations
 
 import pytest
+from conftest import _drop_pg_database, _new_pg_database
 from invoiceflow import db, sources
 from invoiceflow.policy import load_policy
 from sample_data import write_feeds
@@ -17,13 +18,19 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def airflow(data_dir, airflow_db):
+def airflow(data_dir, pg_server):
+    """``airflow standalone`` on a throw-away PostgreSQL metadata database, as in production: on
+    SQLite, the API server's writes (an asset event) time out behind the scheduler's and the task
+    runners' writes once several runs are busy ("database is locked", answered as HTTP 500)."""
     from airflow_server import AirflowServer
 
+    name, url = _new_pg_database(pg_server)
+    meta_url = url.replace("postgresql+psycopg://", "postgresql+psycopg2://")  # Airflow's own driver
     with (
         SmtpServer() as smtp,
         AirflowServer(
             {
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": meta_url,
                 "INVOICEFLOW_DATA_DIR": str(data_dir),
                 "AIRFLOW_CONN_SMTP_DEFAULT": smtp.connection_json,
                 "AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL": "10",
@@ -37,6 +44,7 @@ def airflow(data_dir, airflow_db):
     ):
         server.smtp = smtp
         yield server
+    _drop_pg_database(name)
 
 
 def _asset_id(airflow, uri: str) -> int:
