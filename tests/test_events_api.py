@@ -31,6 +31,9 @@ def airflow(data_dir, pg_server):
         AirflowServer(
             {
                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": meta_url,
+                # only billing_events runs: the monthly billing_cycle, due at start, would bill the
+                # completed milestone too (whichever run claims it first bills it, once)
+                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
                 "INVOICEFLOW_DATA_DIR": str(data_dir),
                 "AIRFLOW_CONN_SMTP_DEFAULT": smtp.connection_json,
                 "AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL": "10",
@@ -43,6 +46,10 @@ def airflow(data_dir, pg_server):
         ) as server,
     ):
         server.smtp = smtp
+        server.wait_for(
+            lambda: server.api("PATCH", "/dags/billing_events", json={"is_paused": False}).status_code == 200,
+            what="billing_events to be parsed and unpaused",
+        )
         yield server
     _drop_pg_database(name)
 

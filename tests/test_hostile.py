@@ -246,9 +246,12 @@ IDENTIFIER_ONLY = {
     ("sources.py", "SELECT 1 FROM {table} WHERE invoice_line_id IS NOT NULL LIMIT 1"),
     ("sources.py", "SELECT t.{column} AS record_key, {', '.join('t.' + c for c in compared)}, "),
     ("db.py", "INSERT INTO {table} ({names}) VALUES ({placeholders}) {conflict}"),
-    ("db.py", "CREATE TEMPORARY TABLE IF NOT EXISTS {stage} (LIKE {table}) ON COMMIT DROP"),
-    ("db.py", "COPY {stage} ({names}) FROM STDIN"),
-    ("db.py", "INSERT INTO {table} ({names}) SELECT {names} FROM {stage} {conflict}"),
+    (
+        "db.py",
+        "CREATE TEMPORARY TABLE IF NOT EXISTS {stage} ON COMMIT DROP AS SELECT {names} FROM {table} WITH NO DATA",
+    ),
+    ("db.py", "COPY {table} ({names}) FROM STDIN"),
+    ("db.py", "INSERT INTO {table} ({names}) SELECT {names} FROM {stage} {suffix}"),
     # insert_many, insert_returning and update_many: table, columns, key and the ON CONFLICT or
     # RETURNING clause come from code; only placeholders are joined in, the values are bound
     (

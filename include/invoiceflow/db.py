@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import sqlite3
+import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from functools import lru_cache
@@ -244,16 +245,43 @@ def bulk_upsert(
         placeholders = ", ".join("?" for _ in columns)
         conn.exec_driver_sql(f"INSERT INTO {table} ({names}) VALUES ({placeholders}) {conflict}", list(rows))
         return
-    stage = f"stage_{table}"
-    conn.exec_driver_sql(f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} (LIKE {table}) ON COMMIT DROP")
+    _insert_staged(conn, table, columns, rows, conflict)
+
+
+def _insert_staged(
+    conn: Connection, table: str, columns: Sequence[str], rows: Iterable[tuple[Any, ...]], suffix: str
+) -> Any:
+    """PostgreSQL: the rows copied into an empty temporary table, then one ``INSERT ... SELECT``
+    that does what ``COPY`` cannot (``suffix``: ``ON CONFLICT``, ``RETURNING``); its result."""
+    names = ", ".join(columns)
+    # the given columns only, without constraints (an identity column is filled by the INSERT);
+    # named by its columns, so two shapes for one table in a transaction are two tables
+    stage = f"stage_{table}_{zlib.crc32(names.encode()):08x}"
+    conn.exec_driver_sql(
+        f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} ON COMMIT DROP AS SELECT {names} FROM {table} WITH NO DATA"
+    )
     conn.exec_driver_sql(f"TRUNCATE {stage}")
-    with (
-        conn.connection.driver_connection.cursor() as cursor,
-        cursor.copy(f"COPY {stage} ({names}) FROM STDIN") as copy,
-    ):
-        for row in rows:
-            copy.write_row(row)
-    conn.exec_driver_sql(f"INSERT INTO {table} ({names}) SELECT {names} FROM {stage} {conflict}")
+    _copy(conn, stage, columns, rows)
+    return conn.exec_driver_sql(f"INSERT INTO {table} ({names}) SELECT {names} FROM {stage} {suffix}")
+
+
+def _copy(conn: Connection, table: str, columns: Sequence[str], rows: Iterable[tuple[Any, ...]]) -> None:
+    """PostgreSQL's ``COPY ... FROM STDIN`` in the connection's transaction (psycopg adapts each value).
+
+    It goes past SQLAlchemy to the driver's cursor, so the driver's error is wrapped here as
+    SQLAlchemy would wrap it: callers catch ``IntegrityError`` or ``DBAPIError`` either way.
+    """
+    import psycopg
+    from sqlalchemy.exc import DBAPIError
+
+    names = ", ".join(columns)
+    sql = f"COPY {table} ({names}) FROM STDIN"
+    try:
+        with conn.connection.driver_connection.cursor() as cursor, cursor.copy(sql) as copy:
+            for row in rows:
+                copy.write_row(row)
+    except psycopg.Error as exc:
+        raise DBAPIError.instance(sql, None, exc, psycopg.Error) from exc
 
 
 PARAMS_PER_STATEMENT = 10_000
@@ -264,16 +292,21 @@ def insert_many(conn: Connection, table: str, records: Iterable[Mapping[str, Any
     """Insert dict rows (all with the same keys); column names come from code, values are always bound.
 
     SQLite gets them through the driver's ``executemany`` (in-process, no round trips);
-    PostgreSQL as multi-row ``VALUES`` statements, a round trip per few thousand values instead of
-    one per row. ``on_conflict`` is appended as it is (``ON CONFLICT (k) DO NOTHING``).
+    PostgreSQL by ``COPY`` (no statement to parse, no values to bind per row), through a temporary
+    table when ``on_conflict`` asks for what ``COPY`` cannot do. ``on_conflict`` is appended as it
+    is (``ON CONFLICT (k) DO NOTHING``).
     """
     batch = list(records)
     if not batch:
         return 0
-    if conn.dialect.name == "postgresql":
-        _insert_values(conn, table, batch, on_conflict)
-        return len(batch)
     columns = list(batch[0])
+    if conn.dialect.name == "postgresql":
+        rows = (tuple(r[c] for c in columns) for r in batch)
+        if on_conflict:
+            _insert_staged(conn, table, columns, rows, on_conflict)
+        else:
+            _copy(conn, table, columns, rows)
+        return len(batch)
     sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)}) {on_conflict}"
     execute_many(conn, sql, batch)
     return len(batch)
@@ -282,10 +315,19 @@ def insert_many(conn: Connection, table: str, records: Iterable[Mapping[str, Any
 def insert_returning(
     conn: Connection, table: str, records: Iterable[Mapping[str, Any]], returning: str, on_conflict: str = ""
 ) -> list[dict[str, Any]]:
-    """:func:`insert_many` that returns ``returning`` (column names) of the rows inserted, in
-    multi-row ``VALUES`` statements on both databases (an ``executemany`` returns nothing)."""
+    """:func:`insert_many` that returns ``returning`` (column names) of the rows inserted: on SQLite
+    in multi-row ``VALUES`` statements (an ``executemany`` returns nothing), on PostgreSQL by
+    ``COPY`` into a temporary table and one ``INSERT ... SELECT ... RETURNING``."""
     batch = list(records)
-    return _insert_values(conn, table, batch, f"{on_conflict} RETURNING {returning}") if batch else []
+    if not batch:
+        return []
+    if conn.dialect.name != "postgresql":
+        return _insert_values(conn, table, batch, f"{on_conflict} RETURNING {returning}")
+    columns = list(batch[0])
+    rows = (tuple(r[c] for c in columns) for r in batch)
+    return [
+        dict(r._mapping) for r in _insert_staged(conn, table, columns, rows, f"{on_conflict} RETURNING {returning}")
+    ]
 
 
 def _insert_values(conn: Connection, table: str, batch: list[Mapping[str, Any]], suffix: str) -> list[dict[str, Any]]:
@@ -293,9 +335,7 @@ def _insert_values(conn: Connection, table: str, batch: list[Mapping[str, Any]],
     found: list[dict[str, Any]] = []
     for part in _parts(batch, len(columns)):
         sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES {_marks(conn, len(part), len(columns))} {suffix}"
-        result = conn.exec_driver_sql(sql, tuple(r[c] for r in part for c in columns))
-        if "RETURNING" in suffix:
-            found += [dict(r._mapping) for r in result]
+        found += [dict(r._mapping) for r in conn.exec_driver_sql(sql, tuple(r[c] for r in part for c in columns))]
     return found
 
 
