@@ -89,3 +89,24 @@ def test_chunks_cover_every_id_once_in_order():
     assert [len(p) for p in parts] == [200, 200, 50]
     assert [i for p in parts for i in p] == ids
     assert chunks([], 200) == []
+
+
+@pytest.mark.parametrize("dag_id", ["billing_cycle", "billing_events"])
+def test_sending_goes_before_review_requests(dagbag, dag_id):
+    """Workers take queued tasks by priority weight, by default the weight of everything downstream:
+    the review requests of a round (hundreds in a large cycle) went before the auto-approved
+    invoices' issue, chunk, render and deliver. Weighed here as the scheduler weighs a new task."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.serialization.serialized_objects import DagSerialization
+    from airflow.task.priority_strategy import validate_and_load_priority_weight_strategy
+
+    dag = DagSerialization.from_dict(DagSerialization.to_dict(dagbag.dags[dag_id]))
+
+    def weight(task) -> int:
+        ti = TaskInstance(task=task, run_id="weighed", map_index=-1, dag_version_id=None)
+        return validate_and_load_priority_weight_strategy(task.weight_rule).get_weight(ti)
+
+    send = [t for t in dag.tasks if t.task_id.split(".")[-1] in ("issue", "chunk", "render", "deliver")]
+    reviews = [t for t in dag.tasks if t.task_id.startswith("review_invoice_")]
+    assert len(send) == 4 * 5 and reviews  # auto_approved and one group per approval round
+    assert min(map(weight, send)) > max(map(weight, reviews))

@@ -176,6 +176,11 @@ def approve_issue_send(batch_id: Any) -> None:
             options=["Approve", "Reject", "Escalate"],
             params={"comment": Param("", type="string", description="Why (shown in the audit trail)")},
             retries=0,  # waiting for a person is not retried: a new request would ask again
+            # the lowest priority: by default a task weighs as much as all its downstream tasks, and
+            # every review request of a round (about 700 at 5,000 invoices) went to the workers
+            # before the auto-approved invoices were chunked, rendered and sent
+            weight_rule="absolute",
+            priority_weight=0,
         ).expand_kwargs(asked)
         applied = apply_decisions.override(task_id=f"apply_{n}")(asked, decisions.output)
         issue_and_send.override(group_id=f"approved_{n}")(applied)
