@@ -23,35 +23,38 @@ def airflow(data_dir, pg_server):
     SQLite, the API server's writes (an asset event) time out behind the scheduler's and the task
     runners' writes once several runs are busy ("database is locked", answered as HTTP 500)."""
     from airflow_server import AirflowServer
+    from sqlalchemy.engine import make_url
 
     name, url = _new_pg_database(pg_server)
-    meta_url = url.replace("postgresql+psycopg://", "postgresql+psycopg2://")  # Airflow's own driver
-    with (
-        SmtpServer() as smtp,
-        AirflowServer(
-            {
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": meta_url,
-                # only billing_events runs: the monthly billing_cycle, due at start, would bill the
-                # completed milestone too (whichever run claims it first bills it, once)
-                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-                "INVOICEFLOW_DATA_DIR": str(data_dir),
-                "AIRFLOW_CONN_SMTP_DEFAULT": smtp.connection_json,
-                "AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL": "10",
-                # deadline alerts on, and every billing_events run late from the start: the
-                # scheduler sees the missed deadline and the triggerer e-mails the owners
-                "INVOICEFLOW_LATE_RUN_ALERTS": "on",
-                "INVOICEFLOW_LATE_AFTER_BILLING_EVENTS": "0",
-                "INVOICEFLOW_ALERT_EMAILS": "billing-ops@example.test",
-            }
-        ) as server,
-    ):
-        server.smtp = smtp
-        server.wait_for(
-            lambda: server.api("PATCH", "/dags/billing_events", json={"is_paused": False}).status_code == 200,
-            what="billing_events to be parsed and unpaused",
-        )
-        yield server
-    _drop_pg_database(name)
+    meta_url = make_url(url).set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
+    try:
+        with (
+            SmtpServer() as smtp,
+            AirflowServer(
+                {
+                    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": meta_url,
+                    # only billing_events runs: the monthly billing_cycle, due at start, would bill the
+                    # completed milestone too (whichever run claims it first bills it, once)
+                    "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+                    "INVOICEFLOW_DATA_DIR": str(data_dir),
+                    "AIRFLOW_CONN_SMTP_DEFAULT": smtp.connection_json,
+                    "AIRFLOW__SCHEDULER__DAG_DIR_LIST_INTERVAL": "10",
+                    # deadline alerts on, and every billing_events run late from the start: the
+                    # scheduler sees the missed deadline and the triggerer e-mails the owners
+                    "INVOICEFLOW_LATE_RUN_ALERTS": "on",
+                    "INVOICEFLOW_LATE_AFTER_BILLING_EVENTS": "0",
+                    "INVOICEFLOW_ALERT_EMAILS": "billing-ops@example.test",
+                }
+            ) as server,
+        ):
+            server.smtp = smtp
+            server.wait_for(
+                lambda: server.api("PATCH", "/dags/billing_events", json={"is_paused": False}).status_code == 200,
+                what="billing_events to be parsed and unpaused",
+            )
+            yield server
+    finally:
+        _drop_pg_database(name)  # also when Airflow did not start
 
 
 def _asset_id(airflow, uri: str) -> int:

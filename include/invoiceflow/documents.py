@@ -334,8 +334,7 @@ def timesheet_groups(entries: tuple[TimesheetEntry, ...]) -> list[dict[str, Any]
     CSV (``timesheet_csv``).
     """
     groups = []
-    ordered = sorted(entries, key=lambda e: (e.project_code, e.role, e.work_date, e.employee_id, e.entry_id))
-    for (project, role), rows in groupby(ordered, key=lambda e: (e.project_code, e.role)):
+    for (project, role), rows in groupby(_in_order(entries), key=lambda e: (e.project_code, e.role)):
         days = []
         for (day, employee), same in groupby(rows, key=lambda e: (e.work_date, e.employee_id)):
             items = list(same)
@@ -343,6 +342,11 @@ def timesheet_groups(entries: tuple[TimesheetEntry, ...]) -> list[dict[str, Any]
             days.append(TimesheetEntry(project, role, day, employee, sum(e.hours for e in items), described))
         groups.append({"project": project, "role": role, "entries": days, "hours": sum(e.hours for e in days)})
     return groups
+
+
+def _in_order(entries: tuple[TimesheetEntry, ...]) -> list[TimesheetEntry]:
+    """The appendix's and the CSV's order: project, role, day, person, then the source id."""
+    return sorted(entries, key=lambda e: (e.project_code, e.role, e.work_date, e.employee_id, e.entry_id))
 
 
 def timesheet_filename(doc: InvoiceDocument) -> str:
@@ -364,7 +368,7 @@ def timesheet_csv(doc: InvoiceDocument) -> bytes:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow(["entry_id", "project_code", "role", "work_date", "employee_id", "hours", "description"])
-    for e in sorted(doc.timesheet, key=lambda e: (e.project_code, e.role, e.work_date, e.employee_id, e.entry_id)):
+    for e in _in_order(doc.timesheet):
         writer.writerow(
             [
                 _inert(e.entry_id),
