@@ -64,8 +64,9 @@ def _actions(engine, invoice_id: int) -> list[str]:
 
 
 def _ask(engine, policy) -> dict[int, dict]:
-    ids, requests = approval.open_requests(engine, policy, RUN, "airflow:test", lambda n: f"http://x/{n}")
-    return dict(zip(ids, requests, strict=True))
+    """Ask a round; each request as the review task reads it back from the billing database."""
+    ids = approval.open_requests(engine, policy, RUN, "airflow:test", lambda n: f"http://x/{n}")
+    return {i: approval.request_of(engine, i, RUN) for i in ids}
 
 
 def test_routing_by_tier_client_type_and_cap(engine, policy, priced):
@@ -110,6 +111,22 @@ def test_request_shows_summary_lines_reason_and_a_pdf_preview(engine, tmp_path, 
     # with email_requests the approvers get each request by e-mail (no SMTP here: the outbox copy)
     mails = list((data_dir / "outbox" / "approvals").glob("*.eml"))
     assert any("anna.berger@" in m.read_text() and "http://x/" in m.read_text() for m in mails)
+
+
+def test_a_review_task_reads_only_what_its_own_run_asked(engine, policy, priced):
+    batch, ids = priced
+    approval.route(engine, policy, batch, "test")
+    k2 = ids["K2"]
+    with pytest.raises(LookupError, match=f"invoice draft {k2}: run {RUN} has no open approval request"):
+        approval.request_of(engine, k2, RUN)  # routed, not yet asked
+    assert k2 in _ask(engine, policy)
+    with pytest.raises(LookupError, match="run other-run has no open"):
+        approval.request_of(engine, k2, "other-run")
+    approval.close_run(engine, RUN)  # released: the next run asks again, with its own request
+    with pytest.raises(LookupError):
+        approval.request_of(engine, k2, RUN)
+    assert approval.open_requests(engine, policy, "next-run", "airflow:test") == sorted(ids[k] for k in ("K2", "K3", "K4"))
+    assert approval.request_of(engine, k2, "next-run")["subject"].startswith(f"Approve invoice draft {k2}")
 
 
 def test_two_steps_four_eyes_then_issue(engine, policy, priced):

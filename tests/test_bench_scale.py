@@ -64,3 +64,18 @@ def test_stages_group_mapped_and_repeated_tasks():
         "states": ["success"],
     }
     assert bench_scale.send_span(rows) == 19.0  # first chunk start (12) to last render end (31)
+
+
+def test_the_bench_runs_workers_with_the_compose_files_worker_settings(tmp_path):
+    """The scale figures hold for the deployment users run: the same ``[workers]`` settings."""
+    import yaml
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yaml").read_text(encoding="utf-8"))
+    common = compose["x-airflow-common"]["environment"]
+    workers = {k: str(v) for k, v in common.items() if k.startswith("AIRFLOW__WORKERS__")}
+    assert workers.get("AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL") == "1"
+    url = "postgresql+psycopg://bench@127.0.0.1:5432/"
+    dep = bench_scale.Deployment(
+        bench_scale.parse_args([]), tmp_path, url + "meta", url + "billing", bench_scale.MailCounter()
+    )
+    assert {k: v for k, v in dep.env.items() if k.startswith("AIRFLOW__WORKERS__")} == workers

@@ -19,6 +19,7 @@ Every change is an audit event in the same transaction.
 from __future__ import annotations
 
 import email.policy
+import json
 import logging
 from collections import Counter
 from collections.abc import Mapping
@@ -299,15 +300,15 @@ def _preview(engine: Engine, policy: Policy, invoice_id: int) -> str | None:
     return policy.approval.preview_url.format(path=path, invoice_id=invoice_id)
 
 
-def open_requests(
-    engine: Engine, policy: Policy, run_id: str, actor: str, link: Any = None
-) -> tuple[list[int], list[dict[str, Any]]]:
-    """Ask the current step of each waiting invoice: the ids, and the kwargs of each HITL task.
+def open_requests(engine: Engine, policy: Policy, run_id: str, actor: str, link: Any = None) -> list[int]:
+    """Ask the current step of each waiting invoice; the ids asked, in the order of the mapped tasks.
 
-    ``link(map_index)`` gives the Required actions URL of a request, for the e-mail to the
-    approvers. The step is claimed for this run so that a parallel run does not ask it too.
+    Each request (subject, body, assigned users) is kept on its step for ``request_of``: only the
+    ids go through XCom. ``link(map_index)`` gives the Required actions URL of a request, for the
+    e-mail to the approvers. The step is claimed for this run so that a parallel run does not ask
+    it too.
     """
-    ids, requests, mails = [], [], []
+    ids, asked = [], []
     with engine.begin() as conn:
         for step in _pending(conn, run_id):
             people = eligible(conn, policy, step["invoice_id"], step["approvers"])
@@ -324,31 +325,54 @@ def open_requests(
                 continue
             db.execute(
                 conn,
-                "UPDATE approval_steps SET asked_run_id = :r WHERE invoice_id = :i AND step_no = :n",
+                "UPDATE approval_steps SET asked_run_id = :r, request = NULL WHERE invoice_id = :i AND step_no = :n",
                 {"r": run_id, "i": step["invoice_id"], "n": step["step_no"]},
             )
             ids.append(step["invoice_id"])
-            requests.append(
-                {
-                    "assigned_users": [{"id": a.id, "name": a.name} for a in people],
-                    "response_timeout": timedelta(seconds=step["response_seconds"]),
-                    "defaults": [APPROVE if step["on_timeout"] == "approve" else ESCALATE],
-                }
+            asked.append((step, people))
+    for n, (step, people) in enumerate(asked):
+        request = {
+            **review_request(engine, policy, step["invoice_id"], step),
+            "assigned_users": [{"id": a.id, "name": a.name} for a in people],
+        }
+        with engine.begin() as conn:
+            db.execute(
+                conn,
+                "UPDATE approval_steps SET request = :q WHERE invoice_id = :i AND step_no = :n",
+                {"q": json.dumps(request), "i": step["invoice_id"], "n": step["step_no"]},
             )
-            mails.append((step, people))
-    for n, (step, people) in enumerate(mails):
-        requests[n].update(review_request(engine, policy, step["invoice_id"], step))
         if step["escalated"] or policy.approval.email_requests:
-            notify(engine, policy, step, people, requests[n], link(n) if link else None, actor)
+            notify(engine, policy, step, people, request, link(n) if link else None, actor)
         else:
-            _requested(engine, step, people, "airflow", actor, requests[n]["subject"])
-    groups = Counter(f"{s['approvers']}{' (escalated)' if s['escalated'] else ''}" for s, _ in mails)
+            _requested(engine, step, people, "airflow", actor, request["subject"])
+    groups = Counter(f"{s['approvers']}{' (escalated)' if s['escalated'] else ''}" for s, _ in asked)
     log.info(
         "approval asked for %s (gross), by group: %s",
         tallies.invoices(engine, ids),
         ", ".join(f"{g} {n}" for g, n in sorted(groups.items())) or "none",
     )
-    return ids, requests
+    return ids
+
+
+def request_of(engine: Engine, invoice_id: int, run_id: str) -> dict[str, Any]:
+    """The request this run asked of an invoice's current step, as the review task's HITL arguments."""
+    with engine.connect() as conn:
+        steps = db.rows(
+            conn,
+            "SELECT * FROM approval_steps WHERE invoice_id = :i AND asked_run_id = :r AND status = 'pending' "
+            "AND request IS NOT NULL ORDER BY step_no",
+            {"i": invoice_id, "r": run_id},
+        )
+    if not steps:
+        raise LookupError(f"invoice draft {invoice_id}: run {run_id} has no open approval request for it")
+    step, request = steps[0], json.loads(steps[0]["request"])
+    return {
+        "subject": request["subject"],
+        "body": request["body"],
+        "assigned_users": request["assigned_users"],
+        "response_timeout": timedelta(seconds=step["response_seconds"]),
+        "defaults": [APPROVE if step["on_timeout"] == "approve" else ESCALATE],
+    }
 
 
 def notify(

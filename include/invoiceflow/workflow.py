@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow.providers.standard.operators.hitl import HITLOperator
-from airflow.sdk import Param, task, task_group
+from airflow.sdk import Context, Param, task, task_group
 
 from invoiceflow.policy import MAX_APPROVAL_ROUNDS
 
@@ -26,11 +26,28 @@ REVIEW_TASK = "review_invoice_{}"
 
 
 class InvoiceReview(HITLOperator):
-    """A human-in-the-loop request about one invoice draft (shown as the map index in the UI)."""
+    """A human-in-the-loop request about one invoice draft (shown as the map index in the UI).
+
+    Mapped over invoice ids only: the request itself (subject, body, who may answer, by when) is
+    read from the billing database when the task first runs, so a round of 700 requests is not
+    one large XCom that every review task must fetch, and the text (client names, line
+    descriptions) is shown as written, never rendered as a Jinja template.
+    """
 
     def __init__(self, *, invoice_id: int, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(subject=f"Invoice draft {invoice_id}", **kwargs)
         self.invoice_id = invoice_id
+
+    def execute(self, context: Context) -> Any:
+        from invoiceflow import approval, runtime
+
+        request = approval.request_of(runtime.billing_engine(), self.invoice_id, context["run_id"])
+        self.subject, self.body = request["subject"], request["body"]
+        self.assigned_users = request["assigned_users"]
+        self.response_timeout = request["response_timeout"]
+        self.defaults = request["defaults"]
+        self.validate_defaults()
+        return super().execute(context)
 
 
 @task
@@ -69,8 +86,8 @@ def route_approvals(batch_id: int, **context: Any) -> dict[str, list[int]]:
 
 
 @task(trigger_rule="none_failed")
-def ask(_ready: Any, **context: Any) -> list[dict[str, Any]]:
-    """The HITL requests of this round: the kwargs of each mapped review task, invoice id included."""
+def ask(_ready: Any, **context: Any) -> list[int]:
+    """Ask this round's requests; the invoice ids, one mapped review task each."""
     from invoiceflow import approval, runtime
     from invoiceflow.policy import policy
 
@@ -83,14 +100,11 @@ def ask(_ready: Any, **context: Any) -> list[dict[str, Any]]:
         base = (conf.get("api", "base_url", fallback="") or "http://localhost:8080").rstrip("/")
         return f"{base}/dags/{ti.dag_id}/runs/{ti.run_id}/tasks/{review_task}/required_actions?map_index={map_index}"
 
-    ids, requests = approval.open_requests(
-        runtime.billing_engine(), policy(), context["run_id"], runtime.actor(context), link
-    )
-    return [{"invoice_id": i, **r} for i, r in zip(ids, requests, strict=True)]
+    return approval.open_requests(runtime.billing_engine(), policy(), context["run_id"], runtime.actor(context), link)
 
 
 @task(trigger_rule="none_failed")
-def apply_decisions(requests: list[dict], decisions: list[dict | None] | None, **context: Any) -> list[int]:
+def apply_decisions(invoice_ids: list[int], decisions: list[dict | None] | None, **context: Any) -> list[int]:
     from invoiceflow import approval, runtime
     from invoiceflow.policy import policy
 
@@ -98,7 +112,7 @@ def apply_decisions(requests: list[dict], decisions: list[dict | None] | None, *
         runtime.billing_engine(),
         policy(),
         context["run_id"],
-        [r["invoice_id"] for r in requests or []],
+        list(invoice_ids or []),
         list(decisions or []),
         runtime.actor(context),
     )
@@ -181,7 +195,7 @@ def approve_issue_send(batch_id: Any) -> None:
             # before the auto-approved invoices were chunked, rendered and sent
             weight_rule="absolute",
             priority_weight=0,
-        ).expand_kwargs(asked)
+        ).expand(invoice_id=asked)
         applied = apply_decisions.override(task_id=f"apply_{n}")(asked, decisions.output)
         issue_and_send.override(group_id=f"approved_{n}")(applied)
         ready = applied
