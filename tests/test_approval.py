@@ -125,7 +125,8 @@ def test_a_review_task_reads_only_what_its_own_run_asked(engine, policy, priced)
     approval.close_run(engine, RUN)  # released: the next run asks again, with its own request
     with pytest.raises(LookupError):
         approval.request_of(engine, k2, RUN)
-    assert approval.open_requests(engine, policy, "next-run", "airflow:test") == sorted(ids[k] for k in ("K2", "K3", "K4"))
+    asked = approval.open_requests(engine, policy, "next-run", "airflow:test")
+    assert asked == sorted(ids[k] for k in ("K2", "K3", "K4"))
     assert approval.request_of(engine, k2, "next-run")["subject"].startswith(f"Approve invoice draft {k2}")
 
 
