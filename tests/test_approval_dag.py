@@ -24,7 +24,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 from invoiceflow import audit, db, settings
-from sample_data import write_feeds
+from sample_data import FEEDS, write_feeds
 from smtp_server import SmtpServer
 
 pytestmark = pytest.mark.slow
@@ -160,7 +160,9 @@ def test_a_billing_run_waits_for_finance_and_goes_on_with_the_answers(api, data_
     billing = data_dir / "billing.db"
     engine = db.engine(f"sqlite:///{billing}")
     db.upgrade(engine)
-    write_feeds(data_dir / "inbox")
+    # a source text that looks like a template reaches the approver as written, never rendered
+    milestones = FEEDS["milestones"].replace("Phase 1: discovery", "Phase 1: discovery {{ 6 * 7 }}")
+    write_feeds(data_dir / "inbox", milestones=milestones)
     with SmtpServer() as smtp:
         env = {
             **os.environ,
@@ -199,6 +201,7 @@ def test_a_billing_run_waits_for_finance_and_goes_on_with_the_answers(api, data_
             assert {u["id"] for u in k2["assigned_users"]} == {"anna", "farid"}
             assert k2["subject"].startswith(f"Approve invoice draft {ids['K2']}: Brightwater")
             assert "Why it needs review" in k2["body"] and "[Preview the PDF](file://" in k2["body"]
+            assert "Milestone: Phase 1: discovery {{ 6 * 7 }} (completed" in k2["body"]
             assert k2["defaults"] == k4["defaults"] == ["Escalate"]  # silence escalates, never approves
 
             # the billing dashboard lists each waiting draft with the deadline Airflow enforces
