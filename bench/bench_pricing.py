@@ -264,17 +264,26 @@ def child_floor(url: str, data_dir: Path, out: Path) -> None:
     for feed in ("clients", "contracts"):  # what the entries refer to, by the real loader (untimed)
         for path in sorted((data_dir / "inbox" / feed).glob("*.csv")):
             sources.load_file(engine, policy, feed, path, ACTOR)
-    frame = pd.concat(
-        pd.read_csv(p, dtype=str, keep_default_na=False) for p in (data_dir / "inbox" / "timesheets").glob("*.csv")
-    )
-    frame = frame.sort_values(sources.LOAD_ORDER["timesheets"], kind="stable")
+    files = sorted((data_dir / "inbox" / "timesheets").glob("*.csv"))
+    frame = pd.concat([pd.read_csv(p, dtype=str, keep_default_na=False) for p in files], ignore_index=True)
     with engine.connect() as conn:
         load_id = db.scalar(conn, "SELECT MAX(load_id) FROM source_loads")
+        contracts = {r["contract_id"] for r in db.rows(conn, "SELECT contract_id FROM contracts")}
+    hours = pd.to_numeric(frame["hours"], errors="coerce")
+    clean = (  # the rows the load would accept (it quarantines the others): storable as they are
+        (hours > 0)
+        & frame["contract_id"].isin(contracts)
+        & frame["billable"].isin(["true", "false"])
+        & pd.to_datetime(frame["work_date"], format="%Y-%m-%d", errors="coerce").notna()
+        & ~frame["entry_id"].duplicated(keep=False)
+    )
+    frame = frame.assign(hundredths=(hours * 100).round())[clean]
+    frame = frame.sort_values(sources.LOAD_ORDER["timesheets"], kind="stable")
     columns = ["entry_id", "contract_id", "project_code", "employee_id", "role", "work_date", "hours", "billable"]
     rows = list(
         zip(
             *(frame[c].tolist() for c in columns[:6]),
-            (pd.to_numeric(frame["hours"]) * 100).round().astype(int).tolist(),
+            frame["hundredths"].astype(int).tolist(),
             (frame["billable"] == "true").tolist(),
             frame["description"].tolist(),
             [load_id] * len(frame),

@@ -94,6 +94,11 @@ def test_bench_runs_end_to_end_and_prices_correctly(tmp_path):
         assert set(run["wall_seconds"]) >= {"setup", "load", "price", "total"}
         assert run["peak_rss_mb"] > 0 and run["rows_per_second"] > 0
         assert run["ratio_to_baseline"] > 0
+        # the floor stores the clean entries (the load quarantines the 1 % spoiled) in a database of its own
+        floor = run["floor"]
+        assert "error" not in floor, (dialect, floor)
+        assert 0.97 * 3000 <= floor["rows"] < 3000 and floor["wall_seconds"] > 0
+        assert floor["ratio_to_baseline"] > 0 and run["ratio_to_floor"] > 0
         failed = {name: check for name, check in run["checks"].items() if not check["ok"]}
         assert not failed, (dialect, failed)
         assert run["checks_passed"] is True
