@@ -32,6 +32,7 @@ help:
 	@echo "make up      airflow standalone with this project's DAGs (UI on http://localhost:8080)"
 	@echo "make lint    ruff, including Airflow's AIR3 rules"
 	@echo "make lock    re-compile requirements*.txt from pyproject.toml"
+	@echo "make bench   pricing, reconciliation, DAG parse time and the scale run; results in bench/results/"
 	@echo "make bench-parse  DAG parse time per file, results in bench/results/parse-latest.json"
 	@echo "make bench-scale  a billing cycle on CeleryExecutor, 1 then 2 workers (SCALE_ARGS=...), bench/results/scale-latest.json"
 
@@ -73,6 +74,7 @@ lint: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-test
 	source scripts/ensure-postgres.sh && $(BIN)/python bench/bench_pricing.py && $(BIN)/python bench/bench_reconciliation.py
+	$(MAKE) bench-parse
 	$(MAKE) bench-scale
 
 # Sizes are arguments: make bench-scale SCALE_ARGS="--entries 100000 --contracts 530 --clients 130"
