@@ -7,6 +7,7 @@ K4 1190.00 EUR gross (developer 1146.60, cap -146.60; VAT 19 %).
 
 from __future__ import annotations
 
+import json
 from datetime import date
 
 import pytest
@@ -94,9 +95,18 @@ def test_full_credit_note_copies_every_line_and_closes_the_invoice(engine, month
             "ORDER BY event_id",
             {"i": str(k4["invoice_id"])},
         )
+        (created,) = db.rows(
+            conn,
+            "SELECT after_state FROM audit_events WHERE entity_type = 'invoice' AND entity_id = :i "
+            "AND action = 'issued'",
+            {"i": str(note_id)},
+        )
     assert kinds == ["time", "cap"]
     assert _invoice(engine, k4["invoice_id"])["status"] == "credited"
     assert history[-1] == {"action": "credited", "actor": "user:anna", "reason": "project cancelled"}
+    # the note's event holds its amounts as numbers on both databases (not PostgreSQL's NUMERIC as text)
+    after = json.loads(created["after_state"])
+    assert (after["net_amount"], after["tax_amount"], after["gross_amount"]) == (100000, 19000, 119000)
 
 
 def test_crediting_a_paid_invoice_asks_finance_for_a_refund(engine, month):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
 
 import pytest
-from invoiceflow import approval, db, pricing, sources
+from invoiceflow import approval, audit, db, pricing, sources
 from invoiceflow.policy import load_policy
 from sample_data import FEEDS, write_feeds
 
@@ -85,6 +86,28 @@ def test_lines_sum_to_totals_and_every_source_record_is_traceable(loaded):
     assert billed["T5"] is None  # not billable: never billed
     assert all(billed[t] is not None for t in ("T1", "T2", "T3", "T4", "T6"))
     assert m[0]["invoice_line_id"] is not None and m[1]["invoice_line_id"] is None
+
+
+def test_each_invoice_priced_leaves_one_created_event_with_its_totals_in_the_chain(loaded):
+    pricing.price_period(loaded, load_policy(), "run-1", OCTOBER, "test")
+    pricing.price_period(loaded, load_policy(), "run-2", OCTOBER, "test")  # no invoice, no event
+    with loaded.connect() as conn:
+        events = db.rows(
+            conn,
+            "SELECT entity_id, actor, after_state FROM audit_events "
+            "WHERE entity_type = 'invoice' AND action = 'created' ORDER BY event_id",
+        )
+        assert audit.verify(conn).ok
+    invoices = sorted(_invoices(loaded).values(), key=lambda r: r["invoice_id"])
+    assert [e["entity_id"] for e in events] == [str(i["invoice_id"]) for i in invoices]
+    assert {e["actor"] for e in events} == {"test"}
+    after = {json.loads(e["after_state"])["contract_id"]: json.loads(e["after_state"]) for e in events}
+    assert {k: (v["net_amount"], v["gross_amount"], v["tax_code"]) for k, v in after.items()} == {
+        "K1": (243500, 289765, "S"),
+        "K2": (1200000, 1200000, "G"),
+        "K3": (150000, 150000, "AE"),
+        "K4": (100000, 119000, "S"),
+    }
 
 
 def test_rerun_and_second_run_bill_nothing_twice(loaded):

@@ -288,7 +288,7 @@ def _claim_time(
         {"period_end": period_end, "nearest": int(policy.pricing.increment_rounding == "nearest")},
     )
     return {
-        r["invoice_line_id"]: r["hours"]
+        r["invoice_line_id"]: int(r["hours"])  # PostgreSQL's SUM of an INTEGER is a BIGINT, of a BIGINT a NUMERIC
         for r in db.rows(
             conn,
             "SELECT invoice_line_id, SUM(billed_hours) AS hours FROM time_entries "
@@ -298,14 +298,21 @@ def _claim_time(
 
 
 def _cap_consumed(conn: Connection, contract_id: str, invoice_id: int) -> int:
-    """Fees billed on the contract so far, net of credit notes, excluding this invoice."""
+    """Fees billed on the contract so far, net of credit notes, excluding this invoice.
+
+    An int on both databases (PostgreSQL's SUM of a BIGINT is a NUMERIC), so the cap's amounts and
+    the invoice's audit event are integers whichever database priced them.
+    """
     kinds = ", ".join(f"'{k}'" for k in FEE_KINDS)
-    return db.scalar(
-        conn,
-        "SELECT COALESCE(SUM(CASE WHEN i.document_type = 'credit_note' THEN -l.net_amount ELSE l.net_amount END), 0) "
-        f"FROM invoice_lines l JOIN invoices i ON i.invoice_id = l.invoice_id WHERE i.contract_id = :c "
-        f"AND i.invoice_id != :i AND l.kind IN ({kinds})",
-        {"c": contract_id, "i": invoice_id},
+    return int(
+        db.scalar(
+            conn,
+            "SELECT COALESCE(SUM(CASE WHEN i.document_type = 'credit_note' THEN -l.net_amount "
+            "ELSE l.net_amount END), 0) "
+            f"FROM invoice_lines l JOIN invoices i ON i.invoice_id = l.invoice_id WHERE i.contract_id = :c "
+            f"AND i.invoice_id != :i AND l.kind IN ({kinds})",
+            {"c": contract_id, "i": invoice_id},
+        )
     )
 
 
@@ -461,10 +468,12 @@ def _finish_invoice(
     period: tuple[date, date],
     actor: str,
     rates: dict[tuple[str, date], tuple[Decimal, date | None]],
-) -> int | None:
+) -> audit.Event | None:
     """Amounts from exactly what was claimed, then discount, cap, expenses, taxes and FX.
 
     ``rates`` remembers the FX rates looked up in this run, one query per currency, not per invoice.
+    Returns the invoice's ``created`` audit event for the caller to append with the others of its
+    transaction (one chain-head read for all of them); None when nothing was left to bill.
     """
     invoice_id, contract, tax = draft.invoice_id, draft.contract, draft.tax
     line_no, fees, updates = 0, 0, []
@@ -522,8 +531,7 @@ def _finish_invoice(
                 f"of work up to {period[1] - timedelta(days=1)} was not billed"
             ),
         )
-    audit.record(
-        conn,
+    return audit.Event(
         entity_type="invoice",
         entity_id=invoice_id,
         action="created",
@@ -537,7 +545,6 @@ def _finish_invoice(
             **fx,
         },
     )
-    return invoice_id
 
 
 def apply_taxes(conn: Connection, invoice_id: int, notes: Mapping[str, str | None]) -> dict[str, int]:
@@ -551,6 +558,7 @@ def apply_taxes(conn: Connection, invoice_id: int, notes: Mapping[str, str | Non
         "GROUP BY tax_code, tax_rate_bp",
         {"i": invoice_id},
     )
+    groups = [{**g, "base": int(g["base"])} for g in groups]  # PostgreSQL's SUM of a BIGINT is a NUMERIC
     return store_taxes(conn, invoice_id, groups, notes)
 
 
@@ -669,10 +677,9 @@ def price_period(engine: Engine, policy: Policy, run_id: str, period: tuple[date
                     opened.append(draft)
             _insert_time_lines(conn, opened)
             claimed = _claim_time(conn, policy, [line for d in opened for line in d.time_lines], period[1])
-            for draft in opened:
-                invoice_id = _finish_invoice(conn, policy, draft, claimed, period, actor, rates)
-                if invoice_id is not None:
-                    created.append(invoice_id)
+            events = [e for d in opened if (e := _finish_invoice(conn, policy, d, claimed, period, actor, rates))]
+            audit.record_many(conn, events)
+            created += [int(e.entity_id) for e in events]
     with engine.begin() as conn:
         db.execute(
             conn,
@@ -736,9 +743,10 @@ def price_triggers(engine: Engine, policy: Policy, run_id: str, triggers: list[T
             if draft is None:
                 log.info("event %s: invoiced already", trigger.key)
                 continue
-            invoice_id = _finish_invoice(conn, policy, draft, {}, period, actor, {})
-            if invoice_id is not None:
-                created.append(invoice_id)
+            event = _finish_invoice(conn, policy, draft, {}, period, actor, {})
+            if event is not None:
+                audit.record_many(conn, [event])
+                created.append(draft.invoice_id)
     with engine.begin() as conn:
         db.execute(
             conn,
