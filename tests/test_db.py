@@ -1,0 +1,57 @@
+"""The bulk writers in ``db``: a few rows and many take different paths on PostgreSQL (multi-row
+VALUES, or COPY through a staging table); both must store and return the same thing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from invoiceflow import db
+
+CONFLICT = "ON CONFLICT (category, subject_type, subject_id) DO NOTHING"
+
+
+def _exceptions(ids: range, amount: int = 100) -> list[dict]:
+    return [
+        {
+            "category": "test",
+            "subject_type": "invoice",
+            "subject_id": str(i),
+            "amount": amount,
+            "currency": "EUR",
+            "detail": f'row {i}: it\'s "quoted", tab\there',
+            "created_at": datetime(2026, 12, 3, tzinfo=UTC),
+        }
+        for i in ids
+    ]
+
+
+def _stored(engine) -> dict[str, tuple]:
+    with engine.connect() as conn:
+        return {
+            r["subject_id"]: (r["amount"], r["detail"])
+            for r in db.rows(conn, "SELECT subject_id, amount, detail FROM exceptions WHERE category = 'test'")
+        }
+
+
+@pytest.mark.parametrize("size", [1, db.FEW_ROWS, db.FEW_ROWS + 1, 300])
+def test_insert_many_with_on_conflict_keeps_the_first_row_of_a_key(engine, size):
+    with engine.begin() as conn:
+        assert db.insert_many(conn, "exceptions", _exceptions(range(size)), CONFLICT) == size
+    with engine.begin() as conn:  # the same keys again, and one more: only the new one is stored
+        db.insert_many(conn, "exceptions", _exceptions(range(size + 1), amount=999), CONFLICT)
+    stored = _stored(engine)
+    assert len(stored) == size + 1
+    assert stored["0"] == (100, 'row 0: it\'s "quoted", tab\there')
+    assert stored[str(size)][0] == 999
+
+
+@pytest.mark.parametrize("size", [1, db.FEW_ROWS, db.FEW_ROWS + 1, 300])
+def test_insert_returning_returns_only_the_rows_it_inserted(engine, size):
+    with engine.begin() as conn:
+        first = db.insert_returning(conn, "exceptions", _exceptions(range(0, size, 2)), "subject_id", CONFLICT)
+    with engine.begin() as conn:
+        second = db.insert_returning(conn, "exceptions", _exceptions(range(size)), "subject_id, amount", CONFLICT)
+    assert sorted(int(r["subject_id"]) for r in first) == list(range(0, size, 2))
+    assert sorted((int(r["subject_id"]), r["amount"]) for r in second) == [(i, 100) for i in range(1, size, 2)]
+    assert len(_stored(engine)) == size
