@@ -3,7 +3,9 @@ and a throw-away Airflow home (set before anything imports Airflow)."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -18,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Airflow reads its configuration when first imported: point it at a private home now.
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="invoiceflow-airflow-"))
+atexit.register(shutil.rmtree, _AIRFLOW_HOME, ignore_errors=True)  # each test process makes one
 os.environ.update(
     {
         "AIRFLOW_HOME": str(_AIRFLOW_HOME),
