@@ -95,7 +95,7 @@ def test_full_credit_note_copies_every_line_and_closes_the_invoice(engine, month
             "ORDER BY event_id",
             {"i": str(k4["invoice_id"])},
         )
-        (created,) = db.rows(
+        (issued,) = db.rows(
             conn,
             "SELECT after_state FROM audit_events WHERE entity_type = 'invoice' AND entity_id = :i "
             "AND action = 'issued'",
@@ -105,7 +105,7 @@ def test_full_credit_note_copies_every_line_and_closes_the_invoice(engine, month
     assert _invoice(engine, k4["invoice_id"])["status"] == "credited"
     assert history[-1] == {"action": "credited", "actor": "user:anna", "reason": "project cancelled"}
     # the note's event holds its amounts as numbers on both databases (not PostgreSQL's NUMERIC as text)
-    after = json.loads(created["after_state"])
+    after = json.loads(issued["after_state"])
     assert (after["net_amount"], after["tax_amount"], after["gross_amount"]) == (100000, 19000, 119000)
 
 
