@@ -8,10 +8,11 @@ calls; ``test_events_api.py`` sends them through Airflow's REST API to a running
 
 from __future__ import annotations
 
+import json
 from datetime import date
 
 import pytest
-from invoiceflow import db, events, pricing, sources
+from invoiceflow import audit, db, events, pricing, sources
 from invoiceflow.policy import load_policy
 from sample_data import write_feeds
 
@@ -58,7 +59,16 @@ def test_completed_milestone_is_invoiced_at_once_and_only_once(loaded):
     cycle = pricing.price_period(loaded, load_policy(), "cycle-nov", pricing.period_of("2026-11"), ACTOR)
     with loaded.connect() as conn:
         billed = db.scalar(conn, "SELECT COUNT(*) FROM invoice_lines WHERE description LIKE '%Phase 2%'")
+        created = db.rows(
+            conn,
+            "SELECT actor, after_state FROM audit_events WHERE entity_type = 'invoice' AND entity_id = :i "
+            "AND action = 'created'",
+            {"i": str(invoice_id)},
+        )
+        assert audit.verify(conn).ok
     assert billed == 1 and all(i != invoice_id for i in cycle["invoice_ids"])
+    # the event's invoice is in the audit trail once, with its amounts as numbers
+    assert [(c["actor"], json.loads(c["after_state"])["gross_amount"]) for c in created] == [(ACTOR, 800000)]
 
 
 def test_signed_retainer_contract_bills_its_set_up_fee_and_first_interval(loaded):
