@@ -247,7 +247,7 @@ def child_baseline(data_dir: Path, out: Path) -> None:
 def child_floor(url: str, data_dir: Path, out: Path) -> None:
     """The least any loader must do on this database: store the time entries, and nothing else.
 
-    The schema's own ``time_entries`` table (its keys, indexes and foreign keys), the rows already
+    The schema's own ``time_entries`` table (its keys, indexes and reference checks), the rows already
     parsed and converted, sorted as the load sorts them, one plain ``INSERT`` (SQLite) or ``COPY``
     (PostgreSQL) in one transaction. No validation, no quarantine, no audit, no pricing. Only the
     insert is timed: it is the part no design that keeps the entries in the database can skip.
