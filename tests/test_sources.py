@@ -316,3 +316,17 @@ def test_feeds_usable_runs_beside_pricing_not_before_it():
         assert check.upstream_task_ids == {"ingest_sources"}, dag_id
         assert not check.downstream_task_ids, dag_id
         assert "ingest_sources" in dag.get_task(pricing_task).upstream_task_ids, dag_id
+
+
+@pytest.mark.parametrize("threshold", [1, 1_000_000])
+def test_a_bulk_load_refreshes_the_planner_statistics_on_postgresql(engine, data_dir, monkeypatch, threshold):
+    """Pricing follows the load at once; planned on a table PostgreSQL still thinks empty, the
+    unbilled-hours query sorted a million rows on disk. Small loads leave it to autovacuum."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's statistics")
+    monkeypatch.setattr(sources, "BULK_LOAD_ROWS", threshold)
+    write_feeds(data_dir / "inbox")
+    sources.load_inbox(engine, load_policy(), "test")
+    with engine.connect() as conn:
+        sampled = db.scalar(conn, "SELECT COUNT(*) FROM pg_stats WHERE tablename = 'time_entries'")
+    assert (sampled > 0) == (threshold == 1)

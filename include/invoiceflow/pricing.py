@@ -292,7 +292,8 @@ def _claim_time(
         for r in db.rows(
             conn,
             "SELECT invoice_line_id, SUM(billed_hours) AS hours FROM time_entries "
-            "WHERE invoice_line_id IN (SELECT line_id FROM claim_keys) GROUP BY invoice_line_id",
+            "WHERE invoice_line_id IN (SELECT line_id FROM claim_keys) AND invoice_line_id IS NOT NULL "
+            "GROUP BY invoice_line_id",  # the second condition lets PostgreSQL use the partial lineage index
         )
     }
 

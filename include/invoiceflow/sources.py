@@ -102,6 +102,9 @@ LOAD_ORDER: dict[str, list[str]] = {"timesheets": ["contract_id", "role", "work_
 CHUNK_ROWS = 200_000
 """Rows per insert statement batch: bounds the memory of a large file's load."""
 
+BULK_LOAD_ROWS = 10_000
+"""A load of at least this many rows refreshes its table's planner statistics (``db.refresh_statistics``)."""
+
 
 class SourceFileError(ValueError):
     """A file that cannot be used at all; the message says which file and why."""
@@ -571,6 +574,8 @@ def load_file(engine: Engine, policy: Policy, feed: str, path: Path, actor: str)
             )
     except (SourceFileError, _TooManyBadRows) as exc:
         return _reject(engine, feed, source, sha, str(exc), actor)
+    if result.rows_accepted >= BULK_LOAD_ROWS:
+        db.refresh_statistics(engine, table)
     for page in pages:
         log.info("%s %s: the failed checks in Great Expectations Data Docs: %s", feed, path.name, page)
     log.info(
