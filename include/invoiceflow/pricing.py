@@ -282,20 +282,26 @@ def _claim_time(
     )
     if conn.dialect.name == "postgresql":
         db.execute(conn, "ANALYZE claim_keys")  # a fresh temporary table has no statistics to plan with
-    db.execute(
-        conn,
-        db.sql_file("claim_time.sql"),
-        {"period_end": period_end, "nearest": int(policy.pricing.increment_rounding == "nearest")},
-    )
-    return {
-        r["invoice_line_id"]: int(r["hours"])  # PostgreSQL's SUM of an INTEGER is a BIGINT, of a BIGINT a NUMERIC
-        for r in db.rows(
+    claim = db.sql_file("claim_time.sql")
+    params = {"period_end": period_end, "nearest": int(policy.pricing.increment_rounding == "nearest")}
+    if conn.dialect.name == "postgresql":
+        # The claimed rows' hours straight from the UPDATE. Read back, they depend on the planner's
+        # statistics: right after a bulk load it takes the lineage index for empty and loops.
+        claimed = f"WITH claimed AS (\n{claim}\nRETURNING time_entries.invoice_line_id, time_entries.billed_hours\n)"
+        per_line = db.rows(
+            conn,
+            f"{claimed} SELECT invoice_line_id, SUM(billed_hours) AS hours FROM claimed GROUP BY invoice_line_id",
+            params,
+        )
+    else:  # SQLite has no UPDATE in a WITH clause; it reads them back through the lineage index
+        db.execute(conn, claim, params)
+        per_line = db.rows(
             conn,
             "SELECT invoice_line_id, SUM(billed_hours) AS hours FROM time_entries "
-            "WHERE invoice_line_id IN (SELECT line_id FROM claim_keys) AND invoice_line_id IS NOT NULL "
-            "GROUP BY invoice_line_id",  # the second condition lets PostgreSQL use the partial lineage index
+            "WHERE invoice_line_id IN (SELECT line_id FROM claim_keys) GROUP BY invoice_line_id",
         )
-    }
+    # PostgreSQL's SUM of an INTEGER is a BIGINT, of a BIGINT a NUMERIC
+    return {r["invoice_line_id"]: int(r["hours"]) for r in per_line}
 
 
 def _cap_consumed(conn: Connection, contract_id: str, invoice_id: int) -> int:
