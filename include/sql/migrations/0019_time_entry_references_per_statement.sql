@@ -11,9 +11,9 @@
 -- SQLite keeps its foreign keys: it checks them in its own B-tree code, cheaply, and has no
 -- statement-level triggers to do it otherwise.
 {% if dialect == "postgresql" %}
-{% set parents = [("contracts", "contract_id", "contract_id", "contract"),
-                  ("source_loads", "load_id", "load_id", "source load"),
-                  ("invoice_lines", "line_id", "invoice_line_id", "invoice line")] %}
+{% set parents = [("contracts", "contract_id", "contract_id", "contract", "TEXT"),
+                  ("source_loads", "load_id", "load_id", "source load", "BIGINT"),
+                  ("invoice_lines", "line_id", "invoice_line_id", "invoice line", "BIGINT")] %}
 ALTER TABLE time_entries
     DROP CONSTRAINT time_entries_contract_id_fkey,
     DROP CONSTRAINT time_entries_load_id_fkey,
@@ -32,7 +32,7 @@ BEGIN
            array_agg(DISTINCT invoice_line_id) FILTER (WHERE invoice_line_id IS NOT NULL) AS invoice_line_id
       INTO refs
       FROM (SELECT contract_id, load_id, invoice_line_id FROM written GROUP BY 1, 2, 3) AS distinct_refs;
-{% for parent, key, column, name in parents %}
+{% for parent, key, column, name, type in parents %}
     -- Lock each {{ name }} referred to, once, as a foreign key would: none can go before we commit.
     PERFORM 1 FROM {{ parent }} p WHERE p.{{ key }} = ANY (refs.{{ column }}) FOR KEY SHARE;
     SELECT r::TEXT INTO missing FROM unnest(refs.{{ column }}) AS r
@@ -51,9 +51,10 @@ CREATE TRIGGER time_entries_references_insert AFTER INSERT ON time_entries
 CREATE TRIGGER time_entries_references_update AFTER UPDATE ON time_entries
     REFERENCING NEW TABLE AS written FOR EACH STATEMENT EXECUTE FUNCTION time_entries_check_references();
 
-{% for parent, key, column, name in parents %}
+{% for parent, key, column, name, type in parents %}
 CREATE FUNCTION {{ parent }}_keep_time_entry_references() RETURNS trigger AS $$
 DECLARE
+    taken {{ type }}[];
     bad RECORD;
 BEGIN
     IF TG_OP = 'TRUNCATE' THEN
@@ -63,14 +64,18 @@ BEGIN
         END IF;
         RETURN NULL;
     END IF;
+    -- The keys taken away first (an UPDATE usually changes none: every load updates its source
+    -- load, every contract feed its contracts), so time entries are only looked at when one goes.
     IF TG_OP = 'DELETE' THEN
-        SELECT o.{{ key }} AS ref, t.entry_id INTO bad FROM gone o
-          JOIN time_entries t ON t.{{ column }} = o.{{ key }} LIMIT 1;
-    ELSE  -- an UPDATE that changes a key takes the old key away
-        SELECT o.{{ key }} AS ref, t.entry_id INTO bad FROM gone o
-          JOIN time_entries t ON t.{{ column }} = o.{{ key }}
-         WHERE NOT EXISTS (SELECT 1 FROM kept n WHERE n.{{ key }} = o.{{ key }}) LIMIT 1;
+        SELECT array_agg(o.{{ key }}) INTO taken FROM gone o;
+    ELSE
+        SELECT array_agg(o.{{ key }}) INTO taken FROM gone o
+         WHERE NOT EXISTS (SELECT 1 FROM kept n WHERE n.{{ key }} = o.{{ key }});
     END IF;
+    IF taken IS NULL THEN
+        RETURN NULL;
+    END IF;
+    SELECT t.{{ column }} AS ref, t.entry_id INTO bad FROM time_entries t WHERE t.{{ column }} = ANY (taken) LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION USING ERRCODE = 'foreign_key_violation',
             MESSAGE = '{{ name }} ' || bad.ref || ' is still referred to by time entry ' || bad.entry_id;
