@@ -78,7 +78,7 @@ _NET = (
 
 def _verify(engine: Any, batch_id: int, expected: dict[str, int]) -> dict[str, dict[str, Any]]:
     """Cheap checks of the priced database against the generator's manifest."""
-    from invoiceflow import db
+    from invoiceflow.core import db
 
     queries = {
         "invoices": ("SELECT COUNT(*) FROM invoices WHERE batch_id = :b", "invoices"),
@@ -142,8 +142,11 @@ def child_pipeline(url: str, data_dir: Path, period: str, out: Path, profile: Pa
     started = time.perf_counter()
     import great_expectations  # noqa: F401  - imported lazily by the load; paid here, outside the timed phases
     import pandas  # noqa: F401
-    from invoiceflow import db, pricing, sources
-    from invoiceflow.policy import load_policy
+
+    from invoiceflow.billing import pricing
+    from invoiceflow.core import db, periods
+    from invoiceflow.core.policy import load_policy
+    from invoiceflow.ingest import sources
 
     wall["import"], peak["import"] = time.perf_counter() - started, _peak_rss_mb()
     manifest = json.loads((data_dir / "manifest.json").read_text(encoding="utf-8"))
@@ -152,7 +155,7 @@ def child_pipeline(url: str, data_dir: Path, period: str, out: Path, profile: Pa
     engine = db.engine(url)
     db.upgrade(engine)
     policy = load_policy()
-    month = pricing.period_of(period)
+    month = periods.period_of(period)
     wall["setup"], peak["setup"] = time.perf_counter() - t, _peak_rss_mb()
 
     profiler = None
@@ -255,8 +258,9 @@ def child_floor(url: str, data_dir: Path, out: Path) -> None:
     import pandas as pd
 
     os.environ["INVOICEFLOW_DATA_DIR"] = str(data_dir)
-    from invoiceflow import db, sources
-    from invoiceflow.policy import load_policy
+    from invoiceflow.core import db
+    from invoiceflow.core.policy import load_policy
+    from invoiceflow.ingest import feeds, sources
 
     engine = db.engine(url)
     db.upgrade(engine)
@@ -278,7 +282,7 @@ def child_floor(url: str, data_dir: Path, out: Path) -> None:
         & ~frame["entry_id"].duplicated(keep=False)
     )
     frame = frame.assign(hundredths=(hours * 100).round())[clean]
-    frame = frame.sort_values(sources.LOAD_ORDER["timesheets"], kind="stable")
+    frame = frame.sort_values(feeds.LOAD_ORDER["timesheets"], kind="stable")
     columns = ["entry_id", "contract_id", "project_code", "employee_id", "role", "work_date", "hours", "billable"]
     rows = list(
         zip(

@@ -4,7 +4,7 @@ From a seed it generates clients and open invoices, then bank lines with a reali
 each labelled with what a correct matcher does (post to these invoices, reverse that payment, or
 leave it to finance). The lines are rendered as real files (CAMT.053, MT940 and bank CSV), read
 back through ``invoiceflow.statements`` (format detection, parsing, duplicate keys), and decided
-by ``invoiceflow.reconciliation.Matcher`` in booking order, as the nightly run does; the run then
+by ``invoiceflow.collect.matching.Matcher`` in booking order, as the nightly run does; the run then
 scores itself against the labels.
 
 Two runs, each in its own process so its peak memory is its own:
@@ -12,8 +12,8 @@ Two runs, each in its own process so its peak memory is its own:
 - **quality**: about 500 clients and 10,000 open invoices; reports auto-post precision and rate,
   allocation precision and recall, exception recall by category, returns, duplicate detection;
 - **speed**: 100,000 bank lines (5,000 clients, 100,000 invoices), end to end as the nightly run
-  does it: the files imported into a real database (``reconciliation.import_bytes``: parse, dedup
-  keys, insert) and every line matched and posted (``reconciliation.match_and_post``: payments,
+  does it: the files imported into a real database (``importing.import_bytes``: parse, dedup
+  keys, insert) and every line matched and posted (``posting.match_and_post``: payments,
   allocations, invoice status, audit events, exceptions), once on SQLite and once on PostgreSQL
   when a server is given. The same run also times the bare work in memory (parse and match, no
   database) as its baseline, so results from a busy machine can be compared as ratios. Each
@@ -167,7 +167,7 @@ class Line:
 
 
 def _ref(number: str) -> str:
-    from invoiceflow.ledger import creditor_reference
+    from invoiceflow.invoicing.build import creditor_reference
 
     return creditor_reference(number)
 
@@ -388,8 +388,9 @@ def generate(clients_n: int, invoices_n: int, seed: int = 7) -> tuple[dict[str, 
 
 def render(lines: list[Line], folder: Path, seed: int = 7) -> dict[str, int]:
     """Bank files for the lines: CAMT.053 (60 %), MT940 (25 %), bank CSV (15 %); some lines sent twice."""
-    from invoiceflow.money import format_plain
-    from invoiceflow.statements import Statement, Transaction, write_camt053, write_mt940
+    from invoiceflow.collect.statements.records import Statement, Transaction
+    from invoiceflow.core.money import format_plain
+    from invoiceflow.demo.statements import write_camt053, write_mt940
 
     rng = random.Random(seed + 1)
     folder.mkdir(parents=True, exist_ok=True)
@@ -462,7 +463,7 @@ def render(lines: list[Line], folder: Path, seed: int = 7) -> dict[str, int]:
 
 
 def csv_mapping() -> dict[str, Any]:
-    from invoiceflow.policy import BankCsv
+    from invoiceflow.core.policy import BankCsv
 
     return {
         "benchbank": BankCsv(
@@ -483,7 +484,8 @@ def csv_mapping() -> dict[str, Any]:
 
 def read_back(folder: Path) -> tuple[list[dict[str, Any]], int]:
     """Parse every file, drop lines already seen (the database's unique key), as ``import_bytes`` does."""
-    from invoiceflow.statements import parse_statement_bytes, transaction_dedup_keys
+    from invoiceflow.collect.statements import parse_statement_bytes
+    from invoiceflow.collect.statements.records import transaction_dedup_keys
 
     mapping = csv_mapping()
     seen: set[tuple[str, str]] = set()
@@ -501,8 +503,8 @@ def read_back(folder: Path) -> tuple[list[dict[str, Any]], int]:
 
 
 def match(names: dict[str, str], invoices: list[Inv], txns: list[dict[str, Any]]) -> dict[str, Any]:
-    from invoiceflow.policy import load_policy
-    from invoiceflow.reconciliation import Matcher, OpenInvoice
+    from invoiceflow.collect.matching import Matcher, OpenInvoice
+    from invoiceflow.core.policy import load_policy
 
     pol = load_policy()
     matcher = Matcher(
@@ -582,8 +584,8 @@ def score(lines: list[Line], decisions: dict[str, Any]) -> dict[str, Any]:
 
 def seed(engine: Any, names: dict[str, str], invoices: list[Inv]) -> None:
     """Clients, one contract each, the open invoices (issued, sent) and the FX rates, set-based."""
-    from invoiceflow import db
-    from invoiceflow.money import to_base
+    from invoiceflow.core import db
+    from invoiceflow.core.money import to_base
 
     now = datetime(2026, 11, 1, tzinfo=UTC)
     with engine.begin() as conn:
@@ -663,8 +665,9 @@ def seed(engine: Any, names: dict[str, str], invoices: list[Inv]) -> None:
 
 def database_phase(dialect: str, url: str, names: dict[str, str], invoices: list[Inv], folder: Path) -> dict[str, Any]:
     """Import every file and match and post every line through the nightly run's own functions."""
-    from invoiceflow import db, reconciliation
-    from invoiceflow.policy import load_policy
+    from invoiceflow.collect import importing, posting
+    from invoiceflow.core import db
+    from invoiceflow.core.policy import load_policy
 
     engine = db.engine(url)
     db.upgrade(engine)
@@ -674,18 +677,18 @@ def database_phase(dialect: str, url: str, names: dict[str, str], invoices: list
     t0 = time.perf_counter()
     new = dup = 0
     for path in sorted(folder.iterdir()):
-        result = reconciliation.import_bytes(engine, path.name, path.read_bytes(), "bench", pol)
+        result = importing.import_bytes(engine, path.name, path.read_bytes(), "bench", pol)
         new, dup = new + result["new_transactions"], dup + result["duplicates"]
     import_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    counts = reconciliation.match_and_post(engine, "bench", "bench-run", pol)
+    counts = posting.match_and_post(engine, "bench", "bench-run", pol)
     post_s = time.perf_counter() - t0
     with engine.connect() as conn:
         payments = db.scalar(conn, "SELECT COUNT(*) FROM payments")
     engine.dispose()
     return {
         "dialect": dialect,
-        "chunk_lines": reconciliation.CHUNK_LINES,  # bank lines posted per transaction at most
+        "chunk_lines": posting.CHUNK_LINES,  # bank lines posted per transaction at most
         "seconds": {"import_s": round(import_s, 2), "match_and_post_s": round(post_s, 2)},
         "end_to_end_s": round(import_s + post_s, 2),
         "lines_per_second": round(new / (import_s + post_s), 1) if new else None,
@@ -710,7 +713,7 @@ def _peak_mb() -> float:
 def db_child(scale: str, seed: int, dialect: str, url: str | None) -> dict[str, Any]:
     """The speed run's lines through a real database (SQLite in a temporary file unless ``url``)."""
     clients_n, invoices_n = SCALES[scale]["speed"]
-    import invoiceflow.ledger  # noqa: F401 - imported before the clock starts (it loads the document stack)
+    import invoiceflow.collect.posting  # noqa: F401 - imported before the clock starts (with what posting loads)
 
     names, invoices, lines = generate(clients_n, invoices_n, seed)
     with tempfile.TemporaryDirectory(prefix="bench-recon-db-") as tmp:
@@ -725,7 +728,7 @@ def db_child(scale: str, seed: int, dialect: str, url: str | None) -> dict[str, 
 
 def child(run: str, scale: str, seed: int) -> dict[str, Any]:
     clients_n, invoices_n = SCALES[scale][run]
-    import invoiceflow.ledger  # noqa: F401 - imported before the clock starts (it loads the document stack)
+    import invoiceflow.collect.posting  # noqa: F401 - imported before the clock starts (with what posting loads)
 
     timings = {}
     t0 = time.perf_counter()

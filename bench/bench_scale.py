@@ -316,7 +316,7 @@ def wait_for_run(dep: Deployment, run_id: str, timeout: float) -> dict[str, Any]
 
 def verify_billing(billing_url: str, mails: int) -> dict[str, dict[str, Any]]:
     """Every invoice issued, rendered once and delivered once per channel; the SMTP server got each e-mail."""
-    from invoiceflow import db
+    from invoiceflow.core import db
 
     eng = db.engine(billing_url)
     try:
@@ -367,9 +367,10 @@ def verify_billing(billing_url: str, mails: int) -> dict[str, dict[str, Any]]:
 
 def run_once(args: argparse.Namespace, workers: int, inbox: Path, template_db: str, work: Path) -> dict[str, Any]:
     """One billing cycle on a fresh deployment with ``workers`` Celery workers."""
-    from invoiceflow import db
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
+
+    from invoiceflow.core import db
 
     home = work / f"workers-{workers}"
     home.mkdir()

@@ -6,7 +6,8 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import Asset, dag, task
-from invoiceflow import operations
+
+from invoiceflow.airflow import defaults
 
 RECONCILED = Asset("invoiceflow://reconciliation/nightly")
 
@@ -45,8 +46,8 @@ hours after it started (by 06:00, before finance starts the day) e-mails them to
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args=operations.default_args("finance"),
-    deadline=operations.late_run_alert(
+    default_args=defaults.default_args("finance"),
+    deadline=defaults.late_run_alert(
         "bank_reconciliation", timedelta(hours=4), "yesterday's payments are not posted and the report is not out."
     ),
     tags=["invoiceflow", "reconciliation"],
@@ -55,39 +56,44 @@ hours after it started (by 06:00, before finance starts the day) e-mails them to
 def bank_reconciliation() -> None:
     @task
     def import_statements(**context) -> list[dict]:
-        from invoiceflow import reconciliation, runtime
+        from invoiceflow.airflow import runtime
+        from invoiceflow.collect import importing
 
-        return reconciliation.import_statements(runtime.billing_engine(), runtime.actor(context))
+        return importing.import_statements(runtime.billing_engine(), runtime.actor(context))
 
     @task
     def accounts(_imported: list[dict]) -> list[str]:
-        from invoiceflow import reconciliation, runtime
+        from invoiceflow.airflow import runtime
+        from invoiceflow.collect import posting
 
-        return reconciliation.accounts_with_new_lines(runtime.billing_engine())
+        return posting.accounts_with_new_lines(runtime.billing_engine())
 
     @task
     def match_and_post(account: str, **context) -> dict[str, int]:
-        from invoiceflow import reconciliation, runtime
+        from invoiceflow.airflow import runtime
+        from invoiceflow.collect import posting
 
         engine, actor = runtime.billing_engine(), runtime.actor(context)
-        return reconciliation.match_and_post(engine, actor, context["run_id"], account=account)
+        return posting.match_and_post(engine, actor, context["run_id"], account=account)
 
     @task(trigger_rule="none_failed")
     def journal(_matched: list[dict[str, int]], **context) -> dict:
-        from invoiceflow import journal, runtime
-        from invoiceflow.policy import policy
+        from invoiceflow.accounting import exports, journal, status
+        from invoiceflow.airflow import runtime
+        from invoiceflow.core.policy import policy
 
         engine, pol, day = runtime.billing_engine(), policy(), runtime.run_date(context)
         return {
             "recorded": journal.record_journal(engine, pol, context["run_id"]),
-            "exported": journal.export_journal(engine, pol, context["run_id"], day),
-            "payment_status": journal.export_payment_status(engine, day),
-            "accounting": journal.import_accounting_status(engine, runtime.actor(context)),
+            "exported": exports.export_journal(engine, pol, context["run_id"], day),
+            "payment_status": status.export_payment_status(engine, day),
+            "accounting": status.import_accounting_status(engine, runtime.actor(context)),
         }
 
     @task(outlets=[RECONCILED])
     def exception_report(_journal: dict, **context) -> dict:
-        from invoiceflow import reports, runtime
+        from invoiceflow.airflow import runtime
+        from invoiceflow.reporting import reports
 
         return reports.nightly_reports(runtime.billing_engine(), runtime.run_date(context))
 

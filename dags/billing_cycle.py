@@ -6,8 +6,9 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import Param, dag, task
-from invoiceflow import operations
-from invoiceflow.workflow import approve_issue_send, feeds_usable, ingest_sources
+
+from invoiceflow.airflow import defaults
+from invoiceflow.airflow.steps import approve_issue_send, feeds_usable, ingest_sources
 
 DOC = """
 # Billing cycle
@@ -45,8 +46,8 @@ five days after it started (approvals included) e-mails them too.
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args=operations.default_args("billing"),
-    deadline=operations.late_run_alert("billing_cycle", timedelta(days=5), "the month's invoices are not all out yet."),
+    default_args=defaults.default_args("billing"),
+    deadline=defaults.late_run_alert("billing_cycle", timedelta(days=5), "the month's invoices are not all out yet."),
     tags=["invoiceflow", "billing"],
     doc_md=DOC,
     params={
@@ -61,12 +62,14 @@ five days after it started (approvals included) e-mails them too.
 def billing_cycle() -> None:
     @task
     def price_invoices(_unusable: list[str], **context) -> int:
-        from invoiceflow import pricing, runtime
-        from invoiceflow.policy import policy
+        from invoiceflow.airflow import runtime
+        from invoiceflow.billing import pricing
+        from invoiceflow.core import periods
+        from invoiceflow.core.policy import policy
 
-        month = context["params"]["period"] or pricing.add_months(runtime.run_date(context), -1).strftime("%Y-%m")
+        month = context["params"]["period"] or periods.add_months(runtime.run_date(context), -1).strftime("%Y-%m")
         batch = pricing.price_period(
-            runtime.billing_engine(), policy(), context["run_id"], pricing.period_of(month), runtime.actor(context)
+            runtime.billing_engine(), policy(), context["run_id"], periods.period_of(month), runtime.actor(context)
         )
         return batch["batch_id"]
 

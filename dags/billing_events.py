@@ -6,8 +6,9 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import Asset, dag, task
-from invoiceflow import operations
-from invoiceflow.workflow import approve_issue_send, feeds_usable, ingest_sources
+
+from invoiceflow.airflow import defaults
+from invoiceflow.airflow.steps import approve_issue_send, feeds_usable, ingest_sources
 
 EVENTS = {
     kind: Asset(uri=f"invoiceflow://events/{kind.replace('_', '-')}", name=f"invoiceflow_{kind}")
@@ -47,22 +48,25 @@ five days after it started (approvals included) e-mails them too.
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args=operations.default_args("billing", first_retry=timedelta(minutes=1)),
-    deadline=operations.late_run_alert("billing_events", timedelta(days=5), "an event's invoice is not out yet."),
+    default_args=defaults.default_args("billing", first_retry=timedelta(minutes=1)),
+    deadline=defaults.late_run_alert("billing_events", timedelta(days=5), "an event's invoice is not out yet."),
     tags=["invoiceflow", "billing", "events"],
     doc_md=DOC,
 )
 def billing_events() -> None:
     @task
     def receive_events(**context) -> list[dict]:
-        from invoiceflow import events, runtime
+        from invoiceflow.airflow import runtime
+        from invoiceflow.ingest import events
 
         return events.receive(runtime.billing_engine(), context["triggering_asset_events"])
 
     @task
     def price_events(triggers: list[dict], _unusable: list[str], **context) -> int:
-        from invoiceflow import events, pricing, runtime
-        from invoiceflow.policy import policy
+        from invoiceflow.airflow import runtime
+        from invoiceflow.billing import pricing
+        from invoiceflow.core.policy import policy
+        from invoiceflow.ingest import events
 
         batch = pricing.price_triggers(
             runtime.billing_engine(),

@@ -6,7 +6,8 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import Asset, dag, task
-from invoiceflow import operations
+
+from invoiceflow.airflow import defaults
 
 DOC = """
 # Payment reminders
@@ -34,22 +35,24 @@ before it is sent.
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args=operations.default_args("finance", first_retry=timedelta(minutes=5)),
+    default_args=defaults.default_args("finance", first_retry=timedelta(minutes=5)),
     tags=["invoiceflow", "reminders"],
     doc_md=DOC,
 )
 def payment_reminders() -> None:
     @task
     def retry_deliveries(**context) -> dict[str, int]:
-        from invoiceflow import outbox, runtime
-        from invoiceflow.policy import policy
+        from invoiceflow.airflow import runtime
+        from invoiceflow.core.policy import policy
+        from invoiceflow.send import outbox
 
         return outbox.retry_deliveries(runtime.billing_engine(), policy(), runtime.actor(context), context["run_id"])
 
     @task
     def send_reminders(**context) -> dict[str, int]:
-        from invoiceflow import reminders, runtime
-        from invoiceflow.policy import policy
+        from invoiceflow.airflow import runtime
+        from invoiceflow.core.policy import policy
+        from invoiceflow.send import reminders
 
         return reminders.send_reminders(
             runtime.billing_engine(), policy(), runtime.run_date(context), runtime.actor(context), context["run_id"]

@@ -26,9 +26,11 @@ from urllib.parse import quote
 import jinja2
 from fastapi import Depends, FastAPI, Form, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
-from invoiceflow import dashboard, settings
-from invoiceflow.money import format_plain
 from sqlalchemy import Engine
+
+from invoiceflow.core import settings
+from invoiceflow.core.money import format_plain
+from invoiceflow.reporting import dashboard
 
 log = logging.getLogger(__name__)
 
@@ -239,13 +241,13 @@ def _templates() -> jinja2.Environment:
 
 
 def _default_engine() -> Engine:
-    from invoiceflow import runtime
+    from invoiceflow.airflow import runtime
 
     return runtime.billing_engine()
 
 
 def _default_policy() -> Any:
-    from invoiceflow.policy import policy
+    from invoiceflow.core.policy import policy
 
     return policy()
 

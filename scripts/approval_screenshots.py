@@ -40,11 +40,12 @@ SIZE = (1440, 900)
 
 def prepare_data(data_dir: Path) -> date:
     """The billing database and last month's demo source files, as ``invoiceflow demo-data`` writes them."""
-    from invoiceflow import db, demo
+    from invoiceflow.core import db
+    from invoiceflow.demo import company
 
     db.upgrade(db.engine(f"sqlite:///{data_dir / 'billing.db'}"))
-    period = demo.demo_period(date.today())
-    demo.write_demo_sources(data_dir / "inbox", period)
+    period = company.demo_period(date.today())
+    company.write_demo_sources(data_dir / "inbox", period)
     return period
 
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 from datetime import date
 from pathlib import Path
 
-from invoiceflow import approval, db, ledger, pricing, sources
-from invoiceflow.policy import load_policy
 from sample_data import write_feeds
+
+from invoiceflow.billing import pricing
+from invoiceflow.core import db
+from invoiceflow.core.policy import load_policy
+from invoiceflow.ingest import sources
+from invoiceflow.invoicing import approval, issuing
 
 OCTOBER = (date(2026, 10, 1), date(2026, 11, 1))
 ISSUE_DAY = date(2026, 11, 1)
@@ -21,7 +25,7 @@ def issued_month(engine, data_dir: Path) -> dict[str, dict]:
     batch = pricing.price_period(engine, policy, "run-1", OCTOBER, "test")
     routed = approval.route(engine, policy, batch["batch_id"], "test")
     for invoice_id in routed["review"]:
-        ledger.decide(engine, invoice_id, True, "user:finance", None)
-    ledger.issue(engine, policy, routed["auto"] + routed["review"], ISSUE_DAY, "test")
+        issuing.decide(engine, invoice_id, True, "user:finance", None)
+    issuing.issue(engine, policy, routed["auto"] + routed["review"], ISSUE_DAY, "test")
     with engine.connect() as conn:
         return {r["contract_id"]: r for r in db.rows(conn, "SELECT * FROM invoices")}

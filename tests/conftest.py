@@ -91,7 +91,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     try:
         yield url
     finally:
-        from invoiceflow import db
+        from invoiceflow.core import db
 
         db.engine(url).dispose()
         _drop_pg_database(name)
@@ -100,7 +100,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 @pytest.fixture
 def engine(db_url: str):
     """A migrated billing database."""
-    from invoiceflow import db
+    from invoiceflow.core import db
 
     eng = db.engine(db_url)
     db.upgrade(eng)
@@ -151,7 +151,7 @@ def smtp(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
 @pytest.fixture
 def sqlite_engine(tmp_path: Path):
     """A migrated SQLite billing database, for tests whose SQL another test runs on both dialects."""
-    from invoiceflow import db
+    from invoiceflow.core import db
 
     eng = db.engine(f"sqlite:///{tmp_path / 'billing.db'}")
     db.upgrade(eng)

@@ -12,10 +12,18 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from billing_fixtures import ISSUE_DAY, OCTOBER
-from invoiceflow import approval, db, ledger, outbox, pricing, reconciliation, reports, sources
-from invoiceflow.policy import load_policy
-from invoiceflow.statements import Statement, Transaction, write_camt053
 from sample_data import FEEDS, write_feeds
+
+from invoiceflow.billing import pricing
+from invoiceflow.collect import importing, posting
+from invoiceflow.collect.statements.records import Statement, Transaction
+from invoiceflow.core import db
+from invoiceflow.core.policy import load_policy
+from invoiceflow.demo.statements import write_camt053
+from invoiceflow.ingest import sources
+from invoiceflow.invoicing import approval, issuing
+from invoiceflow.reporting import reports
+from invoiceflow.send import outbox
 
 TODAY = date(2026, 12, 2)
 BANK_DAY = date(2026, 11, 20)
@@ -59,8 +67,8 @@ def build(engine, data_dir: Path) -> dict[str, dict]:
     batch = pricing.price_period(engine, policy, "run-1", OCTOBER, "test")
     routed = approval.route(engine, policy, batch["batch_id"], "test")
     for invoice_id in routed["review"]:
-        ledger.decide(engine, invoice_id, True, "user:finance", None)
-    issued = ledger.issue(engine, policy, routed["auto"] + routed["review"], ISSUE_DAY, "test")
+        issuing.decide(engine, invoice_id, True, "user:finance", None)
+    issued = issuing.issue(engine, policy, routed["auto"] + routed["review"], ISSUE_DAY, "test")
     outbox.render_invoices(engine, policy, issued, "test")
     outbox.deliver_invoices(engine, policy, issued, "test", "run-1", use_smtp=False)
     with engine.connect() as conn:
@@ -86,8 +94,8 @@ def build(engine, data_dir: Path) -> dict[str, dict]:
     (folder / "camt053-20261120.xml").write_bytes(
         write_camt053([statement], message_id="S-2026-11-20", created_at=datetime(2026, 11, 20, tzinfo=UTC))
     )
-    reconciliation.import_statements(engine, "test")
-    reconciliation.match_and_post(engine, "test", "scheduled__2026-11-21")
+    importing.import_statements(engine, "test")
+    posting.match_and_post(engine, "test", "scheduled__2026-11-21")
     reports.write_exception_report(engine, RECONCILED_ON)
     with engine.connect() as conn:
         return {r["contract_id"]: r for r in db.rows(conn, "SELECT * FROM invoices")}
@@ -98,20 +106,20 @@ def build_demo(engine, data_dir: Path, today: date) -> dict[str, int]:
     rendered and delivered as the billing cycle does it, with a few drafts left waiting for finance,
     and a bank statement in the inbox that pays part of it (for the reconciliation DAG to import).
     """
-    from invoiceflow import demo, demo_bank, statements
+    from invoiceflow.demo import bank, company, statements
 
     policy = load_policy()
     first = date(today.year, today.month, 1)
     period = (first - timedelta(days=70)).replace(day=1)
     period_end = (period + timedelta(days=32)).replace(day=1)
-    demo.write_demo_sources(data_dir / "inbox", period, scale=0.35)  # every kind of case, a third of the PDFs
+    company.write_demo_sources(data_dir / "inbox", period, scale=0.35)  # every kind of case, a third of the PDFs
     sources.load_inbox(engine, policy, "demo")
     batch = pricing.price_period(engine, policy, "demo-run", (period, period_end), "demo")
     routed = approval.route(engine, policy, batch["batch_id"], "demo")
     waiting = routed["review"][:3]  # left for finance: they show under "awaiting approval"
     for invoice_id in routed["review"][3:]:
-        ledger.decide(engine, invoice_id, True, "user:finance", "checked against the statement of work")
-    issued = ledger.issue(engine, policy, routed["auto"] + routed["review"][3:], period_end, "demo")
+        issuing.decide(engine, invoice_id, True, "user:finance", "checked against the statement of work")
+    issued = issuing.issue(engine, policy, routed["auto"] + routed["review"][3:], period_end, "demo")
     outbox.render_invoices(engine, policy, issued, "demo")
     outbox.deliver_invoices(engine, policy, issued, "demo", "demo-run", use_smtp=False)
     statement_day = today - timedelta(days=3)
@@ -123,7 +131,7 @@ def build_demo(engine, data_dir: Path, today: date) -> dict[str, int]:
             "WHERE i.invoice_number IS NOT NULL ORDER BY i.invoice_number",
         )
     accounts = {cur: acc.iban for cur, acc in policy.seller.accounts.items()}
-    sts = demo_bank.demo_payments_statement(invoices, accounts=accounts, statement_date=statement_day)
+    sts = bank.demo_payments_statement(invoices, accounts=accounts, statement_date=statement_day)
     folder = data_dir / "inbox" / "bank"
     folder.mkdir(parents=True, exist_ok=True)
     created = datetime(statement_day.year, statement_day.month, statement_day.day, 23, tzinfo=UTC)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import date
 
-from invoiceflow.documents import InvoiceDocument, Line, Party, TaxGroup
+from invoiceflow.invoicing.document import InvoiceDocument, Line, Party, TaxGroup
 
 SELLER = Party(
     "Northwind Digital GmbH",

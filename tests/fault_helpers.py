@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 
-from invoiceflow import db, statements
-from invoiceflow.policy import load_policy
-from invoiceflow.statements import Statement, Transaction
+from invoiceflow.collect.statements.records import Statement, Transaction
+from invoiceflow.core import db
+from invoiceflow.core.policy import load_policy
+from invoiceflow.demo import statements
 
 STATEMENT_DAY = date(2026, 11, 20)
 UNKNOWN_CREDIT = 12345  # 123.45 from nobody we know: must end up in the exception report

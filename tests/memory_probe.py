@@ -17,8 +17,9 @@ from pathlib import Path
 db_url, data_dir, big_file, chunk_rows = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
 os.environ["INVOICEFLOW_DATA_DIR"] = data_dir
 
-from invoiceflow import db, sources  # noqa: E402
-from invoiceflow.policy import load_policy  # noqa: E402
+from invoiceflow.core import db  # noqa: E402
+from invoiceflow.core.policy import load_policy  # noqa: E402
+from invoiceflow.ingest import sources  # noqa: E402
 
 engine = db.engine(db_url)
 db.upgrade(engine)

@@ -13,10 +13,14 @@ from pathlib import Path
 import pytest
 from billing_fixtures import issued_month
 from fault_helpers import camt_bytes, paying_statements
-from invoiceflow import db, masking, outbox, reconciliation, reports
-from invoiceflow.policy import load_policy
-from invoiceflow.statements import Statement, Transaction
 from smtp_server import SmtpServer
+
+from invoiceflow.collect import importing, posting
+from invoiceflow.collect.statements.records import Statement, Transaction
+from invoiceflow.core import db, masking
+from invoiceflow.core.policy import load_policy
+from invoiceflow.reporting import reports
+from invoiceflow.send import outbox
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = re.compile(
@@ -65,8 +69,8 @@ def test_connection_passwords_never_reach_logs_or_the_database(
         monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", conn_json)
         outbox.deliver_invoices(engine, policy, ids, "test", run_id="run-1", use_smtp=True)
         mails = [m.message.as_string() for m in smtp.messages]
-    reconciliation.import_bytes(engine, "camt.xml", camt_bytes(paying_statements(engine)), "test", policy)
-    reconciliation.match_and_post(engine, "test", "night-1", policy)
+    importing.import_bytes(engine, "camt.xml", camt_bytes(paying_statements(engine)), "test", policy)
+    posting.match_and_post(engine, "test", "night-1", policy)
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert smtp_password not in logged and all(smtp_password not in m for m in mails)
     with engine.connect() as conn:
@@ -123,8 +127,8 @@ def test_payer_ibans_are_masked_in_logs_and_the_exception_report(airflow_logging
     caplog.set_level(logging.DEBUG)
     policy = load_policy()
     issued_month(engine, data_dir)
-    reconciliation.import_bytes(engine, "camt.xml", _statement_from_a_payer_we_do_not_know(), "test", policy)
-    reconciliation.match_and_post(engine, "test", "night-1", policy)
+    importing.import_bytes(engine, "camt.xml", _statement_from_a_payer_we_do_not_know(), "test", policy)
+    posting.match_and_post(engine, "test", "night-1", policy)
     out = reports.write_exception_report(engine, date(2026, 11, 21), tmp_path, pdf=False)
     for kind in ("html", "csv"):
         page = Path(out[kind]).read_text()

@@ -9,9 +9,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from invoiceflow import approval, audit, cli, db, ledger, pricing, settings, sources
-from invoiceflow.policy import PolicyError, load_policy
 from sample_data import write_feeds
+
+from invoiceflow import cli
+from invoiceflow.billing import pricing
+from invoiceflow.core import audit, db, settings
+from invoiceflow.core.policy import PolicyError, load_policy
+from invoiceflow.ingest import sources
+from invoiceflow.invoicing import approval, issuing
 
 OCTOBER = (date(2026, 10, 1), date(2026, 11, 1))
 RUN = "manual__run-1"
@@ -145,7 +150,7 @@ def test_two_steps_four_eyes_then_issue(engine, policy, priced):
     assert "approved by user:anna" in second["body"]
     assert approval.apply_decisions(engine, policy, RUN, [k2], [_answer("Approve", "dora")], "t") == [k2]
     assert _invoice(engine, k2)["status"] == "approved"
-    ledger.issue(engine, policy, [k2], date(2026, 11, 1), "test")
+    issuing.issue(engine, policy, [k2], date(2026, 11, 1), "test")
     assert _invoice(engine, k2)["invoice_number"].startswith("NWD-2026-")
     assert _actions(engine, k2)[-4:] == ["step_approved", "approval_requested", "approved", "issued"]
 
@@ -159,7 +164,7 @@ def test_reject_returns_to_draft_without_a_number(engine, policy, priced):
     inv = _invoice(engine, k3)
     assert inv["status"] == "draft" and inv["invoice_number"] is None
     assert inv["review_reason"] == "rejected by user:farid: wrong month"
-    assert ledger.issue(engine, policy, [k3], date(2026, 11, 1), "test") == []
+    assert issuing.issue(engine, policy, [k3], date(2026, 11, 1), "test") == []
     assert _invoice(engine, k3)["invoice_number"] is None
 
 
@@ -199,7 +204,7 @@ def test_timeout_approves_only_when_the_policy_says_so(engine, tmp_path, priced)
 def test_who_adjusted_an_invoice_cannot_approve_it(engine, policy, priced):
     batch, ids = priced
     k1 = ids["K1"]  # small: would go straight out, but a manual write-down sends it to review
-    ledger.adjust(engine, k1, -10000, "Goodwill: onboarding hours", "user:farid", "client complaint")
+    issuing.adjust(engine, k1, -10000, "Goodwill: onboarding hours", "user:farid", "client complaint")
     inv = _invoice(engine, k1)
     assert inv["net_amount"] == 243500 - 10000 and inv["gross_amount"] == inv["net_amount"] + inv["tax_amount"]
     approval.route(engine, policy, batch, "test")
@@ -241,7 +246,7 @@ def test_first_invoice_and_anomaly_rules(engine, tmp_path, data_dir, priced):
         new = {**k1, "period_start": date(2026, 1, 1)}
         assert approval.review_reasons(conn, policy, new) == ["first invoice of the new contract K1"]
     approval.route(engine, policy, batch, "test")
-    ledger.issue(engine, policy, [ids["K1"]], date(2026, 11, 1), "test")
+    issuing.issue(engine, policy, [ids["K1"]], date(2026, 11, 1), "test")
     with engine.begin() as conn:
         bigger = {**k1, "invoice_id": -1, "base_gross_amount": k1["base_gross_amount"] * 8 // 5}
         assert approval.review_reasons(conn, policy, bigger)[0].startswith("60 % above the contract's last invoice")

@@ -23,9 +23,10 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-from invoiceflow import audit, db, settings
 from sample_data import FEEDS, write_feeds
 from smtp_server import SmtpServer
+
+from invoiceflow.core import audit, db, settings
 
 pytestmark = pytest.mark.slow
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from invoiceflow import audit, cli, db
+
+from invoiceflow import cli
+from invoiceflow.core import audit, db
 
 
 def _events(engine, n: int = 5) -> list[int]:

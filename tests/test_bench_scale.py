@@ -15,7 +15,7 @@ import bench_scale  # noqa: E402
 
 
 def test_bench_policy_is_valid_and_approves_by_itself(tmp_path):
-    from invoiceflow.policy import load_policy
+    from invoiceflow.core.policy import load_policy
 
     path = bench_scale.bench_policy(ROOT / "include" / "config" / "policy.yaml", tmp_path / "p.yaml", 25, 5)
     pol = load_policy(path)

@@ -12,11 +12,13 @@ from datetime import date
 
 import pytest
 from billing_fixtures import issued_month
-from invoiceflow import db, ledger
-from invoiceflow.ledger import CreditNoteError
-from invoiceflow.policy import load_policy
 from pypdf import PdfReader
 from sqlalchemy.exc import DBAPIError
+
+from invoiceflow.core import db
+from invoiceflow.core.policy import load_policy
+from invoiceflow.invoicing import credit_notes
+from invoiceflow.invoicing.credit_notes import CreditNoteError
 
 NOV_5 = date(2026, 11, 5)
 
@@ -27,7 +29,7 @@ def month(engine, data_dir):
 
 
 def _credit(engine, number, amounts=None, reason="wrong rate"):
-    return ledger.credit_note(
+    return credit_notes.credit_note(
         engine, load_policy(), number, reason=reason, issue_date=NOV_5, actor="user:anna", amounts=amounts
     )
 
@@ -125,7 +127,7 @@ def test_crediting_a_paid_invoice_asks_finance_for_a_refund(engine, month):
 
 
 def test_a_credit_note_renders_with_its_reference_to_the_invoice(engine, month, data_dir):
-    from invoiceflow import outbox
+    from invoiceflow.send import outbox
 
     note_id = _credit(engine, month["K1"]["invoice_number"], {2: 15000})
     outbox.render_invoices(engine, load_policy(), [note_id], "test")

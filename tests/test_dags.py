@@ -63,7 +63,8 @@ def test_reminders_run_after_reconciliation(dagbag):
 @pytest.mark.parametrize("dag_id", ["billing_cycle", "billing_events"])
 def test_billing_waits_for_finance_only_on_review(dagbag, dag_id):
     from airflow.providers.standard.operators.hitl import HITLOperator
-    from invoiceflow.policy import MAX_APPROVAL_ROUNDS
+
+    from invoiceflow.core.policy import MAX_APPROVAL_ROUNDS
 
     dag = dagbag.dags[dag_id]
     for n in range(1, MAX_APPROVAL_ROUNDS + 1):
@@ -82,7 +83,7 @@ def test_billing_waits_for_finance_only_on_review(dagbag, dag_id):
 
 
 def test_chunks_cover_every_id_once_in_order():
-    from invoiceflow.workflow import chunks
+    from invoiceflow.airflow.steps import chunks
 
     ids = list(range(1, 451))
     parts = chunks(ids, 200)
@@ -99,7 +100,8 @@ def test_sending_goes_before_review_requests(dagbag, dag_id):
     from airflow.models.taskinstance import TaskInstance
     from airflow.serialization.serialized_objects import DagSerialization
     from airflow.task.priority_strategy import validate_and_load_priority_weight_strategy
-    from invoiceflow.policy import MAX_APPROVAL_ROUNDS
+
+    from invoiceflow.core.policy import MAX_APPROVAL_ROUNDS
 
     dag = DagSerialization.from_dict(DagSerialization.to_dict(dagbag.dags[dag_id]))
 

@@ -21,9 +21,11 @@ from pathlib import Path
 import pytest
 from conftest import _drop_pg_database, _new_pg_database, _pg_admin
 from dashboard_data import TODAY, build
-from invoiceflow import dashboard, db
-from invoiceflow.policy import load_policy
 from sqlalchemy import text
+
+from invoiceflow.core import db
+from invoiceflow.core.policy import load_policy
+from invoiceflow.reporting import dashboard
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
 

@@ -20,7 +20,8 @@ import jwt
 import pytest
 from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
 from billing_fixtures import issued_month
-from invoiceflow import db
+
+from invoiceflow.core import db
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
 

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 from dashboard_data import build_demo
-from invoiceflow import dashboard, db
+
+from invoiceflow.core import db
+from invoiceflow.reporting import dashboard
 
 pytestmark = pytest.mark.slow
 

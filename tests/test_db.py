@@ -6,7 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from invoiceflow import db
+
+from invoiceflow.core import db
 
 CONFLICT = "ON CONFLICT (category, subject_type, subject_id) DO NOTHING"
 

@@ -7,9 +7,10 @@ from collections import Counter
 from datetime import date
 
 import pytest
-from invoiceflow.demo import BAD_ROW_KINDS, demo_period, write_demo_sources
-from invoiceflow.sources import COLUMNS, OPTIONAL_COLUMNS
-from invoiceflow.taxes import valid_vat_id
+
+from invoiceflow.billing.taxes import valid_vat_id
+from invoiceflow.demo.company import BAD_ROW_KINDS, demo_period, write_demo_sources
+from invoiceflow.ingest.feeds import COLUMNS, OPTIONAL_COLUMNS
 
 PERIOD = date(2026, 10, 1)
 

@@ -136,7 +136,7 @@ def code_connection_ids() -> set[str]:
 
 def data_subdirs() -> set[str]:
     """The folders under INVOICEFLOW_DATA_DIR that settings.py hands out (relative paths)."""
-    from invoiceflow import settings
+    from invoiceflow.core import settings
 
     base = Path("/data-dir-probe")
     found = set()
@@ -485,7 +485,7 @@ def billing_database(pg_server: str) -> Iterator[dict[str, str]]:
     try:
         yield {**names, "BILLING_DB_HOST": admin.host or "127.0.0.1", "BILLING_DB_PORT": str(admin.port or 5432)}
     finally:
-        from invoiceflow import db
+        from invoiceflow.core import db
 
         db.engine.cache_clear()
         eng = create_engine(pg_server, isolation_level="AUTOCOMMIT")
@@ -498,9 +498,12 @@ def billing_database(pg_server: str) -> Iterator[dict[str, str]]:
 def test_billing_connection_reaches_the_database_the_init_script_made(billing_database, monkeypatch):
     """AIRFLOW_CONN_BILLING_DB as the workers get it, parsed by Airflow, then `invoiceflow db upgrade`
     as the init service runs it: the billing role owns its database and can migrate it."""
-    from invoiceflow import cli, db, runtime
     from sqlalchemy import text
     from sqlalchemy.engine import make_url
+
+    from invoiceflow import cli
+    from invoiceflow.airflow import runtime
+    from invoiceflow.core import db
 
     env = _compose_env("airflow-worker", **billing_database)
     monkeypatch.setenv("AIRFLOW_CONN_BILLING_DB", env["AIRFLOW_CONN_BILLING_DB"])
@@ -518,8 +521,9 @@ def test_billing_connection_reaches_the_database_the_init_script_made(billing_da
 
 
 def test_default_billing_connection_points_at_the_postgres_service(monkeypatch):
-    from invoiceflow import runtime
     from sqlalchemy.engine import make_url
+
+    from invoiceflow.airflow import runtime
 
     compose = load_compose()
     postgres = environment(compose["services"]["postgres"])
@@ -540,8 +544,9 @@ def test_smtp_connection_goes_to_the_mail_catcher_and_delivers(monkeypatch):
     from email.message import EmailMessage
 
     from airflow.sdk import Connection
-    from invoiceflow import delivery
     from smtp_server import SmtpServer
+
+    from invoiceflow.send import transport
 
     compose = load_compose()
     monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", _compose_env("airflow-worker")["AIRFLOW_CONN_SMTP_DEFAULT"])
@@ -556,7 +561,7 @@ def test_smtp_connection_goes_to_the_mail_catcher_and_delivers(monkeypatch):
         msg["From"], msg["To"], msg["Subject"] = "billing@invoiceflow.invalid", "ap@client.example", "compose"
         msg["Message-ID"] = "<compose-test@invoiceflow.invalid>"
         msg.set_content("hello")
-        delivery.send_smtp(msg)
+        transport.send_smtp(msg)
         (got,) = server.messages
     assert got.recipients == ["ap@client.example"] and got.message["Subject"] == "compose"
 
@@ -607,7 +612,7 @@ def test_init_service_script_migrates_both_databases(billing_database, pg_server
         assert "schema is current" not in done.stdout, "the billing database was already migrated: test is void"
         assert "applied 0001" in done.stdout
 
-        from invoiceflow import settings
+        from invoiceflow.core import settings
 
         for feed in (*settings.FEEDS, "bank"):
             assert (tmp_path / "data" / "inbox" / feed).is_dir(), feed
@@ -658,8 +663,10 @@ def test_backup_service_dumps_the_billing_database_as_the_superuser():
 def test_backup_and_restore_drill_on_a_migrated_billing_database(billing_database, pg_server, tmp_path, monkeypatch):
     """dump, then restore-drill into a scratch database: the drill reports what the copy holds and
     leaves nothing behind; a damaged or empty dump fails the drill."""
-    from invoiceflow import cli, db
     from sqlalchemy import create_engine, text
+
+    from invoiceflow import cli
+    from invoiceflow.core import db
 
     name = billing_database["BILLING_DB_NAME"]
     monkeypatch.setenv(

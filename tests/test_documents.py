@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 from factories import sample_document
-from invoiceflow import documents
-from invoiceflow.documents import Line, Party, TaxGroup, TimesheetEntry
 from pypdf import PdfReader
+
+from invoiceflow.invoicing import build, einvoice, labels, render
+from invoiceflow.invoicing.document import Line, Party, TaxGroup, TimesheetEntry
 
 
 def _text(pdf: bytes) -> str:
@@ -29,7 +30,7 @@ def _text(pdf: bytes) -> str:
     ],
 )
 def test_pdf_in_the_clients_language(language, title, gross, due):
-    text = _text(documents.render_invoice_pdf(sample_document(language=language)))
+    text = _text(render.render_invoice_pdf(sample_document(language=language)))
     assert f"{title} NWD-2026-000012" in text
     assert gross in text.replace("\u202f", " ").replace("\xa0", " ")
     assert due in text and "RF38NWD2026000012" in text and "DE89370400440532013000" in text
@@ -42,7 +43,7 @@ def test_one_template_per_billing_type(billing_type):
         "milestone": "project milestones",
         "retainer": "retainer for the following period",
     }[billing_type]
-    assert intro in _text(documents.render_invoice_pdf(sample_document(billing_type=billing_type)))
+    assert intro in _text(render.render_invoice_pdf(sample_document(billing_type=billing_type)))
 
 
 def test_hostile_text_is_shown_not_run():
@@ -56,18 +57,18 @@ def test_hostile_text_is_shown_not_run():
         tax_amount=19,
         gross_amount=119,
     )
-    html = documents.render_invoice_html(doc)
+    html = render.render_invoice_html(doc)
     assert "&lt;script&gt;" in html and "<script>" not in html and "{{ 7*7 }}" in html and "49" not in html
     assert "{% raw %}&lt;b&gt;" in html and "日本語" in html
     # Greek comes through in the PDF with DejaVu; CJK glyphs need a CJK font (fonts-noto-cjk) installed
     greek = replace(doc, lines=(replace(line, description="Ελληνικά: συμβουλευτικές υπηρεσίες"),))
-    assert "συμβουλευτικές" in _text(documents.render_invoice_pdf(greek))
+    assert "συμβουλευτικές" in _text(render.render_invoice_pdf(greek))
 
 
 def test_rendering_is_deterministic():
     """Also with the attached timesheet CSV, whose file dates are pinned like the PDF's."""
     doc = sample_document(timesheet=(TimesheetEntry("PRJ-1", "developer", date(2026, 10, 2), "E1", 800, "API", "T1"),))
-    assert documents.render_invoice_pdf(doc) == documents.render_invoice_pdf(doc)
+    assert render.render_invoice_pdf(doc) == render.render_invoice_pdf(doc)
 
 
 def test_many_lines_break_over_pages():
@@ -75,16 +76,16 @@ def test_many_lines_break_over_pages():
     doc = sample_document(
         lines=lines, net_amount=60000, taxes=(TaxGroup("S", 1900, 60000, 11400),), tax_amount=11400, gross_amount=71400
     )
-    reader = PdfReader(io.BytesIO(documents.render_invoice_pdf(doc)))
+    reader = PdfReader(io.BytesIO(render.render_invoice_pdf(doc)))
     assert len(reader.pages) >= 2 and "Line 60" in reader.pages[-1].extract_text()
 
 
 def test_formats():
-    assert documents.format_money(123456, "EUR", "de") == "1.234,56\xa0€"
-    assert documents.format_money(123456, "GBP", "en") == "£1,234.56"
-    assert documents.format_date(date(2026, 3, 1), "de") == "01.03.2026"
-    assert documents.format_quantity(750, "de") == "7,5"
-    assert documents.pdf_filename(replace(sample_document(), invoice_number="../x/NWD 1")) == "x_NWD_1.pdf"
+    assert labels.format_money(123456, "EUR", "de") == "1.234,56\xa0€"
+    assert labels.format_money(123456, "GBP", "en") == "£1,234.56"
+    assert labels.format_date(date(2026, 3, 1), "de") == "01.03.2026"
+    assert labels.format_quantity(750, "de") == "7,5"
+    assert render.pdf_filename(replace(sample_document(), invoice_number="../x/NWD 1")) == "x_NWD_1.pdf"
 
 
 # Payment details, the timesheet appendix and the e-invoice --------------------------------------
@@ -96,10 +97,10 @@ def test_formats():
 )
 def test_a_wrong_check_digit_is_never_printed(field, value):
     with pytest.raises(
-        documents.PaymentDetailsError,
+        render.PaymentDetailsError,
         match=field.split("_")[0].upper() if field != "payment_reference" else "ISO 11649",
     ):
-        documents.render_invoice_pdf(sample_document(**{field: value}))
+        render.render_invoice_pdf(sample_document(**{field: value}))
 
 
 def test_timesheet_appendix_grouped_by_project_and_role():
@@ -109,20 +110,20 @@ def test_timesheet_appendix_grouped_by_project_and_role():
         TimesheetEntry("PRJ-1", "developer", date(2026, 10, 1), "E2", 425, "Code review"),
         TimesheetEntry("PRJ-9", "developer", date(2026, 10, 3), "E1", 100, "Support"),
     )
-    groups = documents.timesheet_groups(entries)
+    groups = render.timesheet_groups(entries)
     assert [(g["project"], g["role"], g["hours"]) for g in groups] == [
         ("PRJ-1", "architect", 250),
         ("PRJ-1", "developer", 1225),
         ("PRJ-9", "developer", 100),
     ]
     assert [e.work_date.day for e in groups[1]["entries"]] == [1, 2]
-    reader = PdfReader(io.BytesIO(documents.render_invoice_pdf(sample_document(language="de", timesheet=entries))))
+    reader = PdfReader(io.BytesIO(render.render_invoice_pdf(sample_document(language="de", timesheet=entries))))
     appendix = reader.pages[-1].extract_text()
     assert len(reader.pages) == 2 and "Anlage: Stundennachweis" in appendix
     assert "Zwischensumme PRJ-1 · developer" in appendix and "12,25 Std." in appendix
     assert "Stunden gesamt: 15,75 Std." in appendix
     # only time-and-materials invoices have the appendix
-    other = _text(documents.render_invoice_pdf(sample_document(billing_type="retainer", timesheet=entries)))
+    other = _text(render.render_invoice_pdf(sample_document(billing_type="retainer", timesheet=entries)))
     assert "timesheet" not in other
 
 
@@ -137,15 +138,15 @@ def test_timesheet_appendix_has_a_row_per_person_and_day_and_every_entry_attache
         TimesheetEntry("PRJ-1", "developer", date(2026, 10, 5), "E1", 50, "", "T5"),
         TimesheetEntry("PRJ-1", "developer", date(2026, 10, 6), "E1", 25, '=HYPERLINK("http://x.example")', "T6"),
     )
-    (group,) = documents.timesheet_groups(entries)
+    (group,) = render.timesheet_groups(entries)
     rows = [(e.work_date.day, e.employee_id, e.hours, e.description) for e in group["entries"]]
     # ordered by entry id within a day: T1 (Code review), T2 and T3 (API design, once)
     assert rows[:3] == [(2, "E1", 400, "Code review; API design"), (2, "E2", 300, "Testing; fixes"), (5, "E1", 50, "")]
     assert group["hours"] == 775  # 1.25 + 2.00 + 0.75 + 3.00 + 0.50 + 0.25
 
     doc = sample_document(timesheet=entries)
-    reader = PdfReader(io.BytesIO(documents.render_invoice_pdf(doc)))
-    name = documents.timesheet_filename(doc)
+    reader = PdfReader(io.BytesIO(render.render_invoice_pdf(doc)))
+    name = render.timesheet_filename(doc)
     assert name == "NWD-2026-000012-timesheet.csv"
     assert name in reader.pages[-1].extract_text().replace("\n", " ")
     (attached,) = reader.attachments[name]
@@ -209,13 +210,16 @@ def test_einvoice_agrees_with_pdf_and_database(engine, data_dir):
     note: the embedded XML extracts, passes the Factur-X XSD, and says what the PDF and the database say."""
     import facturx
     from billing_fixtures import issued_month
-    from invoiceflow import db, ledger, outbox
-    from invoiceflow.money import format_plain
-    from invoiceflow.policy import load_policy
+
+    from invoiceflow.core import db
+    from invoiceflow.core.money import format_plain
+    from invoiceflow.core.policy import load_policy
+    from invoiceflow.invoicing import credit_notes
+    from invoiceflow.send import outbox
 
     policy = load_policy()
     month = issued_month(engine, data_dir)
-    note = ledger.credit_note(
+    note = credit_notes.credit_note(
         engine, policy, month["K1"]["invoice_number"], reason="test", issue_date=date(2026, 11, 5), actor="test"
     )
     ids = [inv["invoice_id"] for inv in month.values()] + [note]
@@ -226,7 +230,7 @@ def test_einvoice_agrees_with_pdf_and_database(engine, data_dir):
     for inv in invoices:
         pdf = Path(inv["pdf_path"]).read_bytes()
         assert hashlib.sha256(pdf).hexdigest() == inv["pdf_sha256"]
-        xml = documents.embedded_xml(pdf)
+        xml = einvoice.embedded_xml(pdf)
         facturx.xml_check_xsd(xml, flavor="factur-x", level="en16931")  # raises when invalid
         got = _xml_values(xml)
         cur = inv["currency"]
@@ -239,10 +243,10 @@ def test_einvoice_agrees_with_pdf_and_database(engine, data_dir):
         )
         assert got["lines"] == Decimal(format_plain(inv["net_amount"], cur))
         with engine.connect() as conn:
-            doc = documents.complete_document(conn, policy, inv["invoice_id"])
+            doc = build.complete_document(conn, policy, inv["invoice_id"])
         text = _text(pdf).replace("\u202f", " ").replace("\xa0", " ")
         assert (
-            documents.format_money(inv["gross_amount"], cur, doc.language).replace("\xa0", " ").replace("\u202f", " ")
+            labels.format_money(inv["gross_amount"], cur, doc.language).replace("\xa0", " ").replace("\u202f", " ")
             in text
         )
         for note_text in got["exemptions"]:
@@ -258,11 +262,11 @@ def test_einvoice_agrees_with_pdf_and_database(engine, data_dir):
         assert "factur-x.xml" in xmp and "EN 16931" in xmp
         assert "/OutputIntents" in reader.trailer["/Root"]  # the sRGB profile PDF/A requires
         # a re-render from the database is byte-identical to what was stored
-        assert hashlib.sha256(documents.render_invoice_pdf(doc)).hexdigest() == inv["pdf_sha256"]
+        assert hashlib.sha256(render.render_invoice_pdf(doc)).hexdigest() == inv["pdf_sha256"]
     by_contract = {inv["contract_id"]: inv for inv in invoices if inv["document_type"] == "invoice"}
-    k3 = _xml_values(documents.embedded_xml(Path(by_contract["K3"]["pdf_path"]).read_bytes()))
+    k3 = _xml_values(einvoice.embedded_xml(Path(by_contract["K3"]["pdf_path"]).read_bytes()))
     assert k3["categories"] == ["AE"] and "art. 196" in k3["exemptions"][0]  # reverse charge, in French
-    k2 = _xml_values(documents.embedded_xml(Path(by_contract["K2"]["pdf_path"]).read_bytes()))
+    k2 = _xml_values(einvoice.embedded_xml(Path(by_contract["K2"]["pdf_path"]).read_bytes()))
     assert k2["categories"] == ["G"]
     # rendered once: a second run keeps the stored file and hash
     before = {inv["invoice_id"]: inv["pdf_sha256"] for inv in invoices}
@@ -275,6 +279,6 @@ def test_einvoice_agrees_with_pdf_and_database(engine, data_dir):
 def test_ubl_passes_its_xsd():
     import facturx
 
-    xml = documents.ubl_xml(sample_document())
+    xml = einvoice.ubl_xml(sample_document())
     facturx.xml_check_xsd(xml, flavor="ubl-2.1", level="en16931")
     assert b"RF38NWD2026000012" in xml and b"2451.40" in xml

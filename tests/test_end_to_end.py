@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 from dag_runs import airflow_conn, project_dags
-from invoiceflow import db, demo, demo_bank, statements
-from invoiceflow.money import format_plain
-from invoiceflow.policy import load_policy
 from pypdf import PdfReader
 from smtp_server import SmtpServer
+
+from invoiceflow.core import db
+from invoiceflow.core.money import format_plain
+from invoiceflow.core.policy import load_policy
+from invoiceflow.demo import bank, company, statements
 
 pytestmark = pytest.mark.slow
 
@@ -60,7 +62,7 @@ def _write_statement(engine, data_dir: Path) -> Path:
             "WHERE i.invoice_number IS NOT NULL ORDER BY i.invoice_number",
         )
     accounts = {cur: acc.iban for cur, acc in load_policy().seller.accounts.items()}
-    sts = demo_bank.demo_payments_statement(invoices, accounts=accounts, statement_date=STATEMENT_DAY)
+    sts = bank.demo_payments_statement(invoices, accounts=accounts, statement_date=STATEMENT_DAY)
     path = data_dir / "inbox" / "bank" / "camt053-20261123.xml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(statements.write_camt053(sts, message_id="E2E-1", created_at=NIGHT))
@@ -70,7 +72,7 @@ def _write_statement(engine, data_dir: Path) -> Path:
 def test_billing_month_end_to_end_and_exactly_once(dags, db_url, data_dir, monkeypatch):
     engine = db.engine(db_url)
     scale, at_least_issued = SCALE[engine.dialect.name]
-    demo.write_demo_sources(data_dir / "inbox", PERIOD, scale=scale)
+    company.write_demo_sources(data_dir / "inbox", PERIOD, scale=scale)
     with SmtpServer() as smtp:
         monkeypatch.setenv("AIRFLOW_CONN_BILLING_DB", airflow_conn(db_url))
         monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", smtp.connection_json)

@@ -12,9 +12,12 @@ import json
 from datetime import date
 
 import pytest
-from invoiceflow import audit, db, events, pricing, sources
-from invoiceflow.policy import load_policy
 from sample_data import write_feeds
+
+from invoiceflow.billing import pricing
+from invoiceflow.core import audit, db, periods
+from invoiceflow.core.policy import load_policy
+from invoiceflow.ingest import events, sources
 
 ACTOR = "test"
 
@@ -56,7 +59,7 @@ def test_completed_milestone_is_invoiced_at_once_and_only_once(loaded):
     assert [(line["kind"], line["net_amount"]) for line in lines] == [("milestone", 800000)]
 
     assert _event(loaded, "milestone_completed", extra) == []  # delivered twice: billed once
-    cycle = pricing.price_period(loaded, load_policy(), "cycle-nov", pricing.period_of("2026-11"), ACTOR)
+    cycle = pricing.price_period(loaded, load_policy(), "cycle-nov", periods.period_of("2026-11"), ACTOR)
     with loaded.connect() as conn:
         billed = db.scalar(conn, "SELECT COUNT(*) FROM invoice_lines WHERE description LIKE '%Phase 2%'")
         created = db.rows(
@@ -92,7 +95,7 @@ def test_signed_retainer_contract_bills_its_set_up_fee_and_first_interval(loaded
     assert (invoice["net_amount"], invoice["tax_amount"], invoice["trigger_key"]) == (200000, 0, "contract-signed:K9")
 
     # the November cycle bills December in advance, and neither the fee nor November again
-    cycle = pricing.price_period(loaded, load_policy(), "cycle-nov", pricing.period_of("2026-11"), ACTOR)
+    cycle = pricing.price_period(loaded, load_policy(), "cycle-nov", periods.period_of("2026-11"), ACTOR)
     with loaded.connect() as conn:
         k9 = db.rows(
             conn,

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import pytest
 from conftest import _drop_pg_database, _new_pg_database
-from invoiceflow import db, sources
-from invoiceflow.policy import load_policy
 from sample_data import write_feeds
 from smtp_server import SmtpServer
+
+from invoiceflow.core import db
+from invoiceflow.core.policy import load_policy
+from invoiceflow.ingest import sources
 
 pytestmark = pytest.mark.slow
 

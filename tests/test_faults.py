@@ -15,11 +15,18 @@ import textwrap
 import pytest
 from billing_fixtures import ISSUE_DAY, OCTOBER, issued_month
 from fault_helpers import UNKNOWN_CREDIT, assert_ledger_consistent, camt_bytes, paying_statements
-from invoiceflow import approval, db, ledger, outbox, pricing, reconciliation, sources, statements
-from invoiceflow.policy import load_policy
 from pg_cluster import PgCluster
 from sample_data import write_feeds
 from sqlalchemy.exc import DBAPIError
+
+from invoiceflow.billing import pricing
+from invoiceflow.collect import importing, payments, posting
+from invoiceflow.core import db
+from invoiceflow.core.policy import load_policy
+from invoiceflow.demo import statements
+from invoiceflow.ingest import sources
+from invoiceflow.invoicing import approval, issuing
+from invoiceflow.send import outbox
 
 # Gross amounts of the sample month, worked out by hand in tests/sample_data.py.
 GROSS = {"K1": 289765, "K2": 1200000, "K3": 150000, "K4": 119000}
@@ -91,10 +98,10 @@ def test_billing_database_goes_away_mid_issue_and_mid_posting(data_dir, monkeypa
         batch = pricing.price_period(eng, policy, "run-1", OCTOBER, "test")
         routed = approval.route(eng, policy, batch["batch_id"], "test")
         for invoice_id in routed["review"]:
-            ledger.decide(eng, invoice_id, True, "user:finance", None)
+            issuing.decide(eng, invoice_id, True, "user:finance", None)
         todo = routed["auto"] + routed["review"]
 
-        real_next = ledger._next_number
+        real_next = issuing.next_number
         drawn: list[int] = []
 
         def crash_on_second_number(conn, series):
@@ -103,17 +110,17 @@ def test_billing_database_goes_away_mid_issue_and_mid_posting(data_dir, monkeypa
                 pg.stop()  # the number was drawn, the transaction not committed
             return drawn[-1]
 
-        monkeypatch.setattr(ledger, "_next_number", crash_on_second_number)
+        monkeypatch.setattr(issuing, "next_number", crash_on_second_number)
         with pytest.raises(DBAPIError):
-            ledger.issue(eng, policy, todo, ISSUE_DAY, "test")
-        monkeypatch.setattr(ledger, "_next_number", real_next)
+            issuing.issue(eng, policy, todo, ISSUE_DAY, "test")
+        monkeypatch.setattr(issuing, "next_number", real_next)
         pg.start()
         eng.dispose()
-        ledger.issue(eng, policy, todo, ISSUE_DAY, "test")
-        ledger.issue(eng, policy, todo, ISSUE_DAY, "test")  # and once more: nothing changes
+        issuing.issue(eng, policy, todo, ISSUE_DAY, "test")
+        issuing.issue(eng, policy, todo, ISSUE_DAY, "test")  # and once more: nothing changes
 
-        reconciliation.import_bytes(eng, "camt-1.xml", camt_bytes(paying_statements(eng)), "test", policy)
-        real_post = ledger.post_payment
+        importing.import_bytes(eng, "camt-1.xml", camt_bytes(paying_statements(eng)), "test", policy)
+        real_post = payments.post_payment
         posted: list[int] = []
 
         def crash_on_second_posting(conn, txn, *args, **kwargs):
@@ -122,16 +129,16 @@ def test_billing_database_goes_away_mid_issue_and_mid_posting(data_dir, monkeypa
                 pg.stop()
             return posted[-1]
 
-        monkeypatch.setattr(ledger, "post_payment", crash_on_second_posting)
+        monkeypatch.setattr(payments, "post_payment", crash_on_second_posting)
         with pytest.raises(DBAPIError):
-            reconciliation.match_and_post(eng, "test", "night-1", policy)
-        monkeypatch.setattr(ledger, "post_payment", real_post)
+            posting.match_and_post(eng, "test", "night-1", policy)
+        monkeypatch.setattr(payments, "post_payment", real_post)
         pg.start()
         eng.dispose()
         with eng.connect() as conn:
             assert db.scalar(conn, "SELECT COUNT(*) FROM payments") == 1  # the first posting survived
-        reconciliation.match_and_post(eng, "test", "night-2", policy)
-        reconciliation.match_and_post(eng, "test", "night-3", policy)
+        posting.match_and_post(eng, "test", "night-2", policy)
+        posting.match_and_post(eng, "test", "night-3", policy)
 
         counts = assert_ledger_consistent(eng)
         assert counts["issued"] == 4 and counts["payments"] == 4 and counts["bank_lines"] == 5
@@ -149,8 +156,11 @@ _KILLER = textwrap.dedent(
     """
     import os, signal, sys
     from datetime import date
-    from invoiceflow import db, ledger, pricing, reconciliation
-    from invoiceflow.policy import load_policy
+    from invoiceflow.billing import pricing
+    from invoiceflow.collect import payments, posting
+    from invoiceflow.core import db
+    from invoiceflow.core.policy import load_policy
+    from invoiceflow.invoicing import issuing
 
     url, stage = sys.argv[1], sys.argv[2]
     eng, policy = db.engine(url), load_policy()
@@ -170,12 +180,12 @@ _KILLER = textwrap.dedent(
         pricing._finish_invoice = dies_on_second(pricing._finish_invoice)
         pricing.price_period(eng, policy, "run-killed", (date(2026, 10, 1), date(2026, 11, 1)), "task")
     elif stage == "issue":
-        ledger._next_number = dies_on_second(ledger._next_number)
+        issuing.next_number = dies_on_second(issuing.next_number)
         ids = [int(i) for i in sys.argv[3].split(",")]
-        ledger.issue(eng, policy, ids, date(2026, 11, 1), "task")
+        issuing.issue(eng, policy, ids, date(2026, 11, 1), "task")
     elif stage == "posting":
-        ledger.post_payment = dies_on_second(ledger.post_payment)
-        reconciliation.match_and_post(eng, "task", "night-killed", policy)
+        payments.post_payment = dies_on_second(payments.post_payment)
+        posting.match_and_post(eng, "task", "night-killed", policy)
     print("survived", flush=True)
     """
 )
@@ -210,15 +220,15 @@ def test_task_process_killed_mid_write_then_rerun(engine, db_url, data_dir):
     assert pricing.price_period(engine, policy, "run-3", OCTOBER, "test")["invoice_ids"] == []
     routed = approval.route(engine, policy, batch["batch_id"], "test")
     for invoice_id in routed["review"]:
-        ledger.decide(engine, invoice_id, True, "user:finance", None)
+        issuing.decide(engine, invoice_id, True, "user:finance", None)
     todo = routed["auto"] + routed["review"]
 
     _run_killed(db_url, "issue", ",".join(map(str, todo)))
-    ledger.issue(engine, policy, todo, ISSUE_DAY, "test")
+    issuing.issue(engine, policy, todo, ISSUE_DAY, "test")
 
-    reconciliation.import_bytes(engine, "camt-1.xml", camt_bytes(paying_statements(engine)), "test", policy)
+    importing.import_bytes(engine, "camt-1.xml", camt_bytes(paying_statements(engine)), "test", policy)
     _run_killed(db_url, "posting")
-    reconciliation.match_and_post(engine, "test", "night-2", policy)
+    posting.match_and_post(engine, "test", "night-2", policy)
 
     counts = assert_ledger_consistent(engine)
     assert counts["issued"] == 4 and counts["invoices"] == 4 and counts["payments"] == 4
@@ -237,8 +247,8 @@ def test_a_cleared_run_and_a_period_backfilled_twice_change_nothing(engine, data
     (a backfill of the same period): no new invoice, claim, number, payment or audit event."""
     policy = load_policy()
     issued_month(engine, data_dir)
-    reconciliation.import_bytes(engine, "camt-1.xml", camt_bytes(paying_statements(engine)), "test", policy)
-    reconciliation.match_and_post(engine, "test", "night-1", policy)
+    importing.import_bytes(engine, "camt-1.xml", camt_bytes(paying_statements(engine)), "test", policy)
+    posting.match_and_post(engine, "test", "night-1", policy)
     before = assert_ledger_consistent(engine)
     with engine.connect() as conn:
         events = db.scalar(conn, "SELECT COUNT(*) FROM audit_events")
@@ -250,9 +260,9 @@ def test_a_cleared_run_and_a_period_backfilled_twice_change_nothing(engine, data
         approval.route(engine, policy, batch["batch_id"], "test")
     with engine.connect() as conn:
         all_ids = [r["invoice_id"] for r in db.rows(conn, "SELECT invoice_id FROM invoices")]
-    ledger.issue(engine, policy, all_ids, ISSUE_DAY, "test")
-    reconciliation.import_statements(engine, "test", policy)
-    reconciliation.match_and_post(engine, "test", "night-1", policy)
+    issuing.issue(engine, policy, all_ids, ISSUE_DAY, "test")
+    importing.import_statements(engine, "test", policy)
+    posting.match_and_post(engine, "test", "night-1", policy)
 
     assert assert_ledger_consistent(engine) == before
     with engine.connect() as conn:
@@ -271,14 +281,14 @@ def test_the_same_bank_file_under_other_names_and_formats_posts_once(engine, dat
     (bank / "camt-2026-11-20.xml").write_bytes(data)
     (bank / "copy of camt-2026-11-20.xml").write_bytes(data)
     (bank / "statement.mt940").write_bytes(statements.write_mt940(sts))
-    results = {r["file"]: r for r in reconciliation.import_statements(engine, "test", policy)}
+    results = {r["file"]: r for r in importing.import_statements(engine, "test", policy)}
     assert results["camt-2026-11-20.xml"]["new_transactions"] == 5
     assert results["copy of camt-2026-11-20.xml"]["status"] == "skipped"
     assert results["statement.mt940"]["new_transactions"] == 0 and results["statement.mt940"]["duplicates"] == 5
     (bank / "renamed-again.xml").write_bytes(data)
-    reconciliation.import_statements(engine, "test", policy)
-    reconciliation.match_and_post(engine, "test", "night-1", policy)
-    reconciliation.match_and_post(engine, "test", "night-2", policy)
+    importing.import_statements(engine, "test", policy)
+    posting.match_and_post(engine, "test", "night-1", policy)
+    posting.match_and_post(engine, "test", "night-2", policy)
     counts = assert_ledger_consistent(engine)
     assert counts["bank_lines"] == 5 and counts["payments"] == 4
     assert counts["paid_total"] == sum(GROSS.values())

@@ -14,9 +14,14 @@ from typing import Any
 import pytest
 from billing_fixtures import ISSUE_DAY, OCTOBER, issued_month
 from fault_helpers import assert_ledger_consistent, camt_bytes, paying_statements
-from invoiceflow import approval, db, ledger, pricing, reconciliation, sources
-from invoiceflow.policy import load_policy
 from sample_data import write_feeds
+
+from invoiceflow.billing import pricing
+from invoiceflow.collect import importing, matching, posting
+from invoiceflow.core import db
+from invoiceflow.core.policy import load_policy
+from invoiceflow.ingest import sources
+from invoiceflow.invoicing import approval, issuing
 
 pytestmark = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 
@@ -70,9 +75,9 @@ def test_two_issue_runs_at_once_number_gaplessly(engine, data_dir):
     batch = pricing.price_period(engine, policy, "run-1", OCTOBER, "test")
     routed = approval.route(engine, policy, batch["batch_id"], "test")
     for invoice_id in routed["review"]:
-        ledger.decide(engine, invoice_id, True, "user:finance", None)
+        issuing.decide(engine, invoice_id, True, "user:finance", None)
     todo = routed["auto"] + routed["review"]
-    results = _together(*[lambda: ledger.issue(engine, policy, todo, ISSUE_DAY, "test")] * 2)
+    results = _together(*[lambda: issuing.issue(engine, policy, todo, ISSUE_DAY, "test")] * 2)
     assert not [r for r in results if isinstance(r, Exception)], results
     counts = assert_ledger_consistent(engine)
     assert counts["issued"] == 4
@@ -81,13 +86,13 @@ def test_two_issue_runs_at_once_number_gaplessly(engine, data_dir):
 def test_two_reconciliations_at_once_post_each_line_once(engine, data_dir):
     policy = load_policy()
     issued_month(engine, data_dir)
-    reconciliation.import_bytes(engine, "camt-1.xml", camt_bytes(paying_statements(engine)), "test", policy)
+    importing.import_bytes(engine, "camt-1.xml", camt_bytes(paying_statements(engine)), "test", policy)
     results = _together(
-        lambda: reconciliation.match_and_post(engine, "test", "night-a", policy),
-        lambda: reconciliation.match_and_post(engine, "test", "night-b", policy),
+        lambda: posting.match_and_post(engine, "test", "night-a", policy),
+        lambda: posting.match_and_post(engine, "test", "night-b", policy),
     )
     assert not [r for r in results if isinstance(r, Exception)], results
-    reconciliation.match_and_post(engine, "test", "night-c", policy)
+    posting.match_and_post(engine, "test", "night-c", policy)
     counts = assert_ledger_consistent(engine)
     assert counts["payments"] == 4 and counts["paid_total"] == GROSS_TOTAL
 
@@ -101,14 +106,14 @@ def test_reconciliation_while_invoices_are_issued(engine, data_dir):
     batch = pricing.price_period(engine, policy, "run-1", OCTOBER, "test")
     routed = approval.route(engine, policy, batch["batch_id"], "test")
     for invoice_id in routed["review"]:
-        ledger.decide(engine, invoice_id, True, "user:finance", None)
+        issuing.decide(engine, invoice_id, True, "user:finance", None)
     with engine.connect() as conn:
         by_contract = {r["contract_id"]: r["invoice_id"] for r in db.rows(conn, "SELECT * FROM invoices")}
-    ledger.issue(engine, policy, [by_contract["K1"], by_contract["K4"]], ISSUE_DAY, "test")
-    reconciliation.import_bytes(engine, "camt-1.xml", camt_bytes(paying_statements(engine)), "test", policy)
+    issuing.issue(engine, policy, [by_contract["K1"], by_contract["K4"]], ISSUE_DAY, "test")
+    importing.import_bytes(engine, "camt-1.xml", camt_bytes(paying_statements(engine)), "test", policy)
     results = _together(
-        lambda: [ledger.issue(engine, policy, [by_contract[k]], ISSUE_DAY, "test") for k in ("K2", "K3")],
-        lambda: reconciliation.match_and_post(engine, "test", "night-1", policy),
+        lambda: [issuing.issue(engine, policy, [by_contract[k]], ISSUE_DAY, "test") for k in ("K2", "K3")],
+        lambda: posting.match_and_post(engine, "test", "night-1", policy),
     )
     assert not [r for r in results if isinstance(r, Exception)], results
     counts = assert_ledger_consistent(engine)
@@ -138,10 +143,10 @@ def test_two_reconciliations_with_different_lines_for_one_invoice_pay_it_once(en
     decides its line again and reports it as a duplicate payment instead of paying K1 twice."""
     policy = load_policy()
     issued_month(engine, data_dir)
-    reconciliation.import_bytes(engine, "camt-1.xml", _k1_paid_twice(engine), "test", policy)
+    importing.import_bytes(engine, "camt-1.xml", _k1_paid_twice(engine), "test", policy)
     loaded = threading.Barrier(2)
     first_load: set[int] = set()
-    real_load = reconciliation.load_matcher
+    real_load = matching.load_matcher
 
     def load_together(conn, pol):
         matcher = real_load(conn, pol)
@@ -150,7 +155,7 @@ def test_two_reconciliations_with_different_lines_for_one_invoice_pay_it_once(en
             loaded.wait(timeout=60)
         return matcher
 
-    monkeypatch.setattr(reconciliation, "load_matcher", load_together)
+    monkeypatch.setattr(posting, "load_matcher", load_together)
     with engine.connect() as conn:
         k1_lines = [r["txn_id"] for r in db.rows(conn, "SELECT txn_id FROM bank_transactions WHERE amount = :a "
                                                  "ORDER BY txn_id", {"a": GROSS_K1})]  # fmt: skip
@@ -168,7 +173,7 @@ def test_two_reconciliations_with_different_lines_for_one_invoice_pay_it_once(en
 
     def run(run_id: str, txn_id: int) -> dict[str, int]:
         first.txn_id = txn_id
-        return reconciliation.match_and_post(engine, "test", run_id, policy)
+        return posting.match_and_post(engine, "test", run_id, policy)
 
     results = _together(lambda: run("night-a", k1_lines[0]), lambda: run("night-b", k1_lines[1]))
     monkeypatch.undo()
@@ -201,13 +206,13 @@ def test_two_accounts_paying_the_same_invoices_at_once_pay_each_once(engine, dat
             for t in eur.transactions
         ),
     )
-    reconciliation.import_bytes(engine, "camt-a.xml", camt_bytes([eur]), "test", policy)
-    reconciliation.import_bytes(engine, "camt-b.xml", camt_bytes([second]), "test", policy)
-    assert reconciliation.accounts_with_new_lines(engine) == sorted([eur.account_iban, other_iban])
+    importing.import_bytes(engine, "camt-a.xml", camt_bytes([eur]), "test", policy)
+    importing.import_bytes(engine, "camt-b.xml", camt_bytes([second]), "test", policy)
+    assert posting.accounts_with_new_lines(engine) == sorted([eur.account_iban, other_iban])
 
     loaded = threading.Barrier(2)
     first = threading.local()
-    original = reconciliation.load_matcher
+    original = matching.load_matcher
 
     def stale_together(conn, pol):
         matcher = original(conn, pol)
@@ -216,10 +221,10 @@ def test_two_accounts_paying_the_same_invoices_at_once_pay_each_once(engine, dat
             loaded.wait(timeout=60)
         return matcher
 
-    monkeypatch.setattr(reconciliation, "load_matcher", stale_together)
+    monkeypatch.setattr(posting, "load_matcher", stale_together)
     results = _together(
-        lambda: reconciliation.match_and_post(engine, "test", "night-1", policy, account=eur.account_iban),
-        lambda: reconciliation.match_and_post(engine, "test", "night-1", policy, account=other_iban),
+        lambda: posting.match_and_post(engine, "test", "night-1", policy, account=eur.account_iban),
+        lambda: posting.match_and_post(engine, "test", "night-1", policy, account=other_iban),
     )
     assert not [r for r in results if isinstance(r, Exception)], results
     assert sum(r["matched"] + r["partial"] + r["exceptions"] for r in results) == 2 * len(eur.transactions)

@@ -28,9 +28,11 @@ import pytest
 from billing_fixtures import issued_month
 from dag_runs import airflow_conn, project_dags
 from fault_helpers import UNKNOWN_CREDIT, assert_ledger_consistent, camt_bytes, paying_statements
-from invoiceflow import db, ledger
 from pg_cluster import PgCluster
 from sample_data import FEEDS, write_feeds
+
+from invoiceflow.collect import payments
+from invoiceflow.core import db
 
 pytestmark = pytest.mark.slow
 
@@ -83,13 +85,13 @@ _KILLED_RUN = textwrap.dedent(
     """
     import os, signal, sys
     from datetime import UTC, datetime
-    from invoiceflow import ledger
+    from invoiceflow.invoicing import issuing
 
     sys.path.insert(0, sys.argv[1])
     from dag_runs import project_dags
     from test_faults_dag import REVIEWS
 
-    real_next, drawn = ledger._next_number, []
+    real_next, drawn = issuing.next_number, []
 
     def dies_on_second_number(conn, series):
         drawn.append(real_next(conn, series))
@@ -98,7 +100,7 @@ _KILLED_RUN = textwrap.dedent(
             os.kill(os.getpid(), signal.SIGKILL)  # no rollback, no cleanup, no task state written
         return drawn[-1]
 
-    ledger._next_number = dies_on_second_number
+    issuing.next_number = dies_on_second_number
     billing = project_dags()["billing_cycle"]
     billing.test(logical_date=datetime(2026, 11, 1, 6, tzinfo=UTC), mark_success_pattern=REVIEWS)
     print("survived", flush=True)
@@ -175,7 +177,7 @@ def test_billing_database_crashes_mid_posting_in_a_reconciliation_run(dags, data
         (bank / "camt-2026-11-20.xml").write_bytes(camt_bytes(paying_statements(engine)))
         monkeypatch.setenv("AIRFLOW_CONN_BILLING_DB", airflow_conn(pg.url))
 
-        real_post = ledger.post_payment
+        real_post = payments.post_payment
         posted: list[int] = []
 
         def crash_on_second_posting(conn, txn, *args, **kwargs):
@@ -184,11 +186,11 @@ def test_billing_database_crashes_mid_posting_in_a_reconciliation_run(dags, data
                 pg.stop()  # written, not committed: lost with the crash
             return posted[-1]
 
-        monkeypatch.setattr(ledger, "post_payment", crash_on_second_posting)
+        monkeypatch.setattr(payments, "post_payment", crash_on_second_posting)
         run = dags["bank_reconciliation"]
         assert run.test(logical_date=NIGHT).state == "failed"
         assert len(posted) == 2  # the fault struck inside the run, not before it
-        monkeypatch.setattr(ledger, "post_payment", real_post)
+        monkeypatch.setattr(payments, "post_payment", real_post)
         pg.start()
         with engine.connect() as conn:
             assert db.scalar(conn, "SELECT COUNT(*) FROM payments") == 1  # the committed one survived

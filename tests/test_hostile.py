@@ -14,11 +14,19 @@ from pathlib import Path
 import pytest
 from billing_fixtures import ISSUE_DAY, OCTOBER
 from fault_helpers import camt_bytes
-from invoiceflow import approval, db, documents, ledger, outbox, pricing, reconciliation, reports, sources, statements
-from invoiceflow.policy import Delivery, load_policy
-from invoiceflow.statements import Statement, StatementError, Transaction
 from sample_data import FEEDS, write_feeds
 from smtp_server import SmtpServer
+
+from invoiceflow.billing import pricing
+from invoiceflow.collect import importing, posting, statements
+from invoiceflow.collect.statements import records
+from invoiceflow.collect.statements.records import Statement, StatementError, Transaction
+from invoiceflow.core import db
+from invoiceflow.core.policy import Delivery, load_policy
+from invoiceflow.ingest import sources
+from invoiceflow.invoicing import approval, build, issuing, render
+from invoiceflow.reporting import reports
+from invoiceflow.send import outbox
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = Path(__file__).resolve().parent / "corpus"
@@ -91,7 +99,7 @@ def test_the_whole_bank_corpus_in_one_night_rejects_the_bad_and_loads_the_good(e
     for path in BANK_CORPUS:
         (bank / path.name).write_bytes(path.read_bytes())
     (bank / "zz-good.xml").write_bytes(_good_statement())
-    results = {r["file"]: r for r in reconciliation.import_statements(engine, "test", policy)}
+    results = {r["file"]: r for r in importing.import_statements(engine, "test", policy)}
     assert results["zz-good.xml"]["status"] == "loaded" and results["zz-good.xml"]["new_transactions"] == 1
     loaded = {n for n, r in results.items() if r["status"] == "loaded"}
     rejected = {n for n, r in results.items() if r["status"] == "rejected"}
@@ -107,7 +115,7 @@ def test_the_whole_bank_corpus_in_one_night_rejects_the_bad_and_loads_the_good(e
         details = [r["detail"] for r in db.rows(conn, "SELECT detail FROM exceptions WHERE category = 'rejected_file'")]
     for name in rejected:
         assert any(d.startswith(name) for d in details), name
-    reconciliation.match_and_post(engine, "test", "night-1", policy)
+    posting.match_and_post(engine, "test", "night-1", policy)
     page = Path(reports.write_exception_report(engine, date(2026, 11, 21), tmp_path, pdf=False)["html"]).read_text()
     assert "&lt;script&gt;" in page and "<script>alert" not in page and "<img src=x" not in page
     assert "{{ 7*7 }}" in page and "__subclasses__" in page  # shown as text
@@ -115,9 +123,9 @@ def test_the_whole_bank_corpus_in_one_night_rejects_the_bad_and_loads_the_good(e
 
 
 def test_an_oversized_bank_file_is_refused_before_it_is_parsed(engine, data_dir):
-    size = statements.MAX_BYTES + 1
+    size = records.MAX_BYTES + 1
     data = b"<Document>" + b" " * (size - len(b"<Document></Document>")) + b"</Document>"
-    result = reconciliation.import_bytes(engine, "huge.xml", data, "test", load_policy())
+    result = importing.import_bytes(engine, "huge.xml", data, "test", load_policy())
     assert result["status"] == "rejected" and result["message"] == "huge.xml: file: larger than 50 MB"
 
 
@@ -181,7 +189,7 @@ def test_invoice_numbers_never_leave_the_pdf_folder(number, tmp_path):
 
     from factories import sample_document
 
-    name = documents.pdf_filename(replace(sample_document(), invoice_number=number))
+    name = render.pdf_filename(replace(sample_document(), invoice_number=number))
     assert "/" not in name and "\\" not in name and "\x00" not in name and not name.startswith(".")
     assert (tmp_path / name).resolve().parent == tmp_path.resolve()
 
@@ -210,8 +218,8 @@ def test_hostile_clients_from_the_feed_through_billing_and_delivery(engine, data
     batch = pricing.price_period(engine, policy, "run-1", OCTOBER, "test")
     routed = approval.route(engine, policy, batch["batch_id"], "test")
     for invoice_id in routed["review"]:
-        ledger.decide(engine, invoice_id, True, "user:finance", None)
-    ids = ledger.issue(engine, policy, routed["auto"] + routed["review"], ISSUE_DAY, "test")
+        issuing.decide(engine, invoice_id, True, "user:finance", None)
+    ids = issuing.issue(engine, policy, routed["auto"] + routed["review"], ISSUE_DAY, "test")
     outbox.render_invoices(engine, policy, ids, "test")
     with SmtpServer() as smtp:
         monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", smtp.connection_json)
@@ -227,10 +235,10 @@ def test_hostile_clients_from_the_feed_through_billing_and_delivery(engine, data
     assert outside == [], outside
     with engine.connect() as conn:
         c3 = db.rows(conn, "SELECT invoice_id FROM invoices WHERE client_id = 'C3'")
-        doc = documents.complete_document(conn, policy, c3[0]["invoice_id"])
+        doc = build.complete_document(conn, policy, c3[0]["invoice_id"])
         k9 = db.rows(conn, "SELECT invoice_id, status FROM invoices WHERE contract_id = 'K9'")
         reported = db.rows(conn, "SELECT detail FROM exceptions WHERE category = 'delivery_failed'")
-    html = documents.render_invoice_html(doc)
+    html = render.render_invoice_html(doc)
     assert "{{ self.__init__.__globals__ }}" in html and "&lt;script&gt;" in html and "<script>x" not in html
     assert "function" not in html.split("__globals__")[1][:200]  # the globals were never rendered
     if k9:  # the traversal client was accepted by the feed: its portal delivery is refused and reported

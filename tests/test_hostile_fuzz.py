@@ -12,11 +12,14 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from invoiceflow import db, sources, statements
-from invoiceflow.policy import load_policy
-from invoiceflow.sources import TARGETS
-from invoiceflow.statements import StatementError
 from sample_data import FEEDS, write_feeds
+
+from invoiceflow.collect import statements
+from invoiceflow.collect.statements.records import StatementError
+from invoiceflow.core import db
+from invoiceflow.core.policy import load_policy
+from invoiceflow.ingest import sources
+from invoiceflow.ingest.feeds import TARGETS
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SEEDS = {

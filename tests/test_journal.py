@@ -11,9 +11,13 @@ from pathlib import Path
 
 import pytest
 from billing_fixtures import issued_month
-from invoiceflow import db, journal, reconciliation
-from invoiceflow.policy import load_policy
-from invoiceflow.statements import Statement, Transaction, write_camt053
+
+from invoiceflow.accounting import exports, journal, status
+from invoiceflow.collect import importing, posting
+from invoiceflow.collect.statements.records import Statement, Transaction
+from invoiceflow.core import db
+from invoiceflow.core.policy import load_policy
+from invoiceflow.demo.statements import write_camt053
 
 IBAN = "DE89370400440532013000"
 DAY = date(2026, 11, 20)
@@ -58,8 +62,8 @@ def posted(engine, data_dir):
         "S1",
     )
     _drop(data_dir, "b.xml", [_txn(-30000, "RETURN", "B4", e2e="E2E-K4", reversal=True)], "S2")
-    reconciliation.import_statements(engine, "test")
-    reconciliation.match_and_post(engine, "test", "run-1")
+    importing.import_statements(engine, "test")
+    posting.match_and_post(engine, "test", "run-1")
     return month
 
 
@@ -80,7 +84,7 @@ def test_every_entry_balances_and_is_written_once(engine, posted):
 def test_exports_pass_bean_check_and_carry_the_mapping(engine, posted, tmp_path):
     pol = load_policy()
     journal.record_journal(engine, pol, "run-1")
-    out = journal.export_journal(engine, pol, "run-1", DAY, tmp_path)
+    out = exports.export_journal(engine, pol, "run-1", DAY, tmp_path)
     assert out["entries"] == "8"
     bean_check = Path(sys.executable).parent / "bean-check"
     done = subprocess.run([str(bean_check), out["beancount"]], capture_output=True, text=True, check=False)
@@ -100,7 +104,7 @@ def test_exports_pass_bean_check_and_carry_the_mapping(engine, posted, tmp_path)
 
 def test_accounting_status_comes_back_and_differences_are_reported(engine, posted, data_dir):
     k1, k3 = posted["K1"], posted["K3"]
-    status_file = journal.export_payment_status(engine, DAY, data_dir / "out")
+    status_file = status.export_payment_status(engine, DAY, data_dir / "out")
     ours = {r["invoice_number"]: r for r in csv.DictReader(Path(status_file).read_text(encoding="utf-8").splitlines())}
     assert ours[k1["invoice_number"]]["status"] == "paid"
     folder = data_dir / "inbox" / "accounting"
@@ -114,7 +118,7 @@ def test_accounting_status_comes_back_and_differences_are_reported(engine, poste
         f"NWD-2026-999998,paid,abc,EUR,2026-11-20\n",
         encoding="utf-8",
     )
-    counts = journal.import_accounting_status(engine, "test")
+    counts = status.import_accounting_status(engine, "test")
     assert counts["quarantined"] == 1 and counts["mismatches"] == 2
     with engine.connect() as conn:
         exc = {
@@ -179,12 +183,12 @@ def test_a_pound_invoice_paid_in_two_parts_realises_fx_gain_then_loss(engine, da
     pol = load_policy()
     acc = pol.reconciliation.accounts
     _gbp_payment(data_dir, "G1", date(2026, 11, 12), 600_000, k2["invoice_number"], 0)
-    reconciliation.import_statements(engine, "test")
-    assert reconciliation.match_and_post(engine, "test", "run-1")["partial"] == 1
+    importing.import_statements(engine, "test")
+    assert posting.match_and_post(engine, "test", "run-1")["partial"] == 1
     journal.record_journal(engine, pol, "run-1")
     _gbp_payment(data_dir, "G2", date(2026, 11, 20), 600_000, k2["invoice_number"], 600_000)
-    reconciliation.import_statements(engine, "test")
-    assert reconciliation.match_and_post(engine, "test", "run-2")["matched"] == 1
+    importing.import_statements(engine, "test")
+    assert posting.match_and_post(engine, "test", "run-2")["matched"] == 1
     journal.record_journal(engine, pol, "run-2")
 
     with engine.connect() as conn:
@@ -218,7 +222,7 @@ def test_a_pound_invoice_paid_in_two_parts_realises_fx_gain_then_loss(engine, da
 
     beans = {}
     for run in ("run-1", "run-2"):
-        out = journal.export_journal(engine, pol, run, DAY, tmp_path / run)
+        out = exports.export_journal(engine, pol, run, DAY, tmp_path / run)
         beans[run] = Path(out["beancount"]).read_text(encoding="utf-8")
         done = subprocess.run(
             [str(Path(sys.executable).parent / "bean-check"), out["beancount"]], capture_output=True, text=True

@@ -19,13 +19,18 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 from billing_fixtures import issued_month
-from invoiceflow import db, masking, outbox, reconciliation, reminders, reports, statements
-from invoiceflow.money import format_totals
-from invoiceflow.outbox import DeliveryIncomplete
-from invoiceflow.policy import load_policy
-from invoiceflow.statements import Statement, Transaction
 from schwifty import IBAN
 from smtp_server import Inbox, SmtpServer
+
+from invoiceflow.collect import importing, posting
+from invoiceflow.collect.statements.records import Statement, Transaction
+from invoiceflow.core import db, masking
+from invoiceflow.core.money import format_totals
+from invoiceflow.core.policy import load_policy
+from invoiceflow.demo import statements
+from invoiceflow.reporting import reports
+from invoiceflow.send import outbox, reminders
+from invoiceflow.send.outbox import DeliveryIncomplete
 
 KNOWN_PAYER = "GB82WEST12345698765432"  # pays K2 by reference, then sends an amount nobody owes
 STRANGER = "FR1420041010050500013M02606"  # an unknown payer
@@ -113,18 +118,20 @@ def test_each_step_logs_its_business_figures_and_no_account_or_address(
     every = [(i["currency"], i["gross_amount"]) for i in invoices.values()]
 
     # sources: per file and per feed, rows read, accepted and quarantined
-    feed = _logged(caplog, "invoiceflow.sources", "feed timesheets:")
+    feed = _logged(caplog, "invoiceflow.ingest.sources", "feed timesheets:")
     assert "rows" in feed and "read" in feed and "quarantined" in feed
     # pricing, routing and issue: invoices with their gross per currency, in major units
-    assert format_totals(every) in _logged(caplog, "invoiceflow.pricing", "period 2026-10-01 to 2026-11-01")
-    routed = _logged(caplog, "invoiceflow.approval", "batch ")
+    assert format_totals(every) in _logged(caplog, "invoiceflow.billing.pricing", "period 2026-10-01 to 2026-11-01")
+    routed = _logged(caplog, "invoiceflow.invoicing.approval", "batch ")
     assert "approved by policy" in routed and "waiting for finance" in routed
-    assert f"{len(every)} invoices, {format_totals(every)}" in _logged(caplog, "invoiceflow.ledger", "issued in series")
+    assert f"{len(every)} invoices, {format_totals(every)}" in _logged(
+        caplog, "invoiceflow.invoicing.issuing", "issued in series"
+    )
 
     # render and deliver: one client's address is refused by the mail server
     ids = [i["invoice_id"] for i in invoices.values()]
     outbox.render_invoices(engine, policy, ids, "test")
-    assert _logged(caplog, "invoiceflow.outbox", "PDFs rendered for").startswith(f"PDFs rendered for {len(ids)} ")
+    assert _logged(caplog, "invoiceflow.send.outbox", "PDFs rendered for").startswith(f"PDFs rendered for {len(ids)} ")
     refused = clients["C1"]["email"]
     with RefusingSmtpServer({refused}) as smtp:
         monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", smtp.connection_json)
@@ -133,20 +140,20 @@ def test_each_step_logs_its_business_figures_and_no_account_or_address(
         assert smtp.messages  # the others went out
     with engine.connect() as conn:
         sent = db.rows(conn, "SELECT currency, gross_amount FROM invoices WHERE status = 'sent'")
-    delivered = _logged(caplog, "invoiceflow.outbox", "delivered ")
+    delivered = _logged(caplog, "invoiceflow.send.outbox", "delivered ")
     refused_invoices = sum(i["client_id"] == "C1" for i in invoices.values())
     assert format_totals((r["currency"], r["gross_amount"]) for r in sent) in delivered
     assert f"{refused_invoices} failed" in delivered
-    failure = _logged(caplog, "invoiceflow.outbox", "invoice of invoice")
+    failure = _logged(caplog, "invoiceflow.send.outbox", "invoice of invoice")
     assert masking.mask_email(refused) in failure and "refused" in failure
 
     # reconciliation: lines posted and left for finance, amounts per currency
-    reconciliation.import_bytes(engine, "camt.xml", _statement_file(invoices), "test", policy)
-    imported = _logged(caplog, "invoiceflow.reconciliation", "bank file camt.xml")
+    importing.import_bytes(engine, "camt.xml", _statement_file(invoices), "test", policy)
+    imported = _logged(caplog, "invoiceflow.collect.importing", "bank file camt.xml")
     assert "3 new bank lines" in imported and "GBP" in imported and "EUR 777.00" in imported
-    reconciliation.match_and_post(engine, "test", "night-1", policy)
+    posting.match_and_post(engine, "test", "night-1", policy)
     k2 = invoices["K2"]
-    matched = _logged(caplog, "invoiceflow.reconciliation", "reconciliation of 3 new bank lines")
+    matched = _logged(caplog, "invoiceflow.collect.posting", "reconciliation of 3 new bank lines")
     assert f"1 auto-posted in full (GBP {k2['gross_amount'] / 100:.2f})" in matched
     assert "2 exceptions for finance (EUR 777.00, GBP 123.45)" in matched
     with engine.connect() as conn:  # the database keeps the payer accounts whole, for matching
@@ -154,7 +161,7 @@ def test_each_step_logs_its_business_figures_and_no_account_or_address(
     assert KNOWN_PAYER in details and QUOTED in re.sub(r"\s", "", details)
 
     out = reports.write_exception_report(engine, date(2026, 11, 21), tmp_path, pdf=False)
-    assert _logged(caplog, "invoiceflow.reports", "exception report for 2026-11-21 written:")
+    assert _logged(caplog, "invoiceflow.reporting.reports", "exception report for 2026-11-21 written:")
     pages = {kind: Path(out[kind]).read_text() for kind in ("html", "csv")}
     for kind, page in pages.items():
         assert "Mystery Payer SARL" in page and masking.mask_iban(KNOWN_PAYER) in page, kind  # the line is there
@@ -166,7 +173,7 @@ def test_each_step_logs_its_business_figures_and_no_account_or_address(
         reminded = db.rows(conn, "SELECT currency, open_amount FROM reminders")
     assert reminded
     assert format_totals((r["currency"], r["open_amount"]) for r in reminded) in _logged(
-        caplog, "invoiceflow.reminders", "reminders for 2026-12-01:"
+        caplog, "invoiceflow.send.reminders", "reminders for 2026-12-01:"
     )
 
     # nothing of the accounts or the clients' addresses in any log record or in the report

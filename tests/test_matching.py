@@ -6,9 +6,10 @@ from datetime import date
 from decimal import Decimal
 
 import pytest
-from invoiceflow.ledger import creditor_reference
-from invoiceflow.policy import load_policy
-from invoiceflow.reconciliation import Matcher, OpenInvoice, normalise_name
+
+from invoiceflow.collect.matching import Matcher, OpenInvoice, normalise_name
+from invoiceflow.core.policy import load_policy
+from invoiceflow.invoicing.build import creditor_reference
 
 DAY = date(2026, 11, 20)
 CLIENTS = {

@@ -1,7 +1,8 @@
 from decimal import Decimal
 
 import pytest
-from invoiceflow.money import MoneyError, format_plain, round_half_up, tax_amount, to_major, to_minor
+
+from invoiceflow.core.money import MoneyError, format_plain, round_half_up, tax_amount, to_major, to_minor
 
 
 def test_to_minor_parses_major_units_exactly():

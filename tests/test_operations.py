@@ -15,7 +15,7 @@ def test_a_task_that_fails_for_good_emails_the_owners(airflow_db):
     import sys
     from pathlib import Path
 
-    from invoiceflow import operations
+    from invoiceflow.airflow import defaults
 
     folder = Path(__file__).with_name("test_dags_folder")
     with SmtpServer() as smtp:
@@ -23,7 +23,7 @@ def test_a_task_that_fails_for_good_emails_the_owners(airflow_db):
             **os.environ,
             "AIRFLOW__CORE__DAGS_FOLDER": str(folder),
             "AIRFLOW_CONN_SMTP_DEFAULT": smtp.connection_json,
-            operations.ALERT_EMAILS_ENV: "ops@example.test, lead@example.test",
+            defaults.ALERT_EMAILS_ENV: "ops@example.test, lead@example.test",
         }
         airflow = str(Path(sys.executable).parent / "airflow")
         done = subprocess.run(
@@ -96,7 +96,7 @@ def test_late_runs_of_the_runs_that_matter_email_the_owners(airflow_db, monkeypa
         assert alert.callback.kwargs["to"] == "ops@example.test"
         assert alert.callback.kwargs["subject"].startswith(f"[invoiceflow] {dag_id} is late")
 
-    from invoiceflow import operations
+    from invoiceflow.airflow import defaults
 
     monkeypatch.setenv("INVOICEFLOW_LATE_RUN_ALERTS", "off")  # for `airflow dags test` runs
-    assert operations.late_run_alert("billing_cycle", timedelta(days=5), "late") is None
+    assert defaults.late_run_alert("billing_cycle", timedelta(days=5), "late") is None

@@ -7,8 +7,10 @@ from __future__ import annotations
 import pytest
 from billing_fixtures import issued_month
 from faulty_smtp import STAGES
-from invoiceflow import db, delivery, outbox
-from invoiceflow.policy import Delivery, load_policy
+
+from invoiceflow.core import db
+from invoiceflow.core.policy import Delivery, load_policy
+from invoiceflow.send import outbox, transport
 
 
 def _k1(engine, data_dir, policy) -> int:
@@ -90,16 +92,16 @@ def test_process_dies_after_the_point_of_no_return(sqlite_engine, data_dir, smtp
     """The worker is killed while the data is on the wire: the row says 'sending', nobody re-sends."""
     policy = load_policy()
     invoice_id = _k1(sqlite_engine, data_dir, policy)
-    real_send = delivery.send_smtp
+    real_send = transport.send_smtp
 
     def dies_mid_send(msg, *, point_of_no_return=None, **kwargs):
         point_of_no_return()
         raise SystemExit("worker killed")
 
-    monkeypatch.setattr(delivery, "send_smtp", dies_mid_send)
+    monkeypatch.setattr(transport, "send_smtp", dies_mid_send)
     with pytest.raises(SystemExit):
         _deliver(sqlite_engine, policy, invoice_id)
-    monkeypatch.setattr(delivery, "send_smtp", real_send)
+    monkeypatch.setattr(transport, "send_smtp", real_send)
     assert _deliver(sqlite_engine, policy, invoice_id)["unconfirmed"] == 1
     assert smtp.messages == [] and _delivery(sqlite_engine, invoice_id)["status"] == "sending"
 
@@ -140,7 +142,7 @@ def test_each_client_by_its_preference_with_the_portal_from_the_policy(engine, d
     ObjectStoragePath URL from the policy; every delivery exactly once over repeated runs."""
     import hashlib
 
-    from invoiceflow import documents
+    from invoiceflow.invoicing import einvoice
 
     portal = tmp_path / "portal-bucket"
     policy = load_policy().model_copy(update={"delivery": Delivery(portal_url=portal.as_uri())})
@@ -161,7 +163,7 @@ def test_each_client_by_its_preference_with_the_portal_from_the_policy(engine, d
     with engine.connect() as conn:
         stored = {r["invoice_id"]: r for r in db.rows(conn, "SELECT * FROM invoices")}
     assert hashlib.sha256(pdf).hexdigest() == stored[month["K2"]["invoice_id"]]["pdf_sha256"]
-    assert b"<ram:GrandTotalAmount>12000.00</ram:GrandTotalAmount>" in documents.embedded_xml(pdf)
+    assert b"<ram:GrandTotalAmount>12000.00</ram:GrandTotalAmount>" in einvoice.embedded_xml(pdf)
     published = sorted(p.relative_to(portal).as_posix() for p in portal.rglob("*.pdf"))
     assert published == sorted([f"C2/{month['K2']['invoice_number']}.pdf", f"C3/{month['K3']['invoice_number']}.pdf"])
     assert all(s["status"] == "sent" for s in stored.values())
@@ -172,7 +174,7 @@ def test_two_runs_at_once_send_once(sqlite_engine, data_dir, smtp, monkeypatch):
     same delivery over and sends it: A notices at its point of no return and sends nothing."""
     policy = load_policy()
     invoice_id = _k1(sqlite_engine, data_dir, policy)
-    real_send = delivery.send_smtp
+    real_send = transport.send_smtp
     overtaken = []
 
     def a_is_overtaken(msg, *, point_of_no_return=None, **kwargs):
@@ -183,7 +185,7 @@ def test_two_runs_at_once_send_once(sqlite_engine, data_dir, smtp, monkeypatch):
             assert _deliver(sqlite_engine, policy, invoice_id)["email"] == 1
         return real_send(msg, point_of_no_return=point_of_no_return, **kwargs)
 
-    monkeypatch.setattr(delivery, "send_smtp", a_is_overtaken)
+    monkeypatch.setattr(transport, "send_smtp", a_is_overtaken)
     assert _deliver(sqlite_engine, policy, invoice_id)["busy"] == 1  # run A
     assert len(smtp.messages) == 1 and _delivery(sqlite_engine, invoice_id)["status"] == "sent"
     assert _delivery(sqlite_engine, invoice_id)["attempts"] == 2

@@ -2,8 +2,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from invoiceflow import settings
-from invoiceflow.policy import PolicyError, load_policy
+
+from invoiceflow.core import settings
+from invoiceflow.core.policy import PolicyError, load_policy
 
 
 def test_shipped_policy_loads():

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from invoiceflow import settings
-from invoiceflow.policy import PolicyError, load_policy
+
+from invoiceflow.core import settings
+from invoiceflow.core.policy import PolicyError, load_policy
 
 
 def _write(tmp_path: Path, change) -> Path:

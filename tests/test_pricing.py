@@ -6,9 +6,13 @@ import json
 from datetime import date
 
 import pytest
-from invoiceflow import approval, audit, db, pricing, sources
-from invoiceflow.policy import load_policy
 from sample_data import FEEDS, write_feeds
+
+from invoiceflow.billing import drafts, pricing
+from invoiceflow.core import audit, db
+from invoiceflow.core.policy import load_policy
+from invoiceflow.ingest import sources
+from invoiceflow.invoicing import approval
 
 OCTOBER = (date(2026, 10, 1), date(2026, 11, 1))
 NOVEMBER = (date(2026, 11, 1), date(2026, 12, 1))
@@ -160,12 +164,12 @@ def test_late_entries_go_on_the_next_invoice_exactly_once(loaded, data_dir):
 
 def test_quarterly_retainer_bills_only_at_the_start_of_a_quarter():
     contract = {"retainer_interval": "quarterly", "start_date": date(2026, 1, 1), "end_date": None}
-    assert pricing.retainer_spans(contract, OCTOBER) == []
+    assert drafts.retainer_spans(contract, OCTOBER) == []
     december = (date(2026, 12, 1), date(2027, 1, 1))
     q1 = (date(2027, 1, 1), date(2027, 4, 1))
-    assert pricing.retainer_spans(contract, december) == [(*q1, *q1)]
+    assert drafts.retainer_spans(contract, december) == [(*q1, *q1)]
     ended = {**contract, "retainer_interval": "monthly", "end_date": date(2026, 10, 31)}
-    assert pricing.retainer_spans(ended, OCTOBER) == []
+    assert drafts.retainer_spans(ended, OCTOBER) == []
 
 
 def test_routing_by_value_client_type_and_cap(loaded):

@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from invoiceflow import db, pricing
-from invoiceflow.money import round_half_up, tax_amount
-from invoiceflow.policy import load_policy
+
+from invoiceflow.billing import pricing
+from invoiceflow.core import db
+from invoiceflow.core.money import round_half_up, tax_amount
+from invoiceflow.core.policy import load_policy
 
 MONTHS = [(date(2026, m, 1), date(2026, m + 1, 1)) for m in (8, 9, 10, 11)]
 CONTRACTS = {"P1": (1, 0, None), "P2": (25, 1000, None), "P3": (50, 0, 500_000)}  # increment, discount bp, cap

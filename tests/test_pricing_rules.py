@@ -11,8 +11,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from invoiceflow import db, pricing, settings, sources
-from invoiceflow.policy import load_policy
+
+from invoiceflow.billing import pricing
+from invoiceflow.core import db, settings
+from invoiceflow.core.policy import load_policy
+from invoiceflow.ingest import sources
 
 OCTOBER = (date(2026, 10, 1), date(2026, 11, 1))
 NOVEMBER = (date(2026, 11, 1), date(2026, 12, 1))

@@ -8,8 +8,10 @@ from dataclasses import replace
 
 import pytest
 from billing_fixtures import issued_month
-from invoiceflow import audit, db, reconciliation
 from test_reconciliation import _drop, _txn
+
+from invoiceflow.collect import importing, posting
+from invoiceflow.core import audit, db
 
 K1_GROSS, K3_GROSS = 289765, 150000  # 2,897.65 and 1,500.00 EUR (see test_faults.GROSS)
 K1_PART = 100000  # 1,000.00 now, the remaining 1,897.65 later in the night
@@ -33,8 +35,8 @@ def night(engine, data_dir, monkeypatch):
         _txn(K1_GROSS - K1_PART, remittance=f"Invoice {k1['invoice_number']} rest", bank_ref="B3"),
     ]
     _drop(data_dir, "night.xml", lines)
-    reconciliation.import_statements(engine, "test")
-    monkeypatch.setattr(reconciliation, "CHUNK_LINES", 2)
+    importing.import_statements(engine, "test")
+    monkeypatch.setattr(posting, "CHUNK_LINES", 2)
     return month
 
 
@@ -92,18 +94,18 @@ POSTED = {
 
 def test_a_night_in_chunks_posts_each_line_once_in_order(engine, night, monkeypatch):
     chunks = []
-    real_decide_and_post = reconciliation._decide_and_post
+    real_decide_and_post = posting._decide_and_post
 
     def decide_and_post(engine, matcher, chunk, *args):
         chunks.append(len(chunk))
         return real_decide_and_post(engine, matcher, chunk, *args)
 
-    monkeypatch.setattr(reconciliation, "_decide_and_post", decide_and_post)
-    counts = reconciliation.match_and_post(engine, "test", "night-1")
+    monkeypatch.setattr(posting, "_decide_and_post", decide_and_post)
+    counts = posting.match_and_post(engine, "test", "night-1")
     assert counts == {"matched": 2, "partial": 1, "returned": 1, "exceptions": 1}
     assert chunks == [1, 1, 2, 1]  # two single lines, then chunks grow to CHUNK_LINES (2 here)
     assert _state(engine) == POSTED
-    assert reconciliation.match_and_post(engine, "test", "night-2") == dict.fromkeys(counts, 0)
+    assert posting.match_and_post(engine, "test", "night-2") == dict.fromkeys(counts, 0)
     assert _state(engine) == POSTED
 
 
@@ -119,7 +121,7 @@ def test_a_chunk_that_fails_leaves_its_lines_untouched_and_a_rerun_posts_them_on
 
     monkeypatch.setattr(audit, "record_many", fails_on_second_chunk)
     with pytest.raises(RuntimeError, match="second chunk"):
-        reconciliation.match_and_post(engine, "test", "night-1")
+        posting.match_and_post(engine, "test", "night-1")
     monkeypatch.setattr(audit, "record_many", real_record_many)
     after_crash = _state(engine)
     assert after_crash["invoices"] == {"K1": ("partially_paid", K1_PART), "K3": ("issued", 0)}
@@ -127,5 +129,5 @@ def test_a_chunk_that_fails_leaves_its_lines_untouched_and_a_rerun_posts_them_on
     assert after_crash["lines"] == ["matched", "new", "new", "new", "new"]
     assert after_crash["exceptions"] == [("short_payment", K1_PART)]
 
-    reconciliation.match_and_post(engine, "test", "night-2")
+    posting.match_and_post(engine, "test", "night-2")
     assert _state(engine) == POSTED

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from invoiceflow.policy import PolicyError, load_policy
-from invoiceflow.settings import policy_path
+
+from invoiceflow.core.policy import PolicyError, load_policy
+from invoiceflow.core.settings import policy_path
 
 
 def _load_with(tmp_path, **changes):

@@ -11,9 +11,12 @@ from datetime import date
 
 import pytest
 import sqlalchemy.exc
-from invoiceflow import db, pricing, sources
-from invoiceflow.policy import load_policy
 from sample_data import write_feeds
+
+from invoiceflow.billing import pricing
+from invoiceflow.core import db
+from invoiceflow.core.policy import load_policy
+from invoiceflow.ingest import sources
 
 OCTOBER = (date(2026, 10, 1), date(2026, 11, 1))
 ENTRY = (

@@ -7,8 +7,11 @@ from datetime import date, timedelta
 
 import pytest
 from billing_fixtures import issued_month
-from invoiceflow import db, ledger, reminders
-from invoiceflow.policy import load_policy
+
+from invoiceflow.core import db, statuses
+from invoiceflow.core.policy import load_policy
+from invoiceflow.invoicing import credit_notes
+from invoiceflow.send import disputes, reminders
 
 
 @pytest.fixture
@@ -65,7 +68,7 @@ def test_paid_invoices_get_nothing_and_partly_paid_are_reminded_of_the_rest(engi
         due = {r["invoice_id"]: r for r in reminders.due_reminders(conn, policy, date(2026, 12, 1))}
     assert month["K2"]["invoice_id"] not in due
     assert due[month["K1"]["invoice_id"]]["open_amount"] == month["K1"]["gross_amount"] - 50000
-    assert ledger.payment_status(100, 100) == "paid"
+    assert statuses.payment_status(100, 100) == "paid"
 
 
 def test_a_month_of_reminders_through_smtp(engine, data_dir, month, monkeypatch):
@@ -74,8 +77,9 @@ def test_a_month_of_reminders_through_smtp(engine, data_dir, month, monkeypatch)
     10 to 22 December, and a late fee on the final notice."""
     from email.utils import parsedate_to_datetime
 
-    from invoiceflow.policy import DunningLevel
     from smtp_server import SmtpServer
+
+    from invoiceflow.core.policy import DunningLevel
 
     base = load_policy()
     final = base.dunning[2].model_dump() | {"late_fee": {"EUR": "40", "GBP": "35"}}
@@ -95,10 +99,10 @@ def test_a_month_of_reminders_through_smtp(engine, data_dir, month, monkeypatch)
                         "UPDATE invoices SET paid_amount = 50000, status = 'partially_paid' WHERE contract_id = 'K4'",
                     )
             if day == date(2026, 12, 10):
-                assert reminders.open_dispute(engine, numbers["K3"], "hours disputed", "user:finance")
-                assert not reminders.open_dispute(engine, numbers["K3"], "again", "user:finance")  # one open
+                assert disputes.open_dispute(engine, numbers["K3"], "hours disputed", "user:finance")
+                assert not disputes.open_dispute(engine, numbers["K3"], "again", "user:finance")  # one open
             if day == date(2026, 12, 22):
-                assert reminders.resolve_dispute(engine, numbers["K3"], "agreed", "user:finance")
+                assert disputes.resolve_dispute(engine, numbers["K3"], "agreed", "user:finance")
             if day not in (date(2026, 11, 24), date(2026, 11, 25)):
                 reminders.send_reminders(engine, policy, day, "test", use_smtp=True)
             day += timedelta(days=1)
@@ -137,27 +141,28 @@ def test_a_month_of_reminders_through_smtp(engine, data_dir, month, monkeypatch)
     with engine.connect() as conn:
         logged = db.rows(conn, "SELECT * FROM reminders ORDER BY as_of, invoice_id")
         audited = db.rows(conn, "SELECT * FROM audit_events WHERE action = 'reminded'")
-        disputes = db.rows(conn, "SELECT * FROM audit_events WHERE action IN ('disputed', 'dispute_resolved')")
-    assert len(logged) == len(got) == len(audited) == 9 and len(disputes) == 2
+        dispute_events = db.rows(conn, "SELECT * FROM audit_events WHERE action IN ('disputed', 'dispute_resolved')")
+    assert len(logged) == len(got) == len(audited) == 9 and len(dispute_events) == 2
     k4_final = next(r for r in logged if r["invoice_id"] == month["K4"]["invoice_id"] and r["level"] == 3)
     assert (k4_final["open_amount"], k4_final["late_fee"], k4_final["currency"]) == (69000, 4000, "EUR")
 
 
 def test_credited_and_disputed_invoices_get_nothing(engine, data_dir, month):
     policy = load_policy()
-    ledger.credit_note(
+    credit_notes.credit_note(
         engine, policy, month["K1"]["invoice_number"], reason="cancelled", issue_date=date(2026, 11, 5), actor="test"
     )
-    reminders.open_dispute(engine, month["K2"]["invoice_number"], "wrong milestone", "user:finance")
+    disputes.open_dispute(engine, month["K2"]["invoice_number"], "wrong milestone", "user:finance")
     with engine.connect() as conn:
         due = {r["invoice_id"] for r in reminders.due_reminders(conn, policy, date(2026, 12, 20))}
     assert due == {month["K3"]["invoice_id"], month["K4"]["invoice_id"]}
-    with pytest.raises(reminders.DisputeError, match="no issued invoice"):
-        reminders.open_dispute(engine, "NWD-1999-000001", "x", "user:finance")
+    with pytest.raises(disputes.DisputeError, match="no issued invoice"):
+        disputes.open_dispute(engine, "NWD-1999-000001", "x", "user:finance")
 
 
 def test_dispute_from_the_command_line(data_dir, capsys):
-    from invoiceflow import cli, settings
+    from invoiceflow import cli
+    from invoiceflow.core import settings
 
     engine = db.engine(settings.default_database_url())
     db.upgrade(engine)

@@ -8,10 +8,14 @@ from pathlib import Path
 
 import pytest
 from billing_fixtures import issued_month
-from invoiceflow import db, reconciliation, reports
-from invoiceflow.statements import Statement, Transaction, write_camt053
 from pypdf import PdfReader
 from smtp_server import SmtpServer
+
+from invoiceflow.collect import importing, posting
+from invoiceflow.collect.statements.records import Statement, Transaction
+from invoiceflow.core import db
+from invoiceflow.demo.statements import write_camt053
+from invoiceflow.reporting import reports
 
 IBAN = "DE89370400440532013000"
 DAY = date(2026, 11, 20)
@@ -43,8 +47,8 @@ def reconciled(engine, data_dir):
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "a.xml").write_bytes(write_camt053([st], message_id="a", created_at=datetime(2026, 11, 20, tzinfo=UTC)))
     (folder / "b.xml").write_bytes(b"<Document>")
-    reconciliation.import_statements(engine, "test")
-    reconciliation.match_and_post(engine, "test", "run")
+    importing.import_statements(engine, "test")
+    posting.match_and_post(engine, "test", "run")
     return month
 
 

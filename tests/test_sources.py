@@ -6,9 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from invoiceflow import db, sources
-from invoiceflow.policy import load_policy
 from sample_data import FEEDS, write_feeds
+
+from invoiceflow.core import db
+from invoiceflow.core.policy import load_policy
+from invoiceflow.ingest import sources
 
 ACTOR = "test"
 
@@ -161,11 +163,12 @@ def test_corrected_row_supersedes_an_unbilled_one(engine, data_dir):
 def test_a_changed_billed_record_is_quarantined_not_dropped(engine, data_dir):
     """A billed time entry re-delivered with other hours must not vanish silently: it is quarantined,
     naming the invoice, and the billed value stays. Unchanged billed rows and unbilled corrections pass."""
-    from invoiceflow import pricing
+    from invoiceflow.billing import pricing
+    from invoiceflow.core import periods
 
     paths = write_feeds(data_dir / "inbox")
     sources.load_inbox(engine, load_policy(), ACTOR)
-    pricing.price_period(engine, load_policy(), "run-1", pricing.period_of("2026-10"), ACTOR)
+    pricing.price_period(engine, load_policy(), "run-1", periods.period_of("2026-10"), ACTOR)
     header, t1, t2, *_rest, t5, _t6 = FEEDS["timesheets"].strip().splitlines()
     paths["timesheets"].with_name("timesheets-resent.csv").write_text(
         "\n".join(

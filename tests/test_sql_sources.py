@@ -7,10 +7,12 @@ from datetime import datetime
 
 import pytest
 from conftest import _drop_pg_database, _new_pg_database
-from invoiceflow import db, sources
-from invoiceflow.policy import SqlSource, load_policy
 from sample_data import write_feeds
 from sqlalchemy import create_engine, text
+
+from invoiceflow.core import db
+from invoiceflow.core.policy import SqlSource, load_policy
+from invoiceflow.ingest import sources
 
 ACTOR = "test"
 

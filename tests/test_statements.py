@@ -6,16 +6,13 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
+
 from invoiceflow import cli
-from invoiceflow.demo_bank import demo_payments_statement
-from invoiceflow.statements import (
-    StatementError,
-    parse_camt053,
-    parse_statement_bytes,
-    parse_statement_file,
-    transaction_dedup_keys,
-    write_camt053,
-)
+from invoiceflow.collect.statements import parse_statement_bytes, parse_statement_file
+from invoiceflow.collect.statements.camt import parse_camt053
+from invoiceflow.collect.statements.records import StatementError, transaction_dedup_keys
+from invoiceflow.demo.bank import demo_payments_statement
+from invoiceflow.demo.statements import write_camt053
 
 FIXTURES = Path(__file__).parent / "fixtures" / "bank"
 V08 = (FIXTURES / "camt053-v08-batch.xml").read_bytes()
@@ -154,7 +151,7 @@ CORPUS = Path(__file__).parent / "fixtures" / "statements"
 
 
 def _policy_csv():
-    from invoiceflow.policy import load_policy
+    from invoiceflow.core.policy import load_policy
 
     return load_policy().bank_csv
 
@@ -260,7 +257,7 @@ def test_parse_statement_command_reads_every_format(name, capsys):
 
 
 def test_mt940_round_trip_keeps_what_matching_needs():
-    from invoiceflow.statements import write_mt940
+    from invoiceflow.demo.statements import write_mt940
 
     (st,) = parse_camt053(V08, "v08.xml")
     again = parse_statement_bytes(write_mt940([st]), "rt.sta", {})
@@ -292,7 +289,7 @@ def test_bai2_amounts_use_the_currency_exponent(capsys):
     account opens at 1,000.000 and closes at 1,250.750 dinar. In minor units that is the file's digits,
     not a hundredth of them (a parser assuming two decimals would give 1500.00 yen, 2507.50 dinar).
     """
-    from invoiceflow.money import format_plain
+    from invoiceflow.core.money import format_plain
 
     jpy, kwd = parse_statement_file(CORPUS / "bai2-jpy-kwd.bai", {})
     assert (jpy.currency, jpy.opening_balance, jpy.closing_balance) == ("JPY", 5_000_000, 5_150_000)
@@ -333,7 +330,8 @@ def test_other_formats_read_non_cent_currencies(currency, amount, text):
     """CAMT.053, MT940 and bank CSV each read a yen, dinar or Bahraini dinar amount at its own exponent."""
     from types import SimpleNamespace
 
-    from invoiceflow.statements import Statement, Transaction, write_mt940
+    from invoiceflow.collect.statements.records import Statement, Transaction
+    from invoiceflow.demo.statements import write_mt940
 
     txn = Transaction(
         "DE89370400440532013000",

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from invoiceflow import db, sources, validation
-from invoiceflow.policy import load_policy
 from sample_data import FEEDS, write_feeds
+
+from invoiceflow.core import db
+from invoiceflow.core.policy import load_policy
+from invoiceflow.ingest import feeds, sources, validation
 
 CORPUS = Path(__file__).parent / "corpus" / "sources"
 HOSTILE_VALUES = [
@@ -87,13 +89,13 @@ def _mutated(feed: str) -> pd.DataFrame:
             corpus = sources._read_csv(path)
         except (ValueError, UnicodeDecodeError):
             continue  # refused whole before validation; tests/test_hostile.py covers it
-        if set(sources.COLUMNS[feed]) <= set(corpus.columns):
+        if set(feeds.COLUMNS[feed]) <= set(corpus.columns):
             rows.append(corpus[list(frame.columns)])
     out = pd.concat(rows, ignore_index=True)
-    for column in sources.OPTIONAL_COLUMNS.get(feed, ()):
+    for column in feeds.OPTIONAL_COLUMNS.get(feed, ()):
         if column not in out.columns:
             out[column] = ""
-    out = out[[*sources.COLUMNS[feed], *sources.OPTIONAL_COLUMNS.get(feed, ())]].apply(lambda c: c.str.strip())
+    out = out[[*feeds.COLUMNS[feed], *feeds.OPTIONAL_COLUMNS.get(feed, ())]].apply(lambda c: c.str.strip())
     out.index = range(2, 2 + len(out))
     return out
 
@@ -126,7 +128,7 @@ def test_the_screen_fails_exactly_the_rows_great_expectations_fails(engine, data
     frame = _mutated(feed)
     with engine.connect() as conn:
         known = sources.known_references(conn, load_policy())
-    key = sources.TARGETS[feed][1]
+    key = feeds.TARGETS[feed][1]
     facts = validation.FileFacts(repeated={"T1", "C1", "K1", "M1"}, overbooked={"E1|2026-10-01"})
     definition = validation.suite_definition(feed)
     definition["expectations"] += validation.reference_expectations(feed)

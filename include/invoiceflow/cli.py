@@ -11,17 +11,17 @@ from dataclasses import asdict
 from datetime import date, timedelta
 from pathlib import Path
 
-from invoiceflow import db, settings
+from invoiceflow.core import db, settings
 
 
 def _engine():
-    from invoiceflow import runtime
+    from invoiceflow.airflow import runtime
 
     return runtime.billing_engine()
 
 
 def cmd_db_upgrade(_args: argparse.Namespace) -> int:
-    from invoiceflow import runtime
+    from invoiceflow.airflow import runtime
 
     url = runtime.billing_url()
     applied = db.upgrade(db.engine(url))
@@ -30,10 +30,10 @@ def cmd_db_upgrade(_args: argparse.Namespace) -> int:
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
-    from invoiceflow import demo
+    from invoiceflow.demo import company
 
-    period = date.fromisoformat(f"{args.period}-01") if args.period else demo.demo_period(date.today())
-    for feed, path in demo.write_demo_sources(settings.data_dir() / "inbox", period, args.seed).items():
+    period = date.fromisoformat(f"{args.period}-01") if args.period else company.demo_period(date.today())
+    for feed, path in company.write_demo_sources(settings.data_dir() / "inbox", period, args.seed).items():
         print(f"{feed:<11} {path}")
     return 0
 
@@ -42,8 +42,8 @@ def cmd_demo_statement(args: argparse.Namespace) -> int:
     """A CAMT.053 file that pays part of the issued invoices, as a bank would send it."""
     from datetime import UTC, datetime
 
-    from invoiceflow import demo_bank, statements
-    from invoiceflow.policy import policy
+    from invoiceflow.core.policy import policy
+    from invoiceflow.demo import bank, statements
 
     day = date.fromisoformat(args.date)
     with _engine().connect() as conn:
@@ -55,7 +55,7 @@ def cmd_demo_statement(args: argparse.Namespace) -> int:
             {"d": day},
         )
     accounts = {cur: acc.iban for cur, acc in policy().seller.accounts.items()}
-    sts = demo_bank.demo_payments_statement(invoices, accounts=accounts, statement_date=day, seed=args.seed)
+    sts = bank.demo_payments_statement(invoices, accounts=accounts, statement_date=day, seed=args.seed)
     created = datetime(day.year, day.month, day.day, 23, 0, tzinfo=UTC)
     data = statements.write_camt053(sts, message_id=f"DEMO-{day:%Y%m%d}", created_at=created)
     path = settings.inbox("bank") / f"camt053-{day:%Y%m%d}.xml"
@@ -66,11 +66,12 @@ def cmd_demo_statement(args: argparse.Namespace) -> int:
 
 
 def cmd_parse_statement(args: argparse.Namespace) -> int:
-    from invoiceflow import statements
+    from invoiceflow.collect import statements
+    from invoiceflow.collect.statements import records
 
     try:
         parsed = statements.parse_statement_file(Path(args.file))
-    except statements.StatementError as exc:
+    except records.StatementError as exc:
         print(exc, file=sys.stderr)
         return 2
     for st in parsed:
@@ -85,26 +86,28 @@ def cmd_parse_statement(args: argparse.Namespace) -> int:
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
     """The nightly reconciliation without Airflow: import, match and post, journal, exception report."""
-    from invoiceflow import journal, reconciliation, reports
-    from invoiceflow.policy import policy
+    from invoiceflow.accounting import exports, journal, status
+    from invoiceflow.collect import importing, posting
+    from invoiceflow.core.policy import policy
+    from invoiceflow.reporting import reports
 
     engine, pol = _engine(), policy()
     day = date.fromisoformat(args.date) if args.date else date.today()
     actor, run_id = f"user:{os.environ.get('USER', 'cli')}", f"cli__{day}"
-    for result in reconciliation.import_statements(engine, actor, pol):
+    for result in importing.import_statements(engine, actor, pol):
         print(
             f"{result['file']}: {result['status']}, {result['new_transactions']} new lines"
             + (f" ({result['message']})" if result.get("message") else "")
         )
-    counts = reconciliation.match_and_post(engine, actor, run_id, pol)
+    counts = posting.match_and_post(engine, actor, run_id, pol)
     print(
         f"matched {counts['matched']}, partial {counts['partial']}, returned {counts['returned']}, "
         f"exceptions {counts['exceptions']}"
     )
     journal.record_journal(engine, pol, run_id)
-    exported = journal.export_journal(engine, pol, run_id, day)
+    exported = exports.export_journal(engine, pol, run_id, day)
     print(f"journal: {exported['entries']} entries in {exported['csv']} and {exported['beancount']}")
-    journal.import_accounting_status(engine, actor)
+    status.import_accounting_status(engine, actor)
     out = reports.nightly_reports(engine, day, use_smtp=args.send)
     print(
         f"exception report: {out['exceptions']['html']} ({out['exceptions']['to_act']} to act on); "
@@ -114,7 +117,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(_args: argparse.Namespace) -> int:
-    from invoiceflow import reports
+    from invoiceflow.reporting import reports
 
     print_summary(reports.billing_summary(_engine()))
     return 0
@@ -152,9 +155,10 @@ def _airflow_test(dag_id: str, day: date, *extra: str) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Last month's billing cycle, a bank statement, the nightly reconciliation and the reminders."""
-    from invoiceflow import demo, reports
+    from invoiceflow.demo import company
+    from invoiceflow.reporting import reports
 
-    period = demo.demo_period(date.today())
+    period = company.demo_period(date.today())
     run_day = (period + timedelta(days=32)).replace(day=1)
     statement_day, reconcile_day = run_day + timedelta(days=22), run_day + timedelta(days=24)
     print(
@@ -196,8 +200,11 @@ def _line_amount(text: str) -> tuple[int, str]:
 
 def cmd_credit_note(args: argparse.Namespace) -> int:
     """Issue, render and deliver a credit note; the invoice it corrects never changes."""
-    from invoiceflow import ledger, outbox, policy, runtime
-    from invoiceflow.money import MoneyError, to_minor
+    from invoiceflow.airflow import runtime
+    from invoiceflow.core import policy
+    from invoiceflow.core.money import MoneyError, to_minor
+    from invoiceflow.invoicing import credit_notes
+    from invoiceflow.send import outbox
 
     engine, pol = runtime.billing_engine(), policy.policy()
     actor = f"user:{os.environ.get('USER', 'cli')}"
@@ -211,7 +218,7 @@ def cmd_credit_note(args: argparse.Namespace) -> int:
             print(f"credit-note: {exc}", file=sys.stderr)
             return 2
     try:
-        note_id = ledger.credit_note(
+        note_id = credit_notes.credit_note(
             engine,
             pol,
             args.invoice,
@@ -220,7 +227,7 @@ def cmd_credit_note(args: argparse.Namespace) -> int:
             actor=actor,
             amounts=amounts,
         )
-    except ledger.CreditNoteError as exc:
+    except credit_notes.CreditNoteError as exc:
         print(f"credit-note: {exc}", file=sys.stderr)
         return 2
     outbox.render_invoices(engine, pol, [note_id], actor)
@@ -238,7 +245,7 @@ def cmd_credit_note(args: argparse.Namespace) -> int:
 
 def cmd_audit_verify(_args: argparse.Namespace) -> int:
     """Check the hash chain of the audit trail; exit 1 and name the first broken event."""
-    from invoiceflow import audit
+    from invoiceflow.core import audit
 
     with _engine().connect() as conn:
         report = audit.verify(conn)
@@ -256,7 +263,7 @@ def cmd_audit_verify(_args: argparse.Namespace) -> int:
 
 def cmd_audit_show(args: argparse.Namespace) -> int:
     """The audit history of one invoice (by number, or draft id), oldest first, for finance."""
-    from invoiceflow import audit
+    from invoiceflow.core import audit
 
     with _engine().connect() as conn:
         found = db.rows(
@@ -289,17 +296,18 @@ def cmd_audit_show(args: argparse.Namespace) -> int:
 
 def cmd_dispute(args: argparse.Namespace) -> int:
     """Open a dispute (reminders pause) or resolve it (reminders resume)."""
-    from invoiceflow import reminders, runtime
+    from invoiceflow.airflow import runtime
+    from invoiceflow.send import disputes
 
     engine, actor = runtime.billing_engine(), f"user:{os.environ.get('USER', 'cli')}"
     try:
         if args.resolve is not None:
-            done = reminders.resolve_dispute(engine, args.invoice, args.resolve, actor)
+            done = disputes.resolve_dispute(engine, args.invoice, args.resolve, actor)
             print(f"{args.invoice}: dispute resolved, reminders resume" if done else f"{args.invoice}: no open dispute")
         else:
-            done = reminders.open_dispute(engine, args.invoice, args.reason or "", actor)
+            done = disputes.open_dispute(engine, args.invoice, args.reason or "", actor)
             print(f"{args.invoice}: disputed, reminders paused" if done else f"{args.invoice}: already disputed")
-    except reminders.DisputeError as exc:
+    except disputes.DisputeError as exc:
         print(f"dispute: {exc}", file=sys.stderr)
         return 2
     return 0
@@ -307,7 +315,8 @@ def cmd_dispute(args: argparse.Namespace) -> int:
 
 def cmd_release_delivery(args: argparse.Namespace) -> int:
     """Allow one more attempt of an unconfirmed or given-up e-mail, after checking the mail server."""
-    from invoiceflow import outbox, runtime
+    from invoiceflow.airflow import runtime
+    from invoiceflow.send import outbox
 
     actor = f"user:{os.environ.get('USER', 'cli')}"
     if not outbox.release_unconfirmed(runtime.billing_engine(), args.message_id, actor, args.reason):

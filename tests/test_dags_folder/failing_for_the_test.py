@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import pendulum
 from airflow.sdk import dag, task
-from invoiceflow import operations
+
+from invoiceflow.airflow import defaults
 
 
 @dag(
     dag_id="failing_for_the_test",
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    default_args=operations.default_args("billing", retries=0),
+    default_args=defaults.default_args("billing", retries=0),
 )
 def failing_for_the_test() -> None:
     @task

@@ -1,0 +1,527 @@
+"""Pricing: turn unbilled source records into draft invoices, one per contract and period.
+
+Exactly once is structural: a time entry, milestone or expense points at the one invoice line
+that billed it (``invoice_line_id``), a retainer interval is a unique (contract, interval start),
+and an invoice is unique per (contract, period, trigger). Each invoice is built in one transaction
+that first claims its source records and then computes its amounts from exactly what it claimed,
+so a concurrent run or a late row can neither double-bill nor leave a line out of step with its
+records.
+
+An invoice is built in a fixed order: fee lines (time, milestones, retainer), the contract's
+discount on the fees, the cap adjustment that stops fees at the not-to-exceed budget, then
+reimbursable expenses; then tax per rate group, then the FX rate to the base currency."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, Engine, text
+
+from invoiceflow.billing import taxes
+from invoiceflow.billing.drafts import DraftLine, draft_lines, first_retainer_line, milestone_lines
+from invoiceflow.billing.taxes import store_taxes
+from invoiceflow.core import audit, db, tallies
+from invoiceflow.core.fx import fx_rate
+from invoiceflow.core.money import format_plain, round_half_up, to_base
+from invoiceflow.core.periods import period_of
+from invoiceflow.core.policy import Policy
+from invoiceflow.ingest.events import Trigger
+
+log = logging.getLogger(__name__)
+
+
+CYCLE = "cycle"
+
+
+CONTRACTS_PER_TRANSACTION = 250
+
+
+"""Invoices built per transaction: few commits and set-based claims, yet short transactions."""
+
+
+FEE_KINDS = ("time", "milestone", "retainer", "discount", "cap")
+
+
+"""Lines that count against a contract's cap; expenses pass through at cost plus markup."""
+
+
+def _claim(conn: Connection, line_id: int, line: DraftLine) -> bool:
+    """Attach a milestone, expense or retainer interval to its line; False if a run was first.
+
+    Time lines are claimed together, set-based, by ``_claim_time``.
+    """
+    if line.kind in ("milestone", "expense"):
+        table, key = ("milestones", "milestone_id") if line.kind == "milestone" else ("expenses", "expense_id")
+        return bool(
+            db.execute(
+                conn,
+                f"UPDATE {table} SET invoice_line_id = :l WHERE {key} = :k AND invoice_line_id IS NULL",
+                {"l": line_id, "k": line.claim[key]},
+            )
+        )
+    return bool(
+        db.execute(
+            conn,
+            "INSERT INTO retainer_periods (contract_id, period_start, period_end, service_from, service_to, "
+            "invoice_line_id) VALUES (:contract_id, :period_start, :period_end, :service_from, :service_to, :l) "
+            "ON CONFLICT (contract_id, period_start) DO NOTHING",
+            {"l": line_id, **line.claim},
+        )
+    )
+
+
+def _claim_time(
+    conn: Connection, policy: Policy, lines: list[tuple[int, DraftLine]], period_end: date
+) -> dict[int, int]:
+    """Claim the entries of many time lines in one statement; billed hundredths per line id.
+
+    One UPDATE for a whole chunk of invoices instead of one per line: the claim is the heaviest
+    step of a billing run, and the database does it best as one join.
+    """
+    if conn.dialect.name == "postgresql":
+        db.execute(
+            conn,
+            "CREATE TEMPORARY TABLE IF NOT EXISTS claim_keys (line_id BIGINT, contract_id TEXT, "
+            "role TEXT, valid_from DATE, valid_to DATE, increment INTEGER) ON COMMIT DROP",
+        )
+    else:
+        db.execute(
+            conn,
+            "CREATE TEMPORARY TABLE IF NOT EXISTS claim_keys (line_id INTEGER, contract_id TEXT, "
+            "role TEXT, valid_from DATE, valid_to DATE, increment INTEGER)",
+        )
+    db.execute(conn, "DELETE FROM claim_keys")
+    db.execute_many(
+        conn,
+        "INSERT INTO claim_keys VALUES (:line_id, :contract_id, :role, :valid_from, :valid_to, :increment)",
+        [
+            {
+                "line_id": line_id,
+                **{k: d.claim[k] for k in ("contract_id", "role", "valid_from", "valid_to", "increment")},
+            }
+            for line_id, d in lines
+        ],
+    )
+    if conn.dialect.name == "postgresql":
+        db.execute(conn, "ANALYZE claim_keys")  # a fresh temporary table has no statistics to plan with
+    claim = db.sql_file("claim_time.sql")
+    params = {"period_end": period_end, "nearest": int(policy.pricing.increment_rounding == "nearest")}
+    if conn.dialect.name == "postgresql":
+        # The claimed rows' hours straight from the UPDATE. Read back, they depend on the planner's
+        # statistics: right after a bulk load it takes the lineage index for empty and loops.
+        claimed = f"WITH claimed AS (\n{claim}\nRETURNING time_entries.invoice_line_id, time_entries.billed_hours\n)"
+        per_line = db.rows(
+            conn,
+            f"{claimed} SELECT invoice_line_id, SUM(billed_hours) AS hours FROM claimed GROUP BY invoice_line_id",
+            params,
+        )
+    else:  # SQLite has no UPDATE in a WITH clause; it reads them back through the lineage index
+        db.execute(conn, claim, params)
+        per_line = db.rows(
+            conn,
+            "SELECT invoice_line_id, SUM(billed_hours) AS hours FROM time_entries "
+            "WHERE invoice_line_id IN (SELECT line_id FROM claim_keys) GROUP BY invoice_line_id",
+        )
+    # PostgreSQL's SUM of an INTEGER is a BIGINT, of a BIGINT a NUMERIC
+    return {r["invoice_line_id"]: int(r["hours"]) for r in per_line}
+
+
+def _cap_consumed(conn: Connection, contract_id: str, invoice_id: int) -> int:
+    """Fees billed on the contract so far, net of credit notes, excluding this invoice.
+
+    An int on both databases (PostgreSQL's SUM of a BIGINT is a NUMERIC), so the cap's amounts and
+    the invoice's audit event are integers whichever database priced them.
+    """
+    kinds = ", ".join(f"'{k}'" for k in FEE_KINDS)
+    return int(
+        db.scalar(
+            conn,
+            "SELECT COALESCE(SUM(CASE WHEN i.document_type = 'credit_note' THEN -l.net_amount "
+            "ELSE l.net_amount END), 0) "
+            f"FROM invoice_lines l JOIN invoices i ON i.invoice_id = l.invoice_id WHERE i.contract_id = :c "
+            f"AND i.invoice_id != :i AND l.kind IN ({kinds})",
+            {"c": contract_id, "i": invoice_id},
+        )
+    )
+
+
+def _adjustments(
+    conn: Connection, contract: dict[str, Any], invoice_id: int, fees: int
+) -> tuple[list[DraftLine], list[int], int]:
+    """Discount and cap lines for the fees claimed; returns (lines, their amounts, cap excess)."""
+    lines, amounts, excess = [], [], 0
+    if contract["discount_bp"] and fees:
+        discount = -round_half_up(fees * contract["discount_bp"], 10_000)
+        lines.append(
+            _adjustment("discount", f"Discount {Decimal(contract['discount_bp']) / 100:f} % on fees", contract)
+        )
+        amounts.append(discount)
+        fees += discount
+    if contract["cap_amount"] is not None:
+        room = max(contract["cap_amount"] - _cap_consumed(conn, contract["contract_id"], invoice_id), 0)
+        if fees > room:
+            excess = fees - room
+            cap = format_plain(contract["cap_amount"], contract["currency"])
+            lines.append(_adjustment("cap", f"Not-to-exceed budget of {cap} {contract['currency']} reached", contract))
+            amounts.append(-excess)
+    return lines, amounts, excess
+
+
+def _adjustment(kind: str, description: str, contract: dict[str, Any]) -> DraftLine:
+    code = {"discount": "DISCOUNT", "cap": "CAP-ADJUSTMENT"}[kind]
+    return DraftLine(kind, description, code, contract["project_code"], "C62", 0, {})
+
+
+@dataclass
+class _Draft:
+    """An invoice being built: its row, and its time lines before their entries are claimed."""
+
+    invoice_id: int
+    contract: dict[str, Any]
+    tax: taxes.TaxTreatment
+    drafts: list[DraftLine]
+    time_lines: list[tuple[int, DraftLine]] = field(default_factory=list)  # (line id, draft): _insert_time_lines
+
+
+INSERT_LINE = (
+    "INSERT INTO invoice_lines (invoice_id, line_no, kind, description, service_code, project_code, "
+    "quantity, unit, unit_price, net_amount, tax_code, tax_rate_bp) VALUES (:i, :n, :k, :d, :s, :p, "
+    ":q, :u, :up, :net, :tc, :bp)"
+)
+
+
+def _line_params(
+    invoice_id: int, line_no: int, draft: DraftLine, tax: taxes.TaxTreatment, qty: int, net: int
+) -> dict[str, Any]:
+    return {
+        "i": invoice_id,
+        "n": line_no,
+        "k": draft.kind,
+        "d": draft.description,
+        "s": draft.service_code,
+        "p": draft.project_code,
+        "q": qty,
+        "u": draft.unit,
+        "up": draft.unit_price,
+        "net": net,
+        "tc": tax.code,
+        "bp": tax.rate_bp,
+    }
+
+
+def _insert_line(
+    conn: Connection, invoice_id: int, line_no: int, draft: DraftLine, tax: taxes.TaxTreatment, qty: int, net: int
+) -> int:
+    return conn.execute(
+        text(INSERT_LINE + " RETURNING line_id"), _line_params(invoice_id, line_no, draft, tax, qty, net)
+    ).scalar_one()
+
+
+def _insert_time_lines(conn: Connection, opened: list[_Draft]) -> None:
+    """The time lines of all invoices opened in this transaction, in one statement.
+
+    Numbered -1, -2, ... (unique per invoice) until the claim says which stay; their ids are read
+    back by those numbers. One round trip for a chunk of invoices instead of one per line.
+    """
+    params = [
+        _line_params(d.invoice_id, -n, draft, d.tax, 0, 0)
+        for d in opened
+        for n, draft in enumerate((x for x in d.drafts if x.kind == "time"), start=1)
+    ]
+    if not params:
+        return
+    db.execute_many(conn, INSERT_LINE, params)
+    ids = {
+        (r["invoice_id"], r["line_no"]): r["line_id"]
+        for r in db.rows(
+            conn,
+            "SELECT line_id, invoice_id, line_no FROM invoice_lines "
+            "WHERE invoice_id BETWEEN :lo AND :hi AND line_no < 0",
+            {"lo": min(d.invoice_id for d in opened), "hi": max(d.invoice_id for d in opened)},
+        )
+    }
+    for d in opened:
+        d.time_lines = [
+            (ids[d.invoice_id, -n], draft) for n, draft in enumerate((x for x in d.drafts if x.kind == "time"), start=1)
+        ]
+
+
+def _open_invoice(
+    conn: Connection,
+    policy: Policy,
+    batch_id: int,
+    contract: dict[str, Any],
+    client: dict[str, Any],
+    period: tuple[date, date],
+    drafts: list[DraftLine],
+    trigger_key: str = CYCLE,
+) -> _Draft | None:
+    """The invoice row; its time lines come next (``_insert_time_lines``), numbered later: which
+    lines stay depends on the claim.
+
+    None when this contract, period and trigger already have an invoice (a concurrent run made it):
+    the unique key decides, without a savepoint per invoice.
+    """
+    tax = taxes.treatment(policy, client)
+    invoice_id = conn.execute(
+        text(
+            "INSERT INTO invoices (batch_id, contract_id, client_id, billing_type, period_start, period_end, "
+            "trigger_key, status, currency, net_amount, tax_amount, gross_amount, base_currency, fx_rate, "
+            "base_gross_amount, created_at) VALUES (:b, :c, :cl, :bt, :ps, :pe, :t, 'draft', :cur, 0, 0, 0, "
+            ":base, '1', 0, :now) ON CONFLICT (contract_id, period_start, trigger_key) DO NOTHING "
+            "RETURNING invoice_id"
+        ),
+        {
+            "b": batch_id,
+            "c": contract["contract_id"],
+            "cl": client["client_id"],
+            "bt": contract["billing_type"],
+            "ps": period[0],
+            "pe": period[1],
+            "t": trigger_key,
+            "cur": contract["currency"],
+            "base": policy.base_currency,
+            "now": db.now(),
+        },
+    ).scalar_one_or_none()
+    if invoice_id is None:
+        return None
+    return _Draft(invoice_id, contract, tax, drafts)
+
+
+def _finish_invoice(
+    conn: Connection,
+    policy: Policy,
+    draft: _Draft,
+    claimed: Mapping[int, int],
+    period: tuple[date, date],
+    actor: str,
+    rates: dict[tuple[str, date], tuple[Decimal, date | None]],
+) -> audit.Event | None:
+    """Amounts from exactly what was claimed, then discount, cap, expenses, taxes and FX.
+
+    ``rates`` remembers the FX rates looked up in this run, one query per currency, not per invoice.
+    Returns the invoice's ``created`` audit event for the caller to append with the others of its
+    transaction (one chain-head read for all of them); None when nothing was left to bill.
+    """
+    invoice_id, contract, tax = draft.invoice_id, draft.contract, draft.tax
+    line_no, fees, updates = 0, 0, []
+    for line_id, line in draft.time_lines:
+        if line_id not in claimed:  # another run billed these hours first
+            db.execute(conn, "DELETE FROM invoice_lines WHERE line_id = :l", {"l": line_id})
+            continue
+        line_no += 1
+        net = round_half_up(claimed[line_id] * line.unit_price, 100)
+        fees += net
+        updates.append({"q": claimed[line_id], "n": net, "no": line_no, "l": line_id})
+    db.execute_many(
+        conn, "UPDATE invoice_lines SET quantity = :q, net_amount = :n, line_no = :no WHERE line_id = :l", updates
+    )
+    for line in [d for d in draft.drafts if d.kind in ("milestone", "retainer")]:
+        line_id = _insert_line(conn, invoice_id, line_no + 1, line, tax, 100, line.unit_price)
+        if not _claim(conn, line_id, line):
+            db.execute(conn, "DELETE FROM invoice_lines WHERE line_id = :l", {"l": line_id})
+            continue
+        line_no += 1
+        fees += line.unit_price
+    adjustments, amounts, excess = _adjustments(conn, contract, invoice_id, fees)
+    for line, amount in zip(adjustments, amounts, strict=True):
+        line_no += 1
+        line.unit_price = amount
+        _insert_line(conn, invoice_id, line_no, line, tax, 100, amount)
+    expenses = 0
+    for line in [d for d in draft.drafts if d.kind == "expense"]:
+        line_id = _insert_line(conn, invoice_id, line_no + 1, line, tax, 100, line.unit_price)
+        if not _claim(conn, line_id, line):
+            db.execute(conn, "DELETE FROM invoice_lines WHERE line_id = :l", {"l": line_id})
+            continue
+        line_no += 1
+        expenses += line.unit_price
+    if line_no == 0:
+        db.execute(conn, "DELETE FROM invoices WHERE invoice_id = :i", {"i": invoice_id})
+        return None
+
+    # every line of the invoice has its tax treatment: one rate group over the lines just written
+    group = {"tax_code": tax.code, "tax_rate_bp": tax.rate_bp, "base": fees + sum(amounts) + expenses}
+    totals = store_taxes(conn, invoice_id, [group], {tax.code: tax.note})
+    fx = _record_fx(conn, policy, invoice_id, contract["currency"], totals["gross_amount"], period[1], rates)
+    if excess:
+        cap = format_plain(contract["cap_amount"], contract["currency"])
+        audit.record_exception(
+            conn,
+            category="cap_exceeded",
+            subject_type="invoice",
+            subject_id=str(invoice_id),
+            amount=excess,
+            currency=contract["currency"],
+            detail=(
+                f"contract {contract['contract_id']} reached its not-to-exceed budget of {cap} "
+                f"{contract['currency']}: {format_plain(excess, contract['currency'])} {contract['currency']} "
+                f"of work up to {period[1] - timedelta(days=1)} was not billed"
+            ),
+        )
+    return audit.Event(
+        entity_type="invoice",
+        entity_id=invoice_id,
+        action="created",
+        actor=actor,
+        after={
+            "contract_id": contract["contract_id"],
+            "period_start": period[0],
+            "tax_code": tax.code,
+            "cap_excess": excess,
+            **totals,
+            **fx,
+        },
+    )
+
+
+def _record_fx(
+    conn: Connection,
+    policy: Policy,
+    invoice_id: int,
+    currency: str,
+    gross: int,
+    period_end: date,
+    rates: dict[tuple[str, date], tuple[Decimal, date | None]],
+) -> dict[str, Any]:
+    """Rate and rate date on the invoice, so its base-currency value can always be explained."""
+    on = period_end - timedelta(days=1)
+    if (currency, on) not in rates:
+        rates[currency, on] = fx_rate(conn, policy, currency, on)
+    rate, rate_date = rates[currency, on]
+    base_gross = to_base(gross, currency, policy.base_currency, rate)
+    db.execute(
+        conn,
+        "UPDATE invoices SET fx_rate = :r, fx_rate_date = :d, base_gross_amount = :g WHERE invoice_id = :i",
+        {"r": str(rate), "d": rate_date, "g": base_gross, "i": invoice_id},
+    )
+    if currency != policy.base_currency and rate_date is None:
+        audit.record_exception(
+            conn,
+            category="fx_rate_missing",
+            subject_type="invoice",
+            subject_id=str(invoice_id),
+            amount=gross,
+            currency=currency,
+            detail=(
+                f"the FX feed has no {currency} rate on or before {on}; the policy's fallback rate "
+                f"1 {policy.base_currency} = {rate} {currency} was used for the base-currency value"
+            ),
+        )
+    return {"fx_rate": str(rate), "fx_rate_date": rate_date, "base_gross_amount": base_gross}
+
+
+def open_batch(engine: Engine, run_id: str, period: tuple[date, date]) -> int:
+    with engine.begin() as conn:
+        db.execute(
+            conn,
+            "INSERT INTO billing_batches (run_id, period_start, period_end, status, started_at) "
+            "VALUES (:r, :ps, :pe, 'open', :now) ON CONFLICT (run_id) DO NOTHING",
+            {"r": run_id, "ps": period[0], "pe": period[1], "now": db.now()},
+        )
+        return db.scalar(conn, "SELECT batch_id FROM billing_batches WHERE run_id = :r", {"r": run_id})
+
+
+def price_period(engine: Engine, policy: Policy, run_id: str, period: tuple[date, date], actor: str) -> dict[str, Any]:
+    """Create the draft invoices of a billing period; a second call for the same period creates none."""
+    batch_id = open_batch(engine, run_id, period)
+    with engine.begin() as conn:
+        drafts = draft_lines(conn, period)
+        contracts = {c["contract_id"]: c for c in db.rows(conn, "SELECT * FROM contracts")}
+        clients = {c["client_id"]: c for c in db.rows(conn, "SELECT * FROM clients")}
+        invoiced = {
+            r["contract_id"]
+            for r in db.rows(
+                conn,
+                "SELECT contract_id FROM invoices WHERE period_start = :ps AND trigger_key = :t",
+                {"ps": period[0], "t": CYCLE},
+            )
+        }
+    todo = [c for c in sorted(drafts) if c not in invoiced]  # invoiced: new records wait for the next period
+    created: list[int] = []
+    rates: dict[tuple[str, date], tuple[Decimal, date | None]] = {}
+    for start in range(0, len(todo), CONTRACTS_PER_TRANSACTION):
+        chunk = todo[start : start + CONTRACTS_PER_TRANSACTION]
+        with engine.begin() as conn:
+            opened = []
+            for contract_id in chunk:
+                contract = contracts[contract_id]
+                draft = _open_invoice(
+                    conn, policy, batch_id, contract, clients[contract["client_id"]], period, drafts[contract_id]
+                )
+                if draft is None:
+                    log.warning("contract %s: invoiced by a concurrent run, skipped", contract_id)
+                else:
+                    opened.append(draft)
+            _insert_time_lines(conn, opened)
+            claimed = _claim_time(conn, policy, [line for d in opened for line in d.time_lines], period[1])
+            events = [e for d in opened if (e := _finish_invoice(conn, policy, d, claimed, period, actor, rates))]
+            audit.record_many(conn, events)
+            created += [int(e.entity_id) for e in events]
+    with engine.begin() as conn:
+        db.execute(
+            conn,
+            "UPDATE billing_batches SET status = 'priced', invoices_created = invoices_created + :n "
+            "WHERE batch_id = :b",
+            {"n": len(created), "b": batch_id},
+        )
+    log.info(
+        "period %s to %s: %d contracts to bill, %s priced as drafts in batch %d (gross)",
+        period[0],
+        period[1],
+        len(todo),
+        tallies.invoices(engine, created),
+        batch_id,
+    )
+    return {"batch_id": batch_id, "invoice_ids": created}
+
+
+def price_triggers(engine: Engine, policy: Policy, run_id: str, triggers: list[Trigger], actor: str) -> dict[str, Any]:
+    """Draft invoices for events; an event already invoiced, or with nothing left to bill, adds none."""
+    today = min((t.on for t in triggers), default=date.today())
+    batch_id = open_batch(engine, run_id, period_of(f"{today:%Y-%m}"))
+    created: list[int] = []
+    for trigger in triggers:
+        period = period_of(f"{trigger.on:%Y-%m}")
+        with engine.begin() as conn:
+            contract = db.rows(conn, "SELECT * FROM contracts WHERE contract_id = :c", {"c": trigger.contract_id})
+            if not contract:
+                log.warning("event %s: contract %s is not known (quarantined?)", trigger.key, trigger.contract_id)
+                continue
+            contracts = {trigger.contract_id: contract[0]}
+            client = db.rows(conn, "SELECT * FROM clients WHERE client_id = :c", {"c": contract[0]["client_id"]})[0]
+            drafts = [
+                d
+                for d in milestone_lines(conn, contracts, date.max)
+                if d.claim["milestone_id"] in trigger.milestone_ids
+            ]
+            if trigger.first_retainer_interval:
+                drafts += first_retainer_line(conn, contracts[trigger.contract_id])
+            if not drafts:
+                log.info("event %s: nothing left to bill", trigger.key)
+                continue
+            draft = _open_invoice(conn, policy, batch_id, contract[0], client, period, drafts, trigger_key=trigger.key)
+            if draft is None:
+                log.info("event %s: invoiced already", trigger.key)
+                continue
+            event = _finish_invoice(conn, policy, draft, {}, period, actor, {})
+            if event is not None:
+                audit.record_many(conn, [event])
+                created.append(draft.invoice_id)
+    with engine.begin() as conn:
+        db.execute(
+            conn,
+            "UPDATE billing_batches SET status = 'priced', invoices_created = invoices_created + :n "
+            "WHERE batch_id = :b",
+            {"n": len(created), "b": batch_id},
+        )
+    log.info(
+        "%d events: %s priced as drafts in batch %d (gross)", len(triggers), tallies.invoices(engine, created), batch_id
+    )
+    return {"batch_id": batch_id, "invoice_ids": created}

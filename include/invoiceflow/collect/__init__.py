@@ -1,0 +1,1 @@
+"""Collecting: bank statements imported, lines matched to open invoices, payments posted or reversed."""

@@ -1,0 +1,636 @@
+"""Matching bank lines to open invoices: the rules, each decision with its reason."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from rapidfuzz import fuzz, process
+from sqlalchemy import Connection
+from stdnum import iso11649
+
+from invoiceflow.core import db
+from invoiceflow.core.money import format_plain, minor_digits
+from invoiceflow.core.policy import Policy, Reconciliation
+
+INVOICE_NUMBER = re.compile(r"\b([A-Z0-9]{2,8})[- ]?(\d{4})[- ]?(\d{6})\b")
+
+
+RF_IN_TEXT = re.compile(r"\bRF\d\d(?:\s?[A-Z0-9]{1,4}){1,6}\b")
+
+
+RETURN_WORDS = re.compile(r"\b(RETURN|RETOUR|RUECKLASTSCHRIFT|RÜCKLASTSCHRIFT|RUECKUEBERWEISUNG|REVERSAL|STORNO)\b")
+
+
+OPEN_STATUSES = ("issued", "sent", "partially_paid")
+
+
+LEGAL_FORMS = re.compile(
+    r"\b(gmbh|mbh|ag|kg|ohg|ug|se|ltd|limited|llc|inc|corp|co|plc|sas|sa|sarl|srl|spa|bv|nv|ab|as|oy|kft|"
+    r"sp z o o|the|und|and|&)\b"
+)
+
+
+@dataclass
+class OpenInvoice:
+    """What the matcher knows of an issued invoice; ``open_amount`` drops as it is paid in a run."""
+
+    invoice_id: int
+    invoice_number: str
+    client_id: str
+    currency: str
+    open_amount: int
+    due_date: date | None
+    payment_reference: str | None
+    status: str
+
+
+@dataclass(frozen=True)
+class Allocation:
+    invoice_id: int
+    invoice_number: str
+    amount: int  # minor units of the invoice's currency
+    rule: str
+    evidence: str
+    confidence: float
+
+
+@dataclass(frozen=True)
+class Adjustment:
+    invoice_id: int | None
+    kind: str  # bank_fee, cash_discount, fx_difference, unapplied
+    amount: int  # minor units of the payment's currency; an fx_difference is positive for a loss
+    currency: str
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    invoice_numbers: tuple[str, ...]
+    rule: str
+    evidence: str
+    confidence: float
+
+
+@dataclass
+class Decision:
+    """What to do with one bank line: post, reverse (a return), or raise an exception for finance."""
+
+    outcome: str  # posted, partial, reverse, exception
+    category: str | None = None  # exception category, or the note a posting leaves for finance
+    client_id: str | None = None
+    allocations: list[Allocation] = field(default_factory=list)
+    adjustments: list[Adjustment] = field(default_factory=list)
+    suggestions: list[Suggestion] = field(default_factory=list)
+    detail: str = ""
+    rule: str | None = None
+    confidence: float | None = None
+
+
+@dataclass(frozen=True)
+class Payer:
+    client_id: str | None
+    how: str  # iban, name, fuzzy, unknown, ambiguous
+    evidence: str
+    confidence: float
+
+
+def compact(value: str) -> str:
+    return re.sub(r"[^A-Z0-9]", "", value.upper())
+
+
+def normalise_name(name: str) -> str:
+    """A name without accents, punctuation and legal form: 'Kessler Logistik GmbH' -> 'kessler logistik'."""
+    plain = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().casefold()
+    plain = re.sub(r"[^a-z0-9&]+", " ", plain)
+    return " ".join(LEGAL_FORMS.sub(" ", plain).split())
+
+
+class Matcher:
+    """The matching rules over in-memory indexes of one night's open invoices, clients and payers.
+
+    ``fx_rate(currency, day)`` gives units of ``currency`` per one base unit (ECB style).
+    """
+
+    def __init__(
+        self,
+        invoices: Iterable[OpenInvoice],
+        clients: Mapping[str, str],
+        payer_ibans: Mapping[str, str],
+        rules: Reconciliation,
+        base_currency: str,
+        fx_rate: Callable[[str, date], Decimal],
+    ) -> None:
+        self.rules, self.base, self.fx_rate = rules, base_currency, fx_rate
+        self.invoices = list(invoices)
+        self.by_id = {i.invoice_id: i for i in self.invoices}
+        self.by_number: dict[str, OpenInvoice] = {}
+        self.by_reference: dict[str, OpenInvoice] = {}
+        self.by_client: dict[str, list[OpenInvoice]] = defaultdict(list)
+        self.by_amount: dict[tuple[str, int], list[OpenInvoice]] = defaultdict(list)
+        for inv in sorted(self.invoices, key=lambda i: (i.due_date or date.max, i.invoice_number)):
+            self.by_number[compact(inv.invoice_number)] = inv
+            if inv.payment_reference:
+                self.by_reference[compact(inv.payment_reference)] = inv
+            if inv.open_amount > 0:
+                self.by_client[inv.client_id].append(inv)
+                self.by_amount[(inv.currency, inv.open_amount)].append(inv)
+        self.payer_ibans = {compact(k): v for k, v in payer_ibans.items()}
+        self.client_names = dict(clients)
+        self.exact_names: dict[str, set[str]] = defaultdict(set)
+        for client_id, name in clients.items():
+            self.exact_names[normalise_name(name)].add(client_id)
+        self.fuzzy_choices = {n: n for n in self.exact_names if n}
+        self._fuzzy_cache: dict[str, Payer] = {}
+
+    # evidence ---------------------------------------------------------------------------------
+
+    def referenced(self, txn: Mapping[str, Any]) -> tuple[list[OpenInvoice], str]:
+        """The invoices a bank line names by RF reference or invoice number, and how it names them."""
+        found: dict[int, OpenInvoice] = {}
+        how = []
+        refs = [txn.get("structured_ref") or ""]
+        remittance = (txn.get("remittance") or "").upper()
+        refs += [m.group(0) for m in RF_IN_TEXT.finditer(remittance)]
+        for ref in refs:
+            key = compact(ref)
+            if key and iso11649.is_valid(key) and key in self.by_reference:
+                inv = self.by_reference[key]
+                found[inv.invoice_id] = inv
+                how.append(f"creditor reference {key}")
+        for m in INVOICE_NUMBER.finditer(remittance):
+            inv = self.by_number.get("".join(m.groups()))
+            if inv is not None and inv.invoice_id not in found:
+                found[inv.invoice_id] = inv
+                how.append(f"invoice number {inv.invoice_number} in the remittance text")
+        return list(found.values()), "; ".join(dict.fromkeys(how))
+
+    def payer(self, txn: Mapping[str, Any]) -> Payer:
+        """Who paid: a known payer IBAN, else the exact client name, else a fuzzy name without a tie."""
+        iban = compact(txn.get("counterparty_iban") or "")
+        if iban and iban in self.payer_ibans:
+            return Payer(self.payer_ibans[iban], "iban", f"known payer account {iban}", 0.97)
+        name = txn.get("counterparty_name") or ""
+        norm = normalise_name(name)
+        if not norm:
+            return Payer(None, "unknown", "no payer name", 0)
+        exact = self.exact_names.get(norm, set())
+        if len(exact) == 1:
+            return Payer(next(iter(exact)), "name", f"payer name '{name}' is the client's name", 0.95)
+        if len(exact) > 1:
+            return Payer(None, "ambiguous", f"payer name '{name}' fits clients {', '.join(sorted(exact))}", 0)
+        cached = self._fuzzy_cache.get(norm)
+        if cached is not None:
+            return Payer(cached.client_id, cached.how, cached.evidence.replace("{name}", name), cached.confidence)
+        found = self._fuzzy(norm)
+        if len(self._fuzzy_cache) < 100_000:
+            self._fuzzy_cache[norm] = Payer(
+                found.client_id, found.how, found.evidence.replace(name, "{name}"), found.confidence
+            )
+        return Payer(found.client_id, found.how, found.evidence.replace("{name}", name), found.confidence)
+
+    def _fuzzy(self, norm: str) -> Payer:
+        """The one client whose name is close enough, with a clear lead over the runner-up (else abstain).
+
+        The evidence keeps ``{name}`` for the payer's own spelling, filled in by ``payer``."""
+        name = "{name}"
+        best = process.extract(norm, self.fuzzy_choices, scorer=fuzz.token_sort_ratio, limit=2)
+        if not best or best[0][1] < self.rules.name_match_min_score:
+            return Payer(None, "unknown", f"payer name '{name}' is no client's name", 0)
+        if len(best) > 1 and best[0][1] - best[1][1] < self.rules.name_match_tie_margin:
+            return Payer(None, "ambiguous", f"payer name '{name}' is as close to two clients: abstained", 0)
+        clients = self.exact_names[best[0][0]]
+        if len(clients) != 1:
+            return Payer(None, "ambiguous", f"payer name '{name}' fits several clients", 0)
+        score = best[0][1]
+        return Payer(next(iter(clients)), "fuzzy", f"payer name '{name}' resembles the client's ({score:.0f}/100)", 0.9)
+
+    # amounts ---------------------------------------------------------------------------------
+
+    def to_base(self, amount: int, currency: str, day: date) -> Decimal:
+        rate = self.fx_rate(currency, day)
+        return Decimal(amount).scaleb(-minor_digits(currency)) / rate
+
+    def convert(self, amount: int, src: str, dst: str, day: date) -> int:
+        if src == dst:
+            return amount
+        major = self.to_base(amount, src, day) * self.fx_rate(dst, day)
+        return int(major.scaleb(minor_digits(dst)).to_integral_value(rounding=ROUND_HALF_UP))
+
+    def _within(self, diff: int, of: int, currency: str, day: date, percent: Decimal, max_base: Decimal) -> bool:
+        if diff <= 0 or of <= 0:
+            return False
+        return Decimal(diff) * 100 <= Decimal(of) * percent and self.to_base(diff, currency, day) <= max_base
+
+    def write_off_kind(self, short: int, open_amount: int, currency: str, day: date) -> str | None:
+        """A shortfall the policy lets us write off: a bank fee first (small), else a cash discount."""
+        fee, discount = self.rules.bank_fee, self.rules.cash_discount
+        if self._within(short, open_amount, currency, day, fee.max_percent, fee.max_amount):
+            return "bank_fee"
+        if self._within(short, open_amount, currency, day, discount.max_percent, discount.max_amount):
+            return "cash_discount"
+        return None
+
+    def overpayment_ok(self, excess: int, open_amount: int) -> bool:
+        return excess > 0 and Decimal(excess) * 100 <= Decimal(open_amount) * self.rules.overpayment_max_percent
+
+    def subsets(self, invoices: list[OpenInvoice], amount: int, want: int = 2) -> list[tuple[OpenInvoice, ...]]:
+        """Up to ``want`` sets of 2..max open invoices adding up exactly to ``amount`` (depth-first, pruned)."""
+        cands = sorted((i for i in invoices if 0 < i.open_amount < amount), key=lambda i: -i.open_amount)[:24]
+        found: list[tuple[OpenInvoice, ...]] = []
+        budget = [50_000]
+
+        def walk(start: int, left: int, remaining: int, chosen: list[OpenInvoice]) -> None:
+            budget[0] -= 1
+            if remaining == 0:
+                if len(chosen) >= 2:
+                    found.append(tuple(chosen))
+                return
+            if left == 0 or budget[0] <= 0 or len(found) >= want:
+                return
+            for j in range(start, len(cands)):
+                a = cands[j].open_amount
+                if a > remaining:
+                    continue
+                if a * left < remaining:
+                    break  # the rest are smaller still
+                walk(j + 1, left - 1, remaining - a, [*chosen, cands[j]])
+                if len(found) >= want or budget[0] <= 0:
+                    return
+
+        walk(0, self.rules.max_combined_invoices, amount, [])
+        if budget[0] <= 0 and len(found) < 2:
+            return []  # searched too long to know the set is the only one: abstain
+        return found
+
+    # the rules -------------------------------------------------------------------------------
+
+    def decide(self, txn: Mapping[str, Any]) -> Decision:
+        amount, day = txn["amount"], txn["booking_date"]
+        text_ = (txn.get("remittance") or "").upper()
+        if amount < 0:
+            if txn.get("reversal") or RETURN_WORDS.search(text_):
+                return Decision("reverse", "return", detail="a returned or reversed payment")
+            return Decision("exception", "outgoing_payment", detail="a debit: to be booked by finance")
+        if amount == 0 or txn.get("reversal"):
+            return Decision("exception", "non_receivable", detail="not a client payment (zero or a reversed debit)")
+        named, how = self.referenced(txn)
+        if named:
+            return self._by_reference(txn, named, how)
+        who = self.payer(txn)
+        if who.client_id:
+            decided = self._by_client(txn, who)
+            if decided is not None:
+                return decided
+        return self._unmatched(txn, who, day)
+
+    def _post(
+        self,
+        outcome: str,
+        category: str | None,
+        client_id: str,
+        allocs: list[tuple[OpenInvoice, int]],
+        rule: str,
+        evidence: str,
+        confidence: float,
+        adjustments: list[Adjustment] | None = None,
+        detail: str = "",
+    ) -> Decision:
+        return Decision(
+            outcome,
+            category,
+            client_id,
+            [Allocation(i.invoice_id, i.invoice_number, a, rule, evidence, confidence) for i, a in allocs],
+            adjustments or [],
+            detail=detail,
+            rule=rule,
+            confidence=confidence,
+        )
+
+    def _by_reference(self, txn: Mapping[str, Any], named: list[OpenInvoice], how: str) -> Decision:
+        amount, cur, day = txn["amount"], txn["currency"], txn["booking_date"]
+        numbers = ", ".join(i.invoice_number for i in named)
+        open_ = [i for i in named if i.open_amount > 0]
+        if not open_:
+            return Decision(
+                "exception",
+                "duplicate_payment",
+                named[0].client_id,
+                detail=f"names {numbers}, which is already {named[0].status}: a second payment, to refund or apply",
+                suggestions=[Suggestion(tuple(i.invoice_number for i in named), "reference", how, 0.5)],
+            )
+        client = open_[0].client_id
+        inv_cur = {i.currency for i in open_}
+        total = sum(i.open_amount for i in open_)
+        if len(inv_cur) > 1 or len({i.client_id for i in open_}) > 1:
+            return self._exception("ambiguous", f"names {numbers} of different clients or currencies", open_, how)
+        if inv_cur != {cur}:
+            return self._fx(txn, open_, how, client)
+        full = [(i, i.open_amount) for i in open_]
+        if amount == total:
+            rule = "reference_and_amount" if len(open_) == 1 else "reference_combined"
+            return self._post("posted", None, client, full, rule, f"{how}; amount equals the open amount", 1.0)
+        if len(open_) > 1:
+            return self._exception(
+                "ambiguous",
+                f"names {numbers} (open {format_plain(total, cur)}) but pays {format_plain(amount, cur)}",
+                open_,
+                how,
+            )
+        inv = open_[0]
+        if amount < total:
+            short = total - amount
+            kind = self.write_off_kind(short, total, cur, day)
+            if kind:
+                return self._post(
+                    "posted",
+                    "write_off",
+                    client,
+                    full,
+                    f"reference_{kind}",
+                    f"{how}; {format_plain(short, cur)} {cur} short, within the {kind.replace('_', ' ')} tolerance",
+                    0.95,
+                    [Adjustment(inv.invoice_id, kind, short, cur)],
+                    detail=_written_off(inv, short, cur, kind),
+                )
+            who = self.payer(txn)  # a part payment needs a second piece of evidence: the payer
+            if who.client_id == client:
+                return self._post(
+                    "partial",
+                    "short_payment",
+                    client,
+                    [(inv, amount)],
+                    "reference_partial",
+                    f"{how}; {who.evidence}; amount is part of the open amount",
+                    0.9,
+                    detail=f"{inv.invoice_number}: part payment, {format_plain(short, cur)} {cur} still open",
+                )
+            return self._exception(
+                "short_payment",
+                f"names {inv.invoice_number} but pays {format_plain(amount, cur)} of {format_plain(total, cur)} "
+                f"{cur}, and the payer is not confirmed ({who.evidence})",
+                [inv],
+                how,
+            )
+        excess = amount - total
+        if self.overpayment_ok(excess, total):
+            return self._post(
+                "posted",
+                "overpayment",
+                client,
+                full,
+                "reference_overpayment",
+                f"{how}; {format_plain(excess, cur)} {cur} more than the open amount, left unapplied",
+                0.9,
+                [Adjustment(inv.invoice_id, "unapplied", excess, cur)],
+                detail=f"{inv.invoice_number}: overpaid by {format_plain(excess, cur)} {cur}, left unapplied "
+                "on the client's account (refund or apply to the next invoice)",
+            )
+        return self._exception(
+            "reference_mismatch",
+            f"names {inv.invoice_number} (open {format_plain(total, cur)} {cur}) but pays {format_plain(amount, cur)}",
+            [inv],
+            how,
+        )
+
+    def _fx(self, txn: Mapping[str, Any], invs: list[OpenInvoice], how: str, client: str) -> Decision:
+        amount, cur, day = txn["amount"], txn["currency"], txn["booking_date"]
+        inv_cur = invs[0].currency
+        expected = self.convert(sum(i.open_amount for i in invs), inv_cur, cur, day)
+        diff = expected - amount
+        fx = self.rules.fx_difference
+        if diff == 0 or self._within(abs(diff), expected, cur, day, fx.max_percent, fx.max_amount):
+            return self._post(
+                "posted",
+                "fx_difference" if diff else None,
+                client,
+                [(i, i.open_amount) for i in invs],
+                "reference_fx",
+                f"{how}; paid in {cur}, {format_plain(expected, cur)} expected at the day's rate",
+                0.9,
+                [Adjustment(None, "fx_difference", diff, cur)] if diff else [],
+                detail=f"paid in {cur} for {inv_cur} invoice(s): FX {'loss' if diff > 0 else 'gain'} "
+                f"{format_plain(abs(diff), cur)} {cur}",
+            )
+        return self._exception(
+            "reference_mismatch",
+            f"pays {format_plain(amount, cur)} {cur} for {inv_cur} invoice(s) worth "
+            f"{format_plain(expected, cur)} {cur} at the day's rate: outside the FX tolerance",
+            invs,
+            how,
+        )
+
+    def _by_client(self, txn: Mapping[str, Any], who: Payer) -> Decision | None:
+        amount, cur, day = txn["amount"], txn["currency"], txn["booking_date"]
+        client = who.client_id
+        assert client is not None
+        invs = [i for i in self.by_client.get(client, ()) if i.open_amount > 0 and i.currency == cur]
+        conf = who.confidence
+        exact = [i for i in invs if i.open_amount == amount]
+        if len(exact) == 1:
+            return self._post(
+                "posted",
+                None,
+                client,
+                [(exact[0], amount)],
+                "client_and_amount",
+                f"{who.evidence}; amount equals the open amount of {exact[0].invoice_number}",
+                conf,
+            )
+        if len(exact) > 1:
+            return self._exception(
+                "ambiguous",
+                f"{who.evidence}; {len(exact)} open invoices of this client have this amount",
+                exact,
+                who.evidence,
+                0.5,
+            )
+        combos = self.subsets(invs, amount)
+        if len(combos) == 1:
+            (combo,) = combos
+            return self._post(
+                "posted",
+                None,
+                client,
+                [(i, i.open_amount) for i in combo],
+                "client_combined",
+                f"{who.evidence}; the only set of open invoices adding up to the amount "
+                f"({', '.join(i.invoice_number for i in combo)})",
+                round(conf - 0.05, 2),
+            )
+        if len(combos) > 1:
+            return Decision(
+                "exception",
+                "ambiguous",
+                client,
+                suggestions=[
+                    Suggestion(tuple(i.invoice_number for i in c), "client_combined", who.evidence, 0.4)
+                    for c in combos[:3]
+                ],
+                detail=f"{who.evidence}; several sets of open invoices add up to the amount",
+            )
+        near = [(i, k) for i in invs if (k := self.write_off_kind(i.open_amount - amount, i.open_amount, cur, day))]
+        if len(near) == 1:
+            (inv, kind), short = near[0], near[0][0].open_amount - amount
+            return self._post(
+                "posted",
+                "write_off",
+                client,
+                [(inv, inv.open_amount)],
+                f"client_{kind}",
+                f"{who.evidence}; {format_plain(short, cur)} {cur} short of {inv.invoice_number}, within the "
+                f"{kind.replace('_', ' ')} tolerance",
+                round(conf - 0.1, 2),
+                [Adjustment(inv.invoice_id, kind, short, cur)],
+                detail=_written_off(inv, short, cur, kind),
+            )
+        if len(near) > 1:
+            return self._exception(
+                "ambiguous", f"{who.evidence}; close to several open invoices", [i for i, _ in near], who.evidence, 0.4
+            )
+        if len(invs) == 1:
+            inv = invs[0]
+            if amount < inv.open_amount:
+                return self._post(
+                    "partial",
+                    "short_payment",
+                    client,
+                    [(inv, amount)],
+                    "client_partial",
+                    f"{who.evidence}; the client's only open invoice in {cur}, paid in part",
+                    round(conf - 0.15, 2),
+                    detail=f"{inv.invoice_number}: part payment, "
+                    f"{format_plain(inv.open_amount - amount, cur)} {cur} still open",
+                )
+            if self.overpayment_ok(amount - inv.open_amount, inv.open_amount):
+                excess = amount - inv.open_amount
+                return self._post(
+                    "posted",
+                    "overpayment",
+                    client,
+                    [(inv, inv.open_amount)],
+                    "client_overpayment",
+                    f"{who.evidence}; the client's only open invoice in {cur}, overpaid",
+                    round(conf - 0.15, 2),
+                    [Adjustment(inv.invoice_id, "unapplied", excess, cur)],
+                    detail=f"{inv.invoice_number}: overpaid by {format_plain(excess, cur)} {cur}, left unapplied",
+                )
+        other = [i for i in self.by_client.get(client, ()) if i.open_amount > 0 and i.currency != cur]
+        fx_hits = []
+        for inv in other:
+            expected = self.convert(inv.open_amount, inv.currency, cur, day)
+            diff = expected - amount
+            fx = self.rules.fx_difference
+            if diff == 0 or self._within(abs(diff), expected, cur, day, fx.max_percent, fx.max_amount):
+                fx_hits.append(inv)
+        if len(fx_hits) == 1:
+            return self._fx(txn, fx_hits, who.evidence, client)
+        return None
+
+    def _exception(
+        self, category: str, detail: str, invs: list[OpenInvoice], evidence: str, confidence: float = 0.6
+    ) -> Decision:
+        return Decision(
+            "exception",
+            category,
+            invs[0].client_id if invs else None,
+            suggestions=[Suggestion((i.invoice_number,), "candidate", evidence, confidence) for i in invs[:3]],
+            detail=detail,
+        )
+
+    def _unmatched(self, txn: Mapping[str, Any], who: Payer, day: date) -> Decision:
+        amount, cur = txn["amount"], txn["currency"]
+        ranked: list[Suggestion] = []
+        seen: set[str] = set()
+        if who.client_id:
+            mine = sorted(
+                (i for i in self.by_client.get(who.client_id, ()) if i.open_amount > 0 and i.currency == cur),
+                key=lambda i: abs(i.open_amount - amount),
+            )
+            for inv in mine[:3]:
+                ranked.append(
+                    Suggestion(
+                        (inv.invoice_number,),
+                        "client_nearest_amount",
+                        f"{who.evidence}; open {format_plain(inv.open_amount, cur)}",
+                        0.4,
+                    )
+                )
+                seen.add(inv.invoice_number)
+        for inv in self.by_amount.get((cur, amount), ()):
+            if len(ranked) >= 3:
+                break
+            if inv.open_amount == amount and inv.invoice_number not in seen:
+                ranked.append(Suggestion((inv.invoice_number,), "same_amount", "same open amount, other payer", 0.3))
+        category = "unmatched" if who.how != "ambiguous" else "ambiguous"
+        return Decision(
+            "exception",
+            category,
+            who.client_id,
+            suggestions=ranked[:3],
+            detail=f"names no invoice; {who.evidence}",
+        )
+
+    def apply(self, decision: Decision) -> None:
+        """Keep the indexes true after a posting, so the next line of the night sees what is left."""
+        for alloc in decision.allocations:
+            inv = self.by_id[alloc.invoice_id]
+            bucket = self.by_amount.get((inv.currency, inv.open_amount))
+            if bucket and inv in bucket:
+                bucket.remove(inv)
+            inv.open_amount -= alloc.amount
+            inv.status = "paid" if inv.open_amount <= 0 else "partially_paid"
+            if inv.open_amount > 0:
+                self.by_amount[(inv.currency, inv.open_amount)].append(inv)
+
+
+def _written_off(inv: OpenInvoice, short: int, cur: str, kind: str) -> str:
+    return f"{inv.invoice_number}: {format_plain(short, cur)} {cur} written off as {kind.replace('_', ' ')}"
+
+
+def describe(txn: Mapping[str, Any]) -> str:
+    return (
+        f"{txn['booking_date']} {format_plain(txn['amount'], txn['currency'])} {txn['currency']} from "
+        f"{txn['counterparty_name'] or 'unknown payer'}, text '{txn['remittance'] or ''}'"
+    )
+
+
+def load_matcher(conn: Connection, pol: Policy) -> Matcher:
+    invoices = [
+        OpenInvoice(
+            invoice_id=r["invoice_id"],
+            invoice_number=r["invoice_number"],
+            client_id=r["client_id"],
+            currency=r["currency"],
+            open_amount=r["gross_amount"] - r["credited_amount"] - r["paid_amount"]
+            if r["status"] in OPEN_STATUSES
+            else 0,
+            due_date=r["due_date"],
+            payment_reference=r["payment_reference"],
+            status=r["status"],
+        )
+        for r in db.rows(
+            conn,
+            "SELECT invoice_id, invoice_number, client_id, currency, gross_amount, credited_amount, paid_amount, "
+            "status, due_date, payment_reference FROM invoices WHERE invoice_number IS NOT NULL "
+            "AND document_type = 'invoice'",
+        )
+    ]
+    clients = {r["client_id"]: r["name"] for r in db.rows(conn, "SELECT client_id, name FROM clients")}
+    payers = {r["iban"]: r["client_id"] for r in db.rows(conn, "SELECT iban, client_id FROM payer_accounts")}
+    rates: dict[str, list[tuple[date, Decimal]]] = defaultdict(list)
+    for r in db.rows(conn, "SELECT currency, rate_date, rate FROM fx_rates ORDER BY rate_date"):
+        rates[r["currency"]].append((db.as_date(r["rate_date"]), Decimal(r["rate"])))
+
+    def fx_rate(currency: str, day: date) -> Decimal:
+        if currency == pol.base_currency:
+            return Decimal(1)
+        known = [rate for d, rate in rates.get(currency, ()) if d <= day]
+        return known[-1] if known else pol.fallback_rate(currency)
+
+    return Matcher(invoices, clients, payers, pol.reconciliation, pol.base_currency, fx_rate)

@@ -1,0 +1,369 @@
+"""Nightly reconciliation: import bank statements, match bank lines to invoices, post payments.
+
+Matching runs the rules in a fixed order and stops at the first that decides; every posting
+stores the rule, the evidence and a confidence, and every line that is not posted gets up to three
+ranked suggestions for finance:
+
+1. a reference (RF creditor reference with a valid check digit, or our invoice number in the
+   remittance text) and the amount;
+2. the payer: a known payer IBAN, else the exact or fuzzy (rapidfuzz) client name, abstaining
+   when two clients score alike;
+3. the client and the exact open amount of one invoice (several: suggest only);
+4. a unique subset of at most five open invoices of the client that adds up to the amount;
+5. tolerances from the policy: a bank fee or cash discount written off, an overpayment with the
+   excess left unapplied, an FX difference booked as gain or loss;
+6. a partial payment, part-allocated, the invoice staying open with its balance;
+7. returns and reversals undo the payment they return. Everything else is an exception.
+
+Auto-posting needs two independent pieces of evidence: the amount alone is only a suggestion.
+Candidates come from indexes (reference, client, currency and amount), never from comparing every
+bank line with every invoice, so a night's cost grows with the number of lines, not their product.
+The ``Matcher`` is plain Python over those indexes (the benchmark drives it directly); the
+functions below it read and write the billing database."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import Connection, Engine
+
+from invoiceflow.collect import payments
+from invoiceflow.collect.matching import (
+    INVOICE_NUMBER,
+    OPEN_STATUSES,
+    Decision,
+    Matcher,
+    compact,
+    describe,
+    load_matcher,
+)
+from invoiceflow.core import audit, db, masking
+from invoiceflow.core.money import format_totals
+from invoiceflow.core.policy import Policy
+from invoiceflow.core.policy import policy as current_policy
+
+log = logging.getLogger(__name__)
+
+
+def accounts_with_new_lines(engine: Engine) -> list[str]:
+    """Our bank accounts with undecided lines: the nightly DAG maps one matching task over each."""
+    with engine.connect() as conn:
+        return [
+            r["account_iban"]
+            for r in db.rows(
+                conn,
+                "SELECT DISTINCT account_iban FROM bank_transactions WHERE match_status = 'new' ORDER BY account_iban",
+            )
+        ]
+
+
+def match_and_post(
+    engine: Engine, actor: str, run_id: str, pol: Policy | None = None, account: str | None = None
+) -> dict[str, int]:
+    """Decide every new bank line (of ``account``, or of all accounts) and apply the decisions, a
+    chunk of lines per transaction (a retry resumes after the last committed chunk).
+
+    The first two lines are posted one per transaction, then chunks double up to
+    :data:`CHUNK_LINES` (:func:`_chunk_size`): a night of a handful of lines commits nearly line
+    by line as before (the fault tests pin that a crash on the second posting keeps the first),
+    while the bulk of a long night is written a few hundred lines per statement.
+
+    The matching tasks of several accounts run at once and may pay the same invoice (a client who
+    pays into two of our accounts), as may two manual reconciliations: each chunk checks, with the
+    invoices locked, that what it is about to pay is still open by what this task loaded, and
+    decides the chunk again after a reload when another task has paid one of them meanwhile
+    (``_check_open_amounts``).
+    """
+    pol = pol or current_policy()
+    counts = {"matched": 0, "partial": 0, "returned": 0, "exceptions": 0}
+    amounts: dict[str, list[tuple[str, int]]] = {outcome: [] for outcome in counts}
+    suggested = 0
+    with engine.connect() as conn:
+        matcher = load_matcher(conn, pol)
+        pending = db.rows(conn, _PENDING_OF_ACCOUNT if account else _PENDING, {"a": account})
+    start, done = 0, 0
+    while start < len(pending):
+        chunk = pending[start : start + _chunk_size(done)]
+        for _attempt in range(STALE_RETRIES):
+            try:
+                decided = _decide_and_post(engine, matcher, chunk, actor, run_id, pol)
+                break
+            except _StaleView as stale:
+                # Another run (a second manual reconciliation) paid an invoice this run's matcher
+                # still holds as open: decide the chunk again against what the database says now.
+                log.info(
+                    "bank lines %s to %s: %s; reloading the open invoices",
+                    chunk[0]["txn_id"],
+                    chunk[-1]["txn_id"],
+                    stale,
+                )
+                with engine.connect() as conn:
+                    matcher = load_matcher(conn, pol)
+        else:
+            raise RuntimeError(
+                f"bank lines {chunk[0]['txn_id']} to {chunk[-1]['txn_id']}: open invoices kept changing under this "
+                "run; run again"
+            )
+        start, done = start + len(chunk), done + 1
+        for txn, outcome, decision in decided:
+            counts[outcome] += 1
+            amounts[outcome].append((txn["currency"], txn["amount"]))
+            suggested += outcome == "exceptions" and bool(decision.suggestions)
+    log.info(
+        "reconciliation of %d new bank lines of %s: %d auto-posted in full (%s), %d part payments posted (%s), "
+        "%d returns (%s), %d exceptions for finance (%s), %d of them with suggested invoices",
+        len(pending),
+        masking.mask_iban(account) if account else "all accounts",
+        counts["matched"],
+        format_totals(amounts["matched"]),
+        counts["partial"],
+        format_totals(amounts["partial"]),
+        counts["returned"],
+        format_totals(amounts["returned"]),
+        counts["exceptions"],
+        format_totals(amounts["exceptions"]),
+        suggested,
+    )
+    return counts
+
+
+STALE_RETRIES = 5
+
+
+"""How often one chunk of bank lines is decided again after a concurrent run changed its invoices."""
+
+
+CHUNK_LINES = 500
+
+
+"""Bank lines per transaction at most: big enough that per-statement and per-commit costs vanish,
+small enough that a stale chunk is cheap to decide again and a transaction holds its locks briefly."""
+
+
+def _chunk_size(done: int) -> int:
+    """Bank lines in a run's chunk after ``done`` chunks: 1, 1, 2, 4, 8, ... up to CHUNK_LINES."""
+    return min(1 << max(0, done - 1), CHUNK_LINES)
+
+
+class _StaleView(Exception):
+    """The matcher's open amount of an invoice differs from the locked row: decide again."""
+
+
+_CLAIM = {
+    # PostgreSQL: lock the lines in id order (two runs with the same lines lock alike, no deadlock);
+    # a line a concurrent run decided meanwhile is no longer 'new' once its lock is granted.
+    "postgresql": "SELECT txn_id FROM bank_transactions WHERE txn_id IN :ids AND match_status = 'new' "
+    "ORDER BY txn_id FOR UPDATE",
+    # SQLite: a write that changes nothing takes the database's write lock for the whole chunk.
+    "sqlite": "UPDATE bank_transactions SET match_status = match_status WHERE txn_id IN :ids "
+    "AND match_status = 'new' RETURNING txn_id",
+}
+
+
+def _decide_and_post(
+    engine: Engine, matcher: Matcher, chunk: list[dict[str, Any]], actor: str, run_id: str, pol: Policy
+) -> list[tuple[dict[str, Any], str, Decision]]:
+    """One chunk of bank lines in one transaction: each line's outcome and decision, without the
+    lines a concurrent run decided first."""
+    with engine.begin() as conn:
+        # Claim the lines first: a concurrent run (a retry beside a still-running task) that
+        # decided one meanwhile holds or has committed its row, so the claim finds it no longer
+        # new and this run moves on instead of failing on the payment's unique key.
+        sql = _CLAIM["postgresql" if conn.dialect.name == "postgresql" else "sqlite"]
+        claimed = {r["txn_id"] for r in db.rows_in(conn, sql, [t["txn_id"] for t in chunk])}
+        believed: dict[int, int] = {}  # invoice id -> open amount before this chunk paid it
+        decided = []
+        for txn in chunk:
+            if txn["txn_id"] not in claimed:
+                log.info("bank line %s was decided by a concurrent run, skipped", txn["txn_id"])
+                continue
+            decision = matcher.decide(txn)
+            for alloc in decision.allocations:
+                believed.setdefault(alloc.invoice_id, matcher.by_id[alloc.invoice_id].open_amount)
+            if decision.outcome in ("posted", "partial"):
+                matcher.apply(decision)  # the next line of the chunk sees what is left open
+                _learn_payer(matcher, txn, decision)
+            decided.append((txn, decision))
+        postings = payments.Postings(conn, actor)
+        _check_open_amounts(postings, believed)
+        out = _Written(run_id)
+        outcomes = [_apply(postings, out, txn, d, pol) for txn, d in decided]
+        out.write(conn)
+        postings.finish()
+        return [(txn, outcome, d) for (txn, d), outcome in zip(decided, outcomes, strict=True)]
+
+
+def _learn_payer(matcher: Matcher, txn: Mapping[str, Any], d: Decision) -> None:
+    """A line posted by its reference teaches the matcher (and, at write, the database) its payer's account."""
+    if txn.get("counterparty_iban") and d.client_id and d.rule and d.rule.startswith("reference"):
+        matcher.payer_ibans.setdefault(compact(txn["counterparty_iban"]), d.client_id)
+
+
+def _check_open_amounts(postings: payments.Postings, believed: Mapping[int, int]) -> None:
+    """Compare-and-set: the invoices a chunk pays must still be open by what the matcher believed.
+
+    The rows are locked (PostgreSQL; SQLite holds its single write lock since the claim), so a
+    concurrent run's payment to the same invoice has either committed and is seen here, or waits
+    for this transaction. Without this, two runs with different lines for one invoice could both
+    pay it in full from the open amounts each had loaded at its start.
+    """
+    for invoice_id, row in postings.invoices(believed).items():
+        now_open = (
+            row["gross_amount"] - row["credited_amount"] - row["paid_amount"] if row["status"] in OPEN_STATUSES else 0
+        )
+        if believed[invoice_id] != now_open:
+            raise _StaleView(f"invoice {invoice_id} is open {now_open}, not {believed[invoice_id]}")
+
+
+_PENDING = "SELECT * FROM bank_transactions WHERE match_status = 'new' ORDER BY booking_date, txn_id"
+
+
+_PENDING_OF_ACCOUNT = (
+    "SELECT * FROM bank_transactions WHERE match_status = 'new' AND account_iban = :a ORDER BY booking_date, txn_id"
+)
+
+
+class _Written:
+    """What a chunk leaves for finance and learns, beside the ledger: written with one statement per table."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.exceptions: list[dict[str, Any]] = []
+        self.suggestions: list[dict[str, Any]] = []
+        self.exception_lines: list[int] = []
+        self.payers: list[dict[str, Any]] = []
+
+    def exception(self, txn: Mapping[str, Any], category: str, detail: str) -> None:
+        self.exceptions.append(
+            {
+                "category": category,
+                "subject_type": "bank_transaction",
+                "subject_id": str(txn["txn_id"]),
+                "amount": txn["amount"],
+                "currency": txn["currency"],
+                "detail": detail,
+                "run_id": self.run_id,
+            }
+        )
+
+    def write(self, conn: Connection) -> None:
+        audit.record_exceptions(conn, self.exceptions)
+        db.insert_many(conn, "match_suggestions", self.suggestions, on_conflict="ON CONFLICT (txn_id, rank) DO NOTHING")
+        db.update_many(
+            conn,
+            "bank_transactions",
+            "txn_id",
+            [{"txn_id": t, "match_status": "exception"} for t in self.exception_lines],
+        )
+        db.insert_many(conn, "payer_accounts", self.payers, on_conflict="ON CONFLICT (iban) DO NOTHING")
+
+
+def _apply(postings: payments.Postings, out: _Written, txn: dict[str, Any], d: Decision, pol: Policy) -> str:
+    if d.outcome == "reverse":
+        return _reverse(postings, out, txn)
+    if d.outcome == "exception":
+        return _exception(out, txn, d)
+    accounts = pol.reconciliation.accounts
+    account_of = {"bank_fee": "bank_fees", "cash_discount": "cash_discounts", "unapplied": "unapplied_cash"}
+    payments.post_payment(
+        postings,
+        txn,
+        d.client_id,
+        [
+            {
+                "invoice_id": a.invoice_id,
+                "amount": a.amount,
+                "rule": a.rule,
+                "evidence": a.evidence,
+                "confidence": a.confidence,
+            }
+            for a in d.allocations
+        ],
+        adjustments=[
+            {
+                "invoice_id": adj.invoice_id,
+                "kind": adj.kind,
+                "amount": adj.amount,
+                "currency": adj.currency,
+                "account": accounts[account_of.get(adj.kind) or ("fx_loss" if adj.amount > 0 else "fx_gain")],
+            }
+            for adj in d.adjustments
+        ],
+        rule=d.rule,
+        confidence=d.confidence,
+    )
+    if txn.get("counterparty_iban") and d.client_id and d.rule and d.rule.startswith("reference"):
+        out.payers.append(
+            {
+                "iban": compact(txn["counterparty_iban"]),
+                "client_id": d.client_id,
+                "source": "learned",
+                "created_at": db.now(),
+            }
+        )
+    if d.category:  # posted, but finance should know: a write-off, an overpayment, a part payment, FX
+        out.exception(txn, d.category, f"{describe(txn)}: posted ({d.rule}, confidence {d.confidence}); {d.detail}")
+    return "partial" if d.outcome == "partial" else "matched"
+
+
+def _exception(out: _Written, txn: dict[str, Any], d: Decision) -> str:
+    hints = "; ".join(
+        f"{n}. {', '.join(s.invoice_numbers)} ({s.rule}, {s.confidence:.0%})" for n, s in enumerate(d.suggestions, 1)
+    )
+    out.exception(txn, d.category or "unmatched", f"{describe(txn)}: {d.detail}; suggestions: {hints or 'none'}")
+    out.suggestions += [
+        {
+            "txn_id": txn["txn_id"],
+            "rank": n,
+            "invoice_numbers": ", ".join(s.invoice_numbers),
+            "rule": s.rule,
+            "evidence": s.evidence,
+            "confidence": s.confidence,
+        }
+        for n, s in enumerate(d.suggestions[:3], 1)
+    ]
+    out.exception_lines.append(txn["txn_id"])
+    return "exceptions"
+
+
+def _reverse(postings: payments.Postings, out: _Written, txn: dict[str, Any]) -> str:
+    """Find the payment a return undoes: same end-to-end id, else the invoice it names and the amount,
+    else the same payer account and amount; exactly one candidate, or it is an exception."""
+    postings.flush_for_return(txn)  # the payment may have been posted earlier in this chunk
+    conn = postings.conn
+    # Payments already returned are dropped below, not in SQL: SQLite's planner takes
+    # "reversed_by_txn_id IS NULL" on its unique index for a one-row lookup and walks every payment.
+    base = (
+        "SELECT p.payment_id, p.reversed_by_txn_id FROM payments p JOIN bank_transactions t ON t.txn_id = p.txn_id "
+        "WHERE p.amount = :a AND p.currency = :c AND t.account_iban = :acct "
+    )
+    params = {"a": -txn["amount"], "c": txn["currency"], "acct": txn["account_iban"]}
+    tries = []
+    if txn.get("end_to_end_id"):
+        tries.append(("the end-to-end id", base + "AND t.end_to_end_id = :e", {**params, "e": txn["end_to_end_id"]}))
+    numbers = ["-".join(m.groups()) for m in INVOICE_NUMBER.finditer((txn.get("remittance") or "").upper())]
+    if numbers:
+        tries.append(
+            (
+                f"invoice {numbers[0]}",
+                base + "AND p.payment_id IN (SELECT a.payment_id FROM allocations a JOIN invoices i "
+                "ON i.invoice_id = a.invoice_id WHERE i.invoice_number = :n)",
+                {**params, "n": numbers[0]},
+            )
+        )
+    if txn.get("counterparty_iban"):
+        tries.append(
+            ("the payer account", base + "AND t.counterparty_iban = :i", {**params, "i": txn["counterparty_iban"]})
+        )
+    for how, sql, p in tries:
+        found = [r for r in db.rows(conn, sql, p) if r["reversed_by_txn_id"] is None]
+        if len(found) == 1:
+            payments.reverse_payment(postings, found[0]["payment_id"], txn, f"returned by the bank ({how})")
+            return "returned"
+    return _exception(
+        out,
+        txn,
+        Decision("exception", "unmatched_return", detail="a return or reversal whose payment was not found"),
+    )

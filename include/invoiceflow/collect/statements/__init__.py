@@ -1,0 +1,77 @@
+"""Bank statements: CAMT.053, MT940, BAI2, OFX and bank CSV read safely into normalised transactions.
+
+Every amount becomes signed integer minor units (credits positive), whatever the format. A file
+that cannot be trusted (truncated XML, an unknown namespace, a DTD or entity declaration, batch
+details or control totals that do not add up) raises ``StatementError`` naming the file and the
+place, so the nightly run can reject that file and go on with the others. A bank CSV row that
+cannot be read is returned as a ``RowProblem`` (file, row, field) so the rest of the file still
+counts. The field's libraries do the format work where they are good: ``mt940``, ``bai2`` and
+``ofxtools``; XML passes ``defusedxml`` first, which refuses DTDs and entities before lxml reads it."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from invoiceflow.collect.statements.bai2 import parse_bai2
+from invoiceflow.collect.statements.bank_csv import parse_bank_csv
+from invoiceflow.collect.statements.camt import parse_camt053
+from invoiceflow.collect.statements.mt940 import parse_mt940
+from invoiceflow.collect.statements.ofx import parse_ofx
+from invoiceflow.collect.statements.records import MAX_BYTES, Statement, StatementError
+
+
+def detect_format(data: bytes) -> str:
+    """Which statement format a file is, from its content (never from its name)."""
+    head = data[:4096].lstrip(b"\xef\xbb\xbf \t\r\n")
+    if head.startswith(b"OFXHEADER") or b"<OFX>" in data[:8192].upper():
+        return "ofx"
+    if head.startswith(b"<"):
+        return "camt.053"
+    if head.startswith(b"01,"):
+        return "bai2"
+    if re.search(rb"^:20:", data[:8192], re.MULTILINE) and re.search(rb"^:25:", data[:8192], re.MULTILINE):
+        return "mt940"
+    return "csv"
+
+
+def parse_statement_bytes(data: bytes, source: str, csv_mappings: Mapping[str, Any] | None = None) -> list[Statement]:
+    """Parse one bank file of any supported format into statements."""
+    if not data.strip():
+        raise StatementError(source, "file", "the file is empty")
+    if len(data) > MAX_BYTES:
+        raise StatementError(source, "file", f"larger than {MAX_BYTES // (1024 * 1024)} MB")
+    kind = detect_format(data)
+    if kind == "camt.053":
+        return _no_nul(parse_camt053(data, source), source)  # an XML file that is not CAMT.053 is named as such
+    if kind == "ofx":
+        return _no_nul(parse_ofx(data, source), source)
+    if kind == "bai2":
+        return _no_nul(parse_bai2(data, source), source)
+    if kind == "mt940":
+        return _no_nul(parse_mt940(data, source), source)
+    if csv_mappings is None:
+        from invoiceflow.core.policy import policy
+
+        csv_mappings = policy().bank_csv
+    if not csv_mappings:
+        raise StatementError(
+            source, "file", "unsupported format (expected CAMT.053, MT940, BAI2, OFX, or a CSV with a bank_csv mapping)"
+        )
+    return parse_bank_csv(data, source, csv_mappings)
+
+
+def _no_nul(statements: list[Statement], source: str) -> list[Statement]:
+    """A NUL character in a text field is corruption (and PostgreSQL cannot store it): refuse the file."""
+    for i, st in enumerate(statements, 1):
+        for j, txn in enumerate(st.transactions, 1):
+            for name, value in vars(txn).items():
+                if isinstance(value, str) and "\0" in value:
+                    raise StatementError(source, f"statement {i}/transaction {j}/{name}", "contains a NUL character")
+    return statements
+
+
+def parse_statement_file(path: Path, csv_mappings: Mapping[str, Any] | None = None) -> list[Statement]:
+    return parse_statement_bytes(path.read_bytes(), path.name, csv_mappings)

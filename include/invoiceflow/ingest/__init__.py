@@ -1,0 +1,1 @@
+"""Ingest: source feeds (files, SQL, business events) validated, quarantined or loaded exactly once."""

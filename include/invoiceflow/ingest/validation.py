@@ -1,0 +1,352 @@
+"""Row-level validation of source feeds with Great Expectations.
+
+Each feed has a suite in ``expectations/<feed>.json``; the checks that depend on what is already in
+the billing database (does the contract exist, is there a rate for this role) are added at run
+time. GX reports the failing rows per expectation; we turn them into findings that name the line,
+the field and the reason, so finance can fix the source and nothing is silently dropped.
+
+``great_expectations`` and ``pandas`` take seconds to import: they are imported inside functions,
+never when a DAG file is parsed.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+import re
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from invoiceflow.core import settings
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FileFacts:
+    """What checks that span a whole file found in a first pass over it (see ``sources``)."""
+
+    repeated: set[str] = field(default_factory=set)  # record keys that occur more than once
+    overbooked: set[str] = field(default_factory=set)  # "employee|day" above the daily hours limit
+
+
+@dataclass(frozen=True)
+class Finding:
+    line_no: int
+    field: str
+    value: str | None
+    reason: str
+    check: str = ""  # the expectation type, or what else refused the row (conversion, already_billed)
+
+
+def suite_definition(feed: str) -> dict[str, Any]:
+    with open(settings.EXPECTATIONS_DIR / f"{feed}.json", encoding="utf-8") as f:
+        return json.load(f)
+
+
+REFERENCES: dict[str, list[tuple[str, str, str, str]]] = {
+    # feed: (column, what it must be one of, field named in the finding, message)
+    "clients": [
+        ("currency", "currencies", "currency", "is not a currency the system knows"),
+        ("country", "countries", "country", "is not an ISO 3166 country code like DE"),
+    ],
+    "contracts": [
+        ("client_id", "clients", "client_id", "is not a known client"),
+        ("currency", "currencies", "currency", "is not a currency the system knows"),
+    ],
+    "rate_cards": [("contract_id", "contracts", "contract_id", "is not a known contract")],
+    "timesheets": [
+        ("contract_id", "contracts", "contract_id", "is not a known contract"),
+        ("contract_role", "rate_keys", "role", "has no rate card on this contract"),
+    ],
+    "milestones": [("contract_id", "contracts", "contract_id", "is not a known contract")],
+    "expenses": [("contract_id", "contracts", "contract_id", "is not a known contract")],
+    "fx_rates": [("currency", "currencies", "currency", "is not a currency the system knows")],
+}
+"""Referential integrity against the database: the suite's dynamic half.
+
+Checked as a derived ``<column>__known`` flag rather than a value set in the expectation: GX
+copies an expectation's configuration many times over, and thousands of contract ids make that
+the slowest part of validating a large file.
+"""
+
+
+def reference_expectations(feed: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "expect_column_values_to_be_in_set",
+            "kwargs": {"column": f"{column}__known", "value_set": [True]},
+            "meta": {"field": field, "message": message},
+        }
+        for column, _, field, message in REFERENCES[feed]
+    ]
+
+
+def record_keys(frame: pd.DataFrame, key: tuple[str, ...]) -> pd.Series:
+    """The identity of each row (``K1|dev|2026-01-01`` for a compound key), for duplicate checks."""
+    keys = frame[key[0]]
+    for column in key[1:]:
+        keys = keys + "|" + frame[column]
+    return keys
+
+
+def add_derived_columns(
+    feed: str, frame: pd.DataFrame, known: Mapping[str, Any], key: tuple[str, ...], facts: FileFacts
+) -> pd.DataFrame:
+    """Parsed helper columns (``x__date``, ``hours__number``) and flags that the suites check.
+
+    ``record_key__repeated`` marks rows whose key occurs more than once in the whole file. The time
+    sheet flags compare each entry with the contract's term and rate cards in the database; a flag
+    is True where another check already reports the row (unknown contract, unreadable date), so
+    one mistake gives one finding.
+    """
+    import pandas as pd
+
+    out = frame.copy()
+    for column in [c for c in frame.columns if c.endswith(("_date", "_at", "_on", "valid_from", "valid_to"))]:
+        out[f"{column}__date"] = pd.to_datetime(frame[column], format="%Y-%m-%d", errors="coerce")
+    if feed == "timesheets":
+        out["hours__number"] = pd.to_numeric(frame["hours"], errors="coerce")
+        out["contract_role"] = frame["contract_id"] + "/" + frame["role"]
+        _time_entry_flags(out, known, facts)
+    out["record_key__repeated"] = record_keys(frame, key).isin(facts.repeated) if facts.repeated else False
+    for column, known_as, _, _ in REFERENCES[feed]:
+        out[f"{column}__known"] = out[column].isin(known[known_as])
+    return out
+
+
+def _time_entry_flags(out: pd.DataFrame, known: Mapping[str, Any], facts: FileFacts) -> None:
+    import numpy as np
+    import pandas as pd
+
+    day = out["work_date__date"]
+    terms = known["contract_terms"]  # contract_id -> start_date, end_date (datetime64, end may be NaT)
+    start, end = out["contract_id"].map(terms["start_date"]), out["contract_id"].map(terms["end_date"])
+    out["work_date__in_term"] = (day.isna() | start.isna() | ((day >= start) & (end.isna() | (day <= end)))).to_numpy()
+    out["work_date__not_future"] = (day.isna() | (day <= pd.Timestamp(known["today"]))).to_numpy()
+
+    rates = known["rate_windows"]  # contract_role, valid_from, valid_to (datetime64, to may be NaT)
+    pairs = pd.DataFrame({"contract_role": out["contract_role"].to_numpy(), "day": day.to_numpy()})
+    pairs["row"] = np.arange(len(pairs))
+    joined = pairs.merge(rates, on="contract_role", how="inner")
+    covering = joined[
+        (joined["day"] >= joined["valid_from"]) & (joined["valid_to"].isna() | (joined["day"] <= joined["valid_to"]))
+    ]
+    rated = np.zeros(len(pairs), dtype=bool)
+    rated[covering["row"].to_numpy()] = True
+    out["work_date__rated"] = rated | day.isna().to_numpy() | ~out["contract_role"].isin(known["rate_keys"]).to_numpy()
+
+    out["hours__within_daily_limit"] = True
+    if facts.overbooked:
+        employee_day = out["employee_id"] + "|" + out["work_date"]  # only then: joining text is slow
+        out["hours__within_daily_limit"] = ~employee_day.isin(facts.overbooked)
+
+
+@dataclass
+class Validated:
+    findings: dict[int, list[Finding]]
+    data_docs: Path | None = None  # the Great Expectations Data Docs page, when rows failed
+
+
+def validate(
+    feed: str,
+    frame: pd.DataFrame,
+    known: Mapping[str, Any],
+    key: tuple[str, ...],
+    facts: FileFacts | None = None,
+    run_name: str | None = None,
+) -> Validated:
+    """Findings per line number (the frame's index) for every row that fails any expectation.
+
+    The suite is first evaluated by ``screen``, vectorised, exactly as Great Expectations' pandas
+    engine evaluates each expectation; a chunk in which no row fails is done. Otherwise Great
+    Expectations validates the chunk, and its result names the findings and renders Data Docs: a
+    clean chunk of a million rows does not pay for GX's per-expectation machinery, and a bad row
+    is reported by GX itself.
+
+    ``known`` is what the database holds (``sources.known_references``), ``key`` names the columns
+    that identify a record, ``facts`` what a first pass over the whole file found. When rows fail
+    and ``run_name`` is given, the result is also rendered as Data Docs under
+    ``<data>/reports/data_docs/`` for finance to open in a browser.
+    """
+    if frame.empty:
+        return Validated({})
+    definition = suite_definition(feed)
+    definition["expectations"] = definition["expectations"] + reference_expectations(feed)
+    checked = add_derived_columns(feed, frame, known, key, facts or FileFacts())
+    if screen(definition["expectations"], checked) == {}:
+        return Validated({})  # every expectation evaluated the way GX does it, and no row failed
+    context, result = run_suite(feed, definition, checked, run_name or feed)
+
+    findings: dict[int, list[Finding]] = defaultdict(list)
+    for outcome in result.results:
+        if outcome.success:
+            continue
+        meta = outcome.expectation_config.meta or {}
+        check, message = outcome.expectation_config.type, meta.get("message", "failed")
+        name = meta.get("field", outcome.expectation_config.kwargs.get("column", "?"))
+        if outcome.exception_info and outcome.exception_info.get("raised_exception"):
+            raise RuntimeError(f"expectation on {feed}.{name} could not run: {outcome.exception_info}")
+        for line_no in outcome.result.get("unexpected_index_list") or []:
+            value = frame.at[line_no, name] if name in frame.columns else None
+            findings[int(line_no)].append(Finding(int(line_no), name, value, message, check))
+    log.info("%s: %d of %d rows failed validation", feed, len(findings), len(frame))
+    page = _data_docs(context, feed) if findings and run_name else None
+    # The ephemeral context holds the chunk in reference cycles: collect it now, or the chunks of a
+    # large file pile up until Python's next full collection (measured: memory grew with the file).
+    del context, result, checked
+    gc.collect()
+    return Validated(dict(findings), page)
+
+
+def run_suite(feed: str, definition: dict[str, Any], frame: pd.DataFrame, run_name: str) -> tuple[Any, Any]:
+    """Great Expectations validates ``frame`` against the suite: (ephemeral context, result)."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    _freeze_imported_objects()
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = {"globally": False, "metric_calculations": False}
+    suite = context.suites.add(gx.ExpectationSuite(**definition))
+    batch_definition = (
+        context.data_sources.add_pandas(f"{feed}_source")
+        .add_dataframe_asset(feed)
+        .add_batch_definition_whole_dataframe("file")
+    )
+    checks = context.validation_definitions.add(gx.ValidationDefinition(name=feed, data=batch_definition, suite=suite))
+    result = checks.run(
+        batch_parameters={"dataframe": frame},
+        result_format={"result_format": "COMPLETE"},
+        run_id=RunIdentifier(run_name=run_name),
+    )
+    return context, result
+
+
+# The screen: the suite's expectations evaluated as GX's pandas engine does ------------------------
+
+_SCREENED_KWARGS = {
+    "expect_column_value_lengths_to_be_between": {"min_value", "max_value", "strict_min", "strict_max"},
+    "expect_column_values_to_be_between": {"min_value", "max_value", "strict_min", "strict_max"},
+    "expect_column_values_to_be_in_set": {"value_set"},
+    "expect_column_values_to_match_regex": {"regex"},
+    "expect_column_values_to_not_be_null": set(),
+}
+"""The expectation types ``screen`` evaluates, with the arguments it understands; any other type or
+argument (``mostly``, say) leaves the decision to Great Expectations."""
+
+
+def screen(expectations: list[dict[str, Any]], frame: pd.DataFrame) -> dict[int, list[Any]] | None:
+    """The failing rows (index labels) per expectation position, or None if GX must decide.
+
+    Mirrors Great Expectations' pandas engine (1.x): the ``row_condition`` filters the rows with
+    ``DataFrame.query`` (condition parser ``pandas``); every type except not-null skips null values;
+    lengths and regular expressions apply to the value as text (``astype(str)``), the regex with
+    ``re.search``; a range compares numbers or datetimes, with ``strict_*`` excluding the bound.
+    ``tests/test_validation.py`` checks that it fails exactly the rows GX fails. Only expectations
+    that fail at least one row are in the result, so ``{}`` means the whole frame passes.
+    """
+    failing: dict[int, list[Any]] = {}
+    for position, expectation in enumerate(expectations):
+        unexpected = _unexpected(expectation, frame)
+        if unexpected is None:
+            return None
+        if len(unexpected):
+            failing[position] = list(unexpected)
+    return failing
+
+
+def _unexpected(expectation: dict[str, Any], frame: pd.DataFrame) -> pd.Index | None:
+    import pandas as pd
+
+    kind, kwargs = expectation["type"], dict(expectation.get("kwargs", {}))
+    column_name, condition = kwargs.pop("column", None), kwargs.pop("row_condition", None)
+    parser = kwargs.pop("condition_parser", None)
+    if kind not in _SCREENED_KWARGS or set(kwargs) - _SCREENED_KWARGS[kind] or column_name not in frame.columns:
+        return None
+    if condition is not None and (parser != "pandas" or not isinstance(condition, str)):
+        return None
+    rows = frame if condition is None else frame.query(condition, parser="pandas")
+    column = rows[column_name]
+    if kind == "expect_column_values_to_not_be_null":
+        return column.index[column.isna().to_numpy()]
+    column = column[column.notna()]
+    if kind == "expect_column_values_to_be_in_set":
+        ok = column.isin(kwargs["value_set"]) if kwargs["value_set"] is not None else True
+    elif kind == "expect_column_values_to_match_regex":
+        ok = _per_distinct_value(column.astype(str), lambda value: re.search(kwargs["regex"], value) is not None)
+    elif kind == "expect_column_value_lengths_to_be_between":
+        ok = _lengths_between(column.astype(str), kwargs)
+    else:
+        if not (pd.api.types.is_numeric_dtype(column) or pd.api.types.is_datetime64_any_dtype(column)):
+            return None  # GX compares other values one by one, with its own type rules
+        if pd.api.types.is_bool_dtype(column) or isinstance(kwargs.get("min_value"), str):
+            return None  # GX parses a text bound as a date: leave it to GX
+        if isinstance(kwargs.get("max_value"), str):
+            return None
+        ok = _between(column, kwargs)
+    if ok is True:
+        return column.index[:0]
+    return column.index[~pd.Series(ok, index=column.index).to_numpy(dtype=bool)]
+
+
+def _per_distinct_value(column: pd.Series, predicate: Callable[[str], bool]) -> pd.Series:
+    """A Python predicate once per distinct value: a column of a million rows has few of them."""
+    return column.isin([value for value in column.unique() if predicate(value)])
+
+
+def _lengths_between(column: pd.Series, kwargs: Mapping[str, Any]) -> Any:
+    low, high = kwargs.get("min_value"), kwargs.get("max_value")
+    if high is None and low == 1 and not kwargs.get("strict_min"):
+        return (column != "").to_numpy(dtype=bool)  # the suites' "is required": same answer, no len() per row
+    return _between(column.str.len(), kwargs)
+
+
+def _between(values: pd.Series, kwargs: Mapping[str, Any]) -> Any:
+    low, high = kwargs.get("min_value"), kwargs.get("max_value")
+    ok = values == values  # all True (nulls were dropped)
+    if low is not None:
+        ok &= values > low if kwargs.get("strict_min") else values >= low
+    if high is not None:
+        ok &= values < high if kwargs.get("strict_max") else values <= high
+    return ok
+
+
+@cache
+def _freeze_imported_objects() -> None:
+    """Move what importing Great Expectations created out of the collector's sight, once.
+
+    Its modules live as long as the process; without this, the collection after every chunk
+    (below) walks them all again and takes a third of a second.
+    """
+    gc.collect()
+    gc.freeze()
+
+
+def _data_docs(context: Any, feed: str) -> Path:
+    """Render the context's validation result into the Data Docs site; the path of its page.
+
+    Each load renders into the same folder, so the pages of earlier loads stay; the site's index
+    lists the latest one, and ``source_loads.data_docs`` points at each load's own page.
+    """
+    site = settings.reports() / "data_docs"
+    context.add_data_docs_site(
+        "invoiceflow",
+        {
+            "class_name": "SiteBuilder",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(site)},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        },
+    )
+    context.build_data_docs(site_names=["invoiceflow"])
+    pages = sorted((site / "validations" / feed).rglob("*.html"), key=lambda p: p.stat().st_mtime)
+    return pages[-1]

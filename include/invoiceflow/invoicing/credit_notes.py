@@ -1,0 +1,223 @@
+"""Credit notes: the only way an issued invoice is corrected (issued invoices never change)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+from invoiceflow.billing import taxes
+from invoiceflow.core import audit, db
+from invoiceflow.core.money import format_plain, to_base
+from invoiceflow.core.policy import Policy
+from invoiceflow.core.statuses import payment_status
+from invoiceflow.invoicing.issuing import next_number
+
+log = logging.getLogger(__name__)
+
+
+class CreditNoteError(ValueError):
+    """A credit note that cannot be issued as asked; the message says why."""
+
+
+def credit_note(
+    engine: Engine,
+    policy: Policy,
+    invoice_number: str,
+    *,
+    reason: str,
+    issue_date: date,
+    actor: str,
+    amounts: Mapping[int, int] | None = None,
+) -> int:
+    """Issue a credit note against an issued invoice, in full or for net amounts per line number.
+
+    The invoice itself never changes (invariant 4): the credit note is a document of its own, with
+    a gapless number in the credit note series, lines that point at the lines they correct, and
+    tax per rate group. Only the invoice's credited amount and status follow it.
+    """
+    with engine.begin() as conn:
+        found = db.rows(
+            conn,
+            "SELECT * FROM invoices WHERE invoice_number = :n AND document_type = 'invoice'",
+            {"n": invoice_number},
+        )
+        if not found:
+            raise CreditNoteError(f"{invoice_number}: there is no issued invoice with this number")
+        orig = found[0]
+        lines = db.rows(
+            conn, "SELECT * FROM invoice_lines WHERE invoice_id = :i ORDER BY line_no", {"i": orig["invoice_id"]}
+        )
+        credited = {
+            r["credited_line_id"]: r["net"]
+            for r in db.rows(
+                conn,
+                "SELECT credited_line_id, SUM(net_amount) AS net FROM invoice_lines WHERE credited_line_id IN "
+                "(SELECT line_id FROM invoice_lines WHERE invoice_id = :i) GROUP BY credited_line_id",
+                {"i": orig["invoice_id"]},
+            )
+        }
+        picks = _credit_lines(invoice_number, lines, credited, amounts)
+        count = db.scalar(
+            conn, "SELECT COUNT(*) FROM invoices WHERE credited_invoice_id = :i", {"i": orig["invoice_id"]}
+        )
+        note_id = conn.execute(
+            text(
+                "INSERT INTO invoices (document_type, credited_invoice_id, contract_id, client_id, billing_type, "
+                "period_start, period_end, trigger_key, status, review_reason, currency, net_amount, tax_amount, "
+                "gross_amount, base_currency, fx_rate, fx_rate_date, base_gross_amount, created_at) VALUES "
+                "('credit_note', :orig, :c, :cl, :bt, :ps, :pe, :t, 'approved', :reason, :cur, 0, 0, 0, :base, "
+                ":fx, :fxd, 0, :now) RETURNING invoice_id"
+            ),
+            {
+                "orig": orig["invoice_id"],
+                "c": orig["contract_id"],
+                "cl": orig["client_id"],
+                "bt": orig["billing_type"],
+                "ps": orig["period_start"],
+                "pe": orig["period_end"],
+                "t": f"credit-note:{invoice_number}:{count + 1}",
+                "reason": reason,
+                "cur": orig["currency"],
+                "base": orig["base_currency"],
+                "fx": orig["fx_rate"],
+                "fxd": orig["fx_rate_date"],
+                "now": db.now(),
+            },
+        ).scalar_one()
+        db.execute_many(
+            conn,
+            "INSERT INTO invoice_lines (invoice_id, line_no, kind, description, service_code, project_code, "
+            "quantity, unit, unit_price, net_amount, tax_code, tax_rate_bp, credited_line_id) VALUES "
+            "(:i, :n, :kind, :description, :service_code, :project_code, :quantity, :unit, :unit_price, :net, "
+            ":tax_code, :tax_rate_bp, :line_id)",
+            [{**p, "i": note_id, "n": n} for n, p in enumerate(picks, start=1)],
+        )
+        notes = {
+            t["tax_code"]: t["exemption_reason"]
+            for t in db.rows(conn, "SELECT * FROM invoice_taxes WHERE invoice_id = :i", {"i": orig["invoice_id"]})
+        }
+        totals = taxes.apply_taxes(conn, note_id, notes)
+        now_credited = orig["credited_amount"] + totals["gross_amount"]
+        if now_credited > orig["gross_amount"]:
+            left = format_plain(orig["gross_amount"] - orig["credited_amount"], orig["currency"])
+            raise CreditNoteError(
+                f"{invoice_number}: the credit note's gross {format_plain(totals['gross_amount'], orig['currency'])} "
+                f"is more than the {left} {orig['currency']} left to credit"
+            )
+        series = f"{policy.seller.legal_entity}-CN-{issue_date.year}"
+        number = f"{series}-{next_number(conn, series):06d}"
+        db.execute(
+            conn,
+            "UPDATE invoices SET status = 'issued', series = :s, invoice_number = :n, issue_date = :d, "
+            "base_gross_amount = :bg WHERE invoice_id = :i",
+            {
+                "s": series,
+                "n": number,
+                "d": issue_date,
+                "bg": to_base(
+                    totals["gross_amount"], orig["currency"], orig["base_currency"], Decimal(orig["fx_rate"])
+                ),
+                "i": note_id,
+            },
+        )
+        status = orig["status"]
+        if now_credited >= orig["gross_amount"] and orig["paid_amount"] == 0:
+            status = "credited"
+        elif orig["paid_amount"]:
+            status = payment_status(orig["gross_amount"], orig["paid_amount"], now_credited)
+        db.execute(
+            conn,
+            "UPDATE invoices SET credited_amount = :c, status = :s WHERE invoice_id = :i",
+            {"c": now_credited, "s": status, "i": orig["invoice_id"]},
+        )
+        refund = orig["paid_amount"] - (orig["gross_amount"] - now_credited)
+        if refund > 0:
+            audit.record_exception(
+                conn,
+                category="refund_due",
+                subject_type="invoice",
+                subject_id=str(orig["invoice_id"]),
+                amount=refund,
+                currency=orig["currency"],
+                detail=(
+                    f"{invoice_number} was paid and is now credited by {number}: "
+                    f"{format_plain(refund, orig['currency'])} {orig['currency']} must be refunded to the client"
+                ),
+            )
+        audit.record(
+            conn,
+            entity_type="invoice",
+            entity_id=note_id,
+            action="issued",
+            actor=actor,
+            reason=reason,
+            after={"document_type": "credit_note", "invoice_number": number, "credits": invoice_number, **totals},
+        )
+        audit.record(
+            conn,
+            entity_type="invoice",
+            entity_id=orig["invoice_id"],
+            action="credited",
+            actor=actor,
+            reason=reason,
+            before={"status": orig["status"], "credited_amount": orig["credited_amount"]},
+            after={"status": status, "credited_amount": now_credited, "credit_note": number},
+        )
+    log.info("credit note %s issued against %s (%s)", number, invoice_number, reason)
+    return note_id
+
+
+def _credit_lines(
+    invoice_number: str,
+    lines: list[dict[str, Any]],
+    credited: Mapping[int, int],
+    amounts: Mapping[int, int] | None,
+) -> list[dict[str, Any]]:
+    """The credit note's lines: a copy of every line (in full), or one line per amount asked."""
+    copy = ("kind", "service_code", "project_code", "tax_code", "tax_rate_bp", "line_id")
+    if amounts is None:
+        if credited:
+            raise CreditNoteError(
+                f"{invoice_number} is already partly credited: credit what is left line by line, with amounts"
+            )
+        return [
+            {
+                **{k: ln[k] for k in copy},
+                "description": f"Credit for line {ln['line_no']}: {ln['description']}",
+                "quantity": ln["quantity"],
+                "unit": ln["unit"],
+                "unit_price": ln["unit_price"],
+                "net": ln["net_amount"],
+            }
+            for ln in lines
+        ]
+    by_no = {ln["line_no"]: ln for ln in lines}
+    picks = []
+    for line_no, amount in sorted(amounts.items()):
+        ln = by_no.get(line_no)
+        if ln is None:
+            raise CreditNoteError(f"{invoice_number} has no line {line_no}")
+        if ln["net_amount"] <= 0:
+            raise CreditNoteError(f"{invoice_number} line {line_no} is an adjustment: credit the invoice in full")
+        left = ln["net_amount"] - credited.get(ln["line_id"], 0)
+        if not 0 < amount <= left:
+            raise CreditNoteError(
+                f"{invoice_number} line {line_no}: the amount to credit must be above zero and at most the "
+                f"{left} minor units not yet credited, got {amount}"
+            )
+        picks.append(
+            {
+                **{k: ln[k] for k in copy},
+                "description": f"Credit for line {line_no}: {ln['description']}",
+                "quantity": 100,
+                "unit": "C62",
+                "unit_price": amount,
+                "net": amount,
+            }
+        )
+    return picks

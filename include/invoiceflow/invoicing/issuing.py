@@ -1,0 +1,187 @@
+"""Issuing invoices: gapless numbers at issue, approval decisions, manual adjustments of drafts."""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, timedelta
+from decimal import Decimal
+
+from sqlalchemy import Connection, Engine, text
+
+from invoiceflow.billing import taxes
+from invoiceflow.core import audit, db, tallies
+from invoiceflow.core.money import to_base
+from invoiceflow.core.policy import Policy
+from invoiceflow.invoicing.build import creditor_reference
+
+log = logging.getLogger(__name__)
+
+
+def next_number(conn: Connection, series: str) -> int:
+    db.execute(
+        conn,
+        "INSERT INTO invoice_series (series, last_number) VALUES (:s, 0) ON CONFLICT (series) DO NOTHING",
+        {"s": series},
+    )
+    return conn.execute(
+        text("UPDATE invoice_series SET last_number = last_number + 1 WHERE series = :s RETURNING last_number"),
+        {"s": series},
+    ).scalar_one()
+
+
+def issue(engine: Engine, policy: Policy, invoice_ids: list[int], issue_date: date, actor: str) -> list[int]:
+    """Number and issue approved invoices; already issued ones are returned as they are."""
+    issued, numbered = [], []
+    series = f"{policy.seller.legal_entity}-{issue_date.year}"
+    for invoice_id in invoice_ids:
+        with engine.begin() as conn:
+            inv = db.rows(
+                conn,
+                "SELECT i.status, c.payment_terms_days FROM invoices i JOIN clients c ON c.client_id = i.client_id "
+                "WHERE i.invoice_id = :i",
+                {"i": invoice_id},
+            )[0]
+            if inv["status"] != "approved":
+                if inv["status"] not in ("draft", "awaiting_approval"):
+                    issued.append(invoice_id)
+                continue
+            number = f"{series}-{next_number(conn, series):06d}"
+            due = issue_date + timedelta(days=inv["payment_terms_days"])
+            changed = db.execute(
+                conn,
+                "UPDATE invoices SET status = 'issued', series = :s, invoice_number = :n, issue_date = :d, "
+                "due_date = :due, payment_reference = :ref WHERE invoice_id = :i AND status = 'approved'",
+                {
+                    "s": series,
+                    "n": number,
+                    "d": issue_date,
+                    "due": due,
+                    "ref": creditor_reference(number),
+                    "i": invoice_id,
+                },
+            )
+            if changed != 1:
+                conn.rollback()  # a concurrent run issued it: give the number back
+                continue
+            audit.record(
+                conn,
+                entity_type="invoice",
+                entity_id=invoice_id,
+                action="issued",
+                actor=actor,
+                before={"status": "approved"},
+                after={"status": "issued", "invoice_number": number, "due_date": due},
+            )
+        issued.append(invoice_id)
+        numbered.append(invoice_id)
+    log.info(
+        "issued in series %s: %s (gross); %d issued before (a retried or repeated run)",
+        series,
+        tallies.invoices(engine, numbered),
+        len(issued) - len(numbered),
+    )
+    return issued
+
+
+def decide(engine: Engine, invoice_id: int, approved: bool, actor: str, comment: str | None) -> str:
+    """Record a finance decision. Reject sends the invoice back to draft with the reason; it never had a number."""
+    with engine.begin() as conn:
+        return record_decision(conn, invoice_id, approved, actor, comment)
+
+
+def record_decision(conn: Connection, invoice_id: int, approved: bool, actor: str, comment: str | None) -> str:
+    """:func:`decide` in the caller's transaction (approval applies a step and the decision together)."""
+    status = "approved" if approved else "draft"
+    why = None if approved else f"rejected by {actor}: {comment or 'no reason given'}"
+    changed = db.execute(
+        conn,
+        "UPDATE invoices SET status = :s, review_reason = COALESCE(:why, review_reason) "
+        "WHERE invoice_id = :i AND status = 'awaiting_approval'",
+        {"s": status, "i": invoice_id, "why": why},
+    )
+    if changed:
+        audit.record(
+            conn,
+            entity_type="invoice",
+            entity_id=invoice_id,
+            action="approved" if approved else "rejected",
+            actor=actor,
+            reason=comment,
+            before={"status": "awaiting_approval"},
+            after={"status": status},
+        )
+    return db.scalar(conn, "SELECT status FROM invoices WHERE invoice_id = :i", {"i": invoice_id})
+
+
+def adjust(engine: Engine, invoice_id: int, amount: int, description: str, actor: str, reason: str) -> int:
+    """A manual write-down of a draft by a person: a negative line, taxes recomputed, audited.
+
+    The invoice goes back to draft (an approval under way starts again) and is routed to review;
+    whoever adjusted it may not approve it (segregation of duties, see ``approval``).
+    """
+    if amount >= 0:
+        raise ValueError("a manual adjustment writes an amount down: it must be negative")
+    with engine.begin() as conn:
+        inv = db.rows(conn, "SELECT * FROM invoices WHERE invoice_id = :i", {"i": invoice_id})[0]
+        if inv["status"] not in ("draft", "awaiting_approval"):
+            raise ValueError(f"invoice {invoice_id} is {inv['status']}: only a draft can be adjusted")
+        if -amount > inv["net_amount"]:
+            raise ValueError(f"invoice {invoice_id}: the adjustment is more than the net amount")
+        first = db.rows(
+            conn, "SELECT * FROM invoice_lines WHERE invoice_id = :i ORDER BY line_no LIMIT 1", {"i": invoice_id}
+        )[0]
+        line_no = db.scalar(conn, "SELECT MAX(line_no) FROM invoice_lines WHERE invoice_id = :i", {"i": invoice_id})
+        line_id = conn.execute(
+            text(
+                "INSERT INTO invoice_lines (invoice_id, line_no, kind, description, service_code, project_code, "
+                "quantity, unit, unit_price, net_amount, tax_code, tax_rate_bp) VALUES (:i, :n, 'discount', :d, "
+                "'MANUAL-ADJUSTMENT', :p, 100, 'C62', :a, :a, :tc, :tr) RETURNING line_id"
+            ),
+            {
+                "i": invoice_id,
+                "n": line_no + 1,
+                "d": description,
+                "p": first["project_code"],
+                "a": amount,
+                "tc": first["tax_code"],
+                "tr": first["tax_rate_bp"],
+            },
+        ).scalar_one()
+        notes = {
+            t["tax_code"]: t["exemption_reason"]
+            for t in db.rows(conn, "SELECT * FROM invoice_taxes WHERE invoice_id = :i", {"i": invoice_id})
+        }
+        db.execute(conn, "DELETE FROM invoice_taxes WHERE invoice_id = :i", {"i": invoice_id})
+        totals = taxes.apply_taxes(conn, invoice_id, notes)
+        base_gross = to_base(totals["gross_amount"], inv["currency"], inv["base_currency"], Decimal(inv["fx_rate"]))
+        db.execute(
+            conn,
+            "UPDATE invoices SET status = 'draft', base_gross_amount = :bg WHERE invoice_id = :i",
+            {"bg": base_gross, "i": invoice_id},
+        )
+        db.execute(conn, "DELETE FROM approval_steps WHERE invoice_id = :i", {"i": invoice_id})
+        db.insert_many(
+            conn,
+            "invoice_adjustments",
+            [
+                {
+                    "invoice_id": invoice_id,
+                    "line_id": line_id,
+                    "amount": amount,
+                    "reason": reason,
+                    "adjusted_by": actor,
+                    "adjusted_at": db.now(),
+                }
+            ],
+        )
+        audit.record(
+            conn,
+            entity_type="invoice",
+            entity_id=invoice_id,
+            action="adjusted",
+            actor=actor,
+            reason=reason,
+            before={k: inv[k] for k in ("status", "net_amount", "tax_amount", "gross_amount")},
+            after={"status": "draft", "line_no": line_no + 1, "amount": amount, **totals},
+        )
+    return line_id

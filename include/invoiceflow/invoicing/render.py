@@ -1,0 +1,245 @@
+"""The invoice as HTML and PDF/A-3 (WeasyPrint) with its Factur-X XML and timesheet embedded."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import functools
+import io
+import os
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from itertools import groupby
+from typing import Any
+
+from invoiceflow.invoicing.document import InvoiceDocument, TimesheetEntry
+from invoiceflow.invoicing.einvoice import facturx_xml
+from invoiceflow.invoicing.labels import (
+    LABELS,
+    LOCALES,
+    decimal_text,
+    format_date,
+    format_money,
+    format_quantity,
+    format_rate,
+    language_of,
+    payment_terms,
+)
+
+
+def pdf_filename(doc: InvoiceDocument) -> str:
+    """A file name that is safe whatever the invoice number contains."""
+    import re
+
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", doc.invoice_number).strip("._") or "invoice"
+    return f"{safe}.pdf"
+
+
+@functools.cache
+def environment():
+    """One Jinja environment per process: it caches the compiled templates between invoices."""
+    import jinja2
+
+    from invoiceflow.core import settings
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(settings.TEMPLATES_DIR),
+        # HTML is escaped (a client name cannot become markup); plain-text e-mails (.txt.j2) are not,
+        # or "Smith & Co" would arrive as "Smith &amp; Co"
+        autoescape=jinja2.select_autoescape(
+            ["html", "xml", "html.j2", "xml.j2"], disabled_extensions=["txt", "txt.j2"], default=True
+        ),
+        undefined=jinja2.StrictUndefined,
+    )
+    return env
+
+
+def render_invoice_html(doc: InvoiceDocument) -> str:
+    """The invoice as HTML, with the template of its billing type and the client's language."""
+    lang = language_of(doc.language)
+    labels = LABELS[lang]
+    return (
+        environment()
+        .get_template(f"invoice/{doc.billing_type}.html.j2")
+        .render(
+            doc=doc,
+            t=labels,
+            lang=lang,
+            money=lambda minor: format_money(minor, doc.currency, lang),
+            day=lambda d: format_date(d, lang),
+            qty=lambda q: format_quantity(q, lang),
+            rate=lambda bp: format_rate(bp, lang),
+            period_last=doc.period_end - timedelta(days=1),
+            terms=payment_terms(doc),
+            timesheet=timesheet_groups(doc.timesheet),
+            timesheet_file=timesheet_filename(doc),
+            total_hours=sum(e.hours for e in doc.timesheet),
+        )
+    )
+
+
+def timesheet_groups(entries: tuple[TimesheetEntry, ...]) -> list[dict[str, Any]]:
+    """The appendix of a T&M invoice: grouped by project, then role, one row per person and day.
+
+    A month of a busy contract is a few hundred entries; one row per entry made appendices of twenty
+    pages that took seconds to lay out. A row per person and day (hours summed, each description
+    once) is what a client checks against its own records; every single entry is in the attached
+    CSV (``timesheet_csv``).
+    """
+    groups = []
+    for (project, role), rows in groupby(_in_order(entries), key=lambda e: (e.project_code, e.role)):
+        days = []
+        for (day, employee), same in groupby(rows, key=lambda e: (e.work_date, e.employee_id)):
+            items = list(same)
+            described = "; ".join(dict.fromkeys(e.description for e in items if e.description))
+            days.append(TimesheetEntry(project, role, day, employee, sum(e.hours for e in items), described))
+        groups.append({"project": project, "role": role, "entries": days, "hours": sum(e.hours for e in days)})
+    return groups
+
+
+def _in_order(entries: tuple[TimesheetEntry, ...]) -> list[TimesheetEntry]:
+    """The appendix's and the CSV's order: project, role, day, person, then the source id."""
+    return sorted(entries, key=lambda e: (e.project_code, e.role, e.work_date, e.employee_id, e.entry_id))
+
+
+def timesheet_filename(doc: InvoiceDocument) -> str:
+    return pdf_filename(doc).removesuffix(".pdf") + "-timesheet.csv"
+
+
+def _inert(text: str) -> str:
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def timesheet_csv(doc: InvoiceDocument) -> bytes:
+    """Every billed time entry of the invoice, machine-readable, for the client's own checks.
+
+    Hours are decimals with a point (``2.25``), dates ISO 8601, whatever the invoice's language: a
+    file for a spreadsheet or an accounts-payable system, not for reading. Text that a spreadsheet
+    would run as a formula (``=``, ``+``, ``-``, ``@`` first) gets a leading apostrophe: the file goes
+    to a client, and a description comes from whoever typed it.
+    """
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(["entry_id", "project_code", "role", "work_date", "employee_id", "hours", "description"])
+    for e in _in_order(doc.timesheet):
+        writer.writerow(
+            [
+                _inert(e.entry_id),
+                _inert(e.project_code),
+                _inert(e.role),
+                e.work_date.isoformat(),
+                _inert(e.employee_id),
+                decimal_text(e.hours),
+                _inert(e.description),
+            ]
+        )
+    return out.getvalue().encode("utf-8")
+
+
+class PaymentDetailsError(ValueError):
+    """An invoice would ask to be paid to a reference or account that a bank would refuse."""
+
+
+def check_payment_details(doc: InvoiceDocument) -> None:
+    """Refuse to print a payment reference, IBAN or BIC that fails its check digits (python-stdnum).
+
+    A wrong digit here sends the client's money nowhere or to the wrong invoice, and a printed
+    invoice cannot be corrected: better to fail the render and fix the policy.
+    """
+    from stdnum import bic, iban, iso11649
+    from stdnum.exceptions import ValidationError
+
+    if doc.document_type != "invoice":
+        return
+    checks = [("IBAN", doc.iban, iban), ("BIC", doc.bic, bic)]
+    if not doc.preview:  # a draft gets its reference with its number, at issue
+        checks.insert(0, ("payment reference (ISO 11649)", doc.payment_reference, iso11649))
+    for name, value, module in checks:
+        try:
+            module.validate(value or "")
+        except ValidationError as exc:
+            raise PaymentDetailsError(f"invoice {doc.invoice_number}: {name} {value!r} is not valid: {exc}") from exc
+
+
+"""VATEX codes (EN 16931 BT-121) of the zero-rated categories that have one; E is explained by text."""
+
+
+@contextlib.contextmanager
+def _pinned_clock(day: date) -> Iterator[None]:
+    """Pin every timestamp that the PDF tools would take from the clock to the issue date.
+
+    fontTools stamps "now" into embedded font subsets unless SOURCE_DATE_EPOCH is set, and the
+    factur-x library stamps "now" into the document info, XMP and attachment dates: pinned, the
+    same invoice always renders to the same bytes, so a stored hash can be checked.
+    """
+    import facturx.facturx as fx
+
+    moment = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    previous = os.environ.get("SOURCE_DATE_EPOCH")
+    saved = (fx._get_pdf_timestamp, fx._get_metadata_timestamp)
+    os.environ["SOURCE_DATE_EPOCH"] = str(int(moment.timestamp()))
+    fx._get_pdf_timestamp = lambda date=None: moment.strftime("D:%Y%m%d%H%M%S+00'00'")
+    fx._get_metadata_timestamp = lambda: moment.strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    try:
+        yield
+    finally:
+        fx._get_pdf_timestamp, fx._get_metadata_timestamp = saved
+        if previous is None:
+            del os.environ["SOURCE_DATE_EPOCH"]
+        else:
+            os.environ["SOURCE_DATE_EPOCH"] = previous
+
+
+@functools.cache
+def _stylesheet() -> Any:
+    """The invoice CSS, parsed once per process."""
+    import weasyprint
+
+    from invoiceflow.core import settings
+
+    return weasyprint.CSS(filename=str(settings.TEMPLATES_DIR / "invoice" / "invoice.css"))
+
+
+def render_invoice_pdf(doc: InvoiceDocument) -> bytes:
+    """PDF/A-3b of the invoice with its Factur-X XML embedded; the same document gives the same bytes.
+
+    WeasyPrint and the factur-x library are heavy: imported here, never when a DAG file is parsed.
+    """
+    import facturx
+    import weasyprint
+
+    from invoiceflow.core import settings
+
+    check_payment_details(doc)
+    xml = facturx_xml(doc)
+    base = settings.TEMPLATES_DIR / "invoice"
+    html = weasyprint.HTML(string=render_invoice_html(doc), base_url=str(base))
+    lang = language_of(doc.language)
+    title = f"{LABELS[lang][doc.document_type]} {doc.invoice_number}"
+    attachments = {}
+    if doc.timesheet:
+        attachments[timesheet_filename(doc)] = {
+            "filedata": timesheet_csv(doc),
+            "description": LABELS[lang]["timesheet"],
+            "afrelationship": "supplement",
+            "modification_datetime": datetime(
+                doc.issue_date.year, doc.issue_date.month, doc.issue_date.day, tzinfo=UTC
+            ),
+        }
+    with _pinned_clock(doc.issue_date):
+        pdf = html.write_pdf(stylesheets=[_stylesheet()], pdf_variant="pdf/a-3b")
+        return facturx.generate_from_binary(
+            pdf,
+            xml,
+            flavor="factur-x",
+            level="en16931",
+            check_xsd=False,  # facturx_xml checked it
+            attachments=attachments,
+            pdf_metadata={
+                "author": doc.seller.name,
+                "keywords": "Factur-X, EN 16931",
+                "title": title,
+                "subject": f"{title} ({doc.seller.name} to {doc.buyer.name})",
+            },
+            lang=LOCALES[lang].replace("_", "-"),
+        )

@@ -1,0 +1,138 @@
+"""Payment reminders: each dunning level at most once per invoice, never a burst.
+
+The schedule is the policy's ``dunning`` list: levels with an offset from the due date, a template
+each and an optional late fee. After missed days only the highest level now due is sent. Paid,
+credited and disputed invoices get nothing; a partially paid (or partly credited) invoice is
+reminded of its open amount. Each reminder sent is an audit event and a row in ``reminders``."""
+
+from __future__ import annotations
+
+import logging
+from datetime import date, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine
+
+from invoiceflow.core import audit, db
+from invoiceflow.core.money import format_totals
+from invoiceflow.core.policy import Policy
+from invoiceflow.invoicing import build
+from invoiceflow.send import transport
+from invoiceflow.send.outbox import send_once, smtp_available
+
+log = logging.getLogger(__name__)
+
+
+def due_reminders(conn: Connection, policy: Policy, as_of: date) -> list[dict[str, Any]]:
+    """Per open, undisputed invoice, the highest level due on ``as_of`` above every level already sent."""
+    invoices = db.rows(
+        conn,
+        db.sql_file("due_reminders.sql"),
+        {"horizon": as_of - timedelta(days=min(d.offset_days for d in policy.dunning))},
+    )
+    due = []
+    for inv in invoices:
+        levels = [d for d in policy.dunning if db.as_date(inv["due_date"]) + timedelta(days=d.offset_days) <= as_of]
+        if levels and levels[-1].level > (inv["last_level"] or 0):
+            level = levels[-1]
+            due.append(
+                {
+                    **inv,
+                    "level": level.level,
+                    "level_name": level.name,
+                    "template": level.template,
+                    "late_fee": level.late_fee_minor(inv["currency"]),
+                }
+            )
+    return due
+
+
+def send_reminders(
+    engine: Engine, policy: Policy, as_of: date, actor: str, run_id: str | None = None, use_smtp: bool | None = None
+) -> dict[str, int]:
+    """Send what ``due_reminders`` finds, each through the outbox (once per invoice and level)."""
+    use_smtp = smtp_available() if use_smtp is None else use_smtp
+    domain = policy.seller.email.rsplit("@", 1)[1]
+    with engine.connect() as conn:
+        due = due_reminders(conn, policy, as_of)
+    counts: dict[str, int] = {}
+    reminded: list[tuple[str, int]] = []  # (currency, open amount) of each reminder sent
+    for item in due:
+        with engine.connect() as conn:
+            doc = build.complete_document(conn, policy, item["invoice_id"])
+        document = f"reminder-{item['level']}"
+        try:
+            message = transport.build_reminder_email(
+                doc,
+                level=item["level"],
+                level_name=item["level_name"],
+                open_amount=item["open_amount"],
+                as_of=as_of,
+                mail_from=policy.mail_from,
+                message_id=transport.message_id_for(doc.invoice_number, document, domain),
+                template=item["template"],
+                late_fee=item["late_fee"],
+            )
+        except ValueError as exc:  # a client address that is not one address: report it, go on
+            with engine.begin() as conn:
+                audit.record_exception(
+                    conn,
+                    category="delivery_failed",
+                    subject_type="invoice",
+                    subject_id=str(item["invoice_id"]),
+                    run_id=run_id,
+                    detail=f"{document} of {doc.invoice_number} cannot be e-mailed: {exc}; correct the client's "
+                    "address in the clients feed",
+                )
+            counts["bad_address"] = counts.get("bad_address", 0) + 1
+            continue
+        status = send_once(
+            engine,
+            invoice_id=item["invoice_id"],
+            document=document,
+            recipient=item["email"],
+            message=message,
+            use_smtp=use_smtp,
+            actor=actor,
+            run_id=run_id,
+            policy=policy,
+            audit_extra={
+                "level": item["level"],
+                "level_name": item["level_name"],
+                "as_of": as_of,
+                "open_amount": item["open_amount"],
+                "late_fee": item["late_fee"],
+                "currency": item["currency"],
+            },
+        )
+        if status == "sent":
+            with engine.begin() as conn:
+                db.execute(
+                    conn,
+                    "INSERT INTO reminders (invoice_id, level, name, as_of, currency, open_amount, late_fee, "
+                    "message_id, sent_at) VALUES (:i, :l, :n, :d, :c, :o, :f, :m, :now) "
+                    "ON CONFLICT (invoice_id, level) DO NOTHING",
+                    {
+                        "i": item["invoice_id"],
+                        "l": item["level"],
+                        "n": item["level_name"],
+                        "d": as_of,
+                        "c": item["currency"],
+                        "o": item["open_amount"],
+                        "f": item["late_fee"],
+                        "m": message["Message-ID"],
+                        "now": db.now(),
+                    },
+                )
+            counts[item["level_name"]] = counts.get(item["level_name"], 0) + 1
+            reminded.append((item["currency"], item["open_amount"]))
+        else:
+            counts[status] = counts.get(status, 0) + 1
+    log.info(
+        "reminders for %s: %d due, %s; open amounts reminded of: %s",
+        as_of,
+        len(due),
+        ", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "none sent",
+        format_totals(reminded),
+    )
+    return counts
