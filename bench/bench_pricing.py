@@ -37,6 +37,8 @@ sys.path.insert(0, str(BENCH_DIR))
 
 import generate  # noqa: E402
 
+from invoiceflow.airflow import runtime  # noqa: E402
+
 SCALES = {  # entries, contracts, clients
     "tiny": (3_000, 20, 10),
     "small": (50_000, 200, 50),
@@ -116,7 +118,7 @@ def _verify(engine: Any, batch_id: int, expected: dict[str, int]) -> dict[str, d
             "FROM time_entries WHERE invoice_line_id IS NOT NULL GROUP BY invoice_line_id) t "
             "ON t.invoice_line_id = l.line_id WHERE l.kind = 'time' AND (t.h IS NULL OR t.h <> l.quantity)"
         ),
-        # line sums equal the invoice net (DESIGN invariant 1)
+        # line sums equal the invoice net (invariant 1, docs/design.md)
         "invoices_net_not_sum_of_lines": (
             "SELECT COUNT(*) FROM invoices i WHERE i.batch_id = :b AND i.net_amount <> "
             "(SELECT COALESCE(SUM(l.net_amount), 0) FROM invoice_lines l WHERE l.invoice_id = i.invoice_id)"
@@ -165,11 +167,11 @@ def child_pipeline(url: str, data_dir: Path, period: str, out: Path, profile: Pa
         profiler = cProfile.Profile()
         profiler.enable()
     t = time.perf_counter()
-    loads = sources.load_inbox(engine, policy, ACTOR)
+    loads = sources.load_inbox(runtime.run_for(engine, actor=ACTOR, policy=policy))
     wall["load"], peak["load"] = time.perf_counter() - t, _peak_rss_mb()
 
     t = time.perf_counter()
-    priced = pricing.price_period(engine, policy, f"bench-{period}", month, ACTOR)
+    priced = pricing.price_period(runtime.run_for(engine, actor=ACTOR, run_id=f"bench-{period}", policy=policy), month)
     wall["price"], peak["price"] = time.perf_counter() - t, _peak_rss_mb()
     if profiler:
         profiler.disable()
@@ -177,8 +179,10 @@ def child_pipeline(url: str, data_dir: Path, period: str, out: Path, profile: Pa
 
     # exactly once: the same files and the same period again change nothing
     t = time.perf_counter()
-    reloads = sources.load_inbox(engine, policy, ACTOR)
-    repriced = pricing.price_period(engine, policy, f"bench-{period}-rerun", month, ACTOR)
+    reloads = sources.load_inbox(runtime.run_for(engine, actor=ACTOR, policy=policy))
+    repriced = pricing.price_period(
+        runtime.run_for(engine, actor=ACTOR, run_id=f"bench-{period}-rerun", policy=policy), month
+    )
     wall["rerun"] = time.perf_counter() - t
 
     checks = _verify(engine, priced["batch_id"], manifest["expected"])
@@ -267,7 +271,7 @@ def child_floor(url: str, data_dir: Path, out: Path) -> None:
     policy = load_policy()
     for feed in ("clients", "contracts"):  # what the entries refer to, by the real loader (untimed)
         for path in sorted((data_dir / "inbox" / feed).glob("*.csv")):
-            sources.load_file(engine, policy, feed, path, ACTOR)
+            sources.load_file(runtime.run_for(engine, actor=ACTOR, policy=policy), feed, path)
     files = sorted((data_dir / "inbox" / "timesheets").glob("*.csv"))
     frame = pd.concat([pd.read_csv(p, dtype=str, keep_default_na=False) for p in files], ignore_index=True)
     with engine.connect() as conn:

@@ -45,6 +45,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from invoiceflow.airflow import runtime
+
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
 RATES = {"EUR": Decimal(1), "USD": Decimal("1.10"), "GBP": Decimal("0.85")}
@@ -677,11 +679,13 @@ def database_phase(dialect: str, url: str, names: dict[str, str], invoices: list
     t0 = time.perf_counter()
     new = dup = 0
     for path in sorted(folder.iterdir()):
-        result = importing.import_bytes(engine, path.name, path.read_bytes(), "bench", pol)
+        result = importing.import_bytes(
+            runtime.run_for(engine, actor="bench", policy=pol), path.name, path.read_bytes()
+        )
         new, dup = new + result["new_transactions"], dup + result["duplicates"]
     import_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    counts = posting.match_and_post(engine, "bench", "bench-run", pol)
+    counts = posting.match_and_post(runtime.run_for(engine, actor="bench", run_id="bench-run", policy=pol))
     post_s = time.perf_counter() - t0
     with engine.connect() as conn:
         payments = db.scalar(conn, "SELECT COUNT(*) FROM payments")

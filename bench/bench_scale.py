@@ -195,7 +195,7 @@ class Deployment:
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "3600",
-            # as docker-compose.yaml: a task's end is seen within 1 s, not up to 5 (see the README)
+            # as docker-compose.yaml: a task's end is seen within 1 s, not up to 5 (see docs/deployment.md, "Scale-out")
             "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
             "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",  # only the triggered run, no scheduled one
             "AIRFLOW_CONN_BILLING_DB": json.dumps(

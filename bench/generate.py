@@ -1,6 +1,6 @@
 """Deterministic, vectorised source data for the pricing benchmark.
 
-Writes the five CSV feeds of the source data contract (``../shared/DESIGN.md``) into
+Writes the five CSV feeds of the source data contract (``docs/design.md``) into
 ``<data_dir>/inbox/<feed>/`` for one billing month, and ``<data_dir>/manifest.json`` with what a
 correct pricing run must produce from them (invoice count, billed hours, net amounts), computed here
 with numpy from the generated arrays, independently of ``invoiceflow``.

@@ -56,10 +56,10 @@ hours after it started (by 06:00, before finance starts the day) e-mails them to
 def bank_reconciliation() -> None:
     @task
     def import_statements(**context) -> list[dict]:
-        from invoiceflow.airflow import runtime
+        from invoiceflow.airflow.runtime import run_from_context
         from invoiceflow.collect import importing
 
-        return importing.import_statements(runtime.billing_engine(), runtime.actor(context))
+        return importing.import_statements(run_from_context(context))
 
     @task
     def accounts(_imported: list[dict]) -> list[str]:
@@ -73,29 +73,21 @@ def bank_reconciliation() -> None:
         from invoiceflow.airflow import runtime
         from invoiceflow.collect import posting
 
-        engine, actor = runtime.billing_engine(), runtime.actor(context)
-        return posting.match_and_post(engine, actor, context["run_id"], account=account)
+        return posting.match_and_post(runtime.run_from_context(context), account=account)
 
     @task(trigger_rule="none_failed")
     def journal(_matched: list[dict[str, int]], **context) -> dict:
-        from invoiceflow.accounting import exports, journal, status
-        from invoiceflow.airflow import runtime
-        from invoiceflow.core.policy import policy
+        from invoiceflow.accounting import books
+        from invoiceflow.airflow.runtime import run_from_context
 
-        engine, pol, day = runtime.billing_engine(), policy(), runtime.run_date(context)
-        return {
-            "recorded": journal.record_journal(engine, pol, context["run_id"]),
-            "exported": exports.export_journal(engine, pol, context["run_id"], day),
-            "payment_status": status.export_payment_status(engine, day),
-            "accounting": status.import_accounting_status(engine, runtime.actor(context)),
-        }
+        return books.nightly(run_from_context(context))
 
     @task(outlets=[RECONCILED])
     def exception_report(_journal: dict, **context) -> dict:
-        from invoiceflow.airflow import runtime
+        from invoiceflow.airflow.runtime import run_from_context
         from invoiceflow.reporting import reports
 
-        return reports.nightly_reports(runtime.billing_engine(), runtime.run_date(context))
+        return reports.nightly_reports(run_from_context(context))
 
     matched = match_and_post.expand(account=accounts(import_statements()))
     exception_report(journal(matched))

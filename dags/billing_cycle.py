@@ -62,16 +62,13 @@ five days after it started (approvals included) e-mails them too.
 def billing_cycle() -> None:
     @task
     def price_invoices(_unusable: list[str], **context) -> int:
-        from invoiceflow.airflow import runtime
+        from invoiceflow.airflow.runtime import run_from_context
         from invoiceflow.billing import pricing
         from invoiceflow.core import periods
-        from invoiceflow.core.policy import policy
 
-        month = context["params"]["period"] or periods.add_months(runtime.run_date(context), -1).strftime("%Y-%m")
-        batch = pricing.price_period(
-            runtime.billing_engine(), policy(), context["run_id"], periods.period_of(month), runtime.actor(context)
-        )
-        return batch["batch_id"]
+        run = run_from_context(context)
+        month = context["params"]["period"] or periods.previous_month(run.today)
+        return pricing.price_period(run, periods.period_of(month))["batch_id"]
 
     ingested = ingest_sources()
     feeds_usable(ingested)

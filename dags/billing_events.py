@@ -19,7 +19,7 @@ DOC = """
 # Billing events
 
 Runs whenever a CRM or project tool reports a **signed contract**, a **completed milestone** or a
-**signed document** through Airflow's REST API (an asset event; the README shows the `curl`), and
+**signed document** through Airflow's REST API (an asset event; docs/sources.md shows the `curl`), and
 invoices it in the same run instead of at month end:
 
 | event | asset | invoice |
@@ -56,25 +56,18 @@ five days after it started (approvals included) e-mails them too.
 def billing_events() -> None:
     @task
     def receive_events(**context) -> list[dict]:
-        from invoiceflow.airflow import runtime
+        from invoiceflow.airflow.runtime import run_from_context
         from invoiceflow.ingest import events
 
-        return events.receive(runtime.billing_engine(), context["triggering_asset_events"])
+        return events.receive(run_from_context(context), context["triggering_asset_events"])
 
     @task
     def price_events(triggers: list[dict], _unusable: list[str], **context) -> int:
-        from invoiceflow.airflow import runtime
+        from invoiceflow.airflow.runtime import run_from_context
         from invoiceflow.billing import pricing
-        from invoiceflow.core.policy import policy
         from invoiceflow.ingest import events
 
-        batch = pricing.price_triggers(
-            runtime.billing_engine(),
-            policy(),
-            context["run_id"],
-            [events.trigger_from_json(t) for t in triggers],
-            runtime.actor(context),
-        )
+        batch = pricing.price_triggers(run_from_context(context), [events.trigger_from_json(t) for t in triggers])
         return batch["batch_id"]
 
     triggers = receive_events()

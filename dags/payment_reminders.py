@@ -42,21 +42,17 @@ before it is sent.
 def payment_reminders() -> None:
     @task
     def retry_deliveries(**context) -> dict[str, int]:
-        from invoiceflow.airflow import runtime
-        from invoiceflow.core.policy import policy
+        from invoiceflow.airflow.runtime import run_from_context
         from invoiceflow.send import outbox
 
-        return outbox.retry_deliveries(runtime.billing_engine(), policy(), runtime.actor(context), context["run_id"])
+        return outbox.retry_deliveries(run_from_context(context))
 
     @task
     def send_reminders(**context) -> dict[str, int]:
-        from invoiceflow.airflow import runtime
-        from invoiceflow.core.policy import policy
+        from invoiceflow.airflow.runtime import run_from_context
         from invoiceflow.send import reminders
 
-        return reminders.send_reminders(
-            runtime.billing_engine(), policy(), runtime.run_date(context), runtime.actor(context), context["run_id"]
-        )
+        return reminders.send_reminders(run_from_context(context))
 
     retry_deliveries()
     send_reminders()

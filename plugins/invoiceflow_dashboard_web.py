@@ -30,7 +30,9 @@ from sqlalchemy import Engine
 
 from invoiceflow.core import settings
 from invoiceflow.core.money import format_plain
+from invoiceflow.core.run import Run
 from invoiceflow.reporting import dashboard
+from invoiceflow.send import disputes
 
 log = logging.getLogger(__name__)
 
@@ -328,6 +330,12 @@ def create_app(
             raise HTTPException(status_code=404, detail=f"no report {name}")
         return FileResponse(path, media_type="text/html" if name.endswith(".html") else "text/csv")
 
+    def person_run(user: Any) -> Run:
+        """The run context of a person's action on the dashboard: the person is the actor."""
+        from invoiceflow.airflow import runtime
+
+        return runtime.run_for(engine(), actor=actor_of(user), run_id="dashboard", today=today())
+
     def _act(request: Request, user: Any, token: str, invoice_id: int, action: Callable[[], Any]) -> Response:
         if not may_act(user):
             raise HTTPException(status_code=403, detail="not allowed to change invoices from the dashboard")
@@ -335,7 +343,7 @@ def create_app(
             raise HTTPException(status_code=403, detail="the form is stale or came from another site; reload it")
         try:
             action()
-        except dashboard.DisputeError as exc:
+        except disputes.DisputeError as exc:
             return RedirectResponse(f"{URL_PREFIX}/invoices/{invoice_id}?error={quote(str(exc))}", status_code=303)
         return RedirectResponse(f"{URL_PREFIX}/invoices/{invoice_id}", status_code=303)
 
@@ -348,7 +356,7 @@ def create_app(
             user,
             csrf,
             invoice_id,
-            lambda: dashboard.open_dispute(engine(), invoice_id, reason, actor_of(user)),
+            lambda: disputes.dispute_invoice(person_run(user), invoice_id, reason),
         )
 
     @app.post("/invoices/{invoice_id}/resolve")
@@ -360,7 +368,7 @@ def create_app(
             user,
             csrf,
             invoice_id,
-            lambda: dashboard.resolve_dispute(engine(), invoice_id, resolution, actor_of(user)),
+            lambda: disputes.resolve_invoice_dispute(person_run(user), invoice_id, resolution),
         )
 
     return app

@@ -1,4 +1,4 @@
-"""Screenshots of the approval screen for the README: run by hand, not by the test suite.
+"""Screenshots of the approval screen for docs/approval.md: run by hand, not by the test suite.
 
     .venv/bin/python scripts/approval_screenshots.py [--out docs/screenshots]
 

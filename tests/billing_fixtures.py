@@ -7,6 +7,7 @@ from pathlib import Path
 
 from sample_data import write_feeds
 
+from invoiceflow.airflow import runtime
 from invoiceflow.billing import pricing
 from invoiceflow.core import db
 from invoiceflow.core.policy import load_policy
@@ -21,11 +22,13 @@ def issued_month(engine, data_dir: Path) -> dict[str, dict]:
     """Price October, approve everything, issue on 1 November; return invoices by contract id."""
     policy = load_policy()
     write_feeds(data_dir / "inbox")
-    sources.load_inbox(engine, policy, "test")
-    batch = pricing.price_period(engine, policy, "run-1", OCTOBER, "test")
-    routed = approval.route(engine, policy, batch["batch_id"], "test")
+    sources.load_inbox(runtime.run_for(engine, actor="test", policy=policy))
+    batch = pricing.price_period(runtime.run_for(engine, actor="test", run_id="run-1", policy=policy), OCTOBER)
+    routed = approval.route(runtime.run_for(engine, actor="test", policy=policy), batch["batch_id"])
     for invoice_id in routed["review"]:
-        issuing.decide(engine, invoice_id, True, "user:finance", None)
-    issuing.issue(engine, policy, routed["auto"] + routed["review"], ISSUE_DAY, "test")
+        issuing.decide(runtime.run_for(engine, actor="user:finance"), invoice_id, True, None)
+    issuing.issue(
+        runtime.run_for(engine, actor="test", today=ISSUE_DAY, policy=policy), routed["auto"] + routed["review"]
+    )
     with engine.connect() as conn:
         return {r["contract_id"]: r for r in db.rows(conn, "SELECT * FROM invoices")}

@@ -14,6 +14,7 @@ from pathlib import Path
 from billing_fixtures import ISSUE_DAY, OCTOBER
 from sample_data import FEEDS, write_feeds
 
+from invoiceflow.airflow import runtime
 from invoiceflow.billing import pricing
 from invoiceflow.collect import importing, posting
 from invoiceflow.collect.statements.records import Statement, Transaction
@@ -63,14 +64,18 @@ def build(engine, data_dir: Path) -> dict[str, dict]:
     write_feeds(inbox)
     (inbox / "timesheets" / "extra.csv").write_text(EXTRA_TIMESHEET, encoding="utf-8")
     assert FEEDS["timesheets"]  # the hand-worked rows stay as they are
-    sources.load_inbox(engine, policy, "test")
-    batch = pricing.price_period(engine, policy, "run-1", OCTOBER, "test")
-    routed = approval.route(engine, policy, batch["batch_id"], "test")
+    sources.load_inbox(runtime.run_for(engine, actor="test", policy=policy))
+    batch = pricing.price_period(runtime.run_for(engine, actor="test", run_id="run-1", policy=policy), OCTOBER)
+    routed = approval.route(runtime.run_for(engine, actor="test", policy=policy), batch["batch_id"])
     for invoice_id in routed["review"]:
-        issuing.decide(engine, invoice_id, True, "user:finance", None)
-    issued = issuing.issue(engine, policy, routed["auto"] + routed["review"], ISSUE_DAY, "test")
-    outbox.render_invoices(engine, policy, issued, "test")
-    outbox.deliver_invoices(engine, policy, issued, "test", "run-1", use_smtp=False)
+        issuing.decide(runtime.run_for(engine, actor="user:finance"), invoice_id, True, None)
+    issued = issuing.issue(
+        runtime.run_for(engine, actor="test", today=ISSUE_DAY, policy=policy), routed["auto"] + routed["review"]
+    )
+    outbox.render_invoices(runtime.run_for(engine, actor="test", policy=policy), issued)
+    outbox.deliver_invoices(
+        runtime.run_for(engine, actor="test", run_id="run-1", policy=policy, send_mail=False), issued
+    )
     with engine.connect() as conn:
         invoices = {r["contract_id"]: r for r in db.rows(conn, "SELECT * FROM invoices")}
     k4 = invoices["K4"]
@@ -94,8 +99,8 @@ def build(engine, data_dir: Path) -> dict[str, dict]:
     (folder / "camt053-20261120.xml").write_bytes(
         write_camt053([statement], message_id="S-2026-11-20", created_at=datetime(2026, 11, 20, tzinfo=UTC))
     )
-    importing.import_statements(engine, "test")
-    posting.match_and_post(engine, "test", "scheduled__2026-11-21")
+    importing.import_statements(runtime.run_for(engine, actor="test"))
+    posting.match_and_post(runtime.run_for(engine, actor="test", run_id="scheduled__2026-11-21"))
     reports.write_exception_report(engine, RECONCILED_ON)
     with engine.connect() as conn:
         return {r["contract_id"]: r for r in db.rows(conn, "SELECT * FROM invoices")}
@@ -113,15 +118,23 @@ def build_demo(engine, data_dir: Path, today: date) -> dict[str, int]:
     period = (first - timedelta(days=70)).replace(day=1)
     period_end = (period + timedelta(days=32)).replace(day=1)
     company.write_demo_sources(data_dir / "inbox", period, scale=0.35)  # every kind of case, a third of the PDFs
-    sources.load_inbox(engine, policy, "demo")
-    batch = pricing.price_period(engine, policy, "demo-run", (period, period_end), "demo")
-    routed = approval.route(engine, policy, batch["batch_id"], "demo")
+    sources.load_inbox(runtime.run_for(engine, actor="demo", policy=policy))
+    batch = pricing.price_period(
+        runtime.run_for(engine, actor="demo", run_id="demo-run", policy=policy), (period, period_end)
+    )
+    routed = approval.route(runtime.run_for(engine, actor="demo", policy=policy), batch["batch_id"])
     waiting = routed["review"][:3]  # left for finance: they show under "awaiting approval"
     for invoice_id in routed["review"][3:]:
-        issuing.decide(engine, invoice_id, True, "user:finance", "checked against the statement of work")
-    issued = issuing.issue(engine, policy, routed["auto"] + routed["review"][3:], period_end, "demo")
-    outbox.render_invoices(engine, policy, issued, "demo")
-    outbox.deliver_invoices(engine, policy, issued, "demo", "demo-run", use_smtp=False)
+        issuing.decide(
+            runtime.run_for(engine, actor="user:finance"), invoice_id, True, "checked against the statement of work"
+        )
+    issued = issuing.issue(
+        runtime.run_for(engine, actor="demo", today=period_end, policy=policy), routed["auto"] + routed["review"][3:]
+    )
+    outbox.render_invoices(runtime.run_for(engine, actor="demo", policy=policy), issued)
+    outbox.deliver_invoices(
+        runtime.run_for(engine, actor="demo", run_id="demo-run", policy=policy, send_mail=False), issued
+    )
     statement_day = today - timedelta(days=3)
     with engine.connect() as conn:
         invoices = db.rows(

@@ -17,6 +17,7 @@ from pathlib import Path
 db_url, data_dir, big_file, chunk_rows = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
 os.environ["INVOICEFLOW_DATA_DIR"] = data_dir
 
+from invoiceflow.airflow import runtime  # noqa: E402
 from invoiceflow.core import db  # noqa: E402
 from invoiceflow.core.policy import load_policy  # noqa: E402
 from invoiceflow.ingest import sources  # noqa: E402
@@ -24,10 +25,10 @@ from invoiceflow.ingest import sources  # noqa: E402
 engine = db.engine(db_url)
 db.upgrade(engine)
 policy = load_policy()
-warm_up = sources.load_inbox(engine, policy, "memory-probe")
+warm_up = sources.load_inbox(runtime.run_for(engine, actor="memory-probe", policy=policy))
 baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 sources.CHUNK_ROWS = chunk_rows
-result = sources.load_file(engine, policy, "timesheets", big_file, "memory-probe")
+result = sources.load_file(runtime.run_for(engine, actor="memory-probe", policy=policy), "timesheets", big_file)
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(
     json.dumps(

@@ -15,6 +15,7 @@ from billing_fixtures import issued_month
 from fault_helpers import camt_bytes, paying_statements
 from smtp_server import SmtpServer
 
+from invoiceflow.airflow import runtime
 from invoiceflow.collect import importing, posting
 from invoiceflow.collect.statements.records import Statement, Transaction
 from invoiceflow.core import db, masking
@@ -63,14 +64,16 @@ def test_connection_passwords_never_reach_logs_or_the_database(
     caplog.set_level(logging.DEBUG)
     policy = load_policy()
     ids = [i["invoice_id"] for i in issued_month(engine, data_dir).values()]
-    outbox.render_invoices(engine, policy, ids, "test")
+    outbox.render_invoices(runtime.run_for(engine, actor="test", policy=policy), ids)
     with SmtpServer() as smtp:
         conn_json = smtp.connection_json.replace('"conn_type"', f'"password": "{smtp_password}", "conn_type"')
         monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", conn_json)
-        outbox.deliver_invoices(engine, policy, ids, "test", run_id="run-1", use_smtp=True)
+        outbox.deliver_invoices(runtime.run_for(engine, actor="test", run_id="run-1", policy=policy), ids)
         mails = [m.message.as_string() for m in smtp.messages]
-    importing.import_bytes(engine, "camt.xml", camt_bytes(paying_statements(engine)), "test", policy)
-    posting.match_and_post(engine, "test", "night-1", policy)
+    importing.import_bytes(
+        runtime.run_for(engine, actor="test", policy=policy), "camt.xml", camt_bytes(paying_statements(engine))
+    )
+    posting.match_and_post(runtime.run_for(engine, actor="test", run_id="night-1", policy=policy))
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert smtp_password not in logged and all(smtp_password not in m for m in mails)
     with engine.connect() as conn:
@@ -127,8 +130,10 @@ def test_payer_ibans_are_masked_in_logs_and_the_exception_report(airflow_logging
     caplog.set_level(logging.DEBUG)
     policy = load_policy()
     issued_month(engine, data_dir)
-    importing.import_bytes(engine, "camt.xml", _statement_from_a_payer_we_do_not_know(), "test", policy)
-    posting.match_and_post(engine, "test", "night-1", policy)
+    importing.import_bytes(
+        runtime.run_for(engine, actor="test", policy=policy), "camt.xml", _statement_from_a_payer_we_do_not_know()
+    )
+    posting.match_and_post(runtime.run_for(engine, actor="test", run_id="night-1", policy=policy))
     out = reports.write_exception_report(engine, date(2026, 11, 21), tmp_path, pdf=False)
     for kind in ("html", "csv"):
         page = Path(out[kind]).read_text()

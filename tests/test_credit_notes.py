@@ -15,6 +15,7 @@ from billing_fixtures import issued_month
 from pypdf import PdfReader
 from sqlalchemy.exc import DBAPIError
 
+from invoiceflow.airflow import runtime
 from invoiceflow.core import db
 from invoiceflow.core.policy import load_policy
 from invoiceflow.invoicing import credit_notes
@@ -30,7 +31,10 @@ def month(engine, data_dir):
 
 def _credit(engine, number, amounts=None, reason="wrong rate"):
     return credit_notes.credit_note(
-        engine, load_policy(), number, reason=reason, issue_date=NOV_5, actor="user:anna", amounts=amounts
+        runtime.run_for(engine, actor="user:anna", today=NOV_5, policy=load_policy()),
+        number,
+        reason=reason,
+        amounts=amounts,
     )
 
 
@@ -130,7 +134,7 @@ def test_a_credit_note_renders_with_its_reference_to_the_invoice(engine, month, 
     from invoiceflow.send import outbox
 
     note_id = _credit(engine, month["K1"]["invoice_number"], {2: 15000})
-    outbox.render_invoices(engine, load_policy(), [note_id], "test")
+    outbox.render_invoices(runtime.run_for(engine, actor="test", policy=load_policy()), [note_id])
     text = "".join(p.extract_text() for p in PdfReader(_invoice(engine, note_id)["pdf_path"]).pages)
     # Kessler is a German client: the document speaks German
     assert "Gutschrift (Rechnungskorrektur) NWD-CN-2026-000001" in text

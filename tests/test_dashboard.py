@@ -23,9 +23,11 @@ from conftest import _drop_pg_database, _new_pg_database, _pg_admin
 from dashboard_data import TODAY, build
 from sqlalchemy import text
 
+from invoiceflow.airflow import runtime
 from invoiceflow.core import db
 from invoiceflow.core.policy import load_policy
 from invoiceflow.reporting import dashboard
+from invoiceflow.send import disputes
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
 
@@ -333,18 +335,18 @@ def test_a_form_from_another_site_is_refused(client, auth, engine, month):
 
 
 def test_paid_invoices_and_drafts_cannot_be_disputed(engine, month):
-    with pytest.raises(dashboard.DisputeError, match="only an issued invoice"):
-        dashboard.open_dispute(engine, month["K4"]["invoice_id"], "late", "user:finance")
-    with pytest.raises(dashboard.DisputeError, match="needs a reason"):
-        dashboard.open_dispute(engine, month["K1"]["invoice_id"], " ", "user:finance")
-    with pytest.raises(dashboard.DisputeError, match="no open dispute"):
-        dashboard.resolve_dispute(engine, month["K1"]["invoice_id"], "ok", "user:finance")
+    with pytest.raises(disputes.DisputeError, match="only an issued invoice"):
+        disputes.dispute_invoice(runtime.run_for(engine, actor="user:finance"), month["K4"]["invoice_id"], "late")
+    with pytest.raises(disputes.DisputeError, match="needs a reason"):
+        disputes.dispute_invoice(runtime.run_for(engine, actor="user:finance"), month["K1"]["invoice_id"], " ")
+    with pytest.raises(disputes.DisputeError, match="no open dispute"):
+        disputes.resolve_invoice_dispute(runtime.run_for(engine, actor="user:finance"), month["K1"]["invoice_id"], "ok")
 
 
 def test_one_open_dispute_per_invoice_is_enforced_by_the_database(engine, month):
     from sqlalchemy.exc import IntegrityError
 
-    dashboard.open_dispute(engine, month["K1"]["invoice_id"], "wrong hours", "user:finance")
+    disputes.dispute_invoice(runtime.run_for(engine, actor="user:finance"), month["K1"]["invoice_id"], "wrong hours")
     with pytest.raises(IntegrityError), engine.begin() as conn:
         db.insert_many(
             conn,

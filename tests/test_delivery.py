@@ -9,8 +9,10 @@ import pytest
 from factories import sample_document
 from smtp_server import SmtpServer
 
+from invoiceflow.airflow.runtime import AirflowMail, AirflowStorage
+from invoiceflow.core import mail
 from invoiceflow.invoicing.document import Party
-from invoiceflow.send import transport
+from invoiceflow.send import messages, portal
 
 PDF = b"%PDF-1.7 test"
 FROM = "Northwind Digital Billing <billing@northwind-digital.example>"
@@ -24,17 +26,17 @@ def smtp(monkeypatch):
 
 
 def _invoice_mail(doc):
-    return transport.build_invoice_email(
+    return messages.build_invoice_email(
         doc,
         PDF,
         mail_from=FROM,
-        message_id=transport.message_id_for(doc.invoice_number, "invoice", "northwind.example"),
+        message_id=messages.message_id_for(doc.invoice_number, "invoice", "northwind.example"),
     )
 
 
 def test_invoice_email_arrives_with_pdf_and_headers(smtp):
     doc = sample_document(language="de")
-    transport.send_smtp(_invoice_mail(doc))
+    mail.send_smtp(_invoice_mail(doc), AirflowMail())
     (got,) = smtp.messages
     assert got.recipients == ["accounts@kessler.example"]
     assert got.message["Subject"] == "Rechnung NWD-2026-000012 von Northwind Digital GmbH"
@@ -46,7 +48,7 @@ def test_invoice_email_arrives_with_pdf_and_headers(smtp):
 
 def test_reminder_levels_and_languages(smtp):
     doc = sample_document(language="fr")
-    msg = transport.build_reminder_email(
+    msg = messages.build_reminder_email(
         doc,
         level=3,
         level_name="final",
@@ -55,7 +57,7 @@ def test_reminder_levels_and_languages(smtp):
         mail_from=FROM,
         message_id="<x.reminder-3@northwind.example>",
     )
-    transport.send_smtp(msg)
+    mail.send_smtp(msg, AirflowMail())
     (got,) = smtp.messages
     assert got.message["Subject"] == "Dernier rappel : facture NWD-2026-000012"
     assert "1 000,00" in got.message.get_body(("plain",)).get_content().replace("\u202f", " ")
@@ -65,7 +67,7 @@ def test_header_injection_through_a_client_name_adds_nothing(smtp):
     doc = sample_document(
         buyer=Party("Evil\r\nBcc: thief@evil.example", "", "", "", "DE", None, "accounts@kessler.example")
     )
-    transport.send_smtp(_invoice_mail(doc))
+    mail.send_smtp(_invoice_mail(doc), AirflowMail())
     (got,) = smtp.messages
     assert got.recipients == ["accounts@kessler.example"] and got.message["Bcc"] is None
 
@@ -84,8 +86,8 @@ def test_non_latin_names_are_encoded():
 
 def test_write_eml_is_idempotent(tmp_path):
     msg = _invoice_mail(sample_document())
-    first = transport.write_eml(msg, tmp_path)
-    again = transport.write_eml(_invoice_mail(sample_document()), tmp_path)
+    first = mail.write_eml(msg, tmp_path)
+    again = mail.write_eml(_invoice_mail(sample_document()), tmp_path)
     assert first == again and len(list(tmp_path.iterdir())) == 1
 
 
@@ -95,16 +97,16 @@ def test_write_eml_is_idempotent(tmp_path):
 )
 def test_portal_refuses_path_traversal(tmp_path, client_id, filename):
     with pytest.raises(ValueError):
-        transport.copy_to_portal(PDF, client_id=client_id, filename=filename, portal_root=tmp_path)
+        portal.copy_to_portal(PDF, client_id=client_id, filename=filename, portal_root=tmp_path)
 
 
 def test_portal_copy(tmp_path):
-    root = transport.portal_root(tmp_path.as_uri())  # an Airflow ObjectStoragePath, file:// here
-    path = transport.copy_to_portal(PDF, client_id="C1", filename="NWD-2026-000012.pdf", portal_root=root)
+    root = AirflowStorage().open(tmp_path.as_uri())  # an Airflow ObjectStoragePath, file:// here
+    path = portal.copy_to_portal(PDF, client_id="C1", filename="NWD-2026-000012.pdf", portal_root=root)
     assert path == root / "C1" / "NWD-2026-000012.pdf" and path.read_bytes() == PDF
     assert (tmp_path / "C1" / "NWD-2026-000012.pdf").read_bytes() == PDF
     assert [p.name for p in (tmp_path / "C1").iterdir()] == ["NWD-2026-000012.pdf"]  # no temporary file left
-    again = transport.copy_to_portal(PDF, client_id="C1", filename="NWD-2026-000012.pdf", portal_root=root)
+    again = portal.copy_to_portal(PDF, client_id="C1", filename="NWD-2026-000012.pdf", portal_root=root)
     assert again == path
 
 
@@ -119,7 +121,7 @@ def test_portal_copy(tmp_path):
 )
 def test_odd_client_names_reach_one_recipient_intact(smtp, name):
     doc = sample_document(buyer=replace(sample_document().buyer, name=name))
-    transport.send_smtp(_invoice_mail(doc))
+    mail.send_smtp(_invoice_mail(doc), AirflowMail())
     (got,) = smtp.messages
     assert got.recipients == ["accounts@kessler.example"]
     (to,) = got.message["To"].addresses
@@ -128,17 +130,17 @@ def test_odd_client_names_reach_one_recipient_intact(smtp, name):
 
 
 def test_attachment_name_from_the_clients_language():
-    assert transport.attachment_name(sample_document(language="fr")) == "Facture_NWD-2026-000012.pdf"
-    assert transport.attachment_name(sample_document(document_type="credit_note")) == "Credit-note_NWD-2026-000012.pdf"
+    assert messages.attachment_name(sample_document(language="fr")) == "Facture_NWD-2026-000012.pdf"
+    assert messages.attachment_name(sample_document(document_type="credit_note")) == "Credit-note_NWD-2026-000012.pdf"
     odd = sample_document(language="de", invoice_number="NWD/2026 ÄÖ\r\n1")
-    assert transport.attachment_name(odd) == "Rechnung_NWD_2026_____1.pdf"
+    assert messages.attachment_name(odd) == "Rechnung_NWD_2026_____1.pdf"
 
 
 def test_portal_on_object_storage():
     """The portal is an ObjectStoragePath: fsspec's in-memory file system stands in for a bucket
     (S3 cannot run here); the same code writes, renames and reads back, no local path involved."""
-    root = transport.portal_root("memory://billing-portal/clients")
-    path = transport.copy_to_portal(PDF, client_id="C1", filename="NWD-2026-000012.pdf", portal_root=root)
+    root = AirflowStorage().open("memory://billing-portal/clients")
+    path = portal.copy_to_portal(PDF, client_id="C1", filename="NWD-2026-000012.pdf", portal_root=root)
     assert str(path) == "memory://billing-portal/clients/C1/NWD-2026-000012.pdf" and path.read_bytes() == PDF
     assert [p.name for p in (root / "C1").iterdir()] == ["NWD-2026-000012.pdf"]
 

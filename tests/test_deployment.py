@@ -546,7 +546,8 @@ def test_smtp_connection_goes_to_the_mail_catcher_and_delivers(monkeypatch):
     from airflow.sdk import Connection
     from smtp_server import SmtpServer
 
-    from invoiceflow.send import transport
+    from invoiceflow.airflow.runtime import AirflowMail
+    from invoiceflow.core import mail
 
     compose = load_compose()
     monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", _compose_env("airflow-worker")["AIRFLOW_CONN_SMTP_DEFAULT"])
@@ -561,7 +562,7 @@ def test_smtp_connection_goes_to_the_mail_catcher_and_delivers(monkeypatch):
         msg["From"], msg["To"], msg["Subject"] = "billing@invoiceflow.invalid", "ap@client.example", "compose"
         msg["Message-ID"] = "<compose-test@invoiceflow.invalid>"
         msg.set_content("hello")
-        transport.send_smtp(msg)
+        mail.send_smtp(msg, AirflowMail())
         (got,) = server.messages
     assert got.recipients == ["ap@client.example"] and got.message["Subject"] == "compose"
 

@@ -13,6 +13,7 @@ import pytest
 from factories import sample_document
 from pypdf import PdfReader
 
+from invoiceflow.airflow import runtime
 from invoiceflow.invoicing import build, einvoice, labels, render
 from invoiceflow.invoicing.document import Line, Party, TaxGroup, TimesheetEntry
 
@@ -220,10 +221,12 @@ def test_einvoice_agrees_with_pdf_and_database(engine, data_dir):
     policy = load_policy()
     month = issued_month(engine, data_dir)
     note = credit_notes.credit_note(
-        engine, policy, month["K1"]["invoice_number"], reason="test", issue_date=date(2026, 11, 5), actor="test"
+        runtime.run_for(engine, actor="test", today=date(2026, 11, 5), policy=policy),
+        month["K1"]["invoice_number"],
+        reason="test",
     )
     ids = [inv["invoice_id"] for inv in month.values()] + [note]
-    outbox.render_invoices(engine, policy, ids, "test")
+    outbox.render_invoices(runtime.run_for(engine, actor="test", policy=policy), ids)
     with engine.connect() as conn:
         invoices = [r for r in db.rows(conn, "SELECT * FROM invoices") if r["invoice_id"] in ids]
     assert len(invoices) == 5
@@ -270,7 +273,7 @@ def test_einvoice_agrees_with_pdf_and_database(engine, data_dir):
     assert k2["categories"] == ["G"]
     # rendered once: a second run keeps the stored file and hash
     before = {inv["invoice_id"]: inv["pdf_sha256"] for inv in invoices}
-    outbox.render_invoices(engine, policy, ids, "test")
+    outbox.render_invoices(runtime.run_for(engine, actor="test", policy=policy), ids)
     with engine.connect() as conn:
         after = {r["invoice_id"]: r["pdf_sha256"] for r in db.rows(conn, "SELECT invoice_id, pdf_sha256 FROM invoices")}
     assert all(after[i] == h for i, h in before.items())

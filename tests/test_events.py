@@ -14,6 +14,7 @@ from datetime import date
 import pytest
 from sample_data import write_feeds
 
+from invoiceflow.airflow import runtime
 from invoiceflow.billing import pricing
 from invoiceflow.core import audit, db, periods
 from invoiceflow.core.policy import load_policy
@@ -25,8 +26,10 @@ ACTOR = "test"
 def _event(engine, kind: str, extra: dict) -> list[int]:
     feed_rows, trigger = events.records(kind, extra)
     events.drop(feed_rows)
-    sources.load_inbox(engine, load_policy(), ACTOR)
-    return pricing.price_triggers(engine, load_policy(), f"events-{trigger.key}", [trigger], ACTOR)["invoice_ids"]
+    sources.load_inbox(runtime.run_for(engine, actor=ACTOR, policy=load_policy()))
+    return pricing.price_triggers(
+        runtime.run_for(engine, actor=ACTOR, run_id=f"events-{trigger.key}", policy=load_policy()), [trigger]
+    )["invoice_ids"]
 
 
 def _invoice(engine, invoice_id: int) -> tuple[dict, list[dict]]:
@@ -39,7 +42,7 @@ def _invoice(engine, invoice_id: int) -> tuple[dict, list[dict]]:
 @pytest.fixture
 def loaded(engine, data_dir):
     write_feeds(data_dir / "inbox")
-    sources.load_inbox(engine, load_policy(), ACTOR)
+    sources.load_inbox(runtime.run_for(engine, actor=ACTOR, policy=load_policy()))
     return engine
 
 
@@ -59,7 +62,9 @@ def test_completed_milestone_is_invoiced_at_once_and_only_once(loaded):
     assert [(line["kind"], line["net_amount"]) for line in lines] == [("milestone", 800000)]
 
     assert _event(loaded, "milestone_completed", extra) == []  # delivered twice: billed once
-    cycle = pricing.price_period(loaded, load_policy(), "cycle-nov", periods.period_of("2026-11"), ACTOR)
+    cycle = pricing.price_period(
+        runtime.run_for(loaded, actor=ACTOR, run_id="cycle-nov", policy=load_policy()), periods.period_of("2026-11")
+    )
     with loaded.connect() as conn:
         billed = db.scalar(conn, "SELECT COUNT(*) FROM invoice_lines WHERE description LIKE '%Phase 2%'")
         created = db.rows(
@@ -95,7 +100,9 @@ def test_signed_retainer_contract_bills_its_set_up_fee_and_first_interval(loaded
     assert (invoice["net_amount"], invoice["tax_amount"], invoice["trigger_key"]) == (200000, 0, "contract-signed:K9")
 
     # the November cycle bills December in advance, and neither the fee nor November again
-    cycle = pricing.price_period(loaded, load_policy(), "cycle-nov", periods.period_of("2026-11"), ACTOR)
+    cycle = pricing.price_period(
+        runtime.run_for(loaded, actor=ACTOR, run_id="cycle-nov", policy=load_policy()), periods.period_of("2026-11")
+    )
     with loaded.connect() as conn:
         k9 = db.rows(
             conn,

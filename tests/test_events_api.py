@@ -12,6 +12,7 @@ from conftest import _drop_pg_database, _new_pg_database
 from sample_data import write_feeds
 from smtp_server import SmtpServer
 
+from invoiceflow.airflow import runtime
 from invoiceflow.core import db
 from invoiceflow.core.policy import load_policy
 from invoiceflow.ingest import sources
@@ -78,7 +79,9 @@ def test_each_trigger_through_the_rest_api_creates_its_invoice_in_that_run(tmp_p
     engine = db.engine(f"sqlite:///{data_dir / 'billing.db'}")
     db.upgrade(engine)
     write_feeds(data_dir / "inbox")
-    sources.load_inbox(engine, load_policy(), "test-setup")  # the master data the events refer to
+    sources.load_inbox(
+        runtime.run_for(engine, actor="test-setup", policy=load_policy())
+    )  # the master data the events refer to
 
     events = {
         "invoiceflow://events/milestone-completed": {

@@ -19,6 +19,7 @@ from pg_cluster import PgCluster
 from sample_data import write_feeds
 from sqlalchemy.exc import DBAPIError
 
+from invoiceflow.airflow import runtime
 from invoiceflow.billing import pricing
 from invoiceflow.collect import importing, payments, posting
 from invoiceflow.core import db
@@ -35,7 +36,7 @@ GROSS = {"K1": 289765, "K2": 1200000, "K3": 150000, "K4": 119000}
 def _rendered_month(engine, data_dir) -> list[int]:
     policy = load_policy()
     ids = [inv["invoice_id"] for inv in issued_month(engine, data_dir).values()]
-    outbox.render_invoices(engine, policy, ids, "test")
+    outbox.render_invoices(runtime.run_for(engine, actor="test", policy=policy), ids)
     return ids
 
 
@@ -53,10 +54,10 @@ def test_smtp_refuses_mid_batch_then_each_invoice_is_sent_once(sqlite_engine, da
     ids = _rendered_month(sqlite_engine, data_dir)
     smtp.kill_at("rcpt", after=1)
     with pytest.raises(outbox.DeliveryIncomplete, match="1 e-mails failed"):
-        outbox.deliver_invoices(sqlite_engine, policy, ids, "test", run_id="run-1", use_smtp=True)
+        outbox.deliver_invoices(runtime.run_for(sqlite_engine, actor="test", run_id="run-1", policy=policy), ids)
     assert len(smtp.messages) == 2  # the first and the third went out
     for _ in range(2):  # Airflow's retry, then a cleared task
-        outbox.deliver_invoices(sqlite_engine, policy, ids, "test", run_id="run-1", use_smtp=True)
+        outbox.deliver_invoices(runtime.run_for(sqlite_engine, actor="test", run_id="run-1", policy=policy), ids)
     got = _message_ids(smtp)
     assert len(got) == 3 and len(set(got)) == 3
     with sqlite_engine.connect() as conn:
@@ -70,11 +71,11 @@ def test_smtp_drops_after_the_data_mid_batch_is_reported_not_resent(sqlite_engin
     policy = load_policy()
     ids = _rendered_month(sqlite_engine, data_dir)
     smtp.kill_at("after_data", after=1)
-    counts = outbox.deliver_invoices(sqlite_engine, policy, ids, "test", run_id="run-1", use_smtp=True)
+    counts = outbox.deliver_invoices(runtime.run_for(sqlite_engine, actor="test", run_id="run-1", policy=policy), ids)
     assert counts["email"] == 2 and counts["unconfirmed"] == 1
     for _ in range(2):
-        outbox.deliver_invoices(sqlite_engine, policy, ids, "test", run_id="run-2", use_smtp=True)
-        outbox.retry_deliveries(sqlite_engine, policy, "test", use_smtp=True)
+        outbox.deliver_invoices(runtime.run_for(sqlite_engine, actor="test", run_id="run-2", policy=policy), ids)
+        outbox.retry_deliveries(runtime.run_for(sqlite_engine, actor="test", policy=policy))
     got = _message_ids(smtp)
     assert len(got) == 3 and len(set(got)) == 3  # the unconfirmed one reached the server once, no more
     with sqlite_engine.connect() as conn:
@@ -94,11 +95,11 @@ def test_billing_database_goes_away_mid_issue_and_mid_posting(data_dir, monkeypa
         eng = db.engine(pg.url)
         db.upgrade(eng)
         write_feeds(data_dir / "inbox")
-        sources.load_inbox(eng, policy, "test")
-        batch = pricing.price_period(eng, policy, "run-1", OCTOBER, "test")
-        routed = approval.route(eng, policy, batch["batch_id"], "test")
+        sources.load_inbox(runtime.run_for(eng, actor="test", policy=policy))
+        batch = pricing.price_period(runtime.run_for(eng, actor="test", run_id="run-1", policy=policy), OCTOBER)
+        routed = approval.route(runtime.run_for(eng, actor="test", policy=policy), batch["batch_id"])
         for invoice_id in routed["review"]:
-            issuing.decide(eng, invoice_id, True, "user:finance", None)
+            issuing.decide(runtime.run_for(eng, actor="user:finance"), invoice_id, True, None)
         todo = routed["auto"] + routed["review"]
 
         real_next = issuing.next_number
@@ -112,14 +113,18 @@ def test_billing_database_goes_away_mid_issue_and_mid_posting(data_dir, monkeypa
 
         monkeypatch.setattr(issuing, "next_number", crash_on_second_number)
         with pytest.raises(DBAPIError):
-            issuing.issue(eng, policy, todo, ISSUE_DAY, "test")
+            issuing.issue(runtime.run_for(eng, actor="test", today=ISSUE_DAY, policy=policy), todo)
         monkeypatch.setattr(issuing, "next_number", real_next)
         pg.start()
         eng.dispose()
-        issuing.issue(eng, policy, todo, ISSUE_DAY, "test")
-        issuing.issue(eng, policy, todo, ISSUE_DAY, "test")  # and once more: nothing changes
+        issuing.issue(runtime.run_for(eng, actor="test", today=ISSUE_DAY, policy=policy), todo)
+        issuing.issue(
+            runtime.run_for(eng, actor="test", today=ISSUE_DAY, policy=policy), todo
+        )  # and once more: nothing changes
 
-        importing.import_bytes(eng, "camt-1.xml", camt_bytes(paying_statements(eng)), "test", policy)
+        importing.import_bytes(
+            runtime.run_for(eng, actor="test", policy=policy), "camt-1.xml", camt_bytes(paying_statements(eng))
+        )
         real_post = payments.post_payment
         posted: list[int] = []
 
@@ -131,14 +136,14 @@ def test_billing_database_goes_away_mid_issue_and_mid_posting(data_dir, monkeypa
 
         monkeypatch.setattr(payments, "post_payment", crash_on_second_posting)
         with pytest.raises(DBAPIError):
-            posting.match_and_post(eng, "test", "night-1", policy)
+            posting.match_and_post(runtime.run_for(eng, actor="test", run_id="night-1", policy=policy))
         monkeypatch.setattr(payments, "post_payment", real_post)
         pg.start()
         eng.dispose()
         with eng.connect() as conn:
             assert db.scalar(conn, "SELECT COUNT(*) FROM payments") == 1  # the first posting survived
-        posting.match_and_post(eng, "test", "night-2", policy)
-        posting.match_and_post(eng, "test", "night-3", policy)
+        posting.match_and_post(runtime.run_for(eng, actor="test", run_id="night-2", policy=policy))
+        posting.match_and_post(runtime.run_for(eng, actor="test", run_id="night-3", policy=policy))
 
         counts = assert_ledger_consistent(eng)
         assert counts["issued"] == 4 and counts["payments"] == 4 and counts["bank_lines"] == 5
@@ -210,25 +215,32 @@ def test_task_process_killed_mid_write_then_rerun(engine, db_url, data_dir):
     its transaction; the re-run in a fresh process state finishes the work exactly once."""
     policy = load_policy()
     write_feeds(data_dir / "inbox")
-    sources.load_inbox(engine, policy, "test")
+    sources.load_inbox(runtime.run_for(engine, actor="test", policy=policy))
 
     _run_killed(db_url, "pricing")
     with engine.connect() as conn:
         assert db.scalar(conn, "SELECT COUNT(*) FROM invoices") == 0  # the killed transaction left nothing
         assert db.scalar(conn, "SELECT COUNT(*) FROM time_entries WHERE invoice_line_id IS NOT NULL") == 0
-    batch = pricing.price_period(engine, policy, "run-2", OCTOBER, "test")
-    assert pricing.price_period(engine, policy, "run-3", OCTOBER, "test")["invoice_ids"] == []
-    routed = approval.route(engine, policy, batch["batch_id"], "test")
+    batch = pricing.price_period(runtime.run_for(engine, actor="test", run_id="run-2", policy=policy), OCTOBER)
+    assert (
+        pricing.price_period(runtime.run_for(engine, actor="test", run_id="run-3", policy=policy), OCTOBER)[
+            "invoice_ids"
+        ]
+        == []
+    )
+    routed = approval.route(runtime.run_for(engine, actor="test", policy=policy), batch["batch_id"])
     for invoice_id in routed["review"]:
-        issuing.decide(engine, invoice_id, True, "user:finance", None)
+        issuing.decide(runtime.run_for(engine, actor="user:finance"), invoice_id, True, None)
     todo = routed["auto"] + routed["review"]
 
     _run_killed(db_url, "issue", ",".join(map(str, todo)))
-    issuing.issue(engine, policy, todo, ISSUE_DAY, "test")
+    issuing.issue(runtime.run_for(engine, actor="test", today=ISSUE_DAY, policy=policy), todo)
 
-    importing.import_bytes(engine, "camt-1.xml", camt_bytes(paying_statements(engine)), "test", policy)
+    importing.import_bytes(
+        runtime.run_for(engine, actor="test", policy=policy), "camt-1.xml", camt_bytes(paying_statements(engine))
+    )
     _run_killed(db_url, "posting")
-    posting.match_and_post(engine, "test", "night-2", policy)
+    posting.match_and_post(runtime.run_for(engine, actor="test", run_id="night-2", policy=policy))
 
     counts = assert_ledger_consistent(engine)
     assert counts["issued"] == 4 and counts["invoices"] == 4 and counts["payments"] == 4
@@ -247,22 +259,24 @@ def test_a_cleared_run_and_a_period_backfilled_twice_change_nothing(engine, data
     (a backfill of the same period): no new invoice, claim, number, payment or audit event."""
     policy = load_policy()
     issued_month(engine, data_dir)
-    importing.import_bytes(engine, "camt-1.xml", camt_bytes(paying_statements(engine)), "test", policy)
-    posting.match_and_post(engine, "test", "night-1", policy)
+    importing.import_bytes(
+        runtime.run_for(engine, actor="test", policy=policy), "camt-1.xml", camt_bytes(paying_statements(engine))
+    )
+    posting.match_and_post(runtime.run_for(engine, actor="test", run_id="night-1", policy=policy))
     before = assert_ledger_consistent(engine)
     with engine.connect() as conn:
         events = db.scalar(conn, "SELECT COUNT(*) FROM audit_events")
 
-    sources.load_inbox(engine, policy, "test")  # the same files again
+    sources.load_inbox(runtime.run_for(engine, actor="test", policy=policy))  # the same files again
     for run in ("run-1", "backfill-1", "backfill-2"):
-        batch = pricing.price_period(engine, policy, run, OCTOBER, "test")
+        batch = pricing.price_period(runtime.run_for(engine, actor="test", run_id=run, policy=policy), OCTOBER)
         assert batch["invoice_ids"] == []
-        approval.route(engine, policy, batch["batch_id"], "test")
+        approval.route(runtime.run_for(engine, actor="test", policy=policy), batch["batch_id"])
     with engine.connect() as conn:
         all_ids = [r["invoice_id"] for r in db.rows(conn, "SELECT invoice_id FROM invoices")]
-    issuing.issue(engine, policy, all_ids, ISSUE_DAY, "test")
-    importing.import_statements(engine, "test", policy)
-    posting.match_and_post(engine, "test", "night-1", policy)
+    issuing.issue(runtime.run_for(engine, actor="test", today=ISSUE_DAY, policy=policy), all_ids)
+    importing.import_statements(runtime.run_for(engine, actor="test", policy=policy))
+    posting.match_and_post(runtime.run_for(engine, actor="test", run_id="night-1", policy=policy))
 
     assert assert_ledger_consistent(engine) == before
     with engine.connect() as conn:
@@ -281,14 +295,14 @@ def test_the_same_bank_file_under_other_names_and_formats_posts_once(engine, dat
     (bank / "camt-2026-11-20.xml").write_bytes(data)
     (bank / "copy of camt-2026-11-20.xml").write_bytes(data)
     (bank / "statement.mt940").write_bytes(statements.write_mt940(sts))
-    results = {r["file"]: r for r in importing.import_statements(engine, "test", policy)}
+    results = {r["file"]: r for r in importing.import_statements(runtime.run_for(engine, actor="test", policy=policy))}
     assert results["camt-2026-11-20.xml"]["new_transactions"] == 5
     assert results["copy of camt-2026-11-20.xml"]["status"] == "skipped"
     assert results["statement.mt940"]["new_transactions"] == 0 and results["statement.mt940"]["duplicates"] == 5
     (bank / "renamed-again.xml").write_bytes(data)
-    importing.import_statements(engine, "test", policy)
-    posting.match_and_post(engine, "test", "night-1", policy)
-    posting.match_and_post(engine, "test", "night-2", policy)
+    importing.import_statements(runtime.run_for(engine, actor="test", policy=policy))
+    posting.match_and_post(runtime.run_for(engine, actor="test", run_id="night-1", policy=policy))
+    posting.match_and_post(runtime.run_for(engine, actor="test", run_id="night-2", policy=policy))
     counts = assert_ledger_consistent(engine)
     assert counts["bank_lines"] == 5 and counts["payments"] == 4
     assert counts["paid_total"] == sum(GROSS.values())

@@ -16,6 +16,7 @@ from billing_fixtures import ISSUE_DAY, OCTOBER, issued_month
 from fault_helpers import assert_ledger_consistent, camt_bytes, paying_statements
 from sample_data import write_feeds
 
+from invoiceflow.airflow import runtime
 from invoiceflow.billing import pricing
 from invoiceflow.collect import importing, matching, posting
 from invoiceflow.core import db
@@ -52,16 +53,21 @@ def _together(*jobs: Callable[[], Any]) -> list[Any]:
 def test_two_overlapping_pricing_runs_bill_each_record_once(engine, data_dir):
     policy = load_policy()
     write_feeds(data_dir / "inbox")
-    sources.load_inbox(engine, policy, "test")
+    sources.load_inbox(runtime.run_for(engine, actor="test", policy=policy))
     a, b = _together(
-        lambda: pricing.price_period(engine, policy, "run-a", OCTOBER, "test"),
-        lambda: pricing.price_period(engine, policy, "run-b", OCTOBER, "test"),
+        lambda: pricing.price_period(runtime.run_for(engine, actor="test", run_id="run-a", policy=policy), OCTOBER),
+        lambda: pricing.price_period(runtime.run_for(engine, actor="test", run_id="run-b", policy=policy), OCTOBER),
     )
     failed = [r for r in (a, b) if isinstance(r, Exception)]
     assert len(failed) <= 1, failed  # at most one loses a race, cleanly
     for run, result in (("run-a", a), ("run-b", b)):
         if isinstance(result, Exception):  # Airflow's retry
-            assert pricing.price_period(engine, policy, run, OCTOBER, "test")["invoice_ids"] == []
+            assert (
+                pricing.price_period(runtime.run_for(engine, actor="test", run_id=run, policy=policy), OCTOBER)[
+                    "invoice_ids"
+                ]
+                == []
+            )
     created = [i for r in (a, b) if isinstance(r, dict) for i in r["invoice_ids"]]
     assert len(created) == len(set(created)) == 4
     counts = assert_ledger_consistent(engine)
@@ -71,13 +77,15 @@ def test_two_overlapping_pricing_runs_bill_each_record_once(engine, data_dir):
 def test_two_issue_runs_at_once_number_gaplessly(engine, data_dir):
     policy = load_policy()
     write_feeds(data_dir / "inbox")
-    sources.load_inbox(engine, policy, "test")
-    batch = pricing.price_period(engine, policy, "run-1", OCTOBER, "test")
-    routed = approval.route(engine, policy, batch["batch_id"], "test")
+    sources.load_inbox(runtime.run_for(engine, actor="test", policy=policy))
+    batch = pricing.price_period(runtime.run_for(engine, actor="test", run_id="run-1", policy=policy), OCTOBER)
+    routed = approval.route(runtime.run_for(engine, actor="test", policy=policy), batch["batch_id"])
     for invoice_id in routed["review"]:
-        issuing.decide(engine, invoice_id, True, "user:finance", None)
+        issuing.decide(runtime.run_for(engine, actor="user:finance"), invoice_id, True, None)
     todo = routed["auto"] + routed["review"]
-    results = _together(*[lambda: issuing.issue(engine, policy, todo, ISSUE_DAY, "test")] * 2)
+    results = _together(
+        *[lambda: issuing.issue(runtime.run_for(engine, actor="test", today=ISSUE_DAY, policy=policy), todo)] * 2
+    )
     assert not [r for r in results if isinstance(r, Exception)], results
     counts = assert_ledger_consistent(engine)
     assert counts["issued"] == 4
@@ -86,13 +94,15 @@ def test_two_issue_runs_at_once_number_gaplessly(engine, data_dir):
 def test_two_reconciliations_at_once_post_each_line_once(engine, data_dir):
     policy = load_policy()
     issued_month(engine, data_dir)
-    importing.import_bytes(engine, "camt-1.xml", camt_bytes(paying_statements(engine)), "test", policy)
+    importing.import_bytes(
+        runtime.run_for(engine, actor="test", policy=policy), "camt-1.xml", camt_bytes(paying_statements(engine))
+    )
     results = _together(
-        lambda: posting.match_and_post(engine, "test", "night-a", policy),
-        lambda: posting.match_and_post(engine, "test", "night-b", policy),
+        lambda: posting.match_and_post(runtime.run_for(engine, actor="test", run_id="night-a", policy=policy)),
+        lambda: posting.match_and_post(runtime.run_for(engine, actor="test", run_id="night-b", policy=policy)),
     )
     assert not [r for r in results if isinstance(r, Exception)], results
-    posting.match_and_post(engine, "test", "night-c", policy)
+    posting.match_and_post(runtime.run_for(engine, actor="test", run_id="night-c", policy=policy))
     counts = assert_ledger_consistent(engine)
     assert counts["payments"] == 4 and counts["paid_total"] == GROSS_TOTAL
 
@@ -102,18 +112,25 @@ def test_reconciliation_while_invoices_are_issued(engine, data_dir):
     are being posted. Afterwards every line is decided once and the late invoices are open."""
     policy = load_policy()
     write_feeds(data_dir / "inbox")
-    sources.load_inbox(engine, policy, "test")
-    batch = pricing.price_period(engine, policy, "run-1", OCTOBER, "test")
-    routed = approval.route(engine, policy, batch["batch_id"], "test")
+    sources.load_inbox(runtime.run_for(engine, actor="test", policy=policy))
+    batch = pricing.price_period(runtime.run_for(engine, actor="test", run_id="run-1", policy=policy), OCTOBER)
+    routed = approval.route(runtime.run_for(engine, actor="test", policy=policy), batch["batch_id"])
     for invoice_id in routed["review"]:
-        issuing.decide(engine, invoice_id, True, "user:finance", None)
+        issuing.decide(runtime.run_for(engine, actor="user:finance"), invoice_id, True, None)
     with engine.connect() as conn:
         by_contract = {r["contract_id"]: r["invoice_id"] for r in db.rows(conn, "SELECT * FROM invoices")}
-    issuing.issue(engine, policy, [by_contract["K1"], by_contract["K4"]], ISSUE_DAY, "test")
-    importing.import_bytes(engine, "camt-1.xml", camt_bytes(paying_statements(engine)), "test", policy)
+    issuing.issue(
+        runtime.run_for(engine, actor="test", today=ISSUE_DAY, policy=policy), [by_contract["K1"], by_contract["K4"]]
+    )
+    importing.import_bytes(
+        runtime.run_for(engine, actor="test", policy=policy), "camt-1.xml", camt_bytes(paying_statements(engine))
+    )
     results = _together(
-        lambda: [issuing.issue(engine, policy, [by_contract[k]], ISSUE_DAY, "test") for k in ("K2", "K3")],
-        lambda: posting.match_and_post(engine, "test", "night-1", policy),
+        lambda: [
+            issuing.issue(runtime.run_for(engine, actor="test", today=ISSUE_DAY, policy=policy), [by_contract[k]])
+            for k in ("K2", "K3")
+        ],
+        lambda: posting.match_and_post(runtime.run_for(engine, actor="test", run_id="night-1", policy=policy)),
     )
     assert not [r for r in results if isinstance(r, Exception)], results
     counts = assert_ledger_consistent(engine)
@@ -143,7 +160,7 @@ def test_two_reconciliations_with_different_lines_for_one_invoice_pay_it_once(en
     decides its line again and reports it as a duplicate payment instead of paying K1 twice."""
     policy = load_policy()
     issued_month(engine, data_dir)
-    importing.import_bytes(engine, "camt-1.xml", _k1_paid_twice(engine), "test", policy)
+    importing.import_bytes(runtime.run_for(engine, actor="test", policy=policy), "camt-1.xml", _k1_paid_twice(engine))
     loaded = threading.Barrier(2)
     first_load: set[int] = set()
     real_load = matching.load_matcher
@@ -173,7 +190,7 @@ def test_two_reconciliations_with_different_lines_for_one_invoice_pay_it_once(en
 
     def run(run_id: str, txn_id: int) -> dict[str, int]:
         first.txn_id = txn_id
-        return posting.match_and_post(engine, "test", run_id, policy)
+        return posting.match_and_post(runtime.run_for(engine, actor="test", run_id=run_id, policy=policy))
 
     results = _together(lambda: run("night-a", k1_lines[0]), lambda: run("night-b", k1_lines[1]))
     monkeypatch.undo()
@@ -206,8 +223,8 @@ def test_two_accounts_paying_the_same_invoices_at_once_pay_each_once(engine, dat
             for t in eur.transactions
         ),
     )
-    importing.import_bytes(engine, "camt-a.xml", camt_bytes([eur]), "test", policy)
-    importing.import_bytes(engine, "camt-b.xml", camt_bytes([second]), "test", policy)
+    importing.import_bytes(runtime.run_for(engine, actor="test", policy=policy), "camt-a.xml", camt_bytes([eur]))
+    importing.import_bytes(runtime.run_for(engine, actor="test", policy=policy), "camt-b.xml", camt_bytes([second]))
     assert posting.accounts_with_new_lines(engine) == sorted([eur.account_iban, other_iban])
 
     loaded = threading.Barrier(2)
@@ -223,8 +240,12 @@ def test_two_accounts_paying_the_same_invoices_at_once_pay_each_once(engine, dat
 
     monkeypatch.setattr(posting, "load_matcher", stale_together)
     results = _together(
-        lambda: posting.match_and_post(engine, "test", "night-1", policy, account=eur.account_iban),
-        lambda: posting.match_and_post(engine, "test", "night-1", policy, account=other_iban),
+        lambda: posting.match_and_post(
+            runtime.run_for(engine, actor="test", run_id="night-1", policy=policy), account=eur.account_iban
+        ),
+        lambda: posting.match_and_post(
+            runtime.run_for(engine, actor="test", run_id="night-1", policy=policy), account=other_iban
+        ),
     )
     assert not [r for r in results if isinstance(r, Exception)], results
     assert sum(r["matched"] + r["partial"] + r["exceptions"] for r in results) == 2 * len(eur.transactions)

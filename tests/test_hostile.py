@@ -17,6 +17,7 @@ from fault_helpers import camt_bytes
 from sample_data import FEEDS, write_feeds
 from smtp_server import SmtpServer
 
+from invoiceflow.airflow import runtime
 from invoiceflow.billing import pricing
 from invoiceflow.collect import importing, posting, statements
 from invoiceflow.collect.statements import records
@@ -93,13 +94,13 @@ def test_the_whole_bank_corpus_in_one_night_rejects_the_bad_and_loads_the_good(e
     text of the good one is shown escaped in the exception report, never run as a template."""
     policy = load_policy()
     write_feeds(data_dir / "inbox")
-    sources.load_inbox(engine, policy, "test")
+    sources.load_inbox(runtime.run_for(engine, actor="test", policy=policy))
     bank = data_dir / "inbox" / "bank"
     bank.mkdir(parents=True, exist_ok=True)
     for path in BANK_CORPUS:
         (bank / path.name).write_bytes(path.read_bytes())
     (bank / "zz-good.xml").write_bytes(_good_statement())
-    results = {r["file"]: r for r in importing.import_statements(engine, "test", policy)}
+    results = {r["file"]: r for r in importing.import_statements(runtime.run_for(engine, actor="test", policy=policy))}
     assert results["zz-good.xml"]["status"] == "loaded" and results["zz-good.xml"]["new_transactions"] == 1
     loaded = {n for n, r in results.items() if r["status"] == "loaded"}
     rejected = {n for n, r in results.items() if r["status"] == "rejected"}
@@ -115,7 +116,7 @@ def test_the_whole_bank_corpus_in_one_night_rejects_the_bad_and_loads_the_good(e
         details = [r["detail"] for r in db.rows(conn, "SELECT detail FROM exceptions WHERE category = 'rejected_file'")]
     for name in rejected:
         assert any(d.startswith(name) for d in details), name
-    posting.match_and_post(engine, "test", "night-1", policy)
+    posting.match_and_post(runtime.run_for(engine, actor="test", run_id="night-1", policy=policy))
     page = Path(reports.write_exception_report(engine, date(2026, 11, 21), tmp_path, pdf=False)["html"]).read_text()
     assert "&lt;script&gt;" in page and "<script>alert" not in page and "<img src=x" not in page
     assert "{{ 7*7 }}" in page and "__subclasses__" in page  # shown as text
@@ -125,7 +126,7 @@ def test_the_whole_bank_corpus_in_one_night_rejects_the_bad_and_loads_the_good(e
 def test_an_oversized_bank_file_is_refused_before_it_is_parsed(engine, data_dir):
     size = records.MAX_BYTES + 1
     data = b"<Document>" + b" " * (size - len(b"<Document></Document>")) + b"</Document>"
-    result = importing.import_bytes(engine, "huge.xml", data, "test", load_policy())
+    result = importing.import_bytes(runtime.run_for(engine, actor="test", policy=load_policy()), "huge.xml", data)
     assert result["status"] == "rejected" and result["message"] == "huge.xml: file: larger than 50 MB"
 
 
@@ -149,7 +150,7 @@ def test_the_source_corpus_loads_or_is_refused_and_the_good_files_go_on(engine, 
         + "x" * 2_000_000
         + "\n"
     )
-    results = sources.load_inbox(engine, load_policy(), "test")
+    results = sources.load_inbox(runtime.run_for(engine, actor="test", policy=load_policy()))
     by_name = {Path(r.source).name: r for r in results}
     for feed in FEEDS:
         assert by_name[f"{feed}.csv"].status == "loaded", by_name[f"{feed}.csv"]
@@ -214,17 +215,19 @@ def test_hostile_clients_from_the_feed_through_billing_and_delivery(engine, data
     contracts = FEEDS["contracts"] + "K9,../../outside,milestone,PRJ-9,2026-02-01,2026-02-01,,EUR,,,\n"
     milestones = FEEDS["milestones"] + "M9,K9,Escape,100.00,2026-10-10\n"
     write_feeds(data_dir / "inbox", clients=header + "\n" + HOSTILE_CLIENTS, contracts=contracts, milestones=milestones)
-    sources.load_inbox(engine, policy, "test")
-    batch = pricing.price_period(engine, policy, "run-1", OCTOBER, "test")
-    routed = approval.route(engine, policy, batch["batch_id"], "test")
+    sources.load_inbox(runtime.run_for(engine, actor="test", policy=policy))
+    batch = pricing.price_period(runtime.run_for(engine, actor="test", run_id="run-1", policy=policy), OCTOBER)
+    routed = approval.route(runtime.run_for(engine, actor="test", policy=policy), batch["batch_id"])
     for invoice_id in routed["review"]:
-        issuing.decide(engine, invoice_id, True, "user:finance", None)
-    ids = issuing.issue(engine, policy, routed["auto"] + routed["review"], ISSUE_DAY, "test")
-    outbox.render_invoices(engine, policy, ids, "test")
+        issuing.decide(runtime.run_for(engine, actor="user:finance"), invoice_id, True, None)
+    ids = issuing.issue(
+        runtime.run_for(engine, actor="test", today=ISSUE_DAY, policy=policy), routed["auto"] + routed["review"]
+    )
+    outbox.render_invoices(runtime.run_for(engine, actor="test", policy=policy), ids)
     with SmtpServer() as smtp:
         monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", smtp.connection_json)
         with contextlib.suppress(outbox.DeliveryIncomplete):
-            outbox.deliver_invoices(engine, policy, ids, "test", run_id="run-1", use_smtp=True)
+            outbox.deliver_invoices(runtime.run_for(engine, actor="test", run_id="run-1", policy=policy), ids)
         messages = list(smtp.messages)
     for m in messages:
         assert len(m.recipients) == 1 and "victim@elsewhere.example" not in m.recipients
@@ -320,7 +323,11 @@ def test_an_extra_column_with_sql_in_its_name_is_ignored(engine, data_dir):
     (data_dir / "inbox" / "timesheets" / "timesheets.csv").write_bytes(
         (CORPUS / "sources" / "timesheets" / "hostile-column-name.csv").read_bytes()
     )
-    (result,) = [r for r in sources.load_inbox(engine, load_policy(), "test") if r.feed == "timesheets"]
+    (result,) = [
+        r
+        for r in sources.load_inbox(runtime.run_for(engine, actor="test", policy=load_policy()))
+        if r.feed == "timesheets"
+    ]
     assert result.status == "loaded" and result.rows_accepted == 1
     with engine.connect() as conn:
         assert db.scalar(conn, "SELECT COUNT(*) FROM invoices") == 0

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sample_data import FEEDS, write_feeds
 
+from invoiceflow.airflow import runtime
 from invoiceflow.collect import statements
 from invoiceflow.collect.statements.records import StatementError
 from invoiceflow.core import db
@@ -146,7 +147,7 @@ def loaded_engine(tmp_path, data_dir):
     eng = db.engine(f"sqlite:///{tmp_path / 'billing.db'}")
     db.upgrade(eng)
     write_feeds(data_dir / "inbox")
-    sources.load_inbox(eng, load_policy(), "test")
+    sources.load_inbox(runtime.run_for(eng, actor="test", policy=load_policy()))
     return eng
 
 
@@ -161,7 +162,7 @@ def test_any_edit_of_a_source_file_loads_or_is_refused_whole(loaded_engine, tmp_
     table = TARGETS[feed][0]
     with loaded_engine.connect() as conn:
         before = db.scalar(conn, f"SELECT COUNT(*) FROM {table}")  # noqa: S608 - a table name from code
-    result = sources.load_file(loaded_engine, load_policy(), feed, path, "fuzz")
+    result = sources.load_file(runtime.run_for(loaded_engine, actor="fuzz", policy=load_policy()), feed, path)
     assert result.status in ("loaded", "rejected", "skipped"), result
     with loaded_engine.connect() as conn:
         load = db.rows(conn, "SELECT * FROM source_loads WHERE source = :s", {"s": str(path)})

@@ -13,6 +13,7 @@ import pytest
 from billing_fixtures import issued_month
 
 from invoiceflow.accounting import exports, journal, status
+from invoiceflow.airflow import runtime
 from invoiceflow.collect import importing, posting
 from invoiceflow.collect.statements.records import Statement, Transaction
 from invoiceflow.core import db
@@ -62,16 +63,20 @@ def posted(engine, data_dir):
         "S1",
     )
     _drop(data_dir, "b.xml", [_txn(-30000, "RETURN", "B4", e2e="E2E-K4", reversal=True)], "S2")
-    importing.import_statements(engine, "test")
-    posting.match_and_post(engine, "test", "run-1")
+    importing.import_statements(runtime.run_for(engine, actor="test"))
+    posting.match_and_post(runtime.run_for(engine, actor="test", run_id="run-1"))
     return month
 
 
 def test_every_entry_balances_and_is_written_once(engine, posted):
     pol = load_policy()
-    counts = journal.record_journal(engine, pol, "run-1")
+    counts = journal.record_journal(runtime.run_for(engine, run_id="run-1", policy=pol))
     assert counts == {"documents": 4, "payments": 3, "returns": 1}
-    assert journal.record_journal(engine, pol, "run-2") == {"documents": 0, "payments": 0, "returns": 0}
+    assert journal.record_journal(runtime.run_for(engine, run_id="run-2", policy=pol)) == {
+        "documents": 0,
+        "payments": 0,
+        "returns": 0,
+    }
     with engine.connect() as conn:
         sums = db.rows(conn, "SELECT entry_id, SUM(debit) AS d, SUM(credit) AS c FROM journal_lines GROUP BY entry_id")
         fee = db.rows(conn, "SELECT l.* FROM journal_lines l WHERE l.account = '4970'")
@@ -83,8 +88,8 @@ def test_every_entry_balances_and_is_written_once(engine, posted):
 
 def test_exports_pass_bean_check_and_carry_the_mapping(engine, posted, tmp_path):
     pol = load_policy()
-    journal.record_journal(engine, pol, "run-1")
-    out = exports.export_journal(engine, pol, "run-1", DAY, tmp_path)
+    journal.record_journal(runtime.run_for(engine, run_id="run-1", policy=pol))
+    out = exports.export_journal(runtime.run_for(engine, run_id="run-1", today=DAY, policy=pol), folder=tmp_path)
     assert out["entries"] == "8"
     bean_check = Path(sys.executable).parent / "bean-check"
     done = subprocess.run([str(bean_check), out["beancount"]], capture_output=True, text=True, check=False)
@@ -104,7 +109,7 @@ def test_exports_pass_bean_check_and_carry_the_mapping(engine, posted, tmp_path)
 
 def test_accounting_status_comes_back_and_differences_are_reported(engine, posted, data_dir):
     k1, k3 = posted["K1"], posted["K3"]
-    status_file = status.export_payment_status(engine, DAY, data_dir / "out")
+    status_file = status.export_payment_status(runtime.run_for(engine, today=DAY), folder=data_dir / "out")
     ours = {r["invoice_number"]: r for r in csv.DictReader(Path(status_file).read_text(encoding="utf-8").splitlines())}
     assert ours[k1["invoice_number"]]["status"] == "paid"
     folder = data_dir / "inbox" / "accounting"
@@ -118,7 +123,7 @@ def test_accounting_status_comes_back_and_differences_are_reported(engine, poste
         f"NWD-2026-999998,paid,abc,EUR,2026-11-20\n",
         encoding="utf-8",
     )
-    counts = status.import_accounting_status(engine, "test")
+    counts = status.import_accounting_status(runtime.run_for(engine, actor="test"))
     assert counts["quarantined"] == 1 and counts["mismatches"] == 2
     with engine.connect() as conn:
         exc = {
@@ -183,13 +188,13 @@ def test_a_pound_invoice_paid_in_two_parts_realises_fx_gain_then_loss(engine, da
     pol = load_policy()
     acc = pol.reconciliation.accounts
     _gbp_payment(data_dir, "G1", date(2026, 11, 12), 600_000, k2["invoice_number"], 0)
-    importing.import_statements(engine, "test")
-    assert posting.match_and_post(engine, "test", "run-1")["partial"] == 1
-    journal.record_journal(engine, pol, "run-1")
+    importing.import_statements(runtime.run_for(engine, actor="test"))
+    assert posting.match_and_post(runtime.run_for(engine, actor="test", run_id="run-1"))["partial"] == 1
+    journal.record_journal(runtime.run_for(engine, run_id="run-1", policy=pol))
     _gbp_payment(data_dir, "G2", date(2026, 11, 20), 600_000, k2["invoice_number"], 600_000)
-    importing.import_statements(engine, "test")
-    assert posting.match_and_post(engine, "test", "run-2")["matched"] == 1
-    journal.record_journal(engine, pol, "run-2")
+    importing.import_statements(runtime.run_for(engine, actor="test"))
+    assert posting.match_and_post(runtime.run_for(engine, actor="test", run_id="run-2"))["matched"] == 1
+    journal.record_journal(runtime.run_for(engine, run_id="run-2", policy=pol))
 
     with engine.connect() as conn:
         invoice = _lines(conn, "invoice", k2["invoice_id"])
@@ -222,7 +227,7 @@ def test_a_pound_invoice_paid_in_two_parts_realises_fx_gain_then_loss(engine, da
 
     beans = {}
     for run in ("run-1", "run-2"):
-        out = exports.export_journal(engine, pol, run, DAY, tmp_path / run)
+        out = exports.export_journal(runtime.run_for(engine, run_id=run, today=DAY, policy=pol), folder=tmp_path / run)
         beans[run] = Path(out["beancount"]).read_text(encoding="utf-8")
         done = subprocess.run(
             [str(Path(sys.executable).parent / "bean-check"), out["beancount"]], capture_output=True, text=True

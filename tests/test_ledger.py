@@ -9,6 +9,7 @@ from sample_data import write_feeds
 from sqlalchemy.exc import DBAPIError
 from stdnum import iso11649
 
+from invoiceflow.airflow import runtime
 from invoiceflow.billing import pricing
 from invoiceflow.core import audit, db
 from invoiceflow.core.policy import load_policy
@@ -22,9 +23,9 @@ OCTOBER = (date(2026, 10, 1), date(2026, 11, 1))
 def routed(engine, data_dir):
     write_feeds(data_dir / "inbox")
     policy = load_policy()
-    sources.load_inbox(engine, policy, "test")
-    batch = pricing.price_period(engine, policy, "run-1", OCTOBER, "test")
-    return engine, approval.route(engine, policy, batch["batch_id"], "test")
+    sources.load_inbox(runtime.run_for(engine, actor="test", policy=policy))
+    batch = pricing.price_period(runtime.run_for(engine, actor="test", run_id="run-1", policy=policy), OCTOBER)
+    return engine, approval.route(runtime.run_for(engine, actor="test", policy=policy), batch["batch_id"])
 
 
 def _numbers(engine):
@@ -40,31 +41,35 @@ def test_numbers_are_gapless_and_assigned_at_issue(routed):
     engine, routes = routed
     policy = load_policy()
     k2, k3, k4 = sorted(routes["review"])
-    assert issuing.decide(engine, k3, False, "user:finance", "wrong period") == "draft"
-    issuing.decide(engine, k2, True, "user:finance", None)
-    issued = issuing.issue(engine, policy, [*routes["auto"], k2, k3, k4], date(2026, 11, 1), "test")
+    assert issuing.decide(runtime.run_for(engine, actor="user:finance"), k3, False, "wrong period") == "draft"
+    issuing.decide(runtime.run_for(engine, actor="user:finance"), k2, True, None)
+    issued = issuing.issue(
+        runtime.run_for(engine, actor="test", today=date(2026, 11, 1), policy=policy), [*routes["auto"], k2, k3, k4]
+    )
     assert sorted(issued) == sorted([*routes["auto"], k2])
     rows = _numbers(engine)
     assert [r["invoice_number"] for r in rows] == ["NWD-2026-000001", "NWD-2026-000002"]
     assert all(iso11649.is_valid(r["payment_reference"]) for r in rows)
     # the rejected draft has no number and left no gap; a later issue continues the series
-    issuing.decide(engine, k4, True, "user:finance", "cap excess agreed with the client")
-    issuing.issue(engine, policy, [k4], date(2026, 11, 2), "test")
+    issuing.decide(runtime.run_for(engine, actor="user:finance"), k4, True, "cap excess agreed with the client")
+    issuing.issue(runtime.run_for(engine, actor="test", today=date(2026, 11, 2), policy=policy), [k4])
     assert [r["invoice_number"] for r in _numbers(engine)][-1] == "NWD-2026-000003"
     # issuing again changes nothing
-    issuing.issue(engine, policy, [*routes["auto"], k2, k4], date(2026, 11, 3), "test")
+    issuing.issue(
+        runtime.run_for(engine, actor="test", today=date(2026, 11, 3), policy=policy), [*routes["auto"], k2, k4]
+    )
     assert len(_numbers(engine)) == 3
 
 
 def test_due_date_follows_the_clients_terms(routed):
     engine, routes = routed
-    issuing.issue(engine, load_policy(), routes["auto"], date(2026, 11, 1), "test")
+    issuing.issue(runtime.run_for(engine, actor="test", today=date(2026, 11, 1), policy=load_policy()), routes["auto"])
     assert _numbers(engine)[0]["due_date"] == date(2026, 12, 1)  # Kessler: 30 days
 
 
 def test_decisions_are_audited_with_the_user_and_reason(routed):
     engine, routes = routed
-    issuing.decide(engine, routes["review"][0], False, "user:alice", "wrong rate")
+    issuing.decide(runtime.run_for(engine, actor="user:alice"), routes["review"][0], False, "wrong rate")
     with engine.connect() as conn:
         events = audit.history(conn, "invoice", routes["review"][0])
     assert [e["action"] for e in events] == ["created", "routed", "rejected"]
@@ -81,7 +86,7 @@ def test_audit_trail_cannot_be_rewritten(routed):
 
 def test_an_issued_invoice_must_keep_its_number(routed):
     engine, routes = routed
-    issuing.issue(engine, load_policy(), routes["auto"], date(2026, 11, 1), "test")
+    issuing.issue(runtime.run_for(engine, actor="test", today=date(2026, 11, 1), policy=load_policy()), routes["auto"])
     with pytest.raises(DBAPIError), engine.begin() as conn:
         db.execute(conn, "UPDATE invoices SET invoice_number = NULL WHERE invoice_id = :i", {"i": routes["auto"][0]})
 

@@ -22,6 +22,7 @@ from billing_fixtures import issued_month
 from schwifty import IBAN
 from smtp_server import Inbox, SmtpServer
 
+from invoiceflow.airflow import runtime
 from invoiceflow.collect import importing, posting
 from invoiceflow.collect.statements.records import Statement, Transaction
 from invoiceflow.core import db, masking
@@ -130,13 +131,13 @@ def test_each_step_logs_its_business_figures_and_no_account_or_address(
 
     # render and deliver: one client's address is refused by the mail server
     ids = [i["invoice_id"] for i in invoices.values()]
-    outbox.render_invoices(engine, policy, ids, "test")
+    outbox.render_invoices(runtime.run_for(engine, actor="test", policy=policy), ids)
     assert _logged(caplog, "invoiceflow.send.outbox", "PDFs rendered for").startswith(f"PDFs rendered for {len(ids)} ")
     refused = clients["C1"]["email"]
     with RefusingSmtpServer({refused}) as smtp:
         monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", smtp.connection_json)
         with pytest.raises(DeliveryIncomplete):
-            outbox.deliver_invoices(engine, policy, ids, "test", run_id="run-1", use_smtp=True)
+            outbox.deliver_invoices(runtime.run_for(engine, actor="test", run_id="run-1", policy=policy), ids)
         assert smtp.messages  # the others went out
     with engine.connect() as conn:
         sent = db.rows(conn, "SELECT currency, gross_amount FROM invoices WHERE status = 'sent'")
@@ -148,10 +149,10 @@ def test_each_step_logs_its_business_figures_and_no_account_or_address(
     assert masking.mask_email(refused) in failure and "refused" in failure
 
     # reconciliation: lines posted and left for finance, amounts per currency
-    importing.import_bytes(engine, "camt.xml", _statement_file(invoices), "test", policy)
+    importing.import_bytes(runtime.run_for(engine, actor="test", policy=policy), "camt.xml", _statement_file(invoices))
     imported = _logged(caplog, "invoiceflow.collect.importing", "bank file camt.xml")
     assert "3 new bank lines" in imported and "GBP" in imported and "EUR 777.00" in imported
-    posting.match_and_post(engine, "test", "night-1", policy)
+    posting.match_and_post(runtime.run_for(engine, actor="test", run_id="night-1", policy=policy))
     k2 = invoices["K2"]
     matched = _logged(caplog, "invoiceflow.collect.posting", "reconciliation of 3 new bank lines")
     assert f"1 auto-posted in full (GBP {k2['gross_amount'] / 100:.2f})" in matched
@@ -168,7 +169,11 @@ def test_each_step_logs_its_business_figures_and_no_account_or_address(
         assert masking.mask_iban(QUOTED) in page, kind
 
     # reminders: sent per level, with the open amounts
-    reminders.send_reminders(engine, policy, date(2026, 12, 1), "test", "reminders-1", use_smtp=False)
+    reminders.send_reminders(
+        runtime.run_for(
+            engine, actor="test", run_id="reminders-1", today=date(2026, 12, 1), policy=policy, send_mail=False
+        )
+    )
     with engine.connect() as conn:
         reminded = db.rows(conn, "SELECT currency, open_amount FROM reminders")
     assert reminded

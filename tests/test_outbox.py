@@ -8,15 +8,16 @@ import pytest
 from billing_fixtures import issued_month
 from faulty_smtp import STAGES
 
-from invoiceflow.core import db
+from invoiceflow.airflow import runtime
+from invoiceflow.core import db, mail
 from invoiceflow.core.policy import Delivery, load_policy
-from invoiceflow.send import outbox, transport
+from invoiceflow.send import outbox
 
 
 def _k1(engine, data_dir, policy) -> int:
     """Kessler's T&M invoice (delivery by e-mail, German), issued and rendered."""
     invoice_id = issued_month(engine, data_dir)["K1"]["invoice_id"]
-    outbox.render_invoices(engine, policy, [invoice_id], "test")
+    outbox.render_invoices(runtime.run_for(engine, actor="test", policy=policy), [invoice_id])
     return invoice_id
 
 
@@ -33,7 +34,7 @@ def _exceptions(engine, category) -> list[dict]:
 
 
 def _deliver(engine, policy, invoice_id):
-    return outbox.deliver_invoices(engine, policy, [invoice_id], "test", run_id="run-1", use_smtp=True)
+    return outbox.deliver_invoices(runtime.run_for(engine, actor="test", run_id="run-1", policy=policy), [invoice_id])
 
 
 @pytest.mark.parametrize("stage", [s for s in STAGES if s not in ("after_data", "quit")])
@@ -72,7 +73,9 @@ def test_killed_after_the_data_is_never_sent_twice(sqlite_engine, data_dir, smtp
     assert "check the mail server log" in exc["detail"]
 
     # finance checked the mail server log and found nothing: one more attempt, same Message-ID
-    assert outbox.release_unconfirmed(sqlite_engine, exc["subject_id"], "user:finance", "not in the relay log")
+    assert outbox.release_unconfirmed(
+        runtime.run_for(sqlite_engine, actor="user:finance"), exc["subject_id"], "not in the relay log"
+    )
     _deliver(sqlite_engine, policy, invoice_id)
     assert len(smtp.messages) == 2 and smtp.messages[1].message["Message-ID"] == exc["subject_id"]
     assert _delivery(sqlite_engine, invoice_id)["status"] == "sent"
@@ -92,16 +95,16 @@ def test_process_dies_after_the_point_of_no_return(sqlite_engine, data_dir, smtp
     """The worker is killed while the data is on the wire: the row says 'sending', nobody re-sends."""
     policy = load_policy()
     invoice_id = _k1(sqlite_engine, data_dir, policy)
-    real_send = transport.send_smtp
+    real_send = mail.send_smtp
 
-    def dies_mid_send(msg, *, point_of_no_return=None, **kwargs):
+    def dies_mid_send(msg, server, *, point_of_no_return=None, **kwargs):
         point_of_no_return()
         raise SystemExit("worker killed")
 
-    monkeypatch.setattr(transport, "send_smtp", dies_mid_send)
+    monkeypatch.setattr(mail, "send_smtp", dies_mid_send)
     with pytest.raises(SystemExit):
         _deliver(sqlite_engine, policy, invoice_id)
-    monkeypatch.setattr(transport, "send_smtp", real_send)
+    monkeypatch.setattr(mail, "send_smtp", real_send)
     assert _deliver(sqlite_engine, policy, invoice_id)["unconfirmed"] == 1
     assert smtp.messages == [] and _delivery(sqlite_engine, invoice_id)["status"] == "sending"
 
@@ -115,25 +118,29 @@ def test_backoff_and_giving_up_are_reported(engine, data_dir, smtp):
         _deliver(engine, policy, invoice_id)
     row = _delivery(engine, invoice_id)
     assert (row["next_attempt_at"] - row["created_at"]).total_seconds() >= 5 * 60
-    assert outbox.retry_deliveries(engine, policy, "test", use_smtp=True) == {"failed": 1}  # still waiting
+    assert outbox.retry_deliveries(runtime.run_for(engine, actor="test", policy=policy)) == {
+        "failed": 1
+    }  # still waiting
     assert _delivery(engine, invoice_id)["attempts"] == 1
     with engine.begin() as conn:
         db.execute(conn, "UPDATE deliveries SET next_attempt_at = created_at WHERE invoice_id = :i", {"i": invoice_id})
-    assert outbox.retry_deliveries(engine, policy, "test", use_smtp=True) == {"given_up": 1}
+    assert outbox.retry_deliveries(runtime.run_for(engine, actor="test", policy=policy)) == {"given_up": 1}
     (exc,) = _exceptions(engine, "delivery_failed")
     assert "failed 2 times" in exc["detail"] and exc["resolved_at"] is None
     assert _deliver(engine, policy, invoice_id)["given_up"] == 1  # no exception raised: it is reported
     assert smtp.messages == []
 
     # released, but the mailbox is still broken: given up again, and the report is open again
-    assert outbox.release_unconfirmed(engine, row["message_id"], "user:finance", "mailbox fixed?")
+    assert outbox.release_unconfirmed(
+        runtime.run_for(engine, actor="user:finance"), row["message_id"], "mailbox fixed?"
+    )
     assert _exceptions(engine, "delivery_failed")[0]["resolved_at"] is not None
-    assert outbox.retry_deliveries(engine, policy, "test", use_smtp=True) == {"given_up": 1}
+    assert outbox.retry_deliveries(runtime.run_for(engine, actor="test", policy=policy)) == {"given_up": 1}
     assert _exceptions(engine, "delivery_failed")[0]["resolved_at"] is None
 
     smtp.kill_at("rcpt", times=0)
-    outbox.release_unconfirmed(engine, row["message_id"], "user:finance", "mailbox fixed")
-    assert outbox.retry_deliveries(engine, policy, "test", use_smtp=True) == {"sent": 1}
+    outbox.release_unconfirmed(runtime.run_for(engine, actor="user:finance"), row["message_id"], "mailbox fixed")
+    assert outbox.retry_deliveries(runtime.run_for(engine, actor="test", policy=policy)) == {"sent": 1}
     assert len(smtp.messages) == 1
 
 
@@ -148,9 +155,9 @@ def test_each_client_by_its_preference_with_the_portal_from_the_policy(engine, d
     policy = load_policy().model_copy(update={"delivery": Delivery(portal_url=portal.as_uri())})
     month = issued_month(engine, data_dir)
     ids = [inv["invoice_id"] for inv in month.values()]
-    outbox.render_invoices(engine, policy, ids, "test")
+    outbox.render_invoices(runtime.run_for(engine, actor="test", policy=policy), ids)
     for _ in range(2):
-        counts = outbox.deliver_invoices(engine, policy, ids, "test", use_smtp=True)
+        counts = outbox.deliver_invoices(runtime.run_for(engine, actor="test", policy=policy), ids)
     assert counts["email"] == 3 and counts["portal"] == 2  # the second run found everything done
     by_to = {m.recipients[0]: m.message for m in smtp.messages}
     assert len(smtp.messages) == 3 and set(by_to) == {"accounts@kessler.example", "ap@brightwater.example"} | set()
@@ -174,18 +181,18 @@ def test_two_runs_at_once_send_once(sqlite_engine, data_dir, smtp, monkeypatch):
     same delivery over and sends it: A notices at its point of no return and sends nothing."""
     policy = load_policy()
     invoice_id = _k1(sqlite_engine, data_dir, policy)
-    real_send = transport.send_smtp
+    real_send = mail.send_smtp
     overtaken = []
 
-    def a_is_overtaken(msg, *, point_of_no_return=None, **kwargs):
+    def a_is_overtaken(msg, server, *, point_of_no_return=None, **kwargs):
         if not overtaken:  # run A, before its data goes: run B does the whole delivery
             overtaken.append(True)
             row = _delivery(sqlite_engine, invoice_id)
             assert row["status"] == "pending" and row["attempts"] == 1  # A's claim, as B finds it
             assert _deliver(sqlite_engine, policy, invoice_id)["email"] == 1
-        return real_send(msg, point_of_no_return=point_of_no_return, **kwargs)
+        return real_send(msg, server, point_of_no_return=point_of_no_return, **kwargs)
 
-    monkeypatch.setattr(transport, "send_smtp", a_is_overtaken)
+    monkeypatch.setattr(mail, "send_smtp", a_is_overtaken)
     assert _deliver(sqlite_engine, policy, invoice_id)["busy"] == 1  # run A
     assert len(smtp.messages) == 1 and _delivery(sqlite_engine, invoice_id)["status"] == "sent"
     assert _delivery(sqlite_engine, invoice_id)["attempts"] == 2
@@ -195,10 +202,10 @@ def test_a_bad_client_address_is_reported_and_the_rest_goes_on(sqlite_engine, da
     policy = load_policy()
     month = issued_month(sqlite_engine, data_dir)
     ids = [month["K1"]["invoice_id"], month["K2"]["invoice_id"]]
-    outbox.render_invoices(sqlite_engine, policy, ids, "test")
+    outbox.render_invoices(runtime.run_for(sqlite_engine, actor="test", policy=policy), ids)
     with sqlite_engine.begin() as conn:
         db.execute(conn, "UPDATE clients SET email = 'a@kessler.example, b@kessler.example' WHERE client_id = 'C1'")
-    counts = outbox.deliver_invoices(sqlite_engine, policy, ids, "test", use_smtp=True)
+    counts = outbox.deliver_invoices(runtime.run_for(sqlite_engine, actor="test", policy=policy), ids)
     assert counts["bad_address"] == 1 and counts["email"] == 1
     assert [m.recipients for m in smtp.messages] == [["ap@brightwater.example"]]
     (exc,) = _exceptions(sqlite_engine, "delivery_failed")

@@ -8,6 +8,7 @@ from datetime import date
 import pytest
 from sample_data import FEEDS, write_feeds
 
+from invoiceflow.airflow import runtime
 from invoiceflow.billing import drafts, pricing
 from invoiceflow.core import audit, db
 from invoiceflow.core.policy import load_policy
@@ -21,7 +22,7 @@ NOVEMBER = (date(2026, 11, 1), date(2026, 12, 1))
 @pytest.fixture
 def loaded(engine, data_dir):
     write_feeds(data_dir / "inbox")
-    sources.load_inbox(engine, load_policy(), "test")
+    sources.load_inbox(runtime.run_for(engine, actor="test", policy=load_policy()))
     return engine
 
 
@@ -41,7 +42,7 @@ def _lines(engine, contract_id):
 
 
 def test_amounts_match_the_hand_calculation(loaded):
-    pricing.price_period(loaded, load_policy(), "run-1", OCTOBER, "test")
+    pricing.price_period(runtime.run_for(loaded, actor="test", run_id="run-1", policy=load_policy()), OCTOBER)
     inv = _invoices(loaded)
     assert set(inv) == {"K1", "K2", "K3", "K4"}
     got = {k: (v["currency"], v["net_amount"], v["tax_amount"], v["gross_amount"]) for k, v in inv.items()}
@@ -70,7 +71,7 @@ def test_amounts_match_the_hand_calculation(loaded):
 
 
 def test_lines_sum_to_totals_and_every_source_record_is_traceable(loaded):
-    pricing.price_period(loaded, load_policy(), "run-1", OCTOBER, "test")
+    pricing.price_period(runtime.run_for(loaded, actor="test", run_id="run-1", policy=load_policy()), OCTOBER)
     with loaded.connect() as conn:
         mismatched = db.rows(
             conn,
@@ -93,8 +94,10 @@ def test_lines_sum_to_totals_and_every_source_record_is_traceable(loaded):
 
 
 def test_each_invoice_priced_leaves_one_created_event_with_its_totals_in_the_chain(loaded):
-    pricing.price_period(loaded, load_policy(), "run-1", OCTOBER, "test")
-    pricing.price_period(loaded, load_policy(), "run-2", OCTOBER, "test")  # no invoice, no event
+    pricing.price_period(runtime.run_for(loaded, actor="test", run_id="run-1", policy=load_policy()), OCTOBER)
+    pricing.price_period(
+        runtime.run_for(loaded, actor="test", run_id="run-2", policy=load_policy()), OCTOBER
+    )  # no invoice, no event
     with loaded.connect() as conn:
         events = db.rows(
             conn,
@@ -115,9 +118,11 @@ def test_each_invoice_priced_leaves_one_created_event_with_its_totals_in_the_cha
 
 
 def test_rerun_and_second_run_bill_nothing_twice(loaded):
-    first = pricing.price_period(loaded, load_policy(), "run-1", OCTOBER, "test")
-    again = pricing.price_period(loaded, load_policy(), "run-1", OCTOBER, "test")
-    other_run = pricing.price_period(loaded, load_policy(), "run-2", OCTOBER, "test")
+    first = pricing.price_period(runtime.run_for(loaded, actor="test", run_id="run-1", policy=load_policy()), OCTOBER)
+    again = pricing.price_period(runtime.run_for(loaded, actor="test", run_id="run-1", policy=load_policy()), OCTOBER)
+    other_run = pricing.price_period(
+        runtime.run_for(loaded, actor="test", run_id="run-2", policy=load_policy()), OCTOBER
+    )
     assert len(first["invoice_ids"]) == 4
     assert again["invoice_ids"] == [] and other_run["invoice_ids"] == []
     assert len(_invoices(loaded)) == 4
@@ -130,7 +135,14 @@ def test_two_runs_pricing_the_same_period_at_once_bill_each_contract_once(loaded
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(2) as pool:
-        runs = list(pool.map(lambda run: pricing.price_period(loaded, load_policy(), run, OCTOBER, "test"), ["a", "b"]))
+        runs = list(
+            pool.map(
+                lambda run: pricing.price_period(
+                    runtime.run_for(loaded, actor="test", run_id=run, policy=load_policy()), OCTOBER
+                ),
+                ["a", "b"],
+            )
+        )
     assert sum(len(r["invoice_ids"]) for r in runs) == 4
     with loaded.connect() as conn:
         per_contract = db.rows(conn, "SELECT contract_id, COUNT(*) AS n FROM invoices GROUP BY contract_id")
@@ -144,12 +156,14 @@ def test_two_runs_pricing_the_same_period_at_once_bill_each_contract_once(loaded
 
 
 def test_late_entries_go_on_the_next_invoice_exactly_once(loaded, data_dir):
-    pricing.price_period(loaded, load_policy(), "oct", OCTOBER, "test")
+    pricing.price_period(runtime.run_for(loaded, actor="test", run_id="oct", policy=load_policy()), OCTOBER)
     late = FEEDS["timesheets"].splitlines()[0] + "\nT20,K1,PRJ-1,E1,architect,2026-10-30,2.00,true,late entry\n"
     (data_dir / "inbox" / "timesheets" / "timesheets-late.csv").write_text(late)
-    sources.load_inbox(loaded, load_policy(), "test")
-    pricing.price_period(loaded, load_policy(), "oct-rerun", OCTOBER, "test")  # October is done: not here
-    nov = pricing.price_period(loaded, load_policy(), "nov", NOVEMBER, "test")
+    sources.load_inbox(runtime.run_for(loaded, actor="test", policy=load_policy()))
+    pricing.price_period(
+        runtime.run_for(loaded, actor="test", run_id="oct-rerun", policy=load_policy()), OCTOBER
+    )  # October is done: not here
+    nov = pricing.price_period(runtime.run_for(loaded, actor="test", run_id="nov", policy=load_policy()), NOVEMBER)
     with loaded.connect() as conn:
         late_line = db.rows(
             conn,
@@ -173,8 +187,8 @@ def test_quarterly_retainer_bills_only_at_the_start_of_a_quarter():
 
 
 def test_routing_by_value_client_type_and_cap(loaded):
-    batch = pricing.price_period(loaded, load_policy(), "run-1", OCTOBER, "test")
-    routed = approval.route(loaded, load_policy(), batch["batch_id"], "test")
+    batch = pricing.price_period(runtime.run_for(loaded, actor="test", run_id="run-1", policy=load_policy()), OCTOBER)
+    routed = approval.route(runtime.run_for(loaded, actor="test", policy=load_policy()), batch["batch_id"])
     inv = _invoices(loaded)
     assert routed["auto"] == [inv["K1"]["invoice_id"]]
     assert sorted(routed["review"]) == sorted(inv[k]["invoice_id"] for k in ("K2", "K3", "K4"))
@@ -188,8 +202,11 @@ def test_routing_by_value_client_type_and_cap(loaded):
 
 
 def test_a_later_run_presents_what_is_still_waiting(loaded):
-    first = pricing.price_period(loaded, load_policy(), "run-1", OCTOBER, "test")
-    waiting = approval.route(loaded, load_policy(), first["batch_id"], "test")["review"]
-    rerun = pricing.price_period(loaded, load_policy(), "run-2", OCTOBER, "test")
+    first = pricing.price_period(runtime.run_for(loaded, actor="test", run_id="run-1", policy=load_policy()), OCTOBER)
+    waiting = approval.route(runtime.run_for(loaded, actor="test", policy=load_policy()), first["batch_id"])["review"]
+    rerun = pricing.price_period(runtime.run_for(loaded, actor="test", run_id="run-2", policy=load_policy()), OCTOBER)
     assert rerun["invoice_ids"] == []
-    assert approval.route(loaded, load_policy(), rerun["batch_id"], "test")["review"] == waiting
+    assert (
+        approval.route(runtime.run_for(loaded, actor="test", policy=load_policy()), rerun["batch_id"])["review"]
+        == waiting
+    )

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from invoiceflow.airflow import runtime
 from invoiceflow.billing import pricing
 from invoiceflow.core import db
 from invoiceflow.core.money import round_half_up, tax_amount
@@ -137,9 +138,14 @@ def test_any_sequence_of_runs_bills_each_record_once_and_adds_up(template, tmp_p
             )
         with engine.begin() as conn:
             db.insert_many(conn, "time_entries", rows)
-        pricing.price_period(engine, policy, f"run-{month[0]}", month, "test")
+        pricing.price_period(runtime.run_for(engine, actor="test", run_id=f"run-{month[0]}", policy=policy), month)
         if rerun:
-            assert pricing.price_period(engine, policy, f"rerun-{month[0]}", month, "test")["invoice_ids"] == []
+            assert (
+                pricing.price_period(
+                    runtime.run_for(engine, actor="test", run_id=f"rerun-{month[0]}", policy=policy), month
+                )["invoice_ids"]
+                == []
+            )
         _check(engine, month)
     engine.dispose()
 

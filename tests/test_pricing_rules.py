@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from invoiceflow.airflow import runtime
 from invoiceflow.billing import pricing
 from invoiceflow.core import db, settings
 from invoiceflow.core.policy import load_policy
@@ -44,7 +45,7 @@ def _drop(inbox: Path, **feeds: str) -> None:
 
 def _load(engine, data_dir: Path, policy=None, **feeds: str) -> None:
     _drop(data_dir / "inbox", **feeds)
-    results = sources.load_inbox(engine, policy or load_policy(), "test")
+    results = sources.load_inbox(runtime.run_for(engine, actor="test", policy=policy or load_policy()))
     problems = [p for r in results for p in r.problems]
     assert not problems, problems
 
@@ -99,7 +100,7 @@ def test_entries_round_up_to_the_increment_and_a_rate_change_splits_the_line(eng
         rate_cards=INCREMENT_RATES,
         timesheets=INCREMENT_HOURS,
     )
-    pricing.price_period(engine, load_policy(), "run", OCTOBER, "test")
+    pricing.price_period(runtime.run_for(engine, actor="test", run_id="run", policy=load_policy()), OCTOBER)
     inv = _invoice(engine, "T1")
     # 1.10 h -> 1.25 h at 100.00 = 125.00; 0.30 h -> 0.50 h and 2.00 h at 110.00 = 2.50 h = 275.00
     assert inv["lines"] == [("time", 125, 10000, 12500, "S", 1900), ("time", 250, 11000, 27500, "S", 1900)]
@@ -132,7 +133,7 @@ def test_nearest_rounding_when_the_policy_says_so(engine, data_dir, tmp_path, mo
         rate_cards=INCREMENT_RATES,
         timesheets=INCREMENT_HOURS,
     )
-    pricing.price_period(engine, policy, "run", OCTOBER, "test")
+    pricing.price_period(runtime.run_for(engine, actor="test", run_id="run", policy=policy), OCTOBER)
     # 1.10 h -> 1.00 h = 100.00; 0.30 h -> 0.25 h (half up), 2.00 h: 2.25 h x 110.00 = 247.50
     assert _invoice(engine, "T1")["lines"] == [
         ("time", 100, 10000, 10000, "S", 1900),
@@ -159,7 +160,7 @@ def test_discount_then_cap_then_expenses_and_the_excess_is_reported(engine, data
         timesheets=TIMESHEET_HEADER + "E1,C1,PRJ-C1,P1,architect,2026-10-05,8.00,true,design\n",
         expenses=EXPENSES,
     )
-    pricing.price_period(engine, load_policy(), "oct", OCTOBER, "test")
+    pricing.price_period(runtime.run_for(engine, actor="test", run_id="oct", policy=load_policy()), OCTOBER)
     inv = _invoice(engine, "C1")
     # 8 h x 150.00 = 1200.00; discount 10 % = -120.00; fees 1080.00 over the 1000.00 cap: -80.00;
     # expense 200.00 + 15 % = 230.00 (outside the cap and the discount)
@@ -176,7 +177,7 @@ def test_discount_then_cap_then_expenses_and_the_excess_is_reported(engine, data
 
     # November: 2 h x 150.00 = 300.00, discount -30.00; the cap is used up: -270.00, nothing billed
     _load(engine, data_dir, timesheets=TIMESHEET_HEADER + "E2,C1,PRJ-C1,P1,architect,2026-11-03,2.00,true,x\n")
-    pricing.price_period(engine, load_policy(), "nov", NOVEMBER, "test")
+    pricing.price_period(runtime.run_for(engine, actor="test", run_id="nov", policy=load_policy()), NOVEMBER)
     nov = _invoice(engine, "C1", NOVEMBER[0])
     assert [ln[3] for ln in nov["lines"]] == [30000, -3000, -27000]
     assert _totals(nov) == (0, 0, 0)
@@ -195,7 +196,7 @@ RETAINERS = HEADER + (
 
 def test_retainers_bill_in_advance_and_prorate_partial_periods_by_days(engine, data_dir):
     _load(engine, data_dir, clients=CLIENTS, contracts=RETAINERS)
-    pricing.price_period(engine, load_policy(), "oct", OCTOBER, "test")
+    pricing.price_period(runtime.run_for(engine, actor="test", run_id="oct", policy=load_policy()), OCTOBER)
     # R1: 15-31 October is 17 of 31 days: 3100.00 x 17 / 31 = 1700.00; then November in advance
     assert [ln[2] for ln in _invoice(engine, "R1")["lines"]] == [170000, 310000]
     # R2: November in advance, but the contract ends on the 10th: 3000.00 x 10 / 30 = 1000.00
@@ -213,7 +214,9 @@ def test_retainers_bill_in_advance_and_prorate_partial_periods_by_days(engine, d
         "R3": (date(2026, 10, 20), date(2027, 1, 1)),
     }
     # November's run bills December for R1 and R4; R2 has ended and R3's quarter is paid
-    created = pricing.price_period(engine, load_policy(), "nov", NOVEMBER, "test")["invoice_ids"]
+    created = pricing.price_period(runtime.run_for(engine, actor="test", run_id="nov", policy=load_policy()), NOVEMBER)[
+        "invoice_ids"
+    ]
     with engine.connect() as conn:
         again = {db.scalar(conn, "SELECT contract_id FROM invoices WHERE invoice_id = :i", {"i": i}) for i in created}
     assert again == {"R1", "R4"}
@@ -232,7 +235,7 @@ TAX_MILESTONES = "milestone_id,contract_id,name,amount,completed_at\n" + "".join
 
 def test_tax_per_client_domestic_reverse_charge_export_and_exempt(engine, data_dir):
     _load(engine, data_dir, clients=CLIENTS, contracts=TAX_CONTRACTS, milestones=TAX_MILESTONES)
-    pricing.price_period(engine, load_policy(), "oct", OCTOBER, "test")
+    pricing.price_period(runtime.run_for(engine, actor="test", run_id="oct", policy=load_policy()), OCTOBER)
     got = {}
     for client in ("D1", "D2", "A1", "A2", "U1"):
         inv = _invoice(engine, f"M{client}")
@@ -253,7 +256,7 @@ def test_tax_per_client_domestic_reverse_charge_export_and_exempt(engine, data_d
 def test_a_vat_id_with_bad_check_digits_is_not_reverse_charged(engine, data_dir):
     bad = CLIENTS.replace("ATU13585627", "ATU13585626")
     _load(engine, data_dir, clients=bad, contracts=TAX_CONTRACTS, milestones=TAX_MILESTONES)
-    pricing.price_period(engine, load_policy(), "oct", OCTOBER, "test")
+    pricing.price_period(runtime.run_for(engine, actor="test", run_id="oct", policy=load_policy()), OCTOBER)
     assert _invoice(engine, "MA1")["lines"][0][4:] == ("S", 1900)
 
 
@@ -266,7 +269,7 @@ GBP_MILESTONE = "milestone_id,contract_id,name,amount,completed_at\nMS-G1,MG1,De
 def test_the_fx_feed_rate_on_or_before_the_period_end_is_recorded(engine, data_dir):
     rates = "rate_date,currency,rate\n2026-10-29,GBP,0.8700\n2026-10-30,GBP,0.8650\n2026-11-02,GBP,0.9000\n"
     _load(engine, data_dir, fx_rates=rates, clients=CLIENTS, contracts=GBP_CONTRACT, milestones=GBP_MILESTONE)
-    pricing.price_period(engine, load_policy(), "oct", OCTOBER, "test")
+    pricing.price_period(runtime.run_for(engine, actor="test", run_id="oct", policy=load_policy()), OCTOBER)
     inv = _invoice(engine, "MG1")
     # invoiced in the contract's currency; 12000.00 GBP / 0.8650 = 13872.83 EUR
     assert (inv["currency"], inv["gross_amount"]) == ("GBP", 1200000)
@@ -283,7 +286,7 @@ def test_the_fx_feed_rate_on_or_before_the_period_end_is_recorded(engine, data_d
 
 def test_without_a_feed_rate_the_fallback_is_used_and_reported(engine, data_dir):
     _load(engine, data_dir, clients=CLIENTS, contracts=GBP_CONTRACT, milestones=GBP_MILESTONE)
-    pricing.price_period(engine, load_policy(), "oct", OCTOBER, "test")
+    pricing.price_period(runtime.run_for(engine, actor="test", run_id="oct", policy=load_policy()), OCTOBER)
     inv = _invoice(engine, "MG1")
     assert (inv["fx_rate"], inv["fx_rate_date"], inv["base_gross_amount"]) == ("0.86", None, 1395349)
     (exc,) = _exceptions(engine, "fx_rate_missing")
@@ -292,17 +295,23 @@ def test_without_a_feed_rate_the_fallback_is_used_and_reported(engine, data_dir)
 
 def test_expense_in_another_currency_than_the_contract_is_quarantined(engine, data_dir):
     _drop(data_dir / "inbox", clients=CLIENTS, contracts=CAPPED)
-    sources.load_inbox(engine, load_policy(), "test")
+    sources.load_inbox(runtime.run_for(engine, actor="test", policy=load_policy()))
     good = "".join(f"X{n},C1,2026-10-13,meals,Lunch,12.00,EUR\n" for n in range(10, 40))
     _drop(data_dir / "inbox", expenses=EXPENSES + "X2,C1,2026-10-13,hotel,Hotel,120.00,USD\n" + good)
-    (result,) = [r for r in sources.load_inbox(engine, load_policy(), "test") if r.feed == "expenses"]
+    (result,) = [
+        r
+        for r in sources.load_inbox(runtime.run_for(engine, actor="test", policy=load_policy()))
+        if r.feed == "expenses"
+    ]
     assert (result.rows_accepted, result.rows_quarantined) == (31, 1)
     assert "line 3" in result.problems[0] and "USD is not the contract's EUR" in result.problems[0]
 
 
 def test_the_batch_of_a_run_is_recorded(engine, data_dir):
     _load(engine, data_dir, clients=CLIENTS, contracts=TAX_CONTRACTS, milestones=TAX_MILESTONES)
-    batch = pricing.price_period(engine, load_policy(), "scheduled__2026-11-01", OCTOBER, "test")
+    batch = pricing.price_period(
+        runtime.run_for(engine, actor="test", run_id="scheduled__2026-11-01", policy=load_policy()), OCTOBER
+    )
     with engine.connect() as conn:
         (row,) = db.rows(conn, "SELECT * FROM billing_batches")
     assert (row["batch_id"], row["run_id"], row["status"], row["invoices_created"]) == (

@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime
 import pytest
 from billing_fixtures import issued_month
 
+from invoiceflow.airflow import runtime
 from invoiceflow.collect import importing, posting
 from invoiceflow.collect.statements.records import Statement, Transaction
 from invoiceflow.core import db
@@ -81,8 +82,8 @@ def test_reference_and_amount_pay_an_invoice(engine, data_dir, month):
             _txn(50000, remittance=f"part of {k4['invoice_number']}", bank_ref="B3"),
         ],
     )
-    importing.import_statements(engine, "test")
-    counts = posting.match_and_post(engine, "test", "run")
+    importing.import_statements(runtime.run_for(engine, actor="test"))
+    counts = posting.match_and_post(runtime.run_for(engine, actor="test", run_id="run"))
     assert counts == {"matched": 2, "partial": 1, "returned": 0, "exceptions": 0}
     assert _invoice(engine, k1["invoice_id"])["status"] == "paid"
     assert _invoice(engine, k3["invoice_id"])["status"] == "paid"
@@ -100,8 +101,8 @@ def test_amount_alone_is_only_a_suggestion(engine, data_dir, month):
         "a.xml",
         [_txn(k1["gross_amount"], remittance="October services", name="Unknown Trading Co", bank_ref="B1")],
     )
-    importing.import_statements(engine, "test")
-    assert posting.match_and_post(engine, "test", "run")["exceptions"] == 1
+    importing.import_statements(runtime.run_for(engine, actor="test"))
+    assert posting.match_and_post(runtime.run_for(engine, actor="test", run_id="run"))["exceptions"] == 1
     assert _invoice(engine, k1["invoice_id"])["paid_amount"] == 0
     with engine.connect() as conn:
         (exc,) = db.rows(conn, "SELECT * FROM exceptions WHERE category = 'unmatched'")
@@ -119,8 +120,8 @@ def test_outgoing_and_overpaying_lines_are_exceptions(engine, data_dir, month):
             _txn(k1["gross_amount"] * 2, remittance=k1["invoice_number"], bank_ref="B1"),
         ],
     )
-    importing.import_statements(engine, "test")
-    assert posting.match_and_post(engine, "test", "run") == {
+    importing.import_statements(runtime.run_for(engine, actor="test"))
+    assert posting.match_and_post(runtime.run_for(engine, actor="test", run_id="run")) == {
         "matched": 0,
         "partial": 0,
         "returned": 0,
@@ -138,13 +139,13 @@ def test_the_same_statement_twice_posts_once(engine, data_dir, month):
     k1 = month["K1"]
     txns = [_txn(k1["gross_amount"], remittance=k1["invoice_number"], bank_ref="B1")]
     _drop(data_dir, "a.xml", txns)
-    importing.import_statements(engine, "test")
-    posting.match_and_post(engine, "test", "run")
+    importing.import_statements(runtime.run_for(engine, actor="test"))
+    posting.match_and_post(runtime.run_for(engine, actor="test", run_id="run"))
     _drop(data_dir, "a-copy-under-another-name.xml", txns)  # same content, other file name
     _drop(data_dir, "b.xml", txns, statement_id="S1-resent")  # same entry inside another statement
-    results = importing.import_statements(engine, "test")
+    results = importing.import_statements(runtime.run_for(engine, actor="test"))
     assert [r["new_transactions"] for r in results] == [0, 0, 0]
-    posting.match_and_post(engine, "test", "run")
+    posting.match_and_post(runtime.run_for(engine, actor="test", run_id="run"))
     with engine.connect() as conn:
         assert db.scalar(conn, "SELECT COUNT(*) FROM payments") == 1
     assert _invoice(engine, k1["invoice_id"])["paid_amount"] == k1["gross_amount"]
@@ -160,7 +161,7 @@ def test_balance_break_and_broken_file_are_reported_and_the_rest_goes_on(engine,
         closing=1,
     )
     (data_dir / "inbox" / "bank" / "broken.xml").write_bytes(b"<?xml version='1.0'?><Document><BkToCstmrStmt>")
-    results = {r["file"]: r for r in importing.import_statements(engine, "test")}
+    results = {r["file"]: r for r in importing.import_statements(runtime.run_for(engine, actor="test"))}
     assert results["broken.xml"]["status"] == "rejected" and "broken.xml" in results["broken.xml"]["message"]
     assert results["a.xml"]["new_transactions"] == 1
     with engine.connect() as conn:
@@ -180,13 +181,13 @@ def test_a_return_undoes_the_payment_it_returns(engine, data_dir, month):
     pay = _txn(k1["gross_amount"], remittance=k1["invoice_number"], bank_ref="B1")
     pay = Transaction(**{**pay.__dict__, "end_to_end_id": "E2E-77"})
     _drop(data_dir, "a.xml", [pay])
-    importing.import_statements(engine, "test")
-    posting.match_and_post(engine, "test", "run")
+    importing.import_statements(runtime.run_for(engine, actor="test"))
+    posting.match_and_post(runtime.run_for(engine, actor="test", run_id="run"))
     assert _invoice(engine, k1["invoice_id"])["status"] == "paid"
     back = Transaction(**{**pay.__dict__, "amount": -k1["gross_amount"], "bank_ref": "R1", "reversal": True})
     _drop(data_dir, "b.xml", [back], statement_id="S2", opening=k1["gross_amount"])
-    importing.import_statements(engine, "test")
-    assert posting.match_and_post(engine, "test", "run")["returned"] == 1
+    importing.import_statements(runtime.run_for(engine, actor="test"))
+    assert posting.match_and_post(runtime.run_for(engine, actor="test", run_id="run"))["returned"] == 1
     reopened = _invoice(engine, k1["invoice_id"])
     assert (reopened["status"], reopened["paid_amount"]) == ("issued", 0)
     (payment,) = _rows(engine, "SELECT * FROM payments")
@@ -205,8 +206,8 @@ def test_write_off_overpayment_and_learned_payer_account(engine, data_dir, month
             _txn(k3["gross_amount"] + 1000, ref=k3["payment_reference"], name="Ville de Lyon", bank_ref="B2"),
         ],
     )
-    importing.import_statements(engine, "test")
-    assert posting.match_and_post(engine, "test", "run")["matched"] == 2
+    importing.import_statements(runtime.run_for(engine, actor="test"))
+    assert posting.match_and_post(runtime.run_for(engine, actor="test", run_id="run"))["matched"] == 2
     assert _invoice(engine, k1["invoice_id"])["status"] == "paid"
     assert _invoice(engine, k3["invoice_id"])["status"] == "overpaid"  # the excess waits on the client's account
     adjustments = {(r["kind"], r["amount"], r["account"]) for r in _rows(engine, "SELECT * FROM payment_adjustments")}
@@ -221,15 +222,15 @@ def test_write_off_overpayment_and_learned_payer_account(engine, data_dir, month
         statement_id="S2",
         opening=9,
     )
-    importing.import_statements(engine, "test")
-    posting.match_and_post(engine, "test", "run")
+    importing.import_statements(runtime.run_for(engine, actor="test"))
+    posting.match_and_post(runtime.run_for(engine, actor="test", run_id="run"))
     (alloc,) = _rows(engine, "SELECT * FROM allocations WHERE invoice_id = :i", i=k4["invoice_id"])
     assert alloc["rule"] == "client_and_amount" and "known payer account" in alloc["evidence"]
 
 
 def test_statement_that_does_not_continue_the_last_one_is_a_balance_gap(engine, data_dir, month):
     _drop(data_dir, "a.xml", [_txn(1000, bank_ref="X1")], statement_id="S1", opening=0)  # closes at 10.00
-    importing.import_statements(engine, "test")
+    importing.import_statements(runtime.run_for(engine, actor="test"))
     later = Statement(
         account_iban=IBAN,
         currency="EUR",
@@ -244,7 +245,7 @@ def test_statement_that_does_not_continue_the_last_one_is_a_balance_gap(engine, 
     (data_dir / "inbox" / "bank" / "c.xml").write_bytes(
         write_camt053([later], message_id="c", created_at=datetime(2026, 11, 23, tzinfo=UTC))
     )
-    results = importing.import_statements(engine, "test")
+    results = importing.import_statements(runtime.run_for(engine, actor="test"))
     assert [r["status"] for r in results] == ["skipped", "loaded"]
     (gap,) = _rows(engine, "SELECT * FROM exceptions WHERE category = 'balance_gap'")
     assert gap["amount"] == 4000 and "S1" in gap["detail"] and "missing" in gap["detail"]
@@ -261,14 +262,14 @@ def test_every_format_imports_and_a_rejected_file_does_not_stop_the_rest(engine,
     (inbox / "zz-broken.bai").write_bytes(
         (corpus / "bai2-two-accounts.bai").read_bytes().replace(b"49,3579530", b"49,1")
     )
-    results = {r["file"]: r for r in importing.import_statements(engine, "test")}
+    results = {r["file"]: r for r in importing.import_statements(runtime.run_for(engine, actor="test"))}
     assert results["zz-broken.bai"]["status"] == "rejected" and "wrong checksum" in results["zz-broken.bai"]["message"]
     assert all(r["status"] == "loaded" for name, r in results.items() if name != "zz-broken.bai")
     quarantined = _rows(engine, "SELECT field, line_no FROM quarantine WHERE feed = 'bank' ORDER BY line_no")
     assert [(q["field"], q["line_no"]) for q in quarantined] == [("Buchungstag", 4), ("Betrag", 5)]
     formats = {r["file_format"] for r in _rows(engine, "SELECT file_format FROM bank_statements")}
     assert formats == {"mt940", "bai2", "ofx", "csv:sparkasse"}
-    counts = posting.match_and_post(engine, "test", "run")
+    counts = posting.match_and_post(runtime.run_for(engine, actor="test", run_id="run"))
     assert counts["matched"] >= 1 and counts["exceptions"] >= 5
 
 
@@ -276,10 +277,10 @@ def test_two_identical_payments_both_count_and_a_reimport_adds_nothing(engine, d
     k4 = month["K4"]
     twin = _txn(10000, remittance=f"part of {k4['invoice_number']}")  # no bank reference
     _drop(data_dir, "a.xml", [twin, twin])
-    assert importing.import_statements(engine, "test")[0]["new_transactions"] == 2
+    assert importing.import_statements(runtime.run_for(engine, actor="test"))[0]["new_transactions"] == 2
     _drop(data_dir, "b.xml", [twin, twin], statement_id="S1-again")
-    assert importing.import_statements(engine, "test")[1]["duplicates"] == 2
-    posting.match_and_post(engine, "test", "run")
+    assert importing.import_statements(runtime.run_for(engine, actor="test"))[1]["duplicates"] == 2
+    posting.match_and_post(runtime.run_for(engine, actor="test", run_id="run"))
     assert _invoice(engine, k4["invoice_id"])["paid_amount"] == 20000
     assert _rows(engine, "SELECT category FROM exceptions WHERE category = 'duplicate_lines'")
 
@@ -316,6 +317,6 @@ def test_statements_from_an_object_storage_url(engine, data_dir, tmp_path):
     pol = pol.model_copy(
         update={"reconciliation": pol.reconciliation.model_copy(update={"drop_folder": bucket.as_uri()})}
     )
-    (result,) = importing.import_statements(engine, "test", pol)
+    (result,) = importing.import_statements(runtime.run_for(engine, actor="test", policy=pol))
     assert (result["file"], result["status"], result["new_transactions"]) == ("x.ofx", "loaded", 1)
-    assert importing.import_statements(engine, "test", pol)[0]["status"] == "skipped"
+    assert importing.import_statements(runtime.run_for(engine, actor="test", policy=pol))[0]["status"] == "skipped"

@@ -10,6 +10,7 @@ import pytest
 from billing_fixtures import issued_month
 from test_reconciliation import _drop, _txn
 
+from invoiceflow.airflow import runtime
 from invoiceflow.collect import importing, posting
 from invoiceflow.core import audit, db
 
@@ -35,7 +36,7 @@ def night(engine, data_dir, monkeypatch):
         _txn(K1_GROSS - K1_PART, remittance=f"Invoice {k1['invoice_number']} rest", bank_ref="B3"),
     ]
     _drop(data_dir, "night.xml", lines)
-    importing.import_statements(engine, "test")
+    importing.import_statements(runtime.run_for(engine, actor="test"))
     monkeypatch.setattr(posting, "CHUNK_LINES", 2)
     return month
 
@@ -101,11 +102,11 @@ def test_a_night_in_chunks_posts_each_line_once_in_order(engine, night, monkeypa
         return real_decide_and_post(engine, matcher, chunk, *args)
 
     monkeypatch.setattr(posting, "_decide_and_post", decide_and_post)
-    counts = posting.match_and_post(engine, "test", "night-1")
+    counts = posting.match_and_post(runtime.run_for(engine, actor="test", run_id="night-1"))
     assert counts == {"matched": 2, "partial": 1, "returned": 1, "exceptions": 1}
     assert chunks == [1, 1, 2, 1]  # two single lines, then chunks grow to CHUNK_LINES (2 here)
     assert _state(engine) == POSTED
-    assert posting.match_and_post(engine, "test", "night-2") == dict.fromkeys(counts, 0)
+    assert posting.match_and_post(runtime.run_for(engine, actor="test", run_id="night-2")) == dict.fromkeys(counts, 0)
     assert _state(engine) == POSTED
 
 
@@ -121,7 +122,7 @@ def test_a_chunk_that_fails_leaves_its_lines_untouched_and_a_rerun_posts_them_on
 
     monkeypatch.setattr(audit, "record_many", fails_on_second_chunk)
     with pytest.raises(RuntimeError, match="second chunk"):
-        posting.match_and_post(engine, "test", "night-1")
+        posting.match_and_post(runtime.run_for(engine, actor="test", run_id="night-1"))
     monkeypatch.setattr(audit, "record_many", real_record_many)
     after_crash = _state(engine)
     assert after_crash["invoices"] == {"K1": ("partially_paid", K1_PART), "K3": ("issued", 0)}
@@ -129,5 +130,5 @@ def test_a_chunk_that_fails_leaves_its_lines_untouched_and_a_rerun_posts_them_on
     assert after_crash["lines"] == ["matched", "new", "new", "new", "new"]
     assert after_crash["exceptions"] == [("short_payment", K1_PART)]
 
-    posting.match_and_post(engine, "test", "night-2")
+    posting.match_and_post(runtime.run_for(engine, actor="test", run_id="night-2"))
     assert _state(engine) == POSTED

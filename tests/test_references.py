@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy.exc
 from sample_data import write_feeds
 
+from invoiceflow.airflow import runtime
 from invoiceflow.billing import pricing
 from invoiceflow.core import db
 from invoiceflow.core.policy import load_policy
@@ -29,8 +30,8 @@ ENTRY = (
 def priced(engine, data_dir):
     """The sample month loaded and priced (draft invoices), plus contract K9 and load L9 with one entry, T9."""
     write_feeds(data_dir / "inbox")
-    sources.load_inbox(engine, load_policy(), "test")
-    pricing.price_period(engine, load_policy(), "run-1", OCTOBER, "test")
+    sources.load_inbox(runtime.run_for(engine, actor="test", policy=load_policy()))
+    pricing.price_period(runtime.run_for(engine, actor="test", run_id="run-1", policy=load_policy()), OCTOBER)
     with engine.begin() as conn:
         db.execute(
             conn,

@@ -8,6 +8,7 @@ from datetime import date, timedelta
 import pytest
 from billing_fixtures import issued_month
 
+from invoiceflow.airflow import runtime
 from invoiceflow.core import db, statuses
 from invoiceflow.core.policy import load_policy
 from invoiceflow.invoicing import credit_notes
@@ -44,7 +45,7 @@ def test_schedule_over_a_month(engine, data_dir, month):
     day = date(2026, 11, 1)
     while day <= date(2026, 12, 31):
         if day not in (date(2026, 11, 24), date(2026, 11, 25)):  # two missed days
-            reminders.send_reminders(engine, policy, day, "test", use_smtp=False)
+            reminders.send_reminders(runtime.run_for(engine, actor="test", today=day, policy=policy, send_mail=False))
         day += timedelta(days=1)
     sent = _sent(engine)
     assert sent.count(("K2", "reminder-1")) == 1 and sent.count(("K2", "reminder-3")) == 1
@@ -55,7 +56,9 @@ def test_schedule_over_a_month(engine, data_dir, month):
 
 
 def test_missed_days_send_only_the_highest_level(engine, data_dir, month):
-    reminders.send_reminders(engine, load_policy(), date(2026, 11, 20), "test", use_smtp=False)
+    reminders.send_reminders(
+        runtime.run_for(engine, actor="test", today=date(2026, 11, 20), policy=load_policy(), send_mail=False)
+    )
     assert [d for c, d in _sent(engine) if c == "K2"] == ["reminder-3"]  # 5 days overdue: final notice only
 
 
@@ -99,12 +102,16 @@ def test_a_month_of_reminders_through_smtp(engine, data_dir, month, monkeypatch)
                         "UPDATE invoices SET paid_amount = 50000, status = 'partially_paid' WHERE contract_id = 'K4'",
                     )
             if day == date(2026, 12, 10):
-                assert disputes.open_dispute(engine, numbers["K3"], "hours disputed", "user:finance")
-                assert not disputes.open_dispute(engine, numbers["K3"], "again", "user:finance")  # one open
+                assert disputes.open_dispute(
+                    runtime.run_for(engine, actor="user:finance"), numbers["K3"], "hours disputed"
+                )
+                assert not disputes.open_dispute(
+                    runtime.run_for(engine, actor="user:finance"), numbers["K3"], "again"
+                )  # one open
             if day == date(2026, 12, 22):
-                assert disputes.resolve_dispute(engine, numbers["K3"], "agreed", "user:finance")
+                assert disputes.resolve_dispute(runtime.run_for(engine, actor="user:finance"), numbers["K3"], "agreed")
             if day not in (date(2026, 11, 24), date(2026, 11, 25)):
-                reminders.send_reminders(engine, policy, day, "test", use_smtp=True)
+                reminders.send_reminders(runtime.run_for(engine, actor="test", today=day, policy=policy))
             day += timedelta(days=1)
         got = [
             (
@@ -150,14 +157,18 @@ def test_a_month_of_reminders_through_smtp(engine, data_dir, month, monkeypatch)
 def test_credited_and_disputed_invoices_get_nothing(engine, data_dir, month):
     policy = load_policy()
     credit_notes.credit_note(
-        engine, policy, month["K1"]["invoice_number"], reason="cancelled", issue_date=date(2026, 11, 5), actor="test"
+        runtime.run_for(engine, actor="test", today=date(2026, 11, 5), policy=policy),
+        month["K1"]["invoice_number"],
+        reason="cancelled",
     )
-    disputes.open_dispute(engine, month["K2"]["invoice_number"], "wrong milestone", "user:finance")
+    disputes.open_dispute(
+        runtime.run_for(engine, actor="user:finance"), month["K2"]["invoice_number"], "wrong milestone"
+    )
     with engine.connect() as conn:
         due = {r["invoice_id"] for r in reminders.due_reminders(conn, policy, date(2026, 12, 20))}
     assert due == {month["K3"]["invoice_id"], month["K4"]["invoice_id"]}
     with pytest.raises(disputes.DisputeError, match="no issued invoice"):
-        disputes.open_dispute(engine, "NWD-1999-000001", "x", "user:finance")
+        disputes.open_dispute(runtime.run_for(engine, actor="user:finance"), "NWD-1999-000001", "x")
 
 
 def test_dispute_from_the_command_line(data_dir, capsys):
@@ -186,7 +197,9 @@ def test_dispute_from_the_command_line(data_dir, capsys):
 def test_a_bad_address_is_reported_and_other_reminders_go_out(engine, data_dir, month):
     with engine.begin() as conn:
         db.execute(conn, "UPDATE clients SET email = 'nobody' WHERE client_id = 'C1'")
-    counts = reminders.send_reminders(engine, load_policy(), date(2026, 12, 20), "test", use_smtp=False)
+    counts = reminders.send_reminders(
+        runtime.run_for(engine, actor="test", today=date(2026, 12, 20), policy=load_policy(), send_mail=False)
+    )
     assert counts["bad_address"] == 2 and counts["final"] == 2  # K1, K4 reported; K2, K3 reminded
     with engine.connect() as conn:
         reported = db.rows(conn, "SELECT * FROM exceptions WHERE category = 'delivery_failed'")

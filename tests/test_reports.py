@@ -11,6 +11,7 @@ from billing_fixtures import issued_month
 from pypdf import PdfReader
 from smtp_server import SmtpServer
 
+from invoiceflow.airflow import runtime
 from invoiceflow.collect import importing, posting
 from invoiceflow.collect.statements.records import Statement, Transaction
 from invoiceflow.core import db
@@ -47,8 +48,8 @@ def reconciled(engine, data_dir):
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "a.xml").write_bytes(write_camt053([st], message_id="a", created_at=datetime(2026, 11, 20, tzinfo=UTC)))
     (folder / "b.xml").write_bytes(b"<Document>")
-    importing.import_statements(engine, "test")
-    posting.match_and_post(engine, "test", "run")
+    importing.import_statements(runtime.run_for(engine, actor="test"))
+    posting.match_and_post(runtime.run_for(engine, actor="test", run_id="run"))
     return month
 
 
@@ -74,8 +75,8 @@ def test_report_explains_each_section_and_ranks_suggestions(engine, reconciled, 
 
 
 def test_report_is_emailed_to_finance_once(engine, reconciled, smtp):
-    first = reports.nightly_reports(engine, DAY, use_smtp=True)
-    again = reports.nightly_reports(engine, DAY, use_smtp=True)
+    first = reports.nightly_reports(runtime.run_for(engine, today=DAY))
+    again = reports.nightly_reports(runtime.run_for(engine, today=DAY))
     assert (first["exceptions_mail"], again["exceptions_mail"]) == ("sent", "already sent")
     (got,) = smtp.messages
     assert got.recipients == ["finance@northwind-digital.example"]
@@ -86,7 +87,7 @@ def test_report_is_emailed_to_finance_once(engine, reconciled, smtp):
 
 
 def test_weekly_digest_on_the_policy_weekday_lists_everything_still_open(engine, reconciled, smtp):
-    out = reports.nightly_reports(engine, MONDAY, use_smtp=True)
+    out = reports.nightly_reports(runtime.run_for(engine, today=MONDAY))
     assert out["digest_mail"] == "sent" and len(smtp.messages) == 2
     html = Path(out["digest"]["html"]).read_text(encoding="utf-8")
     assert "Weekly digest of everything still open" in html and "Age (days)" in html

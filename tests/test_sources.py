@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from sample_data import FEEDS, write_feeds
 
+from invoiceflow.airflow import runtime
 from invoiceflow.core import db
 from invoiceflow.core.policy import load_policy
 from invoiceflow.ingest import sources
@@ -26,7 +27,7 @@ def _quarantine(engine):
 
 def test_good_feeds_load_once(engine, data_dir):
     write_feeds(data_dir / "inbox")
-    results = sources.load_inbox(engine, load_policy(), ACTOR)
+    results = sources.load_inbox(runtime.run_for(engine, actor=ACTOR, policy=load_policy()))
     assert [(r.feed, r.status, r.rows_accepted) for r in results] == [
         ("clients", "loaded", 3),
         ("contracts", "loaded", 4),
@@ -42,7 +43,7 @@ def test_good_feeds_load_once(engine, data_dir):
     assert t3["hours"] == 425 and t3["billable"] in (True, 1)
     assert rate == 9555
 
-    again = sources.load_inbox(engine, load_policy(), ACTOR)
+    again = sources.load_inbox(runtime.run_for(engine, actor=ACTOR, policy=load_policy()))
     assert {r.status for r in again} == {"skipped"}
 
 
@@ -69,7 +70,7 @@ def test_bad_rows_are_quarantined_with_line_field_and_reason(engine, data_dir):
         update={"validation": load_policy().validation.model_copy(update={"max_bad_row_ratio": 0.9})}
     )
     write_feeds(data_dir / "inbox", timesheets=bad)
-    results = {r.feed: r for r in sources.load_inbox(engine, policy, ACTOR)}
+    results = {r.feed: r for r in sources.load_inbox(runtime.run_for(engine, actor=ACTOR, policy=policy))}
     ts = results["timesheets"]
     assert (ts.status, ts.rows_read, ts.rows_accepted) == ("loaded", 15, 5)
 
@@ -119,7 +120,10 @@ def test_unusable_file_is_rejected_whole_and_the_run_goes_on(engine, data_dir, c
     paths = write_feeds(data_dir / "inbox")
     bad = paths["timesheets"].with_name("timesheets-bad.csv")
     bad.write_bytes(content)
-    results = {(r.feed, r.source.rsplit("/", 1)[-1]): r for r in sources.load_inbox(engine, load_policy(), ACTOR)}
+    results = {
+        (r.feed, r.source.rsplit("/", 1)[-1]): r
+        for r in sources.load_inbox(runtime.run_for(engine, actor=ACTOR, policy=load_policy()))
+    }
     rejected = results[("timesheets", "timesheets-bad.csv")]
     assert rejected.status == "rejected"
     assert "timesheets-bad.csv" in rejected.message
@@ -135,14 +139,22 @@ def test_unusable_file_is_rejected_whole_and_the_run_goes_on(engine, data_dir, c
 
 def test_header_only_file_loads_nothing_and_says_so(engine, data_dir):
     write_feeds(data_dir / "inbox", timesheets=FEEDS["timesheets"].splitlines()[0] + "\n")
-    result = [r for r in sources.load_inbox(engine, load_policy(), ACTOR) if r.feed == "timesheets"][0]
+    result = [
+        r
+        for r in sources.load_inbox(runtime.run_for(engine, actor=ACTOR, policy=load_policy()))
+        if r.feed == "timesheets"
+    ][0]
     assert (result.status, result.rows_read, result.rows_accepted) == ("loaded", 0, 0)
 
 
 def test_too_many_bad_rows_reject_the_file(engine, data_dir):
     rows = FEEDS["timesheets"] + "".join(f"X{i},K9,PRJ-1,E1,developer,2026-10-02,1.00,true,x\n" for i in range(3))
     write_feeds(data_dir / "inbox", timesheets=rows)
-    result = [r for r in sources.load_inbox(engine, load_policy(), ACTOR) if r.feed == "timesheets"][0]
+    result = [
+        r
+        for r in sources.load_inbox(runtime.run_for(engine, actor=ACTOR, policy=load_policy()))
+        if r.feed == "timesheets"
+    ][0]
     assert result.status == "rejected"
     assert "3 of 9 rows failed validation" in result.message and "line 8 contract_id" in result.message
     with engine.connect() as conn:
@@ -151,11 +163,11 @@ def test_too_many_bad_rows_reject_the_file(engine, data_dir):
 
 def test_corrected_row_supersedes_an_unbilled_one(engine, data_dir):
     paths = write_feeds(data_dir / "inbox")
-    sources.load_inbox(engine, load_policy(), ACTOR)
+    sources.load_inbox(runtime.run_for(engine, actor=ACTOR, policy=load_policy()))
     paths["timesheets"].with_name("timesheets-fix.csv").write_text(
         FEEDS["timesheets"].splitlines()[0] + "\nT1,K1,PRJ-1,E1,developer,2026-10-01,6.00,true,API design\n"
     )
-    sources.load_inbox(engine, load_policy(), ACTOR)
+    sources.load_inbox(runtime.run_for(engine, actor=ACTOR, policy=load_policy()))
     with engine.connect() as conn:
         assert db.scalar(conn, "SELECT hours FROM time_entries WHERE entry_id = 'T1'") == 600
 
@@ -167,8 +179,10 @@ def test_a_changed_billed_record_is_quarantined_not_dropped(engine, data_dir):
     from invoiceflow.core import periods
 
     paths = write_feeds(data_dir / "inbox")
-    sources.load_inbox(engine, load_policy(), ACTOR)
-    pricing.price_period(engine, load_policy(), "run-1", periods.period_of("2026-10"), ACTOR)
+    sources.load_inbox(runtime.run_for(engine, actor=ACTOR, policy=load_policy()))
+    pricing.price_period(
+        runtime.run_for(engine, actor=ACTOR, run_id="run-1", policy=load_policy()), periods.period_of("2026-10")
+    )
     header, t1, t2, *_rest, t5, _t6 = FEEDS["timesheets"].strip().splitlines()
     paths["timesheets"].with_name("timesheets-resent.csv").write_text(
         "\n".join(
@@ -184,7 +198,11 @@ def test_a_changed_billed_record_is_quarantined_not_dropped(engine, data_dir):
     paths["milestones"].with_name("milestones-resent.csv").write_text(
         FEEDS["milestones"].replace("12000.00", "12500.00")
     )
-    results = {r.feed: r for r in sources.load_inbox(engine, load_policy(), ACTOR) if r.status == "loaded"}
+    results = {
+        r.feed: r
+        for r in sources.load_inbox(runtime.run_for(engine, actor=ACTOR, policy=load_policy()))
+        if r.status == "loaded"
+    }
     assert (results["timesheets"].rows_accepted, results["timesheets"].rows_quarantined) == (2, 1)
     assert (results["milestones"].rows_accepted, results["milestones"].rows_quarantined) == (1, 1)
     with engine.connect() as conn:
@@ -209,7 +227,11 @@ def test_a_large_file_loads_in_chunks_with_file_wide_checks(engine, data_dir, mo
     extra[77] = "T2,K1,PRJ-1,E1,developer,2026-10-20,1.00,true,repeats T2 of line 3"
     extra[78] = "X78,K1,PRJ-1,E1,developer,2026-10-20,abc,true,bad hours"
     paths = write_feeds(data_dir / "inbox", timesheets="\n".join([*rows, *extra]) + "\n")
-    result = [r for r in sources.load_inbox(engine, load_policy(), ACTOR) if r.feed == "timesheets"][0]
+    result = [
+        r
+        for r in sources.load_inbox(runtime.run_for(engine, actor=ACTOR, policy=load_policy()))
+        if r.feed == "timesheets"
+    ][0]
     assert (result.status, result.rows_read, result.rows_accepted, result.rows_quarantined) == ("loaded", 86, 83, 3)
     found = {(q["line_no"], q["field"]): q for q in _quarantine(engine)}
     assert found[(3, "entry_id")]["reason"] == "appears more than once in the file"
@@ -226,7 +248,11 @@ def test_a_file_broken_after_its_first_chunk_loads_nothing(engine, data_dir, mon
     monkeypatch.setattr(sources, "CHUNK_ROWS", 2)
     rows = FEEDS["timesheets"].splitlines()
     write_feeds(data_dir / "inbox", timesheets="\n".join([*rows, 'X1,K1,"unclosed quote,E1']) + "\n")
-    result = [r for r in sources.load_inbox(engine, load_policy(), ACTOR) if r.feed == "timesheets"][0]
+    result = [
+        r
+        for r in sources.load_inbox(runtime.run_for(engine, actor=ACTOR, policy=load_policy()))
+        if r.feed == "timesheets"
+    ][0]
     assert result.status == "rejected" and "cannot be read as CSV" in result.message
     with engine.connect() as conn:
         assert db.scalar(conn, "SELECT COUNT(*) FROM time_entries") == 0
@@ -250,7 +276,7 @@ def test_time_entries_are_checked_against_term_rates_calendar_and_daily_hours(en
     entries.append(bad[4] + " (another chunk)")
     entries.append("B6,K1,PRJ-1,E9,architect,2026-10-05,1.00,true,third: 17 h on the day")
     write_feeds(data_dir / "inbox", rate_cards=rates, timesheets=FEEDS["timesheets"] + "\n".join(entries) + "\n")
-    sources.load_inbox(engine, load_policy(), ACTOR)
+    sources.load_inbox(runtime.run_for(engine, actor=ACTOR, policy=load_policy()))
     found = {q["record_id"]: q for q in _quarantine(engine) if q["record_id"].startswith("B")}
     assert set(found) == {"B1", "B2", "B3", "B4", "B5", "B6"}
     assert "outside the contract's term" in found["B1"]["reason"]
@@ -270,7 +296,11 @@ def test_dates_in_other_formats_are_quarantined_and_extra_columns_ignored(engine
     )
     rows += "".join(f"G{n},K1,PRJ-1,E{n},developer,2026-10-{n % 28 + 1:02d},1.00,true,ok,someone\n" for n in range(80))
     write_feeds(data_dir / "inbox", timesheets=header + rows)
-    result = [r for r in sources.load_inbox(engine, load_policy(), ACTOR) if r.feed == "timesheets"][0]
+    result = [
+        r
+        for r in sources.load_inbox(runtime.run_for(engine, actor=ACTOR, policy=load_policy()))
+        if r.feed == "timesheets"
+    ][0]
     assert (result.status, result.rows_accepted, result.rows_quarantined) == ("loaded", 86, 4)
     reasons = {q["record_id"]: (q["field"], q["value"], q["reason"]) for q in _quarantine(engine)}
     assert reasons["D0"] == ("work_date", "31/10/2026", "is not a date in the form YYYY-MM-DD")
@@ -282,7 +312,7 @@ def test_quarantined_rows_are_shown_in_great_expectations_data_docs(engine, data
         f"G{n},K1,PRJ-1,E{n},developer,2026-10-{n % 28 + 1:02d},1.00,true,ok\n" for n in range(40)
     )
     write_feeds(data_dir / "inbox", timesheets=rows + "Q1,K9,PRJ-9,E1,developer,2026-10-02,2.00,true,unknown\n")
-    sources.load_inbox(engine, load_policy(), ACTOR)
+    sources.load_inbox(runtime.run_for(engine, actor=ACTOR, policy=load_policy()))
     with engine.connect() as conn:
         pages = db.rows(conn, "SELECT feed, data_docs FROM source_loads WHERE data_docs IS NOT NULL")
     assert [p["feed"] for p in pages] == ["timesheets"]
@@ -298,7 +328,7 @@ def test_an_unusable_file_fails_the_run_in_its_own_task_and_the_rest_is_billed(e
     pricing go on beside it."""
     paths = write_feeds(data_dir / "inbox")
     paths["timesheets"].with_name("timesheets-broken.csv").write_bytes(b"entry_id;contract_id\nT9;K1\n")
-    results = sources.load_inbox(engine, load_policy(), ACTOR)
+    results = sources.load_inbox(runtime.run_for(engine, actor=ACTOR, policy=load_policy()))
     message = sources.unusable_files_message(results)
     assert message is not None and message.startswith("1 source file(s) could not be used")
     assert "timesheets-broken.csv: missing columns" in message and "drop it again" in message
@@ -329,7 +359,7 @@ def test_a_bulk_load_refreshes_the_planner_statistics_on_postgresql(engine, data
         pytest.skip("PostgreSQL's statistics")
     monkeypatch.setattr(sources, "BULK_LOAD_ROWS", threshold)
     write_feeds(data_dir / "inbox")
-    sources.load_inbox(engine, load_policy(), "test")
+    sources.load_inbox(runtime.run_for(engine, actor="test", policy=load_policy()))
     with engine.connect() as conn:
         sampled = db.scalar(conn, "SELECT COUNT(*) FROM pg_stats WHERE tablename = 'time_entries'")
     assert (sampled > 0) == (threshold == 1)

@@ -10,6 +10,7 @@ from conftest import _drop_pg_database, _new_pg_database
 from sample_data import write_feeds
 from sqlalchemy import create_engine, text
 
+from invoiceflow.airflow import runtime
 from invoiceflow.core import db
 from invoiceflow.core.policy import SqlSource, load_policy
 from invoiceflow.ingest import sources
@@ -76,7 +77,10 @@ def test_sql_source_loads_incrementally_with_checks_and_quarantine(engine, data_
         ),
     )
 
-    first = {r.source.rsplit("/", 1)[-1]: r for r in sources.load_sources(engine, policy, ACTOR, resolve)}
+    first = {
+        r.source.rsplit("/", 1)[-1]: r
+        for r in sources.load_sources(runtime.run_for(engine, actor=ACTOR, policy=policy), resolve)
+    }
     (extract,) = [r for name, r in first.items() if name.startswith("sql-source_tt-")]
     assert (extract.feed, extract.status, extract.rows_accepted, extract.rows_quarantined) == (
         "timesheets",
@@ -89,14 +93,22 @@ def test_sql_source_loads_incrementally_with_checks_and_quarantine(engine, data_
         assert db.scalar(conn, "SELECT hours FROM time_entries WHERE entry_id = 'S1'") == 750
         assert db.scalar(conn, "SELECT watermark FROM source_watermarks") == "2026-11-01 09:00:00"
 
-    assert [r for r in sources.load_sources(engine, policy, ACTOR, resolve) if r.status != "skipped"] == []
+    assert [
+        r
+        for r in sources.load_sources(runtime.run_for(engine, actor=ACTOR, policy=policy), resolve)
+        if r.status != "skipped"
+    ] == []
 
     _upsert(
         source_db,
         ("S1", "K1", "PRJ-1", "E7", "developer", "2026-10-05", "8.00", True, None, datetime(2026, 11, 2, 8)),
         ("S3", "K1", "PRJ-1", "E8", "architect", "2026-10-07", "1.25", True, None, datetime(2026, 11, 2, 9)),
     )
-    third = [r for r in sources.load_sources(engine, policy, ACTOR, resolve) if r.status == "loaded"]
+    third = [
+        r
+        for r in sources.load_sources(runtime.run_for(engine, actor=ACTOR, policy=policy), resolve)
+        if r.status == "loaded"
+    ]
     assert [(r.rows_read, r.rows_accepted) for r in third] == [(2, 2)]  # only what changed
     with engine.connect() as conn:
         assert db.scalar(conn, "SELECT hours FROM time_entries WHERE entry_id = 'S1'") == 800  # the correction

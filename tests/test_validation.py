@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from sample_data import FEEDS, write_feeds
 
+from invoiceflow.airflow import runtime
 from invoiceflow.core import db
 from invoiceflow.core.policy import load_policy
 from invoiceflow.ingest import feeds, sources, validation
@@ -124,7 +125,7 @@ def _gx_failing(feed: str, definition: dict, checked: pd.DataFrame) -> dict[int,
 @pytest.mark.parametrize("feed", list(FEEDS))
 def test_the_screen_fails_exactly_the_rows_great_expectations_fails(engine, data_dir, feed):
     write_feeds(data_dir / "inbox")
-    sources.load_inbox(engine, load_policy(), "test")
+    sources.load_inbox(runtime.run_for(engine, actor="test", policy=load_policy()))
     frame = _mutated(feed)
     with engine.connect() as conn:
         known = sources.known_references(conn, load_policy())
@@ -158,7 +159,7 @@ def test_a_clean_load_finds_nothing_and_a_bad_row_is_still_reported_by_great_exp
     engine, data_dir, monkeypatch
 ):
     write_feeds(data_dir / "inbox")
-    sources.load_inbox(engine, load_policy(), "test")
+    sources.load_inbox(runtime.run_for(engine, actor="test", policy=load_policy()))
     with engine.connect() as conn:
         known = sources.known_references(conn, load_policy())
     frame = _mutated("timesheets").iloc[:6]  # the six good rows

@@ -1,4 +1,4 @@
-"""The ``invoiceflow`` command: the scriptable surface of the project (see the README)."""
+"""The ``invoiceflow`` command: the scriptable surface of the project (docs/operations.md lists every command)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,31 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from invoiceflow.core import db, settings
+from invoiceflow.core.errors import InvoiceflowError
+from invoiceflow.core.run import Run
 
 
 def _engine():
+    """The billing database for a command that writes: created and migrated when needed."""
     from invoiceflow.airflow import runtime
 
     return runtime.billing_engine()
+
+
+def _reading_engine():
+    """The billing database for a command that only reads: never created or migrated."""
+    from invoiceflow.airflow import runtime
+
+    return runtime.existing_billing_engine()
+
+
+def _run(run_id: str, day: date | None = None, send_mail: bool = True) -> Run:
+    """The run context of a command: the person at the keyboard is the actor."""
+    from invoiceflow.airflow import runtime
+
+    return runtime.run_for(
+        _engine(), actor=f"user:{os.environ.get('USER', 'cli')}", run_id=run_id, today=day, send_mail=send_mail
+    )
 
 
 def cmd_db_upgrade(_args: argparse.Namespace) -> int:
@@ -46,7 +65,7 @@ def cmd_demo_statement(args: argparse.Namespace) -> int:
     from invoiceflow.demo import bank, statements
 
     day = date.fromisoformat(args.date)
-    with _engine().connect() as conn:
+    with _reading_engine().connect() as conn:
         invoices = db.rows(
             conn,
             "SELECT i.invoice_number, i.payment_reference, i.currency, i.gross_amount, i.due_date, "
@@ -86,29 +105,28 @@ def cmd_parse_statement(args: argparse.Namespace) -> int:
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
     """The nightly reconciliation without Airflow: import, match and post, journal, exception report."""
-    from invoiceflow.accounting import exports, journal, status
+    from invoiceflow.accounting import books
     from invoiceflow.collect import importing, posting
-    from invoiceflow.core.policy import policy
     from invoiceflow.reporting import reports
 
-    engine, pol = _engine(), policy()
     day = date.fromisoformat(args.date) if args.date else date.today()
-    actor, run_id = f"user:{os.environ.get('USER', 'cli')}", f"cli__{day}"
-    for result in importing.import_statements(engine, actor, pol):
+    run = _run(f"cli__{day}", day)
+    if args.send and not run.mail.available():
+        print("reconcile: --send needs an SMTP connection (smtp_default)", file=sys.stderr)
+        return 2
+    for result in importing.import_statements(run):
         print(
             f"{result['file']}: {result['status']}, {result['new_transactions']} new lines"
             + (f" ({result['message']})" if result.get("message") else "")
         )
-    counts = posting.match_and_post(engine, actor, run_id, pol)
+    counts = posting.match_and_post(run)
     print(
         f"matched {counts['matched']}, partial {counts['partial']}, returned {counts['returned']}, "
         f"exceptions {counts['exceptions']}"
     )
-    journal.record_journal(engine, pol, run_id)
-    exported = exports.export_journal(engine, pol, run_id, day)
+    exported = books.nightly(run)["exported"]
     print(f"journal: {exported['entries']} entries in {exported['csv']} and {exported['beancount']}")
-    status.import_accounting_status(engine, actor)
-    out = reports.nightly_reports(engine, day, use_smtp=args.send)
+    out = reports.nightly_reports(run)
     print(
         f"exception report: {out['exceptions']['html']} ({out['exceptions']['to_act']} to act on); "
         f"e-mail: {out['exceptions_mail']}"
@@ -119,7 +137,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 def cmd_summary(_args: argparse.Namespace) -> int:
     from invoiceflow.reporting import reports
 
-    print_summary(reports.billing_summary(_engine()))
+    print_summary(reports.billing_summary(_reading_engine()))
     return 0
 
 
@@ -143,7 +161,7 @@ def _airflow_test(dag_id: str, day: date, *extra: str) -> None:
     log = settings.data_dir() / "logs" / f"{dag_id}-{day}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as out:
-        # `airflow dags test` cannot run a DAG with a deadline alert in Airflow 3.3.2 (invoiceflow.operations)
+        # `airflow dags test` cannot run a DAG with a deadline alert in Airflow 3.3.2 (invoiceflow.airflow.defaults)
         env = {**os.environ, "INVOICEFLOW_LATE_RUN_ALERTS": "off"}
         done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, check=False)  # noqa: S603 - fixed argv
     state = "success" if done.returncode == 0 else f"FAILED (exit {done.returncode})"
@@ -200,14 +218,13 @@ def _line_amount(text: str) -> tuple[int, str]:
 
 def cmd_credit_note(args: argparse.Namespace) -> int:
     """Issue, render and deliver a credit note; the invoice it corrects never changes."""
-    from invoiceflow.airflow import runtime
-    from invoiceflow.core import policy
     from invoiceflow.core.money import MoneyError, to_minor
     from invoiceflow.invoicing import credit_notes
     from invoiceflow.send import outbox
 
-    engine, pol = runtime.billing_engine(), policy.policy()
-    actor = f"user:{os.environ.get('USER', 'cli')}"
+    day = date.fromisoformat(args.date) if args.date else date.today()
+    run = _run(f"cli__credit-note__{args.invoice}", day)
+    engine = run.engine
     amounts = None
     if args.line:
         with engine.connect() as conn:
@@ -218,20 +235,12 @@ def cmd_credit_note(args: argparse.Namespace) -> int:
             print(f"credit-note: {exc}", file=sys.stderr)
             return 2
     try:
-        note_id = credit_notes.credit_note(
-            engine,
-            pol,
-            args.invoice,
-            reason=args.reason,
-            issue_date=date.fromisoformat(args.date) if args.date else date.today(),
-            actor=actor,
-            amounts=amounts,
-        )
+        note_id = credit_notes.credit_note(run, args.invoice, reason=args.reason, amounts=amounts)
     except credit_notes.CreditNoteError as exc:
         print(f"credit-note: {exc}", file=sys.stderr)
         return 2
-    outbox.render_invoices(engine, pol, [note_id], actor)
-    outbox.deliver_invoices(engine, pol, [note_id], actor)
+    outbox.render_invoices(run, [note_id])
+    outbox.deliver_invoices(run, [note_id])
     with engine.connect() as conn:
         note = db.rows(conn, "SELECT * FROM report_invoices WHERE invoice_id = :i", {"i": note_id})[0]
         pdf = db.scalar(conn, "SELECT pdf_path FROM invoices WHERE invoice_id = :i", {"i": note_id})
@@ -247,7 +256,7 @@ def cmd_audit_verify(_args: argparse.Namespace) -> int:
     """Check the hash chain of the audit trail; exit 1 and name the first broken event."""
     from invoiceflow.core import audit
 
-    with _engine().connect() as conn:
+    with _reading_engine().connect() as conn:
         report = audit.verify(conn)
     covered = report.events - report.unchained
     if report.ok:
@@ -265,7 +274,7 @@ def cmd_audit_show(args: argparse.Namespace) -> int:
     """The audit history of one invoice (by number, or draft id), oldest first, for finance."""
     from invoiceflow.core import audit
 
-    with _engine().connect() as conn:
+    with _reading_engine().connect() as conn:
         found = db.rows(
             conn,
             "SELECT invoice_id, invoice_number, status FROM invoices WHERE invoice_number = :n "
@@ -296,16 +305,15 @@ def cmd_audit_show(args: argparse.Namespace) -> int:
 
 def cmd_dispute(args: argparse.Namespace) -> int:
     """Open a dispute (reminders pause) or resolve it (reminders resume)."""
-    from invoiceflow.airflow import runtime
     from invoiceflow.send import disputes
 
-    engine, actor = runtime.billing_engine(), f"user:{os.environ.get('USER', 'cli')}"
+    run = _run(f"cli__dispute__{args.invoice}")
     try:
         if args.resolve is not None:
-            done = disputes.resolve_dispute(engine, args.invoice, args.resolve, actor)
+            done = disputes.resolve_dispute(run, args.invoice, args.resolve)
             print(f"{args.invoice}: dispute resolved, reminders resume" if done else f"{args.invoice}: no open dispute")
         else:
-            done = disputes.open_dispute(engine, args.invoice, args.reason or "", actor)
+            done = disputes.open_dispute(run, args.invoice, args.reason or "")
             print(f"{args.invoice}: disputed, reminders paused" if done else f"{args.invoice}: already disputed")
     except disputes.DisputeError as exc:
         print(f"dispute: {exc}", file=sys.stderr)
@@ -315,11 +323,9 @@ def cmd_dispute(args: argparse.Namespace) -> int:
 
 def cmd_release_delivery(args: argparse.Namespace) -> int:
     """Allow one more attempt of an unconfirmed or given-up e-mail, after checking the mail server."""
-    from invoiceflow.airflow import runtime
     from invoiceflow.send import outbox
 
-    actor = f"user:{os.environ.get('USER', 'cli')}"
-    if not outbox.release_unconfirmed(runtime.billing_engine(), args.message_id, actor, args.reason):
+    if not outbox.release_unconfirmed(_run(f"cli__release__{args.message_id}"), args.message_id, args.reason):
         print(f"release-delivery: no unconfirmed or failed e-mail {args.message_id}", file=sys.stderr)
         return 2
     print(f"{args.message_id}: released; the next delivery run or retry sweep sends it")
@@ -348,7 +354,11 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("reconcile", help="run the nightly bank reconciliation now, without Airflow")
     p.add_argument("--date", help="business date of the run, YYYY-MM-DD (default: today)")
-    p.add_argument("--send", action="store_true", default=None, help="send the report by SMTP (else: the outbox)")
+    p.add_argument(
+        "--send",
+        action="store_true",
+        help="require the report to go out by SMTP (without it: by SMTP when smtp_default exists, else the outbox)",
+    )
     p.set_defaults(func=cmd_reconcile)
 
     sub.add_parser("summary", help="what has been issued, paid, reminded").set_defaults(func=cmd_summary)
@@ -394,7 +404,11 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_demo)
 
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return int(args.func(args))
+    except InvoiceflowError as exc:
+        print(f"invoiceflow {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import csv
 import hashlib
-from datetime import date
 from pathlib import Path
 from typing import Any
-
-from sqlalchemy import Engine
 
 from invoiceflow.accounting.journal import ROLE_TYPES, journal_entries
 from invoiceflow.core import db, settings
 from invoiceflow.core.money import format_plain
 from invoiceflow.core.policy import Policy
+from invoiceflow.core.run import Run
 
 
 def beancount_account(number: str, pol: Policy) -> str:
@@ -26,8 +24,9 @@ def beancount_account(number: str, pol: Policy) -> str:
     return f"{ROLE_TYPES[role]}:{''.join(p.title() for p in role.split('_'))}:{number}"
 
 
-def export_journal(engine: Engine, pol: Policy, run_id: str, as_of: date, folder: Path | None = None) -> dict[str, str]:
+def export_journal(run: Run, folder: Path | None = None) -> dict[str, str]:
     """This run's entries as a general-journal CSV and a Beancount file (the same run rewrites the same files)."""
+    engine, pol, run_id, as_of = run.engine, run.policy, run.run_id, run.today
     folder = folder or settings.outbox() / "accounting"
     folder.mkdir(parents=True, exist_ok=True)
     tag = hashlib.sha256(run_id.encode()).hexdigest()[:8]

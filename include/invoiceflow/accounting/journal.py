@@ -25,12 +25,12 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection
 
 from invoiceflow.core import db
 from invoiceflow.core.fx import fx_rate
 from invoiceflow.core.money import to_base
-from invoiceflow.core.policy import Policy
+from invoiceflow.core.run import Run
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +148,9 @@ def _side(amount: int) -> dict[str, int]:
     return {"credit": amount} if amount >= 0 else {"debit": -amount}
 
 
-def record_journal(engine: Engine, pol: Policy, run_id: str) -> dict[str, int]:
+def record_journal(run: Run) -> dict[str, int]:
     """Journal every issued document, payment and return not journaled yet."""
+    engine, pol, run_id = run.engine, run.policy, run.run_id
     acc, rec = pol.reconciliation.accounts, pol.reconciliation
     counts = {"documents": 0, "payments": 0, "returns": 0}
     with engine.begin() as conn:

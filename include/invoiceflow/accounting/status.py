@@ -8,10 +8,11 @@ import logging
 from datetime import date
 from pathlib import Path
 
-from sqlalchemy import Engine, text
+from sqlalchemy import text
 
 from invoiceflow.core import audit, db, settings
 from invoiceflow.core.money import MoneyError, format_plain, to_minor
+from invoiceflow.core.run import Run
 
 log = logging.getLogger(__name__)
 
@@ -19,8 +20,9 @@ log = logging.getLogger(__name__)
 ACCOUNTING_COLUMNS = ("invoice_number", "status", "paid_amount", "currency", "paid_on")
 
 
-def export_payment_status(engine: Engine, as_of: date, folder: Path | None = None) -> str:
+def export_payment_status(run: Run, folder: Path | None = None) -> str:
     """Our payment status per issued invoice, mapped for the accounting system (client, project, terms)."""
+    engine, as_of = run.engine, run.today
     folder = folder or settings.outbox() / "accounting"
     folder.mkdir(parents=True, exist_ok=True)
     with engine.connect() as conn:
@@ -67,8 +69,9 @@ def export_payment_status(engine: Engine, as_of: date, folder: Path | None = Non
     return str(path)
 
 
-def import_accounting_status(engine: Engine, actor: str, folder: Path | None = None) -> dict[str, int]:
+def import_accounting_status(run: Run, folder: Path | None = None) -> dict[str, int]:
     """Read the accounting system's payment status files and report where it and we disagree."""
+    engine = run.engine
     folder = folder or settings.inbox("accounting")
     folder.mkdir(parents=True, exist_ok=True)
     counts = {"files": 0, "rows": 0, "quarantined": 0, "mismatches": 0}

@@ -21,7 +21,7 @@ from datetime import timedelta
 from typing import Any
 
 from airflow.providers.smtp.notifications.smtp import SmtpNotifier
-from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference
+from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference, ExceptionRetryPolicy, RetryAction, RetryRule
 
 ALERT_EMAILS_ENV = "INVOICEFLOW_ALERT_EMAILS"
 LATE_RUN_ALERTS_ENV = "INVOICEFLOW_LATE_RUN_ALERTS"  # "off" leaves the deadline alerts out
@@ -49,11 +49,25 @@ def failure_email() -> SmtpNotifier:
     )
 
 
+RETRY_POLICY = ExceptionRetryPolicy(
+    rules=[
+        RetryRule(
+            # named by path, so that parsing a DAG file does not import the domain package
+            exception="invoiceflow.core.errors.DataError",
+            action=RetryAction.FAIL,
+            reason="the input or the books are wrong: a retry changes nothing; the log says what to fix",
+        ),
+    ],
+)
+"""Data errors fail at once; everything else (a mail server, the database) takes the retries."""
+
+
 def default_args(owner: str, retries: int = 2, first_retry: timedelta = timedelta(minutes=2)) -> dict[str, Any]:
-    """Retries that back off (2, 4, 8 ... minutes, at most 30) and the failure e-mail."""
+    """Retries that back off (2, 4, 8 ... minutes, at most 30), except for data errors, and the failure e-mail."""
     return {
         "owner": owner,
         "retries": retries,
+        "retry_policy": RETRY_POLICY,
         "retry_delay": first_retry,
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(minutes=30),

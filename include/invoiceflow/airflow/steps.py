@@ -42,7 +42,7 @@ class InvoiceReview(HITLOperator):
         from invoiceflow.airflow import runtime
         from invoiceflow.invoicing import approval
 
-        request = approval.request_of(runtime.billing_engine(), self.invoice_id, context["run_id"])
+        request = approval.request_of(runtime.run_from_context(context), self.invoice_id)
         self.subject, self.body = request["subject"], request["body"]
         self.assigned_users = request["assigned_users"]
         self.response_timeout = request["response_timeout"]
@@ -55,11 +55,9 @@ class InvoiceReview(HITLOperator):
 def ingest_sources(_ready: Any = None, **context: Any) -> list[str]:
     """Load new files and SQL source rows; the messages of the files that could not be used."""
     from invoiceflow.airflow import runtime
-    from invoiceflow.core.policy import policy
     from invoiceflow.ingest import sources
 
-    engine, actor = runtime.billing_engine(), runtime.actor(context)
-    results = sources.load_sources(engine, policy(), actor, runtime.connection_url)
+    results = sources.load_sources(runtime.run_from_context(context), runtime.connection_url)
     for result in results:
         for problem in result.problems:
             print(f"{result.feed}: {problem}")
@@ -82,17 +80,15 @@ def feeds_usable(unusable: list[str]) -> None:
 @task(multiple_outputs=True)
 def route_approvals(batch_id: int, **context: Any) -> dict[str, list[int]]:
     from invoiceflow.airflow import runtime
-    from invoiceflow.core.policy import policy
     from invoiceflow.invoicing import approval
 
-    return approval.route(runtime.billing_engine(), policy(), batch_id, runtime.actor(context))
+    return approval.route(runtime.run_from_context(context), batch_id)
 
 
 @task(trigger_rule="none_failed")
 def ask(_ready: Any, **context: Any) -> list[int]:
     """Ask this round's requests; the invoice ids, one mapped review task each."""
     from invoiceflow.airflow import runtime
-    from invoiceflow.core.policy import policy
     from invoiceflow.invoicing import approval
 
     ti = context["ti"]
@@ -104,23 +100,15 @@ def ask(_ready: Any, **context: Any) -> list[int]:
         base = (conf.get("api", "base_url", fallback="") or "http://localhost:8080").rstrip("/")
         return f"{base}/dags/{ti.dag_id}/runs/{ti.run_id}/tasks/{review_task}/required_actions?map_index={map_index}"
 
-    return approval.open_requests(runtime.billing_engine(), policy(), context["run_id"], runtime.actor(context), link)
+    return approval.open_requests(runtime.run_from_context(context), link)
 
 
 @task(trigger_rule="none_failed")
 def apply_decisions(invoice_ids: list[int], decisions: list[dict | None] | None, **context: Any) -> list[int]:
     from invoiceflow.airflow import runtime
-    from invoiceflow.core.policy import policy
     from invoiceflow.invoicing import approval
 
-    return approval.apply_decisions(
-        runtime.billing_engine(),
-        policy(),
-        context["run_id"],
-        list(invoice_ids or []),
-        list(decisions or []),
-        runtime.actor(context),
-    )
+    return approval.apply_decisions(runtime.run_from_context(context), list(invoice_ids or []), list(decisions or []))
 
 
 @task(trigger_rule="all_done")
@@ -129,18 +117,15 @@ def close_reviews(_last: Any, **context: Any) -> list[int]:
     from invoiceflow.airflow import runtime
     from invoiceflow.invoicing import approval
 
-    return approval.close_run(runtime.billing_engine(), context["run_id"])
+    return approval.close_run(runtime.run_from_context(context))
 
 
 @task
 def issue(invoice_ids: list[int], **context: Any) -> list[int]:
     from invoiceflow.airflow import runtime
-    from invoiceflow.core.policy import policy
     from invoiceflow.invoicing import issuing
 
-    return issuing.issue(
-        runtime.billing_engine(), policy(), invoice_ids, runtime.run_date(context), runtime.actor(context)
-    )
+    return issuing.issue(runtime.run_from_context(context), invoice_ids)
 
 
 @task
@@ -162,21 +147,17 @@ def chunks(ids: list[int], size: int) -> list[list[int]]:
 @task
 def render(invoice_ids: list[int], **context: Any) -> list[int]:
     from invoiceflow.airflow import runtime
-    from invoiceflow.core.policy import policy
     from invoiceflow.send import outbox
 
-    return outbox.render_invoices(runtime.billing_engine(), policy(), invoice_ids, runtime.actor(context))
+    return outbox.render_invoices(runtime.run_from_context(context), invoice_ids)
 
 
 @task
 def deliver(invoice_ids: list[int], **context: Any) -> dict[str, int]:
     from invoiceflow.airflow import runtime
-    from invoiceflow.core.policy import policy
     from invoiceflow.send import outbox
 
-    return outbox.deliver_invoices(
-        runtime.billing_engine(), policy(), invoice_ids, runtime.actor(context), context["run_id"]
-    )
+    return outbox.deliver_invoices(runtime.run_from_context(context), invoice_ids)
 
 
 @task_group

@@ -20,7 +20,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, text
 
 from invoiceflow.billing import taxes
 from invoiceflow.billing.drafts import DraftLine, draft_lines, first_retainer_line, milestone_lines
@@ -30,6 +30,7 @@ from invoiceflow.core.fx import fx_rate
 from invoiceflow.core.money import format_plain, round_half_up, to_base
 from invoiceflow.core.periods import period_of
 from invoiceflow.core.policy import Policy
+from invoiceflow.core.run import Run
 from invoiceflow.ingest.events import Trigger
 
 log = logging.getLogger(__name__)
@@ -417,8 +418,10 @@ def _record_fx(
     return {"fx_rate": str(rate), "fx_rate_date": rate_date, "base_gross_amount": base_gross}
 
 
-def open_batch(engine: Engine, run_id: str, period: tuple[date, date]) -> int:
-    with engine.begin() as conn:
+def open_batch(run: Run, period: tuple[date, date]) -> int:
+    """The run's billing batch (one per run id, so a retried run adds to its own batch)."""
+    run_id = run.run_id
+    with run.engine.begin() as conn:
         db.execute(
             conn,
             "INSERT INTO billing_batches (run_id, period_start, period_end, status, started_at) "
@@ -428,9 +431,10 @@ def open_batch(engine: Engine, run_id: str, period: tuple[date, date]) -> int:
         return db.scalar(conn, "SELECT batch_id FROM billing_batches WHERE run_id = :r", {"r": run_id})
 
 
-def price_period(engine: Engine, policy: Policy, run_id: str, period: tuple[date, date], actor: str) -> dict[str, Any]:
+def price_period(run: Run, period: tuple[date, date]) -> dict[str, Any]:
     """Create the draft invoices of a billing period; a second call for the same period creates none."""
-    batch_id = open_batch(engine, run_id, period)
+    engine, policy, actor = run.engine, run.policy, run.actor
+    batch_id = open_batch(run, period)
     with engine.begin() as conn:
         drafts = draft_lines(conn, period)
         contracts = {c["contract_id"]: c for c in db.rows(conn, "SELECT * FROM contracts")}
@@ -482,10 +486,11 @@ def price_period(engine: Engine, policy: Policy, run_id: str, period: tuple[date
     return {"batch_id": batch_id, "invoice_ids": created}
 
 
-def price_triggers(engine: Engine, policy: Policy, run_id: str, triggers: list[Trigger], actor: str) -> dict[str, Any]:
+def price_triggers(run: Run, triggers: list[Trigger]) -> dict[str, Any]:
     """Draft invoices for events; an event already invoiced, or with nothing left to bill, adds none."""
+    engine, policy, actor = run.engine, run.policy, run.actor
     today = min((t.on for t in triggers), default=date.today())
-    batch_id = open_batch(engine, run_id, period_of(f"{today:%Y-%m}"))
+    batch_id = open_batch(run, period_of(f"{today:%Y-%m}"))
     created: list[int] = []
     for trigger in triggers:
         period = period_of(f"{trigger.on:%Y-%m}")

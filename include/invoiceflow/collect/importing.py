@@ -8,43 +8,38 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, text
 
 from invoiceflow.collect.statements import parse_statement_bytes
 from invoiceflow.collect.statements.records import Statement, StatementError, Transaction, transaction_dedup_keys
 from invoiceflow.core import audit, db, masking, settings
 from invoiceflow.core.money import format_plain, format_totals
-from invoiceflow.core.policy import Policy
-from invoiceflow.core.policy import policy as current_policy
+from invoiceflow.core.run import Run
 
 log = logging.getLogger(__name__)
 
 
-def _drop_files(pol: Policy) -> list[tuple[str, Callable[[], bytes]]]:
+def _drop_files(run: Run) -> list[tuple[str, Callable[[], bytes]]]:
     """The statement files waiting: the local inbox, or object storage when the policy names a URL."""
-    where = pol.reconciliation.drop_folder
+    where = run.policy.reconciliation.drop_folder
     if where and "://" in where:
-        from airflow.sdk import ObjectStoragePath
-
-        root = ObjectStoragePath(where)
+        root = run.storage.open(where)
         return [(p.name, p.read_bytes) for p in sorted(root.iterdir(), key=lambda p: p.name) if p.is_file()]
     folder = Path(where) if where else settings.inbox("bank")
     folder.mkdir(parents=True, exist_ok=True)
     return [(p.name, p.read_bytes) for p in sorted(folder.iterdir()) if p.is_file()]
 
 
-def import_file(engine: Engine, path: Path, actor: str, pol: Policy | None = None) -> dict[str, Any]:
+def import_file(run: Run, path: Path) -> dict[str, Any]:
     """Load one statement file from disk (see ``import_bytes``)."""
-    return import_bytes(engine, path.name, path.read_bytes(), actor, pol, source=str(path))
+    return import_bytes(run, path.name, path.read_bytes(), source=str(path))
 
 
-def import_bytes(
-    engine: Engine, name: str, data: bytes, actor: str, pol: Policy | None = None, source: str | None = None
-) -> dict[str, Any]:
+def import_bytes(run: Run, name: str, data: bytes, source: str | None = None) -> dict[str, Any]:
     """Load one statement file; a file or entry seen before adds nothing, a broken file is rejected whole."""
     import hashlib
 
-    pol = pol or current_policy()
+    engine, pol = run.engine, run.policy
     sha = hashlib.sha256(data).hexdigest()
     source = source or name
     with engine.begin() as conn:
@@ -219,9 +214,9 @@ def _check_continuity(conn: Connection, st: Statement, pk: int) -> None:
         )
 
 
-def import_statements(engine: Engine, actor: str, pol: Policy | None = None) -> list[dict[str, Any]]:
-    pol = pol or current_policy()
-    results = [import_bytes(engine, name, read(), actor, pol) for name, read in _drop_files(pol)]
+def import_statements(run: Run) -> list[dict[str, Any]]:
+    """Every file in the bank drop folder, in name order (see ``import_bytes``)."""
+    results = [import_bytes(run, name, read()) for name, read in _drop_files(run)]
     by_status = Counter(r["status"] for r in results)
     log.info(
         "bank files: %d loaded, %d seen before, %d rejected; %d new bank lines",

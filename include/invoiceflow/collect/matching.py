@@ -18,6 +18,7 @@ from stdnum import iso11649
 from invoiceflow.core import db
 from invoiceflow.core.money import format_plain, minor_digits
 from invoiceflow.core.policy import Policy, Reconciliation
+from invoiceflow.core.statuses import OPEN_STATUSES
 
 INVOICE_NUMBER = re.compile(r"\b([A-Z0-9]{2,8})[- ]?(\d{4})[- ]?(\d{6})\b")
 
@@ -26,9 +27,6 @@ RF_IN_TEXT = re.compile(r"\bRF\d\d(?:\s?[A-Z0-9]{1,4}){1,6}\b")
 
 
 RETURN_WORDS = re.compile(r"\b(RETURN|RETOUR|RUECKLASTSCHRIFT|RÜCKLASTSCHRIFT|RUECKUEBERWEISUNG|REVERSAL|STORNO)\b")
-
-
-OPEN_STATUSES = ("issued", "sent", "partially_paid")
 
 
 LEGAL_FORMS = re.compile(

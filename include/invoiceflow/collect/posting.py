@@ -32,7 +32,6 @@ from sqlalchemy import Connection, Engine
 from invoiceflow.collect import payments
 from invoiceflow.collect.matching import (
     INVOICE_NUMBER,
-    OPEN_STATUSES,
     Decision,
     Matcher,
     compact,
@@ -42,7 +41,8 @@ from invoiceflow.collect.matching import (
 from invoiceflow.core import audit, db, masking
 from invoiceflow.core.money import format_totals
 from invoiceflow.core.policy import Policy
-from invoiceflow.core.policy import policy as current_policy
+from invoiceflow.core.run import Run
+from invoiceflow.core.statuses import OPEN_STATUSES
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +59,7 @@ def accounts_with_new_lines(engine: Engine) -> list[str]:
         ]
 
 
-def match_and_post(
-    engine: Engine, actor: str, run_id: str, pol: Policy | None = None, account: str | None = None
-) -> dict[str, int]:
+def match_and_post(run: Run, account: str | None = None) -> dict[str, int]:
     """Decide every new bank line (of ``account``, or of all accounts) and apply the decisions, a
     chunk of lines per transaction (a retry resumes after the last committed chunk).
 
@@ -76,7 +74,7 @@ def match_and_post(
     decides the chunk again after a reload when another task has paid one of them meanwhile
     (``_check_open_amounts``).
     """
-    pol = pol or current_policy()
+    engine, actor, run_id, pol = run.engine, run.actor, run.run_id, run.policy
     counts = {"matched": 0, "partial": 0, "returned": 0, "exceptions": 0}
     amounts: dict[str, list[tuple[str, int]]] = {outcome: [] for outcome in counts}
     suggested = 0

@@ -1,4 +1,4 @@
-"""The audit trail: append-only, hash-chained events of every state change (DESIGN invariant 5).
+"""The audit trail: append-only, hash-chained events of every state change (invariant 5, docs/design.md).
 
 Events are written in the same transaction as the change they describe, so there is never a
 change without its event, nor an event for a change that was rolled back.

@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from sqlalchemy import Connection, Engine, TextClause, bindparam, create_engine, event, text
+from sqlalchemy import Connection, Engine, TextClause, bindparam, create_engine, event, inspect, make_url, text
+from sqlalchemy.exc import OperationalError
 
 from invoiceflow.core import settings
+from invoiceflow.core.errors import InfrastructureError, NotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,32 @@ def engine(url: str) -> Engine:
 
         return eng
     return create_engine(url, pool_pre_ping=True)
+
+
+def existing_engine(url: str) -> Engine:
+    """An engine on a billing database that already exists, for commands that only read.
+
+    ``engine`` creates a SQLite file's folder and SQLite creates the file on first connect, which is
+    right for a run that migrates next and wrong for ``audit verify`` or a report: pointed at a
+    mistyped path they would create an empty database and report on it. This refuses instead,
+    naming the file or server: a missing file, an unreachable server and a database without
+    invoiceflow's schema each raise ``NotFoundError`` or ``InfrastructureError``.
+    """
+    parsed = make_url(url)
+    where = parsed.render_as_string(hide_password=True)
+    if parsed.get_backend_name() == "sqlite":
+        path = parsed.database or ""
+        if not path or path == ":memory:" or not Path(path).is_file():
+            raise NotFoundError(f"no billing database at {path or '(no path)'}: the file does not exist")
+    eng = engine(url)
+    try:
+        with eng.connect() as conn:
+            known = inspect(conn).has_table("schema_migrations")
+    except OperationalError as exc:
+        raise InfrastructureError(f"cannot reach the billing database {where}: {exc.orig}") from exc
+    if not known:
+        raise NotFoundError(f"{where} is not an invoiceflow billing database (it has no schema_migrations table)")
+    return eng
 
 
 def as_date(value: date | str) -> date:

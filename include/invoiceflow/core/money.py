@@ -1,4 +1,4 @@
-"""Money as integer minor units plus an ISO 4217 code (DESIGN invariant 1).
+"""Money as integer minor units plus an ISO 4217 code (invariant 1, docs/design.md).
 
 Amounts cross the system boundary as decimal strings ("1234.50"); inside they are ``int``
 counts of the currency's minor unit so that sums are exact and rounding happens in one place.
@@ -11,8 +11,10 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 from babel.numbers import get_currency_precision
 
+from invoiceflow.core.errors import DataError
 
-class MoneyError(ValueError):
+
+class MoneyError(DataError):
     """An amount that cannot be represented exactly in its currency."""
 
 

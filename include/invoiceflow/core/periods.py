@@ -15,3 +15,8 @@ def period_of(month: str) -> tuple[date, date]:
     """'2026-10' -> (2026-10-01, 2026-11-01): periods are half-open."""
     start = date.fromisoformat(f"{month}-01")
     return start, add_months(start, 1)
+
+
+def previous_month(day: date) -> str:
+    """The month before ``day``'s, as ``YYYY-MM``: what a run on the 1st bills."""
+    return add_months(day.replace(day=1), -1).strftime("%Y-%m")

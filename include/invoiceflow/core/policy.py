@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from invoiceflow.core import settings
+from invoiceflow.core.errors import DataError
 
 
 class _Strict(BaseModel):
@@ -458,7 +459,7 @@ class Policy(_Strict):
         return self.fx_fallback[currency]
 
 
-class PolicyError(ValueError):
+class PolicyError(DataError):
     pass
 
 

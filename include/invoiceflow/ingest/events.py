@@ -2,7 +2,7 @@
 document signed.
 
 A CRM or project tool reports an event by creating an Airflow asset event through the REST API,
-with the record in its ``extra`` (the same fields as the CSV feeds, see the README). The
+with the record in its ``extra`` (the same fields as the CSV feeds, see docs/sources.md). The
 ``billing_events`` DAG runs on each event: the record is written to the feed's drop folder and
 loaded like any other file (validated, quarantined if bad, loaded once by content hash), then
 priced on its own invoice whose trigger key names the event, so an event delivered twice bills
@@ -22,9 +22,9 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine
-
 from invoiceflow.core import audit, settings
+from invoiceflow.core.errors import DataError
+from invoiceflow.core.run import Run
 from invoiceflow.ingest.feeds import COLUMNS, OPTIONAL_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ ASSET_URIS = {kind: f"invoiceflow://events/{kind.replace('_', '-')}" for kind in
 """The asset each kind of event updates; the DAG is scheduled on any of them."""
 
 
-class EventError(ValueError):
+class EventError(DataError):
     """An event whose payload cannot be used; the message names the event and the field."""
 
 
@@ -134,11 +134,12 @@ def drop(feed_rows: Mapping[str, list[dict[str, str]]]) -> list[Path]:
     return paths
 
 
-def receive(engine: Engine, triggering_asset_events: Mapping[Any, Any]) -> list[dict[str, Any]]:
+def receive(run: Run, triggering_asset_events: Mapping[Any, Any]) -> list[dict[str, Any]]:
     """Write the records of a run's events to the drop folders; the triggers as JSON for XCom.
 
     An event that cannot be used is reported as an exception with its reason, and the others go on.
     """
+    engine = run.engine
     kinds = {uri: kind for kind, uri in ASSET_URIS.items()}
     triggers = []
     for asset, asset_events in triggering_asset_events.items():

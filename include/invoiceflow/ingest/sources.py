@@ -22,6 +22,8 @@ from invoiceflow.core.policy import Policy
 if TYPE_CHECKING:
     import pandas as pd
 from invoiceflow.core import audit, db, settings
+from invoiceflow.core.errors import DataError
+from invoiceflow.core.run import Run
 from invoiceflow.ingest import validation
 from invoiceflow.ingest.convert import as_datetimes, countries, load_tuples, to_records
 from invoiceflow.ingest.feeds import COLUMNS, LOAD_ORDER, OPTIONAL_COLUMNS, TARGETS, file_sha256
@@ -42,7 +44,7 @@ BULK_LOAD_ROWS = 10_000
 """A load of at least this many rows refreshes its table's planner statistics (``db.refresh_statistics``)."""
 
 
-class SourceFileError(ValueError):
+class SourceFileError(DataError):
     """A file that cannot be used at all; the message says which file and why."""
 
 
@@ -219,8 +221,9 @@ class _TooManyBadRows(Exception):
     pass
 
 
-def load_file(engine: Engine, policy: Policy, feed: str, path: Path, actor: str) -> LoadResult:
+def load_file(run: Run, feed: str, path: Path) -> LoadResult:
     """Load one file in chunks, in one transaction: all of its good rows and quarantine, or nothing."""
+    engine, policy, actor = run.engine, run.policy, run.actor
     sha = file_sha256(path)
     source = str(path)
     with engine.begin() as conn:
@@ -460,14 +463,14 @@ def _reject(engine: Engine, feed: str, source: str, sha: str, message: str, acto
     return result
 
 
-def load_inbox(engine: Engine, policy: Policy, actor: str) -> list[LoadResult]:
+def load_inbox(run: Run) -> list[LoadResult]:
     """Every new file of every feed, in dependency order (clients before contracts before hours)."""
     results = []
     for feed in settings.FEEDS:
         folder = settings.inbox(feed)
         folder.mkdir(parents=True, exist_ok=True)
         for path in sorted(folder.glob("*.csv")):
-            results.append(load_file(engine, policy, feed, path, actor))
+            results.append(load_file(run, feed, path))
     for feed in settings.FEEDS:
         mine = [r for r in results if r.feed == feed]
         if mine:
@@ -502,14 +505,13 @@ def unusable_files_message(results: list[LoadResult]) -> str | None:
     )
 
 
-def load_sources(
-    engine: Engine, policy: Policy, actor: str, connection_url: Callable[[str], str] | None = None
-) -> list[LoadResult]:
+def load_sources(run: Run, connection_url: Callable[[str], str] | None = None) -> list[LoadResult]:
     """Extract the policy's SQL sources into the drop folders, then load every new file.
 
     ``connection_url`` turns an Airflow connection id into a database URL (``runtime`` does it in
     a task). A source's watermark moves only when its extract loaded.
     """
+    engine, policy = run.engine, run.policy
     extracted: dict[str, tuple[str, str, str]] = {}
     for feed, source in policy.sql_sources.items():
         if connection_url is None:
@@ -517,7 +519,7 @@ def load_sources(
         got = extract_sql_source(engine, feed, source.connection, connection_url(source.connection), source.query)
         if got:
             extracted[str(got[0])] = (feed, source.connection, got[1])
-    results = load_inbox(engine, policy, actor)
+    results = load_inbox(run)
     for result in results:
         if result.source in extracted and result.status in ("loaded", "skipped"):
             feed, connection, watermark = extracted[result.source]

@@ -31,9 +31,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from invoiceflow.core import audit, db, settings, tallies
+from invoiceflow.core import audit, db, mail, settings, tallies
 from invoiceflow.core.money import format_plain, minor_digits, to_minor
 from invoiceflow.core.policy import Approver, Policy
+from invoiceflow.core.run import Run
 from invoiceflow.invoicing import build, issuing
 
 log = logging.getLogger(__name__)
@@ -122,10 +123,11 @@ def _plan(conn: Connection, policy: Policy, invoice: dict[str, Any], tier_name: 
     return steps
 
 
-def route(engine: Engine, policy: Policy, batch_id: int, actor: str) -> dict[str, list[int]]:
+def route(run: Run, batch_id: int) -> dict[str, list[int]]:
     """Route the batch's drafts (and adjusted drafts sent back for review); return the ids to issue
     and send now and the ids that await a decision, from earlier runs too: a re-run never orphans
     one, including an invoice an earlier run issued but did not deliver."""
+    engine, policy, actor = run.engine, run.policy, run.actor
     factor = 10 ** minor_digits(policy.base_currency)
     with engine.begin() as conn:
         drafts = db.rows(
@@ -301,7 +303,7 @@ def _preview(engine: Engine, policy: Policy, invoice_id: int) -> str | None:
     return policy.approval.preview_url.format(path=path, invoice_id=invoice_id)
 
 
-def open_requests(engine: Engine, policy: Policy, run_id: str, actor: str, link: Any = None) -> list[int]:
+def open_requests(run: Run, link: Any = None) -> list[int]:
     """Ask the current step of each waiting invoice; the ids asked, in the order of the mapped tasks.
 
     Each request (subject, body, assigned users) is kept on its step for ``request_of``: only the
@@ -309,6 +311,7 @@ def open_requests(engine: Engine, policy: Policy, run_id: str, actor: str, link:
     e-mail to the approvers. The step is claimed for this run so that a parallel run does not ask
     it too.
     """
+    engine, policy, run_id, actor = run.engine, run.policy, run.run_id, run.actor
     ids, asked = [], []
     with engine.begin() as conn:
         for step in _pending(conn, run_id):
@@ -343,7 +346,7 @@ def open_requests(engine: Engine, policy: Policy, run_id: str, actor: str, link:
                 {"q": json.dumps(request), "i": step["invoice_id"], "n": step["step_no"]},
             )
         if step["escalated"] or policy.approval.email_requests:
-            notify(engine, policy, step, people, request, link(n) if link else None, actor)
+            notify(run, step, people, request, link(n) if link else None)
         else:
             _requested(engine, step, people, "airflow", actor, request["subject"])
     groups = Counter(f"{s['approvers']}{' (escalated)' if s['escalated'] else ''}" for s, _ in asked)
@@ -355,8 +358,9 @@ def open_requests(engine: Engine, policy: Policy, run_id: str, actor: str, link:
     return ids
 
 
-def request_of(engine: Engine, invoice_id: int, run_id: str) -> dict[str, Any]:
+def request_of(run: Run, invoice_id: int) -> dict[str, Any]:
     """The request this run asked of an invoice's current step, as the review task's HITL arguments."""
+    engine, run_id = run.engine, run.run_id
     with engine.connect() as conn:
         steps = db.rows(
             conn,
@@ -377,21 +381,18 @@ def request_of(engine: Engine, invoice_id: int, run_id: str) -> dict[str, Any]:
 
 
 def notify(
-    engine: Engine,
-    policy: Policy,
+    run: Run,
     step: Mapping[str, Any],
     people: list[Approver],
     request: Mapping[str, str],
     link: str | None,
-    actor: str,
 ) -> None:
     """E-mail the approvers of a request (an escalation says so in the subject); audited.
 
     A copy goes to outbox/approvals/. Without an SMTP connection only the copy is written. A retried
     task may send a request again: this mail is internal, unlike the client's invoice.
     """
-    from invoiceflow.send import outbox, transport
-
+    engine, policy, actor = run.engine, run.policy, run.actor
     msg = EmailMessage(policy=email.policy.SMTP)  # CRLF line ends: the message goes out byte for byte
     msg["Subject"] = request["subject"]
     msg["From"] = policy.mail_from
@@ -404,10 +405,10 @@ def notify(
         f"Please answer within {deadline}; after that the request "
         + ("is approved by policy." if step["on_timeout"] == "approve" else f"escalates to {step['escalate_to']}.")
     )
-    transport.write_eml(msg, settings.outbox() / "approvals")
-    sent = outbox.smtp_available()
+    mail.write_eml(msg, settings.outbox() / "approvals")
+    sent = run.mail.available()
     if sent:
-        transport.send_smtp(msg)
+        mail.send_smtp(msg, run.mail)
     _requested(engine, step, people, "smtp" if sent else "outbox", actor, request["subject"])
 
 
@@ -438,10 +439,9 @@ def _requested(
 # Answers ----------------------------------------------------------------------------------------
 
 
-def apply_decisions(
-    engine: Engine, policy: Policy, run_id: str, invoice_ids: list[int], decisions: list[Any], actor: str
-) -> list[int]:
+def apply_decisions(run: Run, invoice_ids: list[int], decisions: list[Any]) -> list[int]:
     """Apply the answers of one round (in the order asked); return the ids now fully approved."""
+    engine, run_id = run.engine, run.run_id
     approved = []
     outcomes: Counter[str] = Counter()
     for invoice_id, decision in zip(invoice_ids, list(decisions or []), strict=False):
@@ -454,7 +454,7 @@ def apply_decisions(
                     {"d": _parked(run_id), "i": invoice_id, "r": run_id},
                 )
             continue
-        status = _apply(engine, policy, run_id, invoice_id, decision, actor)
+        status = _apply(run, invoice_id, decision)
         outcomes["rejected (back to draft)" if status == "draft" else status] += 1
         if status == "approved":
             approved.append(invoice_id)
@@ -466,9 +466,8 @@ def apply_decisions(
     return approved
 
 
-def _apply(
-    engine: Engine, policy: Policy, run_id: str, invoice_id: int, decision: Mapping[str, Any], actor: str
-) -> str:
+def _apply(run: Run, invoice_id: int, decision: Mapping[str, Any]) -> str:
+    engine, policy, run_id, actor = run.engine, run.policy, run.run_id, run.actor
     user = decision.get("responded_by_user")
     chosen = (decision.get("chosen_options") or [None])[0]
     comment = (decision.get("params_input") or {}).get("comment") or None
@@ -601,8 +600,9 @@ def _parked(run_id: str) -> str:
     return f"parked:{run_id}"
 
 
-def close_run(engine: Engine, run_id: str) -> list[int]:
+def close_run(run: Run) -> list[int]:
     """At the end of a run, release its claims: what is still undecided is asked by the next run."""
+    engine, run_id = run.engine, run.run_id
     with engine.begin() as conn:
         left = db.rows(
             conn,

@@ -4,42 +4,34 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import text
 
 from invoiceflow.billing import taxes
 from invoiceflow.core import audit, db
+from invoiceflow.core.errors import DataError
 from invoiceflow.core.money import format_plain, to_base
-from invoiceflow.core.policy import Policy
+from invoiceflow.core.run import Run
 from invoiceflow.core.statuses import payment_status
 from invoiceflow.invoicing.issuing import next_number
 
 log = logging.getLogger(__name__)
 
 
-class CreditNoteError(ValueError):
+class CreditNoteError(DataError):
     """A credit note that cannot be issued as asked; the message says why."""
 
 
-def credit_note(
-    engine: Engine,
-    policy: Policy,
-    invoice_number: str,
-    *,
-    reason: str,
-    issue_date: date,
-    actor: str,
-    amounts: Mapping[int, int] | None = None,
-) -> int:
+def credit_note(run: Run, invoice_number: str, *, reason: str, amounts: Mapping[int, int] | None = None) -> int:
     """Issue a credit note against an issued invoice, in full or for net amounts per line number.
 
     The invoice itself never changes (invariant 4): the credit note is a document of its own, with
     a gapless number in the credit note series, lines that point at the lines they correct, and
     tax per rate group. Only the invoice's credited amount and status follow it.
     """
+    engine, policy, issue_date, actor = run.engine, run.policy, run.today, run.actor
     with engine.begin() as conn:
         found = db.rows(
             conn,

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging
-from datetime import date, timedelta
+from datetime import timedelta
 from decimal import Decimal
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, text
 
 from invoiceflow.billing import taxes
 from invoiceflow.core import audit, db, tallies
 from invoiceflow.core.money import to_base
-from invoiceflow.core.policy import Policy
+from invoiceflow.core.run import Run
 from invoiceflow.invoicing.build import creditor_reference
 
 log = logging.getLogger(__name__)
@@ -29,8 +29,9 @@ def next_number(conn: Connection, series: str) -> int:
     ).scalar_one()
 
 
-def issue(engine: Engine, policy: Policy, invoice_ids: list[int], issue_date: date, actor: str) -> list[int]:
-    """Number and issue approved invoices; already issued ones are returned as they are."""
+def issue(run: Run, invoice_ids: list[int]) -> list[int]:
+    """Number and issue approved invoices, dated the run's day; already issued ones are returned as they are."""
+    engine, policy, issue_date, actor = run.engine, run.policy, run.today, run.actor
     issued, numbered = [], []
     series = f"{policy.seller.legal_entity}-{issue_date.year}"
     for invoice_id in invoice_ids:
@@ -83,10 +84,10 @@ def issue(engine: Engine, policy: Policy, invoice_ids: list[int], issue_date: da
     return issued
 
 
-def decide(engine: Engine, invoice_id: int, approved: bool, actor: str, comment: str | None) -> str:
+def decide(run: Run, invoice_id: int, approved: bool, comment: str | None) -> str:
     """Record a finance decision. Reject sends the invoice back to draft with the reason; it never had a number."""
-    with engine.begin() as conn:
-        return record_decision(conn, invoice_id, approved, actor, comment)
+    with run.engine.begin() as conn:
+        return record_decision(conn, invoice_id, approved, run.actor, comment)
 
 
 def record_decision(conn: Connection, invoice_id: int, approved: bool, actor: str, comment: str | None) -> str:
@@ -113,12 +114,13 @@ def record_decision(conn: Connection, invoice_id: int, approved: bool, actor: st
     return db.scalar(conn, "SELECT status FROM invoices WHERE invoice_id = :i", {"i": invoice_id})
 
 
-def adjust(engine: Engine, invoice_id: int, amount: int, description: str, actor: str, reason: str) -> int:
+def adjust(run: Run, invoice_id: int, amount: int, description: str, reason: str) -> int:
     """A manual write-down of a draft by a person: a negative line, taxes recomputed, audited.
 
     The invoice goes back to draft (an approval under way starts again) and is routed to review;
     whoever adjusted it may not approve it (segregation of duties, see ``approval``).
     """
+    engine, actor = run.engine, run.actor
     if amount >= 0:
         raise ValueError("a manual adjustment writes an amount down: it must be negative")
     with engine.begin() as conn:

@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 from itertools import groupby
 from typing import Any
 
+from invoiceflow.core.errors import DataError
 from invoiceflow.invoicing.document import InvoiceDocument, TimesheetEntry
 from invoiceflow.invoicing.einvoice import facturx_xml
 from invoiceflow.invoicing.labels import (
@@ -136,7 +137,7 @@ def timesheet_csv(doc: InvoiceDocument) -> bytes:
     return out.getvalue().encode("utf-8")
 
 
-class PaymentDetailsError(ValueError):
+class PaymentDetailsError(DataError):
     """An invoice would ask to be paid to a reference or account that a bank would refuse."""
 
 

@@ -20,12 +20,12 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection
 
 from invoiceflow.core import audit, db, settings
 from invoiceflow.core.money import round_half_up
 from invoiceflow.core.policy import Policy
-from invoiceflow.send import disputes
+from invoiceflow.core.statuses import OPEN_STATUSES
 
 STATUS_ORDER = (
     "draft",
@@ -44,12 +44,6 @@ STATUS_ORDER = (
 """The order in which statuses are listed: the pipeline from left to right, credit notes last."""
 
 AGING_BUCKETS = ("current", "1-30", "31-60", "61-90", ">90")
-OPEN_STATUSES = ("issued", "sent", "partially_paid")
-MAX_REASON = 2000
-
-
-class DisputeError(ValueError):
-    """A dispute action that cannot be done as asked; the message says why, for the user."""
 
 
 def _as_date(value: Any) -> date | None:
@@ -391,62 +385,6 @@ def pdf_path(invoice: Mapping[str, Any]) -> Path | None:
     if not path.is_file() or not path.is_relative_to(settings.data_dir()):
         return None
     return path
-
-
-# Actions ------------------------------------------------------------------------------------------
-
-
-def _clean_reason(reason: str | None, what: str) -> str:
-    text = " ".join((reason or "").split())
-    if not text:
-        raise DisputeError(f"a {what} needs a reason")
-    if len(text) > MAX_REASON:
-        raise DisputeError(f"the {what} reason is longer than {MAX_REASON} characters")
-    return text
-
-
-def open_dispute(engine: Engine, invoice_id: int, reason: str | None, actor: str) -> None:
-    """Mark an issued invoice that is still owed disputed: its reminders pause until it is resolved.
-
-    The dispute itself (row, audit event ``disputed``) is ``disputes.open_dispute``'s, so the
-    command line and the dashboard record it the same way.
-    """
-    why = _clean_reason(reason, "dispute")
-    with engine.connect() as conn:
-        found = db.rows(
-            conn,
-            "SELECT invoice_number, document_type, status FROM invoices WHERE invoice_id = :i",
-            {"i": invoice_id},
-        )
-    if not found:
-        raise DisputeError(f"invoice {invoice_id} does not exist")
-    inv = found[0]
-    if inv["document_type"] != "invoice" or inv["status"] not in OPEN_STATUSES:
-        raise DisputeError(
-            f"invoice {inv['invoice_number'] or invoice_id} is {inv['status']}: only an issued invoice "
-            "that is not paid yet can be disputed"
-        )
-    try:
-        opened = disputes.open_dispute(engine, inv["invoice_number"], why, actor)
-    except disputes.DisputeError as exc:
-        raise DisputeError(str(exc)) from exc
-    if not opened:
-        raise DisputeError(f"invoice {inv['invoice_number']} is already disputed")
-
-
-def resolve_dispute(engine: Engine, invoice_id: int, resolution: str | None, actor: str) -> None:
-    """Close the open dispute of an invoice; its reminders resume from the next level due."""
-    why = _clean_reason(resolution, "resolution")
-    with engine.connect() as conn:
-        number = db.scalar(conn, "SELECT invoice_number FROM invoices WHERE invoice_id = :i", {"i": invoice_id})
-    if number is None:
-        raise DisputeError(f"invoice {invoice_id} has no open dispute")
-    try:
-        closed = disputes.resolve_dispute(engine, number, why, actor)
-    except disputes.DisputeError as exc:
-        raise DisputeError(str(exc)) from exc
-    if not closed:
-        raise DisputeError(f"invoice {number} has no open dispute")
 
 
 def disputed_invoice_ids(conn: Connection) -> set[int]:

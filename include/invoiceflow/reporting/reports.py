@@ -23,8 +23,9 @@ from typing import Any
 import jinja2
 from sqlalchemy import Connection, Engine
 
-from invoiceflow.core import db, masking, settings
+from invoiceflow.core import db, mail, masking, settings
 from invoiceflow.core.money import format_totals, to_minor
+from invoiceflow.core.run import Run
 
 log = logging.getLogger(__name__)
 
@@ -318,18 +319,16 @@ def build_report_email(
 
 
 def send_report(
-    engine: Engine,
+    run: Run,
     report: dict[str, str],
     *,
     kind: str,
     as_of: date,
     mail_from: str,
     recipients: list[str],
-    use_smtp: bool | None = None,
 ) -> str:
     """E-mail a report to finance once per kind and day: recorded before sending, marked after."""
-    from invoiceflow.send import outbox, transport
-
+    engine = run.engine
     if not recipients:
         return "no recipients"
     domain = parseaddr(mail_from)[1].split("@")[-1]
@@ -351,10 +350,9 @@ def send_report(
     msg = build_report_email(
         report, kind=kind, as_of=as_of, mail_from=mail_from, recipients=recipients, message_id=message_id
     )
-    transport.write_eml(msg, settings.outbox() / "mail")
-    use_smtp = outbox.smtp_available() if use_smtp is None else use_smtp
-    if use_smtp:
-        transport.send_smtp(msg)
+    mail.write_eml(msg, settings.outbox() / "mail")
+    if run.mail.available():
+        mail.send_smtp(msg, run.mail)
     with engine.begin() as conn:
         db.execute(
             conn,
@@ -392,31 +390,27 @@ def billing_summary(engine: Engine) -> dict[str, Any]:
     }
 
 
-def nightly_reports(engine: Engine, as_of: date, *, use_smtp: bool | None = None) -> dict[str, Any]:
+def nightly_reports(run: Run) -> dict[str, Any]:
     """The night's exception report, and on the policy's weekday the weekly digest, each e-mailed once."""
-    from invoiceflow.core.policy import policy
-
-    pol = policy()
+    engine, pol, as_of = run.engine, run.policy, run.today
     rec = pol.reconciliation
     out: dict[str, Any] = {"exceptions": write_exception_report(engine, as_of)}
     out["exceptions_mail"] = send_report(
-        engine,
+        run,
         out["exceptions"],
         kind="exceptions",
         as_of=as_of,
         mail_from=pol.mail_from,
         recipients=rec.finance_emails,
-        use_smtp=use_smtp,
     )
     if as_of.weekday() == rec.digest_weekday:
         out["digest"] = write_exception_report(engine, as_of, digest=True)
         out["digest_mail"] = send_report(
-            engine,
+            run,
             out["digest"],
             kind="digest",
             as_of=as_of,
             mail_from=pol.mail_from,
             recipients=rec.finance_emails,
-            use_smtp=use_smtp,
         )
     return out

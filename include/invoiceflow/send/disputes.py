@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection
 
 from invoiceflow.core import audit, db
+from invoiceflow.core.errors import DataError
+from invoiceflow.core.run import Run
+from invoiceflow.core.statuses import OPEN_STATUSES
+
+MAX_REASON = 2000
 
 
-class DisputeError(ValueError):
-    pass
+class DisputeError(DataError):
+    """The dispute cannot be opened or resolved as asked; the message says why."""
 
 
 def _invoice_id(conn: Connection, invoice_number: str) -> int:
@@ -22,11 +27,12 @@ def _invoice_id(conn: Connection, invoice_number: str) -> int:
     return found
 
 
-def open_dispute(engine: Engine, invoice_number: str, reason: str, actor: str) -> bool:
+def open_dispute(run: Run, invoice_number: str, reason: str) -> bool:
     """The client disputes the invoice: reminders pause until the dispute is resolved.
 
     Returns False when a dispute is already open (the unique index allows one open per invoice).
     """
+    engine, actor = run.engine, run.actor
     if not reason.strip():
         raise DisputeError("a dispute needs a reason")
     with engine.begin() as conn:
@@ -50,8 +56,9 @@ def open_dispute(engine: Engine, invoice_number: str, reason: str, actor: str) -
     return bool(added)
 
 
-def resolve_dispute(engine: Engine, invoice_number: str, resolution: str, actor: str) -> bool:
+def resolve_dispute(run: Run, invoice_number: str, resolution: str) -> bool:
     """Close the open dispute; reminders resume with the highest level due from then on."""
+    engine, actor = run.engine, run.actor
     with engine.begin() as conn:
         invoice_id = _invoice_id(conn, invoice_number)
         closed = db.execute(
@@ -71,3 +78,53 @@ def resolve_dispute(engine: Engine, invoice_number: str, resolution: str, actor:
                 after={"reminders": "resumed"},
             )
     return bool(closed)
+
+
+# By invoice id, as the dashboard asks -----------------------------------------------------------
+
+
+def _clean_reason(reason: str | None, what: str) -> str:
+    text = " ".join((reason or "").split())
+    if not text:
+        raise DisputeError(f"a {what} needs a reason")
+    if len(text) > MAX_REASON:
+        raise DisputeError(f"the {what} reason is longer than {MAX_REASON} characters")
+    return text
+
+
+def dispute_invoice(run: Run, invoice_id: int, reason: str | None) -> None:
+    """Mark an issued invoice that is still owed disputed: its reminders pause until it is resolved.
+
+    The dispute itself (row, audit event ``disputed``) is ``open_dispute``'s, so the command line
+    and the dashboard record it the same way; this adds the checks a form needs.
+    """
+    engine = run.engine
+    why = _clean_reason(reason, "dispute")
+    with engine.connect() as conn:
+        found = db.rows(
+            conn,
+            "SELECT invoice_number, document_type, status FROM invoices WHERE invoice_id = :i",
+            {"i": invoice_id},
+        )
+    if not found:
+        raise DisputeError(f"invoice {invoice_id} does not exist")
+    inv = found[0]
+    if inv["document_type"] != "invoice" or inv["status"] not in OPEN_STATUSES:
+        raise DisputeError(
+            f"invoice {inv['invoice_number'] or invoice_id} is {inv['status']}: only an issued invoice "
+            "that is not paid yet can be disputed"
+        )
+    if not open_dispute(run, inv["invoice_number"], why):
+        raise DisputeError(f"invoice {inv['invoice_number']} is already disputed")
+
+
+def resolve_invoice_dispute(run: Run, invoice_id: int, resolution: str | None) -> None:
+    """Close the open dispute of an invoice; its reminders resume from the next level due."""
+    engine = run.engine
+    why = _clean_reason(resolution, "resolution")
+    with engine.connect() as conn:
+        number = db.scalar(conn, "SELECT invoice_number FROM invoices WHERE invoice_id = :i", {"i": invoice_id})
+    if number is None:
+        raise DisputeError(f"invoice {invoice_id} has no open dispute")
+    if not resolve_dispute(run, number, why):
+        raise DisputeError(f"invoice {number} has no open dispute")

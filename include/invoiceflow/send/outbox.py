@@ -19,24 +19,27 @@ from datetime import datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection
 
-from invoiceflow.core import audit, db, masking, settings, tallies
+from invoiceflow.core import audit, db, mail, masking, settings, tallies
+from invoiceflow.core.errors import InfrastructureError
 from invoiceflow.core.policy import Policy
+from invoiceflow.core.run import Run
 from invoiceflow.invoicing import build, render
 from invoiceflow.invoicing.document import InvoiceDocument
-from invoiceflow.send import transport
+from invoiceflow.send import messages, portal
 
 log = logging.getLogger(__name__)
 
 
-class DeliveryIncomplete(RuntimeError):
+class DeliveryIncomplete(InfrastructureError):
     """Some deliveries failed and will be retried; raised after every other one was attempted so
     that the task fails, Airflow retries it with back-off, and nobody misses it."""
 
 
-def render_invoices(engine: Engine, policy: Policy, invoice_ids: list[int], actor: str) -> list[int]:
+def render_invoices(run: Run, invoice_ids: list[int]) -> list[int]:
     """Render and store the PDF of each issued invoice that has none; an issued PDF never changes."""
+    engine, policy, actor = run.engine, run.policy, run.actor
     folder = settings.outbox() / "pdf"
     folder.mkdir(parents=True, exist_ok=True)
     rendered = []
@@ -74,28 +77,13 @@ def render_invoices(engine: Engine, policy: Policy, invoice_ids: list[int], acto
     return invoice_ids
 
 
-def smtp_available(conn_id: str = "smtp_default") -> bool:
-    """Whether an Airflow connection for SMTP is configured; without one, mail goes to the outbox only."""
-    try:
-        from airflow.sdk import Connection
-
-        Connection.get(conn_id)
-    except Exception:
-        return False
-    return True
-
-
 def send_once(
-    engine: Engine,
+    run: Run,
     *,
     invoice_id: int,
     document: str,
     recipient: str,
     message: EmailMessage,
-    use_smtp: bool,
-    actor: str,
-    run_id: str | None = None,
-    policy: Policy | None = None,
     respect_backoff: bool = False,
     now: datetime | None = None,
     audit_extra: dict[str, object] | None = None,
@@ -107,9 +95,9 @@ def send_once(
     ``given_up``: failed ``delivery.max_attempts`` times; reported, tried only when released.
     ``busy``: another run is sending it right now (it claimed the row first); this one did nothing.
     """
-    from invoiceflow.core.policy import Delivery
-
-    settings_ = policy.delivery if policy is not None else Delivery()
+    engine, actor, run_id = run.engine, run.actor, run.run_id
+    use_smtp = run.mail.available()
+    settings_ = run.policy.delivery
     now = now or db.now()
     message_id = message["Message-ID"]
     with engine.begin() as conn:
@@ -154,7 +142,7 @@ def send_once(
         if not claimed:
             return "busy"
         attempts = row["attempts"] + 1
-    path = transport.write_eml(message, settings.outbox() / "mail")
+    path = mail.write_eml(message, settings.outbox() / "mail")
     mine = {"d": row["delivery_id"], "a": attempts}
 
     def point_of_no_return() -> None:
@@ -165,16 +153,16 @@ def send_once(
                 "AND status IN ('pending', 'failed')",
                 mine,
             ):
-                raise transport.DeliverySuperseded("another run took this delivery over; this one sends nothing")
+                raise mail.DeliverySuperseded("another run took this delivery over; this one sends nothing")
 
     try:
         if use_smtp:
-            transport.send_smtp(message, point_of_no_return=point_of_no_return)
+            mail.send_smtp(message, run.mail, point_of_no_return=point_of_no_return)
         else:
             point_of_no_return()
-    except transport.DeliverySuperseded:
+    except mail.DeliverySuperseded:
         return "busy"
-    except transport.DeliveryFailed as exc:
+    except mail.DeliveryFailed as exc:
         error = str(exc)[:500]
         retry_at = now + timedelta(minutes=settings_.backoff_minutes(attempts))
         with engine.begin() as conn:
@@ -203,7 +191,7 @@ def send_once(
                 )
             return "given_up"
         return "failed"
-    except transport.DeliveryUnconfirmed as exc:
+    except mail.DeliveryUnconfirmed as exc:
         with engine.begin() as conn:
             db.execute(
                 conn,
@@ -264,10 +252,11 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def release_unconfirmed(engine: Engine, message_id: str, actor: str, reason: str) -> bool:
+def release_unconfirmed(run: Run, message_id: str, reason: str) -> bool:
     """After someone checked the mail server: allow one more attempt of an unconfirmed or given-up
     e-mail (the same Message-ID, so a receiving system can still recognise a duplicate). The row
     goes back to ``pending``; its attempt counter keeps growing, since it fences concurrent runs."""
+    engine, actor = run.engine, run.actor
     with engine.begin() as conn:
         row = db.rows(conn, "SELECT * FROM deliveries WHERE message_id = :m", {"m": message_id})
         if not row or row[0]["status"] not in ("sending", "failed"):
@@ -296,9 +285,8 @@ def release_unconfirmed(engine: Engine, message_id: str, actor: str, reason: str
     return True
 
 
-def _publish_to_portal(
-    engine: Engine, policy: Policy, invoice_id: int, client_id: str, pdf_path: Path, actor: str
-) -> str:
+def _publish_to_portal(run: Run, invoice_id: int, client_id: str, pdf_path: Path) -> str:
+    engine, policy, actor = run.engine, run.policy, run.actor
     with engine.begin() as conn:
         done = db.scalar(
             conn,
@@ -307,10 +295,8 @@ def _publish_to_portal(
         )
     if done == "sent":
         return "sent"
-    root = transport.portal_root(policy.delivery.portal_url, policy.delivery.portal_conn_id)
-    target = transport.copy_to_portal(
-        pdf_path.read_bytes(), client_id=client_id, filename=pdf_path.name, portal_root=root
-    )
+    root = run.storage.open(policy.delivery.portal_url or str(settings.portal()), policy.delivery.portal_conn_id)
+    target = portal.copy_to_portal(pdf_path.read_bytes(), client_id=client_id, filename=pdf_path.name, portal_root=root)
     with engine.begin() as conn:
         db.execute(
             conn,
@@ -333,26 +319,20 @@ def _publish_to_portal(
 def invoice_message(policy: Policy, doc: InvoiceDocument, pdf: bytes) -> EmailMessage:
     """The e-mail of an invoice or credit note, with its deterministic Message-ID."""
     domain = policy.seller.email.rsplit("@", 1)[1]
-    return transport.build_invoice_email(
-        doc, pdf, mail_from=policy.mail_from, message_id=transport.message_id_for(doc.invoice_number, "invoice", domain)
+    return messages.build_invoice_email(
+        doc, pdf, mail_from=policy.mail_from, message_id=messages.message_id_for(doc.invoice_number, "invoice", domain)
     )
 
 
-def deliver_invoices(
-    engine: Engine,
-    policy: Policy,
-    invoice_ids: list[int],
-    actor: str,
-    run_id: str | None = None,
-    use_smtp: bool | None = None,
-) -> dict[str, int]:
+def deliver_invoices(run: Run, invoice_ids: list[int]) -> dict[str, int]:
     """Deliver each rendered invoice by its client's preference: e-mail, portal, or both.
 
     Every invoice is attempted; a failed e-mail does not hold up the others. If any failed and
     will be retried, ``DeliveryIncomplete`` is raised at the end (Airflow retries the task with
     back-off; what was sent stays sent). Unconfirmed and given-up ones are reported, not raised.
     """
-    use_smtp = smtp_available() if use_smtp is None else use_smtp
+    engine, policy, run_id = run.engine, run.policy, run.run_id
+    use_smtp = run.mail.available()
     counts = {"email": 0, "portal": 0, "unconfirmed": 0, "failed": 0, "given_up": 0, "busy": 0, "bad_address": 0}
     failed: list[str] = []
     delivered: list[int] = []
@@ -386,15 +366,7 @@ def deliver_invoices(
             status = "bad_address"
             if message is not None:
                 status = send_once(
-                    engine,
-                    invoice_id=invoice_id,
-                    document="invoice",
-                    recipient=inv["email"],
-                    message=message,
-                    use_smtp=use_smtp,
-                    actor=actor,
-                    run_id=run_id,
-                    policy=policy,
+                    run, invoice_id=invoice_id, document="invoice", recipient=inv["email"], message=message
                 )
                 key = {"sent": "email", "sending": "unconfirmed"}.get(status, status)
                 counts[key] += 1
@@ -404,7 +376,7 @@ def deliver_invoices(
         portal_failed = False
         if inv["delivery"] in ("portal", "both"):
             try:
-                _publish_to_portal(engine, policy, invoice_id, inv["client_id"], pdf_path, actor)
+                _publish_to_portal(run, invoice_id, inv["client_id"], pdf_path)
                 counts["portal"] += 1
             except ValueError as exc:  # a client id that would leave the portal folder: reported, others go on
                 portal_failed = True
@@ -444,14 +416,12 @@ def deliver_invoices(
     return counts
 
 
-def retry_deliveries(
-    engine: Engine, policy: Policy, actor: str, run_id: str | None = None, use_smtp: bool | None = None
-) -> dict[str, int]:
+def retry_deliveries(run: Run) -> dict[str, int]:
     """The sweep: try again every failed invoice e-mail whose back-off has passed.
 
     Reminders are not swept: the next reminder run decides afresh what is due.
     """
-    use_smtp = smtp_available() if use_smtp is None else use_smtp
+    engine, policy = run.engine, run.policy
     now = db.now()
     with engine.connect() as conn:
         due = db.rows(
@@ -466,15 +436,11 @@ def retry_deliveries(
             doc = build.complete_document(conn, policy, item["invoice_id"])
             pdf_path = db.scalar(conn, "SELECT pdf_path FROM invoices WHERE invoice_id = :i", {"i": item["invoice_id"]})
         status = send_once(
-            engine,
+            run,
             invoice_id=item["invoice_id"],
             document="invoice",
             recipient=item["recipient"],
             message=invoice_message(policy, doc, Path(pdf_path).read_bytes()),
-            use_smtp=use_smtp,
-            actor=actor,
-            run_id=run_id,
-            policy=policy,
             respect_backoff=True,
             now=now,
         )

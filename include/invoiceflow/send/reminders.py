@@ -11,14 +11,15 @@ import logging
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection
 
 from invoiceflow.core import audit, db
 from invoiceflow.core.money import format_totals
 from invoiceflow.core.policy import Policy
+from invoiceflow.core.run import Run
 from invoiceflow.invoicing import build
-from invoiceflow.send import transport
-from invoiceflow.send.outbox import send_once, smtp_available
+from invoiceflow.send import messages
+from invoiceflow.send.outbox import send_once
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +48,9 @@ def due_reminders(conn: Connection, policy: Policy, as_of: date) -> list[dict[st
     return due
 
 
-def send_reminders(
-    engine: Engine, policy: Policy, as_of: date, actor: str, run_id: str | None = None, use_smtp: bool | None = None
-) -> dict[str, int]:
-    """Send what ``due_reminders`` finds, each through the outbox (once per invoice and level)."""
-    use_smtp = smtp_available() if use_smtp is None else use_smtp
+def send_reminders(run: Run) -> dict[str, int]:
+    """Send what ``due_reminders`` finds on the run's day, each through the outbox (once per invoice and level)."""
+    engine, policy, as_of, run_id = run.engine, run.policy, run.today, run.run_id
     domain = policy.seller.email.rsplit("@", 1)[1]
     with engine.connect() as conn:
         due = due_reminders(conn, policy, as_of)
@@ -62,14 +61,14 @@ def send_reminders(
             doc = build.complete_document(conn, policy, item["invoice_id"])
         document = f"reminder-{item['level']}"
         try:
-            message = transport.build_reminder_email(
+            message = messages.build_reminder_email(
                 doc,
                 level=item["level"],
                 level_name=item["level_name"],
                 open_amount=item["open_amount"],
                 as_of=as_of,
                 mail_from=policy.mail_from,
-                message_id=transport.message_id_for(doc.invoice_number, document, domain),
+                message_id=messages.message_id_for(doc.invoice_number, document, domain),
                 template=item["template"],
                 late_fee=item["late_fee"],
             )
@@ -87,15 +86,11 @@ def send_reminders(
             counts["bad_address"] = counts.get("bad_address", 0) + 1
             continue
         status = send_once(
-            engine,
+            run,
             invoice_id=item["invoice_id"],
             document=document,
             recipient=item["email"],
             message=message,
-            use_smtp=use_smtp,
-            actor=actor,
-            run_id=run_id,
-            policy=policy,
             audit_extra={
                 "level": item["level"],
                 "level_name": item["level_name"],

@@ -1,4 +1,4 @@
--- Issued invoices are immutable (DESIGN invariant 4): once an invoice has a number, the database
+-- Issued invoices are immutable (invariant 4, docs/design.md): once an invoice has a number, the database
 -- refuses to change what it says or to touch its lines and taxes. Corrections are credit notes.
 -- What may still move is the lifecycle around it: status, paid and credited amounts, and the PDF
 -- path and hash, which are written once when the document is rendered.

@@ -1,5 +1,5 @@
 -- Time entries changed since the last load, from the time tracking system's database.
--- The columns are the timesheets feed's (see DESIGN.md) plus updated_at, the watermark: each load
+-- The columns are the timesheets feed's (see docs/design.md, source data contract) plus updated_at, the watermark: each load
 -- reads only rows changed after the newest updated_at it has loaded. Adapt the FROM and the
 -- column expressions to the source; keep the names, the WHERE and the ORDER BY.
 SELECT entry_id,

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
+from invoiceflow.core.errors import DataError
+
 MAX_BYTES = 50 * 1024 * 1024
 
 
@@ -54,7 +56,7 @@ class RowProblem:
     raw: str
 
 
-class StatementError(ValueError):
+class StatementError(DataError):
     """A bank file that cannot be read: which file, where in it, and what is wrong."""
 
     def __init__(self, source: str, where: str, message: str) -> None:
