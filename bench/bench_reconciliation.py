@@ -505,7 +505,8 @@ def read_back(folder: Path) -> tuple[list[dict[str, Any]], int]:
 
 
 def match(names: dict[str, str], invoices: list[Inv], txns: list[dict[str, Any]]) -> dict[str, Any]:
-    from invoiceflow.collect.matching import Matcher, OpenInvoice
+    from invoiceflow.collect.matching import Matcher
+    from invoiceflow.collect.records import BankLine, OpenInvoice
     from invoiceflow.core.policy import load_policy
 
     pol = load_policy()
@@ -522,7 +523,7 @@ def match(names: dict[str, str], invoices: list[Inv], txns: list[dict[str, Any]]
     )
     decisions = {}
     for txn in sorted(txns, key=lambda t: (t["booking_date"], t["txn_id"])):
-        d = matcher.decide(txn)
+        d = matcher.decide(BankLine.of(txn))
         if d.outcome in ("posted", "partial"):
             matcher.apply(d)
             if txn.get("counterparty_iban") and d.rule and d.rule.startswith("reference"):
@@ -587,7 +588,7 @@ def score(lines: list[Line], decisions: dict[str, Any]) -> dict[str, Any]:
 def seed(engine: Any, names: dict[str, str], invoices: list[Inv]) -> None:
     """Clients, one contract each, the open invoices (issued, sent) and the FX rates, set-based."""
     from invoiceflow.core import db
-    from invoiceflow.core.money import to_base
+    from invoiceflow.core.fx import to_base
 
     now = datetime(2026, 11, 1, tzinfo=UTC)
     with engine.begin() as conn:

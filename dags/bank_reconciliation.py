@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import pendulum
 from airflow.sdk import Asset, dag, task
 
 from invoiceflow.airflow import defaults
+
+if TYPE_CHECKING:  # a type only: the domain package loads inside the tasks
+    from invoiceflow.collect.posting import PostingCounts
 
 RECONCILED = Asset("invoiceflow://reconciliation/nightly")
 
@@ -69,7 +73,7 @@ def bank_reconciliation() -> None:
         return posting.accounts_with_new_lines(runtime.billing_engine())
 
     @task
-    def match_and_post(account: str, **context) -> dict[str, int]:
+    def match_and_post(account: str, **context) -> PostingCounts:
         from invoiceflow.airflow import runtime
         from invoiceflow.collect import posting
 
@@ -89,8 +93,9 @@ def bank_reconciliation() -> None:
 
         return reports.nightly_reports(run_from_context(context))
 
-    matched = match_and_post.expand(account=accounts(import_statements()))
-    exception_report(journal(matched))
+    # a @task call is typed as taking the function's parameter types, not the XComArg it is given
+    matched = match_and_post.expand(account=accounts(import_statements()))  # type: ignore[arg-type]
+    exception_report(journal(matched))  # type: ignore[arg-type]
 
 
 bank_reconciliation()

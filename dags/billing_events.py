@@ -71,9 +71,10 @@ def billing_events() -> None:
         return batch["batch_id"]
 
     triggers = receive_events()
+    # a @task call is typed as taking the function's parameter types, not the XComArg it is given
     ingested = ingest_sources(triggers)
-    feeds_usable(ingested)
-    approve_issue_send(price_events(triggers, ingested))
+    feeds_usable(ingested)  # type: ignore[arg-type]
+    approve_issue_send(price_events(triggers, ingested))  # type: ignore[arg-type]
 
 
 billing_events()

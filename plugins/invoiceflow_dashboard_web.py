@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import quote
 
 import jinja2
@@ -33,6 +33,9 @@ from invoiceflow.core.money import format_plain
 from invoiceflow.core.run import Run
 from invoiceflow.reporting import dashboard
 from invoiceflow.send import disputes
+
+if TYPE_CHECKING:
+    from airflow.api_fastapi.auth.managers.base_auth_manager import ResourceMethod
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +66,7 @@ async def current_user(request: Request) -> Any:
     return user
 
 
-def _authorized(user: Any, method: str) -> bool:
+def _authorized(user: Any, method: ResourceMethod) -> bool:
     from airflow.api_fastapi.app import get_auth_manager
     from airflow.api_fastapi.auth.managers.simple.simple_auth_manager import SimpleAuthManager
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from dashboard_data import build_demo
 
-from invoiceflow.core import db
+from invoiceflow.core import db, fx
 from invoiceflow.reporting import dashboard
 
 pytestmark = pytest.mark.slow
@@ -173,7 +173,7 @@ def test_finance_opens_the_dashboard_from_airflow_checks_figures_and_disputes_an
         counted = db.rows(conn, "SELECT status, currency, COUNT(*) AS n FROM invoices GROUP BY status, currency")
         quarantined = db.scalar(conn, "SELECT COUNT(*) FROM quarantine WHERE resolved_at IS NULL")
         open_base = sum(
-            dashboard.to_base(i["open_amount"], i["gross_amount"], i["base_gross_amount"])
+            fx.share_of_base(i["open_amount"], i["gross_amount"], i["base_gross_amount"])
             for i in dashboard.open_items(conn)
         )
         posted = db.scalar(conn, "SELECT COUNT(*) FROM payments")

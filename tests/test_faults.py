@@ -160,7 +160,9 @@ def test_billing_database_goes_away_mid_issue_and_mid_posting(data_dir, monkeypa
 _KILLER = textwrap.dedent(
     """
     import os, signal, sys
+    from dataclasses import replace
     from datetime import date
+    from invoiceflow.airflow import runtime
     from invoiceflow.billing import pricing
     from invoiceflow.collect import payments, posting
     from invoiceflow.core import db
@@ -181,16 +183,17 @@ _KILLER = textwrap.dedent(
             return result
         return wrapper
 
+    run = runtime.run_for(eng, actor="task", policy=policy)
     if stage == "pricing":
         pricing._finish_invoice = dies_on_second(pricing._finish_invoice)
-        pricing.price_period(eng, policy, "run-killed", (date(2026, 10, 1), date(2026, 11, 1)), "task")
+        pricing.price_period(replace(run, run_id="run-killed"), (date(2026, 10, 1), date(2026, 11, 1)))
     elif stage == "issue":
         issuing.next_number = dies_on_second(issuing.next_number)
         ids = [int(i) for i in sys.argv[3].split(",")]
-        issuing.issue(eng, policy, ids, date(2026, 11, 1), "task")
+        issuing.issue(run.on(date(2026, 11, 1)), ids)
     elif stage == "posting":
         payments.post_payment = dies_on_second(payments.post_payment)
-        posting.match_and_post(eng, "task", "night-killed", policy)
+        posting.match_and_post(replace(run, run_id="night-killed"))
     print("survived", flush=True)
     """
 )

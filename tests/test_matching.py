@@ -7,7 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from invoiceflow.collect.matching import Matcher, OpenInvoice, normalise_name
+from invoiceflow.collect.matching import Matcher, normalise_name
+from invoiceflow.collect.records import BankLine, OpenInvoice
 from invoiceflow.core.policy import load_policy
 from invoiceflow.invoicing.build import creditor_reference
 
@@ -42,16 +43,18 @@ def matcher(invoices, payers=None) -> Matcher:
 
 
 def line(amount: int, *, text: str | None = None, ref: str | None = None, name: str | None = None, **kw):
-    return {
-        "amount": amount,
-        "currency": kw.get("currency", "EUR"),
-        "booking_date": DAY,
-        "remittance": text,
-        "structured_ref": ref,
-        "counterparty_name": name,
-        "counterparty_iban": kw.get("iban"),
-        "reversal": kw.get("reversal", False),
-    }
+    return BankLine.of(
+        {
+            "amount": amount,
+            "currency": kw.get("currency", "EUR"),
+            "booking_date": DAY,
+            "remittance": text,
+            "structured_ref": ref,
+            "counterparty_name": name,
+            "counterparty_iban": kw.get("iban"),
+            "reversal": kw.get("reversal", False),
+        }
+    )
 
 
 def test_rf_reference_and_amount_auto_post():

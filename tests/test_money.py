@@ -36,3 +36,29 @@ def test_major_formatting():
     assert format_plain(123450, "EUR") == "1234.50"
     assert to_major(5, "EUR") == Decimal("0.05")
     assert format_plain(1500, "JPY") == "1500"
+
+
+def test_money_adds_and_compares_only_within_one_currency():
+    from invoiceflow.core.money import Money
+
+    total = Money.parse("10.50", "EUR") + Money(250, "EUR") - Money(100, "EUR")
+    assert total == Money(1200, "EUR") and str(total) == "EUR 12.00"
+    assert Money(1, "EUR") < Money(2, "EUR") and not Money.zero("JPY") and -Money(5, "GBP") == Money(-5, "GBP")
+    with pytest.raises(MoneyError, match="different currencies"):
+        Money(100, "EUR") + Money(100, "USD")
+    with pytest.raises(MoneyError, match="different currencies"):
+        _ = Money(100, "EUR") < Money(100, "GBP")
+    with pytest.raises(TypeError):
+        Money(100, "EUR") + 100  # type: ignore[operator]
+
+
+def test_one_fx_module_converts_at_a_rate_and_shares_a_documents_base_value():
+    from invoiceflow.core import fx
+
+    assert fx.to_base(86000, "GBP", "EUR", Decimal("0.86")) == 100000
+    assert fx.convert(100000, "EUR", Decimal(1), "USD", Decimal("1.10")) == 110000
+    assert fx.major_in_base(110000, "USD", Decimal("1.10")) == Decimal(1000)
+    # an invoice of 300.00 GBP recorded as 348.84 EUR, paid in three parts: the parts add up exactly
+    parts = [fx.share_of_base(a, 30000, 34884) for a in (10000, 10000, 10000)]
+    assert parts == [11628, 11628, 11628] and fx.share_of_base(-10000, 30000, 34884) == -11628
+    assert fx.share_of_base(500, 0, 0) == 0

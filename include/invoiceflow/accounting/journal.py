@@ -23,13 +23,14 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import Connection
 
 from invoiceflow.core import db
-from invoiceflow.core.fx import fx_rate
-from invoiceflow.core.money import to_base
+from invoiceflow.core.errors import DataError
+from invoiceflow.core.fx import fx_rate, to_base
+from invoiceflow.core.policy import Policy
 from invoiceflow.core.run import Run
 
 log = logging.getLogger(__name__)
@@ -48,9 +49,6 @@ ROLE_TYPES = {
 }
 
 
-SIDES = ("debit", "credit", "base_debit", "base_credit")
-
-
 @dataclass(frozen=True)
 class Rate:
     """The rate an entry is revalued at: ``rate`` units of its currency per 1 ``base`` unit (ECB style)."""
@@ -58,6 +56,73 @@ class Rate:
     base: str
     rate: Decimal
     day: date | None  # the feed's rate date; None for the base currency or the policy's fallback
+
+
+LINE_KEYS = (
+    "account",
+    "debit",
+    "credit",
+    "client_id",
+    "project_code",
+    "tax_code",
+    "invoice_number",
+    "payment_terms_days",
+    "memo",
+    "base_debit",
+    "base_credit",
+)
+
+
+@dataclass(frozen=True)
+class JournalLine:
+    """One line of an entry: an account, a side in the entry's currency and in the base currency,
+    and the fields the accounting system maps (client, project, tax code, invoice, terms)."""
+
+    account: str
+    debit: int = 0
+    credit: int = 0
+    base_debit: int = 0
+    base_credit: int = 0
+    client_id: str | None = None
+    project_code: str | None = None
+    tax_code: str | None = None
+    invoice_number: str | None = None
+    payment_terms_days: int | None = None
+    memo: str | None = None
+
+    @classmethod
+    def of(cls, line: dict[str, Any]) -> JournalLine:
+        return cls(**{k: line[k] for k in LINE_KEYS if line.get(k) is not None})
+
+    @property
+    def empty(self) -> bool:
+        """No amount on any side: such a line is not written."""
+        return not (self.debit or self.credit or self.base_debit or self.base_credit)
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """An entry of one source (document, payment or return), in one currency; it balances in that
+    currency and in the base currency, or it cannot be built."""
+
+    source_type: str
+    source_id: int
+    day: date
+    currency: str
+    description: str
+    rate: Rate
+    lines: tuple[JournalLine, ...]
+
+    def __post_init__(self) -> None:
+        debit = sum(ln.debit for ln in self.lines)
+        credit = sum(ln.credit for ln in self.lines)
+        if debit != credit:
+            raise DataError(
+                f"{self.source_type} {self.source_id}: journal entry does not balance ({debit} != {credit})"
+            )
+        off = sum(ln.base_debit - ln.base_credit for ln in self.lines)
+        if off:
+            raise DataError(f"{self.source_type} {self.source_id}: entry does not balance in {self.rate.base} ({off})")
 
 
 def _revalue(lines: list[dict[str, Any]], currency: str, rate: Rate) -> None:
@@ -72,41 +137,24 @@ def _base_imbalance(lines: list[dict[str, Any]]) -> int:
     return sum(ln.get("base_debit", 0) - ln.get("base_credit", 0) for ln in lines)
 
 
-def _entry(
-    conn: Connection,
-    source_type: str,
-    source_id: int,
-    day: date,
-    currency: str,
-    description: str,
-    lines: list[dict[str, Any]],
-    run_id: str,
-    rate: Rate,
-) -> int:
-    """Write one entry that balances in its currency and in the base; a source already journaled is
-    left alone (returns 0)."""
-    debit = sum(ln.get("debit", 0) for ln in lines)
-    credit = sum(ln.get("credit", 0) for ln in lines)
-    if debit != credit:
-        raise ValueError(f"{source_type} {source_id}: journal entry does not balance ({debit} != {credit})")
-    if _base_imbalance(lines):
-        raise ValueError(f"{source_type} {source_id}: entry does not balance in {rate.base} ({_base_imbalance(lines)})")
+def _write(conn: Connection, entry: JournalEntry, run_id: str) -> int:
+    """Write an entry; a source already journaled is left alone (returns 0)."""
     created = db.execute(
         conn,
         "INSERT INTO journal_entries (source_type, source_id, entry_date, currency, description, run_id, created_at, "
         "base_currency, fx_rate, fx_rate_date) VALUES (:t, :s, :d, :c, :desc, :r, :now, :base, :rate, :rate_date) "
         "ON CONFLICT (source_type, source_id) DO NOTHING",
         {
-            "t": source_type,
-            "s": str(source_id),
-            "d": day,
-            "c": currency,
-            "desc": description,
+            "t": entry.source_type,
+            "s": str(entry.source_id),
+            "d": entry.day,
+            "c": entry.currency,
+            "desc": entry.description,
             "r": run_id,
             "now": db.now(),
-            "base": rate.base,
-            "rate": str(rate.rate),
-            "rate_date": rate.day,
+            "base": entry.rate.base,
+            "rate": str(entry.rate.rate),
+            "rate_date": entry.rate.day,
         },
     )
     if not created:
@@ -114,30 +162,15 @@ def _entry(
     entry_id = db.scalar(
         conn,
         "SELECT entry_id FROM journal_entries WHERE source_type = :t AND source_id = :s",
-        {"t": source_type, "s": str(source_id)},
+        {"t": entry.source_type, "s": str(entry.source_id)},
     )
-    keys = (
-        "account",
-        "debit",
-        "credit",
-        "client_id",
-        "project_code",
-        "tax_code",
-        "invoice_number",
-        "payment_terms_days",
-        "memo",
-        *SIDES[2:],
-    )
+    written = (ln for ln in entry.lines if not ln.empty)
     db.insert_many(
         conn,
         "journal_lines",
         [
-            {
-                "entry_id": entry_id,
-                "line_no": n,
-                **{k: ln.get(k, 0 if k in SIDES else None) for k in keys},
-            }
-            for n, ln in enumerate((line for line in lines if any(line.get(k) for k in SIDES)), 1)
+            {"entry_id": entry_id, "line_no": n, **{k: getattr(ln, k) for k in LINE_KEYS}}
+            for n, ln in enumerate(written, 1)
         ],
     )
     return 1
@@ -148,129 +181,151 @@ def _side(amount: int) -> dict[str, int]:
     return {"credit": amount} if amount >= 0 else {"debit": -amount}
 
 
-def record_journal(run: Run) -> dict[str, int]:
-    """Journal every issued document, payment and return not journaled yet."""
-    engine, pol, run_id = run.engine, run.policy, run.run_id
-    acc, rec = pol.reconciliation.accounts, pol.reconciliation
-    counts = {"documents": 0, "payments": 0, "returns": 0}
-    with engine.begin() as conn:
-        docs = db.rows(
-            conn,
-            "SELECT i.*, c.payment_terms_days, k.project_code FROM invoices i JOIN clients c ON c.client_id = "
-            "i.client_id JOIN contracts k ON k.contract_id = i.contract_id WHERE i.invoice_number IS NOT NULL AND "
-            "NOT EXISTS (SELECT 1 FROM journal_entries j WHERE j.source_type IN ('invoice', 'credit_note') "
-            "AND j.source_id = CAST(i.invoice_id AS TEXT)) ORDER BY i.invoice_id",
-        )
-        for inv in docs:
-            sign = 1 if inv["document_type"] == "invoice" else -1
-            common = {
-                "client_id": inv["client_id"],
-                "invoice_number": inv["invoice_number"],
-                "payment_terms_days": inv["payment_terms_days"],
-            }
-            lines = [
-                {
-                    "account": acc["receivables"],
-                    **_side(-sign * inv["gross_amount"]),
-                    **common,
-                    "project_code": inv["project_code"],
-                    "memo": "receivable",
-                }
-            ]
-            revenue: dict[tuple[str, str], int] = defaultdict(int)
-            for ln in db.rows(conn, "SELECT * FROM invoice_lines WHERE invoice_id = :i", {"i": inv["invoice_id"]}):
-                revenue[(ln["service_code"], ln["project_code"])] += ln["net_amount"]
-            for (service, project), net in sorted(revenue.items()):
-                lines.append(
-                    {
-                        "account": rec.revenue_accounts.get(service, acc["revenue"]),
-                        **_side(sign * net),
-                        **common,
-                        "project_code": project,
-                        "memo": f"revenue {service}",
-                    }
-                )
-            for tax in db.rows(conn, "SELECT * FROM invoice_taxes WHERE invoice_id = :i", {"i": inv["invoice_id"]}):
-                lines.append(
-                    {
-                        "account": rec.tax_accounts.get(tax["tax_code"], acc["vat_payable"]),
-                        **_side(sign * tax["tax_amount"]),
-                        **common,
-                        "tax_code": tax["tax_code"],
-                        "memo": f"VAT {tax['tax_code']} {tax['tax_rate_bp'] / 100:g} %",
-                    }
-                )
-            rate_day = db.as_date(inv["fx_rate_date"]) if inv["fx_rate_date"] else None
-            rate = Rate(inv["base_currency"], Decimal(inv["fx_rate"]), rate_day)
-            _revalue_document(lines, inv, rate)
-            counts["documents"] += _entry(
-                conn,
-                inv["document_type"],
-                inv["invoice_id"],
-                inv["issue_date"],
-                inv["currency"],
-                f"{inv['document_type'].replace('_', ' ')} {inv['invoice_number']} to {inv['client_id']}",
-                lines,
-                run_id,
-                rate,
-            )
-        for pay in db.rows(
-            conn,
-            "SELECT p.* FROM payments p WHERE NOT EXISTS (SELECT 1 FROM journal_entries j WHERE j.source_type = "
-            "'payment' AND j.source_id = CAST(p.payment_id AS TEXT)) ORDER BY p.payment_id",
-        ):
-            rate = Rate(pol.base_currency, *fx_rate(conn, pol, pay["currency"], db.as_date(pay["received_on"])))
-            lines = _payment_lines(conn, pay, acc, rate)
-            counts["payments"] += _entry(
-                conn,
-                "payment",
-                pay["payment_id"],
-                pay["received_on"],
-                pay["currency"],
-                f"payment {pay['payment_id']} from {pay['client_id'] or 'unknown'} ({pay['rule']})",
-                lines,
-                run_id,
-                rate,
-            )
-        for pay in db.rows(
-            conn,
-            "SELECT p.*, t.booking_date, e.entry_id, e.base_currency, e.fx_rate, e.fx_rate_date FROM payments p "
-            "JOIN bank_transactions t ON t.txn_id = p.reversed_by_txn_id JOIN journal_entries e ON e.source_type = "
-            "'payment' AND e.source_id = CAST(p.payment_id AS TEXT) WHERE NOT EXISTS (SELECT 1 FROM journal_entries "
-            "j WHERE j.source_type = 'return' AND j.source_id = CAST(p.payment_id AS TEXT)) ORDER BY p.payment_id",
-        ):
-            # A return undoes the payment's entry as it was booked, line by line and at its rates.
-            lines = [
-                {
-                    **{k: ln[k] for k in ("account", "client_id", "project_code", "tax_code", "invoice_number")},
-                    "memo": f"returned: {ln['memo']}",
-                    "debit": ln["credit"],
-                    "credit": ln["debit"],
-                    "base_debit": ln["base_credit"],
-                    "base_credit": ln["base_debit"],
-                }
-                for ln in db.rows(
-                    conn, "SELECT * FROM journal_lines WHERE entry_id = :e ORDER BY line_no", {"e": pay["entry_id"]}
-                )
-            ]
-            rate = Rate(
-                pay["base_currency"] or pol.base_currency,
-                Decimal(pay["fx_rate"] or 1),
-                db.as_date(pay["fx_rate_date"]) if pay["fx_rate_date"] else None,
-            )
-            counts["returns"] += _entry(
-                conn,
-                "return",
-                pay["payment_id"],
-                pay["booking_date"],
-                pay["currency"],
-                f"payment {pay['payment_id']} returned by the bank",
-                lines,
-                run_id,
-                rate,
-            )
+class JournalCounts(TypedDict):
+    """Entries written by a run, per kind of source."""
+
+    documents: int
+    payments: int
+    returns: int
+
+
+def record_journal(run: Run) -> JournalCounts:
+    """Journal every issued document, payment and return not journaled yet, in one transaction."""
+    pol, run_id = run.policy, run.run_id
+    counts = JournalCounts(documents=0, payments=0, returns=0)
+    with run.engine.begin() as conn:
+        for inv in db.rows(conn, _UNJOURNALED_DOCUMENTS):
+            counts["documents"] += _write(conn, _document_entry(conn, inv, pol), run_id)
+        for pay in db.rows(conn, _UNJOURNALED_PAYMENTS):
+            counts["payments"] += _write(conn, _payment_entry(conn, pay, pol), run_id)
+        for pay in db.rows(conn, _UNJOURNALED_RETURNS):
+            counts["returns"] += _write(conn, _return_entry(conn, pay, pol), run_id)
     log.info("journal: %(documents)d documents, %(payments)d payments, %(returns)d returns", counts)
     return counts
+
+
+_UNJOURNALED_DOCUMENTS = (
+    "SELECT i.*, c.payment_terms_days, k.project_code FROM invoices i JOIN clients c ON c.client_id = "
+    "i.client_id JOIN contracts k ON k.contract_id = i.contract_id WHERE i.invoice_number IS NOT NULL AND "
+    "NOT EXISTS (SELECT 1 FROM journal_entries j WHERE j.source_type IN ('invoice', 'credit_note') "
+    "AND j.source_id = CAST(i.invoice_id AS TEXT)) ORDER BY i.invoice_id"
+)
+_UNJOURNALED_PAYMENTS = (
+    "SELECT p.* FROM payments p WHERE NOT EXISTS (SELECT 1 FROM journal_entries j WHERE j.source_type = "
+    "'payment' AND j.source_id = CAST(p.payment_id AS TEXT)) ORDER BY p.payment_id"
+)
+_UNJOURNALED_RETURNS = (
+    "SELECT p.*, t.booking_date, e.entry_id, e.base_currency, e.fx_rate, e.fx_rate_date FROM payments p "
+    "JOIN bank_transactions t ON t.txn_id = p.reversed_by_txn_id JOIN journal_entries e ON e.source_type = "
+    "'payment' AND e.source_id = CAST(p.payment_id AS TEXT) WHERE NOT EXISTS (SELECT 1 FROM journal_entries "
+    "j WHERE j.source_type = 'return' AND j.source_id = CAST(p.payment_id AS TEXT)) ORDER BY p.payment_id"
+)
+
+
+def _document_entry(conn: Connection, inv: dict[str, Any], pol: Policy) -> JournalEntry:
+    """An invoice (or credit note, signs reversed): receivable against revenue per service and
+    project, and VAT per tax code, at the FX rate recorded on the document when it was priced."""
+    acc, rec = pol.reconciliation.accounts, pol.reconciliation
+    sign = 1 if inv["document_type"] == "invoice" else -1
+    common = {
+        "client_id": inv["client_id"],
+        "invoice_number": inv["invoice_number"],
+        "payment_terms_days": inv["payment_terms_days"],
+    }
+    lines = [
+        {
+            "account": acc["receivables"],
+            **_side(-sign * inv["gross_amount"]),
+            **common,
+            "project_code": inv["project_code"],
+            "memo": "receivable",
+        }
+    ]
+    revenue: dict[tuple[str, str], int] = defaultdict(int)
+    for ln in db.rows(conn, "SELECT * FROM invoice_lines WHERE invoice_id = :i", {"i": inv["invoice_id"]}):
+        revenue[(ln["service_code"], ln["project_code"])] += ln["net_amount"]
+    for (service, project), net in sorted(revenue.items()):
+        lines.append(
+            {
+                "account": rec.revenue_accounts.get(service, acc["revenue"]),
+                **_side(sign * net),
+                **common,
+                "project_code": project,
+                "memo": f"revenue {service}",
+            }
+        )
+    for tax in db.rows(conn, "SELECT * FROM invoice_taxes WHERE invoice_id = :i", {"i": inv["invoice_id"]}):
+        lines.append(
+            {
+                "account": rec.tax_accounts.get(tax["tax_code"], acc["vat_payable"]),
+                **_side(sign * tax["tax_amount"]),
+                **common,
+                "tax_code": tax["tax_code"],
+                "memo": f"VAT {tax['tax_code']} {tax['tax_rate_bp'] / 100:g} %",
+            }
+        )
+    rate_day = db.as_date(inv["fx_rate_date"]) if inv["fx_rate_date"] else None
+    rate = Rate(inv["base_currency"], Decimal(inv["fx_rate"]), rate_day)
+    _revalue_document(lines, inv, rate)
+    return JournalEntry(
+        inv["document_type"],
+        inv["invoice_id"],
+        inv["issue_date"],
+        inv["currency"],
+        f"{inv['document_type'].replace('_', ' ')} {inv['invoice_number']} to {inv['client_id']}",
+        rate,
+        tuple(JournalLine.of(ln) for ln in lines),
+    )
+
+
+def _payment_entry(conn: Connection, pay: dict[str, Any], pol: Policy) -> JournalEntry:
+    """A posted payment at the FX feed's rate on the day it was received (see ``_payment_lines``)."""
+    rate = Rate(pol.base_currency, *fx_rate(conn, pol, pay["currency"], db.as_date(pay["received_on"])))
+    lines = _payment_lines(conn, pay, pol.reconciliation.accounts, rate)
+    return JournalEntry(
+        "payment",
+        pay["payment_id"],
+        pay["received_on"],
+        pay["currency"],
+        f"payment {pay['payment_id']} from {pay['client_id'] or 'unknown'} ({pay['rule']})",
+        rate,
+        tuple(JournalLine.of(ln) for ln in lines),
+    )
+
+
+def _return_entry(conn: Connection, pay: dict[str, Any], pol: Policy) -> JournalEntry:
+    """A return undoes the payment's entry as it was booked, line by line and at its rates."""
+    lines = [
+        JournalLine(
+            account=ln["account"],
+            client_id=ln["client_id"],
+            project_code=ln["project_code"],
+            tax_code=ln["tax_code"],
+            invoice_number=ln["invoice_number"],
+            memo=f"returned: {ln['memo']}",
+            debit=ln["credit"],
+            credit=ln["debit"],
+            base_debit=ln["base_credit"],
+            base_credit=ln["base_debit"],
+        )
+        for ln in db.rows(
+            conn, "SELECT * FROM journal_lines WHERE entry_id = :e ORDER BY line_no", {"e": pay["entry_id"]}
+        )
+    ]
+    rate = Rate(
+        pay["base_currency"] or pol.base_currency,
+        Decimal(pay["fx_rate"] or 1),
+        db.as_date(pay["fx_rate_date"]) if pay["fx_rate_date"] else None,
+    )
+    return JournalEntry(
+        "return",
+        pay["payment_id"],
+        pay["booking_date"],
+        pay["currency"],
+        f"payment {pay['payment_id']} returned by the bank",
+        rate,
+        tuple(lines),
+    )
 
 
 def _revalue_document(lines: list[dict[str, Any]], inv: dict[str, Any], rate: Rate) -> None:

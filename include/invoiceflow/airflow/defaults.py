@@ -21,7 +21,9 @@ from datetime import timedelta
 from typing import Any
 
 from airflow.providers.smtp.notifications.smtp import SmtpNotifier
-from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference, ExceptionRetryPolicy, RetryAction, RetryRule
+
+# airflow.sdk exports AsyncCallback, DeadlineAlert and DeadlineReference, but its __init__.pyi (3.3) leaves them out
+from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference, ExceptionRetryPolicy, RetryAction, RetryRule  # type: ignore[attr-defined]
 
 ALERT_EMAILS_ENV = "INVOICEFLOW_ALERT_EMAILS"
 LATE_RUN_ALERTS_ENV = "INVOICEFLOW_LATE_RUN_ALERTS"  # "off" leaves the deadline alerts out

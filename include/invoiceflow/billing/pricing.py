@@ -26,8 +26,8 @@ from invoiceflow.billing import taxes
 from invoiceflow.billing.drafts import DraftLine, draft_lines, first_retainer_line, milestone_lines
 from invoiceflow.billing.taxes import store_taxes
 from invoiceflow.core import audit, db, tallies
-from invoiceflow.core.fx import fx_rate
-from invoiceflow.core.money import format_plain, round_half_up, to_base
+from invoiceflow.core.fx import fx_rate, to_base
+from invoiceflow.core.money import format_plain, round_half_up
 from invoiceflow.core.periods import period_of
 from invoiceflow.core.policy import Policy
 from invoiceflow.core.run import Run
@@ -311,38 +311,15 @@ def _finish_invoice(
     transaction (one chain-head read for all of them); None when nothing was left to bill.
     """
     invoice_id, contract, tax = draft.invoice_id, draft.contract, draft.tax
-    line_no, fees, updates = 0, 0, []
-    for line_id, line in draft.time_lines:
-        if line_id not in claimed:  # another run billed these hours first
-            db.execute(conn, "DELETE FROM invoice_lines WHERE line_id = :l", {"l": line_id})
-            continue
-        line_no += 1
-        net = round_half_up(claimed[line_id] * line.unit_price, 100)
-        fees += net
-        updates.append({"q": claimed[line_id], "n": net, "no": line_no, "l": line_id})
-    db.execute_many(
-        conn, "UPDATE invoice_lines SET quantity = :q, net_amount = :n, line_no = :no WHERE line_id = :l", updates
-    )
-    for line in [d for d in draft.drafts if d.kind in ("milestone", "retainer")]:
-        line_id = _insert_line(conn, invoice_id, line_no + 1, line, tax, 100, line.unit_price)
-        if not _claim(conn, line_id, line):
-            db.execute(conn, "DELETE FROM invoice_lines WHERE line_id = :l", {"l": line_id})
-            continue
-        line_no += 1
-        fees += line.unit_price
+    line_no, fees = _number_time_lines(conn, draft, claimed)
+    line_no, claimed_fees = _claim_lines(conn, draft, ("milestone", "retainer"), line_no)
+    fees += claimed_fees
     adjustments, amounts, excess = _adjustments(conn, contract, invoice_id, fees)
     for line, amount in zip(adjustments, amounts, strict=True):
         line_no += 1
         line.unit_price = amount
         _insert_line(conn, invoice_id, line_no, line, tax, 100, amount)
-    expenses = 0
-    for line in [d for d in draft.drafts if d.kind == "expense"]:
-        line_id = _insert_line(conn, invoice_id, line_no + 1, line, tax, 100, line.unit_price)
-        if not _claim(conn, line_id, line):
-            db.execute(conn, "DELETE FROM invoice_lines WHERE line_id = :l", {"l": line_id})
-            continue
-        line_no += 1
-        expenses += line.unit_price
+    line_no, expenses = _claim_lines(conn, draft, ("expense",), line_no)
     if line_no == 0:
         db.execute(conn, "DELETE FROM invoices WHERE invoice_id = :i", {"i": invoice_id})
         return None
@@ -352,20 +329,7 @@ def _finish_invoice(
     totals = store_taxes(conn, invoice_id, [group], {tax.code: tax.note})
     fx = _record_fx(conn, policy, invoice_id, contract["currency"], totals["gross_amount"], period[1], rates)
     if excess:
-        cap = format_plain(contract["cap_amount"], contract["currency"])
-        audit.record_exception(
-            conn,
-            category="cap_exceeded",
-            subject_type="invoice",
-            subject_id=str(invoice_id),
-            amount=excess,
-            currency=contract["currency"],
-            detail=(
-                f"contract {contract['contract_id']} reached its not-to-exceed budget of {cap} "
-                f"{contract['currency']}: {format_plain(excess, contract['currency'])} {contract['currency']} "
-                f"of work up to {period[1] - timedelta(days=1)} was not billed"
-            ),
-        )
+        _report_cap_excess(conn, contract, invoice_id, excess, period)
     return audit.Event(
         entity_type="invoice",
         entity_id=invoice_id,
@@ -379,6 +343,62 @@ def _finish_invoice(
             **totals,
             **fx,
         },
+    )
+
+
+def _number_time_lines(conn: Connection, draft: _Draft, claimed: Mapping[int, int]) -> tuple[int, int]:
+    """Price and number the time lines by the hours actually claimed; drop those another run billed first.
+
+    Returns the last line number and the time fees.
+    """
+    line_no, fees, updates = 0, 0, []
+    for line_id, line in draft.time_lines:
+        if line_id not in claimed:  # another run billed these hours first
+            db.execute(conn, "DELETE FROM invoice_lines WHERE line_id = :l", {"l": line_id})
+            continue
+        line_no += 1
+        net = round_half_up(claimed[line_id] * line.unit_price, 100)
+        fees += net
+        updates.append({"q": claimed[line_id], "n": net, "no": line_no, "l": line_id})
+    db.execute_many(
+        conn, "UPDATE invoice_lines SET quantity = :q, net_amount = :n, line_no = :no WHERE line_id = :l", updates
+    )
+    return line_no, fees
+
+
+def _claim_lines(conn: Connection, draft: _Draft, kinds: tuple[str, ...], line_no: int) -> tuple[int, int]:
+    """Write the draft's lines of these kinds after ``line_no``, each kept only if its claim wins.
+
+    Returns the last line number and the sum of the lines kept.
+    """
+    total = 0
+    for line in [d for d in draft.drafts if d.kind in kinds]:
+        line_id = _insert_line(conn, draft.invoice_id, line_no + 1, line, draft.tax, 100, line.unit_price)
+        if not _claim(conn, line_id, line):
+            db.execute(conn, "DELETE FROM invoice_lines WHERE line_id = :l", {"l": line_id})
+            continue
+        line_no += 1
+        total += line.unit_price
+    return line_no, total
+
+
+def _report_cap_excess(
+    conn: Connection, contract: dict[str, Any], invoice_id: int, excess: int, period: tuple[date, date]
+) -> None:
+    """Work beyond the contract's not-to-exceed budget was not billed: finance decides what happens to it."""
+    cap = format_plain(contract["cap_amount"], contract["currency"])
+    audit.record_exception(
+        conn,
+        category="cap_exceeded",
+        subject_type="invoice",
+        subject_id=str(invoice_id),
+        amount=excess,
+        currency=contract["currency"],
+        detail=(
+            f"contract {contract['contract_id']} reached its not-to-exceed budget of {cap} "
+            f"{contract['currency']}: {format_plain(excess, contract['currency'])} {contract['currency']} "
+            f"of work up to {period[1] - timedelta(days=1)} was not billed"
+        ),
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,79 +51,17 @@ def import_bytes(run: Run, name: str, data: bytes, source: str | None = None) ->
     try:
         statements = parse_statement_bytes(data, name, pol.bank_csv)
     except StatementError as exc:
-        with engine.begin() as conn:
-            db.execute(conn, "DELETE FROM source_loads WHERE feed = 'bank' AND sha256 = :s", {"s": sha})
-            db.execute(
-                conn,
-                "INSERT INTO source_loads (feed, source, sha256, status, message, loaded_at) "
-                "VALUES ('bank', :p, :s, 'rejected', :m, :now)",
-                {"p": source, "s": sha, "m": str(exc), "now": db.now()},
-            )
-            audit.record_exception(
-                conn,
-                category="rejected_file",
-                subject_type="source_load",
-                subject_id=f"bank:{sha[:16]}",
-                detail=str(exc),
-            )
-        log.error("rejected bank file %s: %s", name, masking.mask_ibans(str(exc)))
+        _reject_file(run, name, source, sha, exc)
         return {"file": name, "status": "rejected", "new_transactions": 0, "duplicates": 0, "message": str(exc)}
 
     new = dup = 0
     moved: list[tuple[str, int]] = []  # (currency, amount) of each new bank line
     with engine.begin() as conn:
-        load_id = conn.execute(
-            text(
-                "INSERT INTO source_loads (feed, source, sha256, status, rows_read, rows_accepted, rows_quarantined, "
-                "loaded_at) VALUES ('bank', :p, :s, 'loaded', :n, 0, :q, :now) RETURNING load_id"
-            ),
-            {
-                "p": source,
-                "s": sha,
-                "n": sum(len(s.transactions) + len(s.problems) for s in statements),
-                "q": sum(len(s.problems) for s in statements),
-                "now": db.now(),
-            },
-        ).scalar_one()
+        load_id = _record_load(conn, source, sha, statements)
         keys = iter(transaction_dedup_keys([t for st in statements for t in st.transactions]))
         for st in statements:
-            _quarantine_rows(conn, load_id, source, st)
-            created = db.execute(
-                conn,
-                "INSERT INTO bank_statements (load_id, account_iban, statement_id, currency, opening_balance, "
-                "closing_balance, from_date, to_date, file_format) VALUES (:l, :iban, :sid, :cur, :ob, :cb, :fd, :td, "
-                ":fmt) ON CONFLICT (account_iban, statement_id) DO NOTHING",
-                {
-                    "l": load_id,
-                    "iban": st.account_iban,
-                    "sid": st.statement_id,
-                    "cur": st.currency,
-                    "ob": st.opening_balance,
-                    "cb": st.closing_balance,
-                    "fd": st.from_date,
-                    "td": st.to_date,
-                    "fmt": st.file_format,
-                },
-            )
-            pk = db.scalar(
-                conn,
-                "SELECT statement_pk FROM bank_statements WHERE account_iban = :a AND statement_id = :s",
-                {"a": st.account_iban, "s": st.statement_id},
-            )
-            if created:
-                _check_balance(conn, st)
-                _check_continuity(conn, st, pk)
-            fields = list(Transaction.__dataclass_fields__)
-            rows = [
-                {"statement_pk": pk, "load_id": load_id, "dedup_key": next(keys), **{k: getattr(t, k) for k in fields}}
-                for t in st.transactions
-            ]
-            added = {
-                r["dedup_key"]
-                for r in db.insert_returning(
-                    conn, "bank_transactions", rows, "dedup_key", "ON CONFLICT (account_iban, dedup_key) DO NOTHING"
-                )
-            }
+            pk = _store_statement(conn, load_id, source, st)
+            rows, added = _store_transactions(conn, load_id, pk, st, keys)
             new += len(added)
             dup += len(rows) - len(added)
             moved += [(r["currency"], r["amount"]) for r in rows if r["dedup_key"] in added]
@@ -148,6 +86,93 @@ def import_bytes(run: Run, name: str, data: bytes, source: str | None = None) ->
         dup,
     )
     return {"file": name, "status": "loaded", "new_transactions": new, "duplicates": dup}
+
+
+def _reject_file(run: Run, name: str, source: str, sha: str, exc: StatementError) -> None:
+    """A file that cannot be parsed is rejected whole and listed for finance; dropped again, it is tried again."""
+    with run.engine.begin() as conn:
+        db.execute(conn, "DELETE FROM source_loads WHERE feed = 'bank' AND sha256 = :s", {"s": sha})
+        db.execute(
+            conn,
+            "INSERT INTO source_loads (feed, source, sha256, status, message, loaded_at) "
+            "VALUES ('bank', :p, :s, 'rejected', :m, :now)",
+            {"p": source, "s": sha, "m": str(exc), "now": db.now()},
+        )
+        audit.record_exception(
+            conn,
+            category="rejected_file",
+            subject_type="source_load",
+            subject_id=f"bank:{sha[:16]}",
+            detail=str(exc),
+        )
+    log.error("rejected bank file %s: %s", name, masking.mask_ibans(str(exc)))
+
+
+def _record_load(conn: Connection, source: str, sha: str, statements: list[Statement]) -> int:
+    """The file's ``source_loads`` row (its hash makes a second drop of it a no-op); returns its id."""
+    load_id: int = conn.execute(
+        text(
+            "INSERT INTO source_loads (feed, source, sha256, status, rows_read, rows_accepted, rows_quarantined, "
+            "loaded_at) VALUES ('bank', :p, :s, 'loaded', :n, 0, :q, :now) RETURNING load_id"
+        ),
+        {
+            "p": source,
+            "s": sha,
+            "n": sum(len(s.transactions) + len(s.problems) for s in statements),
+            "q": sum(len(s.problems) for s in statements),
+            "now": db.now(),
+        },
+    ).scalar_one()
+    return load_id
+
+
+def _store_statement(conn: Connection, load_id: int, source: str, st: Statement) -> int:
+    """The statement row, once per account and statement id; a new one has its balances checked. Returns its key."""
+    _quarantine_rows(conn, load_id, source, st)
+    created = db.execute(
+        conn,
+        "INSERT INTO bank_statements (load_id, account_iban, statement_id, currency, opening_balance, "
+        "closing_balance, from_date, to_date, file_format) VALUES (:l, :iban, :sid, :cur, :ob, :cb, :fd, :td, "
+        ":fmt) ON CONFLICT (account_iban, statement_id) DO NOTHING",
+        {
+            "l": load_id,
+            "iban": st.account_iban,
+            "sid": st.statement_id,
+            "cur": st.currency,
+            "ob": st.opening_balance,
+            "cb": st.closing_balance,
+            "fd": st.from_date,
+            "td": st.to_date,
+            "fmt": st.file_format,
+        },
+    )
+    pk: int = db.scalar(
+        conn,
+        "SELECT statement_pk FROM bank_statements WHERE account_iban = :a AND statement_id = :s",
+        {"a": st.account_iban, "s": st.statement_id},
+    )
+    if created:
+        _check_balance(conn, st)
+        _check_continuity(conn, st, pk)
+    return pk
+
+
+def _store_transactions(
+    conn: Connection, load_id: int, pk: int, st: Statement, keys: Iterator[str]
+) -> tuple[list[dict[str, Any]], set[str]]:
+    """The statement's bank lines, each once per account (by dedup key); returns the rows and the keys added."""
+    fields = list(Transaction.__dataclass_fields__)
+    rows = [
+        {"statement_pk": pk, "load_id": load_id, "dedup_key": next(keys), **{k: getattr(t, k) for k in fields}}
+        for t in st.transactions
+    ]
+    added = {
+        r["dedup_key"]
+        for r in db.insert_returning(
+            conn, "bank_transactions", rows, "dedup_key", "ON CONFLICT (account_iban, dedup_key) DO NOTHING"
+        )
+    }
+    return rows, added
 
 
 def _quarantine_rows(conn: Connection, load_id: int, source: str, st: Statement) -> None:

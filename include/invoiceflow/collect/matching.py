@@ -6,17 +6,17 @@ import re
 import unicodedata
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import date
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
 from rapidfuzz import fuzz, process
 from sqlalchemy import Connection
 from stdnum import iso11649
 
-from invoiceflow.core import db
-from invoiceflow.core.money import format_plain, minor_digits
+from invoiceflow.collect.records import Adjustment, Allocation, BankLine, Decision, OpenInvoice, Payer, Suggestion
+from invoiceflow.core import db, fx
+from invoiceflow.core.money import format_plain
 from invoiceflow.core.policy import Policy, Reconciliation
 from invoiceflow.core.statuses import OPEN_STATUSES
 
@@ -33,69 +33,6 @@ LEGAL_FORMS = re.compile(
     r"\b(gmbh|mbh|ag|kg|ohg|ug|se|ltd|limited|llc|inc|corp|co|plc|sas|sa|sarl|srl|spa|bv|nv|ab|as|oy|kft|"
     r"sp z o o|the|und|and|&)\b"
 )
-
-
-@dataclass
-class OpenInvoice:
-    """What the matcher knows of an issued invoice; ``open_amount`` drops as it is paid in a run."""
-
-    invoice_id: int
-    invoice_number: str
-    client_id: str
-    currency: str
-    open_amount: int
-    due_date: date | None
-    payment_reference: str | None
-    status: str
-
-
-@dataclass(frozen=True)
-class Allocation:
-    invoice_id: int
-    invoice_number: str
-    amount: int  # minor units of the invoice's currency
-    rule: str
-    evidence: str
-    confidence: float
-
-
-@dataclass(frozen=True)
-class Adjustment:
-    invoice_id: int | None
-    kind: str  # bank_fee, cash_discount, fx_difference, unapplied
-    amount: int  # minor units of the payment's currency; an fx_difference is positive for a loss
-    currency: str
-
-
-@dataclass(frozen=True)
-class Suggestion:
-    invoice_numbers: tuple[str, ...]
-    rule: str
-    evidence: str
-    confidence: float
-
-
-@dataclass
-class Decision:
-    """What to do with one bank line: post, reverse (a return), or raise an exception for finance."""
-
-    outcome: str  # posted, partial, reverse, exception
-    category: str | None = None  # exception category, or the note a posting leaves for finance
-    client_id: str | None = None
-    allocations: list[Allocation] = field(default_factory=list)
-    adjustments: list[Adjustment] = field(default_factory=list)
-    suggestions: list[Suggestion] = field(default_factory=list)
-    detail: str = ""
-    rule: str | None = None
-    confidence: float | None = None
-
-
-@dataclass(frozen=True)
-class Payer:
-    client_id: str | None
-    how: str  # iban, name, fuzzy, unknown, ambiguous
-    evidence: str
-    confidence: float
 
 
 def compact(value: str) -> str:
@@ -148,12 +85,12 @@ class Matcher:
 
     # evidence ---------------------------------------------------------------------------------
 
-    def referenced(self, txn: Mapping[str, Any]) -> tuple[list[OpenInvoice], str]:
+    def referenced(self, line: BankLine) -> tuple[list[OpenInvoice], str]:
         """The invoices a bank line names by RF reference or invoice number, and how it names them."""
         found: dict[int, OpenInvoice] = {}
         how = []
-        refs = [txn.get("structured_ref") or ""]
-        remittance = (txn.get("remittance") or "").upper()
+        refs = [line.structured_ref or ""]
+        remittance = (line.remittance or "").upper()
         refs += [m.group(0) for m in RF_IN_TEXT.finditer(remittance)]
         for ref in refs:
             key = compact(ref)
@@ -162,18 +99,18 @@ class Matcher:
                 found[inv.invoice_id] = inv
                 how.append(f"creditor reference {key}")
         for m in INVOICE_NUMBER.finditer(remittance):
-            inv = self.by_number.get("".join(m.groups()))
-            if inv is not None and inv.invoice_id not in found:
-                found[inv.invoice_id] = inv
-                how.append(f"invoice number {inv.invoice_number} in the remittance text")
+            named = self.by_number.get("".join(m.groups()))
+            if named is not None and named.invoice_id not in found:
+                found[named.invoice_id] = named
+                how.append(f"invoice number {named.invoice_number} in the remittance text")
         return list(found.values()), "; ".join(dict.fromkeys(how))
 
-    def payer(self, txn: Mapping[str, Any]) -> Payer:
+    def payer(self, line: BankLine) -> Payer:
         """Who paid: a known payer IBAN, else the exact client name, else a fuzzy name without a tie."""
-        iban = compact(txn.get("counterparty_iban") or "")
+        iban = compact(line.counterparty_iban or "")
         if iban and iban in self.payer_ibans:
             return Payer(self.payer_ibans[iban], "iban", f"known payer account {iban}", 0.97)
-        name = txn.get("counterparty_name") or ""
+        name = line.counterparty_name or ""
         norm = normalise_name(name)
         if not norm:
             return Payer(None, "unknown", "no payer name", 0)
@@ -211,14 +148,10 @@ class Matcher:
     # amounts ---------------------------------------------------------------------------------
 
     def to_base(self, amount: int, currency: str, day: date) -> Decimal:
-        rate = self.fx_rate(currency, day)
-        return Decimal(amount).scaleb(-minor_digits(currency)) / rate
+        return fx.major_in_base(amount, currency, self.fx_rate(currency, day))
 
     def convert(self, amount: int, src: str, dst: str, day: date) -> int:
-        if src == dst:
-            return amount
-        major = self.to_base(amount, src, day) * self.fx_rate(dst, day)
-        return int(major.scaleb(minor_digits(dst)).to_integral_value(rounding=ROUND_HALF_UP))
+        return fx.convert(amount, src, self.fx_rate(src, day), dst, self.fx_rate(dst, day))
 
     def _within(self, diff: int, of: int, currency: str, day: date, percent: Decimal, max_base: Decimal) -> bool:
         if diff <= 0 or of <= 0:
@@ -268,24 +201,24 @@ class Matcher:
 
     # the rules -------------------------------------------------------------------------------
 
-    def decide(self, txn: Mapping[str, Any]) -> Decision:
-        amount, day = txn["amount"], txn["booking_date"]
-        text_ = (txn.get("remittance") or "").upper()
+    def decide(self, line: BankLine) -> Decision:
+        amount, day = line.amount.minor, line.booking_date
+        text_ = (line.remittance or "").upper()
         if amount < 0:
-            if txn.get("reversal") or RETURN_WORDS.search(text_):
+            if line.reversal or RETURN_WORDS.search(text_):
                 return Decision("reverse", "return", detail="a returned or reversed payment")
             return Decision("exception", "outgoing_payment", detail="a debit: to be booked by finance")
-        if amount == 0 or txn.get("reversal"):
+        if amount == 0 or line.reversal:
             return Decision("exception", "non_receivable", detail="not a client payment (zero or a reversed debit)")
-        named, how = self.referenced(txn)
+        named, how = self.referenced(line)
         if named:
-            return self._by_reference(txn, named, how)
-        who = self.payer(txn)
+            return self._by_reference(line, named, how)
+        who = self.payer(line)
         if who.client_id:
-            decided = self._by_client(txn, who)
+            decided = self._by_client(line, who)
             if decided is not None:
                 return decided
-        return self._unmatched(txn, who, day)
+        return self._unmatched(line, who, day)
 
     def _post(
         self,
@@ -310,8 +243,11 @@ class Matcher:
             confidence=confidence,
         )
 
-    def _by_reference(self, txn: Mapping[str, Any], named: list[OpenInvoice], how: str) -> Decision:
-        amount, cur, day = txn["amount"], txn["currency"], txn["booking_date"]
+    def _by_reference(self, line: BankLine, named: list[OpenInvoice], how: str) -> Decision:
+        """A line that names its invoices: the amount decides between a full, combined, tolerated,
+        part, over- or FX-difference payment. It stays one ladder of cases (a little over 80 lines)
+        because their order is the matching policy, and reads top to bottom like the policy text."""
+        amount, cur, day = line.amount.minor, line.amount.currency, line.booking_date
         numbers = ", ".join(i.invoice_number for i in named)
         open_ = [i for i in named if i.open_amount > 0]
         if not open_:
@@ -328,7 +264,7 @@ class Matcher:
         if len(inv_cur) > 1 or len({i.client_id for i in open_}) > 1:
             return self._exception("ambiguous", f"names {numbers} of different clients or currencies", open_, how)
         if inv_cur != {cur}:
-            return self._fx(txn, open_, how, client)
+            return self._fx(line, open_, how, client)
         full = [(i, i.open_amount) for i in open_]
         if amount == total:
             rule = "reference_and_amount" if len(open_) == 1 else "reference_combined"
@@ -356,7 +292,7 @@ class Matcher:
                     [Adjustment(inv.invoice_id, kind, short, cur)],
                     detail=_written_off(inv, short, cur, kind),
                 )
-            who = self.payer(txn)  # a part payment needs a second piece of evidence: the payer
+            who = self.payer(line)  # a part payment needs a second piece of evidence: the payer
             if who.client_id == client:
                 return self._post(
                     "partial",
@@ -396,13 +332,13 @@ class Matcher:
             how,
         )
 
-    def _fx(self, txn: Mapping[str, Any], invs: list[OpenInvoice], how: str, client: str) -> Decision:
-        amount, cur, day = txn["amount"], txn["currency"], txn["booking_date"]
+    def _fx(self, line: BankLine, invs: list[OpenInvoice], how: str, client: str) -> Decision:
+        amount, cur, day = line.amount.minor, line.amount.currency, line.booking_date
         inv_cur = invs[0].currency
         expected = self.convert(sum(i.open_amount for i in invs), inv_cur, cur, day)
         diff = expected - amount
-        fx = self.rules.fx_difference
-        if diff == 0 or self._within(abs(diff), expected, cur, day, fx.max_percent, fx.max_amount):
+        tolerance = self.rules.fx_difference
+        if diff == 0 or self._within(abs(diff), expected, cur, day, tolerance.max_percent, tolerance.max_amount):
             return self._post(
                 "posted",
                 "fx_difference" if diff else None,
@@ -423,12 +359,23 @@ class Matcher:
             how,
         )
 
-    def _by_client(self, txn: Mapping[str, Any], who: Payer) -> Decision | None:
-        amount, cur, day = txn["amount"], txn["currency"], txn["booking_date"]
+    def _by_client(self, line: BankLine, who: Payer) -> Decision | None:
+        """The rules for a line whose payer is known but names no invoice, strongest first: one open
+        invoice of the amount, one set of invoices adding up to it, one within a write-off
+        tolerance, the client's only open invoice paid in part or over, an invoice in another
+        currency within the FX tolerance. None when none applies."""
         client = who.client_id
         assert client is not None
-        invs = [i for i in self.by_client.get(client, ()) if i.open_amount > 0 and i.currency == cur]
-        conf = who.confidence
+        invs = [i for i in self.by_client.get(client, ()) if i.open_amount > 0 and i.currency == line.amount.currency]
+        for rule in (self._client_exact, self._client_combined, self._client_near, self._client_only_invoice):
+            decided = rule(line, who, client, invs)
+            if decided is not None:
+                return decided
+        return self._client_fx(line, who, client)
+
+    def _client_exact(self, line: BankLine, who: Payer, client: str, invs: list[OpenInvoice]) -> Decision | None:
+        """Exactly one open invoice of the client has the line's amount."""
+        amount, conf = line.amount.minor, who.confidence
         exact = [i for i in invs if i.open_amount == amount]
         if len(exact) == 1:
             return self._post(
@@ -448,7 +395,11 @@ class Matcher:
                 who.evidence,
                 0.5,
             )
-        combos = self.subsets(invs, amount)
+        return None
+
+    def _client_combined(self, line: BankLine, who: Payer, client: str, invs: list[OpenInvoice]) -> Decision | None:
+        """Exactly one set of the client's open invoices adds up to the line's amount."""
+        combos = self.subsets(invs, line.amount.minor)
         if len(combos) == 1:
             (combo,) = combos
             return self._post(
@@ -459,7 +410,7 @@ class Matcher:
                 "client_combined",
                 f"{who.evidence}; the only set of open invoices adding up to the amount "
                 f"({', '.join(i.invoice_number for i in combo)})",
-                round(conf - 0.05, 2),
+                round(who.confidence - 0.05, 2),
             )
         if len(combos) > 1:
             return Decision(
@@ -472,6 +423,11 @@ class Matcher:
                 ],
                 detail=f"{who.evidence}; several sets of open invoices add up to the amount",
             )
+        return None
+
+    def _client_near(self, line: BankLine, who: Payer, client: str, invs: list[OpenInvoice]) -> Decision | None:
+        """Exactly one open invoice is short by no more than a bank fee or cash discount."""
+        amount, cur, day = line.amount.minor, line.amount.currency, line.booking_date
         near = [(i, k) for i in invs if (k := self.write_off_kind(i.open_amount - amount, i.open_amount, cur, day))]
         if len(near) == 1:
             (inv, kind), short = near[0], near[0][0].open_amount - amount
@@ -483,7 +439,7 @@ class Matcher:
                 f"client_{kind}",
                 f"{who.evidence}; {format_plain(short, cur)} {cur} short of {inv.invoice_number}, within the "
                 f"{kind.replace('_', ' ')} tolerance",
-                round(conf - 0.1, 2),
+                round(who.confidence - 0.1, 2),
                 [Adjustment(inv.invoice_id, kind, short, cur)],
                 detail=_written_off(inv, short, cur, kind),
             )
@@ -491,43 +447,54 @@ class Matcher:
             return self._exception(
                 "ambiguous", f"{who.evidence}; close to several open invoices", [i for i, _ in near], who.evidence, 0.4
             )
-        if len(invs) == 1:
-            inv = invs[0]
-            if amount < inv.open_amount:
-                return self._post(
-                    "partial",
-                    "short_payment",
-                    client,
-                    [(inv, amount)],
-                    "client_partial",
-                    f"{who.evidence}; the client's only open invoice in {cur}, paid in part",
-                    round(conf - 0.15, 2),
-                    detail=f"{inv.invoice_number}: part payment, "
-                    f"{format_plain(inv.open_amount - amount, cur)} {cur} still open",
-                )
-            if self.overpayment_ok(amount - inv.open_amount, inv.open_amount):
-                excess = amount - inv.open_amount
-                return self._post(
-                    "posted",
-                    "overpayment",
-                    client,
-                    [(inv, inv.open_amount)],
-                    "client_overpayment",
-                    f"{who.evidence}; the client's only open invoice in {cur}, overpaid",
-                    round(conf - 0.15, 2),
-                    [Adjustment(inv.invoice_id, "unapplied", excess, cur)],
-                    detail=f"{inv.invoice_number}: overpaid by {format_plain(excess, cur)} {cur}, left unapplied",
-                )
+        return None
+
+    def _client_only_invoice(self, line: BankLine, who: Payer, client: str, invs: list[OpenInvoice]) -> Decision | None:
+        """The client's only open invoice in the currency, paid in part or overpaid within the policy."""
+        amount, cur = line.amount.minor, line.amount.currency
+        if len(invs) != 1:
+            return None
+        inv = invs[0]
+        if amount < inv.open_amount:
+            return self._post(
+                "partial",
+                "short_payment",
+                client,
+                [(inv, amount)],
+                "client_partial",
+                f"{who.evidence}; the client's only open invoice in {cur}, paid in part",
+                round(who.confidence - 0.15, 2),
+                detail=f"{inv.invoice_number}: part payment, "
+                f"{format_plain(inv.open_amount - amount, cur)} {cur} still open",
+            )
+        if self.overpayment_ok(amount - inv.open_amount, inv.open_amount):
+            excess = amount - inv.open_amount
+            return self._post(
+                "posted",
+                "overpayment",
+                client,
+                [(inv, inv.open_amount)],
+                "client_overpayment",
+                f"{who.evidence}; the client's only open invoice in {cur}, overpaid",
+                round(who.confidence - 0.15, 2),
+                [Adjustment(inv.invoice_id, "unapplied", excess, cur)],
+                detail=f"{inv.invoice_number}: overpaid by {format_plain(excess, cur)} {cur}, left unapplied",
+            )
+        return None
+
+    def _client_fx(self, line: BankLine, who: Payer, client: str) -> Decision | None:
+        """Exactly one open invoice in another currency is within the FX tolerance of the line."""
+        amount, cur, day = line.amount.minor, line.amount.currency, line.booking_date
         other = [i for i in self.by_client.get(client, ()) if i.open_amount > 0 and i.currency != cur]
         fx_hits = []
         for inv in other:
             expected = self.convert(inv.open_amount, inv.currency, cur, day)
             diff = expected - amount
-            fx = self.rules.fx_difference
-            if diff == 0 or self._within(abs(diff), expected, cur, day, fx.max_percent, fx.max_amount):
+            tolerance = self.rules.fx_difference
+            if diff == 0 or self._within(abs(diff), expected, cur, day, tolerance.max_percent, tolerance.max_amount):
                 fx_hits.append(inv)
         if len(fx_hits) == 1:
-            return self._fx(txn, fx_hits, who.evidence, client)
+            return self._fx(line, fx_hits, who.evidence, client)
         return None
 
     def _exception(
@@ -541,8 +508,8 @@ class Matcher:
             detail=detail,
         )
 
-    def _unmatched(self, txn: Mapping[str, Any], who: Payer, day: date) -> Decision:
-        amount, cur = txn["amount"], txn["currency"]
+    def _unmatched(self, line: BankLine, who: Payer, day: date) -> Decision:
+        amount, cur = line.amount.minor, line.amount.currency
         ranked: list[Suggestion] = []
         seen: set[str] = set()
         if who.client_id:

@@ -24,21 +24,17 @@ functions below it read and write the billing database."""
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import Connection, Engine
 
 from invoiceflow.collect import payments
-from invoiceflow.collect.matching import (
-    INVOICE_NUMBER,
-    Decision,
-    Matcher,
-    compact,
-    describe,
-    load_matcher,
-)
+from invoiceflow.collect.matching import INVOICE_NUMBER, Matcher, compact, describe, load_matcher
+from invoiceflow.collect.records import BankLine, Decision
 from invoiceflow.core import audit, db, masking
+from invoiceflow.core.errors import InfrastructureError
 from invoiceflow.core.money import format_totals
 from invoiceflow.core.policy import Policy
 from invoiceflow.core.run import Run
@@ -59,7 +55,16 @@ def accounts_with_new_lines(engine: Engine) -> list[str]:
         ]
 
 
-def match_and_post(run: Run, account: str | None = None) -> dict[str, int]:
+class PostingCounts(TypedDict):
+    """What a night did with its bank lines (the task's XCom, so a plain dict)."""
+
+    matched: int
+    partial: int
+    returned: int
+    exceptions: int
+
+
+def match_and_post(run: Run, account: str | None = None) -> PostingCounts:
     """Decide every new bank line (of ``account``, or of all accounts) and apply the decisions, a
     chunk of lines per transaction (a retry resumes after the last committed chunk).
 
@@ -75,8 +80,8 @@ def match_and_post(run: Run, account: str | None = None) -> dict[str, int]:
     (``_check_open_amounts``).
     """
     engine, actor, run_id, pol = run.engine, run.actor, run.run_id, run.policy
-    counts = {"matched": 0, "partial": 0, "returned": 0, "exceptions": 0}
-    amounts: dict[str, list[tuple[str, int]]] = {outcome: [] for outcome in counts}
+    tally: Counter[str] = Counter()
+    amounts: dict[str, list[tuple[str, int]]] = {outcome: [] for outcome in PostingCounts.__annotations__}
     suggested = 0
     with engine.connect() as conn:
         matcher = load_matcher(conn, pol)
@@ -100,15 +105,18 @@ def match_and_post(run: Run, account: str | None = None) -> dict[str, int]:
                 with engine.connect() as conn:
                     matcher = load_matcher(conn, pol)
         else:
-            raise RuntimeError(
+            raise InfrastructureError(
                 f"bank lines {chunk[0]['txn_id']} to {chunk[-1]['txn_id']}: open invoices kept changing under this "
                 "run; run again"
             )
         start, done = start + len(chunk), done + 1
         for txn, outcome, decision in decided:
-            counts[outcome] += 1
+            tally[outcome] += 1
             amounts[outcome].append((txn["currency"], txn["amount"]))
             suggested += outcome == "exceptions" and bool(decision.suggestions)
+    counts = PostingCounts(
+        matched=tally["matched"], partial=tally["partial"], returned=tally["returned"], exceptions=tally["exceptions"]
+    )
     log.info(
         "reconciliation of %d new bank lines of %s: %d auto-posted in full (%s), %d part payments posted (%s), "
         "%d returns (%s), %d exceptions for finance (%s), %d of them with suggested invoices",
@@ -177,7 +185,7 @@ def _decide_and_post(
             if txn["txn_id"] not in claimed:
                 log.info("bank line %s was decided by a concurrent run, skipped", txn["txn_id"])
                 continue
-            decision = matcher.decide(txn)
+            decision = matcher.decide(BankLine.of(txn))
             for alloc in decision.allocations:
                 believed.setdefault(alloc.invoice_id, matcher.by_id[alloc.invoice_id].open_amount)
             if decision.outcome in ("posted", "partial"):

@@ -120,9 +120,9 @@ def record_many(conn: Connection, events: Sequence[Event]) -> None:
         return
     occurred_at = db.now()
     prev = _head(conn)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for e in events:
-        row = {
+        row: dict[str, Any] = {
             "occurred_at": occurred_at,
             "entity_type": e.entity_type,
             "entity_id": str(e.entity_id),
@@ -132,8 +132,9 @@ def record_many(conn: Connection, events: Sequence[Event]) -> None:
             "before_state": _state(e.before),
             "after_state": _state(e.after),
         }
-        row["prev_hash"], row["event_hash"] = prev, event_hash(prev, row)
-        prev = row["event_hash"]
+        this = event_hash(prev, row)
+        row["prev_hash"], row["event_hash"] = prev, this
+        prev = this
         rows.append(row)
     db.insert_many(conn, "audit_events", rows)
 

@@ -155,6 +155,8 @@ def upgrade(eng: Engine) -> list[str]:
                 # sqlite3 runs one statement per execute(); its executescript() handles the rest
                 # but commits first, so the script carries its own transaction.
                 raw = conn.connection.dbapi_connection
+                if raw is None:  # SQLAlchemy's pool invalidated the connection under us
+                    raise InfrastructureError(f"lost the SQLite connection before migration {version}")
                 conn.commit()
                 raw.executescript(
                     "BEGIN;\n" + script + "\nINSERT INTO schema_migrations VALUES "
@@ -317,8 +319,11 @@ def _copy(conn: Connection, table: str, columns: Sequence[str], rows: Iterable[t
 
     names = ", ".join(columns)
     sql = f"COPY {table} ({names}) FROM STDIN"
+    driver = conn.connection.driver_connection
+    if driver is None:  # SQLAlchemy's pool invalidated the connection under us
+        raise InfrastructureError(f"lost the PostgreSQL connection before {sql}")
     try:
-        with conn.connection.driver_connection.cursor() as cursor, cursor.copy(sql) as copy:
+        with driver.cursor() as cursor, cursor.copy(sql) as copy:
             for row in rows:
                 copy.write_row(row)
     except psycopg.Error as exc:

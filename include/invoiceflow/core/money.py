@@ -7,6 +7,7 @@ counts of the currency's minor unit so that sums are exact and rounding happens 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 from babel.numbers import get_currency_precision
@@ -21,6 +22,58 @@ class MoneyError(DataError):
 MAX_MINOR = 10**15
 """The largest amount accepted from outside, in minor units (10 trillion EUR): more than any invoice
 or payment, well inside a database BIGINT, so "1E+400" in a file is refused instead of overflowing."""
+
+
+@dataclass(frozen=True)
+class Money:
+    """An amount in minor units with its currency: what travels between stages as one value.
+
+    Adding or comparing amounts in two currencies is a bug that silently corrupts totals, so it
+    raises instead; converting goes through ``core.fx`` with a dated rate.
+    """
+
+    minor: int
+    currency: str
+
+    @classmethod
+    def parse(cls, amount: str | Decimal | int, currency: str) -> Money:
+        """A major-unit decimal ("1234.50") in ``currency``; see ``to_minor``."""
+        return cls(to_minor(amount, currency), currency)
+
+    @classmethod
+    def zero(cls, currency: str) -> Money:
+        return cls(0, currency)
+
+    def _same(self, other: Money) -> None:
+        if not isinstance(other, Money):
+            raise TypeError(f"cannot combine Money with {type(other).__name__}")
+        if other.currency != self.currency:
+            raise MoneyError(f"cannot combine {self} and {other}: different currencies")
+
+    def __add__(self, other: Money) -> Money:
+        self._same(other)
+        return Money(self.minor + other.minor, self.currency)
+
+    def __sub__(self, other: Money) -> Money:
+        self._same(other)
+        return Money(self.minor - other.minor, self.currency)
+
+    def __neg__(self) -> Money:
+        return Money(-self.minor, self.currency)
+
+    def __lt__(self, other: Money) -> bool:
+        self._same(other)
+        return self.minor < other.minor
+
+    def __le__(self, other: Money) -> bool:
+        self._same(other)
+        return self.minor <= other.minor
+
+    def __bool__(self) -> bool:
+        return self.minor != 0
+
+    def __str__(self) -> str:
+        return f"{self.currency} {format_plain(self.minor, self.currency)}"
 
 
 def minor_digits(currency: str) -> int:
@@ -69,18 +122,6 @@ def round_half_up(numerator: int, denominator: int) -> int:
 def tax_amount(net_minor: int, rate_basis_points: int) -> int:
     """Tax on a rate group's net sum: rate in basis points (1900 = 19 %), half-up to the minor unit."""
     return round_half_up(net_minor * rate_basis_points, 10_000)
-
-
-def to_base(minor: int, currency: str, base_currency: str, rate: Decimal) -> int:
-    """Minor units of ``currency`` in minor units of the base, at ``rate`` units per 1 base unit.
-
-    The rate is quoted the way the ECB publishes it (1 EUR = 0.86 GBP), so converting to the base
-    divides; the result is rounded half-up once, at the end.
-    """
-    if rate <= 0:
-        raise MoneyError(f"an FX rate must be positive, got {rate}")
-    scaled = Decimal(minor).scaleb(minor_digits(base_currency) - minor_digits(currency)) / rate
-    return int(scaled.to_integral_value(rounding=ROUND_HALF_UP))
 
 
 def format_totals(amounts: Iterable[tuple[str, int]]) -> str:

@@ -29,6 +29,12 @@ def _payer_iban(rng: random.Random) -> str:
 def demo_payments_statement(
     invoices: Sequence[Mapping], *, accounts: Mapping[str, str], statement_date: date, seed: int = 42
 ) -> list[Statement]:
+    """A statement paying most of the issued invoices the way clients pay: in full naming the
+    invoice, by creditor reference only, in part, with no reference at all, short by a bank fee,
+    or not yet.
+
+    One table of payment styles by dice roll (a little over 80 lines), read as one list of cases.
+    """
     rng = random.Random(seed)
     by_currency: dict[str, list[Transaction]] = {}
     payers: dict[str, str] = {}
@@ -36,7 +42,8 @@ def demo_payments_statement(
         cur = inv["currency"]
         payer_iban = payers.setdefault(inv["client_name"], _payer_iban(rng))
         roll = rng.random()
-        amount, text, ref = inv["gross_amount"], f"Payment invoice {inv['invoice_number']}, thank you", None
+        text: str | None = f"Payment invoice {inv['invoice_number']}, thank you"
+        amount, ref = inv["gross_amount"], None
         if roll < 0.55:
             pass
         elif roll < 0.65:

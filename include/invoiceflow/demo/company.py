@@ -93,6 +93,8 @@ def _digits(rng: random.Random, n: int) -> str:
 def _vat_id(rng: random.Random, pattern: str) -> str:
     """A VAT id with valid check digits, so EU clients qualify for the reverse charge."""
     checker = get_cc_module(pattern[:2].lower(), "vat")
+    if checker is None:
+        raise RuntimeError(f"python-stdnum has no VAT id module for {pattern[:2]}")
     for _ in range(10_000):
         candidate = _fill(rng, pattern)
         if checker.is_valid(candidate):
@@ -126,7 +128,7 @@ def _write(path: Path, feed: str, rows: list[dict[str, str]]) -> Path:
 
 
 def _clients(rng: random.Random, scale: float) -> list[dict[str, str]]:
-    clients = []
+    clients: list[dict[str, str]] = []
     for country, (currency, language, count, vat_pattern) in COUNTRIES.items():
         first, middle, forms = NAMES[country]
         for _ in range(max(1, round(count * scale))):
@@ -155,7 +157,7 @@ def _clients(rng: random.Random, scale: float) -> list[dict[str, str]]:
 
 
 def _contracts(rng: random.Random, clients: list[dict[str, str]], period: date) -> list[dict[str, str]]:
-    contracts = []
+    contracts: list[dict[str, str]] = []
     for client in clients:
         for _ in range(rng.choice((1, 2, 2, 3, 3, 3, 4, 4))):
             n = len(contracts) + 1
@@ -199,8 +201,8 @@ def _commercial_terms(rng: random.Random, kind: str) -> dict[str, str]:
     }
 
 
-def _expenses(rng: random.Random, contracts, period: date) -> list[dict[str, str]]:
-    rows = []
+def _expenses(rng: random.Random, contracts: list[dict[str, str]], period: date) -> list[dict[str, str]]:
+    rows: list[dict[str, str]] = []
     days = (_month_end(period) - period).days
     kinds = {"travel": (40, 600), "hotel": (90, 450), "meals": (15, 120), "software": (20, 900)}
     for c in contracts:
@@ -286,7 +288,9 @@ def _rate_cards(rng: random.Random, contracts: list[dict[str, str]], period: dat
     return cards
 
 
-def _timesheets(rng: random.Random, contracts, cards, period: date) -> list[dict[str, str]]:
+def _timesheets(
+    rng: random.Random, contracts: list[dict[str, str]], cards: list[dict[str, str]], period: date
+) -> list[dict[str, str]]:
     roles_of: dict[str, list[str]] = {}
     for card in cards:
         roles_of.setdefault(card["contract_id"], [])
@@ -306,7 +310,7 @@ def _timesheets(rng: random.Random, contracts, cards, period: date) -> list[dict
     sizes = ["large"] * (len(active) * 14 // 100) + ["medium"] * (len(active) * 35 // 100)
     sizes += ["small"] * (len(active) - len(sizes))
     rng.shuffle(sizes)
-    rows = []
+    rows: list[dict[str, str]] = []
     employee = 0
     for c, size in zip(active, sizes, strict=True):
         start = date.fromisoformat(c["start_date"])
@@ -359,8 +363,8 @@ def _spoil(rng: random.Random, rows: list[dict[str, str]]) -> None:
         row.update(changes)
 
 
-def _milestones(rng: random.Random, contracts, period: date) -> list[dict[str, str]]:
-    rows = []
+def _milestones(rng: random.Random, contracts: list[dict[str, str]], period: date) -> list[dict[str, str]]:
+    rows: list[dict[str, str]] = []
     end = _month_end(period)
     for c in contracts:
         if c["billing_type"] != "milestone" or c["end_date"]:

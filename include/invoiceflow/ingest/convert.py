@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from invoiceflow.core.errors import DataError
 from invoiceflow.core.money import MoneyError, to_minor
 
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ def countries() -> set[str]:
     """ISO 3166 alpha-2 codes, from CLDR (babel), for the client feed's country column."""
     from babel import Locale
 
-    return {code for code in Locale("en").territories if len(code) == 2 and code.isalpha()}
+    return {code for code in Locale("en").territories if isinstance(code, str) and len(code) == 2 and code.isalpha()}
 
 
 def _percent_bp(value: str) -> int:
@@ -161,6 +162,8 @@ def to_records(feed: str, frame: pd.DataFrame, currency_of: Mapping[str, str]) -
             "completed_at": c.dates("completed_at"),
         }
     elif feed == "expenses":
+        if contract_currency is None:  # contract_id is a required column: a file without it is rejected earlier
+            raise DataError("the expenses feed has no contract_id column")
         for line_no in f.index[f["currency"] != contract_currency]:
             c.failures.setdefault(
                 line_no,

@@ -232,88 +232,20 @@ def load_file(run: Run, feed: str, path: Path) -> LoadResult:
         log.info("%s %s: loaded before (same content), skipped", feed, path.name)
         return LoadResult(feed, source, "skipped", message="already loaded (same content)")
 
-    table, key, replace_when = TARGETS[feed]
     result = LoadResult(feed, source, "loaded")
-    samples: list[str] = []
     pages: list[str] = []  # Data Docs of the chunks with failing rows
     try:
         facts = whole_file_checks(feed, path, policy)
         with engine.begin() as conn:
             db.execute(conn, "DELETE FROM source_loads WHERE feed = :f AND sha256 = :s", {"f": feed, "s": sha})
             load_id = _record_load(conn, result, sha, None)
-            known = known_references(conn, policy)
-            currency_of = {
-                r["contract_id"]: r["currency"] for r in db.rows(conn, "SELECT contract_id, currency FROM contracts")
-            }
-            for chunk in read_feed_chunks(feed, path, CHUNK_ROWS):
-                validated = validation.validate(
-                    feed, chunk, known, key, facts, run_name=f"{path.name} lines {chunk.index[0]}-{chunk.index[-1]}"
-                )
-                findings = validated.findings
-                if validated.data_docs:
-                    pages.append(str(validated.data_docs))
-                records, converter = to_records(feed, chunk.drop(index=list(findings)), currency_of)
-                for line_no, (field_name, value, reason) in converter.failures.items():
-                    findings[line_no] = [
-                        validation.Finding(line_no, field_name, value, f"cannot be converted: {reason}", "conversion")
-                    ]
-                if replace_when:
-                    changed = billed_changes(conn, table, key, records, chunk)
-                    findings.update(changed)
-                    records = records.drop(index=list(changed))
-                if feed in LOAD_ORDER:
-                    records = records.sort_values(LOAD_ORDER[feed], kind="stable")
-                db.bulk_upsert(
-                    conn, table, [*records.columns, "load_id"], key, load_tuples(records, load_id), replace_when
-                )
-                db.insert_many(conn, "quarantine", _quarantine_rows(load_id, feed, path, chunk, findings))
-                result.rows_read += len(chunk)
-                result.rows_accepted += len(records)
-                result.rows_quarantined += len(findings)
-                result.rows_billed_changed += len(changed) if replace_when else 0
-                for line_no, per_line in sorted(findings.items()):
-                    if len(result.problems) < 20:
-                        result.problems.append(
-                            f"{path.name} line {line_no}: " + "; ".join(f"{f.field} {f.reason}" for f in per_line)
-                        )
-                    if len(samples) < 3:
-                        samples.append(f"line {line_no} {per_line[0].field}: {per_line[0].reason}")
-            bad = result.rows_quarantined - result.rows_billed_changed  # a broken file, not late corrections
-            if result.rows_read and bad / result.rows_read > policy.validation.max_bad_row_ratio:
-                raise _TooManyBadRows(
-                    f"{path}: {bad} of {result.rows_read} rows failed validation, more than "
-                    f"the policy allows ({policy.validation.max_bad_row_ratio:.0%}); nothing from this file was "
-                    f"loaded. First problems: {'; '.join(samples)}"
-                )
-            db.execute(
-                conn,
-                "UPDATE source_loads SET rows_read = :r, rows_accepted = :a, rows_quarantined = :q, "
-                "data_docs = :docs WHERE load_id = :l",
-                {
-                    "r": result.rows_read,
-                    "a": result.rows_accepted,
-                    "q": result.rows_quarantined,
-                    "docs": "\n".join(pages) or None,
-                    "l": load_id,
-                },
-            )
-            audit.record(
-                conn,
-                entity_type="source_load",
-                entity_id=load_id,
-                action="loaded",
-                actor=actor,
-                after={
-                    "feed": feed,
-                    "source": path.name,
-                    "accepted": result.rows_accepted,
-                    "quarantined": result.rows_quarantined,
-                },
-            )
+            samples = _load_chunks(conn, policy, path, load_id, facts, result, pages)
+            _refuse_too_many_bad_rows(policy, path, result, samples)
+            _close_load(conn, actor, path, load_id, result, pages)
     except (SourceFileError, _TooManyBadRows) as exc:
         return _reject(engine, feed, source, sha, str(exc), actor)
     if result.rows_accepted >= BULK_LOAD_ROWS:
-        db.refresh_statistics(engine, table)
+        db.refresh_statistics(engine, TARGETS[feed][0])
     for page in pages:
         log.info("%s %s: the failed checks in Great Expectations Data Docs: %s", feed, path.name, page)
     log.info(
@@ -325,6 +257,126 @@ def load_file(run: Run, feed: str, path: Path) -> LoadResult:
         result.rows_quarantined,
     )
     return result
+
+
+def _load_chunks(
+    conn: Connection,
+    policy: Policy,
+    path: Path,
+    load_id: int,
+    facts: validation.FileFacts,
+    result: LoadResult,
+    pages: list[str],
+) -> list[str]:
+    """Check, convert and load the file chunk by chunk (bounded memory); returns the first problems, for a rejection."""
+    feed = result.feed
+    table, key, replace_when = TARGETS[feed]
+    samples: list[str] = []
+    known = known_references(conn, policy)
+    currency_of = {
+        r["contract_id"]: r["currency"] for r in db.rows(conn, "SELECT contract_id, currency FROM contracts")
+    }
+    for chunk in read_feed_chunks(feed, path, CHUNK_ROWS):
+        records, findings = _check_chunk(feed, path, chunk, known, key, facts, currency_of, pages)
+        changed: dict[int, list[validation.Finding]] = {}
+        if replace_when:
+            changed = billed_changes(conn, table, key, records, chunk)
+            findings.update(changed)
+            records = records.drop(index=list(changed))
+        if feed in LOAD_ORDER:
+            records = records.sort_values(LOAD_ORDER[feed], kind="stable")
+        db.bulk_upsert(conn, table, [*records.columns, "load_id"], key, load_tuples(records, load_id), replace_when)
+        db.insert_many(conn, "quarantine", _quarantine_rows(load_id, feed, path, chunk, findings))
+        _count_chunk(result, samples, path, len(chunk), len(records), findings, len(changed))
+    return samples
+
+
+def _check_chunk(
+    feed: str,
+    path: Path,
+    chunk: pd.DataFrame,
+    known: Mapping[str, Any],
+    key: tuple[str, ...],
+    facts: validation.FileFacts,
+    currency_of: Mapping[str, str],
+    pages: list[str],
+) -> tuple[pd.DataFrame, dict[int, list[validation.Finding]]]:
+    """Validate and convert one chunk: the rows that pass as records, a finding per line for the rest."""
+    validated = validation.validate(
+        feed, chunk, known, key, facts, run_name=f"{path.name} lines {chunk.index[0]}-{chunk.index[-1]}"
+    )
+    findings = validated.findings
+    if validated.data_docs:
+        pages.append(str(validated.data_docs))
+    records, converter = to_records(feed, chunk.drop(index=list(findings)), currency_of)
+    for line_no, (field_name, value, reason) in converter.failures.items():
+        findings[line_no] = [
+            validation.Finding(line_no, field_name, value, f"cannot be converted: {reason}", "conversion")
+        ]
+    return records, findings
+
+
+def _count_chunk(
+    result: LoadResult,
+    samples: list[str],
+    path: Path,
+    read: int,
+    accepted: int,
+    findings: Mapping[int, list[validation.Finding]],
+    billed_changed: int,
+) -> None:
+    """Add a chunk's rows to the file's counts; keep the first problems to name (20 listed, 3 in a rejection)."""
+    result.rows_read += read
+    result.rows_accepted += accepted
+    result.rows_quarantined += len(findings)
+    result.rows_billed_changed += billed_changed
+    for line_no, per_line in sorted(findings.items()):
+        if len(result.problems) < 20:
+            result.problems.append(
+                f"{path.name} line {line_no}: " + "; ".join(f"{f.field} {f.reason}" for f in per_line)
+            )
+        if len(samples) < 3:
+            samples.append(f"line {line_no} {per_line[0].field}: {per_line[0].reason}")
+
+
+def _refuse_too_many_bad_rows(policy: Policy, path: Path, result: LoadResult, samples: list[str]) -> None:
+    """Too many bad rows means a broken file, not a few late corrections: nothing from it is loaded."""
+    bad = result.rows_quarantined - result.rows_billed_changed  # a broken file, not late corrections
+    if result.rows_read and bad / result.rows_read > policy.validation.max_bad_row_ratio:
+        raise _TooManyBadRows(
+            f"{path}: {bad} of {result.rows_read} rows failed validation, more than "
+            f"the policy allows ({policy.validation.max_bad_row_ratio:.0%}); nothing from this file was "
+            f"loaded. First problems: {'; '.join(samples)}"
+        )
+
+
+def _close_load(conn: Connection, actor: str, path: Path, load_id: int, result: LoadResult, pages: list[str]) -> None:
+    """The load's final counts and Data Docs on its ``source_loads`` row, and its audit event."""
+    db.execute(
+        conn,
+        "UPDATE source_loads SET rows_read = :r, rows_accepted = :a, rows_quarantined = :q, "
+        "data_docs = :docs WHERE load_id = :l",
+        {
+            "r": result.rows_read,
+            "a": result.rows_accepted,
+            "q": result.rows_quarantined,
+            "docs": "\n".join(pages) or None,
+            "l": load_id,
+        },
+    )
+    audit.record(
+        conn,
+        entity_type="source_load",
+        entity_id=load_id,
+        action="loaded",
+        actor=actor,
+        after={
+            "feed": result.feed,
+            "source": path.name,
+            "accepted": result.rows_accepted,
+            "quarantined": result.rows_quarantined,
+        },
+    )
 
 
 BILLED_LOOKUP_KEYS = 500

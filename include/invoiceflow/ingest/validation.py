@@ -213,10 +213,11 @@ def run_suite(feed: str, definition: dict[str, Any], frame: pd.DataFrame, run_na
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
     from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.base import ProgressBarsConfig
 
     _freeze_imported_objects()
     context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = {"globally": False, "metric_calculations": False}
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     suite = context.suites.add(gx.ExpectationSuite(**definition))
     batch_definition = (
         context.data_sources.add_pandas(f"{feed}_source")

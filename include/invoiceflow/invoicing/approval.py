@@ -27,7 +27,7 @@ from datetime import timedelta
 from decimal import Decimal
 from email.message import EmailMessage
 from email.utils import make_msgid
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import Connection, Engine
 
@@ -123,7 +123,14 @@ def _plan(conn: Connection, policy: Policy, invoice: dict[str, Any], tier_name: 
     return steps
 
 
-def route(run: Run, batch_id: int) -> dict[str, list[int]]:
+class Routed(TypedDict):
+    """Where a batch's drafts went: ``auto`` to issue and send now, ``review`` to wait for finance."""
+
+    auto: list[int]
+    review: list[int]
+
+
+def route(run: Run, batch_id: int) -> Routed:
     """Route the batch's drafts (and adjusted drafts sent back for review); return the ids to issue
     and send now and the ids that await a decision, from earlier runs too: a re-run never orphans
     one, including an invoice an earlier run issued but did not deliver."""
@@ -180,10 +187,10 @@ def route(run: Run, batch_id: int) -> dict[str, list[int]]:
             "OR (i.status = 'issued' AND i.document_type = 'invoice' AND NOT EXISTS (SELECT 1 FROM deliveries d "
             "WHERE d.invoice_id = i.invoice_id AND d.status IN ('sending', 'given_up'))) ORDER BY i.invoice_id",
         )
-    routed = {
-        "auto": [r["invoice_id"] for r in state if r["status"] in ("approved", "issued")],
-        "review": [r["invoice_id"] for r in state if r["status"] == "awaiting_approval"],
-    }
+    routed = Routed(
+        auto=[r["invoice_id"] for r in state if r["status"] in ("approved", "issued")],
+        review=[r["invoice_id"] for r in state if r["status"] == "awaiting_approval"],
+    )
     log.info(
         "batch %d: approved by policy %s; waiting for finance %s (gross)",
         batch_id,
@@ -413,9 +420,9 @@ def notify(
 
 
 def _requested(
-    engine: Engine, step: Mapping[str, Any], people: list[Approver], mail: str, actor: str, subject: str
+    engine: Engine, step: Mapping[str, Any], people: list[Approver], channel: str, actor: str, subject: str
 ) -> None:
-    """Audit that a step was put to these people (``mail``: how they were told)."""
+    """Audit that a step was put to these people (``channel``: how they were told)."""
     deadline = timedelta(seconds=step["response_seconds"])
     with engine.begin() as conn:
         audit.record(
@@ -431,7 +438,7 @@ def _requested(
                 "assigned": [a.id for a in people],
                 "escalated": bool(step["escalated"]),
                 "respond_within": str(deadline),
-                "told_by": mail,
+                "told_by": channel,
             },
         )
 

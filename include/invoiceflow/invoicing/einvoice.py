@@ -6,7 +6,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from invoiceflow.invoicing.document import InvoiceDocument, Party
+from invoiceflow.invoicing.document import InvoiceDocument, Line, Party, TaxGroup
 from invoiceflow.invoicing.labels import decimal_text, payment_terms
 
 EINVOICE_EXEMPTION_CODES = {"AE": "VATEX-EU-AE", "G": "VATEX-EU-G"}
@@ -66,36 +66,8 @@ def einvoice_data(doc: InvoiceDocument) -> dict[str, Any]:
         "BT-110": _amount(doc.tax_amount, cur),
         "BT-112": _amount(doc.gross_amount, cur),
         "BT-115": _amount(doc.gross_amount, cur),
-        "BG-23": [
-            {
-                "BT-116": _amount(group.base_amount, cur),
-                "BT-117": _amount(group.tax_amount, cur),
-                "BT-118": group.tax_code,
-                "BT-119": decimal_text(group.tax_rate_bp),
-                **({"BT-120": group.note} if group.note else {}),
-                **(
-                    {"BT-121": EINVOICE_EXEMPTION_CODES[group.tax_code]}
-                    if group.tax_code in EINVOICE_EXEMPTION_CODES
-                    else {}
-                ),
-            }
-            for group in doc.taxes
-        ],
-        "BG-25": [
-            {
-                "BT-126": str(line.line_no),
-                "BT-129": decimal_text(line.quantity if line.unit_price >= 0 else -line.quantity),
-                "BT-130": line.unit,
-                "BT-131": _amount(line.net_amount, cur),
-                "BT-146": _amount(abs(line.unit_price), cur),
-                "BT-151": line.tax_code,
-                "BT-152": decimal_text(line.tax_rate_bp),
-                "BT-153": line.description[:200] or line.service_code,
-                "BT-155": line.service_code,
-                "BT-133": line.project_code,
-            }
-            for line in doc.lines
-        ],
+        "BG-23": [_tax_breakdown(group, cur) for group in doc.taxes],
+        "BG-25": [_invoice_line(line, cur) for line in doc.lines],
     }
     notes = [group.note for group in doc.taxes if group.note]
     if notes:
@@ -108,17 +80,48 @@ def einvoice_data(doc: InvoiceDocument) -> dict[str, Any]:
             }
         ]
     else:
-        data.update(
-            {
-                "BT-9": doc.due_date,
-                "BT-20": payment_terms(replace(doc, language="en")),
-                "BT-81": "58" if cur in SEPA_CURRENCIES else "30",
-                "BT-83": doc.payment_reference,
-                "BT-84": doc.iban,
-                "BT-86": doc.bic,
-            }
-        )
+        data.update(_payment_instructions(doc))
     return data
+
+
+def _tax_breakdown(group: TaxGroup, cur: str) -> dict[str, Any]:
+    """One VAT breakdown (BG-23) per rate group, with the exemption reason and code where one applies."""
+    return {
+        "BT-116": _amount(group.base_amount, cur),
+        "BT-117": _amount(group.tax_amount, cur),
+        "BT-118": group.tax_code,
+        "BT-119": decimal_text(group.tax_rate_bp),
+        **({"BT-120": group.note} if group.note else {}),
+        **({"BT-121": EINVOICE_EXEMPTION_CODES[group.tax_code]} if group.tax_code in EINVOICE_EXEMPTION_CODES else {}),
+    }
+
+
+def _invoice_line(line: Line, cur: str) -> dict[str, Any]:
+    """One invoice line (BG-25); an adjustment is a negative quantity at a positive price (BR-27)."""
+    return {
+        "BT-126": str(line.line_no),
+        "BT-129": decimal_text(line.quantity if line.unit_price >= 0 else -line.quantity),
+        "BT-130": line.unit,
+        "BT-131": _amount(line.net_amount, cur),
+        "BT-146": _amount(abs(line.unit_price), cur),
+        "BT-151": line.tax_code,
+        "BT-152": decimal_text(line.tax_rate_bp),
+        "BT-153": line.description[:200] or line.service_code,
+        "BT-155": line.service_code,
+        "BT-133": line.project_code,
+    }
+
+
+def _payment_instructions(doc: InvoiceDocument) -> dict[str, Any]:
+    """Due date, terms and the account to pay to: an invoice has them, a credit note does not."""
+    return {
+        "BT-9": doc.due_date,
+        "BT-20": payment_terms(replace(doc, language="en")),
+        "BT-81": "58" if doc.currency in SEPA_CURRENCIES else "30",
+        "BT-83": doc.payment_reference,
+        "BT-84": doc.iban,
+        "BT-86": doc.bic,
+    }
 
 
 def facturx_xml(doc: InvoiceDocument) -> bytes:

@@ -10,7 +10,7 @@ from sqlalchemy import Connection, text
 
 from invoiceflow.billing import taxes
 from invoiceflow.core import audit, db, tallies
-from invoiceflow.core.money import to_base
+from invoiceflow.core.fx import to_base
 from invoiceflow.core.run import Run
 from invoiceflow.invoicing.build import creditor_reference
 

@@ -22,8 +22,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from invoiceflow.core import audit, db, settings
-from invoiceflow.core.money import round_half_up
+from invoiceflow.core import audit, db, fx, settings
 from invoiceflow.core.policy import Policy
 from invoiceflow.core.statuses import OPEN_STATUSES
 
@@ -47,28 +46,29 @@ AGING_BUCKETS = ("current", "1-30", "31-60", "61-90", ">90")
 
 
 def _as_date(value: Any) -> date | None:
-    if value is None or (isinstance(value, date) and not isinstance(value, datetime)):
-        return value
+    return None if value is None else _to_date(value)
+
+
+def _to_date(value: Any) -> date:
+    """A DATE or TIMESTAMP column's value (SQLite gives text for some) as a date; it must not be NULL."""
     if isinstance(value, datetime):
         return value.date()
+    if isinstance(value, date):
+        return value
     return date.fromisoformat(str(value)[:10])
 
 
 def _as_datetime(value: Any) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(str(value))
+    return None if value is None else _to_datetime(value)
+
+
+def _to_datetime(value: Any) -> datetime:
+    """A TIMESTAMP column's value (SQLite gives text for aggregates) as a datetime; it must not be NULL."""
+    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
 
 
 def _naive_utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
-
-
-def to_base(amount: int, gross: int, base_gross: int) -> int:
-    """An amount of an invoice in the base currency, at the invoice's own rate (gross to base gross)."""
-    if gross == 0:
-        return 0
-    return round_half_up(amount * base_gross, gross) if amount >= 0 else -round_half_up(-amount * base_gross, gross)
 
 
 # Overview -----------------------------------------------------------------------------------------
@@ -117,7 +117,7 @@ def aging(items: Sequence[Mapping[str, Any]], today: date, base_currency: str) -
         bucket = aging_bucket((today - item["due_date"]).days)
         per = result.by_currency.setdefault(item["currency"], dict.fromkeys(AGING_BUCKETS, 0))
         per[bucket] += item["open_amount"]
-        result.base[bucket] += to_base(item["open_amount"], item["gross_amount"], item["base_gross_amount"])
+        result.base[bucket] += fx.share_of_base(item["open_amount"], item["gross_amount"], item["base_gross_amount"])
         result.invoices[bucket] += 1
     return result
 
@@ -191,9 +191,9 @@ def dso(conn: Connection, today: date, months: int = 12) -> list[dict[str, Any]]
     )
     reductions: dict[int, list[tuple[date, int]]] = {}
     for row in paid:
-        reductions.setdefault(row["invoice_id"], []).append((_as_date(row["received_on"]), row["amount"]))
+        reductions.setdefault(row["invoice_id"], []).append((_to_date(row["received_on"]), row["amount"]))
     for row in credited:
-        reductions.setdefault(row["invoice_id"], []).append((_as_date(row["issue_date"]), row["amount"]))
+        reductions.setdefault(row["invoice_id"], []).append((_to_date(row["issue_date"]), row["amount"]))
     for inv in invoices:
         inv["issue_date"] = _as_date(inv["issue_date"])
 
@@ -208,7 +208,7 @@ def dso(conn: Connection, today: date, months: int = 12) -> list[dict[str, Any]]
                 sales += inv["base_gross_amount"]
             reduced = sum(amount for on, amount in reductions.get(inv["invoice_id"], []) if on <= last)
             still_open = max(0, inv["gross_amount"] - reduced)
-            receivable += to_base(still_open, inv["gross_amount"], inv["base_gross_amount"])
+            receivable += fx.share_of_base(still_open, inv["gross_amount"], inv["base_gross_amount"])
         days = (last - first).days + 1
         value = None
         if sales > 0:
@@ -257,12 +257,13 @@ def reconciliation_summary(
         )
         if last is None:
             return {"posted": [], "suggested": 0, "exceptions": [], "started": None, "ended": None}
-        last = _as_datetime(last)
-        started = datetime(last.year, last.month, last.day, tzinfo=last.tzinfo)
+        last_at = _to_datetime(last)
+        started = datetime(last_at.year, last_at.month, last_at.day, tzinfo=last_at.tzinfo)
         ended = started + timedelta(days=1)
-    window = {"s": started, "e": ended or datetime.max.replace(tzinfo=started.tzinfo)}
+    bounds = {"s": started, "e": ended or datetime.max.replace(tzinfo=started.tzinfo)}
+    window: dict[str, datetime | str] = dict(bounds)
     if conn.dialect.name == "sqlite":  # TIMESTAMP text compares as text: give it the same shape
-        window = {k: _naive_utc(v).isoformat(sep=" ") for k, v in window.items()}
+        window = {k: _naive_utc(v).isoformat(sep=" ") for k, v in bounds.items()}
     posted = db.rows(
         conn,
         "SELECT a.rule, p.currency, COUNT(*) AS payments, SUM(a.amount) AS amount FROM payments p "
@@ -292,7 +293,10 @@ def reconciliation_summary(
 
 def invoice_detail(conn: Connection, invoice_id: int, today: date) -> dict[str, Any] | None:
     """Everything about one invoice: header, lines with their source records, deliveries and
-    reminders, payments, credit notes, disputes and the audit trail."""
+    reminders, payments, credit notes, disputes and the audit trail.
+
+    One query per section of the page, in the page's order (a little over 80 lines), on one
+    connection so every section shows the same moment."""
     header = db.rows(
         conn,
         "SELECT i.*, c.name AS client_name, c.email AS client_email, c.delivery AS client_delivery, "

@@ -178,6 +178,36 @@ def write_exception_report(
     with engine.connect() as conn:
         exceptions = open_exceptions(conn)
         overdue = overdue_invoices(conn, as_of)
+    _add_ages(exceptions, overdue, as_of)
+    if digest:
+        exceptions.sort(key=lambda r: -(r["age_days"] or 0))
+    grouped = _by_category(exceptions)
+    to_act = sum(len(v) for k, v in grouped.items() if k not in INFORMATION_ONLY)
+    html = _render_html(as_of, grouped, overdue, total=len(exceptions), to_act=to_act, digest=digest)
+    stem = f"{'digest' if digest else 'exceptions'}-{as_of}"
+    html_path = folder / f"{stem}.html"
+    html_path.write_text(html, encoding="utf-8")
+    csv_path = folder / f"{stem}.csv"
+    _write_csv(csv_path, exceptions, overdue)
+    out = {
+        "html": str(html_path),
+        "csv": str(csv_path),
+        "exceptions": str(len(exceptions)),
+        "to_act": str(to_act),
+        "overdue": str(len(overdue)),
+    }
+    if pdf:
+        import weasyprint
+
+        pdf_path = folder / f"{stem}.pdf"
+        weasyprint.HTML(string=html, base_url=str(folder)).write_pdf(str(pdf_path))
+        out["pdf"] = str(pdf_path)
+    _log_report(exceptions, overdue, as_of, to_act=to_act, digest=digest)
+    return out
+
+
+def _add_ages(exceptions: list[dict[str, Any]], overdue: list[dict[str, Any]], as_of: date) -> None:
+    """Days overdue and days open, as of the report's day; payer accounts masked for the finance list."""
     for inv in overdue:
         inv["days_overdue"] = (as_of - inv["due_date"]).days
     for row in exceptions:
@@ -187,34 +217,45 @@ def write_exception_report(
         since = _when(row["created_at"])
         row["age_days"] = (as_of - since).days if since else None
         row["since"] = since
-    if digest:
-        exceptions.sort(key=lambda r: -(r["age_days"] or 0))
+
+
+def _by_category(exceptions: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The open items per category, in the report's order (most urgent first), empty categories left out."""
     grouped: dict[str, list[dict[str, Any]]] = {category: [] for category in CATEGORIES}  # most urgent first
     for row in exceptions:
         grouped.setdefault(row["category"], []).append(row)
-    grouped = {category: rows for category, rows in grouped.items() if rows}
-    to_act = sum(len(v) for k, v in grouped.items() if k not in INFORMATION_ONLY)
+    return {category: rows for category, rows in grouped.items() if rows}
 
+
+def _render_html(
+    as_of: date,
+    grouped: dict[str, list[dict[str, Any]]],
+    overdue: list[dict[str, Any]],
+    *,
+    total: int,
+    to_act: int,
+    digest: bool,
+) -> str:
+    """The report's HTML from its template (escaped: details quote bank and source text)."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(settings.TEMPLATES_DIR), autoescape=True, undefined=jinja2.StrictUndefined
     )
-    html = env.get_template("reports/exception_report.html.j2").render(
+    return env.get_template("reports/exception_report.html.j2").render(
         as_of=as_of,
         grouped=grouped,
         titles=CATEGORY_TITLES,
         explanations={k: v[1] for k, v in CATEGORIES.items()},
         information_only=INFORMATION_ONLY,
         overdue=overdue,
-        total=len(exceptions),
+        total=total,
         to_act=to_act,
         digest=digest,
     )
-    stem = f"{'digest' if digest else 'exceptions'}-{as_of}"
-    html_path = folder / f"{stem}.html"
-    html_path.write_text(html, encoding="utf-8")
 
-    csv_path = folder / f"{stem}.csv"
-    with csv_path.open("w", newline="", encoding="utf-8") as f:
+
+def _write_csv(path: Path, exceptions: list[dict[str, Any]], overdue: list[dict[str, Any]]) -> None:
+    """The same items as a spreadsheet: one row per open item, then one per overdue invoice."""
+    with path.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(
             [
@@ -260,19 +301,12 @@ def write_exception_report(
                     inv["days_overdue"],
                 ]
             )
-    out = {
-        "html": str(html_path),
-        "csv": str(csv_path),
-        "exceptions": str(len(exceptions)),
-        "to_act": str(to_act),
-        "overdue": str(len(overdue)),
-    }
-    if pdf:
-        import weasyprint
 
-        pdf_path = folder / f"{stem}.pdf"
-        weasyprint.HTML(string=html, base_url=str(folder)).write_pdf(str(pdf_path))
-        out["pdf"] = str(pdf_path)
+
+def _log_report(
+    exceptions: list[dict[str, Any]], overdue: list[dict[str, Any]], as_of: date, *, to_act: int, digest: bool
+) -> None:
+    """One summary line for the task log: open items per category and the overdue amounts."""
     counts: dict[str, int] = {}
     for row in exceptions:
         counts[row["category"]] = counts.get(row["category"], 0) + 1
@@ -286,7 +320,6 @@ def write_exception_report(
         len(overdue),
         format_totals((inv["currency"], to_minor(inv["open_amount"], inv["currency"])) for inv in overdue),
     )
-    return out
 
 
 def build_report_email(

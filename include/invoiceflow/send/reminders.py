@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from datetime import date, timedelta
+from email.message import EmailMessage
 from typing import Any
 
 from sqlalchemy import Connection
@@ -18,6 +19,7 @@ from invoiceflow.core.money import format_totals
 from invoiceflow.core.policy import Policy
 from invoiceflow.core.run import Run
 from invoiceflow.invoicing import build
+from invoiceflow.invoicing.document import InvoiceDocument
 from invoiceflow.send import messages
 from invoiceflow.send.outbox import send_once
 
@@ -50,8 +52,7 @@ def due_reminders(conn: Connection, policy: Policy, as_of: date) -> list[dict[st
 
 def send_reminders(run: Run) -> dict[str, int]:
     """Send what ``due_reminders`` finds on the run's day, each through the outbox (once per invoice and level)."""
-    engine, policy, as_of, run_id = run.engine, run.policy, run.today, run.run_id
-    domain = policy.seller.email.rsplit("@", 1)[1]
+    engine, policy, as_of = run.engine, run.policy, run.today
     with engine.connect() as conn:
         due = due_reminders(conn, policy, as_of)
     counts: dict[str, int] = {}
@@ -61,28 +62,9 @@ def send_reminders(run: Run) -> dict[str, int]:
             doc = build.complete_document(conn, policy, item["invoice_id"])
         document = f"reminder-{item['level']}"
         try:
-            message = messages.build_reminder_email(
-                doc,
-                level=item["level"],
-                level_name=item["level_name"],
-                open_amount=item["open_amount"],
-                as_of=as_of,
-                mail_from=policy.mail_from,
-                message_id=messages.message_id_for(doc.invoice_number, document, domain),
-                template=item["template"],
-                late_fee=item["late_fee"],
-            )
+            message = _reminder_message(run, doc, item, document)
         except ValueError as exc:  # a client address that is not one address: report it, go on
-            with engine.begin() as conn:
-                audit.record_exception(
-                    conn,
-                    category="delivery_failed",
-                    subject_type="invoice",
-                    subject_id=str(item["invoice_id"]),
-                    run_id=run_id,
-                    detail=f"{document} of {doc.invoice_number} cannot be e-mailed: {exc}; correct the client's "
-                    "address in the clients feed",
-                )
+            _report_bad_address(run, item, doc, document, exc)
             counts["bad_address"] = counts.get("bad_address", 0) + 1
             continue
         status = send_once(
@@ -101,24 +83,7 @@ def send_reminders(run: Run) -> dict[str, int]:
             },
         )
         if status == "sent":
-            with engine.begin() as conn:
-                db.execute(
-                    conn,
-                    "INSERT INTO reminders (invoice_id, level, name, as_of, currency, open_amount, late_fee, "
-                    "message_id, sent_at) VALUES (:i, :l, :n, :d, :c, :o, :f, :m, :now) "
-                    "ON CONFLICT (invoice_id, level) DO NOTHING",
-                    {
-                        "i": item["invoice_id"],
-                        "l": item["level"],
-                        "n": item["level_name"],
-                        "d": as_of,
-                        "c": item["currency"],
-                        "o": item["open_amount"],
-                        "f": item["late_fee"],
-                        "m": message["Message-ID"],
-                        "now": db.now(),
-                    },
-                )
+            _record_reminder(run, item, message)
             counts[item["level_name"]] = counts.get(item["level_name"], 0) + 1
             reminded.append((item["currency"], item["open_amount"]))
         else:
@@ -131,3 +96,56 @@ def send_reminders(run: Run) -> dict[str, int]:
         format_totals(reminded),
     )
     return counts
+
+
+def _reminder_message(run: Run, doc: InvoiceDocument, item: dict[str, Any], document: str) -> EmailMessage:
+    """The reminder e-mail of this level, with a Message-ID fixed per invoice and level (so it goes once)."""
+    policy = run.policy
+    domain = policy.seller.email.rsplit("@", 1)[1]
+    return messages.build_reminder_email(
+        doc,
+        level=item["level"],
+        level_name=item["level_name"],
+        open_amount=item["open_amount"],
+        as_of=run.today,
+        mail_from=policy.mail_from,
+        message_id=messages.message_id_for(doc.invoice_number, document, domain),
+        template=item["template"],
+        late_fee=item["late_fee"],
+    )
+
+
+def _report_bad_address(run: Run, item: dict[str, Any], doc: InvoiceDocument, document: str, exc: ValueError) -> None:
+    """A client address that cannot be e-mailed is finance's to correct at the source; the other reminders go on."""
+    with run.engine.begin() as conn:
+        audit.record_exception(
+            conn,
+            category="delivery_failed",
+            subject_type="invoice",
+            subject_id=str(item["invoice_id"]),
+            run_id=run.run_id,
+            detail=f"{document} of {doc.invoice_number} cannot be e-mailed: {exc}; correct the client's "
+            "address in the clients feed",
+        )
+
+
+def _record_reminder(run: Run, item: dict[str, Any], message: EmailMessage) -> None:
+    """The ``reminders`` row of a sent reminder: the level counts as sent, so it is never due again."""
+    with run.engine.begin() as conn:
+        db.execute(
+            conn,
+            "INSERT INTO reminders (invoice_id, level, name, as_of, currency, open_amount, late_fee, "
+            "message_id, sent_at) VALUES (:i, :l, :n, :d, :c, :o, :f, :m, :now) "
+            "ON CONFLICT (invoice_id, level) DO NOTHING",
+            {
+                "i": item["invoice_id"],
+                "l": item["level"],
+                "n": item["level_name"],
+                "d": run.today,
+                "c": item["currency"],
+                "o": item["open_amount"],
+                "f": item["late_fee"],
+                "m": message["Message-ID"],
+                "now": db.now(),
+            },
+        )
