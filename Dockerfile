@@ -4,7 +4,7 @@
 #
 # The Airflow version and the Python version are the ones the lock was compiled for:
 # apache-airflow in requirements.txt and requires-python in pyproject.toml
-# (tests/test_deployment.py keeps the three in step).
+# (tests/integration/test_deployment.py keeps the three in step).
 FROM apache/airflow:3.3.2-python3.11
 
 # WeasyPrint renders invoices with Pango and HarfBuzz from the system, with the fonts the

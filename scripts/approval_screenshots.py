@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/approval_screenshots.py [--out docs/screenshots]
 
-Starts ``airflow standalone`` (tests/airflow_server.py) on a free port with the demo company's
+Starts ``airflow standalone`` (tests/support/airflow_server.py) on a free port with the demo company's
 source files for last month, lets the scheduler run ``billing_cycle`` until the first review round
 (``review_invoice_1``) waits for input, logs into Airflow's UI in headless Chromium (Debian's
 ``chromium`` and ``chromium-driver``) as an approver assigned to one of the invoices, and saves
@@ -28,8 +28,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the test helpers: AirflowServer, SmtpServer
 
-from airflow_server import AirflowServer  # noqa: E402
-from smtp_server import SmtpServer  # noqa: E402
+from support.airflow_server import AirflowServer  # noqa: E402
+from support.smtp_server import SmtpServer  # noqa: E402
 
 DAG_ID = "billing_cycle"
 REVIEW_TASK = "review_invoice_1"

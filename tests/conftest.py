@@ -9,12 +9,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import settings as hypothesis_settings
+from support.pg_databases import PG_URL, drop_pg_database, new_pg_database, pg_admin
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,14 +43,6 @@ hypothesis_settings.register_profile("repeatable", derandomize=True)
 hypothesis_settings.register_profile("explore", derandomize=False)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
-PG_URL = os.environ.get("INVOICEFLOW_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-
-
-def _pg_admin():
-    from sqlalchemy import create_engine
-
-    return create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-
 
 @pytest.fixture(scope="session")
 def pg_server() -> str:
@@ -58,27 +50,11 @@ def pg_server() -> str:
     from sqlalchemy import text
 
     try:
-        with _pg_admin().connect() as conn:
+        with pg_admin().connect() as conn:
             conn.execute(text("SELECT 1"))
     except Exception as exc:  # noqa: BLE001
         pytest.fail(f"PostgreSQL at {PG_URL} is not reachable ({exc}); run the tests with `make test`")
     return PG_URL
-
-
-def _new_pg_database(server: str) -> tuple[str, str]:
-    from sqlalchemy import text
-
-    name = f"invoiceflow_test_{uuid.uuid4().hex[:10]}"
-    with _pg_admin().connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    return name, server.rsplit("/", 1)[0] + f"/{name}"
-
-
-def _drop_pg_database(name: str) -> None:
-    from sqlalchemy import text
-
-    with _pg_admin().connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -87,14 +63,14 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'billing.db'}"
         return
-    name, url = _new_pg_database(request.getfixturevalue("pg_server"))
+    name, url = new_pg_database(request.getfixturevalue("pg_server"))
     try:
         yield url
     finally:
         from invoiceflow.core import db
 
         db.engine(url).dispose()
-        _drop_pg_database(name)
+        drop_pg_database(name)
 
 
 @pytest.fixture
@@ -140,8 +116,8 @@ def airflow_logging() -> None:
 
 @pytest.fixture
 def smtp(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
-    """A loopback SMTP server that can be told to fail (tests/faulty_smtp.py), as ``smtp_default``."""
-    from faulty_smtp import FaultySmtpServer
+    """A loopback SMTP server that can be told to fail (tests/support/faulty_smtp.py), as ``smtp_default``."""
+    from support.faulty_smtp import FaultySmtpServer
 
     with FaultySmtpServer() as server:
         monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", server.connection_json)

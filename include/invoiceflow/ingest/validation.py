@@ -253,7 +253,7 @@ def screen(expectations: list[dict[str, Any]], frame: pd.DataFrame) -> dict[int,
     ``DataFrame.query`` (condition parser ``pandas``); every type except not-null skips null values;
     lengths and regular expressions apply to the value as text (``astype(str)``), the regex with
     ``re.search``; a range compares numbers or datetimes, with ``strict_*`` excluding the bound.
-    ``tests/test_validation.py`` checks that it fails exactly the rows GX fails. Only expectations
+    ``tests/unit/ingest/test_validation.py`` checks that it fails exactly the rows GX fails. Only expectations
     that fail at least one row are in the result, so ``{}`` means the whole frame passes.
     """
     failing: dict[int, list[Any]] = {}

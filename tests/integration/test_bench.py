@@ -1,0 +1,109 @@
+"""The pricing benchmark at a tiny scale: it runs end to end, writes its JSON, and prices correctly.
+
+Timing is never asserted (machines differ); the benchmark's own correctness checks are.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from support.paths import ROOT
+
+BENCH = ROOT / "bench"
+sys.path.insert(0, str(BENCH))
+
+import generate  # noqa: E402
+
+FEEDS = ("clients", "contracts", "rate_cards", "timesheets", "milestones")
+TINY = ["--entries", "3000", "--contracts", "20", "--clients", "10"]
+
+
+def test_generator_is_deterministic_and_within_policy(tmp_path):
+    import pandas as pd
+
+    first = generate.generate(tmp_path / "a", entries=3000, contracts=20, clients=10)
+    second = generate.generate(tmp_path / "b", entries=3000, contracts=20, clients=10)
+    for feed, info in first["files"].items():
+        assert Path(info["path"]).read_bytes() == Path(second["files"][feed]["path"]).read_bytes(), feed
+    assert first["rows"]["timesheets"] == 3000 and first["rows"]["contracts"] == 20
+    assert first["rows"]["clients"] == 10
+
+    hours = pd.read_csv(first["files"]["timesheets"]["path"], dtype=str, keep_default_na=False)
+    assert hours["entry_id"].is_unique
+    assert hours["work_date"].str.startswith("2026-10-").all()
+    assert hours["hours"].str.fullmatch(r"\d{1,2}\.\d{2}").all()
+    assert hours["billable"].isin(["true", "false"]).all()
+    per_day = hours.assign(h=hours["hours"].astype(float)).groupby(["employee_id", "work_date"])["h"].sum()
+    assert per_day.max() <= generate.MAX_HOURS_PER_DAY
+    cards = pd.read_csv(first["files"]["rate_cards"]["path"], dtype=str, keep_default_na=False)
+    assert set(zip(hours["contract_id"], hours["role"], strict=True)) <= set(
+        zip(cards["contract_id"], cards["role"], strict=True)
+    )
+    clients = pd.read_csv(first["files"]["clients"]["path"], dtype=str, keep_default_na=False)
+    assert set(clients["country"]) <= set(generate.COUNTRIES)
+    assert first["expected"]["billable_entries"] == (hours["billable"] == "true").sum()
+
+
+@pytest.mark.slow
+def test_bench_runs_end_to_end_and_prices_correctly(tmp_path):
+    dialects = ["sqlite"] + (["postgresql"] if os.environ.get("INVOICEFLOW_TEST_PG_URL") else [])
+    results = tmp_path / "results"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "bench_pricing.py"),
+            *TINY,
+            "--bad-row-share",
+            "0.01",
+            "--dialects",
+            ",".join(dialects),
+            "--results-dir",
+            str(results),
+            "--work-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    latest = json.loads((results / "latest.json").read_text(encoding="utf-8"))
+    stamped = list(results.glob(f"pricing-{dialects[0] if len(dialects) == 1 else 'all'}-*.json"))
+    assert len(stamped) == 1 and json.loads(stamped[0].read_text(encoding="utf-8")) == latest
+
+    assert set(latest["machine"]) >= {"platform", "python", "cpu_count", "cpu_model", "memory_total_mb"}
+    assert set(latest["packages"]) >= {"sqlalchemy", "pandas", "great_expectations", "psycopg"}
+    assert latest["parameters"]["entries"] == 3000 and latest["parameters"]["dialects"] == dialects
+    assert latest["data"]["expected"]["quarantined_lines"] == 30
+
+    baseline = latest["baseline"]
+    assert "error" not in baseline, baseline
+    assert set(baseline["wall_seconds"]) == {"read", "join_group", "total"}
+    assert baseline["peak_rss_mb"] > 0 and baseline["rows_per_second"] > 0
+
+    assert set(latest["dialects"]) == set(dialects)
+    for dialect, run in latest["dialects"].items():
+        assert "error" not in run, (dialect, run)
+        assert set(run["wall_seconds"]) >= {"setup", "load", "price", "total"}
+        assert run["peak_rss_mb"] > 0 and run["rows_per_second"] > 0
+        assert run["ratio_to_baseline"] > 0
+        # the floor stores the clean entries (the load quarantines the 1 % spoiled) in a database of its own
+        floor = run["floor"]
+        assert "error" not in floor, (dialect, floor)
+        assert 0.97 * 3000 <= floor["rows"] < 3000 and floor["wall_seconds"] > 0
+        assert floor["ratio_to_baseline"] > 0 and run["ratio_to_floor"] > 0
+        failed = {name: check for name, check in run["checks"].items() if not check["ok"]}
+        assert not failed, (dialect, failed)
+        assert run["checks_passed"] is True
+        assert run["invoices_created"] == latest["data"]["expected"]["invoices"]
+        assert {r["feed"]: r["status"] for r in run["loads"]} == dict.fromkeys(FEEDS, "loaded")
+    assert latest["checks_passed"] is True
+    # the temporary data folder is cleaned up
+    assert not list(tmp_path.glob("invoiceflow-bench-*"))

@@ -1,0 +1,134 @@
+"""The nightly posting in chunks of bank lines: several lines per transaction, decided in Python and
+written set-based, must post exactly what line-by-line posting did, keep a return that undoes a
+payment of the same chunk, and leave a chunk that fails either fully posted or not at all."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from support.billing_fixtures import issued_month
+from support.reconciliation import drop_statement, txn
+
+from invoiceflow.airflow import runtime
+from invoiceflow.collect import importing, posting
+from invoiceflow.core import audit, db
+
+K1_GROSS, K3_GROSS = 289765, 150000  # 2,897.65 and 1,500.00 EUR (see test_faults.GROSS)
+K1_PART = 100000  # 1,000.00 now, the remaining 1,897.65 later in the night
+UNKNOWN = 12345  # 123.45 from nobody we know
+
+
+@pytest.fixture
+def night(engine, data_dir, monkeypatch):
+    """Five lines, chunks of 1, 1, 2 and 1 lines: [K1 part], [stranger], [K3 paid, K3 returned], [K1 rest]."""
+    month = issued_month(engine, data_dir)
+    k1, k3 = month["K1"], month["K3"]
+    assert (k1["gross_amount"], k3["gross_amount"]) == (K1_GROSS, K3_GROSS)
+    k3_paid = replace(
+        txn(K3_GROSS, ref=k3["payment_reference"], name="Ville de Lyon", bank_ref="B2"), end_to_end_id="E2E-K3"
+    )
+    lines = [
+        txn(K1_PART, remittance=f"part of {k1['invoice_number']}", bank_ref="B1"),
+        replace(txn(UNKNOWN, name="Nobody We Know Ltd", remittance="misc", bank_ref="B4"), counterparty_iban=None),
+        k3_paid,
+        replace(k3_paid, amount=-K3_GROSS, bank_ref="R2", reversal=True),
+        txn(K1_GROSS - K1_PART, remittance=f"Invoice {k1['invoice_number']} rest", bank_ref="B3"),
+    ]
+    drop_statement(data_dir, "night.xml", lines)
+    importing.import_statements(runtime.run_for(engine, actor="test"))
+    monkeypatch.setattr(posting, "CHUNK_LINES", 2)
+    return month
+
+
+def _state(engine) -> dict:
+    with engine.connect() as conn:
+        invoices = {
+            r["contract_id"]: (r["status"], r["paid_amount"])
+            for r in db.rows(
+                conn, "SELECT contract_id, status, paid_amount FROM invoices WHERE contract_id IN ('K1', 'K3')"
+            )
+        }
+        return {
+            "invoices": invoices,
+            "payments": sorted(
+                (r["amount"], r["reversed_by_txn_id"] is not None)
+                for r in db.rows(conn, "SELECT amount, reversed_by_txn_id FROM payments")
+            ),
+            "allocated": db.scalar(conn, "SELECT SUM(amount) FROM allocations"),
+            "lines": sorted(r["match_status"] for r in db.rows(conn, "SELECT match_status FROM bank_transactions")),
+            "exceptions": sorted(
+                (r["category"], r["amount"])
+                for r in db.rows(
+                    conn, "SELECT category, amount FROM exceptions WHERE subject_type = 'bank_transaction'"
+                )
+            ),
+            "events": [
+                (r["entity_type"], r["action"])
+                for r in db.rows(
+                    conn,
+                    "SELECT entity_type, action FROM audit_events WHERE action IN ('partially_paid', 'paid', "
+                    "'overpaid', 'payment_returned', 'returned') ORDER BY event_id",
+                )
+            ],
+            "chain_ok": audit.verify(conn).ok,
+        }
+
+
+POSTED = {
+    # K1: 1,000.00 + 1,897.65 = 2,897.65, paid in full; K3 paid and returned in the same chunk: open again
+    "invoices": {"K1": ("paid", K1_GROSS), "K3": ("issued", 0)},
+    "payments": [(K1_PART, False), (K3_GROSS, True), (K1_GROSS - K1_PART, False)],
+    "allocated": K1_GROSS + K3_GROSS,  # the returned payment keeps its allocation; the invoice reopens
+    "lines": ["exception", "matched", "matched", "matched", "matched"],
+    "exceptions": [("short_payment", K1_PART), ("unmatched", UNKNOWN)],
+    "events": [
+        ("invoice", "partially_paid"),  # K1, chunk 1
+        ("invoice", "paid"),  # K3, chunk 3
+        ("invoice", "payment_returned"),  # K3, chunk 3: its payment was written in the same chunk
+        ("payment", "returned"),
+        ("invoice", "paid"),  # K1, chunk 4
+    ],
+    "chain_ok": True,
+}
+
+
+def test_a_night_in_chunks_posts_each_line_once_in_order(engine, night, monkeypatch):
+    chunks = []
+    real_decide_and_post = posting._decide_and_post
+
+    def decide_and_post(engine, matcher, chunk, *args):
+        chunks.append(len(chunk))
+        return real_decide_and_post(engine, matcher, chunk, *args)
+
+    monkeypatch.setattr(posting, "_decide_and_post", decide_and_post)
+    counts = posting.match_and_post(runtime.run_for(engine, actor="test", run_id="night-1"))
+    assert counts == {"matched": 2, "partial": 1, "returned": 1, "exceptions": 1}
+    assert chunks == [1, 1, 2, 1]  # two single lines, then chunks grow to CHUNK_LINES (2 here)
+    assert _state(engine) == POSTED
+    assert posting.match_and_post(runtime.run_for(engine, actor="test", run_id="night-2")) == dict.fromkeys(counts, 0)
+    assert _state(engine) == POSTED
+
+
+def test_a_chunk_that_fails_leaves_its_lines_untouched_and_a_rerun_posts_them_once(engine, night, monkeypatch):
+    real_record_many = audit.record_many
+    calls = []
+
+    def fails_on_second_chunk(conn, events):
+        calls.append(len(events))
+        if len(calls) == 2:
+            raise RuntimeError("the database went away while the second chunk was written")
+        real_record_many(conn, events)
+
+    monkeypatch.setattr(audit, "record_many", fails_on_second_chunk)
+    with pytest.raises(RuntimeError, match="second chunk"):
+        posting.match_and_post(runtime.run_for(engine, actor="test", run_id="night-1"))
+    monkeypatch.setattr(audit, "record_many", real_record_many)
+    after_crash = _state(engine)
+    assert after_crash["invoices"] == {"K1": ("partially_paid", K1_PART), "K3": ("issued", 0)}
+    assert after_crash["payments"] == [(K1_PART, False)]  # only the first chunk committed
+    assert after_crash["lines"] == ["matched", "new", "new", "new", "new"]
+    assert after_crash["exceptions"] == [("short_payment", K1_PART)]
+
+    posting.match_and_post(runtime.run_for(engine, actor="test", run_id="night-2"))
+    assert _state(engine) == POSTED

@@ -1,0 +1,96 @@
+"""Issuing: gapless numbers at issue, immutable issued invoices, decisions in the audit trail."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from sqlalchemy.exc import DBAPIError
+from stdnum import iso11649
+from support.sample_data import write_feeds
+
+from invoiceflow.airflow import runtime
+from invoiceflow.billing import pricing
+from invoiceflow.core import audit, db
+from invoiceflow.core.policy import load_policy
+from invoiceflow.ingest import sources
+from invoiceflow.invoicing import approval, build, issuing
+
+OCTOBER = (date(2026, 10, 1), date(2026, 11, 1))
+
+
+@pytest.fixture
+def routed(engine, data_dir):
+    write_feeds(data_dir / "inbox")
+    policy = load_policy()
+    sources.load_inbox(runtime.run_for(engine, actor="test", policy=policy))
+    batch = pricing.price_period(runtime.run_for(engine, actor="test", run_id="run-1", policy=policy), OCTOBER)
+    return engine, approval.route(runtime.run_for(engine, actor="test", policy=policy), batch["batch_id"])
+
+
+def _numbers(engine):
+    with engine.connect() as conn:
+        return db.rows(
+            conn,
+            "SELECT invoice_id, invoice_number, status, due_date, payment_reference FROM invoices "
+            "WHERE invoice_number IS NOT NULL ORDER BY invoice_number",
+        )
+
+
+def test_numbers_are_gapless_and_assigned_at_issue(routed):
+    engine, routes = routed
+    policy = load_policy()
+    k2, k3, k4 = sorted(routes["review"])
+    assert issuing.decide(runtime.run_for(engine, actor="user:finance"), k3, False, "wrong period") == "draft"
+    issuing.decide(runtime.run_for(engine, actor="user:finance"), k2, True, None)
+    issued = issuing.issue(
+        runtime.run_for(engine, actor="test", today=date(2026, 11, 1), policy=policy), [*routes["auto"], k2, k3, k4]
+    )
+    assert sorted(issued) == sorted([*routes["auto"], k2])
+    rows = _numbers(engine)
+    assert [r["invoice_number"] for r in rows] == ["NWD-2026-000001", "NWD-2026-000002"]
+    assert all(iso11649.is_valid(r["payment_reference"]) for r in rows)
+    # the rejected draft has no number and left no gap; a later issue continues the series
+    issuing.decide(runtime.run_for(engine, actor="user:finance"), k4, True, "cap excess agreed with the client")
+    issuing.issue(runtime.run_for(engine, actor="test", today=date(2026, 11, 2), policy=policy), [k4])
+    assert [r["invoice_number"] for r in _numbers(engine)][-1] == "NWD-2026-000003"
+    # issuing again changes nothing
+    issuing.issue(
+        runtime.run_for(engine, actor="test", today=date(2026, 11, 3), policy=policy), [*routes["auto"], k2, k4]
+    )
+    assert len(_numbers(engine)) == 3
+
+
+def test_due_date_follows_the_clients_terms(routed):
+    engine, routes = routed
+    issuing.issue(runtime.run_for(engine, actor="test", today=date(2026, 11, 1), policy=load_policy()), routes["auto"])
+    assert _numbers(engine)[0]["due_date"] == date(2026, 12, 1)  # Kessler: 30 days
+
+
+def test_decisions_are_audited_with_the_user_and_reason(routed):
+    engine, routes = routed
+    issuing.decide(runtime.run_for(engine, actor="user:alice"), routes["review"][0], False, "wrong rate")
+    with engine.connect() as conn:
+        events = audit.history(conn, "invoice", routes["review"][0])
+    assert [e["action"] for e in events] == ["created", "routed", "rejected"]
+    assert events[-1]["actor"] == "user:alice" and events[-1]["reason"] == "wrong rate"
+
+
+def test_audit_trail_cannot_be_rewritten(routed):
+    engine, _ = routed
+    with pytest.raises(DBAPIError, match="append-only"), engine.begin() as conn:
+        db.execute(conn, "UPDATE audit_events SET actor = 'someone else'")
+    with pytest.raises(DBAPIError, match="append-only"), engine.begin() as conn:
+        db.execute(conn, "DELETE FROM audit_events")
+
+
+def test_an_issued_invoice_must_keep_its_number(routed):
+    engine, routes = routed
+    issuing.issue(runtime.run_for(engine, actor="test", today=date(2026, 11, 1), policy=load_policy()), routes["auto"])
+    with pytest.raises(DBAPIError), engine.begin() as conn:
+        db.execute(conn, "UPDATE invoices SET invoice_number = NULL WHERE invoice_id = :i", {"i": routes["auto"][0]})
+
+
+def test_creditor_reference_is_valid_iso_11649():
+    ref = build.creditor_reference("NWD-2026-000012")
+    assert ref.startswith("RF") and iso11649.is_valid(ref) and ref.endswith("NWD2026000012")
