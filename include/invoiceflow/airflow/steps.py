@@ -43,9 +43,9 @@ class InvoiceReview(HITLOperator):
 
     def execute(self, context: Context) -> Any:
         from invoiceflow.airflow import runtime
-        from invoiceflow.invoicing import approval
+        from invoiceflow.invoicing import review
 
-        request = approval.request_of(runtime.run_from_context(context), self.invoice_id)
+        request = review.request_of(runtime.run_from_context(context), self.invoice_id)
         self.subject, self.body = request["subject"], request["body"]
         self.assigned_users = request["assigned_users"]
         self.response_timeout = request["response_timeout"]
@@ -92,7 +92,7 @@ def route_approvals(batch_id: int, **context: Any) -> Routed:
 def ask(_ready: Any, **context: Any) -> list[int]:
     """Ask this round's requests; the invoice ids, one mapped review task each."""
     from invoiceflow.airflow import runtime
-    from invoiceflow.invoicing import approval
+    from invoiceflow.invoicing import review
 
     ti = context["ti"]
     review_task = REVIEW_TASK.format(ti.task_id.rsplit("_", 1)[-1])
@@ -103,7 +103,7 @@ def ask(_ready: Any, **context: Any) -> list[int]:
         base = (conf.get("api", "base_url", fallback="") or "http://localhost:8080").rstrip("/")
         return f"{base}/dags/{ti.dag_id}/runs/{ti.run_id}/tasks/{review_task}/required_actions?map_index={map_index}"
 
-    return approval.open_requests(runtime.run_from_context(context), link)
+    return review.open_requests(runtime.run_from_context(context), link)
 
 
 @task(trigger_rule="none_failed")

@@ -13,38 +13,38 @@ answers. A step whose response time passes escalates once (to the step's ``escal
 policy's fallback group); an escalated step that also passes is left waiting and reported, never
 approved by silence unless the step says ``on_timeout: approve``. Whoever adjusted an invoice by
 hand, or approved an earlier step of it, is not asked and cannot decide it (segregation of duties).
-Every change is an audit event in the same transaction.
-"""
+Every change is an audit event in the same transaction."""
 
 from __future__ import annotations
 
-import email.policy
-import json
 import logging
 from collections import Counter
 from collections.abc import Mapping
 from datetime import timedelta
 from decimal import Decimal
-from email.message import EmailMessage
-from email.utils import make_msgid
 from typing import Any, TypedDict
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection
 
-from invoiceflow.core import audit, db, mail, settings, tallies
+from invoiceflow.core import audit, db, tallies
 from invoiceflow.core.money import format_plain, minor_digits, to_minor
 from invoiceflow.core.policy import Approver, Policy
 from invoiceflow.core.run import Run
-from invoiceflow.invoicing import build, issuing
+from invoiceflow.invoicing import issuing
 
 log = logging.getLogger(__name__)
 
+
 APPROVE, REJECT, ESCALATE = "Approve", "Reject", "Escalate"
+
+
 OPTIONS = [APPROVE, REJECT, ESCALATE]
+
+
 """What an approver can answer; Escalate hands the step to the escalation group at once."""
 
 
-def _money(minor: int, currency: str) -> str:
+def money_text(minor: int, currency: str) -> str:
     return f"{format_plain(minor, currency)} {currency}"
 
 
@@ -55,11 +55,11 @@ def review_reasons(conn: Connection, policy: Policy, invoice: dict[str, Any]) ->
     base, limit = invoice["base_gross_amount"], to_minor(rules.auto_approve_below, policy.base_currency)
     if base >= limit:
         in_base = (
-            "" if invoice["currency"] == policy.base_currency else f" (about {_money(base, policy.base_currency)})"
+            "" if invoice["currency"] == policy.base_currency else f" (about {money_text(base, policy.base_currency)})"
         )
         reasons.append(
-            f"gross {_money(invoice['gross_amount'], invoice['currency'])}{in_base} is at or above the "
-            f"auto-approval limit of {_money(limit, policy.base_currency)}"
+            f"gross {money_text(invoice['gross_amount'], invoice['currency'])}{in_base} is at or above the "
+            f"auto-approval limit of {money_text(limit, policy.base_currency)}"
         )
     if invoice["client_type"] in rules.review_client_types:
         reasons.append(f"{invoice['client_type']} client: always reviewed")
@@ -89,14 +89,14 @@ def review_reasons(conn: Connection, policy: Policy, invoice: dict[str, Any]) ->
         {"i": invoice["invoice_id"]},
     )
     if cap:
-        reasons.append(f"not-to-exceed budget reached: {_money(-cap, invoice['currency'])} of work not billed")
+        reasons.append(f"not-to-exceed budget reached: {money_text(-cap, invoice['currency'])} of work not billed")
     for adj in db.rows(
         conn,
         "SELECT * FROM invoice_adjustments WHERE invoice_id = :i ORDER BY adjustment_id",
         {"i": invoice["invoice_id"]},
     ):
         reasons.append(
-            f"manual adjustment of {_money(adj['amount'], invoice['currency'])} by {adj['adjusted_by']}: "
+            f"manual adjustment of {money_text(adj['amount'], invoice['currency'])} by {adj['adjusted_by']}: "
             f"{adj['reason']}"
         )
     return reasons
@@ -200,9 +200,6 @@ def route(run: Run, batch_id: int) -> Routed:
     return routed
 
 
-# Asking -----------------------------------------------------------------------------------------
-
-
 def _excluded(conn: Connection, invoice_id: int) -> dict[str, str]:
     """Users who may not decide this invoice, with why: they adjusted it or approved a step of it."""
     out = {
@@ -228,7 +225,7 @@ def eligible(conn: Connection, policy: Policy, invoice_id: int, group: str) -> l
     return people
 
 
-def _pending(conn: Connection, run_id: str) -> list[dict[str, Any]]:
+def pending_steps(conn: Connection, run_id: str) -> list[dict[str, Any]]:
     """The current step of each waiting invoice that this run may ask (nobody else asks it now)."""
     return db.rows(
         conn,
@@ -238,212 +235,6 @@ def _pending(conn: Connection, run_id: str) -> list[dict[str, Any]]:
         "FROM approval_steps p WHERE p.invoice_id = s.invoice_id AND p.status = 'pending') ORDER BY s.invoice_id",
         {"r": run_id},
     )
-
-
-def review_request(engine: Engine, policy: Policy, invoice_id: int, step: Mapping[str, Any] | None = None) -> dict:
-    """Subject and Markdown body that the approver sees in the Airflow UI: summary, lines, why, preview."""
-    with engine.begin() as conn:
-        inv = db.rows(
-            conn,
-            "SELECT i.*, cl.name AS client_name, cl.client_type FROM invoices i "
-            "JOIN clients cl ON cl.client_id = i.client_id WHERE invoice_id = :i",
-            {"i": invoice_id},
-        )[0]
-        lines = db.rows(conn, "SELECT * FROM invoice_lines WHERE invoice_id = :i ORDER BY line_no", {"i": invoice_id})
-        steps = db.rows(conn, "SELECT * FROM approval_steps WHERE invoice_id = :i ORDER BY step_no", {"i": invoice_id})
-    cur = inv["currency"]
-    table = "\n".join(
-        f"| {ln['line_no']} | {ln['description']} | {ln['quantity'] / 100:g} | {format_plain(ln['net_amount'], cur)} |"
-        for ln in lines
-    )
-    base = (
-        ""
-        if cur == policy.base_currency
-        else f" (about {_money(inv['base_gross_amount'], policy.base_currency)} at {inv['fx_rate']})"
-    )
-    done = [
-        f"step {s['step_no']} ({s['approvers']}) approved by {s['decided_by']}"
-        for s in steps
-        if s["status"] == "approved"
-    ]
-    where = ""
-    if step is not None:
-        where = f"Step {step['step_no']} of {len(steps)}, tier **{step['tier']}**, asked of *{step['approvers']}*"
-        if step["escalated"]:
-            where += " (**escalated**: the first request was not answered in time)"
-        where += ". " + ("; ".join(done) + "." if done else "") + "\n\n"
-    preview = _preview(engine, policy, invoice_id)
-    body = (
-        f"**{inv['client_name']}** ({inv['client_id']}, {inv['client_type']}), contract {inv['contract_id']}, "
-        f"period {inv['period_start']} to {inv['period_end']}\n\n"
-        f"Net {_money(inv['net_amount'], cur)}, tax {_money(inv['tax_amount'], cur)}, "
-        f"**gross {_money(inv['gross_amount'], cur)}**{base}\n\n"
-        f"Why it needs review: {inv['review_reason']}\n\n"
-        f"{where}"
-        f"| # | Line | Qty | Net {cur} |\n|---|---|---|---|\n{table}\n\n"
-        + (f"[Preview the PDF]({preview})\n\n" if preview else "")
-        + "Approve issues it (a number is assigned) and sends it in this run; Reject sends it back to draft with "
-        "your comment; Escalate hands it to the escalation group."
-    )
-    subject = f"Approve invoice draft {invoice_id}: {inv['client_name']}, {_money(inv['gross_amount'], cur)}"
-    if step is not None and step["escalated"]:
-        subject = f"Escalated: {subject}"
-    return {"subject": subject, "body": body}
-
-
-def _preview(engine: Engine, policy: Policy, invoice_id: int) -> str | None:
-    """Render the draft's PDF (marked DRAFT, no number) for the approver; a link to it, or None."""
-    from invoiceflow.invoicing import render
-
-    folder = settings.outbox() / "preview"
-    path = folder / f"draft-{invoice_id}.pdf"
-    try:
-        with engine.connect() as conn:
-            doc = build.invoice_document(conn, policy, invoice_id, preview=True)
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(render.render_invoice_pdf(doc))
-        tmp.replace(path)
-    except Exception:  # a preview is a convenience: the request goes out without it
-        log.exception("no PDF preview for invoice draft %d", invoice_id)
-        return None
-    return policy.approval.preview_url.format(path=path, invoice_id=invoice_id)
-
-
-def open_requests(run: Run, link: Any = None) -> list[int]:
-    """Ask the current step of each waiting invoice; the ids asked, in the order of the mapped tasks.
-
-    Each request (subject, body, assigned users) is kept on its step for ``request_of``: only the
-    ids go through XCom. ``link(map_index)`` gives the Required actions URL of a request, for the
-    e-mail to the approvers. The step is claimed for this run so that a parallel run does not ask
-    it too.
-    """
-    engine, policy, run_id, actor = run.engine, run.policy, run.run_id, run.actor
-    ids, asked = [], []
-    with engine.begin() as conn:
-        for step in _pending(conn, run_id):
-            people = eligible(conn, policy, step["invoice_id"], step["approvers"])
-            if not people:
-                audit.record_exception(
-                    conn,
-                    category="approval_unassignable",
-                    subject_type="invoice",
-                    subject_id=str(step["invoice_id"]),
-                    run_id=run_id,
-                    detail=f"invoice draft {step['invoice_id']}: nobody in {step['approvers']} or the fallback group "
-                    "may decide it (segregation of duties); add an approver to the policy",
-                )
-                continue
-            db.execute(
-                conn,
-                "UPDATE approval_steps SET asked_run_id = :r, request = NULL WHERE invoice_id = :i AND step_no = :n",
-                {"r": run_id, "i": step["invoice_id"], "n": step["step_no"]},
-            )
-            ids.append(step["invoice_id"])
-            asked.append((step, people))
-    for n, (step, people) in enumerate(asked):
-        request = {
-            **review_request(engine, policy, step["invoice_id"], step),
-            "assigned_users": [{"id": a.id, "name": a.name} for a in people],
-        }
-        with engine.begin() as conn:
-            db.execute(
-                conn,
-                "UPDATE approval_steps SET request = :q WHERE invoice_id = :i AND step_no = :n",
-                {"q": json.dumps(request), "i": step["invoice_id"], "n": step["step_no"]},
-            )
-        if step["escalated"] or policy.approval.email_requests:
-            notify(run, step, people, request, link(n) if link else None)
-        else:
-            _requested(engine, step, people, "airflow", actor, request["subject"])
-    groups = Counter(f"{s['approvers']}{' (escalated)' if s['escalated'] else ''}" for s, _ in asked)
-    log.info(
-        "approval asked for %s (gross), by group: %s",
-        tallies.invoices(engine, ids),
-        ", ".join(f"{g} {n}" for g, n in sorted(groups.items())) or "none",
-    )
-    return ids
-
-
-def request_of(run: Run, invoice_id: int) -> dict[str, Any]:
-    """The request this run asked of an invoice's current step, as the review task's HITL arguments."""
-    engine, run_id = run.engine, run.run_id
-    with engine.connect() as conn:
-        steps = db.rows(
-            conn,
-            "SELECT * FROM approval_steps WHERE invoice_id = :i AND asked_run_id = :r AND status = 'pending' "
-            "AND request IS NOT NULL ORDER BY step_no",
-            {"i": invoice_id, "r": run_id},
-        )
-    if not steps:
-        raise LookupError(f"invoice draft {invoice_id}: run {run_id} has no open approval request for it")
-    step, request = steps[0], json.loads(steps[0]["request"])
-    return {
-        "subject": request["subject"],
-        "body": request["body"],
-        "assigned_users": request["assigned_users"],
-        "response_timeout": timedelta(seconds=step["response_seconds"]),
-        "defaults": [APPROVE if step["on_timeout"] == "approve" else ESCALATE],
-    }
-
-
-def notify(
-    run: Run,
-    step: Mapping[str, Any],
-    people: list[Approver],
-    request: Mapping[str, str],
-    link: str | None,
-) -> None:
-    """E-mail the approvers of a request (an escalation says so in the subject); audited.
-
-    A copy goes to outbox/approvals/. Without an SMTP connection only the copy is written. A retried
-    task may send a request again: this mail is internal, unlike the client's invoice.
-    """
-    engine, policy, actor = run.engine, run.policy, run.actor
-    msg = EmailMessage(policy=email.policy.SMTP)  # CRLF line ends: the message goes out byte for byte
-    msg["Subject"] = request["subject"]
-    msg["From"] = policy.mail_from
-    msg["To"] = ", ".join(f"{a.name} <{a.email}>" for a in people)
-    msg["Message-ID"] = make_msgid(domain=policy.seller.email.rsplit("@", 1)[-1])
-    msg["X-Invoice-Draft"] = str(step["invoice_id"])
-    deadline = timedelta(seconds=step["response_seconds"])
-    msg.set_content(
-        f"{request['body']}\n\nDecide in Airflow (Required actions): {link or 'open the billing run in Airflow'}\n"
-        f"Please answer within {deadline}; after that the request "
-        + ("is approved by policy." if step["on_timeout"] == "approve" else f"escalates to {step['escalate_to']}.")
-    )
-    mail.write_eml(msg, settings.outbox() / "approvals")
-    sent = run.mail.available()
-    if sent:
-        mail.send_smtp(msg, run.mail)
-    _requested(engine, step, people, "smtp" if sent else "outbox", actor, request["subject"])
-
-
-def _requested(
-    engine: Engine, step: Mapping[str, Any], people: list[Approver], channel: str, actor: str, subject: str
-) -> None:
-    """Audit that a step was put to these people (``channel``: how they were told)."""
-    deadline = timedelta(seconds=step["response_seconds"])
-    with engine.begin() as conn:
-        audit.record(
-            conn,
-            entity_type="invoice",
-            entity_id=step["invoice_id"],
-            action="approval_requested",
-            actor=actor,
-            reason=subject,
-            after={
-                "step": step["step_no"],
-                "approvers": step["approvers"],
-                "assigned": [a.id for a in people],
-                "escalated": bool(step["escalated"]),
-                "respond_within": str(deadline),
-                "told_by": channel,
-            },
-        )
-
-
-# Answers ----------------------------------------------------------------------------------------
 
 
 def apply_decisions(run: Run, invoice_ids: list[int], decisions: list[Any]) -> list[int]:

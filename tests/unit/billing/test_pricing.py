@@ -13,7 +13,7 @@ from invoiceflow.billing import drafts, pricing
 from invoiceflow.core import audit, db
 from invoiceflow.core.policy import load_policy
 from invoiceflow.ingest import sources
-from invoiceflow.invoicing import approval
+from invoiceflow.invoicing import approval, review
 
 OCTOBER = (date(2026, 10, 1), date(2026, 11, 1))
 NOVEMBER = (date(2026, 11, 1), date(2026, 12, 1))
@@ -196,7 +196,7 @@ def test_routing_by_value_client_type_and_cap(loaded):
     assert "public client" in inv["K3"]["review_reason"]
     assert "about 13953.49 EUR" in inv["K2"]["review_reason"]
     assert "budget reached: 146.60 EUR of work not billed" in inv["K4"]["review_reason"]
-    request = approval.review_request(loaded, load_policy(), inv["K2"]["invoice_id"])
+    request = review.review_request(loaded, load_policy(), inv["K2"]["invoice_id"])
     assert "Brightwater" in request["subject"] and "12000.00 GBP" in request["subject"]
     assert "Phase 1: discovery" in request["body"]
 

@@ -17,7 +17,7 @@ from invoiceflow.billing import pricing
 from invoiceflow.core import audit, db, settings
 from invoiceflow.core.policy import PolicyError, load_policy
 from invoiceflow.ingest import sources
-from invoiceflow.invoicing import approval, issuing
+from invoiceflow.invoicing import approval, issuing, review
 
 OCTOBER = (date(2026, 10, 1), date(2026, 11, 1))
 RUN = "manual__run-1"
@@ -71,10 +71,10 @@ def _actions(engine, invoice_id: int) -> list[str]:
 
 def _ask(engine, policy) -> dict[int, dict]:
     """Ask a round; each request as the review task reads it back from the billing database."""
-    ids = approval.open_requests(
+    ids = review.open_requests(
         runtime.run_for(engine, actor="airflow:test", run_id=RUN, policy=policy), lambda n: f"http://x/{n}"
     )
-    return {i: approval.request_of(runtime.run_for(engine, run_id=RUN), i) for i in ids}
+    return {i: review.request_of(runtime.run_for(engine, run_id=RUN), i) for i in ids}
 
 
 def test_routing_by_tier_client_type_and_cap(engine, policy, priced):
@@ -126,16 +126,16 @@ def test_a_review_task_reads_only_what_its_own_run_asked(engine, policy, priced)
     approval.route(runtime.run_for(engine, actor="test", policy=policy), batch)
     k2 = ids["K2"]
     with pytest.raises(LookupError, match=f"invoice draft {k2}: run {RUN} has no open approval request"):
-        approval.request_of(runtime.run_for(engine, run_id=RUN), k2)  # routed, not yet asked
+        review.request_of(runtime.run_for(engine, run_id=RUN), k2)  # routed, not yet asked
     assert k2 in _ask(engine, policy)
     with pytest.raises(LookupError, match="run other-run has no open"):
-        approval.request_of(runtime.run_for(engine, run_id="other-run"), k2)
+        review.request_of(runtime.run_for(engine, run_id="other-run"), k2)
     approval.close_run(runtime.run_for(engine, run_id=RUN))  # released: the next run asks again, with its own request
     with pytest.raises(LookupError):
-        approval.request_of(runtime.run_for(engine, run_id=RUN), k2)
-    asked = approval.open_requests(runtime.run_for(engine, actor="airflow:test", run_id="next-run", policy=policy))
+        review.request_of(runtime.run_for(engine, run_id=RUN), k2)
+    asked = review.open_requests(runtime.run_for(engine, actor="airflow:test", run_id="next-run", policy=policy))
     assert asked == sorted(ids[k] for k in ("K2", "K3", "K4"))
-    assert approval.request_of(runtime.run_for(engine, run_id="next-run"), k2)["subject"].startswith(
+    assert review.request_of(runtime.run_for(engine, run_id="next-run"), k2)["subject"].startswith(
         f"Approve invoice draft {k2}"
     )
 
