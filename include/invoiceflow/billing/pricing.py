@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypedDict
 
 from sqlalchemy import Connection, text
 
@@ -451,7 +451,14 @@ def open_batch(run: Run, period: tuple[date, date]) -> int:
         return db.scalar(conn, "SELECT batch_id FROM billing_batches WHERE run_id = :r", {"r": run_id})
 
 
-def price_period(run: Run, period: tuple[date, date]) -> dict[str, Any]:
+class PricedBatch(TypedDict):
+    """What a pricing run made: its batch, and the draft invoices it created (none on a re-run)."""
+
+    batch_id: int
+    invoice_ids: list[int]
+
+
+def price_period(run: Run, period: tuple[date, date]) -> PricedBatch:
     """Create the draft invoices of a billing period; a second call for the same period creates none."""
     engine, policy, actor = run.engine, run.policy, run.actor
     batch_id = open_batch(run, period)
@@ -503,10 +510,10 @@ def price_period(run: Run, period: tuple[date, date]) -> dict[str, Any]:
         tallies.invoices(engine, created),
         batch_id,
     )
-    return {"batch_id": batch_id, "invoice_ids": created}
+    return PricedBatch(batch_id=batch_id, invoice_ids=created)
 
 
-def price_triggers(run: Run, triggers: list[Trigger]) -> dict[str, Any]:
+def price_triggers(run: Run, triggers: list[Trigger]) -> PricedBatch:
     """Draft invoices for events; an event already invoiced, or with nothing left to bill, adds none."""
     engine, policy, actor = run.engine, run.policy, run.actor
     today = min((t.on for t in triggers), default=date.today())
@@ -549,4 +556,4 @@ def price_triggers(run: Run, triggers: list[Trigger]) -> dict[str, Any]:
     log.info(
         "%d events: %s priced as drafts in batch %d (gross)", len(triggers), tallies.invoices(engine, created), batch_id
     )
-    return {"batch_id": batch_id, "invoice_ids": created}
+    return PricedBatch(batch_id=batch_id, invoice_ids=created)
