@@ -2,48 +2,21 @@
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from datetime import date
 from decimal import Decimal
-from typing import Any
 
 from rapidfuzz import fuzz, process
 from sqlalchemy import Connection
 from stdnum import iso11649
 
 from invoiceflow.collect.records import Adjustment, Allocation, BankLine, Decision, OpenInvoice, Payer, Suggestion
+from invoiceflow.collect.remittance import INVOICE_NUMBER, RETURN_WORDS, RF_IN_TEXT, compact, normalise_name
 from invoiceflow.core import db, fx
 from invoiceflow.core.money import format_plain
 from invoiceflow.core.policy import Policy, Reconciliation
 from invoiceflow.core.statuses import OPEN_STATUSES
-
-INVOICE_NUMBER = re.compile(r"\b([A-Z0-9]{2,8})[- ]?(\d{4})[- ]?(\d{6})\b")
-
-
-RF_IN_TEXT = re.compile(r"\bRF\d\d(?:\s?[A-Z0-9]{1,4}){1,6}\b")
-
-
-RETURN_WORDS = re.compile(r"\b(RETURN|RETOUR|RUECKLASTSCHRIFT|RÜCKLASTSCHRIFT|RUECKUEBERWEISUNG|REVERSAL|STORNO)\b")
-
-
-LEGAL_FORMS = re.compile(
-    r"\b(gmbh|mbh|ag|kg|ohg|ug|se|ltd|limited|llc|inc|corp|co|plc|sas|sa|sarl|srl|spa|bv|nv|ab|as|oy|kft|"
-    r"sp z o o|the|und|and|&)\b"
-)
-
-
-def compact(value: str) -> str:
-    return re.sub(r"[^A-Z0-9]", "", value.upper())
-
-
-def normalise_name(name: str) -> str:
-    """A name without accents, punctuation and legal form: 'Kessler Logistik GmbH' -> 'kessler logistik'."""
-    plain = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().casefold()
-    plain = re.sub(r"[^a-z0-9&]+", " ", plain)
-    return " ".join(LEGAL_FORMS.sub(" ", plain).split())
 
 
 class Matcher:
@@ -556,13 +529,6 @@ class Matcher:
 
 def _written_off(inv: OpenInvoice, short: int, cur: str, kind: str) -> str:
     return f"{inv.invoice_number}: {format_plain(short, cur)} {cur} written off as {kind.replace('_', ' ')}"
-
-
-def describe(txn: Mapping[str, Any]) -> str:
-    return (
-        f"{txn['booking_date']} {format_plain(txn['amount'], txn['currency'])} {txn['currency']} from "
-        f"{txn['counterparty_name'] or 'unknown payer'}, text '{txn['remittance'] or ''}'"
-    )
 
 
 def load_matcher(conn: Connection, pol: Policy) -> Matcher:

@@ -31,8 +31,9 @@ from typing import Any, TypedDict
 from sqlalchemy import Connection, Engine
 
 from invoiceflow.collect import payments
-from invoiceflow.collect.matching import INVOICE_NUMBER, Matcher, compact, describe, load_matcher
+from invoiceflow.collect.matching import Matcher, load_matcher
 from invoiceflow.collect.records import BankLine, Decision
+from invoiceflow.collect.remittance import INVOICE_NUMBER, compact, describe
 from invoiceflow.core import audit, db, masking
 from invoiceflow.core.errors import InfrastructureError
 from invoiceflow.core.money import format_totals

@@ -7,8 +7,9 @@ from decimal import Decimal
 
 import pytest
 
-from invoiceflow.collect.matching import Matcher, normalise_name
+from invoiceflow.collect.matching import Matcher
 from invoiceflow.collect.records import BankLine, OpenInvoice
+from invoiceflow.collect.remittance import normalise_name
 from invoiceflow.core.policy import load_policy
 from invoiceflow.invoicing.build import creditor_reference
 

@@ -1,0 +1,37 @@
+"""Reading what a bank line says: invoice numbers and RF references in its text, words that mark a
+return, and payer names and account numbers in the form they are compared in."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Mapping
+from typing import Any
+
+from invoiceflow.core.money import format_plain
+
+INVOICE_NUMBER = re.compile(r"\b([A-Z0-9]{2,8})[- ]?(\d{4})[- ]?(\d{6})\b")
+RF_IN_TEXT = re.compile(r"\bRF\d\d(?:\s?[A-Z0-9]{1,4}){1,6}\b")
+RETURN_WORDS = re.compile(r"\b(RETURN|RETOUR|RUECKLASTSCHRIFT|RÜCKLASTSCHRIFT|RUECKUEBERWEISUNG|REVERSAL|STORNO)\b")
+LEGAL_FORMS = re.compile(
+    r"\b(gmbh|mbh|ag|kg|ohg|ug|se|ltd|limited|llc|inc|corp|co|plc|sas|sa|sarl|srl|spa|bv|nv|ab|as|oy|kft|"
+    r"sp z o o|the|und|and|&)\b"
+)
+
+
+def compact(value: str) -> str:
+    return re.sub(r"[^A-Z0-9]", "", value.upper())
+
+
+def normalise_name(name: str) -> str:
+    """A name without accents, punctuation and legal form: 'Kessler Logistik GmbH' -> 'kessler logistik'."""
+    plain = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().casefold()
+    plain = re.sub(r"[^a-z0-9&]+", " ", plain)
+    return " ".join(LEGAL_FORMS.sub(" ", plain).split())
+
+
+def describe(txn: Mapping[str, Any]) -> str:
+    return (
+        f"{txn['booking_date']} {format_plain(txn['amount'], txn['currency'])} {txn['currency']} from "
+        f"{txn['counterparty_name'] or 'unknown payer'}, text '{txn['remittance'] or ''}'"
+    )
