@@ -20,7 +20,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any, TypedDict
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Engine, text
 
 from invoiceflow.billing import taxes
 from invoiceflow.billing.drafts import DraftLine, draft_lines, first_retainer_line, milestone_lines
@@ -458,6 +458,17 @@ class PricedBatch(TypedDict):
     invoice_ids: list[int]
 
 
+def _close_batch(engine: Engine, batch_id: int, created: list[int]) -> None:
+    """Mark the batch priced and count what this call added (a re-run adds to the same batch)."""
+    with engine.begin() as conn:
+        db.execute(
+            conn,
+            "UPDATE billing_batches SET status = 'priced', invoices_created = invoices_created + :n "
+            "WHERE batch_id = :b",
+            {"n": len(created), "b": batch_id},
+        )
+
+
 def price_period(run: Run, period: tuple[date, date]) -> PricedBatch:
     """Create the draft invoices of a billing period; a second call for the same period creates none."""
     engine, policy, actor = run.engine, run.policy, run.actor
@@ -495,13 +506,7 @@ def price_period(run: Run, period: tuple[date, date]) -> PricedBatch:
             events = [e for d in opened if (e := _finish_invoice(conn, policy, d, claimed, period, actor, rates))]
             audit.record_many(conn, events)
             created += [int(e.entity_id) for e in events]
-    with engine.begin() as conn:
-        db.execute(
-            conn,
-            "UPDATE billing_batches SET status = 'priced', invoices_created = invoices_created + :n "
-            "WHERE batch_id = :b",
-            {"n": len(created), "b": batch_id},
-        )
+    _close_batch(engine, batch_id, created)
     log.info(
         "period %s to %s: %d contracts to bill, %s priced as drafts in batch %d (gross)",
         period[0],
@@ -546,13 +551,7 @@ def price_triggers(run: Run, triggers: list[Trigger]) -> PricedBatch:
             if event is not None:
                 audit.record_many(conn, [event])
                 created.append(draft.invoice_id)
-    with engine.begin() as conn:
-        db.execute(
-            conn,
-            "UPDATE billing_batches SET status = 'priced', invoices_created = invoices_created + :n "
-            "WHERE batch_id = :b",
-            {"n": len(created), "b": batch_id},
-        )
+    _close_batch(engine, batch_id, created)
     log.info(
         "%d events: %s priced as drafts in batch %d (gross)", len(triggers), tallies.invoices(engine, created), batch_id
     )

@@ -429,21 +429,26 @@ def deliver_invoices(run: Run, invoice_ids: list[int]) -> dict[str, int]:
     return counts
 
 
+def report_bad_address(run: Run, invoice_id: int, what: str, exc: ValueError) -> None:
+    """A client address that cannot be e-mailed is finance's to correct at the source: an exception
+    for the report, and the other messages of the run go on."""
+    with run.engine.begin() as conn:
+        audit.record_exception(
+            conn,
+            category="delivery_failed",
+            subject_type="invoice",
+            subject_id=str(invoice_id),
+            run_id=run.run_id,
+            detail=f"{what} cannot be e-mailed: {exc}; correct the client's address in the clients feed",
+        )
+
+
 def _email_invoice(run: Run, inv: dict[str, Any], doc: InvoiceDocument, pdf_path: Path, counts: dict[str, int]) -> str:
     """E-mail one invoice through ``send_once``; an unusable address is reported, not raised, so the rest go on."""
     try:
         message = invoice_message(run.policy, doc, pdf_path.read_bytes())
     except ValueError as exc:  # e.g. a client e-mail address that is not one address
-        with run.engine.begin() as conn:
-            audit.record_exception(
-                conn,
-                category="delivery_failed",
-                subject_type="invoice",
-                subject_id=str(inv["invoice_id"]),
-                run_id=run.run_id,
-                detail=f"{doc.invoice_number} to client {inv['client_id']} cannot be e-mailed: {exc}; "
-                "correct the client's address in the clients feed",
-            )
+        report_bad_address(run, inv["invoice_id"], f"{doc.invoice_number} to client {inv['client_id']}", exc)
         counts["bad_address"] += 1
         return "bad_address"
     status = send_once(run, invoice_id=inv["invoice_id"], document="invoice", recipient=inv["email"], message=message)

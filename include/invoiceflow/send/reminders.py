@@ -14,14 +14,14 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from invoiceflow.core import audit, db
+from invoiceflow.core import db
 from invoiceflow.core.money import format_totals
 from invoiceflow.core.policy import Policy
 from invoiceflow.core.run import Run
 from invoiceflow.invoicing import build
 from invoiceflow.invoicing.document import InvoiceDocument
 from invoiceflow.send import messages
-from invoiceflow.send.outbox import send_once
+from invoiceflow.send.outbox import report_bad_address, send_once
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def send_reminders(run: Run) -> dict[str, int]:
         try:
             message = _reminder_message(run, doc, item, document)
         except ValueError as exc:  # a client address that is not one address: report it, go on
-            _report_bad_address(run, item, doc, document, exc)
+            report_bad_address(run, item["invoice_id"], f"{document} of {doc.invoice_number}", exc)
             counts["bad_address"] = counts.get("bad_address", 0) + 1
             continue
         status = send_once(
@@ -113,20 +113,6 @@ def _reminder_message(run: Run, doc: InvoiceDocument, item: dict[str, Any], docu
         template=item["template"],
         late_fee=item["late_fee"],
     )
-
-
-def _report_bad_address(run: Run, item: dict[str, Any], doc: InvoiceDocument, document: str, exc: ValueError) -> None:
-    """A client address that cannot be e-mailed is finance's to correct at the source; the other reminders go on."""
-    with run.engine.begin() as conn:
-        audit.record_exception(
-            conn,
-            category="delivery_failed",
-            subject_type="invoice",
-            subject_id=str(item["invoice_id"]),
-            run_id=run.run_id,
-            detail=f"{document} of {doc.invoice_number} cannot be e-mailed: {exc}; correct the client's "
-            "address in the clients feed",
-        )
 
 
 def _record_reminder(run: Run, item: dict[str, Any], message: EmailMessage) -> None:
