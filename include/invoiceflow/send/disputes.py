@@ -59,6 +59,8 @@ def open_dispute(run: Run, invoice_number: str, reason: str) -> bool:
 def resolve_dispute(run: Run, invoice_number: str, resolution: str) -> bool:
     """Close the open dispute; reminders resume with the highest level due from then on."""
     engine, actor = run.engine, run.actor
+    if not resolution.strip():
+        raise DisputeError("resolving a dispute needs a reason: how it was settled")
     with engine.begin() as conn:
         invoice_id = _invoice_id(conn, invoice_number)
         closed = db.execute(

@@ -171,6 +171,31 @@ def test_credited_and_disputed_invoices_get_nothing(engine, data_dir, month):
         disputes.open_dispute(runtime.run_for(engine, actor="user:finance"), "NWD-1999-000001", "x")
 
 
+def test_a_dispute_is_opened_and_resolved_with_a_reason_and_audited(engine, month):
+    """Both sides of a dispute are a person's decision: each needs its why, names its who in the
+    audit trail, and a repeat changes nothing."""
+    finance = runtime.run_for(engine, actor="user:finance")
+    number, invoice_id = month["K2"]["invoice_number"], month["K2"]["invoice_id"]
+    with pytest.raises(disputes.DisputeError, match="needs a reason"):
+        disputes.open_dispute(finance, number, "  ")
+    assert disputes.open_dispute(finance, number, "wrong milestone")
+    with pytest.raises(disputes.DisputeError, match="resolving a dispute needs a reason"):
+        disputes.resolve_dispute(finance, number, " ")
+    assert disputes.resolve_dispute(finance, number, "client agreed after the call")
+    assert not disputes.resolve_dispute(finance, number, "again")  # nothing open: nothing changes
+    with engine.connect() as conn:
+        events = db.rows(
+            conn,
+            "SELECT action, actor, reason FROM audit_events WHERE entity_type = 'invoice' AND entity_id = :i "
+            "AND action IN ('disputed', 'dispute_resolved') ORDER BY event_id",
+            {"i": str(invoice_id)},
+        )
+    assert [(e["action"], e["actor"], e["reason"]) for e in events] == [
+        ("disputed", "user:finance", "wrong milestone"),
+        ("dispute_resolved", "user:finance", "client agreed after the call"),
+    ]
+
+
 def test_dispute_from_the_command_line(data_dir, capsys):
     from invoiceflow import cli
     from invoiceflow.core import settings
