@@ -34,9 +34,7 @@ def _run(run_id: str, day: date | None = None, send_mail: bool = True) -> Run:
     """The run context of a command: the person at the keyboard is the actor."""
     from invoiceflow.airflow import runtime
 
-    return runtime.run_for(
-        _engine(), actor=f"user:{os.environ.get('USER', 'cli')}", run_id=run_id, today=day, send_mail=send_mail
-    )
+    return runtime.run_for(_engine(), run_id=run_id, today=day, send_mail=send_mail)
 
 
 def cmd_db_upgrade(_args: argparse.Namespace) -> int:

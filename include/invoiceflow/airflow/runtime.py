@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import logging
+import os
 import smtplib
 from collections.abc import Iterator, Mapping
 from datetime import date, datetime
@@ -177,8 +178,8 @@ def run_for(
 ) -> Run:
     """A run context outside a DAG task: the CLI, scripts, tests.
 
-    ``actor`` defaults to ``cli:<login name>``; ``send_mail=False`` keeps every message in the
-    outbox folder even when an SMTP connection exists.
+    ``actor`` defaults to the person at the keyboard, ``user:<login name>``; ``send_mail=False``
+    keeps every message in the outbox folder even when an SMTP connection exists.
     """
     from invoiceflow.core.policy import policy as current_policy
 
@@ -186,7 +187,7 @@ def run_for(
     return Run(
         engine=engine,
         policy=policy or current_policy(),
-        actor=actor or f"cli:{getpass.getuser()}",
+        actor=actor or f"user:{os.environ.get('USER') or getpass.getuser()}",
         run_id=run_id,
         today=today or date.today(),
         mail=mail,

@@ -27,7 +27,7 @@ class Run:
     engine: Engine
     policy: Policy
     actor: str
-    """Who did it, for the audit trail: ``airflow:<dag>/<run>/<task>``, ``user:<name>``, ``cli:<user>``."""
+    """Who did it, for the audit trail: ``airflow:<dag>/<run>/<task>``, or ``user:<name>`` for a person."""
     run_id: str
     """The run that did it: exceptions and batches are filed under it; retries of a run reuse it."""
     today: date
