@@ -20,6 +20,7 @@ def txn(
     bank_ref: str | None = None,
     name: str = "Kessler Logistik GmbH",
     currency: str = "EUR",
+    iban: str = "DE44500105175407324931",
 ) -> Transaction:
     """A credit (or, negative, a debit) to the seller's EUR account on 20 November 2026."""
     return Transaction(
@@ -29,7 +30,7 @@ def txn(
         value_date=DAY,
         amount=amount,
         counterparty_name=name,
-        counterparty_iban="DE44500105175407324931",
+        counterparty_iban=iban,
         remittance=remittance,
         structured_ref=ref,
         bank_ref=bank_ref,

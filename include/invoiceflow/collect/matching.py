@@ -553,7 +553,15 @@ def load_matcher(conn: Connection, pol: Policy) -> Matcher:
         )
     ]
     clients = {r["client_id"]: r["name"] for r in db.rows(conn, "SELECT client_id, name FROM clients")}
-    payers = {r["iban"]: r["client_id"] for r in db.rows(conn, "SELECT iban, client_id FROM payer_accounts")}
+    payers = {
+        r["payer_iban"]: r["client_id"]
+        for r in db.rows(
+            conn,
+            "SELECT payer_iban, MIN(client_id) AS client_id FROM match_rules WHERE kind = 'payer' "
+            "AND payer_iban IS NOT NULL AND payer_name IS NULL AND text_pattern IS NULL AND disabled_at IS NULL "
+            "GROUP BY payer_iban HAVING COUNT(DISTINCT client_id) = 1",
+        )
+    }
     rates: dict[str, list[tuple[date, Decimal]]] = defaultdict(list)
     for r in db.rows(conn, "SELECT currency, rate_date, rate FROM fx_rates ORDER BY rate_date"):
         rates[r["currency"]].append((db.as_date(r["rate_date"]), Decimal(r["rate"])))

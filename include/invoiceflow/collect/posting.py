@@ -264,7 +264,13 @@ class _Written:
             "txn_id",
             [{"txn_id": t, "match_status": "exception"} for t in self.exception_lines],
         )
-        db.insert_many(conn, "payer_accounts", self.payers, on_conflict="ON CONFLICT (iban) DO NOTHING")
+        db.insert_many(
+            conn,
+            "match_rules",
+            self.payers,
+            on_conflict="ON CONFLICT (payer_iban, client_id) WHERE kind = 'payer' AND payer_name IS NULL "
+            "AND text_pattern IS NULL DO NOTHING",
+        )
 
 
 def _apply(postings: payments.Postings, out: _Written, txn: dict[str, Any], d: Decision, pol: Policy) -> str:
@@ -304,10 +310,14 @@ def _apply(postings: payments.Postings, out: _Written, txn: dict[str, Any], d: D
     if txn.get("counterparty_iban") and d.client_id and d.rule and d.rule.startswith("reference"):
         out.payers.append(
             {
-                "iban": compact(txn["counterparty_iban"]),
+                "kind": "payer",
+                "payer_iban": compact(txn["counterparty_iban"]),
                 "client_id": d.client_id,
                 "source": "learned",
+                "created_by": "system",
                 "created_at": db.now(),
+                "origin_txn_id": txn["txn_id"],
+                "note": f"paid {d.allocations[0].invoice_number} quoting its reference",
             }
         )
     if d.category:  # posted, but finance should know: a write-off, an overpayment, a part payment, FX

@@ -132,6 +132,16 @@ def migrations() -> list[tuple[str, Path]]:
     return sorted((p.stem, p) for p in MIGRATIONS_DIR.glob("*.sql"))
 
 
+REBUILDS_TABLES = "-- sqlite: foreign keys off"
+
+
+# A dangling reference left by a rebuild fails the migration: a CHECK that cannot hold aborts it.
+_CHECK_FOREIGN_KEYS = (
+    "CREATE TEMP TABLE _fk_check (n INTEGER CHECK (n = 0));\n"
+    "INSERT INTO _fk_check SELECT COUNT(*) FROM pragma_foreign_key_check;\nDROP TABLE _fk_check;\n"
+)
+
+
 def upgrade(eng: Engine) -> list[str]:
     """Apply the migrations this database has not seen yet; return their names."""
     dialect = eng.dialect.name
@@ -158,10 +168,22 @@ def upgrade(eng: Engine) -> list[str]:
                 if raw is None:  # SQLAlchemy's pool invalidated the connection under us
                     raise InfrastructureError(f"lost the SQLite connection before migration {version}")
                 conn.commit()
-                raw.executescript(
-                    "BEGIN;\n" + script + "\nINSERT INTO schema_migrations VALUES "
-                    f"('{version}', '{now().isoformat(sep=' ')}');\nCOMMIT;"
-                )
+                # A migration that rebuilds a table (SQLite cannot drop a column's UNIQUE) says so
+                # on its first line: the checks go off around it, as SQLite's own procedure for
+                # altering a table prescribes, and every foreign key is verified before it commits.
+                rebuild = script.startswith(REBUILDS_TABLES)
+                if rebuild:
+                    raw.execute("PRAGMA foreign_keys = OFF")
+                try:
+                    raw.executescript(
+                        "BEGIN;\n" + script + "\n" + (_CHECK_FOREIGN_KEYS if rebuild else "") + "INSERT INTO "
+                        f"schema_migrations VALUES ('{version}', '{now().isoformat(sep=' ')}');\nCOMMIT;"
+                    )
+                finally:
+                    if rebuild:
+                        if raw.in_transaction:
+                            raw.rollback()
+                        raw.execute("PRAGMA foreign_keys = ON")
             else:
                 conn.exec_driver_sql(script)
                 conn.execute(

@@ -335,6 +335,44 @@ class Tolerance(_Strict):
     max_amount: Decimal = Field(ge=0, description="in the base currency")
 
 
+NON_RECEIVABLE_ACCOUNTS = {
+    "refund": "1600",  # money paid back to a client (the refund it settles)
+    "internal_transfer": "1360",  # between our own accounts (Geldtransit)
+    "loan": "0630",
+    "interest": "2650",
+    "fee": "4970",  # the bank's own charges
+    "payroll": "4100",
+    "supplier": "1600",
+    "tax": "1780",
+    "other": "1590",
+}
+
+
+OPTIONAL_ACCOUNTS = {
+    "write_off": "2400",  # a difference finance writes off by hand (Forderungsverluste)
+    "refunds_payable": "1600",  # unapplied cash promised back to a client, until the bank pays it
+}
+
+
+class LineRule(_Strict):
+    """A policy rule for bank lines that are not client payments: "text contains SALARY -> payroll".
+
+    At least one condition; every given condition must hold. Finance adds its own rules in the
+    workbench (``match_rules``); these are the company's standing ones."""
+
+    text_contains: str | None = Field(None, min_length=2, description="case-insensitive, in the text or booking text")
+    payer_iban: str | None = Field(None, pattern=r"^[A-Z]{2}[0-9]{2}[A-Z0-9]{10,30}$")
+    payer_name: str | None = Field(None, min_length=2)
+    direction: Literal["credit", "debit", "any"] = "any"
+    category: str = Field(description="a key of non_receivable_accounts")
+
+    @model_validator(mode="after")
+    def _has_condition(self) -> LineRule:
+        if not (self.text_contains or self.payer_iban or self.payer_name or self.direction != "any"):
+            raise ValueError("a rule needs text_contains, payer_iban, payer_name or a direction")
+        return self
+
+
 class Reconciliation(_Strict):
     """Matching limits, write-off accounts, the chart of accounts and the finance mailing list."""
 
@@ -367,6 +405,17 @@ class Reconciliation(_Strict):
     )
     revenue_accounts: dict[str, str] = Field({}, description="service code -> revenue account (else accounts.revenue)")
     tax_accounts: dict[str, str] = Field({}, description="tax code -> VAT account (else accounts.vat_payable)")
+    non_receivable_accounts: dict[str, str] = Field(
+        default_factory=lambda: dict(NON_RECEIVABLE_ACCOUNTS),
+        description="category of a line that is not a client payment -> account",
+    )
+    line_rules: list[LineRule] = Field([], description="standing rules for lines that are not client payments")
+    write_off_approval_above: Decimal = Field(
+        Decimal("50"), ge=0, description="a write-off above this (base currency) needs a second finance user"
+    )
+    hold_reminders_days: int = Field(
+        10, ge=0, le=60, description="reminders wait this long for an undecided bank line that likely pays the invoice"
+    )
     finance_emails: list[str] = Field([], description="who gets the nightly exception report and the weekly digest")
     digest_weekday: int = Field(0, ge=0, le=6, description="weekday of the weekly digest, Monday = 0")
 
@@ -387,7 +436,16 @@ class Reconciliation(_Strict):
         missing = roles - set(accounts)
         if missing:
             raise ValueError(f"accounts needs {', '.join(sorted(missing))}")
-        return accounts
+        return {**OPTIONAL_ACCOUNTS, **accounts}
+
+    @model_validator(mode="after")
+    def _rules_have_accounts(self) -> Reconciliation:
+        unknown = {r.category for r in self.line_rules} - set(self.non_receivable_accounts)
+        if unknown:
+            raise ValueError(
+                f"line_rules: unknown categories {sorted(unknown)}; known: {sorted(self.non_receivable_accounts)}"
+            )
+        return self
 
 
 class Policy(_Strict):

@@ -158,7 +158,13 @@ def test_write_off_overpayment_and_learned_payer_account(engine, data_dir, month
         "a.xml",
         [
             txn(k1["gross_amount"] - 500, remittance=k1["invoice_number"], bank_ref="B1"),  # a 5.00 fee deducted
-            txn(k3["gross_amount"] + 1000, ref=k3["payment_reference"], name="Ville de Lyon", bank_ref="B2"),
+            txn(
+                k3["gross_amount"] + 1000,
+                ref=k3["payment_reference"],
+                name="Ville de Lyon",
+                bank_ref="B2",
+                iban="FR7630006000011234567890189",
+            ),
         ],
     )
     importing.import_statements(runtime.run_for(engine, actor="test"))
@@ -169,7 +175,7 @@ def test_write_off_overpayment_and_learned_payer_account(engine, data_dir, month
     assert adjustments == {("bank_fee", 500, "4970"), ("unapplied", 1000, "1590")}
     assert {r["category"] for r in _rows(engine, "SELECT category FROM exceptions")} >= {"write_off", "overpayment"}
     # the payer's account is now known: the next payment of K4's exact amount needs no reference
-    assert _rows(engine, "SELECT client_id FROM payer_accounts")[0]["client_id"] == "C1"
+    assert _rows(engine, "SELECT client_id FROM match_rules WHERE kind = 'payer'")[0]["client_id"] == "C1"
     drop_statement(
         data_dir,
         "b.xml",
