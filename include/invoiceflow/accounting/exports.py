@@ -7,7 +7,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from invoiceflow.accounting.journal import ROLE_TYPES, journal_entries
+from invoiceflow.accounting.journal import CATEGORY_TYPES, ROLE_TYPES, journal_entries
 from invoiceflow.core import db, settings
 from invoiceflow.core.money import format_plain
 from invoiceflow.core.policy import Policy
@@ -16,12 +16,21 @@ from invoiceflow.core.run import Run
 
 def beancount_account(number: str, pol: Policy) -> str:
     """'1400' -> 'Assets:Receivables:1400', by the role the policy gives the number (revenue by default)."""
-    roles = {v: k for k, v in pol.reconciliation.accounts.items()}
+    rec = pol.reconciliation
+    roles = {v: k for k, v in reversed(rec.accounts.items())}
     role = roles.get(number)
-    if role is None:
-        kind = "Liabilities:Vat" if number in pol.reconciliation.tax_accounts.values() else "Income:Revenue"
-        return f"{kind}:{number}"
-    return f"{ROLE_TYPES[role]}:{''.join(p.title() for p in role.split('_'))}:{number}"
+    if role is not None:
+        return f"{ROLE_TYPES[role]}:{_camel(role)}:{number}"
+    categories = {v: k for k, v in reversed(rec.non_receivable_accounts.items())}
+    category = categories.get(number)
+    if category is not None:  # a line that was not a client payment: payroll, a loan, interest...
+        return f"{CATEGORY_TYPES.get(category, 'Liabilities')}:{_camel(category)}:{number}"
+    kind = "Liabilities:Vat" if number in rec.tax_accounts.values() else "Income:Revenue"
+    return f"{kind}:{number}"
+
+
+def _camel(name: str) -> str:
+    return "".join(p.title() for p in name.split("_"))
 
 
 def export_journal(run: Run, folder: Path | None = None) -> dict[str, str]:

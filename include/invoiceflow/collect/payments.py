@@ -33,6 +33,7 @@ class Postings:
         self._queued: list[dict[str, Any]] = []
         self._settled: list[int] = []  # bank lines posted or returned: matched at the next flush
         self._events: list[audit.Event] = []
+        self.written: list[int] = []  # the payment ids of the last flush, in the order posted
 
     def invoices(self, invoice_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
         """The invoices as this transaction sees them, with its own changes; each read once.
@@ -55,8 +56,15 @@ class Postings:
         adjustments: list[dict[str, Any]],
         rule: str | None,
         confidence: float | None,
+        *,
+        amount: int | None = None,
+        reason: str | None = None,
+        settles_line: bool = True,
     ) -> None:
-        """Queue one bank credit as a payment (see :func:`post_payment`)."""
+        """Queue one bank credit as a payment (see :func:`post_payment`).
+
+        A person may apply part of a line (``amount``, the rest staying open on it): such a
+        payment does not settle the line, whose status the caller keeps."""
         self._queued.append(
             {
                 "txn": txn,
@@ -65,9 +73,12 @@ class Postings:
                 "adjustments": adjustments,
                 "rule": rule,
                 "confidence": confidence,
+                "amount": txn["amount"] if amount is None else amount,
+                "reason": reason,
             }
         )
-        self._settled.append(txn["txn_id"])
+        if settles_line:
+            self._settled.append(txn["txn_id"])
 
     def flush_for_return(self, txn: Mapping[str, Any]) -> None:
         """Write the queued payments when one of them could be the payment ``txn`` returns.
@@ -107,6 +118,26 @@ class Postings:
         )
         self._settled.append(txn["txn_id"])
 
+    def undo(self, payment_id: int, reason: str) -> bool:
+        """A person undoes a posting: its allocations come off the invoices, which reopen; the
+        payment stays, marked with who and why. False when it was already undone or returned."""
+        changed = db.execute(
+            self.conn,
+            "UPDATE payments SET undone_at = :now, undone_by = :a, undo_reason = :r WHERE payment_id = :p "
+            "AND undone_at IS NULL AND reversed_by_txn_id IS NULL",
+            {"now": db.now(), "a": self.actor, "r": reason, "p": payment_id},
+        )
+        if changed != 1:
+            return False
+        allocs = db.rows(
+            self.conn, "SELECT invoice_id, amount FROM allocations WHERE payment_id = :p", {"p": payment_id}
+        )
+        self.invoices(a["invoice_id"] for a in allocs)
+        for alloc in allocs:
+            self._move_paid(alloc["invoice_id"], -alloc["amount"], f"posting undone: {reason}", payment_id)
+        self._events.append(audit.Event("payment", payment_id, "undone", self.actor, reason))
+        return True
+
     def flush(self) -> None:
         """Write the queued payments, their allocations and adjustments, the invoice rows and line statuses."""
         queued, self._queued = self._queued, []
@@ -139,24 +170,30 @@ class Postings:
                 {
                     "txn_id": q["txn"]["txn_id"],
                     "client_id": q["client_id"],
-                    "amount": q["txn"]["amount"],
+                    "amount": q["amount"],
                     "currency": q["txn"]["currency"],
                     "received_on": q["txn"]["booking_date"],
                     "posted_at": now,
                     "rule": q["rule"],
                     "confidence": q["confidence"],
+                    "posted_by": self.actor,
+                    "reason": q["reason"],
                 }
                 for q in queued
             ],
         )
+        # A line may have older payments (undone, or part of a split): the newest live one per line is
+        # the one just written (a chunk posts a line once).
         ids = {
             r["txn_id"]: r["payment_id"]
             for r in db.rows_in(
                 self.conn,
-                "SELECT txn_id, payment_id FROM payments WHERE txn_id IN :ids",
+                "SELECT txn_id, MAX(payment_id) AS payment_id FROM payments WHERE txn_id IN :ids "
+                "AND undone_at IS NULL GROUP BY txn_id",
                 [q["txn"]["txn_id"] for q in queued],
             )
         }
+        self.written = [ids[q["txn"]["txn_id"]] for q in queued]
         self.invoices(a["invoice_id"] for q in queued for a in q["allocations"])
         allocations, adjustments = [], []
         for q in queued:

@@ -96,8 +96,11 @@ def existing_engine(url: str) -> Engine:
 
 
 def as_date(value: date | str) -> date:
-    """A date from an aggregate: SQLite returns MIN()/MAX() of a DATE column as text."""
-    return value if isinstance(value, date) else date.fromisoformat(value)
+    """A date from an aggregate or a timestamp: SQLite returns MIN()/MAX() of a DATE column, and
+    every timestamp, as text; a timestamp's date is the day it happened (UTC)."""
+    if isinstance(value, datetime):
+        return value.date()
+    return value if isinstance(value, date) else date.fromisoformat(value[:10])
 
 
 def now() -> datetime:

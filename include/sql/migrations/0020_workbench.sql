@@ -132,6 +132,7 @@ CREATE TABLE write_offs (
     write_off_id   {{ id }},
     invoice_id     BIGINT NOT NULL REFERENCES invoices (invoice_id),
     txn_id         BIGINT REFERENCES bank_transactions (txn_id),
+    payment_id     BIGINT REFERENCES payments (payment_id),  -- the part payment it completes, if any
     kind           TEXT NOT NULL CHECK (kind IN ('short_payment', 'bank_fee', 'cash_discount', 'bad_debt', 'other')),
     amount         BIGINT NOT NULL CHECK (amount > 0),
     currency       TEXT NOT NULL,

@@ -16,7 +16,7 @@ from invoiceflow.accounting import exports, journal, status
 from invoiceflow.airflow import runtime
 from invoiceflow.collect import importing, posting
 from invoiceflow.collect.statements.records import Statement, Transaction
-from invoiceflow.core import db
+from invoiceflow.core import db, ledger
 from invoiceflow.core.policy import load_policy
 from invoiceflow.demo.statements import write_camt053
 
@@ -71,11 +71,12 @@ def posted(engine, data_dir):
 def test_every_entry_balances_and_is_written_once(engine, posted):
     pol = load_policy()
     counts = journal.record_journal(runtime.run_for(engine, run_id="run-1", policy=pol))
-    assert counts == {"documents": 4, "payments": 3, "returns": 1}
+    assert counts == {"documents": 4, "payments": 3, "returns": 1, "decisions": 0}
     assert journal.record_journal(runtime.run_for(engine, run_id="run-2", policy=pol)) == {
         "documents": 0,
         "payments": 0,
         "returns": 0,
+        "decisions": 0,
     }
     with engine.connect() as conn:
         sums = db.rows(conn, "SELECT entry_id, SUM(debit) AS d, SUM(credit) AS c FROM journal_lines GROUP BY entry_id")
@@ -256,7 +257,7 @@ def test_a_document_rounded_line_by_line_still_matches_its_recorded_base_gross()
         {"account": "1776", "credit": 3_800},
     ]
     inv = {"currency": "USD", "base_gross_amount": 21_835}
-    journal._revalue_document(lines, inv, journal.Rate("EUR", Decimal("1.09"), date(2026, 10, 30)))
+    journal._revalue_document(lines, inv, ledger.Rate("EUR", Decimal("1.09"), date(2026, 10, 30)))
     assert [(ln["base_debit"], ln["base_credit"]) for ln in lines] == [
         (21_835, 0),
         (0, 9_175),

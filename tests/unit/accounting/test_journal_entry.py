@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from invoiceflow.accounting.journal import JournalEntry, JournalLine, Rate
 from invoiceflow.core.errors import DataError
+from invoiceflow.core.ledger import JournalEntry, JournalLine, Rate
 
 EUR = Rate("EUR", Decimal(1), None)
 
