@@ -11,6 +11,7 @@ from dataclasses import asdict
 from datetime import date, timedelta
 from pathlib import Path
 
+from invoiceflow.cli import workbench
 from invoiceflow.core import db, settings
 from invoiceflow.core.errors import InvoiceflowError
 from invoiceflow.core.run import Run
@@ -396,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("message_id", help="the Message-ID from the exception report, like <NWD-2026-000012.invoice@...>")
     p.add_argument("--reason", required=True, help="what the mail server log showed")
     p.set_defaults(func=cmd_release_delivery)
+
+    workbench.add_commands(sub)
 
     p = sub.add_parser("demo", help="run last month's billing end to end through Airflow")
     p.add_argument("--seed", type=int, default=42)
