@@ -3,7 +3,9 @@
 The schedule is the policy's ``dunning`` list: levels with an offset from the due date, a template
 each and an optional late fee. After missed days only the highest level now due is sent. Paid,
 credited and disputed invoices get nothing; a partially paid (or partly credited) invoice is
-reminded of its open amount. Each reminder sent is an audit event and a row in ``reminders``."""
+reminded of its open amount. An invoice finance is about to settle waits: a write-off pending its
+second person, or an undecided bank line whose best suggestion is the invoice (for at most
+``reconciliation.hold_reminders_days``); after either it resumes at the level then due. Each reminder sent is an audit event and a row in ``reminders``."""
 
 from __future__ import annotations
 
@@ -31,7 +33,10 @@ def due_reminders(conn: Connection, policy: Policy, as_of: date) -> list[dict[st
     invoices = db.rows(
         conn,
         db.sql_file("due_reminders.sql"),
-        {"horizon": as_of - timedelta(days=min(d.offset_days for d in policy.dunning))},
+        {
+            "horizon": as_of - timedelta(days=min(d.offset_days for d in policy.dunning)),
+            "hold_since": as_of - timedelta(days=policy.reconciliation.hold_reminders_days),
+        },
     )
     due = []
     for inv in invoices:

@@ -188,11 +188,11 @@ ALTER TABLE exceptions ADD COLUMN resolution TEXT;
 ALTER TABLE quarantine ADD COLUMN resolved_by TEXT;
 ALTER TABLE quarantine ADD COLUMN resolution TEXT;
 
--- Reminders wait while an undecided bank line's best suggestion is the invoice, until held_until.
-CREATE TABLE reminder_holds (
-    invoice_id  BIGINT NOT NULL REFERENCES invoices (invoice_id),
-    txn_id      BIGINT NOT NULL REFERENCES bank_transactions (txn_id),
-    held_until  DATE NOT NULL,
-    created_at  {{ ts }} NOT NULL,
-    PRIMARY KEY (invoice_id, txn_id)
-);
+-- Reminders wait while an undecided bank line's best suggestion is the invoice (for at most the
+-- policy's reconciliation.hold_reminders_days after the line's booking date: send/reminders.py).
+CREATE VIEW likely_payments AS
+SELECT i.invoice_id, t.txn_id, t.booking_date
+FROM bank_transactions t
+JOIN match_suggestions s ON s.txn_id = t.txn_id AND s.rank = 1
+JOIN invoices i ON {{ "strpos" if dialect == "postgresql" else "instr" }}(', ' || s.invoice_numbers || ',', ', ' || i.invoice_number || ',') > 0
+WHERE t.match_status IN ('new', 'exception') AND t.amount > 0;
