@@ -34,11 +34,11 @@ CATEGORIES: dict[str, tuple[str, str]] = {
     "unmatched": (
         "Bank credits that name no invoice",
         "Money arrived but neither a reference nor the payer and amount identify an invoice. Check the "
-        "suggestions; post the payment by hand or ask the payer.",
+        "suggestions and apply it in the workbench (or `invoiceflow apply`); the payer is learned for next time.",
     ),
     "ambiguous": (
         "Ambiguous matches",
-        "More than one invoice (or set of invoices) fits. Nothing was posted: pick the right one.",
+        "More than one invoice (or set of invoices) fits. Nothing was posted: pick the right one in the workbench.",
     ),
     "reference_mismatch": (
         "Bank credits naming an invoice they cannot be applied to",
@@ -47,12 +47,12 @@ CATEGORIES: dict[str, tuple[str, str]] = {
     "short_payment": (
         "Short payments",
         "Less than the open amount was paid. Posted as a part payment where the payer is confirmed; the "
-        "invoice stays open with its balance. Chase the rest or write it off.",
+        "invoice stays open with its balance. Chase the rest or write it off in the workbench.",
     ),
     "overpayment": (
         "Overpayments",
         "More than the open amount was paid. The invoice is paid and the excess sits unapplied on the client's "
-        "account: refund it or apply it to the next invoice.",
+        "account: refund it in the workbench, or leave it for the next invoice.",
     ),
     "write_off": (
         "Write-offs within tolerance",
@@ -78,7 +78,8 @@ CATEGORIES: dict[str, tuple[str, str]] = {
     ),
     "outgoing_payment": (
         "Outgoing payments and fees to book",
-        "Debits on the account (bank fees, supplier payments). They are not receivables: book them in accounting.",
+        "Debits no rule covers (bank fees, supplier payments). Book each as not a receivable in the workbench, "
+        "with a rule for the payer so the next one is booked by itself. Listed to act on the night they arrive.",
     ),
     "non_receivable": (
         "Other credits",
@@ -95,6 +96,10 @@ CATEGORIES: dict[str, tuple[str, str]] = {
     "accounting_mismatch": (
         "Accounting system disagrees",
         "The accounting system reports a different payment status than invoiceflow. Find out which is right.",
+    ),
+    "undone_posting": (
+        "Postings undone by finance",
+        "A payment was taken off its invoice by a person (the reason is in the detail): decide the line again.",
     ),
     "refund_due": ("Refunds due", "A paid invoice was credited: the client is owed money back."),
     "rejected_file": (
@@ -134,6 +139,14 @@ CATEGORIES: dict[str, tuple[str, str]] = {
 }
 CATEGORY_TITLES = {k: v[0] for k, v in CATEGORIES.items()}
 INFORMATION_ONLY = {"write_off", "fx_difference", "duplicate_lines"}
+
+
+def _to_act(row: dict[str, Any], as_of: date) -> bool:
+    """A debit no rule covers is to act on the night it arrives; after that it is listed, not counted
+    again every night (finance books it, or makes a rule, in the workbench)."""
+    if row["category"] != "outgoing_payment":
+        return True
+    return db.as_date(row["created_at"]) >= as_of
 
 
 def open_exceptions(conn: Connection) -> list[dict[str, Any]]:
@@ -182,7 +195,7 @@ def write_exception_report(
     if digest:
         exceptions.sort(key=lambda r: -(r["age_days"] or 0))
     grouped = _by_category(exceptions)
-    to_act = sum(len(v) for k, v in grouped.items() if k not in INFORMATION_ONLY)
+    to_act = sum(1 for k, v in grouped.items() if k not in INFORMATION_ONLY for row in v if _to_act(row, as_of))
     html = _render_html(as_of, grouped, overdue, total=len(exceptions), to_act=to_act, digest=digest)
     stem = f"{'digest' if digest else 'exceptions'}-{as_of}"
     html_path = folder / f"{stem}.html"

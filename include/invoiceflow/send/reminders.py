@@ -5,7 +5,8 @@ each and an optional late fee. After missed days only the highest level now due 
 credited and disputed invoices get nothing; a partially paid (or partly credited) invoice is
 reminded of its open amount. An invoice finance is about to settle waits: a write-off pending its
 second person, or an undecided bank line whose best suggestion is the invoice (for at most
-``reconciliation.hold_reminders_days``); after either it resumes at the level then due. Each reminder sent is an audit event and a row in ``reminders``."""
+``reconciliation.hold_reminders_days``); after either it resumes at the level then due. Each
+reminder sent is an audit event and a row in ``reminders``."""
 
 from __future__ import annotations
 

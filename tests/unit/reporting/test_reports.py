@@ -64,7 +64,7 @@ def test_report_explains_each_section_and_ranks_suggestions(engine, reconciled, 
         "Rejected files",
     ):
         assert title in html
-    assert "Check the suggestions; post the payment by hand" in html  # what to do, in plain words
+    assert "Check the suggestions and apply it in the workbench" in html  # what to do, in plain words
     assert reconciled["K1"]["invoice_number"] in html and "same amount" in html
     assert int(out["to_act"]) == int(out["exceptions"]) - 1  # the write-off is for information
     rows = list(csv.DictReader((tmp_path / f"exceptions-{DAY}.csv").read_text().splitlines()))
@@ -93,3 +93,13 @@ def test_weekly_digest_on_the_policy_weekday_lists_everything_still_open(engine,
     assert "Weekly digest of everything still open" in html and "Age (days)" in html
     with engine.connect() as conn:
         assert db.scalar(conn, "SELECT COUNT(*) FROM report_deliveries") == 2
+
+
+def test_a_debit_no_rule_covers_is_to_act_on_the_night_it_arrives_then_only_listed(engine, reconciled, tmp_path):
+    with engine.connect() as conn:
+        arrived = db.as_date(db.scalar(conn, "SELECT created_at FROM exceptions WHERE category = 'outgoing_payment'"))
+    that_night = reports.write_exception_report(engine, arrived, tmp_path)
+    assert int(that_night["to_act"]) == int(that_night["exceptions"]) - 1  # only the write-off is for information
+    next_night = reports.write_exception_report(engine, date.fromordinal(arrived.toordinal() + 1), tmp_path)
+    assert int(next_night["to_act"]) == int(next_night["exceptions"]) - 2  # the account fee is listed, not counted
+    assert "Account fee" in (tmp_path / f"exceptions-{date.fromordinal(arrived.toordinal() + 1)}.html").read_text()
