@@ -433,3 +433,37 @@ def test_a_decision_needs_a_person_and_a_reason(engine, data_dir, month):
         decisions.apply(_run(engine), txn_id, [Target(month["K4"]["invoice_number"])], reason="")
     with pytest.raises(decisions.NotFoundError, match="no issued invoice NWD-2026-999999"):
         decisions.apply(_run(engine), txn_id, [Target("NWD-2026-999999")], reason="r")
+
+
+def test_a_person_racing_the_nightly_run_on_a_new_line_never_both_post(engine, data_dir, month):
+    k4 = month["K4"]
+    drop_statement(data_dir, "a.xml", [txn(119000, remittance=f"Rechnung {k4['invoice_number']}", bank_ref="B1")])
+    importing.import_statements(runtime.run_for(engine, actor="test"))
+    txn_id = _line(engine, bank_ref="B1")["txn_id"]
+    start = threading.Barrier(2)
+    outcome: dict[str, object] = {}
+
+    def night():
+        start.wait()
+        outcome["night"] = posting.match_and_post(runtime.run_for(engine, actor="system", run_id="night"))
+
+    def person():
+        start.wait()
+        try:
+            outcome["anna"] = decisions.apply(_run(engine), txn_id, [Target(k4["invoice_number"])], reason="race")
+        except AlreadyDecided as exc:
+            outcome["anna"] = exc
+
+    threads = [threading.Thread(target=night), threading.Thread(target=person)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    (pay,) = _rows(engine, "SELECT * FROM payments")  # one payment, whoever won
+    if isinstance(outcome["anna"], AlreadyDecided):
+        assert pay["posted_by"] == "system" and "already decided by system" in str(outcome["anna"])
+        assert outcome["night"]["matched"] == 1
+    else:
+        assert pay["posted_by"] == "anna" and outcome["night"]["matched"] == 0
+    assert _invoice(engine, k4["invoice_number"])["paid_amount"] == 119000
+    _chain_ok(engine)
