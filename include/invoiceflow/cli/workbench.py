@@ -171,6 +171,16 @@ def cmd_refund(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_refunds_export(args: argparse.Namespace) -> int:
+    from invoiceflow.collect import refunds
+
+    done = refunds.export_refunds(_run(args))
+    print(f"{done['refunds']} refunds in {done['file']}" if done["file"] else "no refunds to export")
+    for reason in done["held"]:
+        print(f"not exported: {reason}")
+    return 0
+
+
 def cmd_undo(args: argparse.Namespace) -> int:
     from invoiceflow.collect import decisions
 
@@ -283,6 +293,9 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--amount")
     p.add_argument("--reason", required=True)
     p.set_defaults(func=cmd_refund)
+
+    p = acting("refunds-export", "write the requested refunds as a SEPA credit transfer file (pain.001)")
+    p.set_defaults(func=cmd_refunds_export)
 
     p = acting("undo", "undo a payment (or --kind write-off, classification, refund)")
     p.add_argument("id", type=int)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 from support.billing_fixtures import issued_month
@@ -466,4 +467,34 @@ def test_a_person_racing_the_nightly_run_on_a_new_line_never_both_post(engine, d
     else:
         assert pay["posted_by"] == "anna" and outcome["night"]["matched"] == 0
     assert _invoice(engine, k4["invoice_number"])["paid_amount"] == 119000
+    _chain_ok(engine)
+
+
+def test_refunds_leave_once_as_a_sepa_credit_transfer_file(engine, data_dir, month, tmp_path):
+    from lxml import etree
+
+    from invoiceflow.collect import refunds
+
+    _night(
+        engine, data_dir, "a.xml", [txn(50000, remittance="Vorauszahlung", name="Unknown Trading Co", bank_ref="B1")]
+    )
+    txn_id = _line(engine, bank_ref="B1")["txn_id"]
+    made = decisions.refund(_run(engine), txn_id=txn_id, amount=30000, reason="not for us: paid back")
+    assert _line(engine, bank_ref="B1")["match_status"] == "exception"  # 200.00 still undecided on it
+    assert _balances(engine) == {"1200": 30000, "1600": -30000}
+
+    out = tmp_path / "bank"
+    first = refunds.export_refunds(_run(engine), out)
+    assert first["refunds"] == 1 and len(first["written"]) == 1
+    doc = etree.parse(first["written"][0])
+    ns = {"p": "urn:iso:std:iso:20022:tech:xsd:pain.001.001.03"}
+    assert doc.findtext(".//p:CdtTrfTxInf/p:Amt/p:InstdAmt", namespaces=ns) == "300.00"
+    assert doc.findtext(".//p:CdtTrfTxInf/p:PmtId/p:EndToEndId", namespaces=ns) == f"REFUND-{made.ids['refund_id']}"
+    again = refunds.export_refunds(_run(engine), out)
+    assert (again["refunds"], again["written"]) == (0, [])  # never in a second file
+    # a file recorded but lost before it was written (a crash between the two) is written again, alone
+    Path(first["written"][0]).unlink()
+    assert refunds.export_refunds(_run(engine), out)["written"] == first["written"]
+    with pytest.raises(DecisionError, match="went to the bank in"):
+        decisions.undo(_run(engine), refund_id=made.ids["refund_id"], reason="too late")
     _chain_ok(engine)
