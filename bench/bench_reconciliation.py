@@ -523,11 +523,12 @@ def match(names: dict[str, str], invoices: list[Inv], txns: list[dict[str, Any]]
     )
     decisions = {}
     for txn in sorted(txns, key=lambda t: (t["booking_date"], t["txn_id"])):
-        d = matcher.decide(BankLine.of(txn))
+        line = BankLine.of(txn)
+        d = matcher.decide(line)
         if d.outcome in ("posted", "partial"):
-            matcher.apply(d)
-            if txn.get("counterparty_iban") and d.rule and d.rule.startswith("reference"):
-                matcher.payer_ibans.setdefault(txn["counterparty_iban"], d.client_id)
+            matcher.apply(d, line)
+            if txn.get("counterparty_iban") and d.client_id and d.rule and d.rule.startswith("reference"):
+                matcher.learn_payer(txn["counterparty_iban"], d.client_id)
         decisions[txn["bank_ref"]] = d
     return decisions
 
