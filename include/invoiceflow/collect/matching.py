@@ -182,10 +182,16 @@ class Matcher:
         text says so. It is not a returned payment, whatever else the text says."""
         if line.amount.minor >= 0:
             return False
-        if sub_family(line.bank_tx_code) in CHARGE_SUBFAMILIES:
+        if self.charge_code(line):
             return True
         small = self.to_base(-line.amount.minor, line.amount.currency, line.booking_date)
         return bool(CHARGE_WORDS.search(text_)) and small <= self.rules.bank_fee.max_amount
+
+    @staticmethod
+    def charge_code(line: BankLine) -> bool:
+        """The bank's code says charges: an ISO sub-family (CHRG, FEES, ...) or the SWIFT type NCHG."""
+        code = (line.bank_tx_code or "").upper()
+        return sub_family(code) in CHARGE_SUBFAMILIES or code.startswith("NCHG")
 
     def is_return(self, line: BankLine, text_: str) -> str | None:
         """How a line shows it returns a payment (ISO code, return reason, end-to-end id, reversal
@@ -428,7 +434,7 @@ class Matcher:
         if classified is not None:
             return classified
         fee_account = self.rules.non_receivable_accounts.get("fee")
-        if charge and fee_account and sub_family(line.bank_tx_code) in CHARGE_SUBFAMILIES:
+        if charge and fee_account and self.charge_code(line):
             return Decision(
                 "non_receivable",
                 "fee",

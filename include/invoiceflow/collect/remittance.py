@@ -23,7 +23,7 @@ RETURN_SUBFAMILIES = frozenset({"UPDD", "RRTN", "RPCR", "PRDD", "ARET", "PRCT", 
 CHARGE_SUBFAMILIES = frozenset({"CHRG", "FEES", "COMM", "CHRI", "ADBT"})
 LEGAL_FORMS = re.compile(
     r"\b(gmbh|mbh|ag|kg|ohg|ug|se|ltd|limited|llc|inc|corp|co|plc|sas|sa|sarl|srl|spa|bv|nv|ab|as|oy|kft|"
-    r"sp z o o|the|und|and|&)\b"
+    r"sp z o o|sp z oo|the|und|and|&)\b"
 )
 
 
@@ -33,9 +33,7 @@ def compact(value: str) -> str:
 
 def normalise_name(name: str) -> str:
     """A name without accents, punctuation and legal form: 'Kessler Logistik GmbH' -> 'kessler logistik'."""
-    plain = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().casefold()
-    plain = re.sub(r"[^a-z0-9&]+", " ", plain)
-    return " ".join(LEGAL_FORMS.sub(" ", plain).split())
+    return " ".join(LEGAL_FORMS.sub(" ", fold_name(name)).split())
 
 
 def fold_name(name: str) -> str:
