@@ -132,6 +132,11 @@ class Matcher:
         if key:
             self.add_rule(rule or MatchRule("payer", payer_iban=key, client_id=client_id, source="learned"))
 
+    def account_clients(self, line: BankLine) -> set[str]:
+        """The clients the line's account has paid for (one, or several for a parent or a factor)."""
+        iban = compact(line.counterparty_iban or "")
+        return {r.client_id for r in self.iban_rules.get(iban, ()) if r.client_id} if iban else set()
+
     @property
     def payer_ibans(self) -> dict[str, str]:
         """The accounts that name one client (the ones that name several are left out)."""
@@ -505,6 +510,15 @@ class Matcher:
                 how,
             )
         inv = open_[0]
+        who = self.payer(line)
+        if who.client_id and who.client_id != client:  # a typo naming another client's invoice?
+            return self._exception(
+                "ambiguous",
+                f"names {inv.invoice_number} of {client}, but {who.evidence} says {who.client_id} and the amount is "
+                f"not the open amount ({format_plain(total, cur)} {cur})",
+                [inv, *[i for i in self.by_amount.get((cur, amount), ()) if i.client_id == who.client_id][:2]],
+                how,
+            )
         other = [i for i in self.by_amount.get((cur, amount), ()) if i.client_id == client and i is not inv]
         if other:  # the amount says another invoice of the same client: which one is meant?
             return self._exception(
@@ -528,8 +542,9 @@ class Matcher:
                     [Adjustment(inv.invoice_id, kind, short, cur)],
                     detail=_written_off(inv, short, cur, kind),
                 )
-            who = self.payer(line)  # a part payment needs a second piece of evidence: the payer
-            if who.client_id == client:
+            # a part payment needs a second piece of evidence: the payer, or an account that has
+            # paid for the client before (a parent's, a factor's, among its other clients)
+            if who.client_id == client or client in self.account_clients(line):
                 return self._post(
                     "partial",
                     "short_payment",

@@ -151,7 +151,7 @@ class BankLine:
             counterparty_name=row.get("counterparty_name"),
             counterparty_iban=row.get("counterparty_iban"),
             reversal=bool(row.get("reversal")),
-            end_to_end_id=row.get("end_to_end_id"),
+            end_to_end_id=row.get("end_to_end_id") if row.get("end_to_end_id") != "NOTPROVIDED" else None,
             bank_tx_code=row.get("bank_tx_code"),
             return_reason=row.get("return_reason"),
             booking_text=row.get("booking_text"),

@@ -153,8 +153,12 @@ def test_returned_direct_debits_are_recognised_by_code_reason_and_end_to_end_id(
     for d in (by_code, by_reason, by_e2e, by_booking_text, returned_transfer):
         assert d.outcome == "reverse", d
     assert "PMNT/IDDT/UPDD" in by_code.detail and "MD06" in by_reason.detail and "NLS-DD-0042" in by_e2e.detail
-    # a debit with an unknown end-to-end id is a payment of ours, not a return
+    # a debit with an unknown end-to-end id is a payment of ours, not a return; NOTPROVIDED is no id
     assert m.decide(line(-100000, e2e="SUPPLIER-77")).category == "outgoing_payment"
+    m = matcher([inv(2, "C6", 5000)], payers={OWN: "C6"})
+    paid = line(5000, iban=OWN, e2e="NOTPROVIDED")
+    m.apply(m.decide(paid), paid)
+    assert m.decide(line(-5000, e2e="NOTPROVIDED", text="Miete")).category == "outgoing_payment"
 
 
 def test_a_bank_charge_for_a_return_is_a_fee_not_an_unmatched_return():
