@@ -243,3 +243,20 @@ def test_a_text_pattern_rule_names_the_client_as_one_piece_of_evidence():
     assert d.outcome == "posted" and d.allocations[0].invoice_number == "NWD-2026-000002" and d.fired == (4,)
     d = m.decide(line(65000, name="Faktor Bank AG", iban="DE44500105170000000004", text="NLS-PO-2232"))
     assert d.outcome == "exception"  # the rule alone, with an amount that fits no invoice
+
+
+def test_a_typo_naming_another_clients_invoice_is_not_posted_on_a_near_amount():
+    # C6 means its invoice 1 (exact amount) but types the number of C1's invoice 10, 2 % apart
+    m = matcher([inv(1, "C6", 100000), inv(10, "C1", 102000)], payers={OWN: "C6"})
+    d = m.decide(line(100000, name="Nordlicht Systems GmbH", iban=OWN, text="Rechnung NWD-2026-000010"))
+    assert (d.outcome, d.category) == ("exception", "ambiguous") and not d.allocations
+    assert {s.invoice_numbers[0] for s in d.suggestions} == {"NWD-2026-000010", "NWD-2026-000001"}
+
+
+def test_a_part_payment_naming_its_invoice_is_confirmed_by_the_group_account():
+    rules = [learned(PARENT, "C1", 1), learned(PARENT, "C2", 2)]
+    m = matcher([inv(2, "C2", 70000)], rules=rules)
+    d = m.decide(line(30000, name="Kessler Logistik GmbH", iban=PARENT, text="Teilzahlung NWD-2026-000002"))
+    assert d.outcome == "partial" and d.allocations[0].amount == 30000
+    d = m.decide(line(30000, name="Kessler Logistik GmbH", iban=OWN, text="Teilzahlung NWD-2026-000002"))
+    assert d.outcome == "exception"  # another client's name, an account never seen for C2
