@@ -877,7 +877,7 @@ def score(lines: list[Line], decisions: dict[str, Any]) -> dict[str, Any]:
     """Precision and auto rate overall and per category. A posting is wrong unless it allocates
     exactly what the money is for; the auto rate counts the lines labelled to post."""
     by_ref = {f"L{line.line_id:08d}": line for line in lines}
-    posted = correct = should_post = posted_of_should = 0
+    posted = correct = should_post = posted_of_should = ours = ours_posted = 0
     pairs_true = pairs_pred = pairs_hit = 0
     wrong_on_protected = 0
     per_kind: dict[str, Counter] = defaultdict(Counter)
@@ -890,10 +890,13 @@ def score(lines: list[Line], decisions: dict[str, Any]) -> dict[str, Any]:
         if line.expect == "post":
             should_post += 1
             pairs_true += len(line.allocations)
+        if line.allocations:
+            ours += 1
+            ours_posted += got == line.allocations
         if got:
             posted += 1
             pairs_pred += len(got)
-            pairs_hit += sum(1 for k, v in got.items() if line.allocations.get(k) == v)
+            pairs_hit += sum(1 for k, v in got.items() if line.expect == "post" and line.allocations.get(k) == v)
             ok = got == line.allocations
             correct += ok
             kind["posted"] += 1
@@ -929,6 +932,8 @@ def score(lines: list[Line], decisions: dict[str, Any]) -> dict[str, Any]:
         "auto_post_rate": round(posted_of_should / should_post, 4) if should_post else None,
         "wrong_postings": posted - correct,
         "posted_against_label": sum(c["posted_against_label"] for c in per_kind.values()),
+        # of every line that pays our invoices, labelled to post or not: what finance no longer touches
+        "auto_rate_of_our_payments": round(ours_posted / ours, 4) if ours else None,
         "allocation_precision": round(pairs_hit / pairs_pred, 4) if pairs_pred else None,
         "allocation_recall": round(pairs_hit / pairs_true, 4) if pairs_true else None,
         "exception_recall_by_category": exception_recall,

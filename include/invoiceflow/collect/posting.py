@@ -179,9 +179,11 @@ def _decide_and_post(
     """One chunk of bank lines in one transaction: how many lines of the chunk it took, and each
     line's outcome and decision, without the lines a concurrent run decided first.
 
-    A return ends its chunk: the payment it undoes is reversed in the database before the lines
-    after it are decided, and the matcher reopens the invoice, so the client's re-payment in the
-    same run is posted to it instead of being taken for a second payment."""
+    A line after a return of the chunk that might be the client's re-payment (it names a paid
+    invoice, or it is an exception of the returned amount) ends the chunk: the return's payment is
+    reversed and the matcher reopens the invoice first, so the re-payment is posted to it instead
+    of being taken for a second payment. Returns alone do not cut chunks (they would cut the
+    night into many small transactions)."""
     with engine.begin() as conn:
         # Claim the lines first: a concurrent run (a retry beside a still-running task) that
         # decided one meanwhile holds or has committed its row, so the claim finds it no longer
@@ -191,21 +193,25 @@ def _decide_and_post(
         believed: dict[int, int] = {}  # invoice id -> open amount before this chunk paid it
         decided = []
         used = 0
+        returned: set[tuple[str, int]] = set()  # (currency, amount) of this chunk's returns
         for txn in chunk:
-            used += 1
             if txn["txn_id"] not in claimed:
+                used += 1
                 log.info("bank line %s was decided by a concurrent run, skipped", txn["txn_id"])
                 continue
             line = BankLine.of(txn)
             decision = matcher.decide(line)
+            if returned and _may_be_a_repayment(line, decision, returned):
+                break  # decided again in the next chunk, once the return has reopened its invoice
+            used += 1
+            if decision.outcome == "reverse":
+                returned.add((line.amount.currency, -line.amount.minor))
             for alloc in decision.allocations:
                 believed.setdefault(alloc.invoice_id, matcher.by_id[alloc.invoice_id].open_amount)
             if decision.outcome in ("posted", "partial"):
                 matcher.apply(decision, line)  # the next line of the chunk sees what is left open
                 _learn_payer(matcher, txn, decision)
             decided.append((txn, decision))
-            if decision.outcome == "reverse":
-                break
         postings = payments.Postings(conn, actor)
         _check_open_amounts(postings, believed)
         out = _Written(run_id, actor)
@@ -216,6 +222,12 @@ def _decide_and_post(
     for invoice_id, amount in out.reopened:
         matcher.reopen(invoice_id, amount)
     return used, [(txn, outcome, d) for (txn, d), outcome in zip(decided, outcomes, strict=True)]
+
+
+def _may_be_a_repayment(line: BankLine, d: Decision, returned: set[tuple[str, int]]) -> bool:
+    return d.outcome == "exception" and (
+        d.category == "duplicate_payment" or (line.amount.currency, line.amount.minor) in returned
+    )
 
 
 def _learn_payer(matcher: Matcher, txn: Mapping[str, Any], d: Decision) -> None:
