@@ -878,7 +878,7 @@ def score(lines: list[Line], decisions: dict[str, Any]) -> dict[str, Any]:
     exactly what the money is for; the auto rate counts the lines labelled to post."""
     by_ref = {f"L{line.line_id:08d}": line for line in lines}
     posted = correct = should_post = posted_of_should = ours = ours_posted = 0
-    pairs_true = pairs_pred = pairs_hit = 0
+    pairs_true = pairs_pred = pairs_hit = pairs_hit_of_should = 0
     wrong_on_protected = 0
     per_kind: dict[str, Counter] = defaultdict(Counter)
     for ref, line in by_ref.items():
@@ -896,7 +896,9 @@ def score(lines: list[Line], decisions: dict[str, Any]) -> dict[str, Any]:
         if got:
             posted += 1
             pairs_pred += len(got)
-            pairs_hit += sum(1 for k, v in got.items() if line.expect == "post" and line.allocations.get(k) == v)
+            hits = sum(1 for k, v in got.items() if line.allocations.get(k) == v)
+            pairs_hit += hits
+            pairs_hit_of_should += hits if line.expect == "post" else 0
             ok = got == line.allocations
             correct += ok
             kind["posted"] += 1
@@ -935,7 +937,7 @@ def score(lines: list[Line], decisions: dict[str, Any]) -> dict[str, Any]:
         # of every line that pays our invoices, labelled to post or not: what finance no longer touches
         "auto_rate_of_our_payments": round(ours_posted / ours, 4) if ours else None,
         "allocation_precision": round(pairs_hit / pairs_pred, 4) if pairs_pred else None,
-        "allocation_recall": round(pairs_hit / pairs_true, 4) if pairs_true else None,
+        "allocation_recall": round(pairs_hit_of_should / pairs_true, 4) if pairs_true else None,
         "exception_recall_by_category": exception_recall,
         "returns_reversed": round((per_kind["return"]["reversed"] + per_kind["coded_return"]["reversed"]) / returns, 4)
         if returns
