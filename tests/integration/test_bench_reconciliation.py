@@ -25,6 +25,33 @@ def test_generator_is_deterministic_and_labelled():
     kinds = {line.kind for line in one[2]}
     assert {"clean", "combined", "fx", "return", "non_receivable", "same_amount_ambiguity"} <= kinds
     assert all(line.allocations for line in one[2] if line.expect == "post")
+    # the world's hard cases, from payers' habits: parents, factors, typos, twins, coded returns, debits
+    assert {
+        "parent_pays",
+        "factor_pays",
+        "reference_typo",
+        "legal_form_twin",
+        "coded_return",
+        "return_charge",
+        "repayment",
+        "not_ours",
+        "part_no_reference",
+        "quote_one_pay_other",
+        "salary",
+        "tax",
+        "supplier",
+    } <= kinds
+    assert one.payers.parents and one.payers.factors and one.payers.twins
+
+
+def test_a_second_night_brings_the_same_payers_with_new_invoices():
+    first = bench.generate(40, 600, seed=3)
+    second = bench.generate(40, 300, seed=4, payers=first.payers, first_invoice=601)
+    assert second.names == first.names and second.payers is first.payers
+    assert min(i.invoice_id for i in second.invoices) == 601
+    assert {i.number for i in first.invoices}.isdisjoint(i.number for i in second.invoices)
+    parents = {name for name, _, _ in first.payers.parents}
+    assert any(line.name in parents for line in second.lines if line.kind == "parent_pays")
 
 
 @pytest.mark.slow
@@ -50,6 +77,12 @@ def test_tiny_run_meets_the_quality_targets(tmp_path):
     quality = report["runs"]["quality"]["quality"]
     assert quality["auto_post_precision"] >= 0.995 and quality["auto_post_rate"] >= 0.85
     assert quality["wrong_postings_on_returns_and_non_receivable"] == 0
+    assert quality["wrong_postings"] == 0  # precision first: not one wrong posting, in any category
+    by_category = quality["by_category"]
+    assert all(c["precision"] in (None, 1.0) for c in by_category.values())
+    assert by_category["coded_return"]["reversed"] == by_category["coded_return"]["lines"]
+    assert by_category["repayment"]["auto_rate"] == 1.0  # posted after its return, not a duplicate
+    assert quality["classified_by_rules"] == 1.0
     assert report["runs"]["quality"]["duplicate_detection"] == 1.0
     speed = report["runs"]["speed"]
     assert speed["bank_lines"] > 1000 and speed["peak_memory_mb"] > 0

@@ -11,8 +11,28 @@ from rapidfuzz import fuzz, process
 from sqlalchemy import Connection
 from stdnum import iso11649
 
-from invoiceflow.collect.records import Adjustment, Allocation, BankLine, Decision, OpenInvoice, Payer, Suggestion
-from invoiceflow.collect.remittance import INVOICE_NUMBER, RETURN_WORDS, RF_IN_TEXT, compact, normalise_name
+from invoiceflow.collect.records import (
+    Adjustment,
+    Allocation,
+    BankLine,
+    Decision,
+    MatchRule,
+    OpenInvoice,
+    Payer,
+    Suggestion,
+)
+from invoiceflow.collect.remittance import (
+    CHARGE_SUBFAMILIES,
+    CHARGE_WORDS,
+    INVOICE_NUMBER,
+    RETURN_SUBFAMILIES,
+    RETURN_WORDS,
+    RF_IN_TEXT,
+    compact,
+    fold_name,
+    normalise_name,
+    sub_family,
+)
 from invoiceflow.core import db, fx
 from invoiceflow.core.money import format_plain
 from invoiceflow.core.policy import Policy, Reconciliation
@@ -23,6 +43,10 @@ class Matcher:
     """The matching rules over in-memory indexes of one night's open invoices, clients and payers.
 
     ``fx_rate(currency, day)`` gives units of ``currency`` per one base unit (ECB style).
+    ``payer_ibans`` are bare account -> client aliases (as learned, without who and when);
+    ``match_rules`` are finance's and the matcher's rules with their authors (``match_rules``);
+    the policy's line rules come with ``rules``. ``paid_e2e`` are the end-to-end ids of payments
+    posted before, which a debit with the same id returns.
     """
 
     def __init__(
@@ -33,6 +57,8 @@ class Matcher:
         rules: Reconciliation,
         base_currency: str,
         fx_rate: Callable[[str, date], Decimal],
+        match_rules: Iterable[MatchRule] = (),
+        paid_e2e: Iterable[str] = (),
     ) -> None:
         self.rules, self.base, self.fx_rate = rules, base_currency, fx_rate
         self.invoices = list(invoices)
@@ -48,13 +74,145 @@ class Matcher:
             if inv.open_amount > 0:
                 self.by_client[inv.client_id].append(inv)
                 self.by_amount[(inv.currency, inv.open_amount)].append(inv)
-        self.payer_ibans = {compact(k): v for k, v in payer_ibans.items()}
         self.client_names = dict(clients)
         self.exact_names: dict[str, set[str]] = defaultdict(set)
+        self.full_names: dict[str, set[str]] = defaultdict(set)
         for client_id, name in clients.items():
             self.exact_names[normalise_name(name)].add(client_id)
+            self.full_names[fold_name(name)].add(client_id)
+        # names of two words or more, found in a line's text word by word (never a scan of all names)
+        self.text_names = {n for n in self.exact_names if len(n.split()) >= 2}
+        self.text_name_words = max((len(n.split()) for n in self.text_names), default=0)
         self.fuzzy_choices = {n: n for n in self.exact_names if n}
         self._fuzzy_cache: dict[str, Payer] = {}
+        # payer accounts: IBAN -> the rules naming a client for it; an account with two clients
+        # names the payer (a parent, a factor, a payments provider), not the client
+        self.iban_rules: dict[str, list[MatchRule]] = defaultdict(list)
+        self.name_rules: dict[str, list[MatchRule]] = defaultdict(list)
+        self.other_payer_rules: list[MatchRule] = []
+        self.line_rules: list[MatchRule] = []
+        for iban, client_id in payer_ibans.items():
+            self.learn_payer(iban, client_id)
+        for rule in match_rules:
+            self.add_rule(rule)
+        for lr in rules.line_rules:  # the policy's standing rules come after finance's own
+            self.line_rules.append(
+                MatchRule(
+                    "non_receivable",
+                    payer_iban=compact(lr.payer_iban) if lr.payer_iban else None,
+                    payer_name=normalise_name(lr.payer_name) if lr.payer_name else None,
+                    text_pattern=lr.text_contains.upper() if lr.text_contains else None,
+                    direction=lr.direction,
+                    category=lr.category,
+                    account=rules.non_receivable_accounts.get(lr.category),
+                )
+            )
+        self.paid_e2e = {e for e in paid_e2e if e and e != "NOTPROVIDED"}
+
+    # rules ------------------------------------------------------------------------------------
+
+    def add_rule(self, rule: MatchRule) -> None:
+        """Index one enabled rule: a bare payer IBAN or payer name by key, the rest in a short list."""
+        if rule.kind == "non_receivable":
+            # finance's rules stand before the policy's: the more specific word wins
+            policy = [r for r in self.line_rules if r.rule_id is None]
+            self.line_rules = [*(r for r in self.line_rules if r.rule_id is not None), rule, *policy]
+        elif rule.payer_iban and not (rule.payer_name or rule.text_pattern) and rule.direction == "any":
+            if all(r.client_id != rule.client_id for r in self.iban_rules[rule.payer_iban]):
+                self.iban_rules[rule.payer_iban].append(rule)
+        elif rule.payer_name and not (rule.payer_iban or rule.text_pattern) and rule.direction == "any":
+            self.name_rules[rule.payer_name].append(rule)
+        else:
+            self.other_payer_rules.append(rule)
+
+    def learn_payer(self, iban: str, client_id: str, rule: MatchRule | None = None) -> None:
+        """An account seen paying for a client (quoting the invoice's reference): from now on it is
+        evidence of that client, until it pays for a second one."""
+        key = compact(iban)
+        if key:
+            self.add_rule(rule or MatchRule("payer", payer_iban=key, client_id=client_id, source="learned"))
+
+    def account_clients(self, line: BankLine) -> set[str]:
+        """The clients the line's account has paid for (one, or several for a parent or a factor)."""
+        iban = compact(line.counterparty_iban or "")
+        return {r.client_id for r in self.iban_rules.get(iban, ()) if r.client_id} if iban else set()
+
+    @property
+    def payer_ibans(self) -> dict[str, str]:
+        """The accounts that name one client (the ones that name several are left out)."""
+        return {
+            iban: rules[0].client_id
+            for iban, rules in self.iban_rules.items()
+            if rules[0].client_id and len({r.client_id for r in rules}) == 1
+        }
+
+    @staticmethod
+    def text_of(line: BankLine) -> str:
+        """What the rules read: the remittance text and the bank's booking text, upper case."""
+        return " ".join(t for t in (line.remittance, line.booking_text) if t).upper()
+
+    @staticmethod
+    def _holds(rule: MatchRule, line: BankLine, iban: str, name: str, text_: str) -> bool:
+        amount = line.amount.minor
+        if (rule.direction == "credit" and amount <= 0) or (rule.direction == "debit" and amount >= 0):
+            return False
+        if rule.payer_iban and rule.payer_iban != iban:
+            return False
+        if rule.payer_name and rule.payer_name != name:
+            return False
+        return not rule.text_pattern or rule.text_pattern in text_
+
+    def classify(self, line: BankLine, text_: str) -> Decision | None:
+        """A line a rule says is not a client payment (a salary, a supplier, tax, a fee), or None."""
+        iban, name = compact(line.counterparty_iban or ""), normalise_name(line.counterparty_name or "")
+        for rule in self.line_rules:
+            if not self._holds(rule, line, iban, name, text_):
+                continue
+            account = rule.account or self.rules.non_receivable_accounts.get(rule.category or "")
+            if not account:
+                continue  # a category the policy has no account for: finance decides
+            return Decision(
+                "non_receivable",
+                rule.category,
+                detail=f"not a receivable: {rule.describe()} -> {rule.category}, account {account}",
+                rule=f"rule_{rule.category}",
+                account=account,
+                rule_id=rule.rule_id,
+                fired=(rule.rule_id,) if rule.rule_id else (),
+            )
+        return None
+
+    def is_charge(self, line: BankLine, text_: str) -> bool:
+        """A bank's own charge (for a return, an account): by its ISO code, or a small debit whose
+        text says so. It is not a returned payment, whatever else the text says."""
+        if line.amount.minor >= 0:
+            return False
+        if self.charge_code(line):
+            return True
+        small = self.to_base(-line.amount.minor, line.amount.currency, line.booking_date)
+        return bool(CHARGE_WORDS.search(text_)) and small <= self.rules.bank_fee.max_amount
+
+    @staticmethod
+    def charge_code(line: BankLine) -> bool:
+        """The bank's code says charges: an ISO sub-family (CHRG, FEES, ...) or the SWIFT type NCHG."""
+        code = (line.bank_tx_code or "").upper()
+        return sub_family(code) in CHARGE_SUBFAMILIES or code.startswith("NCHG")
+
+    def is_return(self, line: BankLine, text_: str) -> str | None:
+        """How a line shows it returns a payment (ISO code, return reason, end-to-end id, reversal
+        flag, words), or None."""
+        code = sub_family(line.bank_tx_code)
+        if code in RETURN_SUBFAMILIES:
+            return f"bank transaction code {line.bank_tx_code}"
+        if line.return_reason:
+            return f"return reason {line.return_reason}"
+        if line.amount.minor < 0 and line.end_to_end_id and line.end_to_end_id in self.paid_e2e:
+            return f"end-to-end id {line.end_to_end_id} of a payment we posted"
+        if line.reversal:
+            return "the bank's reversal flag"
+        if RETURN_WORDS.search(text_):
+            return "the text says it is a return"
+        return None
 
     # evidence ---------------------------------------------------------------------------------
 
@@ -78,18 +236,84 @@ class Matcher:
                 how.append(f"invoice number {named.invoice_number} in the remittance text")
         return list(found.values()), "; ".join(dict.fromkeys(how))
 
+    def clients_named(self, line: BankLine) -> dict[str, str]:
+        """Clients the line names as whom it pays for: the ultimate debtor, or a client's name (two
+        words or more) in the text. Client id -> how it is named."""
+        found: dict[str, str] = {}
+        if line.ultimate_debtor:
+            for c in self._exact(line.ultimate_debtor):
+                found[c] = f"ultimate debtor '{line.ultimate_debtor}' is the client's name"
+        words = normalise_name(line.remittance or "").split()
+        for n in range(2, self.text_name_words + 1):
+            for i in range(len(words) - n + 1):
+                gram = " ".join(words[i : i + n])
+                if gram in self.text_names:
+                    for c in self.exact_names[gram]:
+                        found.setdefault(c, f"the text names the client ('{gram}')")
+        return found
+
+    def _exact(self, name: str) -> set[str]:
+        """The clients a name is exactly: without the legal form, or, when that fits two, with it."""
+        exact = self.exact_names.get(normalise_name(name), set())
+        if len(exact) > 1:
+            full = self.full_names.get(fold_name(name), set()) & exact
+            return full if len(full) == 1 else exact
+        return exact
+
     def payer(self, line: BankLine) -> Payer:
-        """Who paid: a known payer IBAN, else the exact client name, else a fuzzy name without a tie."""
+        """Whom a line pays for, strongest evidence first: the client it names (ultimate debtor,
+        a finance rule's text pattern, a client's name in the text), then the account that paid
+        (a payer IBAN of one client only, not contradicted by the line), a name alias, the exact
+        client name (with the legal form when two clients differ only by it), a fuzzy name
+        without a tie. An account or name that fits several clients names nobody."""
         iban = compact(line.counterparty_iban or "")
-        if iban and iban in self.payer_ibans:
-            return Payer(self.payer_ibans[iban], "iban", f"known payer account {iban}", 0.97)
         name = line.counterparty_name or ""
         norm = normalise_name(name)
+        text_ = self.text_of(line)
+        named = self.clients_named(line)
+        for rule in self.other_payer_rules:
+            if rule.client_id and self._holds(rule, line, iban, norm, text_):
+                named.setdefault(rule.client_id, rule.describe())
+        if len(named) > 1:
+            return Payer(None, "ambiguous", f"the line names clients {', '.join(sorted(named))}", 0)
+        by_iban = self.iban_rules.get(iban, []) if iban else []
+        iban_clients = {r.client_id for r in by_iban}
+        if named:
+            ((client, how),) = named.items()
+            ids = tuple(r.rule_id for r in self.other_payer_rules if r.client_id == client and r.rule_id)
+            ids += tuple(r.rule_id for r in by_iban if r.client_id == client and r.rule_id)
+            return Payer(client, "named", how, 0.95, ids)
+        if len(iban_clients) > 1:
+            return Payer(
+                None,
+                "payer_only",
+                f"account {iban} has paid for clients {', '.join(sorted(c for c in iban_clients if c))}: "
+                "it names the payer, not the client",
+                0,
+            )
+        if by_iban:
+            rule = by_iban[0]
+            exact = self._exact(name) if norm else set()
+            if exact and rule.client_id not in exact:
+                return Payer(
+                    None,
+                    "ambiguous",
+                    f"account {iban} is known for {rule.client_id}, but the payer name '{name}' is another client's",
+                    0,
+                )
+            return Payer(rule.client_id, "iban", rule.describe(), 0.97, (rule.rule_id,) if rule.rule_id else ())
         if not norm:
             return Payer(None, "unknown", "no payer name", 0)
-        exact = self.exact_names.get(norm, set())
+        aliases = {r.client_id for r in self.name_rules.get(norm, ())}
+        if len(aliases) == 1:
+            rule = self.name_rules[norm][0]
+            return Payer(rule.client_id, "rule", rule.describe(), 0.96, (rule.rule_id,) if rule.rule_id else ())
+        exact = self._exact(name)
         if len(exact) == 1:
-            return Payer(next(iter(exact)), "name", f"payer name '{name}' is the client's name", 0.95)
+            client = next(iter(exact))
+            if len(self.exact_names.get(norm, ())) > 1:
+                return Payer(client, "name", f"payer name '{name}' is exactly the client's, legal form included", 0.95)
+            return Payer(client, "name", f"payer name '{name}' is the client's name", 0.95)
         if len(exact) > 1:
             return Payer(None, "ambiguous", f"payer name '{name}' fits clients {', '.join(sorted(exact))}", 0)
         cached = self._fuzzy_cache.get(norm)
@@ -175,23 +399,59 @@ class Matcher:
     # the rules -------------------------------------------------------------------------------
 
     def decide(self, line: BankLine) -> Decision:
+        """The rule ladder, top to bottom as in docs/reconciliation.md: debits (returns, charges,
+        rules), credits that are no client payment, references, rules for non-receivables, the
+        payer and the amount, and what is left for finance."""
         amount, day = line.amount.minor, line.booking_date
-        text_ = (line.remittance or "").upper()
+        text_ = self.text_of(line)
         if amount < 0:
-            if line.reversal or RETURN_WORDS.search(text_):
-                return Decision("reverse", "return", detail="a returned or reversed payment")
-            return Decision("exception", "outgoing_payment", detail="a debit: to be booked by finance")
-        if amount == 0 or line.reversal:
-            return Decision("exception", "non_receivable", detail="not a client payment (zero or a reversed debit)")
+            return self._debit(line, text_)
+        returned = self.is_return(line, text_)
+        if amount == 0 or returned:
+            return self.classify(line, text_) or Decision(
+                "exception",
+                "non_receivable",
+                detail=f"not a client payment ({returned or 'a zero amount'}): a payment of ours came back?",
+            )
         named, how = self.referenced(line)
         if named:
             return self._by_reference(line, named, how)
+        classified = self.classify(line, text_)
+        if classified is not None:
+            return classified
         who = self.payer(line)
         if who.client_id:
             decided = self._by_client(line, who)
             if decided is not None:
+                if decided.outcome in ("posted", "partial"):
+                    decided.fired = who.rule_ids
                 return decided
         return self._unmatched(line, who, day)
+
+    def _debit(self, line: BankLine, text_: str) -> Decision:
+        """A debit: a bank charge is a fee, not a return; a return undoes its payment; a rule may say
+        what the rest is (payroll, tax, a supplier); what no rule covers is for finance, once."""
+        charge = self.is_charge(line, text_)
+        returned = None if charge else self.is_return(line, text_)
+        if returned:
+            return Decision("reverse", "return", detail=f"a returned or reversed payment ({returned})")
+        classified = self.classify(line, text_)
+        if classified is not None:
+            return classified
+        fee_account = self.rules.non_receivable_accounts.get("fee")
+        if charge and fee_account and self.charge_code(line):
+            return Decision(
+                "non_receivable",
+                "fee",
+                detail=f"not a receivable: a bank charge (bank transaction code {line.bank_tx_code}) -> fee, "
+                f"account {fee_account}",
+                rule="bank_charge",
+                account=fee_account,
+            )
+        what = "a bank charge" if charge else "a debit"
+        return Decision(
+            "exception", "outgoing_payment", detail=f"{what}: no rule says what it is, to be booked by finance"
+        )
 
     def _post(
         self,
@@ -250,6 +510,23 @@ class Matcher:
                 how,
             )
         inv = open_[0]
+        who = self.payer(line)
+        if who.client_id and who.client_id != client:  # a typo naming another client's invoice?
+            return self._exception(
+                "ambiguous",
+                f"names {inv.invoice_number} of {client}, but {who.evidence} says {who.client_id} and the amount is "
+                f"not the open amount ({format_plain(total, cur)} {cur})",
+                [inv, *[i for i in self.by_amount.get((cur, amount), ()) if i.client_id == who.client_id][:2]],
+                how,
+            )
+        other = [i for i in self.by_amount.get((cur, amount), ()) if i.client_id == client and i is not inv]
+        if other:  # the amount says another invoice of the same client: which one is meant?
+            return self._exception(
+                "ambiguous",
+                f"names {inv.invoice_number} but pays exactly the open amount of {other[0].invoice_number}",
+                [inv, *other[:2]],
+                how,
+            )
         if amount < total:
             short = total - amount
             kind = self.write_off_kind(short, total, cur, day)
@@ -265,8 +542,9 @@ class Matcher:
                     [Adjustment(inv.invoice_id, kind, short, cur)],
                     detail=_written_off(inv, short, cur, kind),
                 )
-            who = self.payer(line)  # a part payment needs a second piece of evidence: the payer
-            if who.client_id == client:
+            # a part payment needs a second piece of evidence: the payer, or an account that has
+            # paid for the client before (a parent's, a factor's, among its other clients)
+            if who.client_id == client or client in self.account_clients(line):
                 return self._post(
                     "partial",
                     "short_payment",
@@ -399,59 +677,49 @@ class Matcher:
         return None
 
     def _client_near(self, line: BankLine, who: Payer, client: str, invs: list[OpenInvoice]) -> Decision | None:
-        """Exactly one open invoice is short by no more than a bank fee or cash discount."""
+        """An open invoice short by no more than a bank fee or cash discount: with the payer alone
+        that is one piece of evidence and a near amount, not two (a client paying another
+        supplier's invoice into our account looks the same): suggested, not posted."""
         amount, cur, day = line.amount.minor, line.amount.currency, line.booking_date
         near = [(i, k) for i in invs if (k := self.write_off_kind(i.open_amount - amount, i.open_amount, cur, day))]
-        if len(near) == 1:
-            (inv, kind), short = near[0], near[0][0].open_amount - amount
-            return self._post(
-                "posted",
-                "write_off",
-                client,
-                [(inv, inv.open_amount)],
-                f"client_{kind}",
-                f"{who.evidence}; {format_plain(short, cur)} {cur} short of {inv.invoice_number}, within the "
-                f"{kind.replace('_', ' ')} tolerance",
-                round(who.confidence - 0.1, 2),
-                [Adjustment(inv.invoice_id, kind, short, cur)],
-                detail=_written_off(inv, short, cur, kind),
-            )
+        if not near:
+            return None
+        (inv, kind), short = near[0], near[0][0].open_amount - amount
         if len(near) > 1:
-            return self._exception(
-                "ambiguous", f"{who.evidence}; close to several open invoices", [i for i, _ in near], who.evidence, 0.4
+            detail = f"{who.evidence}; close to several open invoices"
+        else:
+            detail = (
+                f"{who.evidence}; {format_plain(short, cur)} {cur} short of {inv.invoice_number}, within the "
+                f"{kind.replace('_', ' ')} tolerance, but no reference confirms it"
             )
-        return None
+        return self._exception(
+            "ambiguous" if len(near) > 1 else "short_payment", detail, [i for i, _ in near], who.evidence, 0.5
+        )
 
     def _client_only_invoice(self, line: BankLine, who: Payer, client: str, invs: list[OpenInvoice]) -> Decision | None:
-        """The client's only open invoice in the currency, paid in part or overpaid within the policy."""
+        """The client's only open invoice in the currency, paid in part or over: the payer alone
+        does not say the money is for it (it may be for an invoice not yet issued, or not ours)."""
         amount, cur = line.amount.minor, line.amount.currency
         if len(invs) != 1:
             return None
         inv = invs[0]
         if amount < inv.open_amount:
-            return self._post(
-                "partial",
+            return self._exception(
                 "short_payment",
-                client,
-                [(inv, amount)],
-                "client_partial",
-                f"{who.evidence}; the client's only open invoice in {cur}, paid in part",
-                round(who.confidence - 0.15, 2),
-                detail=f"{inv.invoice_number}: part payment, "
-                f"{format_plain(inv.open_amount - amount, cur)} {cur} still open",
+                f"{who.evidence}; names no invoice and pays {format_plain(amount, cur)} of the client's only open "
+                f"invoice {inv.invoice_number} ({format_plain(inv.open_amount, cur)} {cur}): a part payment?",
+                [inv],
+                who.evidence,
+                0.5,
             )
         if self.overpayment_ok(amount - inv.open_amount, inv.open_amount):
-            excess = amount - inv.open_amount
-            return self._post(
-                "posted",
+            return self._exception(
                 "overpayment",
-                client,
-                [(inv, inv.open_amount)],
-                "client_overpayment",
-                f"{who.evidence}; the client's only open invoice in {cur}, overpaid",
-                round(who.confidence - 0.15, 2),
-                [Adjustment(inv.invoice_id, "unapplied", excess, cur)],
-                detail=f"{inv.invoice_number}: overpaid by {format_plain(excess, cur)} {cur}, left unapplied",
+                f"{who.evidence}; names no invoice and pays {format_plain(amount - inv.open_amount, cur)} {cur} "
+                f"more than the client's only open invoice {inv.invoice_number}",
+                [inv],
+                who.evidence,
+                0.5,
             )
         return None
 
@@ -466,8 +734,15 @@ class Matcher:
             tolerance = self.rules.fx_difference
             if diff == 0 or self._within(abs(diff), expected, cur, day, tolerance.max_percent, tolerance.max_amount):
                 fx_hits.append(inv)
-        if len(fx_hits) == 1:
-            return self._fx(line, fx_hits, who.evidence, client)
+        if fx_hits:  # the payer and an amount near one at the day's rate: suggested, not posted
+            return self._exception(
+                "reference_mismatch",
+                f"{who.evidence}; names no invoice, pays {format_plain(amount, cur)} {cur}, near "
+                f"{', '.join(i.invoice_number for i in fx_hits[:3])} at the day's rate",
+                fx_hits,
+                who.evidence,
+                0.5,
+            )
         return None
 
     def _exception(
@@ -505,7 +780,7 @@ class Matcher:
                 break
             if inv.open_amount == amount and inv.invoice_number not in seen:
                 ranked.append(Suggestion((inv.invoice_number,), "same_amount", "same open amount, other payer", 0.3))
-        category = "unmatched" if who.how != "ambiguous" else "ambiguous"
+        category = "ambiguous" if who.how in ("ambiguous", "payer_only") else "unmatched"
         return Decision(
             "exception",
             category,
@@ -514,14 +789,34 @@ class Matcher:
             detail=f"names no invoice; {who.evidence}",
         )
 
-    def apply(self, decision: Decision) -> None:
+    def reopen(self, invoice_id: int, amount: int) -> None:
+        """A payment of the invoice was returned: it is open again for the rest of the night, so the
+        client's re-payment is posted, not taken for a duplicate."""
+        inv = self.by_id.get(invoice_id)
+        if inv is None:
+            return
+        bucket = self.by_amount.get((inv.currency, inv.open_amount))
+        if bucket and inv in bucket:
+            bucket.remove(inv)
+        inv.open_amount += amount
+        inv.paid_amount -= amount
+        if inv.open_amount > 0:
+            inv.status = "partially_paid" if inv.paid_amount > 0 else "sent"
+            self.by_amount[(inv.currency, inv.open_amount)].append(inv)
+            if inv not in self.by_client[inv.client_id]:
+                self.by_client[inv.client_id].append(inv)
+
+    def apply(self, decision: Decision, line: BankLine | None = None) -> None:
         """Keep the indexes true after a posting, so the next line of the night sees what is left."""
+        if line is not None and line.end_to_end_id and decision.allocations:
+            self.paid_e2e.add(line.end_to_end_id)
         for alloc in decision.allocations:
             inv = self.by_id[alloc.invoice_id]
             bucket = self.by_amount.get((inv.currency, inv.open_amount))
             if bucket and inv in bucket:
                 bucket.remove(inv)
             inv.open_amount -= alloc.amount
+            inv.paid_amount += alloc.amount
             inv.status = "paid" if inv.open_amount <= 0 else "partially_paid"
             if inv.open_amount > 0:
                 self.by_amount[(inv.currency, inv.open_amount)].append(inv)
@@ -529,6 +824,13 @@ class Matcher:
 
 def _written_off(inv: OpenInvoice, short: int, cur: str, kind: str) -> str:
     return f"{inv.invoice_number}: {format_plain(short, cur)} {cur} written off as {kind.replace('_', ' ')}"
+
+
+def _day(value: object) -> date | None:
+    """The day of a stored timestamp (SQLite hands it over as text)."""
+    if value is None or isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value)[:10])
 
 
 def load_matcher(conn: Connection, pol: Policy) -> Matcher:
@@ -544,6 +846,7 @@ def load_matcher(conn: Connection, pol: Policy) -> Matcher:
             due_date=r["due_date"],
             payment_reference=r["payment_reference"],
             status=r["status"],
+            paid_amount=r["paid_amount"],
         )
         for r in db.rows(
             conn,
@@ -553,15 +856,36 @@ def load_matcher(conn: Connection, pol: Policy) -> Matcher:
         )
     ]
     clients = {r["client_id"]: r["name"] for r in db.rows(conn, "SELECT client_id, name FROM clients")}
-    payers = {
-        r["payer_iban"]: r["client_id"]
+    rules = [
+        MatchRule(
+            r["kind"],
+            rule_id=r["rule_id"],
+            payer_iban=r["payer_iban"],
+            payer_name=r["payer_name"],
+            text_pattern=(r["text_pattern"] or "").upper() or None,
+            direction=r["direction"],
+            client_id=r["client_id"],
+            category=r["category"],
+            account=r["account"],
+            source=r["source"],
+            created_by=r["created_by"],
+            created_at=_day(r["created_at"]),
+        )
         for r in db.rows(
             conn,
-            "SELECT payer_iban, MIN(client_id) AS client_id FROM match_rules WHERE kind = 'payer' "
-            "AND payer_iban IS NOT NULL AND payer_name IS NULL AND text_pattern IS NULL AND disabled_at IS NULL "
-            "GROUP BY payer_iban HAVING COUNT(DISTINCT client_id) = 1",
+            "SELECT rule_id, kind, payer_iban, payer_name, text_pattern, direction, client_id, category, account, "
+            "source, created_by, created_at FROM match_rules WHERE disabled_at IS NULL ORDER BY rule_id",
         )
-    }
+    ]
+    # returns name the payment they undo by its end-to-end id: those of the payments still standing
+    paid_e2e = [
+        r["end_to_end_id"]
+        for r in db.rows(
+            conn,
+            "SELECT DISTINCT t.end_to_end_id FROM payments p JOIN bank_transactions t ON t.txn_id = p.txn_id "
+            "WHERE t.end_to_end_id IS NOT NULL AND p.reversed_by_txn_id IS NULL AND p.undone_at IS NULL",
+        )
+    ]
     rates: dict[str, list[tuple[date, Decimal]]] = defaultdict(list)
     for r in db.rows(conn, "SELECT currency, rate_date, rate FROM fx_rates ORDER BY rate_date"):
         rates[r["currency"]].append((db.as_date(r["rate_date"]), Decimal(r["rate"])))
@@ -572,4 +896,4 @@ def load_matcher(conn: Connection, pol: Policy) -> Matcher:
         known = [rate for d, rate in rates.get(currency, ()) if d <= day]
         return known[-1] if known else pol.fallback_rate(currency)
 
-    return Matcher(invoices, clients, payers, pol.reconciliation, pol.base_currency, fx_rate)
+    return Matcher(invoices, clients, {}, pol.reconciliation, pol.base_currency, fx_rate, rules, paid_e2e)

@@ -83,6 +83,7 @@ def match_and_post(run: Run, account: str | None = None) -> PostingCounts:
     engine, actor, run_id, pol = run.engine, run.actor, run.run_id, run.policy
     tally: Counter[str] = Counter()
     amounts: dict[str, list[tuple[str, int]]] = {outcome: [] for outcome in PostingCounts.__annotations__}
+    amounts["non_receivable"] = []
     suggested = 0
     with engine.connect() as conn:
         matcher = load_matcher(conn, pol)
@@ -92,7 +93,7 @@ def match_and_post(run: Run, account: str | None = None) -> PostingCounts:
         chunk = pending[start : start + _chunk_size(done)]
         for _attempt in range(STALE_RETRIES):
             try:
-                decided = _decide_and_post(engine, matcher, chunk, actor, run_id, pol)
+                used, decided = _decide_and_post(engine, matcher, chunk, actor, run_id, pol)
                 break
             except _StaleView as stale:
                 # Another run (a second manual reconciliation) paid an invoice this run's matcher
@@ -110,7 +111,7 @@ def match_and_post(run: Run, account: str | None = None) -> PostingCounts:
                 f"bank lines {chunk[0]['txn_id']} to {chunk[-1]['txn_id']}: open invoices kept changing under this "
                 "run; run again"
             )
-        start, done = start + len(chunk), done + 1
+        start, done = start + used, done + 1
         for txn, outcome, decision in decided:
             tally[outcome] += 1
             amounts[outcome].append((txn["currency"], txn["amount"]))
@@ -120,7 +121,8 @@ def match_and_post(run: Run, account: str | None = None) -> PostingCounts:
     )
     log.info(
         "reconciliation of %d new bank lines of %s: %d auto-posted in full (%s), %d part payments posted (%s), "
-        "%d returns (%s), %d exceptions for finance (%s), %d of them with suggested invoices",
+        "%d returns (%s), %d lines not receivables by a rule (%s), %d exceptions for finance (%s), %d of them with "
+        "suggested invoices",
         len(pending),
         masking.mask_iban(account) if account else "all accounts",
         counts["matched"],
@@ -129,6 +131,8 @@ def match_and_post(run: Run, account: str | None = None) -> PostingCounts:
         format_totals(amounts["partial"]),
         counts["returned"],
         format_totals(amounts["returned"]),
+        tally["non_receivable"],
+        format_totals(amounts["non_receivable"]),
         counts["exceptions"],
         format_totals(amounts["exceptions"]),
         suggested,
@@ -171,9 +175,15 @@ _CLAIM = {
 
 def _decide_and_post(
     engine: Engine, matcher: Matcher, chunk: list[dict[str, Any]], actor: str, run_id: str, pol: Policy
-) -> list[tuple[dict[str, Any], str, Decision]]:
-    """One chunk of bank lines in one transaction: each line's outcome and decision, without the
-    lines a concurrent run decided first."""
+) -> tuple[int, list[tuple[dict[str, Any], str, Decision]]]:
+    """One chunk of bank lines in one transaction: how many lines of the chunk it took, and each
+    line's outcome and decision, without the lines a concurrent run decided first.
+
+    A line after a return of the chunk that might be the client's re-payment (it names a paid
+    invoice, or it is an exception of the returned amount) ends the chunk: the return's payment is
+    reversed and the matcher reopens the invoice first, so the re-payment is posted to it instead
+    of being taken for a second payment. Returns alone do not cut chunks (they would cut the
+    night into many small transactions)."""
     with engine.begin() as conn:
         # Claim the lines first: a concurrent run (a retry beside a still-running task) that
         # decided one meanwhile holds or has committed its row, so the claim finds it no longer
@@ -182,30 +192,48 @@ def _decide_and_post(
         claimed = {r["txn_id"] for r in db.rows_in(conn, sql, [t["txn_id"] for t in chunk])}
         believed: dict[int, int] = {}  # invoice id -> open amount before this chunk paid it
         decided = []
+        used = 0
+        returned: set[tuple[str, int]] = set()  # (currency, amount) of this chunk's returns
         for txn in chunk:
             if txn["txn_id"] not in claimed:
+                used += 1
                 log.info("bank line %s was decided by a concurrent run, skipped", txn["txn_id"])
                 continue
-            decision = matcher.decide(BankLine.of(txn))
+            line = BankLine.of(txn)
+            decision = matcher.decide(line)
+            if returned and _may_be_a_repayment(line, decision, returned):
+                break  # decided again in the next chunk, once the return has reopened its invoice
+            used += 1
+            if decision.outcome == "reverse":
+                returned.add((line.amount.currency, -line.amount.minor))
             for alloc in decision.allocations:
                 believed.setdefault(alloc.invoice_id, matcher.by_id[alloc.invoice_id].open_amount)
             if decision.outcome in ("posted", "partial"):
-                matcher.apply(decision)  # the next line of the chunk sees what is left open
+                matcher.apply(decision, line)  # the next line of the chunk sees what is left open
                 _learn_payer(matcher, txn, decision)
             decided.append((txn, decision))
         postings = payments.Postings(conn, actor)
         _check_open_amounts(postings, believed)
-        out = _Written(run_id)
+        out = _Written(run_id, actor)
         outcomes = [_apply(postings, out, txn, d, pol) for txn, d in decided]
         out.write(conn)
         postings.finish()
-        return [(txn, outcome, d) for (txn, d), outcome in zip(decided, outcomes, strict=True)]
+        out.write_decided(conn, [txn["txn_id"] for txn, _ in decided])
+    for invoice_id, amount in out.reopened:
+        matcher.reopen(invoice_id, amount)
+    return used, [(txn, outcome, d) for (txn, d), outcome in zip(decided, outcomes, strict=True)]
+
+
+def _may_be_a_repayment(line: BankLine, d: Decision, returned: set[tuple[str, int]]) -> bool:
+    return d.outcome == "exception" and (
+        d.category == "duplicate_payment" or (line.amount.currency, line.amount.minor) in returned
+    )
 
 
 def _learn_payer(matcher: Matcher, txn: Mapping[str, Any], d: Decision) -> None:
     """A line posted by its reference teaches the matcher (and, at write, the database) its payer's account."""
     if txn.get("counterparty_iban") and d.client_id and d.rule and d.rule.startswith("reference"):
-        matcher.payer_ibans.setdefault(compact(txn["counterparty_iban"]), d.client_id)
+        matcher.learn_payer(txn["counterparty_iban"], d.client_id)
 
 
 def _check_open_amounts(postings: payments.Postings, believed: Mapping[int, int]) -> None:
@@ -224,6 +252,8 @@ def _check_open_amounts(postings: payments.Postings, believed: Mapping[int, int]
             raise _StaleView(f"invoice {invoice_id} is open {now_open}, not {believed[invoice_id]}")
 
 
+# In booking order, as the bank booked them: a return may undo a payment of the same day, and a
+# re-payment after a return finds its invoice reopened (a return ends its chunk, see _decide_and_post).
 _PENDING = "SELECT * FROM bank_transactions WHERE match_status = 'new' ORDER BY booking_date, txn_id"
 
 
@@ -235,12 +265,17 @@ _PENDING_OF_ACCOUNT = (
 class _Written:
     """What a chunk leaves for finance and learns, beside the ledger: written with one statement per table."""
 
-    def __init__(self, run_id: str) -> None:
-        self.run_id = run_id
+    def __init__(self, run_id: str, actor: str = "system") -> None:
+        self.run_id, self.actor = run_id, actor
         self.exceptions: list[dict[str, Any]] = []
         self.suggestions: list[dict[str, Any]] = []
         self.exception_lines: list[int] = []
         self.payers: list[dict[str, Any]] = []
+        self.classifications: list[dict[str, Any]] = []
+        self.events: list[audit.Event] = []
+        self.fired: Counter[int] = Counter()
+        self.reopened: list[tuple[int, int]] = []  # (invoice id, amount) a return of the chunk reopened
+        self.at = db.now()
 
     def exception(self, txn: Mapping[str, Any], category: str, detail: str) -> None:
         self.exceptions.append(
@@ -271,13 +306,74 @@ class _Written:
             on_conflict="ON CONFLICT (payer_iban, client_id) WHERE kind = 'payer' AND payer_name IS NULL "
             "AND text_pattern IS NULL DO NOTHING",
         )
+        db.insert_many(conn, "line_classifications", self.classifications)
+        db.update_many(
+            conn,
+            "bank_transactions",
+            "txn_id",
+            [{"txn_id": c["txn_id"], "match_status": "non_receivable"} for c in self.classifications],
+        )
+        if self.fired:  # one statement for the chunk: each rule's count goes up by its firings
+            ids = sorted(self.fired)
+            params: dict[str, Any] = {"at": self.at}
+            cases = []
+            for n, rule_id in enumerate(ids):
+                params[f"r{n}"], params[f"n{n}"] = rule_id, self.fired[rule_id]
+                cases.append(f"WHEN :r{n} THEN :n{n}")
+            db.execute(
+                conn,
+                f"UPDATE match_rules SET fired = fired + CASE rule_id {' '.join(cases)} ELSE 0 END, "
+                f"last_fired_at = :at WHERE rule_id IN ({', '.join(f':r{n}' for n in range(len(ids)))})",
+                params,
+            )
+
+    def write_decided(self, conn: Connection, txn_ids: list[int]) -> None:
+        """Who decided the chunk's lines and when (the nightly run is 'system'), then the audit
+        events of the classifications, after the postings' own events in the chain."""
+        db.update_many(
+            conn,
+            "bank_transactions",
+            "txn_id",
+            [{"txn_id": t, "decided_by": "system", "decided_at": self.at} for t in txn_ids],
+        )
+        if self.events:
+            audit.record_many(conn, self.events)
+
+    def classification(self, txn: Mapping[str, Any], d: Decision) -> None:
+        reason = d.detail
+        self.classifications.append(
+            {
+                "txn_id": txn["txn_id"],
+                "category": d.category,
+                "account": d.account,
+                "rule_id": d.rule_id,
+                "decided_by": "system",
+                "decided_at": self.at,
+                "reason": reason,
+            }
+        )
+        self.events.append(
+            audit.Event(
+                "bank_transaction",
+                txn["txn_id"],
+                "classified",
+                self.actor,
+                reason,
+                before={"match_status": "new"},
+                after={"match_status": "non_receivable", "category": d.category, "account": d.account},
+            )
+        )
 
 
 def _apply(postings: payments.Postings, out: _Written, txn: dict[str, Any], d: Decision, pol: Policy) -> str:
+    out.fired.update(d.fired)
     if d.outcome == "reverse":
         return _reverse(postings, out, txn)
     if d.outcome == "exception":
         return _exception(out, txn, d)
+    if d.outcome == "non_receivable":
+        out.classification(txn, d)
+        return "non_receivable"
     accounts = pol.reconciliation.accounts
     account_of = {"bank_fee": "bank_fees", "cash_discount": "cash_discounts", "unapplied": "unapplied_cash"}
     payments.post_payment(
@@ -377,7 +473,14 @@ def _reverse(postings: payments.Postings, out: _Written, txn: dict[str, Any]) ->
     for how, sql, p in tries:
         found = [r for r in db.rows(conn, sql, p) if r["reversed_by_txn_id"] is None]
         if len(found) == 1:
-            payments.reverse_payment(postings, found[0]["payment_id"], txn, f"returned by the bank ({how})")
+            payment_id = found[0]["payment_id"]
+            payments.reverse_payment(postings, payment_id, txn, f"returned by the bank ({how})")
+            out.reopened += [
+                (a["invoice_id"], a["amount"])
+                for a in db.rows(
+                    conn, "SELECT invoice_id, amount FROM allocations WHERE payment_id = :p", {"p": payment_id}
+                )
+            ]
             return "returned"
     return _exception(
         out,

@@ -12,10 +12,18 @@ from invoiceflow.core.money import format_plain
 
 INVOICE_NUMBER = re.compile(r"\b([A-Z0-9]{2,8})[- ]?(\d{4})[- ]?(\d{6})\b")
 RF_IN_TEXT = re.compile(r"\bRF\d\d(?:\s?[A-Z0-9]{1,4}){1,6}\b")
-RETURN_WORDS = re.compile(r"\b(RETURN|RETOUR|RUECKLASTSCHRIFT|RÜCKLASTSCHRIFT|RUECKUEBERWEISUNG|REVERSAL|STORNO)\b")
+RETURN_WORDS = re.compile(
+    r"\b(RETURN|RETURNED|RETOUR|RUECKLASTSCHRIFT|RÜCKLASTSCHRIFT|RUECKUEBERWEISUNG|RÜCKÜBERWEISUNG|REVERSAL|STORNO|"
+    r"UNPAID|LASTSCHRIFTRUECKGABE|LASTSCHRIFTRÜCKGABE|RUECKGABE|RÜCKGABE)\b"
+)
+CHARGE_WORDS = re.compile(r"(GEBUEHR|GEBÜHR|ENTGELT|SPESEN|\bCHARGES?\b|\bFEES?\b|\bFRAIS\b)")
+# ISO 20022 bank transaction sub-families (Domain/Family/SubFamily): a payment coming back, and the
+# bank's own charges. A returned direct debit is PMNT/IDDT/UPDD, a returned transfer PMNT/ICDT/RRTN.
+RETURN_SUBFAMILIES = frozenset({"UPDD", "RRTN", "RPCR", "PRDD", "ARET", "PRCT", "ARPD"})
+CHARGE_SUBFAMILIES = frozenset({"CHRG", "FEES", "COMM", "CHRI", "ADBT"})
 LEGAL_FORMS = re.compile(
     r"\b(gmbh|mbh|ag|kg|ohg|ug|se|ltd|limited|llc|inc|corp|co|plc|sas|sa|sarl|srl|spa|bv|nv|ab|as|oy|kft|"
-    r"sp z o o|the|und|and|&)\b"
+    r"sp z o o|sp z oo|the|und|and|&)\b"
 )
 
 
@@ -25,9 +33,21 @@ def compact(value: str) -> str:
 
 def normalise_name(name: str) -> str:
     """A name without accents, punctuation and legal form: 'Kessler Logistik GmbH' -> 'kessler logistik'."""
+    return " ".join(LEGAL_FORMS.sub(" ", fold_name(name)).split())
+
+
+def fold_name(name: str) -> str:
+    """A name without accents, case and punctuation but with its legal form: it tells 'Lefèvre
+    Transports SA' from 'Lefevre Transports SAS' where :func:`normalise_name` cannot."""
     plain = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().casefold()
-    plain = re.sub(r"[^a-z0-9&]+", " ", plain)
-    return " ".join(LEGAL_FORMS.sub(" ", plain).split())
+    plain = re.sub(r"(?<=\b[a-z])\.", "", plain)  # S.A.S. -> sas, B.V. -> bv
+    return " ".join(re.sub(r"[^a-z0-9&]+", " ", plain).split())
+
+
+def sub_family(code: str | None) -> str:
+    """The sub-family of an ISO bank transaction code 'PMNT/IDDT/UPDD' ('' for a proprietary code)."""
+    parts = (code or "").upper().split("/")
+    return parts[2] if len(parts) == 3 else ""
 
 
 def describe(txn: Mapping[str, Any]) -> str:

@@ -15,6 +15,8 @@ from invoiceflow.collect.statements.records import Statement, Transaction
 from invoiceflow.core import db
 from invoiceflow.demo.statements import write_camt053
 
+LYON = "FR7630006000011234567890189"  # the city pays from its own account, not Kessler's
+
 
 @pytest.fixture
 def month(engine, data_dir):
@@ -33,7 +35,7 @@ def test_reference_and_amount_pay_an_invoice(engine, data_dir, month):
         "a.xml",
         [
             txn(k1["gross_amount"], remittance=f"Invoice {k1['invoice_number']} thanks", bank_ref="B1"),
-            txn(k3["gross_amount"], ref=k3["payment_reference"], name="Ville de Lyon", bank_ref="B2"),
+            txn(k3["gross_amount"], ref=k3["payment_reference"], name="Ville de Lyon", bank_ref="B2", iban=LYON),
             txn(50000, remittance=f"part of {k4['invoice_number']}", bank_ref="B3"),
         ],
     )
@@ -253,7 +255,8 @@ def test_reconcile_command_runs_the_night_without_airflow(data_dir, capsys):
     (inbox / "a.sta").write_bytes((corpus / "mt940-de-structured.sta").read_bytes())
     assert cli.main(["reconcile", "--date", "2026-11-20"]) == 0
     out = capsys.readouterr().out
-    assert "a.sta: loaded, 4 new lines" in out and "exceptions 4" in out
+    # the account fee (Kontofuehrung) is the policy's fee, not an exception: 3 left to act on
+    assert "a.sta: loaded, 4 new lines" in out and "exceptions 3" in out
     assert (data_dir / "reports" / "exceptions-2026-11-20.pdf").exists()
     assert list((data_dir / "outbox" / "mail").glob("report.exceptions.2026-11-20*.eml"))
     assert cli.main(["reconcile", "--date", "2026-11-20"]) == 0
@@ -275,3 +278,88 @@ def test_statements_from_an_object_storage_url(engine, data_dir, tmp_path):
     (result,) = importing.import_statements(runtime.run_for(engine, actor="test", policy=pol))
     assert (result["file"], result["status"], result["new_transactions"]) == ("x.ofx", "loaded", 1)
     assert importing.import_statements(runtime.run_for(engine, actor="test", policy=pol))[0]["status"] == "skipped"
+
+
+def test_rules_classify_lines_that_are_not_receivables_and_count_their_firings(engine, data_dir, month):
+    supplier = "DE33500105170000000003"
+    with engine.begin() as conn:
+        db.execute(
+            conn,
+            "INSERT INTO match_rules (kind, payer_iban, direction, category, account, source, created_by, created_at) "
+            "VALUES ('non_receivable', :i, 'debit', 'supplier', '1600', 'person', 'anna', :t)",
+            {"i": supplier, "t": datetime(2026, 11, 3, tzinfo=UTC)},
+        )
+    drop_statement(
+        data_dir,
+        "a.xml",
+        [
+            txn(-250000, name="Office Supplies Direct", iban=supplier, remittance="Order 4711", bank_ref="D1"),
+            txn(-120000, name="Office Supplies Direct", iban=supplier, remittance="Order 4712", bank_ref="D2"),
+            txn(-310000, name="J. Doe", iban="DE02100100100006820101", remittance="SALARY NOV 2026", bank_ref="D3"),
+            txn(-99000, name="Some Supplier", iban="DE02100100100006820102", remittance="Inv 17", bank_ref="D4"),
+        ],
+    )
+    importing.import_statements(runtime.run_for(engine, actor="test"))
+    counts = posting.match_and_post(runtime.run_for(engine, actor="test", run_id="run"))
+    assert counts == {"matched": 0, "partial": 0, "returned": 0, "exceptions": 1}  # only the uncovered debit
+    lines = {
+        r["bank_ref"]: (r["match_status"], r["decided_by"], r["decided_at"] is not None)
+        for r in _rows(engine, "SELECT bank_ref, match_status, decided_by, decided_at FROM bank_transactions")
+    }
+    assert lines == {
+        "D1": ("non_receivable", "system", True),
+        "D2": ("non_receivable", "system", True),
+        "D3": ("non_receivable", "system", True),
+        "D4": ("exception", "system", True),
+    }
+    got = _rows(
+        engine,
+        "SELECT t.bank_ref, c.category, c.account, c.rule_id, c.decided_by, c.reason FROM line_classifications c "
+        "JOIN bank_transactions t ON t.txn_id = c.txn_id ORDER BY t.bank_ref",
+    )
+    assert [(r["bank_ref"], r["category"], r["account"], r["decided_by"]) for r in got] == [
+        ("D1", "supplier", "1600", "system"),
+        ("D2", "supplier", "1600", "system"),
+        ("D3", "payroll", "4100", "system"),
+    ]
+    assert got[0]["rule_id"] is not None and got[2]["rule_id"] is None and "policy rule" in got[2]["reason"]
+    (rule,) = _rows(engine, "SELECT fired, last_fired_at FROM match_rules WHERE kind = 'non_receivable'")
+    assert rule["fired"] == 2 and rule["last_fired_at"] is not None
+    bank = _rows(engine, "SELECT category FROM exceptions WHERE subject_type = 'bank_transaction'")
+    assert [r["category"] for r in bank] == ["outgoing_payment"]
+    events = _rows(engine, "SELECT action FROM audit_events WHERE entity_type = 'bank_transaction'")
+    assert [e["action"] for e in events] == ["classified"] * 3
+    with engine.connect() as conn:
+        from invoiceflow.core import audit
+
+        assert audit.verify(conn).ok
+    # the next night shows nothing again: the lines are decided
+    assert posting.match_and_post(runtime.run_for(engine, actor="test", run_id="run2"))["exceptions"] == 0
+
+
+def test_a_return_and_the_re_payment_in_the_same_run(engine, data_dir, month):
+    from dataclasses import replace
+
+    k3 = month["K3"]
+    paid = replace(
+        txn(k3["gross_amount"], ref=k3["payment_reference"], name="Ville de Lyon", bank_ref="P1", iban=LYON),
+        end_to_end_id="LYON-DD-1",
+    )
+    drop_statement(
+        data_dir,
+        "a.xml",
+        [
+            paid,
+            txn(4711, name="Nobody We Know Ltd", iban="DE02100100100006820103", bank_ref="X1"),
+            # chunks of 1, 1, 2: the return and the re-payment are decided in one chunk, which
+            # ends before the re-payment until the return has reopened the invoice
+            replace(paid, amount=-k3["gross_amount"], bank_ref="R1", remittance=None, structured_ref=None),
+            replace(paid, bank_ref="P2", end_to_end_id="LYON-DD-2"),
+        ],
+    )
+    importing.import_statements(runtime.run_for(engine, actor="test"))
+    counts = posting.match_and_post(runtime.run_for(engine, actor="test", run_id="run"))
+    # the return is known by its end-to-end id alone (no flag, no words); the re-payment is posted
+    assert counts == {"matched": 2, "partial": 0, "returned": 1, "exceptions": 1}
+    invoice = _invoice(engine, k3["invoice_id"])
+    assert (invoice["status"], invoice["paid_amount"]) == ("paid", k3["gross_amount"])

@@ -374,3 +374,62 @@ def test_a_yen_amount_with_decimals_is_refused_not_rounded():
     camt = V08.replace(b'Ccy="EUR"', b'Ccy="JPY"').replace(b"<Ccy>EUR</Ccy>", b"<Ccy>JPY</Ccy>")
     with pytest.raises(StatementError, match="more decimals than JPY allows"):
         parse_camt053(camt, "v08.xml")
+
+
+RETURNS_V08 = b"""<?xml version="1.0" encoding="UTF-8"?>
+<Document xmlns="urn:iso:std:iso:20022:tech:xsd:camt.053.001.08">
+ <BkToCstmrStmt>
+  <GrpHdr><MsgId>M1</MsgId><CreDtTm>2026-11-21T06:00:00</CreDtTm></GrpHdr>
+  <Stmt>
+   <Id>S-RET</Id>
+   <Acct><Id><IBAN>DE89370400440532013000</IBAN></Id><Ccy>EUR</Ccy></Acct>
+   <Ntry>
+    <Amt Ccy="EUR">1000.00</Amt><CdtDbtInd>DBIT</CdtDbtInd><Sts><Cd>BOOK</Cd></Sts>
+    <BookgDt><Dt>2026-11-20</Dt></BookgDt>
+    <BkTxCd><Domn><Cd>PMNT</Cd><Fmly><Cd>IDDT</Cd><SubFmlyCd>UPDD</SubFmlyCd></Fmly></Domn></BkTxCd>
+    <NtryDtls><TxDtls>
+     <Refs><EndToEndId>NLS-DD-0042</EndToEndId></Refs>
+     <RltdPties><Cdtr><Pty><Nm>Nordlicht Systems GmbH</Nm></Pty></Cdtr></RltdPties>
+     <RtrInf><Rsn><Cd>MD06</Cd></Rsn></RtrInf>
+    </TxDtls></NtryDtls>
+    <AddtlNtryInf>RUECKLASTSCHRIFT</AddtlNtryInf>
+   </Ntry>
+   <Ntry>
+    <Amt Ccy="EUR">3.00</Amt><CdtDbtInd>DBIT</CdtDbtInd><Sts><Cd>BOOK</Cd></Sts>
+    <BookgDt><Dt>2026-11-20</Dt></BookgDt>
+    <BkTxCd><Prtry><Cd>NCHG+808</Cd><Issr>DK</Issr></Prtry></BkTxCd>
+    <AddtlNtryInf>ENTGELT RUECKLASTSCHRIFT</AddtlNtryInf>
+   </Ntry>
+   <Ntry>
+    <Amt Ccy="EUR">700.00</Amt><CdtDbtInd>CRDT</CdtDbtInd><Sts><Cd>BOOK</Cd></Sts>
+    <BookgDt><Dt>2026-11-20</Dt></BookgDt>
+    <BkTxCd><Domn><Cd>PMNT</Cd><Fmly><Cd>RCDT</Cd><SubFmlyCd>ESCT</SubFmlyCd></Fmly></Domn></BkTxCd>
+    <NtryDtls><TxDtls>
+     <BkTxCd><Domn><Cd>PMNT</Cd><Fmly><Cd>RCDT</Cd><SubFmlyCd>STDO</SubFmlyCd></Fmly></Domn></BkTxCd>
+     <RltdPties>
+      <Dbtr><Pty><Nm>Kessler Holding AG</Nm></Pty></Dbtr>
+      <UltmtDbtr><Pty><Nm>Kessler Bau GmbH</Nm></Pty></UltmtDbtr>
+     </RltdPties>
+     <AddtlTxInf>DAUERAUFTRAG</AddtlTxInf>
+    </TxDtls></NtryDtls>
+   </Ntry>
+  </Stmt>
+ </BkToCstmrStmt>
+</Document>
+"""
+
+
+def test_camt_bank_transaction_code_return_reason_booking_text_and_ultimate_debtor():
+    (st,) = parse_camt053(RETURNS_V08, "returns.xml")
+    returned, charge, standing = st.transactions
+    assert (returned.bank_tx_code, returned.return_reason, returned.booking_text) == (
+        "PMNT/IDDT/UPDD",
+        "MD06",
+        "RUECKLASTSCHRIFT",
+    )
+    assert returned.end_to_end_id == "NLS-DD-0042" and not returned.reversal
+    assert (charge.amount, charge.bank_tx_code, charge.booking_text) == (-300, "NCHG+808", "ENTGELT RUECKLASTSCHRIFT")
+    # the transaction's own code and text come before the entry's
+    assert (standing.bank_tx_code, standing.booking_text) == ("PMNT/RCDT/STDO", "DAUERAUFTRAG")
+    assert (standing.counterparty_name, standing.ultimate_debtor) == ("Kessler Holding AG", "Kessler Bau GmbH")
+    assert returned.ultimate_debtor is None and charge.return_reason is None

@@ -29,6 +29,31 @@ def _party(reader: Reader, tx: etree._Element, role: str) -> tuple[str | None, s
     return name, reader.text(tx, f"c:RltdPties/c:{role}Acct/c:Id/c:IBAN")
 
 
+def _tx_code(reader: Reader, node: etree._Element | None) -> str | None:
+    """The ISO bank transaction code as Domain/Family/SubFamily (PMNT/IDDT/UPDD), else the
+    bank's proprietary code (a German GVC such as NDDT+109)."""
+    if node is None:
+        return None
+    domain = reader.text(node, "c:BkTxCd/c:Domn/c:Cd")
+    if domain:
+        family = reader.text(node, "c:BkTxCd/c:Domn/c:Fmly/c:Cd") or ""
+        sub = reader.text(node, "c:BkTxCd/c:Domn/c:Fmly/c:SubFmlyCd") or ""
+        return "/".join(p for p in (domain, family, sub) if p)
+    return reader.text(node, "c:BkTxCd/c:Prtry/c:Cd")
+
+
+def _ultimate_debtor(reader: Reader, tx: etree._Element | None) -> str | None:
+    if tx is None:
+        return None
+    return reader.text(tx, "c:RltdPties/c:UltmtDbtr/c:Pty/c:Nm") or reader.text(tx, "c:RltdPties/c:UltmtDbtr/c:Nm")
+
+
+def _return_reason(reader: Reader, tx: etree._Element | None) -> str | None:
+    if tx is None:
+        return None
+    return reader.text(tx, "c:RtrInf/c:Rsn/c:Cd") or reader.text(tx, "c:RtrInf/c:Rsn/c:Prtry")
+
+
 def _bank_ref(reader: Reader, ntry: etree._Element, tx: etree._Element | None, index: int, count: int) -> str | None:
     """The bank's id of one transaction: its own, else the entry's (numbered inside a batch)."""
     own = reader.text(tx, "c:Refs/c:AcctSvcrRef") if tx is not None else None
@@ -48,6 +73,8 @@ def _entry(reader: Reader, ntry: etree._Element, iban: str, currency: str, where
         raise StatementError(reader.source, where, "BookgDt is missing")
     valued = reader.day(ntry, "c:ValDt", where)
     reversal = reader.text(ntry, "c:RvslInd") == "true"
+    entry_code = _tx_code(reader, ntry)
+    entry_text = " ".join(u.text.strip() for u in reader.all(ntry, "c:AddtlNtryInf") if u.text) or None
     details = reader.all(ntry, "c:NtryDtls/c:TxDtls") or [None]
     out = []
     for j, tx in enumerate(details, 1):
@@ -79,6 +106,10 @@ def _entry(reader: Reader, ntry: etree._Element, iban: str, currency: str, where
                 bank_ref=_bank_ref(reader, ntry, tx, j, len(details)),
                 end_to_end_id=reader.text(tx, "c:Refs/c:EndToEndId") if tx is not None else None,
                 reversal=reversal,
+                bank_tx_code=_tx_code(reader, tx) or entry_code,
+                return_reason=_return_reason(reader, tx),
+                booking_text=(reader.text(tx, "c:AddtlTxInf") if tx is not None else None) or entry_text,
+                ultimate_debtor=_ultimate_debtor(reader, tx),
             )
         )
     if sum(t.amount for t in out) != total:

@@ -28,6 +28,12 @@ class Transaction:
     bank_ref: str | None
     end_to_end_id: str | None
     reversal: bool
+    # What the bank says beyond the text (CAMT.053; other formats leave them out). Not part of the
+    # duplicate key: a statement re-sent with richer details is still the same line.
+    bank_tx_code: str | None = None  # ISO 20022 Domain/Family/SubFamily, e.g. PMNT/IDDT/UPDD
+    return_reason: str | None = None  # ISO 20022 return reason code, e.g. AM04, MD06
+    booking_text: str | None = None  # AddtlNtryInf / AddtlTxInf
+    ultimate_debtor: str | None = None  # RltdPties/UltmtDbtr: whom a payment was made for
 
 
 @dataclass(frozen=True)
