@@ -120,6 +120,10 @@ def test_a_payment_without_reference_is_applied_by_hand_and_its_payer_learned(en
         opening=119000,
     )
     assert _invoice(engine, k1["invoice_number"])["status"] == "paid"
+    (alloc,) = _rows(engine, "SELECT * FROM allocations WHERE invoice_id = :i", i=k1["invoice_id"])
+    assert "learned from anna's match of" in alloc["evidence"]
+    (rule,) = _rows(engine, "SELECT fired FROM match_rules WHERE payer_iban = :i", i=HOLDING_IBAN)
+    assert rule["fired"] >= 1
     _chain_ok(engine)
 
 
