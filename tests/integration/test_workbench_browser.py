@@ -20,6 +20,7 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from support.dashboard_data import build_demo
 from support.paths import ROOT
@@ -283,3 +284,17 @@ def test_finance_applies_a_suggestion_splits_undoes_and_resolves_in_the_browser(
         By.CSS_SELECTOR, f'#exceptions tr[data-kind="quarantine"][data-id="{quarantine_id}"]'
     )
     _shot(browser, "workbench-resolved.png")
+
+    # 5. the JSON API on the same server, with tokens from Airflow's /auth/token (as docs/workbench.md shows)
+    api = f"{airflow.url}/invoiceflow/api/v1"
+    lines = httpx.get(f"{api}/bank-lines", headers={"Authorization": f"Bearer {airflow.token('finance')}"}, timeout=30)
+    assert lines.status_code == 200 and case["split"] in [ln["id"] for ln in lines.json()]
+    body = {"invoices": [{"number": pair[0]["invoice_number"]}], "reason": "viewer tries"}
+    refused = httpx.post(
+        f"{api}/bank-lines/{case['split']}/apply", json=body, timeout=30,
+        headers={"Authorization": f"Bearer {airflow.token('clerk')}"},
+    )  # fmt: skip
+    assert refused.status_code == 403 and refused.json() == {"detail": "not allowed to take decisions on the workbench"}
+    assert httpx.post(f"{api}/bank-lines/{case['split']}/apply", json=body, timeout=30).status_code == 401
+    doc = httpx.get(f"{api}/openapi.json", headers={"Authorization": f"Bearer {airflow.token('clerk')}"}, timeout=30)
+    assert doc.status_code == 200 and "/api/v1/undo" in doc.json()["paths"]
