@@ -379,3 +379,93 @@ def test_without_login_the_page_sends_to_the_login_and_a_form_post_is_401(client
     assert page.status_code == 303 and "/auth/login" in page.headers["location"]
     assert client.post("/workbench/quarantine/1/resolve", data={"note": "x"}).status_code == 401
     _nothing_decided(engine)
+
+
+def _form(page: str, action: str, near: str = "") -> tuple[dict[str, str], set[str]]:
+    """A form of the page: its hidden fields' values and the names of all its fields."""
+    start = page.index(near) if near else 0
+    found = re.search(rf'<form[^>]*action="/invoiceflow{re.escape(action)}"[^>]*>(.*?)</form>', page[start:], re.S)
+    assert found, f"no form posting to {action}"
+    hidden = dict(re.findall(r'type="hidden" name="(\w+)" value="([^"]*)"', found.group(1)))
+    return hidden, set(re.findall(r'name="(\w+)"', found.group(1)))
+
+
+def _submit(client, page: str, action: str, near: str = "", **fields: str) -> str:
+    """Post a page's form with the fields a person fills in; the outcome message it comes back with."""
+    hidden, names = _form(page, action, near)
+    assert set(fields) <= names, f"{action}: the form has no field {set(fields) - names}"
+    answer = client.post(action, data={**hidden, **fields})
+    assert answer.status_code == 303, answer.text
+    shown = client.get(answer.headers["location"].removeprefix("/invoiceflow"))
+    outcome = re.search(r'id="(outcome|action-error)">(.*?)</p>', shown.text, re.S)
+    assert outcome, "no outcome shown"
+    return ("" if outcome.group(1) == "outcome" else "error: ") + unescape(outcome.group(2))
+
+
+def test_every_form_of_the_page_does_what_it_says(client, engine, month, token):
+    """Refund, undo, not a receivable, write-off with four eyes, a rule added and disabled, an
+    exception resolved: each through the form the page renders, with the fields a person fills."""
+    anna, bob = token("anna"), token("bob")
+    client.cookies.set("_token", anna)
+    line, k1 = _line(engine), month["K1"]
+
+    def page() -> str:
+        return client.get("/workbench").text
+
+    done = _submit(client, page(), f"/workbench/lines/{line}/refund", amount="100.00", reason="asked back")
+    assert "error" not in done
+    with engine.connect() as conn:
+        refund = db.rows(conn, "SELECT refund_id, amount, status FROM refunds WHERE txn_id = :t", {"t": line})
+    assert [(r["amount"], r["status"]) for r in refund] == [(10_000, "requested")]
+    near = f'data-kind="refund" data-id="{refund[0]["refund_id"]}"'
+    assert "cancelled" in _submit(client, page(), "/workbench/undo", near=near, reason="client changed mind")
+    done = _submit(
+        client, page(), f"/workbench/lines/{line}/not-receivable", category="other", learn="1", reason="a gift"
+    )
+    assert "error" not in done, done
+    with engine.connect() as conn:
+        assert db.scalar(conn, "SELECT category FROM line_classifications WHERE txn_id = :t", {"t": line}) == "other"
+        assert (
+            db.scalar(conn, "SELECT match_status FROM bank_transactions WHERE txn_id = :t", {"t": line}) != "exception"
+        )
+
+    # four eyes on the page: Anna proposes, her own approval is refused with the reason, Bob approves
+    done = _submit(client, page(), "/workbench/write-offs", invoice=k1["invoice_number"], amount="100.00",
+                   kind="short_payment", reason="client deducted a fee")  # fmt: skip
+    assert "error" not in done, done
+    with engine.connect() as conn:
+        wo = db.rows(conn, "SELECT write_off_id, status, proposed_by FROM write_offs")
+    assert [(w["status"], w["proposed_by"]) for w in wo] == [("proposed", "user:anna")]
+    action = f"/workbench/write-offs/{wo[0]['write_off_id']}/approve"
+    refused = _submit(client, page(), action, note="mine")
+    assert refused.startswith("error: ") and "a second person approves it" in refused
+    client.cookies.set("_token", bob)
+    assert "approved" in _submit(client, page(), action, note="checked the remittance")
+    with engine.connect() as conn:
+        assert db.scalar(conn, "SELECT decided_by FROM write_offs") == "user:bob"
+
+    # a rule by hand, then disabled
+    done = _submit(client, page(), "/workbench/rules", text="PO-77", client_id=k1["client_id"], direction="credit",
+                   note="their purchase orders")  # fmt: skip
+    rule = int(re.search(r"rule (\d+) added", done).group(1))
+    assert "disabled" in _submit(client, page(), f"/workbench/rules/{rule}/disable", reason="wrong client")
+    with engine.connect() as conn:
+        got = db.rows(
+            conn,
+            "SELECT text_pattern, client_id, created_by, disabled_by FROM match_rules WHERE rule_id = :r",
+            {"r": rule},
+        )
+    assert got == [
+        {"text_pattern": "PO-77", "client_id": k1["client_id"], "created_by": "user:bob", "disabled_by": "user:bob"}
+    ]
+
+    # an exception that is not a bank line's, closed with a note
+    with engine.connect() as conn:
+        exc = db.scalar(
+            conn,
+            "SELECT MIN(exception_id) FROM exceptions WHERE resolved_at IS NULL AND subject_type <> 'bank_transaction'",
+        )
+    assert f"exception {exc} resolved" in _submit(client, page(), f"/workbench/exceptions/{exc}/resolve", note="known")
+    # the search box finds an open invoice by number
+    found = client.get("/workbench", params={"q": month["K3"]["invoice_number"]}).text
+    assert f'data-number="{month["K3"]["invoice_number"]}"' in found
