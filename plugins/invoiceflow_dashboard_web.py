@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 import jinja2
 from fastapi import Depends, FastAPI, Form, HTTPException, Request
-from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from sqlalchemy import Engine
 
 from invoiceflow.core import settings
@@ -268,6 +268,8 @@ def create_app(
 
     @app.exception_handler(HTTPException)
     async def _refused(request: Request, exc: HTTPException) -> Response:
+        if "/api/" in request.url.path:  # a program asked: an answer it can read, never a login page
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
         if exc.status_code == 401 and request.method == "GET":
             from airflow.api_fastapi.app import get_auth_manager
 
@@ -332,6 +334,10 @@ def create_app(
         if not REPORT_NAME.match(name) or not path.is_file():
             raise HTTPException(status_code=404, detail=f"no report {name}")
         return FileResponse(path, media_type="text/html" if name.endswith(".html") else "text/csv")
+
+    from invoiceflow_workbench import install
+
+    install(app, engine=engine, today=today, render=render)  # the workbench's pages and its JSON API
 
     def person_run(user: Any) -> Run:
         """The run context of a person's action on the dashboard: the person is the actor."""
