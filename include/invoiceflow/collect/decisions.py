@@ -135,6 +135,15 @@ def _stamp(value: Any) -> str:
     return value.isoformat(sep=" ", timespec="seconds") if isinstance(value, datetime) else str(value or "")
 
 
+def version(line: Mapping[str, Any]) -> str:
+    """A line's version, as a form sends it back (``seen``): its last decision time, to the
+    microsecond, so two decisions in one second are two versions."""
+    value = line["decided_at"]
+    if isinstance(value, str):  # SQLite: the stored text, already to the microsecond
+        return value
+    return value.isoformat(sep=" ", timespec="microseconds") if isinstance(value, datetime) else ""
+
+
 def _open_line(conn: Connection, txn_id: int, seen: str | None) -> dict[str, Any]:
     """The bank line, locked, still open to a decision (and unchanged since ``seen``, when given)."""
     found = _lock(conn, "bank_transactions", "txn_id", [txn_id])
@@ -144,7 +153,7 @@ def _open_line(conn: Connection, txn_id: int, seen: str | None) -> dict[str, Any
     decided = _decided(conn, line)
     if line["match_status"] not in OPEN_LINE:
         raise AlreadyDecided(f"bank line {txn_id} was already decided {decided}")
-    if seen is not None and seen != _stamp(line["decided_at"]):
+    if seen is not None and seen != version(line):
         raise AlreadyDecided(f"bank line {txn_id} changed since you looked at it: decided {decided}")
     return line
 
@@ -186,7 +195,7 @@ def _settle_line(conn: Connection, run: Run, line: Mapping[str, Any], status: st
     db.execute(
         conn,
         "UPDATE bank_transactions SET match_status = :s, decided_by = :a, decided_at = :now WHERE txn_id = :t",
-        {"s": status, "a": run.actor, "now": db.now(), "t": line["txn_id"]},
+        {"s": status, "a": run.actor, "now": db.now_exact(), "t": line["txn_id"]},
     )
     if status != "exception":
         db.execute(
@@ -896,11 +905,41 @@ def _undo_payment(conn: Connection, run: Run, payment_id: int, reason: str) -> O
     ):
         _undo_write_off(conn, run, wo["write_off_id"], f"its payment {payment_id} was undone: {reason}")
     _reopen_line(conn, run, pay["txn_id"], f"payment {payment_id}", reason)
+    _forget(conn, run, pay, reason)
     return Outcome(
         "undo",
         f"payment {payment_id} undone: {_money(pay['amount'], pay['currency'])} back on bank line {pay['txn_id']}",
         {"payment_id": payment_id, "txn_id": pay["txn_id"]},
     )
+
+
+def _forget(conn: Connection, run: Run, pay: Mapping[str, Any], reason: str) -> None:
+    """What a person's match taught the matcher goes with the match: the rules learned from the
+    undone payment's line by the person who posted it are disabled (they stay listed)."""
+    for rule in db.rows(
+        conn,
+        "SELECT rule_id FROM match_rules WHERE origin_txn_id = :t AND created_by = :who AND source = 'learned' "
+        "AND disabled_at IS NULL ORDER BY rule_id",
+        {"t": pay["txn_id"], "who": pay["posted_by"]},
+    ):
+        db.execute(
+            conn,
+            "UPDATE match_rules SET disabled_at = :now, disabled_by = :a, disable_reason = :r WHERE rule_id = :i",
+            {
+                "now": db.now(),
+                "a": run.actor,
+                "r": f"learned from payment {pay['payment_id']}, undone: {reason}",
+                "i": rule["rule_id"],
+            },
+        )
+        audit.record(
+            conn,
+            entity_type="match_rule",
+            entity_id=rule["rule_id"],
+            action="disabled",
+            actor=run.actor,
+            reason=f"learned from payment {pay['payment_id']}, which was undone",
+        )
 
 
 def _undo_write_off(conn: Connection, run: Run, write_off_id: int, reason: str) -> Outcome:

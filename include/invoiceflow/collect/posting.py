@@ -299,12 +299,26 @@ class _Written:
             "txn_id",
             [{"txn_id": t, "match_status": "exception"} for t in self.exception_lines],
         )
+        # An account is learned once per client; one a person disabled stays disabled (the night
+        # does not learn back what finance took away: a person's own match may).
+        known = (
+            {
+                (r["payer_iban"], r["client_id"])
+                for r in db.rows_in(
+                    conn,
+                    "SELECT payer_iban, client_id FROM match_rules WHERE kind = 'payer' AND payer_iban IN :ids",
+                    sorted({p["payer_iban"] for p in self.payers}),
+                )
+            }
+            if self.payers
+            else set()
+        )
         db.insert_many(
             conn,
             "match_rules",
-            self.payers,
+            [p for p in self.payers if (p["payer_iban"], p["client_id"]) not in known],
             on_conflict="ON CONFLICT (payer_iban, client_id) WHERE kind = 'payer' AND payer_name IS NULL "
-            "AND text_pattern IS NULL DO NOTHING",
+            "AND text_pattern IS NULL AND disabled_at IS NULL DO NOTHING",
         )
         db.insert_many(conn, "line_classifications", self.classifications)
         db.update_many(

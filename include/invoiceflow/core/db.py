@@ -108,6 +108,12 @@ def now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
+def now_exact() -> datetime:
+    """:func:`now` to the microsecond, for a time that is also a row's version (two changes within
+    a second must differ)."""
+    return datetime.now(UTC)
+
+
 # Migrations -------------------------------------------------------------------------------------
 
 _DIALECT_MACROS = {

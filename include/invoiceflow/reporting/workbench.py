@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from invoiceflow.collect.decisions import OPEN_LINE, unapplied
+from invoiceflow.collect.decisions import OPEN_LINE, unapplied, version
 from invoiceflow.core import db
 from invoiceflow.core.money import to_minor
 from invoiceflow.core.statuses import OPEN_STATUSES
@@ -87,7 +87,7 @@ def open_lines(
                 "reference": ln["structured_ref"],
                 "status": ln["match_status"],
                 "decided_by": ln["decided_by"],
-                "version": _stamp(ln["decided_at"]),
+                "version": version(ln),
                 "exception": {"id": ln["exception_id"], "category": ln["category"], "detail": ln["detail"]}
                 if ln["exception_id"]
                 else None,

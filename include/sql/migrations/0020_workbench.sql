@@ -100,7 +100,7 @@ CREATE TABLE match_rules (
 );
 CREATE INDEX ix_match_rules_iban ON match_rules (payer_iban);
 CREATE UNIQUE INDEX ux_match_rules_payer_iban ON match_rules (payer_iban, client_id)
-    WHERE kind = 'payer' AND payer_name IS NULL AND text_pattern IS NULL;
+    WHERE kind = 'payer' AND payer_name IS NULL AND text_pattern IS NULL AND disabled_at IS NULL;
 INSERT INTO match_rules (kind, payer_iban, client_id, source, created_by, created_at, note)
 SELECT 'payer', iban, client_id, CASE WHEN source = 'finance' THEN 'person' ELSE 'learned' END,
        CASE WHEN source = 'finance' THEN 'finance' ELSE 'system' END, created_at,

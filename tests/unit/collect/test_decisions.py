@@ -110,6 +110,14 @@ def test_a_payment_without_reference_is_applied_by_hand_and_its_payer_learned(en
     ]
     assert learned[0]["note"] == "anna's match of 20 Nov 2026"
     assert "learned payer account" in done.message
+    # undone and applied again, the rules go with the match they were learned from, and come back with the new one
+    decisions.undo(_run(engine, "farid"), payment_id=done.ids["payment_id"], reason="checking")
+    assert [r["disabled_by"] for r in _rows(engine, "SELECT disabled_by FROM match_rules ORDER BY rule_id")] == [
+        "farid",
+        "farid",
+    ]
+    done = decisions.apply(_run(engine), line["txn_id"], [Target(k4["invoice_number"])], reason="confirmed by phone")
+    assert len(_rows(engine, "SELECT * FROM match_rules WHERE disabled_at IS NULL")) == 2
     # Next night the holding pays K1's exact amount, again without a reference: posted on the learned account.
     _night(
         engine,
@@ -122,7 +130,9 @@ def test_a_payment_without_reference_is_applied_by_hand_and_its_payer_learned(en
     assert _invoice(engine, k1["invoice_number"])["status"] == "paid"
     (alloc,) = _rows(engine, "SELECT * FROM allocations WHERE invoice_id = :i", i=k1["invoice_id"])
     assert "learned from anna's match of" in alloc["evidence"]
-    (rule,) = _rows(engine, "SELECT fired FROM match_rules WHERE payer_iban = :i", i=HOLDING_IBAN)
+    (rule,) = _rows(
+        engine, "SELECT fired FROM match_rules WHERE payer_iban = :i AND disabled_at IS NULL", i=HOLDING_IBAN
+    )
     assert rule["fired"] >= 1
     _chain_ok(engine)
 
