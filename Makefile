@@ -20,7 +20,7 @@ TEST_PACKAGES := chromium chromium-driver
 # pytest-xdist workers for `make test`: one per core by default (`make test TEST_WORKERS=1` runs serially).
 TEST_WORKERS ?= auto
 
-.PHONY: help install install-test airflow-config demo up test test-fast lint lock bench bench-parse bench-scale clean
+.PHONY: help install install-test airflow-config demo up test test-fast lint lock bench bench-parse bench-scale bench-workbench clean
 
 help:
 	@echo "make demo    install, seed demo data, run last month's billing end to end, print the results"
@@ -82,6 +82,7 @@ lint: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-test
 	source scripts/ensure-postgres.sh && $(BIN)/python bench/bench_pricing.py && $(BIN)/python bench/bench_reconciliation.py
+	$(MAKE) bench-workbench
 	$(MAKE) bench-parse
 	$(MAKE) bench-scale
 
@@ -89,6 +90,9 @@ bench: $(VENV)/.installed-test
 SCALE_ARGS ?=
 bench-scale: $(VENV)/.installed-test
 	source scripts/ensure-postgres.sh && $(BIN)/python bench/bench_scale.py $(SCALE_ARGS)
+
+bench-workbench: $(VENV)/.installed-test
+	cd bench && $(BIN)/python bench_workbench.py
 
 bench-parse: $(VENV)/.installed-test
 	$(BIN)/python bench/bench_parse.py

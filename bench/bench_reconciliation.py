@@ -955,85 +955,99 @@ def score(lines: list[Line], decisions: dict[str, Any]) -> dict[str, Any]:
 # The database phases ---------------------------------------------------------------------------
 
 
-def seed(engine: Any, names: dict[str, str], invoices: list[Inv]) -> None:
-    """Clients, one contract each, the open invoices (issued, sent) and the FX rates, set-based."""
+def seed(engine: Any, names: dict[str, str], invoices: list[Inv], with_clients: bool = True) -> None:
+    """Clients, one contract each, the open invoices (issued, sent) and the FX rates, set-based;
+    ``with_clients=False``: the invoices only (a second night of the same clients)."""
+    now = datetime(2026, 11, 1, tzinfo=UTC)
+    with engine.begin() as conn:
+        if with_clients:
+            _seed_clients(conn, names)
+        _seed_invoices(conn, invoices, now)
+
+
+def _seed_clients(conn: Any, names: dict[str, str]) -> None:
+    from invoiceflow.core import db
+
+    db.insert_many(
+        conn,
+        "clients",
+        [
+            {
+                "client_id": c,
+                "name": name,
+                "email": f"ap@{c.lower()}.example",
+                "country": "DE",
+                "currency": "EUR",
+                "client_type": "smb",
+                "payment_terms_days": 30,
+                "delivery": "email",
+                "language": "de",
+            }
+            for c, name in names.items()
+        ],
+    )
+    db.insert_many(
+        conn,
+        "contracts",
+        [
+            {
+                "contract_id": f"K{c}",
+                "client_id": c,
+                "billing_type": "time_and_materials",
+                "project_code": f"P{c}",
+                "start_date": date(2026, 1, 1),
+                "currency": "EUR",
+            }
+            for c in names
+        ],
+    )
+    db.insert_many(
+        conn,
+        "fx_rates",
+        [{"rate_date": DAY0 - timedelta(days=1), "currency": c, "rate": str(r)} for c, r in RATES.items()],
+    )
+
+
+def _seed_invoices(conn: Any, invoices: list[Inv], now: datetime) -> None:
     from invoiceflow.core import db
     from invoiceflow.core.fx import to_base
 
-    now = datetime(2026, 11, 1, tzinfo=UTC)
-    with engine.begin() as conn:
-        db.insert_many(
+    db.insert_many(
+        conn,
+        "invoices",
+        [
+            {
+                "invoice_id": i.invoice_id,
+                "contract_id": f"K{i.client}",
+                "client_id": i.client,
+                "billing_type": "time_and_materials",
+                "period_start": date(2026, 10, 1),
+                "period_end": date(2026, 11, 1),
+                "trigger_key": f"cycle-{i.invoice_id}",
+                "status": "sent",
+                "currency": i.currency,
+                "net_amount": i.amount,
+                "tax_amount": 0,
+                "gross_amount": i.amount,
+                "base_currency": "EUR",
+                "fx_rate": str(RATES[i.currency]),
+                "base_gross_amount": to_base(i.amount, i.currency, "EUR", RATES[i.currency]),
+                "series": "NWD-2026",
+                "invoice_number": i.number,
+                "issue_date": date(2026, 11, 1),
+                "due_date": i.due,
+                "payment_reference": i.reference,
+                "created_at": now,
+            }
+            for i in invoices
+        ],
+    )
+    if conn.dialect.name == "postgresql":  # rows carry their ids: move the sequence past them
+        db.execute(
             conn,
-            "clients",
-            [
-                {
-                    "client_id": c,
-                    "name": name,
-                    "email": f"ap@{c.lower()}.example",
-                    "country": "DE",
-                    "currency": "EUR",
-                    "client_type": "smb",
-                    "payment_terms_days": 30,
-                    "delivery": "email",
-                    "language": "de",
-                }
-                for c, name in names.items()
-            ],
+            "SELECT setval(pg_get_serial_sequence('invoices', 'invoice_id'), :n)",
+            {"n": max(i.invoice_id for i in invoices)},
         )
-        db.insert_many(
-            conn,
-            "contracts",
-            [
-                {
-                    "contract_id": f"K{c}",
-                    "client_id": c,
-                    "billing_type": "time_and_materials",
-                    "project_code": f"P{c}",
-                    "start_date": date(2026, 1, 1),
-                    "currency": "EUR",
-                }
-                for c in names
-            ],
-        )
-        db.insert_many(
-            conn,
-            "fx_rates",
-            [{"rate_date": DAY0 - timedelta(days=1), "currency": c, "rate": str(r)} for c, r in RATES.items()],
-        )
-        db.insert_many(
-            conn,
-            "invoices",
-            [
-                {
-                    "invoice_id": i.invoice_id,
-                    "contract_id": f"K{i.client}",
-                    "client_id": i.client,
-                    "billing_type": "time_and_materials",
-                    "period_start": date(2026, 10, 1),
-                    "period_end": date(2026, 11, 1),
-                    "trigger_key": f"cycle-{i.invoice_id}",
-                    "status": "sent",
-                    "currency": i.currency,
-                    "net_amount": i.amount,
-                    "tax_amount": 0,
-                    "gross_amount": i.amount,
-                    "base_currency": "EUR",
-                    "fx_rate": str(RATES[i.currency]),
-                    "base_gross_amount": to_base(i.amount, i.currency, "EUR", RATES[i.currency]),
-                    "series": "NWD-2026",
-                    "invoice_number": i.number,
-                    "issue_date": date(2026, 11, 1),
-                    "due_date": i.due,
-                    "payment_reference": i.reference,
-                    "created_at": now,
-                }
-                for i in invoices
-            ],
-        )
-        if engine.dialect.name == "postgresql":  # rows carry their ids: move the sequence past them
-            db.execute(
-                conn, "SELECT setval(pg_get_serial_sequence('invoices', 'invoice_id'), :n)", {"n": len(invoices)}
-            )
 
 
 def database_phase(dialect: str, url: str, names: dict[str, str], invoices: list[Inv], folder: Path) -> dict[str, Any]:

@@ -426,7 +426,37 @@ class Matcher:
                 if decided.outcome in ("posted", "partial"):
                     decided.fired = who.rule_ids
                 return decided
+        if who.how == "payer_only":
+            decided = self._group_exact(line, who)
+            if decided is not None:
+                return decided
         return self._unmatched(line, who, day)
+
+    def _group_exact(self, line: BankLine, who: Payer) -> Decision | None:
+        """An account that pays for several clients (a parent, a factor) names a group, not a client;
+        the exact open amount of one invoice of the group, which no other open invoice has, names
+        the invoice. Two pieces of evidence: who pays for whom, and the amount. Anything less
+        exact stays with finance."""
+        iban = compact(line.counterparty_iban or "")
+        rules = self.iban_rules.get(iban, [])
+        group = {r.client_id for r in rules if r.client_id}
+        amount, cur = line.amount.minor, line.amount.currency
+        anywhere = [i for i in self.by_amount.get((cur, amount), ()) if i.open_amount == amount]
+        if len(anywhere) != 1 or anywhere[0].client_id not in group:
+            return None
+        (inv,) = anywhere
+        decided = self._post(
+            "posted",
+            None,
+            inv.client_id,
+            [(inv, amount)],
+            "group_and_amount",
+            f"{who.evidence}; the amount equals the open amount of {inv.invoice_number} of {inv.client_id}, "
+            "and of no other open invoice",
+            0.9,
+        )
+        decided.fired = tuple(r.rule_id for r in rules if r.rule_id and r.client_id == inv.client_id)
+        return decided
 
     def _debit(self, line: BankLine, text_: str) -> Decision:
         """A debit: a bank charge is a fee, not a return; a return undoes its payment; a rule may say

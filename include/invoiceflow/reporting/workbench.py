@@ -85,6 +85,7 @@ def open_lines(
                 "payer_iban": ln["counterparty_iban"],
                 "text": ln["remittance"],
                 "reference": ln["structured_ref"],
+                "bank_ref": ln["bank_ref"],
                 "status": ln["match_status"],
                 "decided_by": ln["decided_by"],
                 "version": version(ln),

@@ -75,13 +75,23 @@ def learned(iban: str, client: str, rule_id: int, by: str = "anna") -> MatchRule
 # 1. a payer account that pays for several clients names the payer, not the client ------------------
 
 
-def test_an_account_that_paid_for_two_clients_needs_a_reference():
+def test_an_account_that_paid_for_two_clients_needs_a_reference_or_an_amount_only_one_invoice_has():
     rules = [learned(PARENT, "C1", 1), learned(PARENT, "C2", 2)]
-    m = matcher([inv(1, "C1", 50000), inv(2, "C2", 70000)], rules=rules)
+    # the amount is open twice (C2 and C6): the account names the group, the amount no single invoice
+    m = matcher([inv(1, "C1", 50000), inv(2, "C2", 70000), inv(3, "C6", 70000)], rules=rules)
     d = m.decide(line(70000, name="Kessler Holding AG", iban=PARENT, text="Zahlung"))
     assert d.outcome == "exception" and not d.allocations
     assert d.category == "ambiguous" and "names the payer, not the client" in d.detail
+    # open once, at a client the account has paid for: the group and the amount are two pieces of evidence
+    m = matcher([inv(1, "C1", 50000), inv(2, "C2", 70000)], rules=rules)
+    d = m.decide(line(70000, name="Kessler Holding AG", iban=PARENT, text="Zahlung"))
+    assert d.outcome == "posted" and d.client_id == "C2" and d.rule == "group_and_amount" and d.fired == (2,)
+    assert "names the payer, not the client" in d.allocations[0].evidence
+    # open once, but at a client the account never paid for: not posted
+    other = matcher([inv(1, "C1", 50000), inv(3, "C6", 70000)], rules=rules)
+    assert other.decide(line(70000, name="Kessler Holding AG", iban=PARENT, text="Zahlung")).outcome == "exception"
     # with a reference it is posted: the reference and the amount are the two pieces of evidence
+    m = matcher([inv(1, "C1", 50000), inv(2, "C2", 70000), inv(3, "C6", 70000)], rules=rules)
     d = m.decide(line(70000, name="Kessler Holding AG", iban=PARENT, ref=creditor_reference("NWD-2026-000002")))
     assert d.outcome == "posted" and d.client_id == "C2"
 
