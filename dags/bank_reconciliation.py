@@ -109,8 +109,8 @@ def bank_reconciliation() -> None:
     # a @task call is typed as taking the function's parameter types, not the XComArg it is given
     matched = match_and_post.expand(account=accounts(import_statements()))  # type: ignore[arg-type]
     booked = journal(matched)  # type: ignore[arg-type]
-    exception_report(booked)
-    refunds(booked)
+    exception_report(booked)  # type: ignore[arg-type]
+    refunds(booked)  # type: ignore[arg-type]
 
 
 bank_reconciliation()
