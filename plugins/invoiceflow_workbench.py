@@ -119,6 +119,13 @@ class RefundBody(BaseModel):
     amount: int | None = Field(None, description="minor units; omitted: all that is unapplied")
 
 
+class CreditRefundBody(BaseModel):
+    client_id: str
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    reason: str
+    amount: int | None = Field(None, description="minor units; omitted: all of the client's credit")
+
+
 class WriteOffBody(BaseModel):
     invoice_number: str
     reason: str
@@ -198,7 +205,7 @@ def _pages(person_run: Callable[[Any], Run], reading: Callable[[], Any], render:
         from invoiceflow.core.policy import policy
 
         with reading() as conn:
-            lines = workbench.open_lines(conn)
+            lines = workbench.open_lines(conn, hold_days=policy().reconciliation.hold_reminders_days)
             found = workbench.search_invoices(conn, q) if q.strip() else None
             write_offs = workbench.pending_write_offs(conn)
             shown = {str(ln["id"]) for ln in lines}  # an open line's exception is decided with the line above
@@ -537,6 +544,16 @@ def _api(person_run: Callable[[Any], Run], reading: Callable[[], Any]) -> APIRou
                 person_run(user), reason=body.reason, txn_id=txn_id, amount=body.amount, key=person_key(user, key)
             )
         )
+
+    @router.post("/refunds")
+    def refund_credit(body: CreditRefundBody, user: ActorDep, key: KeyHeader = None) -> dict[str, Any]:
+        """Promise a client's credit (overpayments left on its account) back to the client."""
+        return decide(
+            lambda: decisions.refund(
+                person_run(user), reason=body.reason, client_id=body.client_id, currency=body.currency,
+                amount=body.amount, key=person_key(user, key),
+            )
+        )  # fmt: skip
 
     @router.post("/write-offs")
     def write_off(body: WriteOffBody, user: ActorDep, key: KeyHeader = None) -> dict[str, Any]:

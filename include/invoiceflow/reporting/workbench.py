@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections import defaultdict
+from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -26,7 +27,12 @@ def _stamp(value: Any) -> str:
 
 
 def open_lines(
-    conn: Connection, *, only_open: bool = True, limit: int = 500, txn_id: int | None = None
+    conn: Connection,
+    *,
+    only_open: bool = True,
+    limit: int = 500,
+    txn_id: int | None = None,
+    hold_days: int | None = None,
 ) -> list[dict[str, Any]]:
     """Bank lines, oldest first, with what is still undecided on each and the ranked suggestions.
 
@@ -67,6 +73,16 @@ def open_lines(
         if numbers
         else {}
     )
+    # the invoices whose reminders wait for the line (its best suggestion), until when
+    holds: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    for h in db.rows_in(
+        conn,
+        "SELECT h.txn_id, h.booking_date, i.invoice_number FROM likely_payments h JOIN invoices i "
+        "ON i.invoice_id = h.invoice_id WHERE h.txn_id IN :ids ORDER BY i.invoice_number",
+        ids,
+    ):
+        until = db.as_date(h["booking_date"]) + timedelta(days=hold_days) if hold_days is not None else None
+        holds[h["txn_id"]].append({"invoice": h["invoice_number"], "until": str(until) if until else None})
     out = []
     seen_exc: set[int] = set()
     for ln in lines:
@@ -86,6 +102,7 @@ def open_lines(
                 "text": ln["remittance"],
                 "reference": ln["structured_ref"],
                 "bank_ref": ln["bank_ref"],
+                "holds_reminders": holds.get(ln["txn_id"], []),
                 "status": ln["match_status"],
                 "decided_by": ln["decided_by"],
                 "version": version(ln),

@@ -14,6 +14,7 @@ from support.reconciliation import drop_statement, txn
 from invoiceflow.airflow import runtime
 from invoiceflow.collect import decisions, importing, posting
 from invoiceflow.core import db
+from invoiceflow.reporting import workbench
 from invoiceflow.send import reminders
 
 
@@ -45,6 +46,9 @@ def test_a_likely_payment_holds_reminders_for_a_while_then_they_resume_without_a
     with engine.connect() as conn:
         (best,) = db.rows(conn, "SELECT invoice_numbers FROM match_suggestions WHERE rank = 1")
     assert best["invoice_numbers"] == k4["invoice_number"]
+    with engine.connect() as conn:  # the workbench shows the hold with the line
+        (line,) = workbench.open_lines(conn, hold_days=10)
+    assert line["holds_reminders"] == [{"invoice": k4["invoice_number"], "until": "2026-11-30"}]
 
     _remind(engine, date(2026, 11, 25))  # within the 10 days after the line: K4 waits, K1 does not
     assert (_levels(engine, k4["invoice_id"]), _levels(engine, k1["invoice_id"])) == ([], [1])

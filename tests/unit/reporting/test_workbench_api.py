@@ -169,6 +169,7 @@ def test_a_viewer_reads_but_every_action_is_403(client, engine, month, token):
         f"/bank-lines/{line}/apply": {"invoices": [{"number": k1}], "reason": "x"},
         f"/bank-lines/{line}/not-receivable": {"category": "other", "reason": "x"},
         f"/bank-lines/{line}/refund": {"reason": "x"},
+        "/refunds": {"client_id": month["K1"]["client_id"], "currency": "EUR", "reason": "x"},
         "/write-offs": {"invoice_number": k1, "reason": "x"},
         "/write-offs/1/approve": {"note": "x"},
         "/undo": {"payment_id": 1, "reason": "x"},
@@ -277,6 +278,22 @@ def test_the_proposer_cannot_approve_their_own_write_off_a_second_person_can(cli
 
 
 # Errors are answers ---------------------------------------------------------------------------------
+
+
+def test_a_clients_credit_is_refunded_through_the_api(client, engine, month, token):
+    line, k1 = _line(engine), month["K1"]
+    finance = _as(token, "anna")
+    nothing = {"client_id": k1["client_id"], "currency": "EUR", "reason": "asked back"}
+    assert client.post(f"{API}/refunds", json=nothing, headers=finance).status_code == 422  # no credit yet
+    listed = client.get(f"{API}/bank-lines/{line}", headers=finance).json()
+    part = {"invoices": [{"number": k1["invoice_number"], "amount": 100}], "reason": "1.00 for K1", "rest": "credit"}
+    assert client.post(f"{API}/bank-lines/{line}/apply", json=part, headers=finance).status_code == 200
+    credit = listed["unapplied"] - 100  # the rest of the line is the client's credit now
+    done = client.post(f"{API}/refunds", json=nothing, headers=finance)
+    assert done.status_code == 200, done.text
+    with engine.connect() as conn:
+        (refund,) = db.rows(conn, "SELECT amount, client_id, requested_by FROM refunds")
+    assert refund == {"amount": credit, "client_id": k1["client_id"], "requested_by": "user:anna"}
 
 
 def test_refusals_map_to_404_422_and_never_500(client, engine, month, token):
