@@ -35,36 +35,15 @@ def payment_entry(conn: Connection, pay: dict[str, Any], pol: Policy) -> Journal
 
 def return_entry(conn: Connection, pay: dict[str, Any], pol: Policy) -> JournalEntry:
     """A return undoes the payment's entry as it was booked, line by line and at its rates."""
-    lines = [
-        JournalLine(
-            account=ln["account"],
-            client_id=ln["client_id"],
-            project_code=ln["project_code"],
-            tax_code=ln["tax_code"],
-            invoice_number=ln["invoice_number"],
-            memo=f"returned: {ln['memo']}",
-            debit=ln["credit"],
-            credit=ln["debit"],
-            base_debit=ln["base_credit"],
-            base_credit=ln["base_debit"],
-        )
-        for ln in db.rows(
-            conn, "SELECT * FROM journal_lines WHERE entry_id = :e ORDER BY line_no", {"e": pay["entry_id"]}
-        )
-    ]
-    rate = Rate(
-        pay["base_currency"] or pol.base_currency,
-        Decimal(pay["fx_rate"] or 1),
-        db.as_date(pay["fx_rate_date"]) if pay["fx_rate_date"] else None,
-    )
-    return JournalEntry(
+    return ledger.reversal(
+        conn,
+        pay["entry_id"],
         "return",
         pay["payment_id"],
-        pay["booking_date"],
-        pay["currency"],
+        db.as_date(pay["booking_date"]),
         f"payment {pay['payment_id']} returned by the bank",
-        rate,
-        tuple(lines),
+        pol.base_currency,
+        memo="returned",
     )
 
 

@@ -871,6 +871,35 @@ def undo(
     )
 
 
+def _mirror(
+    conn: Connection,
+    run: Run,
+    source_type: str,
+    source_id: int,
+    book_first: Callable[[], ledger.JournalEntry] | None = None,
+) -> None:
+    """Journal an undo as the mirror of the source's entry (``<source_type>_undo``). What the night
+    posted and has not journaled yet (``book_first``) is booked first, so the books show both."""
+    booked = ledger.entry_id(conn, source_type, source_id)
+    if booked is None and book_first is not None:
+        _journal(conn, book_first())
+        booked = ledger.entry_id(conn, source_type, source_id)
+    if booked is None:
+        raise DecisionError(f"{source_type.replace('_', ' ')} {source_id} has no journal entry to undo")
+    _journal(
+        conn,
+        ledger.reversal(
+            conn,
+            booked,
+            f"{source_type}_undo",
+            source_id,
+            run.today,
+            f"{source_type.replace('_', ' ')} {source_id} undone by {run.actor}",
+            run.policy.base_currency,
+        ),
+    )
+
+
 def _undo_payment(conn: Connection, run: Run, payment_id: int, reason: str) -> Outcome:
     _need(reason)
     found = db.rows(conn, "SELECT txn_id FROM payments WHERE payment_id = :p", {"p": payment_id})
@@ -884,20 +913,10 @@ def _undo_payment(conn: Connection, run: Run, payment_id: int, reason: str) -> O
         )
     if pay["reversed_by_txn_id"] is not None:
         raise AlreadyDecided(f"payment {payment_id} was returned by the bank (bank line {pay['reversed_by_txn_id']})")
-    booked = ledger.entry_id(conn, "payment", payment_id)
-    if booked is None:  # posted tonight, not journaled yet: book it first, so the undo mirrors it
-        _journal(conn, booking.payment_entry(conn, pay, run.policy))
-        booked = ledger.entry_id(conn, "payment", payment_id)
     postings = payments.Postings(conn, run.actor)
     postings.undo(payment_id, reason)
     postings.finish()
-    assert booked is not None
-    _journal(
-        conn,
-        ledger.reversal(
-            conn, booked, "payment_undo", payment_id, run.today, f"payment {payment_id} undone by {run.actor}"
-        ),
-    )
+    _mirror(conn, run, "payment", payment_id, lambda: booking.payment_entry(conn, pay, run.policy))
     for wo in db.rows(
         conn,
         "SELECT write_off_id, status FROM write_offs WHERE payment_id = :p AND status IN ('proposed', 'approved')",
@@ -970,14 +989,7 @@ def _undo_write_off(conn: Connection, run: Run, write_off_id: int, reason: str) 
         {"a": run.actor, "now": db.now(), "r": reason, "w": write_off_id},
     )
     audit.record(conn, entity_type="write_off", entity_id=write_off_id, action="undone", actor=run.actor, reason=reason)
-    booked = ledger.entry_id(conn, "write_off", write_off_id)
-    assert booked is not None
-    _journal(
-        conn,
-        ledger.reversal(
-            conn, booked, "write_off_undo", write_off_id, run.today, f"write-off {write_off_id} undone by {run.actor}"
-        ),
-    )
+    _mirror(conn, run, "write_off", write_off_id)
     return Outcome(
         "undo",
         f"write-off {write_off_id} undone: {_money(wo['amount'], wo['currency'])} open again on "
@@ -999,27 +1011,18 @@ def _undo_classification(conn: Connection, run: Run, classification_id: int, rea
         raise AlreadyDecided(
             f"classification {classification_id} was already undone by {c['undone_by']} at {_stamp(c['undone_at'])}"
         )
-    booked = ledger.entry_id(conn, "non_receivable", classification_id)
-    if booked is None:  # classified by a rule tonight, not journaled yet
-        _journal(conn, booking.classification_entry(conn, classification_id, run.policy))
-        booked = ledger.entry_id(conn, "non_receivable", classification_id)
     db.execute(
         conn,
         "UPDATE line_classifications SET undone_at = :now, undone_by = :a, undo_reason = :r "
         "WHERE classification_id = :c",
         {"now": db.now(), "a": run.actor, "r": reason, "c": classification_id},
     )
-    assert booked is not None
-    _journal(
+    _mirror(
         conn,
-        ledger.reversal(
-            conn,
-            booked,
-            "non_receivable_undo",
-            classification_id,
-            run.today,
-            f"classification {classification_id} undone by {run.actor}",
-        ),
+        run,
+        "non_receivable",
+        classification_id,
+        lambda: booking.classification_entry(conn, classification_id, run.policy),
     )
     _reopen_line(conn, run, c["txn_id"], f"classification as {c['category']}", reason)
     return Outcome(
@@ -1048,14 +1051,7 @@ def _undo_refund(conn: Connection, run: Run, refund_id: int, reason: str) -> Out
         {"a": run.actor, "now": db.now(), "r": reason, "f": refund_id},
     )
     audit.record(conn, entity_type="refund", entity_id=refund_id, action="cancelled", actor=run.actor, reason=reason)
-    booked = ledger.entry_id(conn, "refund", refund_id)
-    assert booked is not None
-    _journal(
-        conn,
-        ledger.reversal(
-            conn, booked, "refund_undo", refund_id, run.today, f"refund {refund_id} cancelled by {run.actor}"
-        ),
-    )
+    _mirror(conn, run, "refund", refund_id)
     if r["txn_id"] is not None:
         _reopen_line(conn, run, r["txn_id"], f"refund {refund_id}", reason)
     return Outcome("undo", f"refund {refund_id} cancelled", {"refund_id": refund_id})

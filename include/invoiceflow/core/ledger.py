@@ -153,7 +153,14 @@ def side(amount: int) -> dict[str, int]:
 
 
 def reversal(
-    conn: Connection, entry_id: int, source_type: str, source_id: int, day: date, description: str
+    conn: Connection,
+    entry_id: int,
+    source_type: str,
+    source_id: int,
+    day: date,
+    description: str,
+    base_currency: str,
+    memo: str = "undone",
 ) -> JournalEntry:
     """An entry that undoes entry ``entry_id`` line by line, at the rates it was booked at.
 
@@ -167,7 +174,7 @@ def reversal(
             project_code=ln["project_code"],
             tax_code=ln["tax_code"],
             invoice_number=ln["invoice_number"],
-            memo=f"undone: {ln['memo']}",
+            memo=f"{memo}: {ln['memo']}",
             debit=ln["credit"],
             credit=ln["debit"],
             base_debit=ln["base_credit"],
@@ -176,7 +183,7 @@ def reversal(
         for ln in db.rows(conn, "SELECT * FROM journal_lines WHERE entry_id = :e ORDER BY line_no", {"e": entry_id})
     ]
     rate = Rate(
-        head["base_currency"],
+        head["base_currency"] or base_currency,  # entries from before migration 0016 have none
         Decimal(head["fx_rate"] or 1),
         db.as_date(head["fx_rate_date"]) if head["fx_rate_date"] else None,
     )
