@@ -240,6 +240,22 @@ def _reopen_line(conn: Connection, run: Run, txn_id: int, what: str, reason: str
         )
 
 
+_ENTITY = {"match_rules": "match_rule", "write_offs": "write_off", "line_classifications": "classification",
+           "refunds": "refund"}  # fmt: skip
+
+
+def _create(
+    conn: Connection, run: Run, table: str, key: str, row: Mapping[str, Any], action: str, reason: str | None
+) -> int:
+    """Insert a decision's row and its audit event (the row as it was created); its new id."""
+    (created,) = db.insert_returning(conn, table, [row], key)
+    ident = int(created[key])
+    after = {k: v for k, v in row.items() if not k.endswith("_at")}
+    audit.record(conn, entity_type=_ENTITY[table], entity_id=ident, action=action, actor=run.actor, reason=reason,
+                 after=after)  # fmt: skip
+    return ident
+
+
 def _journal(conn: Connection, entry: ledger.JournalEntry) -> None:
     """Book a decision now; the nightly export adopts entries without a run (``record_journal``)."""
     ledger.write(conn, entry, None)
@@ -453,18 +469,7 @@ def _learn(conn: Connection, run: Run, line: Mapping[str, Any], client: str | No
 
 def _insert_rule(conn: Connection, run: Run, rule: Mapping[str, Any]) -> int:
     row = {"direction": "any", **rule, "created_by": run.actor, "created_at": db.now()}
-    (created,) = db.insert_returning(conn, "match_rules", [row], "rule_id")
-    rule_id = int(created["rule_id"])
-    audit.record(
-        conn,
-        entity_type="match_rule",
-        entity_id=rule_id,
-        action="created",
-        actor=run.actor,
-        reason=row.get("note"),
-        after={k: v for k, v in row.items() if k != "created_at"},
-    )
-    return rule_id
+    return _create(conn, run, "match_rules", "rule_id", row, "created", row.get("note"))
 
 
 # Write-offs ----------------------------------------------------------------------------------
@@ -538,17 +543,7 @@ def _write_off(
         "proposed_by": run.actor,
         "proposed_at": db.now(),
     }
-    (created,) = db.insert_returning(conn, "write_offs", [row], "write_off_id")
-    wo_id = int(created["write_off_id"])
-    audit.record(
-        conn,
-        entity_type="write_off",
-        entity_id=wo_id,
-        action="proposed",
-        actor=run.actor,
-        reason=reason,
-        after={"invoice": inv["invoice_number"], "amount": amount, "currency": cur, "kind": kind},
-    )
+    wo_id = _create(conn, run, "write_offs", "write_off_id", row, "proposed", reason)
     what = f"{_money(amount, cur)} of {inv['invoice_number']} ({kind.replace('_', ' ')})"
     if needs_approval:
         limit = f"{rec.write_off_approval_above} {run.policy.base_currency}"
@@ -706,8 +701,7 @@ def not_receivable(
             "decided_at": db.now(),
             "reason": reason,
         }
-        (created,) = db.insert_returning(conn, "line_classifications", [row], "classification_id")
-        cid = int(created["classification_id"])
+        cid = _create(conn, run, "line_classifications", "classification_id", row, "classified", reason)
         _settle_line(conn, run, line, "non_receivable", f"not a receivable ({category})", reason)
         _journal(conn, booking.classification_entry(conn, cid, run.policy))
         booked = _money(abs(line["amount"]), line["currency"])
@@ -796,17 +790,7 @@ def refund(
             "requested_by": run.actor,
             "requested_at": db.now(),
         }
-        (created,) = db.insert_returning(conn, "refunds", [row], "refund_id")
-        refund_id = int(created["refund_id"])
-        audit.record(
-            conn,
-            entity_type="refund",
-            entity_id=refund_id,
-            action="requested",
-            actor=run.actor,
-            reason=reason,
-            after={"amount": wanted, "currency": cur, "payee": payee},
-        )
+        refund_id = _create(conn, run, "refunds", "refund_id", row, "requested", reason)
         _journal(conn, booking.refund_entry(conn, refund_id, run.policy))
         if txn_id is not None:
             left = available - wanted
