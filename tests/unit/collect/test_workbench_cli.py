@@ -60,14 +60,15 @@ def test_finance_decides_a_night_from_the_command_line(data_dir, capsys):
     assert "applied 1190.00 EUR to NWD-2026-000004" in capsys.readouterr().out
     assert cli.main([*apply, "--key", "k-1"]) == 0
     assert "already done: nothing done again" in capsys.readouterr().out
-    assert len(_rows(engine, f"SELECT * FROM payments WHERE txn_id = {b1}")) == 1
+    assert [p["posted_by"] for p in _rows(engine, f"SELECT * FROM payments WHERE txn_id = {b1}")] == ["user:anna"]
 
     # 100.00 short of K1: proposed, and anna cannot approve her own proposal.
     assert (
         cli.main(["apply", str(b2), k1["invoice_number"], "--rest", "write_off", "--reason", "r", "--as", "anna"]) == 0
     )
     assert "proposed" in capsys.readouterr().out
-    (wo,) = _rows(engine, "SELECT write_off_id FROM write_offs")
+    (wo,) = _rows(engine, "SELECT write_off_id, proposed_by FROM write_offs")
+    assert wo["proposed_by"] == "user:anna"  # as the dashboard names her: four eyes hold across both
     assert cli.main(["approve-write-off", str(wo["write_off_id"]), "--note", "ok", "--as", "anna"]) == 2
     assert "a second person approves it" in capsys.readouterr().err
     assert cli.main(["approve-write-off", str(wo["write_off_id"]), "--note", "ok", "--as", "farid"]) == 0
@@ -79,12 +80,12 @@ def test_finance_decides_a_night_from_the_command_line(data_dir, capsys):
     )
     assert cli.main(["rules", "list"]) == 0
     out = capsys.readouterr().out
-    assert "not a receivable: supplier" in out and "person by anna" in out and "client C1" in out
+    assert "not a receivable: supplier" in out and "person by user:anna" in out and "client C1" in out
 
     (pay,) = _rows(engine, f"SELECT payment_id FROM payments WHERE txn_id = {b1}")
     assert cli.main(["undo", str(pay["payment_id"]), "--reason", "wrong invoice", "--as", "farid"]) == 0
     assert cli.main(["undo", str(pay["payment_id"]), "--reason", "again", "--as", "farid"]) == 2
-    assert "already undone by farid" in capsys.readouterr().err
+    assert "already undone by user:farid" in capsys.readouterr().err
 
     assert cli.main(["exceptions", "--json"]) == 0
     open_ = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
