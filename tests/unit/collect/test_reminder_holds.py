@@ -83,3 +83,20 @@ def test_a_write_off_waiting_for_its_second_person_holds_reminders(engine, data_
     )
     _remind(engine, date(2026, 12, 4))
     assert _levels(engine, k1["invoice_id"]) == [3]  # the level due on 4 Dec, once
+
+
+def test_an_undone_payment_reopens_the_invoice_and_reminders_resume_at_the_level_due(engine, data_dir, month):
+    k4 = month["K4"]
+    drop_statement(data_dir, "a.xml", [txn(119000, remittance=f"Rechnung {k4['invoice_number']}", bank_ref="B1")])
+    importing.import_statements(runtime.run_for(engine, actor="test"))
+    posting.match_and_post(runtime.run_for(engine, actor="system", run_id="night"))
+    _remind(engine, date(2026, 11, 25))
+    _remind(engine, date(2026, 12, 1))
+    assert _levels(engine, k4["invoice_id"]) == []  # paid: nothing
+    with engine.connect() as conn:
+        payment_id, txn_id = db.rows(conn, "SELECT payment_id, txn_id FROM payments")[0].values()
+    decisions.undo(runtime.run_for(engine, actor="anna"), payment_id=payment_id, reason="posted to the wrong client")
+    # the line was not K4's payment after all: decided, so it holds nothing
+    decisions.not_receivable(runtime.run_for(engine, actor="anna"), txn_id, "other", reason="a deposit")
+    _remind(engine, date(2026, 12, 4))
+    assert _levels(engine, k4["invoice_id"]) == [3]  # the final notice due on 4 Dec, not 1, 2 and 3
