@@ -179,9 +179,7 @@ def install(app: FastAPI, *, engine: Callable[[], Engine], today: Callable[[], d
     app.include_router(_pages(person_run, reading, render))
     app.include_router(_api(person_run, reading), prefix=API)
 
-    @app.get(f"{API}/openapi.json", include_in_schema=False)
-    def openapi(user: UserDep) -> dict[str, Any]:
-        """The API's OpenAPI document, for the same readers as the API (not public)."""
+    def document() -> dict[str, Any]:
         routes = [r for r in app.routes if getattr(r, "path", "").startswith(API)]
         return get_openapi(
             title="invoiceflow workbench API",
@@ -190,6 +188,42 @@ def install(app: FastAPI, *, engine: Callable[[], Engine], today: Callable[[], d
             routes=routes,
             servers=[{"url": URL_PREFIX}],
         )
+
+    @app.get(f"{API}/openapi.json", include_in_schema=False)
+    def openapi(user: UserDep) -> dict[str, Any]:
+        """The API's OpenAPI document, for the same readers as the API (not public)."""
+        return document()
+
+    @app.get(f"{API}/docs", include_in_schema=False, response_class=HTMLResponse)
+    def api_page(request: Request, user: UserDep) -> HTMLResponse:
+        """The API's reference, rendered here from its OpenAPI document: a Swagger page would load
+        scripts from another host, which the dashboard never does."""
+        doc = document()
+        schemas = doc.get("components", {}).get("schemas", {})
+        endpoints = []
+        for path, methods in doc["paths"].items():
+            for method, op in methods.items():
+                body = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {})
+                fields = schemas.get(body.get("$ref", "").rsplit("/", 1)[-1], {}) if body else {}
+                params = [p["name"] for p in op.get("parameters", []) if p.get("in") in ("query", "header")]
+                endpoints.append(
+                    {
+                        "method": method.upper(),
+                        "path": URL_PREFIX + path,
+                        "summary": op.get("description") or op.get("summary", ""),
+                        "fields": [
+                            (
+                                name,
+                                spec.get("type") or "object",
+                                name in fields.get("required", ()),
+                                spec.get("description", ""),
+                            )
+                            for name, spec in fields.get("properties", {}).items()
+                        ],
+                        "params": params,
+                    }
+                )
+        return render("api.html.j2", request, user, endpoints=endpoints, title=doc["info"]["title"])
 
 
 # Pages --------------------------------------------------------------------------------------------

@@ -334,6 +334,11 @@ def test_lists_and_the_openapi_document(client, engine, month, token):
     paths = doc.json()["paths"]
     assert f"{API}/bank-lines/{{txn_id}}/apply" in paths and f"{API}/write-offs/{{write_off_id}}/approve" in paths
     assert all(p.startswith(API) for p in paths)  # the pages are not part of the API
+    # the same reference as a page of the dashboard, rendered here: no script from another host
+    page = client.get(f"{API}/docs", headers=_as(token, "clerk", "viewer"))
+    assert page.status_code == 200 and "POST /invoiceflow/api/v1/bank-lines/{txn_id}/apply" in page.text
+    assert "Apply a credit to one or more open invoices" in page.text and "<script" not in page.text
+    assert client.get(f"{API}/docs").status_code == 401
 
 
 # The pages -----------------------------------------------------------------------------------------
