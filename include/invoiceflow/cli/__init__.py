@@ -93,6 +93,10 @@ def cmd_parse_statement(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 2
     for st in parsed:
+        if st.refused:
+            print(f"{args.file}: statement {st.statement_id} refused: {st.refused}", file=sys.stderr)
+        for warning in st.warnings:
+            print(f"{args.file}: statement {st.statement_id}: {warning} (read)", file=sys.stderr)
         for txn in st.transactions:
             print(json.dumps(asdict(txn), default=str, ensure_ascii=False))
         for problem in st.problems:

@@ -54,10 +54,13 @@ def import_bytes(run: Run, name: str, data: bytes, source: str | None = None) ->
         _reject_file(run, name, source, sha, exc)
         return {"file": name, "status": "rejected", "new_transactions": 0, "duplicates": 0, "message": str(exc)}
 
+    refused = [st for st in statements if st.refused]
+    statements = [st for st in statements if not st.refused]
     new = dup = 0
     moved: list[tuple[str, int]] = []  # (currency, amount) of each new bank line
     with engine.begin() as conn:
         load_id = _record_load(conn, source, sha, statements)
+        _report_form(conn, name, sha, statements, refused)
         keys = iter(transaction_dedup_keys([t for st in statements for t in st.transactions]))
         for st in statements:
             pk = _store_statement(conn, load_id, source, st)
@@ -86,6 +89,49 @@ def import_bytes(run: Run, name: str, data: bytes, source: str | None = None) ->
         dup,
     )
     return {"file": name, "status": "loaded", "new_transactions": new, "duplicates": dup}
+
+
+def _report_form(conn: Connection, name: str, sha: str, statements: list[Statement], refused: list[Statement]) -> None:
+    """Tell finance what the file's parser tolerated, which statements it refused (the rest are
+    used), and which statements came without a closing balance to check."""
+    subject = f"bank:{sha[:16]}"
+    warnings = [f"statement {st.statement_id}: {w}" for st in statements for w in st.warnings]
+    if warnings:
+        for w in warnings:
+            log.warning("bank file %s: %s", name, masking.mask_ibans(w))
+        audit.record_exception(
+            conn,
+            category="statement_warnings",
+            subject_type="source_load",
+            subject_id=subject,
+            detail=f"{name}: read, with {len(warnings)} deviation(s) from the format: "
+            + "; ".join(warnings[:20])
+            + (f"; and {len(warnings) - 20} more" if len(warnings) > 20 else ""),
+        )
+    for st in refused:
+        log.error("bank file %s: statement %s refused: %s", name, st.statement_id, masking.mask_ibans(st.refused or ""))
+        audit.record_exception(
+            conn,
+            category="rejected_statement",
+            subject_type="source_load",
+            subject_id=f"{subject}:{st.statement_id}",
+            detail=f"{name}: statement {st.statement_id} of {masking.mask_iban(st.account_iban) or 'an unknown'}"
+            f" account was not used: {st.refused}. The file's other statements were.",
+        )
+    for st in statements:
+        if st.closing_balance is None and st.file_format in BALANCED_FORMATS:
+            audit.record_exception(
+                conn,
+                category="balance_missing",
+                subject_type="source_load",
+                subject_id=f"{subject}:{st.statement_id}",
+                detail=f"{name}: statement {st.statement_id} has no closing balance: its lines were read, but "
+                "whether any is missing cannot be checked; compare with the next statement or the bank",
+            )
+
+
+BALANCED_FORMATS = {"camt.053", "mt940"}
+"""Formats whose statements always carry a closing balance: one without it is reported."""
 
 
 def _reject_file(run: Run, name: str, source: str, sha: str, exc: StatementError) -> None:

@@ -89,6 +89,21 @@ CATEGORIES: dict[str, tuple[str, str]] = {
         "Statement balances that do not add up",
         "Opening balance plus the entries is not the closing balance: ask the bank for a corrected statement.",
     ),
+    "rejected_statement": (
+        "Statements not used",
+        "One statement of a file could not be trusted (the message says why); the file's other statements "
+        "were read. Ask the bank for that statement again.",
+    ),
+    "balance_missing": (
+        "Statements without a closing balance",
+        "The lines were read, but without a closing balance nobody can tell whether one is missing: check "
+        "the next statement's opening balance or the online banking.",
+    ),
+    "statement_warnings": (
+        "Bank files read with deviations",
+        "The file deviates from its format in ways that leave no amount, date, sign or account in doubt; "
+        "it was read. For information; tell the bank if it keeps happening.",
+    ),
     "balance_gap": (
         "Statements that do not continue the previous one",
         "A statement opens at a different balance than the last one closed: a statement is missing.",
@@ -138,7 +153,7 @@ CATEGORIES: dict[str, tuple[str, str]] = {
     ),
 }
 CATEGORY_TITLES = {k: v[0] for k, v in CATEGORIES.items()}
-INFORMATION_ONLY = {"write_off", "fx_difference", "duplicate_lines"}
+INFORMATION_ONLY = {"write_off", "fx_difference", "duplicate_lines", "statement_warnings"}
 
 
 def _to_act(row: dict[str, Any], as_of: date) -> bool:

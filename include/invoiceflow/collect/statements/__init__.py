@@ -38,7 +38,18 @@ def detect_format(data: bytes) -> str:
 
 
 def parse_statement_bytes(data: bytes, source: str, csv_mappings: Mapping[str, Any] | None = None) -> list[Statement]:
-    """Parse one bank file of any supported format into statements."""
+    """Parse one bank file of any supported format into statements.
+
+    A statement that cannot be trusted comes back refused (``Statement.refused``, no transactions)
+    while the file's other statements are read; a file none of whose statements can be trusted is
+    refused whole (``StatementError``). What a parser tolerated is in each ``Statement.warnings``."""
+    statements = _parse(data, source, csv_mappings)
+    if statements and all(st.refused for st in statements):
+        raise StatementError(source, "file", "; ".join(f"{st.statement_id}: {st.refused}" for st in statements))
+    return statements
+
+
+def _parse(data: bytes, source: str, csv_mappings: Mapping[str, Any] | None) -> list[Statement]:
     if not data.strip():
         raise StatementError(source, "file", "the file is empty")
     if len(data) > MAX_BYTES:

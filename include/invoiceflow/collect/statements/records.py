@@ -6,7 +6,7 @@ import hashlib
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 
 from invoiceflow.core.errors import DataError
@@ -49,6 +49,22 @@ class Statement:
     transactions: tuple[Transaction, ...]
     problems: tuple[RowProblem, ...] = ()  # rows of a CSV statement that could not be read
     file_format: str = "camt.053"
+    # Tolerant on form, strict on money: what deviated from the format's letter without making an
+    # amount, date, sign or account uncertain (the statement is read, and finance is told), and,
+    # for a statement that cannot be trusted, why it is refused (the file's other statements are read).
+    warnings: tuple[ParseWarning, ...] = ()
+    refused: str | None = None
+
+
+@dataclass(frozen=True)
+class ParseWarning:
+    """A deviation a parser accepted: where (statement, line or element) and what deviated."""
+
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
 
 
 @dataclass(frozen=True)
@@ -134,3 +150,12 @@ def transaction_dedup_keys(transactions: Sequence[Transaction]) -> list[str]:
         seen[digest] += 1
         keys.append(f"hash:{digest}:{seen[digest]}")
     return keys
+
+
+def refuse(statement: Statement, reason: str) -> Statement:
+    """The statement, refused for ``reason``: no transaction of it is used; its file's others are."""
+    return replace(statement, transactions=(), refused=reason)
+
+
+def warn(statement: Statement, *warnings: ParseWarning) -> Statement:
+    return replace(statement, warnings=statement.warnings + tuple(warnings)) if warnings else statement
