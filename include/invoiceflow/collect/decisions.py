@@ -897,6 +897,18 @@ def _undo_payment(conn: Connection, run: Run, payment_id: int, reason: str) -> O
         )
     if pay["reversed_by_txn_id"] is not None:
         raise AlreadyDecided(f"payment {payment_id} was returned by the bank (bank line {pay['reversed_by_txn_id']})")
+    left_on_account = db.scalar(
+        conn,
+        "SELECT COALESCE(SUM(amount), 0) FROM payment_adjustments WHERE payment_id = :p AND kind = 'unapplied'",
+        {"p": payment_id},
+    )
+    if left_on_account and pay["client_id"]:
+        _lock(conn, "clients", "client_id", [pay["client_id"]])
+        if client_credit(conn, pay["client_id"], pay["currency"]) < left_on_account:
+            raise DecisionError(
+                f"payment {payment_id} left {_money(left_on_account, pay['currency'])} on {pay['client_id']}'s "
+                "account, and that credit has been refunded since: cancel the refund first"
+            )
     postings = payments.Postings(conn, run.actor)
     postings.undo(payment_id, reason)
     postings.finish()

@@ -265,6 +265,9 @@ def test_an_automatic_posting_is_undone_applied_elsewhere_and_the_excess_refunde
     refund = decisions.refund(_run(engine), client_id="C1", currency="EUR", reason="client asked for the excess back")
     with engine.connect() as conn:
         assert decisions.client_credit(conn, "C1", "EUR") == 0
+    (manual,) = _rows(engine, "SELECT payment_id FROM payments WHERE posted_by = 'anna'")
+    with pytest.raises(DecisionError, match="that credit has been refunded since: cancel the refund first"):
+        decisions.undo(_run(engine), payment_id=manual["payment_id"], reason="the credit was refunded")
     assert _balances(engine) == {"1200": 289765, "1400": -119000, "1600": -170765}
     decisions.undo(_run(engine), refund_id=refund.ids["refund_id"], reason="client will use it for the next invoice")
     assert _balances(engine) == {"1200": 289765, "1400": -119000, "1590": -170765}
