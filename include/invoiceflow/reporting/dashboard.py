@@ -89,6 +89,21 @@ def open_items(conn: Connection) -> list[dict[str, Any]]:
     return found
 
 
+def reminders_held(conn: Connection, today: date, hold_days: int) -> dict[int, dict[str, Any]]:
+    """Invoices whose reminders wait for finance (the same rule as the reminders DAG): a write-off
+    pending its second person, or an undecided bank line whose best suggestion is the invoice."""
+    held: dict[int, dict[str, Any]] = {}
+    for r in db.rows(
+        conn,
+        "SELECT invoice_id, txn_id FROM likely_payments WHERE booking_date >= :since ORDER BY txn_id",
+        {"since": today - timedelta(days=hold_days)},
+    ):
+        held.setdefault(r["invoice_id"], {"why": "bank line", "id": r["txn_id"]})
+    for r in db.rows(conn, "SELECT invoice_id, write_off_id FROM write_offs WHERE status = 'proposed'"):
+        held.setdefault(r["invoice_id"], {"why": "write-off", "id": r["write_off_id"]})
+    return held
+
+
 def aging_bucket(days_past_due: int) -> str:
     if days_past_due <= 0:
         return "current"
@@ -422,6 +437,9 @@ def overview(
     reconciliation_run: Mapping[str, Any] | None = None,
 ) -> Overview:
     items = open_items(conn)
+    held = reminders_held(conn, today, policy.reconciliation.hold_reminders_days)
+    for item in items:
+        item["held_by"] = held.get(item["invoice_id"])
     run = reconciliation_run or {}
     started, ended = run.get("start_date"), run.get("end_date")
     recon = reconciliation_summary(conn, started, ended) if started else reconciliation_summary(conn)

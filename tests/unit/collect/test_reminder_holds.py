@@ -14,7 +14,7 @@ from support.reconciliation import drop_statement, txn
 from invoiceflow.airflow import runtime
 from invoiceflow.collect import decisions, importing, posting
 from invoiceflow.core import db
-from invoiceflow.reporting import workbench
+from invoiceflow.reporting import dashboard, workbench
 from invoiceflow.send import reminders
 
 
@@ -49,6 +49,11 @@ def test_a_likely_payment_holds_reminders_for_a_while_then_they_resume_without_a
     with engine.connect() as conn:  # the workbench shows the hold with the line
         (line,) = workbench.open_lines(conn, hold_days=10)
     assert line["holds_reminders"] == [{"invoice": k4["invoice_number"], "until": "2026-11-30"}]
+    with engine.connect() as conn:  # and the dashboard's upcoming reminders say why K4 waits
+        assert dashboard.reminders_held(conn, date(2026, 11, 25), 10) == {
+            k4["invoice_id"]: {"why": "bank line", "id": line["id"]}
+        }
+        assert dashboard.reminders_held(conn, date(2026, 12, 1), 10) == {}
 
     _remind(engine, date(2026, 11, 25))  # within the 10 days after the line: K4 waits, K1 does not
     assert (_levels(engine, k4["invoice_id"]), _levels(engine, k1["invoice_id"])) == ([], [1])
@@ -76,6 +81,8 @@ def test_a_write_off_waiting_for_its_second_person_holds_reminders(engine, data_
     k1 = month["K1"]
     proposed = decisions.write_off(runtime.run_for(engine, actor="anna"), k1["invoice_number"], reason="uncollectable")
     assert proposed.ids["status"] == "proposed"
+    with engine.connect() as conn:
+        assert dashboard.reminders_held(conn, date(2026, 12, 2), 10)[k1["invoice_id"]]["why"] == "write-off"
     _remind(engine, date(2026, 12, 2))
     assert _levels(engine, k1["invoice_id"]) == []
     decisions.reject_write_off(
