@@ -190,7 +190,10 @@ def _strict(data: bytes) -> tuple[str | None, list[Decimal] | None]:
         ]
     except Exception as exc:  # ofxtools raises its own, stdlib and recursion errors: all mean "refused"
         message = _OBJECT_REPR.sub("the file", " ".join(str(exc).split())) or type(exc).__name__
-        message = message.split(": <OFX>")[0]  # ofxtools quotes the whole body after a bad header
+        if message.startswith("OFX header is malformed"):
+            message = "OFX header is malformed"  # ofxtools quotes the whole body after it
+        elif message.startswith("[<class"):
+            message = f"a value it cannot convert ({type(exc).__name__})"
         return (message[:200] + "...") if len(message) > 200 else message, None
     return None, amounts
 
@@ -416,8 +419,6 @@ def _statement(node: _Node, index: int) -> tuple[Statement, list[Decimal]]:
         for label, day in (("DTSTART", start), ("DTEND", end)):
             if day and day[1]:
                 warnings.append(ParseWarning(f"{where}/{label}", day[1]))
-        if tranlist is None:
-            warnings.append(ParseWarning(where, "no BANKTRANLIST: a statement without transactions"))
         transactions, amounts = _transactions(node, account, currency, warnings)
         closing = _balance(ledger, currency, where, warnings)
     except _Problem as problem:
@@ -472,7 +473,8 @@ def _transactions(
             warnings.append(ParseWarning(where, note))
         posted = _day(_one(t, "DTPOSTED", where))
         if posted is None:
-            raise _Problem(f"{where}: DTPOSTED {t.value('DTPOSTED')!r} is not a date")
+            date_text = t.value("DTPOSTED")
+            raise _Problem(f"{where}: DTPOSTED {date_text!r} is not a date" if date_text else f"{where}: no DTPOSTED")
         if posted[1]:
             warnings.append(ParseWarning(f"{where}/DTPOSTED", posted[1]))
         other = t.first("CURRENCY")
