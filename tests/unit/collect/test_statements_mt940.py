@@ -214,6 +214,16 @@ def test_a_statement_without_closing_balance_is_read_and_the_others_with_it():
     assert "no closing balance" in sts[2].warnings[0].message
 
 
+@pytest.mark.parametrize("cut", [":62F:C2611", ":62F:C261120EUR64", ":62F:C261120EU"])
+def test_a_file_cut_inside_its_last_closing_balance_reads_the_lines(cut):
+    body = (
+        (CORPUS / "multi-truncated-mid-record.sta").read_text().split("-\n")[0].replace(":62F:C261120EUR6544,09", cut)
+    )
+    (st,) = _mt940(body)
+    assert st.closing_balance is None and [t.amount for t in st.transactions] == [9999, -2000]
+    assert any("ends inside the closing balance" in w.message for w in st.warnings)
+
+
 def test_a_statement_cut_inside_a_line_is_refused_alone():
     good, cut = _read("multi-truncated-mid-record.sta")
     assert not good.refused and good.closing_balance == 654409 and len(good.transactions) == 2

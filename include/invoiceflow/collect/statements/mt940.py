@@ -250,6 +250,11 @@ def _read(block: _Block, shell: Statement, warnings: list[ParseWarning]) -> Stat
         elif f.tag in ("62F", "62M"):
             if closing is not None:
                 raise _Refusal(f"line {f.line_no}", f":{f.tag}: a second closing balance in one statement")
+            if f is block.fields[-1] and not block.terminated and _cut_short(f.lines[0].strip()):
+                warnings.append(
+                    ParseWarning(f"line {f.line_no} (:{f.tag}:)", "the file ends inside the closing balance")
+                )
+                continue  # cut short after the last line: read like a statement without its closing balance
             closing = _balance(f, warnings)
         elif f.tag == "61":
             if closing is not None:
@@ -309,6 +314,12 @@ def _read(block: _Block, shell: Statement, warnings: list[ParseWarning]) -> Stat
         transactions=transactions,
         warnings=tuple(warnings),
     )
+
+
+def _cut_short(value: str) -> bool:
+    """A balance that the end of the file cut: unreadable, or without the decimal comma its currency needs."""
+    m = _BALANCE.fullmatch(value)
+    return m is None or ("," not in m["amount"] and minor_digits(m["currency"]) > 0)
 
 
 def _balance(f: _Field, warnings: list[ParseWarning]) -> tuple[int, date, str, int]:
