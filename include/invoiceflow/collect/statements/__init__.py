@@ -1,4 +1,4 @@
-"""Bank statements: CAMT.053, MT940, BAI2, OFX and bank CSV read safely into normalised transactions.
+"""Bank statements: CAMT.053/052/054, MT940, BAI2, OFX and bank CSV read safely into normalised transactions.
 
 Every amount becomes signed integer minor units (credits positive), whatever the format. A file
 that cannot be trusted (truncated XML, an unknown namespace, a DTD or entity declaration, batch
@@ -17,7 +17,7 @@ from typing import Any
 
 from invoiceflow.collect.statements.bai2 import parse_bai2
 from invoiceflow.collect.statements.bank_csv import parse_bank_csv
-from invoiceflow.collect.statements.camt import parse_camt053
+from invoiceflow.collect.statements.camt import parse_camt
 from invoiceflow.collect.statements.mt940 import parse_mt940
 from invoiceflow.collect.statements.ofx import parse_ofx
 from invoiceflow.collect.statements.records import MAX_BYTES, Statement, StatementError
@@ -29,7 +29,11 @@ def detect_format(data: bytes) -> str:
     if head.startswith(b"OFXHEADER") or b"<OFX>" in data[:8192].upper():
         return "ofx"
     if head.startswith(b"<"):
-        return "camt.053"
+        if b"BkToCstmrAcctRpt" in data[:8192]:
+            return "camt.052"
+        if b"BkToCstmrDbtCdtNtfctn" in data[:8192]:
+            return "camt.054"
+        return "camt.053"  # any other XML: the CAMT reader names what it is instead
     if head.startswith(b"01,"):
         return "bai2"
     if re.search(rb"^:20:", data[:8192], re.MULTILINE) and re.search(rb"^:25:", data[:8192], re.MULTILINE):
@@ -55,8 +59,8 @@ def _parse(data: bytes, source: str, csv_mappings: Mapping[str, Any] | None) -> 
     if len(data) > MAX_BYTES:
         raise StatementError(source, "file", f"larger than {MAX_BYTES // (1024 * 1024)} MB")
     kind = detect_format(data)
-    if kind == "camt.053":
-        return _no_nul(parse_camt053(data, source), source)  # an XML file that is not CAMT.053 is named as such
+    if kind.startswith("camt."):
+        return _no_nul(parse_camt(data, source), source)  # an XML file that is no CAMT.052/053/054 is named as such
     if kind == "ofx":
         return _no_nul(parse_ofx(data, source), source)
     if kind == "bai2":
@@ -69,7 +73,9 @@ def _parse(data: bytes, source: str, csv_mappings: Mapping[str, Any] | None) -> 
         csv_mappings = policy().bank_csv
     if not csv_mappings:
         raise StatementError(
-            source, "file", "unsupported format (expected CAMT.053, MT940, BAI2, OFX, or a CSV with a bank_csv mapping)"
+            source,
+            "file",
+            "unsupported format (expected CAMT.052/053/054, MT940, BAI2, OFX, or a CSV with a bank_csv mapping)",
         )
     return parse_bank_csv(data, source, csv_mappings)
 
