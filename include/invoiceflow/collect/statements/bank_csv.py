@@ -17,7 +17,7 @@ import io
 import json
 import re
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from invoiceflow.collect.statements.records import (
@@ -170,7 +170,7 @@ def _read_csv_rows(
         if col is not None or any("\0" in c for c in cells):  # JSON escapes it in raw; the value could not be stored
             problems.append(RowProblem(start, str(col), None, "contains a NUL character (corrupted text)", raw))
             continue
-        if _is_summary(cells, row, cols):
+        if _is_summary(cells, row, cols, width):
             label = next(c.strip() for c in cells if _SUMMARY.match(c.strip()))
             warnings.append(
                 ParseWarning(
@@ -229,13 +229,23 @@ def _read_csv_rows(
     return out
 
 
-def _is_summary(cells: list[str], row: dict[str, str], cols: dict[str, str]) -> bool:
-    """A balance or sum row: a cell names one, and the row has no counterparty or bank reference."""
+def _is_summary(cells: list[str], row: dict[str, str], cols: dict[str, str], width: int) -> bool:
+    """A balance or sum row: a cell names one, and the row is shorter than the header (its values do not
+    line up with the columns) or has no counterparty or bank reference."""
     if not any(_SUMMARY.match(c.strip()) for c in cells):
         return False
-    return not any(
-        (row.get(cols[f]) or "").strip() for f in ("counterparty_name", "counterparty_iban", "bank_ref") if f in cols
-    )
+    if len(cells) < width:
+        return True
+    parties = ("counterparty_name", "counterparty_iban", "bank_ref")
+    return not any((row.get(cols[f]) or "").strip() for f in parties if f in cols)
+
+
+def _day(text: str, date_format: str) -> date:
+    """A date in the mapping's format; a year before 1900 is a two-digit year read as four ("19.11.26")."""
+    day = datetime.strptime(text, date_format).date()
+    if day.year < 1900:
+        raise ValueError(f"{text!r} read as the year {day.year}: the date does not fit {date_format!r}")
+    return day
 
 
 def _read_row(row: dict[str, str], cols: dict[str, str], mapping: Any, line: int, raw: str) -> Transaction | RowProblem:
@@ -260,10 +270,10 @@ def _read_row(row: dict[str, str], cols: dict[str, str], mapping: Any, line: int
             raise ValueError("no currency: map the currency column or set it for the bank")
         minor_digits(currency)
         field = "booking_date"
-        booked = datetime.strptime(get("booking_date") or "", mapping.date_format).date()
+        booked = _day(get("booking_date") or "", mapping.date_format)
         field = "value_date"
         value_text = get("value_date")
-        valued = datetime.strptime(value_text, mapping.date_format).date() if value_text else None
+        valued = _day(value_text, mapping.date_format) if value_text else None
         field = "amount"
         if "amount" in cols:
             amount = _csv_amount(get("amount") or "", mapping, currency)
