@@ -403,7 +403,7 @@ def _detail(
         warnings.append(ParseWarning(where, f"bank-specific type code {code}, read as a {direction} by its BAI range"))
     rest = _skip_availability(fields[2] if len(fields) > 2 else "", fields[3:], where)
     bank_ref, customer_ref = ([*rest, "", ""])[:2]
-    text = ",".join(rest[2:]).strip().rstrip("/").strip() or None
+    text = ",".join(rest[2:]).strip().lstrip(",").rstrip("/").strip() or None  # a text never begins with a comma
     name = re.search(r"(?:ORIG CO NAME|ORIGINATOR|BY ORDER OF|B/O)[:=]\s*([^/:]+?)(?:\s{2,}|/|$)", text or "")
     try:
         amount = _amount(raw, currency, where)
