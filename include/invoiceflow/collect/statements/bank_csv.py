@@ -43,14 +43,20 @@ _SUMMARY = re.compile(
 )
 
 
+_LETTERS = re.compile(r"[A-Za-z$]")
+_BREAKS = re.compile(r"\s*[\r\n]+\s*")
+_SUMMARY_CELL = re.compile(r"(?:^|\x1f)\s*(?:" + _SUMMARY.pattern[1:] + ")", re.IGNORECASE)
+
+
 def _csv_amount(raw: str, mapping: Any, currency: str) -> int:
     value = raw.strip().replace("\u00a0", "").replace("\u202f", "").replace(" ", "").replace("\u2212", "-")
     negative = False
     if value.startswith("(") and value.endswith(")"):  # accounting style: (12.50) is a debit
         value, negative = value[1:-1], True
-    for symbol in (*_SYMBOLS, currency):
-        value = value.removeprefix(symbol).removesuffix(symbol)
-        value = value.replace("-" + symbol, "-").replace("+" + symbol, "+")
+    if not value.isascii() or _LETTERS.search(value):  # a currency sign or code beside the number
+        for symbol in (*_SYMBOLS, currency):
+            value = value.removeprefix(symbol).removesuffix(symbol)
+            value = value.replace("-" + symbol, "-").replace("+" + symbol, "+")
     if mapping.thousands:
         value = value.replace(mapping.thousands, "")
     if mapping.decimal != ".":
@@ -162,47 +168,40 @@ def _read_csv_rows(
     end = header_line
     for cells in reader:
         start, end = end + 1, header_line + reader.line_num
-        if not any(c.strip() for c in cells):
+        line = "\x1f".join(cells)
+        if not line.strip("\x1f \t"):
             continue
         row = dict(zip(header, cells, strict=False))
-        raw = json.dumps(row if len(cells) <= len(header) else {**row, "": cells[len(header) :]}, ensure_ascii=False)
-        col = next((h for h, v in zip(header, cells, strict=False) if "\0" in v), None)
-        if col is not None or any("\0" in c for c in cells):  # JSON escapes it in raw; the value could not be stored
-            problems.append(RowProblem(start, str(col), None, "contains a NUL character (corrupted text)", raw))
+
+        def raw(row: dict[str, str] = row, cells: list[str] = cells) -> str:
+            extra = {"": cells[len(header) :]} if len(cells) > len(header) else {}
+            return json.dumps({**row, **extra}, ensure_ascii=False)
+
+        if "\0" in line:  # JSON escapes it in raw; the value itself could not be stored
+            col = next((h for h, v in row.items() if "\0" in v), "(row)")
+            problems.append(RowProblem(start, col, None, "contains a NUL character (corrupted text)", raw()))
             continue
-        if _is_summary(cells, row, cols, width):
+        if _is_summary(line, cells, row, cols, width):
             label = next(c.strip() for c in cells if _SUMMARY.match(c.strip()))
-            warnings.append(
-                ParseWarning(
-                    f"line {start}", f"a balance or summary row ({label!r}), not a transaction: skipped: {raw}"
-                )
-            )
+            message = f"a balance or summary row ({label!r}), not a transaction: skipped: {raw()}"
+            warnings.append(ParseWarning(f"line {start}", message))
             continue
         if len(cells) > width and any(c.strip() for c in cells[width:]):
-            problems.append(
-                RowProblem(
-                    start,
-                    "(row)",
-                    None,
-                    f"{len(cells)} fields where the header has {width}: the columns may be shifted",
-                    raw,
-                )
-            )
+            shifted = f"{len(cells)} fields where the header has {width}: the columns may be shifted"
+            problems.append(RowProblem(start, "(row)", None, shifted, raw()))
             continue
         if len(cells) > width:
             trailing += 1
         elif len(cells) < width:
-            problems.append(
-                RowProblem(
-                    start, "(row)", None, f"{len(cells)} fields where the header has {width}: a field is missing", raw
-                )
-            )
+            missing = f"{len(cells)} fields where the header has {width}: a field is missing"
+            problems.append(RowProblem(start, "(row)", None, missing, raw()))
             continue
-        read = _read_row(row, cols, mapping, start, raw)
-        if isinstance(read, RowProblem):
-            problems.append(read)
-        else:
+        read = _read_row(row, cols, mapping)
+        if isinstance(read, Transaction):
             by_account.setdefault((read.account_iban, read.currency), []).append(read)
+        else:
+            col, reason = read
+            problems.append(RowProblem(start, col, row.get(col), reason, raw()))
     if trailing:
         warnings.insert(0, ParseWarning("file", f"{trailing} row(s) end with empty columns beyond the header's"))
     if not by_account and problems:
@@ -229,10 +228,10 @@ def _read_csv_rows(
     return out
 
 
-def _is_summary(cells: list[str], row: dict[str, str], cols: dict[str, str], width: int) -> bool:
+def _is_summary(line: str, cells: list[str], row: dict[str, str], cols: dict[str, str], width: int) -> bool:
     """A balance or sum row: a cell names one, and the row is shorter than the header (its values do not
     line up with the columns) or has no counterparty or bank reference."""
-    if not any(_SUMMARY.match(c.strip()) for c in cells):
+    if not _SUMMARY_CELL.search(line):  # the cells joined by \x1f: one search per row, not one per cell
         return False
     if len(cells) < width:
         return True
@@ -248,15 +247,17 @@ def _day(text: str, date_format: str) -> date:
     return day
 
 
-def _read_row(row: dict[str, str], cols: dict[str, str], mapping: Any, line: int, raw: str) -> Transaction | RowProblem:
-    """One row into a transaction, or a ``RowProblem`` naming the field that could not be read.
+def _read_row(row: dict[str, str], cols: dict[str, str], mapping: Any) -> Transaction | tuple[str, str]:
+    """One row into a transaction, or the column that could not be read and why.
 
     The name of the field being read is what a problem reports, so it is kept beside each read."""
 
     def get(field: str) -> str | None:
         col = cols.get(field)
         value = (row.get(col) or "").strip() if col else ""
-        return re.sub(r"\s*[\r\n]+\s*", " ", value) or None  # quoted text over several lines: one line
+        if "\n" in value or "\r" in value:  # quoted text over several lines: one line
+            value = _BREAKS.sub(" ", value)
+        return value or None
 
     field = "?"
     try:
@@ -289,8 +290,7 @@ def _read_row(row: dict[str, str], cols: dict[str, str], mapping: Any, line: int
                 raise ValueError("neither a credit nor a debit amount")
             amount = paid_in if paid_in else -abs(paid_out)
     except (ValueError, MoneyError, KeyError) as exc:
-        col = cols.get(field, field)
-        return RowProblem(line, col, row.get(col), f"{exc}", raw)
+        return cols.get(field, field), f"{exc}"
     remittance = get("remittance")
     return Transaction(
         account_iban=account,
