@@ -20,7 +20,7 @@ TEST_PACKAGES := chromium chromium-driver
 # pytest-xdist workers for `make test`: one per core by default (`make test TEST_WORKERS=1` runs serially).
 TEST_WORKERS ?= auto
 
-.PHONY: help install install-test airflow-config demo up test test-fast lint lock bench bench-parse bench-scale bench-workbench clean
+.PHONY: help install install-test airflow-config demo up test test-fast lint lock bench bench-parse bench-scale bench-statements bench-workbench clean
 
 help:
 	@echo "make demo    install, seed demo data, run last month's billing end to end, print the results"
@@ -29,8 +29,9 @@ help:
 	@echo "make test-fast  the suite without the slow end-to-end runs (minutes, not a quarter hour)"
 	@echo "make lint    ruff (with Airflow's AIR3 rules), import-linter (the import direction) and mypy"
 	@echo "make lock    re-compile requirements*.txt from pyproject.toml"
-	@echo "make bench   pricing, reconciliation, DAG parse time and the scale run; results in bench/results/"
+	@echo "make bench   pricing, reconciliation, DAG parse time, statement parsing and the scale run; results in bench/results/"
 	@echo "make bench-parse  DAG parse time per file, results in bench/results/parse-latest.json"
+	@echo "make bench-statements  bank file parse time per 10,000 lines per format and the corpus report, bench/results/statements-latest.json"
 	@echo "make bench-scale  a billing cycle on CeleryExecutor, 1 then 2 workers (SCALE_ARGS=...), bench/results/scale-latest.json"
 
 $(UV):
@@ -84,6 +85,7 @@ bench: $(VENV)/.installed-test
 	source scripts/ensure-postgres.sh && $(BIN)/python bench/bench_pricing.py && $(BIN)/python bench/bench_reconciliation.py
 	$(MAKE) bench-workbench
 	$(MAKE) bench-parse
+	$(MAKE) bench-statements
 	$(MAKE) bench-scale
 
 # Sizes are arguments: make bench-scale SCALE_ARGS="--entries 100000 --contracts 530 --clients 130"
@@ -96,6 +98,9 @@ bench-workbench: $(VENV)/.installed-test
 
 bench-parse: $(VENV)/.installed-test
 	$(BIN)/python bench/bench_parse.py
+
+bench-statements: $(VENV)/.installed-test
+	$(BIN)/python bench/bench_statements.py
 
 lock: | $(UV)
 	$(UV) pip compile --quiet --python-version 3.11 pyproject.toml -o requirements.txt

@@ -221,7 +221,7 @@ def test_every_format_imports_and_a_rejected_file_does_not_stop_the_rest(engine,
     for f in corpus.iterdir():
         (inbox / f.name).write_bytes(f.read_bytes())
     (inbox / "zz-broken.bai").write_bytes(
-        (corpus / "bai2-two-accounts.bai").read_bytes().replace(b"49,3579530", b"49,1")
+        (corpus / "bai2-two-accounts.bai").read_bytes().replace(b"98,3679530", b"98,1")
     )
     results = {r["file"]: r for r in importing.import_statements(runtime.run_for(engine, actor="test"))}
     assert results["zz-broken.bai"]["status"] == "rejected" and "wrong checksum" in results["zz-broken.bai"]["message"]

@@ -197,11 +197,14 @@ def test_bai2_two_accounts_with_control_totals():
     assert second.transactions[0].structured_ref == "RF18539007547034"
 
 
-def test_bai2_wrong_checksum_is_refused():
-    data = (CORPUS / "bai2-two-accounts.bai").read_bytes().replace(b"49,3579530,4/", b"49,3579531,4/")
+def test_bai2_wrong_checksum_refuses_that_account_and_a_wrong_group_total_the_file():
+    data = (CORPUS / "bai2-two-accounts.bai").read_bytes()
+    first, second = parse_statement_bytes(data.replace(b"49,3579530,4/", b"49,3579531,4/"), "bai.txt", {})
+    assert first.refused and "wrong checksum" in first.refused and not first.transactions
+    assert not second.refused and [t.amount for t in second.transactions] == [50000]
     with pytest.raises(StatementError) as caught:
-        parse_statement_bytes(data, "bai.txt", {})
-    assert caught.value.where == "control totals" and "wrong checksum" in caught.value.message
+        parse_statement_bytes(data.replace(b"98,3679530,", b"98,3679531,"), "bai.txt", {})
+    assert caught.value.where == "file" and "wrong checksum" in caught.value.message
 
 
 @pytest.mark.parametrize(
