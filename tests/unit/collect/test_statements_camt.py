@@ -24,16 +24,7 @@ STATEMENT = (CAMT / "own-camt053-v08-collective-entry.xml").read_bytes()
 DETAILS = (CAMT / "own-camt054-v08-batch-details.xml").read_bytes()
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_corpus_file_reads_as_expected(name):
-    want = EXPECTED[name]
-    sts = parse_statement_bytes((CAMT / name).read_bytes(), name)
-    assert len(sts) == want["statements"]
-    assert sum(1 for s in sts if s.refused) == want["refused"]
-    assert sum(len(s.transactions) for s in sts) == want["transactions"]
-    assert sum(t.amount for s in sts for t in s.transactions) == want["total"]
-    assert sum(len(s.warnings) for s in sts) >= want["warnings"]
-    assert want["licence"] and want["source"]
+# Each corpus file's counts and total: tests/unit/collect/test_corpus.py, for every format.
 
 
 def test_every_corpus_file_is_listed():

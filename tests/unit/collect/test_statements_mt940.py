@@ -47,24 +47,7 @@ def test_every_corpus_file_is_listed_with_its_source_and_licence():
         assert want["source"] and want["licence"] and name in readme, name
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_corpus_file_reads_to_its_independent_count_and_total(name):
-    want = EXPECTED[name]
-    if want["statements"] == want["refused"]:
-        with pytest.raises(StatementError) as caught:
-            _read(name)
-        assert caught.value.source == name and caught.value.where and caught.value.message
-        return
-    sts = _read(name)
-    assert len(sts) == want["statements"]
-    assert sum(1 for s in sts if s.refused) == want["refused"]
-    assert sum(len(s.transactions) for s in sts) == want["transactions"]
-    assert sum(t.amount for s in sts for t in s.transactions) == want["total"]
-    assert sum(len(s.warnings) for s in sts) >= want["warnings"]
-    for s in sts:
-        assert s.file_format == "mt940" and s.account_iban and len(s.currency) == 3
-        assert all(isinstance(t.amount, int) for t in s.transactions)
-
+# Each corpus file's counts and total: tests/unit/collect/test_corpus.py, for every format.
 
 # Line-wrapped field values -------------------------------------------------------------------------
 

@@ -54,22 +54,7 @@ def _texts(st: Statement) -> str:
 # The corpus: independent counts and totals ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_corpus_file_reads_to_its_independent_counts(name):
-    want = EXPECTED[name]
-    data = (FOLDER / name).read_bytes()
-    if want["statements"] == want["refused"]:
-        with pytest.raises(StatementError) as caught:
-            parse_statement_bytes(data, name, {})
-        assert caught.value.source == name and caught.value.message
-        return
-    found = parse_statement_bytes(data, name, {})
-    read = [s for s in found if not s.refused]
-    assert (len(found), len(found) - len(read)) == (want["statements"], want["refused"])
-    assert sum(len(s.transactions) for s in read) == want["transactions"]
-    assert sum(t.amount for s in read for t in s.transactions) == want["total"]
-    assert sum(len(s.warnings) for s in found) >= want["warnings"]
-    assert all(not s.transactions for s in found if s.refused)
+# Each corpus file's counts and total: tests/unit/collect/test_corpus.py, for every format.
 
 
 def test_every_corpus_file_is_listed():

@@ -1,12 +1,17 @@
-"""Bank statements: CAMT.053/052/054, MT940, BAI2, OFX and bank CSV read safely into normalised transactions.
+"""Bank statements: CAMT.053/052/054, MT940, BAI2, OFX/QBO and bank CSV read into normalised
+transactions, tolerant on form and strict on money.
 
-Every amount becomes signed integer minor units (credits positive), whatever the format. A file
-that cannot be trusted (truncated XML, an unknown namespace, a DTD or entity declaration, batch
-details or control totals that do not add up) raises ``StatementError`` naming the file and the
-place, so the nightly run can reject that file and go on with the others. A bank CSV row that
-cannot be read is returned as a ``RowProblem`` (file, row, field) so the rest of the file still
-counts. The field's libraries do the format work where they are good: ``mt940``, ``bai2`` and
-``ofxtools``; XML passes ``defusedxml`` first, which refuses DTDs and entities before lxml reads it."""
+Every amount becomes signed integer minor units (credits positive), whatever the format. What
+deviates from a format's letter without putting an amount, date, sign or account in doubt is read
+and recorded on its statement (``Statement.warnings``); what does put money in doubt refuses the
+smallest unit it concerns, one statement (``Statement.refused``), and the file's other statements
+are read. A file that cannot be trusted as a whole (an unknown message, a DTD or entity
+declaration, a file or group control total that does not add up, every statement refused) raises
+``StatementError`` naming the file and the place, so the nightly run rejects it and goes on. A bank
+CSV row that cannot be read is a ``RowProblem`` (file, row, field). MT940 and BAI2 records are read
+by invoiceflow's own readers (the libraries crashed on what banks send); OFX goes to ``ofxtools``
+first and to a tolerant reader of ours when it refuses; XML passes ``defusedxml`` first, which
+refuses DTDs and entities before lxml reads it."""
 
 from __future__ import annotations
 
