@@ -47,3 +47,15 @@ def test_a_file_whose_every_statement_is_refused_is_refused_whole(monkeypatch):
     monkeypatch.setattr(statements, "_parse", lambda data, source, mappings: [one, two])
     with pytest.raises(StatementError, match="x.sta: file: S1: no account; S2: no currency"):
         statements.parse_statement_bytes(b"...", "x.sta")
+
+
+def test_a_utf16_camt_file_is_read_and_a_utf16_dtd_still_refused():
+    from support.paths import CORPUS
+
+    utf16 = (CORPUS / "bank" / "camt-utf16.xml").read_bytes()
+    assert utf16[:2] == b"\xff\xfe"
+    (st,) = statements.parse_statement_bytes(utf16, "camt-utf16.xml")
+    assert [t.amount for t in st.transactions][-2:] == [350000, -80000] and len(st.transactions) == 4
+    hostile = (CORPUS / "bank" / "camt-xxe-file.xml").read_bytes().decode("utf-8")
+    with pytest.raises(StatementError, match="DTD/entity declarations are not allowed"):
+        statements.parse_statement_bytes(("\ufeff" + hostile).encode("utf-16-le"), "xxe16.xml")

@@ -30,6 +30,17 @@ from invoiceflow.collect.statements.records import MAX_BYTES, Statement, Stateme
 
 def detect_format(data: bytes) -> str:
     """Which statement format a file is, from its content (never from its name)."""
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):  # UTF-16 with its byte-order mark: look at the text
+        text = data[:16384].decode("utf-16", errors="ignore").lstrip("\ufeff \t\r\n")
+        if text.startswith("<"):
+            return (
+                "camt.052"
+                if "BkToCstmrAcctRpt" in text
+                else "camt.054"
+                if "BkToCstmrDbtCdtNtfctn" in text
+                else "camt.053"
+            )
+        return "csv"  # a UTF-16 bank CSV export (the CSV reader decodes it)
     head = data[:4096].lstrip(b"\xef\xbb\xbf \t\r\n")
     if head.startswith(b"OFXHEADER") or b"<OFX>" in data[:8192].upper():
         return "ofx"

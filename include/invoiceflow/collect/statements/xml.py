@@ -63,6 +63,7 @@ def parse_xml(data: bytes, source: str) -> etree._Element:
         raise StatementError(source, "file", "the file is empty")
     if len(data) > MAX_BYTES:
         raise StatementError(source, "file", f"larger than {MAX_BYTES // (1024 * 1024)} MB")
+    data = as_utf8(data, source)
     guard_xml(data, source)
     parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False)
     try:
@@ -71,6 +72,19 @@ def parse_xml(data: bytes, source: str) -> etree._Element:
         raise StatementError(source, f"line {exc.lineno}", f"not well-formed XML: {exc.msg}") from None
     except LookupError as exc:
         raise StatementError(source, "prolog", f"unknown encoding: {exc}") from None
+
+
+def as_utf8(data: bytes, source: str) -> bytes:
+    """A UTF-16 file (its byte-order mark says so; some banks write CAMT that way) as UTF-8, its
+    declaration saying so: the guard below reads the prolog as bytes, so it must see UTF-8."""
+    if data[:2] not in (b"\xff\xfe", b"\xfe\xff"):
+        return data
+    try:
+        text = data.decode("utf-16")
+    except UnicodeDecodeError:
+        raise StatementError(source, "file", "starts as UTF-16 but is not valid UTF-16 text") from None
+    text = re.sub(r"^(<\?xml[^>]*?encoding=[\"'])[^\"']*", r"\g<1>UTF-8", text.lstrip("\ufeff"), count=1)
+    return text.encode("utf-8")
 
 
 _ROOT_START = re.compile(rb"<[A-Za-z_]")
