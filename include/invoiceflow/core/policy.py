@@ -288,6 +288,7 @@ CSV_FIELDS = (
     "amount",
     "credit",
     "debit",
+    "direction",
     "currency",
     "counterparty_name",
     "counterparty_iban",
@@ -309,6 +310,14 @@ class BankCsv(_Strict):
     skip_rows: int = Field(0, ge=0, description="lines before the header row")
     account_iban: str | None = Field(None, description="the account, when the file has no account column")
     currency: str | None = Field(None, pattern=r"^[A-Z]{3}$", description="when the file has no currency column")
+    debit_marks: list[str] = Field(
+        ["D", "DR", "DEBIT", "AF", "S", "SOLL", "-"],
+        description="values of the direction column that mean money out (case-insensitive), e.g. ING's Af/Bij",
+    )
+    credit_marks: list[str] = Field(
+        ["C", "CR", "CREDIT", "BIJ", "H", "HABEN", "+"],
+        description="values of the direction column that mean money in (case-insensitive)",
+    )
 
     @model_validator(mode="after")
     def _mapping_complete(self) -> BankCsv:

@@ -198,3 +198,32 @@ def test_csv_amounts_with_currency_signs_and_accounting_brackets():
     data = data.replace(b"$1,250.00", b'"$1,250.00"')
     (st,) = _csv(data, **us, columns=cols)
     assert [t.amount for t in st.transactions] == [125000, -4210]
+
+
+def test_an_unsigned_amount_takes_its_sign_from_the_direction_column_or_the_row_is_quarantined():
+    from invoiceflow.collect.statements.bank_csv import parse_bank_csv
+    from invoiceflow.core.policy import BankCsv
+
+    mapping = BankCsv(
+        delimiter=",",
+        decimal=",",
+        date_format="%Y%m%d",
+        currency="EUR",
+        account_iban="NL91ABNA0417164300",
+        columns={
+            "booking_date": "Datum",
+            "direction": "Af Bij",
+            "amount": "Bedrag (EUR)",
+            "remittance": "Mededelingen",
+        },
+    )
+    data = (
+        b'"Datum","Af Bij","Bedrag (EUR)","Mededelingen"\n'
+        b'"20261120","Bij","1190,00","Factuur"\n'
+        b'"20261120","af","12,50","Pin"\n'
+        b'"20261121","?","5,00","unclear"\n'
+    )
+    (st,) = parse_bank_csv(data, "ing.csv", {"ing_nl": mapping})
+    assert [t.amount for t in st.transactions] == [119000, -1250]
+    (problem,) = st.problems
+    assert (problem.line_no, problem.field) == (4, "Af Bij") and "neither money in" in problem.reason

@@ -239,6 +239,16 @@ def _is_summary(line: str, cells: list[str], row: dict[str, str], cols: dict[str
     return not any((row.get(cols[f]) or "").strip() for f in parties if f in cols)
 
 
+def _direction(mark: str, mapping: Any) -> int:
+    """+1 or -1 from the direction column; a value that is neither mark leaves the sign uncertain."""
+    value = mark.strip().upper()
+    if value in {m.upper() for m in mapping.debit_marks}:
+        return -1
+    if value in {m.upper() for m in mapping.credit_marks}:
+        return 1
+    raise ValueError(f"{mark!r} says neither money in ({', '.join(mapping.credit_marks)}) nor out")
+
+
 def _day(text: str, date_format: str) -> date:
     """A date in the mapping's format; a year before 1900 is a two-digit year read as four ("19.11.26")."""
     day = datetime.strptime(text, date_format).date()
@@ -278,6 +288,9 @@ def _read_row(row: dict[str, str], cols: dict[str, str], mapping: Any) -> Transa
         field = "amount"
         if "amount" in cols:
             amount = _csv_amount(get("amount") or "", mapping, currency)
+            if "direction" in cols:  # an unsigned amount and a column that says in or out (ING: Af/Bij)
+                field = "direction"
+                amount = abs(amount) * _direction(get("direction") or "", mapping)
         else:
             credit, debit = get("credit"), get("debit")
             field = "credit"
