@@ -159,14 +159,27 @@ def _shot(driver, name: str, element=None) -> Path:
     return path
 
 
-def _outcome(driver) -> str:
+def _submit(driver, button) -> str:
+    """Click a form's button and return the outcome the next page shows: first the old page must go
+    (its own outcome, from the step before, must not be read), then the new one's is read."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
 
-    found = _wait(
-        driver, lambda d: d.find_elements(By.ID, "outcome") or d.find_elements(By.ID, "action-error"), what="outcome"
-    )
-    assert found[0].get_attribute("id") == "outcome", found[0].text
-    return found[0].text
+    button.click()
+    WebDriverWait(driver, 90).until(expected_conditions.staleness_of(button))
+
+    def shown(d):
+        try:
+            found = d.find_elements(By.ID, "outcome") or d.find_elements(By.ID, "action-error")
+            return [(e.get_attribute("id"), e.text) for e in found]
+        except StaleElementReferenceException:  # the page changed under the lookup: look again
+            return None
+
+    ((kind, text),) = _wait(driver, shown, what="outcome")[:1]
+    assert kind == "outcome", text
+    return text
 
 
 def test_finance_applies_a_suggestion_splits_undoes_and_resolves_in_the_browser(airflow, browser, demo):
@@ -194,8 +207,8 @@ def test_finance_applies_a_suggestion_splits_undoes_and_resolves_in_the_browser(
     _shot(browser, "workbench-suggestion.png", line)
 
     # 1. one click applies the suggestion
-    line.find_element(By.ID, f"apply-{case['suggested']}-1").click()
-    assert "applied" in _outcome(browser) and single["invoice_number"] in _outcome(browser)
+    message = _submit(browser, line.find_element(By.ID, f"apply-{case['suggested']}-1"))
+    assert "applied" in message and single["invoice_number"] in message
     with engine.connect() as conn:
         paid = db.rows(
             conn,
@@ -227,8 +240,7 @@ def test_finance_applies_a_suggestion_splits_undoes_and_resolves_in_the_browser(
     article = browser.find_element(By.ID, f"line-{case['split']}")
     browser.execute_script("arguments[0].scrollIntoView()", article)
     _shot(browser, "workbench-split-form.png", article)
-    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    message = _outcome(browser)
+    message = _submit(browser, form.find_element(By.CSS_SELECTOR, "button[type=submit]"))
     assert all(inv["invoice_number"] in message for inv in pair), message
     with engine.connect() as conn:
         payment = db.rows(conn, "SELECT * FROM payments WHERE txn_id = :t AND undone_at IS NULL", {"t": case["split"]})
@@ -248,8 +260,9 @@ def test_finance_applies_a_suggestion_splits_undoes_and_resolves_in_the_browser(
         By.CSS_SELECTOR, f'#decisions tr[data-kind="payment"][data-id="{payment[0]["payment_id"]}"]'
     )
     row.find_element(By.NAME, "reason").send_keys("wrong subsidiary: the holding pays for another one")
-    row.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    assert f"payment {payment[0]['payment_id']} undone" in _outcome(browser)
+    assert f"payment {payment[0]['payment_id']} undone" in _submit(
+        browser, row.find_element(By.CSS_SELECTOR, "button[type=submit]")
+    )
     with engine.connect() as conn:
         undone = db.rows(
             conn, "SELECT undone_by, undo_reason FROM payments WHERE payment_id = :p", {"p": payment[0]["payment_id"]}
@@ -271,8 +284,9 @@ def test_finance_applies_a_suggestion_splits_undoes_and_resolves_in_the_browser(
     row = browser.find_element(By.CSS_SELECTOR, '#exceptions tr[data-kind="quarantine"]')
     quarantine_id = int(row.get_attribute("data-id"))
     row.find_element(By.NAME, "note").send_keys("duplicate of the corrected entry in the October file")
-    row.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    assert f"quarantine {quarantine_id} resolved" in _outcome(browser)
+    assert f"quarantine {quarantine_id} resolved" in _submit(
+        browser, row.find_element(By.CSS_SELECTOR, "button[type=submit]")
+    )
     with engine.connect() as conn:
         resolved = db.rows(
             conn, "SELECT resolved_by, resolution FROM quarantine WHERE quarantine_id = :q", {"q": quarantine_id}
