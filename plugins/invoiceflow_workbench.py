@@ -119,6 +119,13 @@ class RefundBody(BaseModel):
     amount: int | None = Field(None, description="minor units; omitted: all that is unapplied")
 
 
+class CreditApplyBody(BaseModel):
+    client_id: str
+    invoice_number: str
+    reason: str
+    amount: int | None = Field(None, description="minor units; omitted: as much as the credit and the invoice allow")
+
+
 class CreditRefundBody(BaseModel):
     client_id: str
     currency: str = Field(pattern=r"^[A-Z]{3}$")
@@ -147,6 +154,7 @@ class UndoBody(BaseModel):
     write_off_id: int | None = None
     classification_id: int | None = None
     refund_id: int | None = None
+    credit_application_id: int | None = None
 
 
 class RuleBody(BaseModel):
@@ -409,8 +417,11 @@ def _pages(person_run: Callable[[Any], Run], reading: Callable[[], Any], render:
         request: Request, user: UserDep, csrf: F = "", key: F = "", kind: F = "", ident: F = "", reason: F = ""
     ) -> Response:
         def action() -> Outcome:
-            if kind not in ("payment", "write_off", "classification", "refund") or not ident.isdigit():
-                raise DecisionError("undo a payment, a write-off, a classification or a refund by its number")
+            if (
+                kind not in ("payment", "write_off", "classification", "refund", "credit_application")
+                or not ident.isdigit()
+            ):
+                raise DecisionError("undo a payment, a write-off, a classification, a refund or a credit by its number")
             which = {f"{kind}_id": int(ident)}
             return decisions.undo(person_run(user), reason=reason, key=person_key(user, key), **which)
 
@@ -578,6 +589,16 @@ def _api(person_run: Callable[[Any], Run], reading: Callable[[], Any]) -> APIRou
                 person_run(user), reason=body.reason, txn_id=txn_id, amount=body.amount, key=person_key(user, key)
             )
         )
+
+    @router.post("/credits/apply")
+    def apply_credit(body: CreditApplyBody, user: ActorDep, key: KeyHeader = None) -> dict[str, Any]:
+        """Settle an open invoice with the client's credit (overpayments left on its account)."""
+        return decide(
+            lambda: decisions.apply_credit(
+                person_run(user), body.client_id, body.invoice_number, body.amount, reason=body.reason,
+                key=person_key(user, key),
+            )
+        )  # fmt: skip
 
     @router.post("/refunds")
     def refund_credit(body: CreditRefundBody, user: ActorDep, key: KeyHeader = None) -> dict[str, Any]:

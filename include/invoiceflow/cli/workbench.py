@@ -175,6 +175,17 @@ def cmd_refund(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_apply_credit(args: argparse.Namespace) -> int:
+    from invoiceflow.collect import decisions
+
+    with _engine().connect() as conn:
+        currency = db.scalar(conn, "SELECT currency FROM invoices WHERE invoice_number = :n", {"n": args.invoice})
+    if currency is None:
+        raise decisions.NotFoundError(f"no issued invoice {args.invoice}")
+    amount = _minor(args.amount, currency, args.invoice) if args.amount else None
+    return _say(decisions.apply_credit(_run(args), args.client, args.invoice, amount, reason=args.reason, key=args.key))
+
+
 def cmd_refunds_export(args: argparse.Namespace) -> int:
     from invoiceflow.collect import refunds
 
@@ -298,12 +309,21 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--reason", required=True)
     p.set_defaults(func=cmd_refund)
 
+    p = acting("apply-credit", "settle an open invoice with the client's credit (overpayments on its account)")
+    p.add_argument("client")
+    p.add_argument("invoice")
+    p.add_argument("amount", nargs="?", help="default: as much as the credit and the invoice allow")
+    p.add_argument("--reason", required=True)
+    p.set_defaults(func=cmd_apply_credit)
+
     p = acting("refunds-export", "write the requested refunds as a SEPA credit transfer file (pain.001)")
     p.set_defaults(func=cmd_refunds_export)
 
     p = acting("undo", "undo a payment (or --kind write-off, classification, refund)")
     p.add_argument("id", type=int)
-    p.add_argument("--kind", choices=("payment", "write-off", "classification", "refund"), default="payment")
+    p.add_argument(
+        "--kind", choices=("payment", "write-off", "classification", "refund", "credit-application"), default="payment"
+    )
     p.add_argument("--reason", required=True)
     p.set_defaults(func=cmd_undo)
 

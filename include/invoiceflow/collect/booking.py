@@ -220,3 +220,35 @@ def refund_entry(conn: Connection, refund_id: int, pol: Policy) -> JournalEntry:
         rate,
         tuple(JournalLine.of(ln) for ln in lines),
     )
+
+
+def credit_application_entry(conn: Connection, application_id: int, pol: Policy) -> JournalEntry:
+    """A client's credit applied to an invoice: unapplied cash against the receivable, at the
+    invoice's own rate (the receivable leaves the books at the value it came in with)."""
+    app = db.rows(
+        conn,
+        "SELECT a.*, i.invoice_number, i.base_currency, i.fx_rate, i.fx_rate_date FROM credit_applications a "
+        "JOIN invoices i ON i.invoice_id = a.invoice_id WHERE a.application_id = :a",
+        {"a": application_id},
+    )[0]
+    rate = Rate(
+        app["base_currency"] or pol.base_currency,
+        Decimal(app["fx_rate"] or 1),
+        db.as_date(app["fx_rate_date"]) if app["fx_rate_date"] else None,
+    )
+    acc = pol.reconciliation.accounts
+    common = {"client_id": app["client_id"], "invoice_number": app["invoice_number"]}
+    lines: list[dict[str, Any]] = [
+        {"account": acc["unapplied_cash"], "debit": app["amount"], **common, "memo": "credit applied"},
+        {"account": acc["receivables"], "credit": app["amount"], **common, "memo": "receivable settled by credit"},
+    ]
+    ledger.revalue(lines, app["currency"], rate)
+    return JournalEntry(
+        "credit_application",
+        application_id,
+        db.as_date(app["applied_at"]),
+        app["currency"],
+        f"{app['client_id']}'s credit applied to {app['invoice_number']} ({app['reason']})",
+        rate,
+        tuple(JournalLine.of(ln) for ln in lines),
+    )

@@ -241,7 +241,7 @@ def _reopen_line(conn: Connection, run: Run, txn_id: int, what: str, reason: str
 
 
 _ENTITY = {"match_rules": "match_rule", "write_offs": "write_off", "line_classifications": "classification",
-           "refunds": "refund"}  # fmt: skip
+           "refunds": "refund", "credit_applications": "credit_application"}  # fmt: skip
 
 
 def _create(
@@ -815,7 +815,57 @@ def client_credit(conn: Connection, client_id: str, currency: str) -> int:
         "AND status <> 'cancelled'",
         {"c": client_id, "cur": currency},
     )
-    return int(left) - int(refunded)
+    applied = db.scalar(
+        conn,
+        "SELECT COALESCE(SUM(amount), 0) FROM credit_applications WHERE client_id = :c AND currency = :cur "
+        "AND undone_at IS NULL",
+        {"c": client_id, "cur": currency},
+    )
+    return int(left) - int(refunded) - int(applied)
+
+
+def apply_credit(
+    run: Run,
+    client_id: str,
+    invoice_number: str,
+    amount: int | None = None,
+    *,
+    reason: str,
+    key: str | None = None,
+) -> Outcome:
+    """Settle (part of) an open invoice with the client's credit (overpayments left on its
+    account), in the invoice's currency: unapplied cash against the receivable."""
+    request = {"client": client_id, "invoice": invoice_number, "amount": amount, "reason": reason}
+
+    def act(conn: Connection) -> Outcome:
+        _need(reason)
+        if not _lock(conn, "clients", "client_id", [client_id]):
+            raise NotFoundError(f"client {client_id} does not exist")
+        inv = _invoices(conn, [invoice_number])[invoice_number]
+        cur, open_ = inv["currency"], _open_amount(inv)
+        if inv["client_id"] != client_id:
+            raise DecisionError(f"{invoice_number} is {inv['client_id']}'s, not {client_id}'s")
+        if open_ <= 0:
+            raise AlreadyDecided(f"{invoice_number} is {inv['status']}: nothing is open on it")
+        credit = client_credit(conn, client_id, cur)
+        wanted = min(credit, open_) if amount is None else amount
+        if credit <= 0 or not 0 < wanted <= min(credit, open_):
+            raise DecisionError(
+                f"{client_id} has {_money(max(credit, 0), cur)} of credit and {invoice_number} "
+                f"{_money(open_, cur)} open: apply up to the smaller"
+            )
+        row = {"client_id": client_id, "invoice_id": inv["invoice_id"], "amount": wanted, "currency": cur,
+               "reason": reason, "applied_by": run.actor, "applied_at": db.now()}  # fmt: skip
+        ident = _create(conn, run, "credit_applications", "application_id", row, "applied", reason)
+        _move_paid(conn, run, inv, wanted, f"credit application {ident}: {reason}", "credit_applied")
+        _journal(conn, booking.credit_application_entry(conn, ident, run.policy))
+        return Outcome(
+            "apply_credit",
+            f"applied {_money(wanted, cur)} of {client_id}'s credit to {invoice_number}",
+            {"credit_application_id": ident},
+        )
+
+    return _once(run, "apply_credit", key, request, act)
 
 
 # Undo -----------------------------------------------------------------------------------------
@@ -829,6 +879,7 @@ def undo(
     write_off_id: int | None = None,
     classification_id: int | None = None,
     refund_id: int | None = None,
+    credit_application_id: int | None = None,
     key: str | None = None,
 ) -> Outcome:
     """Undo a decision where money moved, automatic or a person's: the invoice reopens with its
@@ -839,16 +890,20 @@ def undo(
         "write_off_id": write_off_id,
         "classification_id": classification_id,
         "refund_id": refund_id,
+        "credit_application_id": credit_application_id,
     }
     chosen = {k: v for k, v in given.items() if v is not None}
     if len(chosen) != 1:
-        raise DecisionError("undo one thing: a payment, a write-off, a classification or a refund")
+        raise DecisionError(
+            "undo one thing: a payment, a write-off, a classification, a refund or a credit application"
+        )
     ((what, ident),) = chosen.items()
     undoers = {
         "payment_id": _undo_payment,
         "write_off_id": _undo_write_off,
         "classification_id": _undo_classification,
         "refund_id": _undo_refund,
+        "credit_application_id": _undo_credit_application,
     }
     return _once(
         run, "undo", key, {**chosen, "reason": reason}, lambda conn: undoers[what](conn, run, int(ident), reason)
@@ -1051,6 +1106,41 @@ def _undo_refund(conn: Connection, run: Run, refund_id: int, reason: str) -> Out
     if r["txn_id"] is not None:
         _reopen_line(conn, run, r["txn_id"], f"refund {refund_id}", reason)
     return Outcome("undo", f"refund {refund_id} cancelled", {"refund_id": refund_id})
+
+
+def _undo_credit_application(conn: Connection, run: Run, application_id: int, reason: str) -> Outcome:
+    _need(reason)
+    found = _lock(conn, "credit_applications", "application_id", [application_id])
+    if not found:
+        raise NotFoundError(f"credit application {application_id} does not exist")
+    app = found[0]
+    if app["undone_at"] is not None:
+        raise AlreadyDecided(
+            f"credit application {application_id} was already undone by {app['undone_by']} "
+            f"at {_stamp(app['undone_at'])}"
+        )
+    inv = _lock(conn, "invoices", "invoice_id", [app["invoice_id"]])[0]
+    _move_paid(conn, run, inv, -app["amount"], f"credit application {application_id} undone: {reason}", "credit_undone")
+    db.execute(
+        conn,
+        "UPDATE credit_applications SET undone_at = :now, undone_by = :a, undo_reason = :r WHERE application_id = :i",
+        {"now": db.now(), "a": run.actor, "r": reason, "i": application_id},
+    )
+    audit.record(
+        conn,
+        entity_type="credit_application",
+        entity_id=application_id,
+        action="undone",
+        actor=run.actor,
+        reason=reason,
+    )
+    _mirror(conn, run, "credit_application", application_id)
+    return Outcome(
+        "undo",
+        f"credit application {application_id} undone: {_money(app['amount'], app['currency'])} open again on "
+        f"{inv['invoice_number']} and back on {app['client_id']}'s account",
+        {"credit_application_id": application_id},
+    )
 
 
 # Closing exceptions and quarantined rows --------------------------------------------------------

@@ -213,6 +213,8 @@ def recent_decisions(conn: Connection, limit: int = 100) -> list[dict[str, Any]]
         "t.txn_id = c.txn_id WHERE c.undone_at IS NULL "
         "UNION ALL SELECT 'refund', r.refund_id, r.txn_id, r.amount, r.currency, r.client_id, r.requested_by, "
         "r.requested_at, r.reason FROM refunds r WHERE r.status = 'requested' "
+        "UNION ALL SELECT 'credit_application', c.application_id, NULL, c.amount, c.currency, c.client_id, "
+        "c.applied_by, c.applied_at, c.reason FROM credit_applications c WHERE c.undone_at IS NULL "
         "ORDER BY 8 DESC LIMIT :n",
         {"n": limit},
     )

@@ -515,3 +515,38 @@ def test_refunds_leave_once_as_a_sepa_credit_transfer_file(engine, data_dir, mon
     with pytest.raises(DecisionError, match="went to the bank in"):
         decisions.undo(_run(engine), refund_id=made.ids["refund_id"], reason="too late")
     _chain_ok(engine)
+
+
+def test_a_clients_credit_settles_a_later_invoice_and_the_application_can_be_undone(engine, data_dir, month):
+    k1, k3, k4 = month["K1"], month["K3"], month["K4"]
+    _night(engine, data_dir, "a.xml", [txn(289765, remittance="Zahlung", name="Unknown Trading Co", bank_ref="B1")])
+    txn_id = _line(engine, bank_ref="B1")["txn_id"]
+    # 2,897.65 for K4 (1,190.00): 1,707.65 stays on C1's account
+    decisions.apply(_run(engine), txn_id, [Target(k4["invoice_number"])], rest="credit", reason="as the client asked")
+    with pytest.raises(DecisionError, match="NWD-2026-000003 is C3's, not C1's"):
+        decisions.apply_credit(_run(engine), "C1", k3["invoice_number"], reason="wrong client")
+
+    done = decisions.apply_credit(_run(engine), "C1", k1["invoice_number"], reason="use the credit", key="c-1")
+    again = decisions.apply_credit(_run(engine), "C1", k1["invoice_number"], reason="use the credit", key="c-1")
+    assert again.repeated and again.ids == done.ids
+    # K1 (2,897.65) is paid 1,707.65 by the credit; 1,190.00 stays open; the credit is used up
+    k1_now = _invoice(engine, k1["invoice_number"])
+    assert (k1_now["status"], k1_now["paid_amount"]) == ("partially_paid", 170765)
+    with engine.connect() as conn:
+        assert decisions.client_credit(conn, "C1", "EUR") == 0
+    assert _balances(engine) == {"1200": 289765, "1400": -289765}  # unapplied cash 1590 back to zero
+    with pytest.raises(DecisionError, match="C1 has 0.00 EUR of credit"):
+        decisions.apply_credit(_run(engine), "C1", k1["invoice_number"], reason="again")
+
+    decisions.undo(_run(engine, "farid"), credit_application_id=done.ids["credit_application_id"], reason="keep it")
+    assert (
+        _invoice(engine, k1["invoice_number"])["status"],
+        _invoice(engine, k1["invoice_number"])["paid_amount"],
+    ) == (
+        "issued",
+        0,
+    )
+    with engine.connect() as conn:
+        assert decisions.client_credit(conn, "C1", "EUR") == 170765
+    assert _balances(engine) == {"1200": 289765, "1400": -119000, "1590": -170765}
+    _chain_ok(engine)

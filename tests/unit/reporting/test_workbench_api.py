@@ -170,6 +170,7 @@ def test_a_viewer_reads_but_every_action_is_403(client, engine, month, token):
         f"/bank-lines/{line}/not-receivable": {"category": "other", "reason": "x"},
         f"/bank-lines/{line}/refund": {"reason": "x"},
         "/refunds": {"client_id": month["K1"]["client_id"], "currency": "EUR", "reason": "x"},
+        "/credits/apply": {"client_id": month["K1"]["client_id"], "invoice_number": k1, "reason": "x"},
         "/write-offs": {"invoice_number": k1, "reason": "x"},
         "/write-offs/1/approve": {"note": "x"},
         "/undo": {"payment_id": 1, "reason": "x"},
@@ -289,6 +290,11 @@ def test_a_clients_credit_is_refunded_through_the_api(client, engine, month, tok
     part = {"invoices": [{"number": k1["invoice_number"], "amount": 100}], "reason": "1.00 for K1", "rest": "credit"}
     assert client.post(f"{API}/bank-lines/{line}/apply", json=part, headers=finance).status_code == 200
     credit = listed["unapplied"] - 100  # the rest of the line is the client's credit now
+    half = {"client_id": k1["client_id"], "invoice_number": k1["invoice_number"], "amount": 100,
+            "reason": "1.00 more of the credit to K1"}  # fmt: skip
+    applied = client.post(f"{API}/credits/apply", json=half, headers=finance)
+    assert applied.status_code == 200, applied.text
+    credit -= 100
     done = client.post(f"{API}/refunds", json=nothing, headers=finance)
     assert done.status_code == 200, done.text
     with engine.connect() as conn:
