@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from decimal import Decimal
 from typing import Any, TypedDict
 
 from sqlalchemy import Connection
@@ -162,8 +161,7 @@ def _document_entry(conn: Connection, inv: dict[str, Any], pol: Policy) -> Journ
                 "memo": f"VAT {tax['tax_code']} {tax['tax_rate_bp'] / 100:g} %",
             }
         )
-    rate_day = db.as_date(inv["fx_rate_date"]) if inv["fx_rate_date"] else None
-    rate = Rate(inv["base_currency"], Decimal(inv["fx_rate"]), rate_day)
+    rate = Rate.recorded(inv, pol.base_currency)
     _revalue_document(lines, inv, rate)
     return JournalEntry(
         inv["document_type"],

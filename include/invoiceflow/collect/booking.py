@@ -129,11 +129,7 @@ def write_off_entry(conn: Connection, write_off_id: int, pol: Policy) -> Journal
         "JOIN invoices i ON i.invoice_id = w.invoice_id WHERE w.write_off_id = :w",
         {"w": write_off_id},
     )[0]
-    rate = Rate(
-        wo["base_currency"] or pol.base_currency,
-        Decimal(wo["fx_rate"] or 1),
-        db.as_date(wo["fx_rate_date"]) if wo["fx_rate_date"] else None,
-    )
+    rate = Rate.recorded(wo, pol.base_currency)
     common = {"client_id": wo["client_id"], "invoice_number": wo["invoice_number"]}
     lines: list[dict[str, Any]] = [
         {
@@ -231,11 +227,7 @@ def credit_application_entry(conn: Connection, application_id: int, pol: Policy)
         "JOIN invoices i ON i.invoice_id = a.invoice_id WHERE a.application_id = :a",
         {"a": application_id},
     )[0]
-    rate = Rate(
-        app["base_currency"] or pol.base_currency,
-        Decimal(app["fx_rate"] or 1),
-        db.as_date(app["fx_rate_date"]) if app["fx_rate_date"] else None,
-    )
+    rate = Rate.recorded(app, pol.base_currency)
     acc = pol.reconciliation.accounts
     common = {"client_id": app["client_id"], "invoice_number": app["invoice_number"]}
     lines: list[dict[str, Any]] = [

@@ -8,6 +8,7 @@ journaled once (a unique key on its source)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -27,6 +28,16 @@ class Rate:
     base: str
     rate: Decimal
     day: date | None  # the feed's rate date; None for the base currency or the policy's fallback
+
+    @classmethod
+    def recorded(cls, row: Mapping[str, Any], base_currency: str) -> Rate:
+        """The rate recorded on an invoice or a journal entry (``base_currency``, ``fx_rate``,
+        ``fx_rate_date``); rows from before migration 0016 have no base currency: ``base_currency``."""
+        return cls(
+            row["base_currency"] or base_currency,
+            Decimal(row["fx_rate"] or 1),
+            db.as_date(row["fx_rate_date"]) if row["fx_rate_date"] else None,
+        )
 
 
 LINE_KEYS = (
@@ -182,11 +193,7 @@ def reversal(
         )
         for ln in db.rows(conn, "SELECT * FROM journal_lines WHERE entry_id = :e ORDER BY line_no", {"e": entry_id})
     ]
-    rate = Rate(
-        head["base_currency"] or base_currency,  # entries from before migration 0016 have none
-        Decimal(head["fx_rate"] or 1),
-        db.as_date(head["fx_rate_date"]) if head["fx_rate_date"] else None,
-    )
+    rate = Rate.recorded(head, base_currency)
     return JournalEntry(source_type, source_id, day, head["currency"], description, rate, tuple(lines))
 
 

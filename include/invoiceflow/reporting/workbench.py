@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from invoiceflow.collect.decisions import OPEN_LINE, unapplied, version
+from invoiceflow.collect.decisions import OPEN_LINE, unapplied_of, version
 from invoiceflow.core import db
 from invoiceflow.core.money import to_minor
 from invoiceflow.core.statuses import OPEN_STATUSES
@@ -53,6 +53,7 @@ def open_lines(
     if not lines:
         return []
     ids = [ln["txn_id"] for ln in lines]
+    left = unapplied_of(conn, lines)
     suggestions: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for s in db.rows_in(conn, "SELECT * FROM match_suggestions WHERE txn_id IN :ids ORDER BY txn_id, rank", ids):
         suggestions[s["txn_id"]].append(s)
@@ -96,7 +97,7 @@ def open_lines(
                 "date": str(ln["booking_date"]),
                 "amount": ln["amount"],
                 "currency": ln["currency"],
-                "unapplied": unapplied(conn, ln),
+                "unapplied": left[ln["txn_id"]],
                 "payer_name": ln["counterparty_name"],
                 "payer_iban": ln["counterparty_iban"],
                 "text": ln["remittance"],

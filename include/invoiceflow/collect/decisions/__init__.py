@@ -26,6 +26,7 @@ from invoiceflow.collect.decisions.base import (
     Outcome,
     Target,
     unapplied,
+    unapplied_of,
     version,
 )
 from invoiceflow.collect.decisions.credit import apply_credit, client_credit, refund
@@ -54,6 +55,7 @@ __all__ = [
     "reject_write_off",
     "resolve",
     "unapplied",
+    "unapplied_of",
     "undo",
     "version",
     "write_off",
