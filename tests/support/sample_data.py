@@ -18,10 +18,10 @@ from __future__ import annotations
 from pathlib import Path
 
 FEEDS = {
-    "clients": """client_id,name,email,country,currency,vat_id,client_type,payment_terms_days,delivery,language
-C1,Kessler Logistik GmbH,accounts@kessler.example,DE,EUR,DE123456789,enterprise,30,email,de
-C2,Brightwater Analytics Ltd,ap@brightwater.example,GB,GBP,GB123456789,smb,14,both,en
-C3,Ville de Lyon,factures@lyon.example,FR,EUR,FR44732829320,public,45,portal,fr
+    "clients": """client_id,name,email,country,currency,vat_id,client_type,payment_terms_days,delivery,language,address_line1,postcode,city
+C1,Kessler Logistik GmbH,accounts@kessler.example,DE,EUR,DE123456789,enterprise,30,email,de,Hafenstraße 12,20457,Hamburg
+C2,Brightwater Analytics Ltd,ap@brightwater.example,GB,GBP,GB123456789,smb,14,both,en,1 Canal Street,M1 3HE,Manchester
+C3,Ville de Lyon,factures@lyon.example,FR,EUR,FR44732829320,public,45,portal,fr,1 Place de la Comédie,69001,Lyon
 """,
     "contracts": """contract_id,client_id,billing_type,project_code,signed_at,start_date,end_date,currency,cap_amount,retainer_amount,retainer_interval
 K1,C1,time_and_materials,PRJ-1,2025-12-15,2026-01-01,,EUR,,,

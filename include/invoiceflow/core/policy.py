@@ -58,6 +58,16 @@ class Seller(_Strict):
     vat_id: str
     email: str
     accounts: dict[str, BankAccount] = Field(description="receiving bank account per currency")
+    street2: str = ""
+    subdivision: str = ""
+    electronic_address: str = Field(
+        default="",
+        pattern=r"^([0-9]{4}|EM):\S+$|^$",
+        description="where e-invoices are answered (EN 16931 BT-34), 'scheme:identifier' with an EAS scheme, "
+        "e.g. 9930:DE811907980 (the VAT id) or EM:billing@example.com; empty means EM: and the e-mail address",
+    )
+    contact_name: str = Field(default="", description="the seller's contact point (BT-41), which XRechnung requires")
+    contact_phone: str = Field(default="", description="the contact's telephone (BT-42), which XRechnung requires")
 
     @field_validator("email")
     @classmethod

@@ -112,6 +112,18 @@ def _pairs(left: pd.Series, right: pd.Series) -> pd.Series:
     return pd.Series(list(zip(left, right, strict=True)), index=left.index)
 
 
+CLIENT_TEXTS = (
+    "address_line1",
+    "address_line2",
+    "postcode",
+    "city",
+    "country_subdivision",
+    "buyer_reference",
+    "electronic_address",
+)
+"""The clients' optional text columns: empty is NULL."""
+
+
 def to_records(feed: str, frame: pd.DataFrame, currency_of: Mapping[str, str]) -> tuple[pd.DataFrame, _Converter]:
     """Validated rows as database columns; the converter holds the lines that could not be converted."""
     import pandas as pd
@@ -126,6 +138,9 @@ def to_records(feed: str, frame: pd.DataFrame, currency_of: Mapping[str, str]) -
             "vat_id": c.text("vat_id"),
             "payment_terms_days": c.each("payment_terms_days", int),
             "tax_exempt": c.flag("tax_exempt"),
+            **{k: c.text(k) for k in CLIENT_TEXTS},
+            "einvoice_format": f["einvoice_format"].where(f["einvoice_format"] != "", "facturx"),
+            "einvoice_embed_pdf": f["einvoice_embed_pdf"] != "false",
         }
     elif feed == "contracts":
         columns = {
@@ -139,6 +154,7 @@ def to_records(feed: str, frame: pd.DataFrame, currency_of: Mapping[str, str]) -
             "cap_amount": c.money("cap_amount", f["currency"]),
             "retainer_amount": c.money("retainer_amount", f["currency"]),
             "retainer_interval": c.text("retainer_interval"),
+            "purchase_order": c.text("purchase_order"),
         }
     elif feed == "rate_cards":
         columns = {

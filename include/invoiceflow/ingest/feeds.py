@@ -56,8 +56,21 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 
 # Columns a feed may leave out; a missing one reads as empty, which means the default.
 OPTIONAL_COLUMNS: dict[str, tuple[str, ...]] = {
-    "clients": ("tax_exempt",),
-    "contracts": ("billing_increment", "discount_percent", "expense_markup_percent"),
+    "clients": (
+        "tax_exempt",
+        # the postal address, e-invoice routing and format (migration 0023); a client without an
+        # address is loaded, and its next invoice waits for one (invoicing.issuing)
+        "address_line1",
+        "address_line2",
+        "postcode",
+        "city",
+        "country_subdivision",
+        "buyer_reference",
+        "einvoice_format",
+        "electronic_address",
+        "einvoice_embed_pdf",
+    ),
+    "contracts": ("billing_increment", "discount_percent", "expense_markup_percent", "purchase_order"),
 }
 
 

@@ -35,7 +35,9 @@ def invoice_document(conn: Connection, policy: Policy, invoice_id: int, *, previ
             "due_date": today + timedelta(days=client["payment_terms_days"]),
             "payment_reference": "-",
         }
-    project = db.scalar(conn, "SELECT project_code FROM contracts WHERE contract_id = :c", {"c": inv["contract_id"]})
+    contract = db.rows(
+        conn, "SELECT project_code, purchase_order FROM contracts WHERE contract_id = :c", {"c": inv["contract_id"]}
+    )[0]
     lines = db.rows(conn, "SELECT * FROM invoice_lines WHERE invoice_id = :i ORDER BY line_no", {"i": invoice_id})
     taxes = db.rows(
         conn, "SELECT * FROM invoice_taxes WHERE invoice_id = :i ORDER BY tax_code, tax_rate_bp", {"i": invoice_id}
@@ -52,12 +54,23 @@ def invoice_document(conn: Connection, policy: Policy, invoice_id: int, *, previ
         currency=inv["currency"],
         language=client["language"],
         seller=Party(
-            seller.name, seller.street, seller.city, seller.postcode, seller.country, seller.vat_id, seller.email
+            seller.name,
+            seller.street,
+            seller.city,
+            seller.postcode,
+            seller.country,
+            seller.vat_id,
+            seller.email,
+            street2=seller.street2,
+            subdivision=seller.subdivision,
+            electronic_address=seller.electronic_address or f"EM:{seller.email}",
+            contact_name=seller.contact_name,
+            contact_phone=seller.contact_phone,
         ),
-        buyer=Party(client["name"], "", "", "", client["country"], client["vat_id"], client["email"]),
+        buyer=buyer_party(client),
         client_id=client["client_id"],
         contract_id=inv["contract_id"],
-        project_code=project,
+        project_code=contract["project_code"],
         lines=tuple(
             Line(
                 ln["line_no"],
@@ -92,11 +105,33 @@ def invoice_document(conn: Connection, policy: Policy, invoice_id: int, *, previ
         payment_terms_days=client["payment_terms_days"],
         document_type=inv["document_type"],
         preview=preview,
+        buyer_reference=client["buyer_reference"] or None,
+        purchase_order=contract["purchase_order"] or None,
+        # an issued invoice keeps the format it was issued in; a draft (and an invoice from before
+        # formats existed, NULL) shows the client's
+        einvoice_format=inv.get("einvoice_format") or client["einvoice_format"] or "facturx",
+        embed_pdf=bool(client["einvoice_embed_pdf"]),
         credited_invoice_number=db.scalar(
             conn, "SELECT invoice_number FROM invoices WHERE invoice_id = :i", {"i": inv["credited_invoice_id"]}
         )
         if inv["credited_invoice_id"]
         else None,
+    )
+
+
+def buyer_party(client: dict[str, Any]) -> Party:
+    """The client as the buyer of a document, with the postal and electronic address it gave us."""
+    return Party(
+        client["name"],
+        client["address_line1"] or "",
+        client["city"] or "",
+        client["postcode"] or "",
+        client["country"],
+        client["vat_id"],
+        client["email"],
+        street2=client["address_line2"] or "",
+        subdivision=client["country_subdivision"] or "",
+        electronic_address=client["electronic_address"] or f"EM:{client['email']}",
     )
 
 

@@ -158,8 +158,10 @@ def _number_credit_note(
     db.execute(
         conn,
         "UPDATE invoices SET status = 'issued', series = :s, invoice_number = :n, issue_date = :d, "
-        "base_gross_amount = :bg WHERE invoice_id = :i",
+        "base_gross_amount = :bg, einvoice_format = (SELECT einvoice_format FROM clients WHERE client_id = :c) "
+        "WHERE invoice_id = :i",
         {
+            "c": orig["client_id"],
             "s": series,
             "n": number,
             "d": issue_date,

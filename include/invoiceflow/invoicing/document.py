@@ -8,13 +8,25 @@ from datetime import date
 
 @dataclass(frozen=True)
 class Party:
+    """A seller or buyer as EN 16931 names them (BG-4/BG-7 with the postal address BG-5/BG-8)."""
+
     name: str
-    street: str
+    street: str  # address line 1 (BT-35 / BT-50)
     city: str
     postcode: str
     country: str  # ISO 3166 alpha-2
     vat_id: str | None
     email: str
+    street2: str = ""  # address line 2 (BT-36 / BT-51)
+    subdivision: str = ""  # country subdivision (BT-39 / BT-54), e.g. "Bayern"
+    electronic_address: str = ""  # "scheme:identifier" (BT-34 / BT-49), e.g. "0208:0123456789"
+    contact_name: str = ""  # contact point (BT-41 / BT-56); XRechnung wants the seller's
+    contact_phone: str = ""  # BT-42 / BT-57
+
+    @property
+    def has_address(self) -> bool:
+        """Street, postcode and city: what the VAT Directive (art. 226) calls a full address."""
+        return bool(self.street and self.postcode and self.city)
 
 
 @dataclass(frozen=True)
@@ -82,3 +94,7 @@ class InvoiceDocument:
     timesheet: tuple[TimesheetEntry, ...] = ()
     credited_invoice_date: date | None = None
     preview: bool = False  # a draft shown to its approver: no number and no payment reference yet
+    buyer_reference: str | None = None  # BT-10, e.g. a German public client's Leitweg-ID
+    purchase_order: str | None = None  # BT-13, the buyer's order number, from the contract
+    einvoice_format: str = "facturx"  # facturx, xrechnung-cii, xrechnung-ubl, peppol-bis3
+    embed_pdf: bool = True  # the XML formats carry the PDF as an additional document (BG-24)

@@ -147,3 +147,17 @@ def embedded_xml(pdf: bytes) -> bytes:
     if not xml:
         raise ValueError("the PDF carries no Factur-X XML")
     return xml
+
+
+FORMATS = ("facturx", "xrechnung-cii", "xrechnung-ubl", "peppol-bis3")
+"""The e-invoice formats a client can ask for (clients.einvoice_format)."""
+
+
+def einvoice_xml(doc: InvoiceDocument, pdf: bytes | None = None) -> bytes:
+    """The XML of the document's own format; ``pdf`` is embedded (BG-24) where the format carries it.
+
+    facturx is the CII that goes inside the PDF/A-3; the other formats are sent as XML.
+    """
+    if doc.einvoice_format == "facturx":
+        return facturx_xml(doc)
+    raise NotImplementedError(f"e-invoice format {doc.einvoice_format!r} is not built yet")

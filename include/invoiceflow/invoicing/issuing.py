@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import Connection, text
 
@@ -38,7 +39,7 @@ def issue(run: Run, invoice_ids: list[int]) -> list[int]:
         with engine.begin() as conn:
             inv = db.rows(
                 conn,
-                "SELECT i.status, c.payment_terms_days FROM invoices i JOIN clients c ON c.client_id = i.client_id "
+                "SELECT i.status, c.* FROM invoices i JOIN clients c ON c.client_id = i.client_id "
                 "WHERE i.invoice_id = :i",
                 {"i": invoice_id},
             )[0]
@@ -46,18 +47,24 @@ def issue(run: Run, invoice_ids: list[int]) -> list[int]:
                 if inv["status"] not in ("draft", "awaiting_approval"):
                     issued.append(invoice_id)
                 continue
+            missing = missing_client_details(inv)
+            if missing:
+                _hold_for_client_details(conn, run, invoice_id, inv, missing)
+                continue
             number = f"{series}-{next_number(conn, series):06d}"
             due = issue_date + timedelta(days=inv["payment_terms_days"])
             changed = db.execute(
                 conn,
                 "UPDATE invoices SET status = 'issued', series = :s, invoice_number = :n, issue_date = :d, "
-                "due_date = :due, payment_reference = :ref WHERE invoice_id = :i AND status = 'approved'",
+                "due_date = :due, payment_reference = :ref, einvoice_format = :f "
+                "WHERE invoice_id = :i AND status = 'approved'",
                 {
                     "s": series,
                     "n": number,
                     "d": issue_date,
                     "due": due,
                     "ref": creditor_reference(number),
+                    "f": inv["einvoice_format"],
                     "i": invoice_id,
                 },
             )
@@ -71,7 +78,14 @@ def issue(run: Run, invoice_ids: list[int]) -> list[int]:
                 action="issued",
                 actor=actor,
                 before={"status": "approved"},
-                after={"status": "issued", "invoice_number": number, "due_date": due},
+                after={"status": "issued", "invoice_number": number, "due_date": due, "format": inv["einvoice_format"]},
+            )
+            db.execute(
+                conn,
+                "UPDATE exceptions SET resolved_at = :now, resolved_by = :a, resolution = 'issued' "
+                "WHERE category = 'client_details_missing' AND subject_type = 'invoice' AND subject_id = :i "
+                "AND resolved_at IS NULL",
+                {"now": db.now(), "a": actor, "i": str(invoice_id)},
             )
         issued.append(invoice_id)
         numbered.append(invoice_id)
@@ -82,6 +96,53 @@ def issue(run: Run, invoice_ids: list[int]) -> list[int]:
         len(issued) - len(numbered),
     )
     return issued
+
+
+def missing_client_details(client: dict[str, Any]) -> list[str]:
+    """What the client record lacks for a lawful invoice in its format; empty when nothing does.
+
+    The VAT Directive (art. 226) asks for the buyer's full address; XRechnung for the buyer
+    reference (BR-DE-15, the Leitweg-ID of a public client); Peppol for an endpoint the access point
+    can route to. The feeds' suites quarantine such rows, but a database from before these columns
+    (migration 0023) holds clients without them: their invoices wait here, never printed without.
+    """
+    missing = [label for column, label in _ADDRESS if not (client.get(column) or "").strip()]
+    fmt = client.get("einvoice_format") or "facturx"
+    if fmt.startswith("xrechnung") and not (client.get("buyer_reference") or "").strip():
+        missing.append("buyer reference (BT-10; the Leitweg-ID of a public client)")
+    if (fmt == "peppol-bis3" or client.get("delivery") == "peppol") and not (
+        client.get("electronic_address") or ""
+    ).strip():
+        missing.append("electronic address (a Peppol participant id such as 0208:0123456789)")
+    return missing
+
+
+_ADDRESS = (("address_line1", "street"), ("postcode", "postcode"), ("city", "city"))
+
+
+def _hold_for_client_details(
+    conn: Connection, run: Run, invoice_id: int, client: dict[str, Any], missing: list[str]
+) -> None:
+    """Keep the invoice approved and unnumbered, and tell finance what the client record lacks."""
+    detail = (
+        f"client {client['client_id']} ({client['name']}) lacks {', '.join(missing)}: invoice {invoice_id} waits, "
+        "approved and unnumbered, until the client feed brings them; it is issued on the next run after that"
+    )
+    audit.record_exception(
+        conn,
+        category="client_details_missing",
+        subject_type="invoice",
+        subject_id=str(invoice_id),
+        detail=detail,
+        run_id=run.run_id,
+    )
+    db.execute(
+        conn,
+        "UPDATE exceptions SET resolved_at = NULL, detail = :d WHERE category = 'client_details_missing' "
+        "AND subject_type = 'invoice' AND subject_id = :i",
+        {"d": detail, "i": str(invoice_id)},
+    )
+    log.warning("invoice %s not issued: %s", invoice_id, detail)
 
 
 def decide(run: Run, invoice_id: int, approved: bool, comment: str | None) -> str:

@@ -116,6 +116,12 @@ CATEGORIES: dict[str, tuple[str, str]] = {
         "Postings undone by finance",
         "A payment was taken off its invoice by a person (the reason is in the detail): decide the line again.",
     ),
+    "client_details_missing": (
+        "Invoices waiting for client details",
+        "An approved invoice was not issued: its client record lacks what the law or the client's e-invoice "
+        "format requires (full address, buyer reference, electronic address). Fix the client at the source; "
+        "the next run issues it.",
+    ),
     "refund_due": ("Refunds due", "A paid invoice was credited: the client is owed money back."),
     "rejected_file": (
         "Rejected files",

@@ -91,7 +91,7 @@ def _mutated(feed: str) -> pd.DataFrame:
         except (ValueError, UnicodeDecodeError):
             continue  # refused whole before validation; tests/integration/test_hostile.py covers it
         if set(feeds.COLUMNS[feed]) <= set(corpus.columns):
-            rows.append(corpus[list(frame.columns)])
+            rows.append(corpus.reindex(columns=frame.columns, fill_value=""))  # optional columns may be absent
     out = pd.concat(rows, ignore_index=True)
     for column in feeds.OPTIONAL_COLUMNS.get(feed, ()):
         if column not in out.columns:
