@@ -246,12 +246,18 @@ class DunningLevel(_Strict):
 
 
 class Delivery(_Strict):
-    """How documents leave: the client portal's storage and the retry schedule of failed e-mails."""
+    """How documents leave: the client portal's storage, the Peppol access point's folder and the
+    retry schedule of failed deliveries."""
 
     portal_url: str | None = Field(
         None, description="ObjectStoragePath URL of the portal root (s3://bucket/portal); default data/portal"
     )
     portal_conn_id: str | None = Field(None, description="Airflow connection for the portal storage")
+    peppol_outbox: Path | None = Field(
+        None,
+        description="folder the company's Peppol access point takes the UBL files from (absolute, or relative to "
+        "the data directory); default data/outbox/peppol",
+    )
     retry_backoff_minutes: list[int] = Field(
         [5, 30, 120, 720], min_length=1, description="wait after the 1st, 2nd, ... failed attempt; the last repeats"
     )
@@ -270,6 +276,12 @@ class Delivery(_Strict):
     def backoff_minutes(self, attempts: int) -> int:
         """Minutes to wait after ``attempts`` failed attempts."""
         return self.retry_backoff_minutes[min(attempts, len(self.retry_backoff_minutes)) - 1]
+
+    def peppol_folder(self) -> Path:
+        """Where the ``peppol`` channel writes: the setting, or ``<data>/outbox/peppol``."""
+        if self.peppol_outbox is None:
+            return settings.peppol_outbox()
+        return self.peppol_outbox if self.peppol_outbox.is_absolute() else settings.data_dir() / self.peppol_outbox
 
 
 class Validation(_Strict):

@@ -5,7 +5,9 @@ Under the data directory:
 - ``inbox/<feed>/``  source drop folders (fx_rates, clients, contracts, rate_cards, timesheets,
   milestones, expenses)
   and ``inbox/bank/`` for bank statements
-- ``outbox/``        rendered PDFs (``outbox/pdf/``) and every e-mail as sent (``outbox/mail/``)
+- ``outbox/``        rendered PDFs (``outbox/pdf/``), the XML of the XML e-invoice formats
+  (``outbox/xml/``), every e-mail as sent (``outbox/mail/``) and the files for the Peppol access
+  point (``outbox/peppol/``, unless the policy's ``delivery.peppol_outbox`` names another folder)
 - ``portal/``        the client portal folder, one sub-folder per client
 - ``reports/``       reconciliation exception reports
 - ``billing.db``     the embedded SQLite billing database, when no ``billing_db`` connection is set
@@ -37,6 +39,10 @@ def inbox(feed: str) -> Path:
 
 def outbox() -> Path:
     return data_dir() / "outbox"
+
+
+def peppol_outbox() -> Path:
+    return outbox() / "peppol"
 
 
 def portal() -> Path:

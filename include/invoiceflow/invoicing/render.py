@@ -1,4 +1,9 @@
-"""The invoice as HTML and PDF/A-3 (WeasyPrint) with its Factur-X XML and timesheet embedded."""
+"""The invoice as HTML and PDF/A-3 (WeasyPrint), and the e-invoice of its format.
+
+A Factur-X invoice is one file: the PDF/A-3 with its CII XML inside. The plain-XML formats
+(XRechnung CII or UBL, Peppol BIS) are two: the XML is the invoice, and the PDF a visual copy that
+carries no XML of its own, so that there is exactly one legal original (``render_documents``).
+"""
 
 from __future__ import annotations
 
@@ -8,13 +13,14 @@ import functools
 import io
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from itertools import groupby
 from typing import Any
 
 from invoiceflow.core.errors import DataError
+from invoiceflow.invoicing import einvoice
 from invoiceflow.invoicing.document import InvoiceDocument, TimesheetEntry
-from invoiceflow.invoicing.einvoice import facturx_xml
 from invoiceflow.invoicing.labels import (
     LABELS,
     LOCALES,
@@ -27,13 +33,55 @@ from invoiceflow.invoicing.labels import (
     payment_terms,
 )
 
+XML_FORMATS = ("xrechnung-cii", "xrechnung-ubl", "peppol-bis3")
+"""The formats whose invoice is an XML file of its own, sent beside a PDF visual copy."""
+
+FORMAT_NAMES = {
+    "facturx": "Factur-X",
+    "xrechnung-cii": "XRechnung (CII)",
+    "xrechnung-ubl": "XRechnung (UBL)",
+    "peppol-bis3": "Peppol BIS Billing 3.0",
+}
+"""What each e-invoice format is called where a person reads it (PDF metadata, e-mail text)."""
+
+
+def _file_stem(doc: InvoiceDocument) -> str:
+    """The invoice number made safe for a file name, whatever it contains."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]", "_", doc.invoice_number).strip("._") or "invoice"
+
 
 def pdf_filename(doc: InvoiceDocument) -> str:
     """A file name that is safe whatever the invoice number contains."""
-    import re
+    return f"{_file_stem(doc)}.pdf"
 
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", doc.invoice_number).strip("._") or "invoice"
-    return f"{safe}.pdf"
+
+def xml_filename(doc: InvoiceDocument) -> str:
+    """The e-invoice XML's file name, beside the PDF's: ``NWD-2026-000012.xml``."""
+    return f"{_file_stem(doc)}.xml"
+
+
+@dataclass(frozen=True)
+class RenderedDocuments:
+    """What an issued document is stored and sent as."""
+
+    pdf: bytes  # Factur-X: the invoice itself; the XML formats: the visual copy
+    xml: bytes | None  # the invoice, for the XML formats; None for Factur-X (its XML is inside the PDF)
+
+
+def render_documents(doc: InvoiceDocument) -> RenderedDocuments:
+    """The PDF and, for the plain-XML formats, the XML of the document's own e-invoice format.
+
+    Peppol BIS carries the visual copy inside the UBL (BG-24) when the client wants it
+    (``doc.embed_pdf``); XRechnung does not, since its PDF travels beside it. Both files come out
+    byte for byte the same for the same document, so their stored hashes can be checked.
+    """
+    if doc.einvoice_format not in XML_FORMATS:
+        return RenderedDocuments(render_invoice_pdf(doc), None)
+    pdf = render_invoice_pdf(doc)
+    embedded = pdf if doc.einvoice_format == "peppol-bis3" and doc.embed_pdf else None
+    return RenderedDocuments(pdf, einvoice.einvoice_xml(doc, embedded))
 
 
 @functools.cache
@@ -202,33 +250,50 @@ def _stylesheet() -> Any:
 
 
 def render_invoice_pdf(doc: InvoiceDocument) -> bytes:
-    """PDF/A-3b of the invoice with its Factur-X XML embedded; the same document gives the same bytes.
+    """The document's PDF/A-3b: for Factur-X with its CII XML embedded, for the other formats the
+    visual copy without one. The same document gives the same bytes.
 
     WeasyPrint and the factur-x library are heavy: imported here, never when a DAG file is parsed.
     """
-    import facturx
+    check_payment_details(doc)
+    if doc.einvoice_format in XML_FORMATS:
+        return _visual_copy_pdf(doc)
+    return _facturx_pdf(doc)
+
+
+def _html(doc: InvoiceDocument) -> Any:
     import weasyprint
 
     from invoiceflow.core import settings
 
-    check_payment_details(doc)
-    xml = facturx_xml(doc)
-    base = settings.TEMPLATES_DIR / "invoice"
-    html = weasyprint.HTML(string=render_invoice_html(doc), base_url=str(base))
+    return weasyprint.HTML(string=render_invoice_html(doc), base_url=str(settings.TEMPLATES_DIR / "invoice"))
+
+
+def _title(doc: InvoiceDocument) -> str:
+    return f"{LABELS[language_of(doc.language)][doc.document_type]} {doc.invoice_number}"
+
+
+def _issue_moment(doc: InvoiceDocument) -> datetime:
+    return datetime(doc.issue_date.year, doc.issue_date.month, doc.issue_date.day, tzinfo=UTC)
+
+
+def _facturx_pdf(doc: InvoiceDocument) -> bytes:
+    """PDF/A-3b with the Factur-X CII embedded as ``factur-x.xml`` (and the timesheet CSV)."""
+    import facturx
+
+    xml = einvoice.einvoice_xml(doc)
     lang = language_of(doc.language)
-    title = f"{LABELS[lang][doc.document_type]} {doc.invoice_number}"
+    title = _title(doc)
     attachments = {}
     if doc.timesheet:
         attachments[timesheet_filename(doc)] = {
             "filedata": timesheet_csv(doc),
             "description": LABELS[lang]["timesheet"],
             "afrelationship": "supplement",
-            "modification_datetime": datetime(
-                doc.issue_date.year, doc.issue_date.month, doc.issue_date.day, tzinfo=UTC
-            ),
+            "modification_datetime": _issue_moment(doc),
         }
     with _pinned_clock(doc.issue_date):
-        pdf = html.write_pdf(stylesheets=[_stylesheet()], pdf_variant="pdf/a-3b")
+        pdf = _html(doc).write_pdf(stylesheets=[_stylesheet()], pdf_variant="pdf/a-3b")
         return facturx.generate_from_binary(
             pdf,
             xml,
@@ -244,3 +309,33 @@ def render_invoice_pdf(doc: InvoiceDocument) -> bytes:
             },
             lang=LOCALES[lang].replace("_", "-"),
         )
+
+
+def _visual_copy_pdf(doc: InvoiceDocument) -> bytes:
+    """PDF/A-3b of an XML-format invoice: what the XML says, for reading; the timesheet CSV is
+    attached as for Factur-X, but no invoice XML, so the PDF can never pass for a second original."""
+    import weasyprint
+
+    attachments = []
+    if doc.timesheet:
+        attachments.append(
+            weasyprint.Attachment(
+                file_obj=io.BytesIO(timesheet_csv(doc)),
+                name=timesheet_filename(doc),
+                description=LABELS[language_of(doc.language)]["timesheet"],
+                created=_issue_moment(doc),
+                modified=_issue_moment(doc),
+                relationship="Supplement",
+            )
+        )
+    title = _title(doc)
+    with _pinned_clock(doc.issue_date):
+        document = _html(doc).render(stylesheets=[_stylesheet()])
+        document.metadata.title = title
+        document.metadata.description = (
+            f"{title} ({doc.seller.name} to {doc.buyer.name}): a visual copy; "
+            f"the invoice is the {FORMAT_NAMES[doc.einvoice_format]} XML {xml_filename(doc)}"
+        )
+        document.metadata.keywords = [FORMAT_NAMES[doc.einvoice_format], "EN 16931", "visual copy"]
+        pdf: bytes = document.write_pdf(pdf_variant="pdf/a-3b", attachments=attachments)
+        return pdf

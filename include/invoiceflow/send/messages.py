@@ -1,6 +1,6 @@
 """E-mail messages: the invoice e-mail and reminders, built to be sent exactly as recorded.
 
-A message has a deterministic Message-ID and Date, its text (subject, body, attachment name) comes
+A message has a deterministic Message-ID and Date, its text (subject, body, attachment names) comes
 from templates in the client's language, and its addresses cannot smuggle in extra headers. How it
 travels is ``core.mail``'s; the exactly-once bookkeeping around sending is ``send.outbox``'s.
 """
@@ -57,15 +57,20 @@ def _message(
     return msg
 
 
-def attachment_name(doc: InvoiceDocument) -> str:
-    """The PDF's file name in the e-mail, from a template in the client's language, made safe."""
+def attachment_name(doc: InvoiceDocument, extension: str = "pdf") -> str:
+    """A file's name in the e-mail, from a template in the client's language, made safe:
+    ``Rechnung_NWD-2026-000012.pdf``, and the XML beside it ``Rechnung_NWD-2026-000012.xml``."""
     lang = labels.language_of(doc.language)
     name = render.environment().get_template("email/attachment_name.txt.j2").render(doc=doc, lang=lang).strip()
     stem = _SAFE_FILE.sub("_", name.removesuffix(".pdf")).strip("._") or "invoice"
-    return f"{stem}.pdf"
+    return f"{stem}.{extension}"
 
 
-def _attach(msg: EmailMessage, doc: InvoiceDocument, pdf: bytes) -> None:
+def _attach(msg: EmailMessage, doc: InvoiceDocument, pdf: bytes, xml: bytes | None = None) -> None:
+    """The XML first when there is one (it is the invoice), then the PDF (for Factur-X the invoice
+    itself, for the XML formats the visual copy)."""
+    if xml is not None:
+        msg.add_attachment(xml, maintype="application", subtype="xml", filename=attachment_name(doc, "xml"))
     msg.add_attachment(pdf, maintype="application", subtype="pdf", filename=attachment_name(doc))
     # a boundary derived from the Message-ID keeps the message byte-identical when it is rebuilt
     msg.set_boundary("=_" + hashlib.sha256(msg["Message-ID"].encode()).hexdigest()[:32])
@@ -79,12 +84,23 @@ def _amounts(doc: InvoiceDocument, lang: str) -> dict[str, str]:
     }
 
 
-def build_invoice_email(doc: InvoiceDocument, pdf: bytes, *, mail_from: str, message_id: str) -> EmailMessage:
+def build_invoice_email(
+    doc: InvoiceDocument, pdf: bytes, *, mail_from: str, message_id: str, xml: bytes | None = None
+) -> EmailMessage:
+    """The e-mail of an invoice or credit note: the PDF attached, and the XML before it for the XML
+    formats (XRechnung, Peppol BIS), whose text then says which file is the invoice."""
     lang = labels.language_of(doc.language)
     template = "email/credit_note.txt.j2" if doc.document_type == "credit_note" else "email/invoice.txt.j2"
-    subject, body = _render(template, doc=doc, lang=lang, **_amounts(doc, lang))
+    subject, body = _render(
+        template,
+        doc=doc,
+        lang=lang,
+        xml_name=attachment_name(doc, "xml") if xml is not None else "",
+        format_name=render.FORMAT_NAMES.get(doc.einvoice_format, doc.einvoice_format),
+        **_amounts(doc, lang),
+    )
     msg = _message(doc, subject, body, mail_from=mail_from, message_id=message_id, sent_on=doc.issue_date)
-    _attach(msg, doc, pdf)
+    _attach(msg, doc, pdf, xml)
     return msg
 
 
