@@ -1,1 +1,2 @@
-"""Sending: invoices and reminders delivered exactly once by e-mail and portal; disputes pause dunning."""
+"""Sending: invoices and reminders delivered exactly once by e-mail, portal and the Peppol access point's
+folder; disputes pause dunning."""
