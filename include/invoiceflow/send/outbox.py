@@ -52,7 +52,7 @@ class RenderMismatch(DataError):
 
 
 class StoredDocumentChanged(DataError):
-    """A stored PDF or XML no longer has the hash recorded when it was rendered."""
+    """A stored PDF or XML is missing or no longer has the hash recorded when it was rendered."""
 
 
 def issued_document(conn: Connection, policy: Policy, invoice_id: int) -> InvoiceDocument:
