@@ -633,7 +633,7 @@ def deliver_invoices(run: Run, invoice_ids: list[int]) -> dict[str, int]:
         "bad_address": 0,
         "changed": 0,
     }
-    failed: list[str] = []
+    failed: dict[str, list[str]] = {"email": [], "peppol": []}  # invoice numbers per channel to retry
     delivered: list[int] = []
     for invoice_id in invoice_ids:
         with engine.begin() as conn:
@@ -645,14 +645,21 @@ def deliver_invoices(run: Run, invoice_ids: list[int]) -> dict[str, int]:
             counts["changed"] += 1
             continue
         outcome = {channel: _DELIVER[channel](run, inv, doc, files, counts) for channel in CHANNELS[inv["delivery"]]}
-        if "failed" in outcome.values():
-            failed.append(doc.invoice_number)
+        for channel, status in outcome.items():
+            if status == "failed":
+                failed[channel].append(doc.invoice_number)
         if _delivered(outcome):
             delivered.append(invoice_id)
             _mark_invoice_sent(engine, invoice_id)
     _log_delivered(run, delivered, counts, use_smtp=use_smtp)
-    if failed:
-        raise DeliveryIncomplete(f"{len(failed)} deliveries failed and will be retried: {', '.join(failed[:20])}")
+    if failed["email"] or failed["peppol"]:
+        raise DeliveryIncomplete(
+            "; ".join(
+                f"{len(numbers)} {what} failed and will be retried: {', '.join(numbers[:20])}"
+                for what, numbers in (("e-mails", failed["email"]), ("Peppol hand-offs", failed["peppol"]))
+                if numbers
+            )
+        )
     return counts
 
 
