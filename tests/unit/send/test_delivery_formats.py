@@ -215,6 +215,33 @@ def test_an_unwritable_peppol_folder_is_reported_retried_and_nothing_is_lost(
 
 
 @WAITS_FOR_FORMATS
+def test_the_retry_sweep_sends_an_xrechnung_email_with_both_files(engine, data_dir, smtp, issue_in_formats):
+    """The mail server refuses the recipient once: the nightly sweep sends the same message later,
+    the XML and its visual copy attached, with the Message-ID recorded at the first attempt."""
+    policy = load_policy()
+    month = issue_in_formats(c1_format="xrechnung-cii")
+    k1 = month["K1"]
+    outbox.render_invoices(_run(engine, policy), [k1["invoice_id"]])
+    smtp.kill_at("rcpt")
+    with pytest.raises(outbox.DeliveryIncomplete, match="1 e-mails failed"):
+        outbox.deliver_invoices(_run(engine, policy), [k1["invoice_id"]])
+    assert smtp.messages == []
+    with engine.begin() as conn:
+        db.execute(
+            conn, "UPDATE deliveries SET next_attempt_at = created_at WHERE invoice_id = :i", {"i": k1["invoice_id"]}
+        )
+    assert outbox.retry_deliveries(_run(engine, policy)) == {"sent": 1}
+    message = _mail_to(smtp, k1["invoice_number"])
+    assert message["Message-ID"] == f"<{k1['invoice_number']}.invoice@northwind-digital.example>"
+    stored = _invoices(engine)[k1["invoice_number"]]
+    assert [(mime, _sha256(data)) for _, mime, data in _attachments(message)] == [
+        ("application/xml", stored["xml_sha256"]),
+        ("application/pdf", stored["pdf_sha256"]),
+    ]
+    assert stored["status"] == "sent"
+
+
+@WAITS_FOR_FORMATS
 def test_an_xrechnung_credit_note_goes_out_as_xml_and_pdf(engine, data_dir, smtp, issue_in_formats):
     policy = load_policy()
     month = issue_in_formats(c1_format="xrechnung-ubl")
