@@ -297,9 +297,14 @@ def guess_format(xml: bytes) -> str:
 
 def document_xml(content: bytes) -> bytes:
     """The XML to check: the file itself, or the Factur-X XML a PDF carries."""
-    if content.lstrip()[:5] == b"%PDF-":
+    if content.lstrip()[:5] != b"%PDF-":
+        return content
+    try:
         return embedded_xml(content)
-    return content
+    except ValueError:
+        raise
+    except Exception as exc:  # pypdf's errors for a damaged file are no ValueError
+        raise ValueError(f"not a readable PDF: {exc}") from exc
 
 
 def validate_files(paths: list[Path], fmt: str | None = None, out: TextIO | None = None) -> int:

@@ -417,4 +417,7 @@ def test_the_validate_command(tmp_path, capsys):
     assert main(["einvoice", "validate", str(pdf)]) == 0
     assert "invoice.pdf [facturx] PASS" in capsys.readouterr().out
     (tmp_path / "notes.txt").write_text("not an invoice")
-    assert main(["einvoice", "validate", str(tmp_path / "notes.txt")]) == 2
+    (tmp_path / "cut.pdf").write_bytes(pdf.read_bytes()[:2000])
+    assert main(["einvoice", "validate", str(tmp_path / "notes.txt"), str(tmp_path / "cut.pdf")]) == 2
+    out = capsys.readouterr().out
+    assert "notes.txt ERROR" in out and "cut.pdf ERROR: not a readable PDF" in out
