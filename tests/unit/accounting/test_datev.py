@@ -1,0 +1,277 @@
+"""The DATEV Buchungsstapel, checked field by field and against the published format rules
+(``support.datev_spec``, written from the format description, not from the writer)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from support.billing_fixtures import issued_month
+from support.datev_spec import SpecError, amount, validate
+
+from invoiceflow.accounting import datev, journal
+from invoiceflow.accounting.mapping import load_mapping
+from invoiceflow.airflow import runtime
+from invoiceflow.collect import importing, posting
+from invoiceflow.collect.statements.records import Statement, Transaction
+from invoiceflow.core import db
+from invoiceflow.core.policy import load_policy
+from invoiceflow.demo.statements import write_camt053
+from invoiceflow.invoicing import credit_notes
+
+IBAN = "DE89370400440532013000"
+PAID = date(2026, 11, 20)
+CREATED = datetime(2026, 12, 1, 6, 30, 5, 123000, tzinfo=UTC)
+
+
+def _pay(data_dir: Path, month: dict) -> None:
+    """K1 paid less a 5.00 bank fee (written off), K3 paid 10.00 over (unapplied)."""
+    k1, k3 = month["K1"], month["K3"]
+    txns = [
+        Transaction(IBAN, "EUR", PAID, PAID, k1["gross_amount"] - 500, "Kessler Logistik GmbH",
+                    "DE44500105175407324931", k1["invoice_number"], None, "B1", None, False),
+        Transaction(IBAN, "EUR", PAID, PAID, k3["gross_amount"] + 1000, "Ville de Lyon", None,
+                    k3["invoice_number"], None, "B2", None, False),
+    ]  # fmt: skip
+    st = Statement(IBAN, "EUR", "S1", None, PAID, PAID, 0, sum(t.amount for t in txns), tuple(txns))
+    folder = data_dir / "inbox" / "bank"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "a.xml").write_bytes(write_camt053([st], message_id="a", created_at=datetime(2026, 11, 20, tzinfo=UTC)))
+
+
+@pytest.fixture
+def books(engine, data_dir):
+    """October's four invoices issued on 1 November, two paid on the 20th, K4 credited on the 25th,
+    K1's PDF on file; everything journaled."""
+    month = issued_month(engine, data_dir)
+    pol = load_policy()
+    with engine.begin() as conn:  # the PDF is written once, after issue (what send.outbox records)
+        db.execute(
+            conn,
+            "UPDATE invoices SET pdf_path = :p, pdf_sha256 = :h WHERE invoice_id = :i AND pdf_sha256 IS NULL",
+            {"p": f"/data/outbox/pdf/{month['K1']['invoice_number']}.pdf", "h": "ab" * 32, "i": month["K1"]["invoice_id"]},
+        )
+    _pay(data_dir, month)
+    importing.import_statements(runtime.run_for(engine, actor="test"))
+    posting.match_and_post(runtime.run_for(engine, actor="test", run_id="run-1"))
+    credit_notes.credit_note(
+        runtime.run_for(engine, actor="user:anna", today=date(2026, 11, 25)), month["K4"]["invoice_number"],
+        reason="cap agreed",
+    )  # fmt: skip
+    journal.record_journal(runtime.run_for(engine, run_id="run-1", policy=pol))
+    with engine.connect() as conn:
+        month["CN"] = db.rows(conn, "SELECT * FROM invoices WHERE document_type = 'credit_note'")[0]
+    return month
+
+
+def _export(engine, tmp_path, **kw):
+    run = runtime.run_for(engine, actor="test", run_id="datev-1", policy=load_policy())
+    return datev.export_period(run, "2026-11", folder=tmp_path, created=CREATED, **kw)
+
+
+def _by_ref(parsed, ref):
+    return [b for b in parsed.bookings if b["Belegfeld 1"] == ref]
+
+
+def test_the_header_record_says_what_and_when(engine, books, tmp_path):
+    out = _export(engine, tmp_path)
+    assert out.path.name == "EXTF_Buchungsstapel_2026-11_1001_1.csv"
+    assert out.skipped == []
+    raw = out.path.read_bytes()
+    parsed = validate(raw)
+    h = parsed.header
+    assert h[:6] == ["EXTF", "700", "21", "Buchungsstapel", "7", "20261201063005123"]
+    assert h[10:16] == ["1001", "1", "20260101", "4", "20261101", "20261130"]
+    assert h[16] == "invoiceflow 2026-11" and h[21] == "EUR" and h[26] == "03"
+    assert raw.startswith(b'"EXTF";700;21;"Buchungsstapel";7;20261201063005123;;"RE";"invoiceflow";;1001;1;')
+    assert len(parsed.headings) == 116 and parsed.headings[-1] == "Datum Zuord. Steuerperiode"
+    assert "Geschäftspartnerbank".encode("cp1252") in raw  # Windows-1252, not UTF-8
+
+
+def test_a_domestic_invoice_is_the_debitor_against_the_automatic_revenue_account_at_gross(engine, books, tmp_path):
+    k1 = books["K1"]
+    parsed = validate(_export(engine, tmp_path).path.read_bytes())
+    (b,) = [b for b in _by_ref(parsed, k1["invoice_number"]) if b["Gegenkonto (ohne BU-Schlüssel)"] == "8400"]
+    assert b["Umsatz (ohne Soll/Haben-Kz)"] == "2897,65"  # net 2435.00 + 19 % VAT 462.65
+    assert b["Soll/Haben-Kennzeichen"] == "S"
+    assert (b["Konto"], b["BU-Schlüssel"], b["WKZ Umsatz"]) == ("10001", "", "EUR")
+    assert b["Belegdatum"] == "0111"
+    assert b["Buchungstext"] == f"invoice {k1['invoice_number']} to C1"
+    assert b["Beleglink"].startswith('BEDI "') and len(b["Beleglink"]) == 6 + 36 + 1
+    assert (b["Beleginfo - Art 1"], b["Beleginfo - Inhalt 1"]) == ("Dateiname", f"{k1['invoice_number']}.pdf")
+    assert (b["Kurs"], b["Basis-Umsatz"], b["Zusatzinformation - Art 1"]) == ("", "", "")
+    # DATEV's automatic account takes 19/119 out of the gross: exactly invoiceflow's VAT
+    assert datev.vat_split(amount(b["Umsatz (ohne Soll/Haben-Kz)"]), 1900) == k1["tax_amount"] == 46265
+
+
+def test_reverse_charge_and_export_go_to_their_own_revenue_accounts(engine, books, tmp_path):
+    parsed = validate(_export(engine, tmp_path).path.read_bytes())
+    (rc,) = _by_ref(parsed, books["K3"]["invoice_number"])[:1]
+    assert (rc["Konto"], rc["Gegenkonto (ohne BU-Schlüssel)"], rc["BU-Schlüssel"]) == ("10003", "8336", "")
+    assert (rc["Umsatz (ohne Soll/Haben-Kz)"], rc["Soll/Haben-Kennzeichen"]) == ("1500,00", "S")
+    (ex,) = _by_ref(parsed, books["K2"]["invoice_number"])
+    # 12,000.00 GBP at the recorded 0.86 is 13,953.49 EUR: DATEV gets the journal's base amount
+    assert (ex["Konto"], ex["Gegenkonto (ohne BU-Schlüssel)"], ex["BU-Schlüssel"]) == ("10002", "8338", "")
+    assert (ex["Umsatz (ohne Soll/Haben-Kz)"], ex["WKZ Umsatz"]) == ("13953,49", "EUR")
+    assert (ex["Zusatzinformation - Art 1"], ex["Zusatzinformation - Inhalt 1"]) == ("Fremdwährung", "GBP 0,86")
+    assert ex["Beleglink"] == ""  # no PDF on file for it
+
+
+def test_a_credit_note_is_the_mirror_on_the_haben_side(engine, books, tmp_path):
+    cn = books["CN"]
+    parsed = validate(_export(engine, tmp_path).path.read_bytes())
+    (b,) = _by_ref(parsed, cn["invoice_number"])
+    assert (b["Umsatz (ohne Soll/Haben-Kz)"], b["Soll/Haben-Kennzeichen"]) == ("1190,00", "H")
+    assert (b["Konto"], b["Gegenkonto (ohne BU-Schlüssel)"], b["Belegdatum"]) == ("10001", "8400", "2511")
+    assert datev.vat_split(119000, 1900) == cn["tax_amount"] == 19000
+
+
+def test_a_payment_with_a_bank_fee_clears_the_debitor_by_invoice(engine, books, tmp_path):
+    k1, k3 = books["K1"], books["K3"]
+    parsed = validate(_export(engine, tmp_path).path.read_bytes())
+    paid = [b for b in _by_ref(parsed, k1["invoice_number"]) if b["Belegdatum"] == "2011"]
+    got = sorted(
+        (b["Konto"], b["Soll/Haben-Kennzeichen"], b["Gegenkonto (ohne BU-Schlüssel)"], b["Umsatz (ohne Soll/Haben-Kz)"])
+        for b in paid
+    )
+    assert got == [("10001", "H", "1200", "2892,65"), ("10001", "H", "4970", "5,00")]
+    over = [b for b in parsed.bookings if b["Belegdatum"] == "2011" and b["Belegfeld 1"] != k1["invoice_number"]]
+    got = sorted((b["Konto"], b["Soll/Haben-Kennzeichen"], b["Gegenkonto (ohne BU-Schlüssel)"]) for b in over)
+    assert got == [("10003", "H", "1200"), ("1200", "S", "1590")]
+    refs = {b["Konto"]: b["Belegfeld 1"] for b in over}
+    assert refs["10003"] == k3["invoice_number"] and refs["1200"].startswith("payment-")  # the overpayment
+
+
+def test_each_entry_books_to_the_accounts_the_journal_says(engine, books, tmp_path):
+    """Per document, the Soll equals the Haben, and per account the bookings move exactly what the
+    journal's lines move in the base currency (mapped to DATEV's accounts, DATEV's VAT split included)."""
+    out = _export(engine, tmp_path)
+    parsed = validate(out.path.read_bytes())
+    soll: dict[str, int] = defaultdict(int)
+    haben: dict[str, int] = defaultdict(int)
+    moved: dict[str, int] = defaultdict(int)
+    for b in parsed.bookings:
+        cents, ref = amount(b["Umsatz (ohne Soll/Haben-Kz)"]), b["Belegfeld 1"]
+        debit, credit = (b["Konto"], b["Gegenkonto (ohne BU-Schlüssel)"])[:: 1 if b["Soll/Haben-Kennzeichen"] == "S" else -1]
+        soll[ref] += cents
+        haben[ref] += cents
+        vat = datev.vat_split(cents, 1900) if "8400" in (debit, credit) else 0
+        moved[debit] += cents
+        moved[credit] -= cents
+        if vat:  # the automatic account moves the VAT on to 1776
+            revenue = credit if credit == "8400" else debit
+            moved[revenue] += vat if revenue == credit else -vat
+            moved["1776"] -= vat if revenue == credit else -vat
+    assert soll == haben and len(soll) >= 5
+    expected: dict[str, int] = defaultdict(int)
+    debtor = {"C1": "10001", "C2": "10002", "C3": "10003"}
+    revenue_of = {"K2": "8338", "K3": "8336"}
+    with engine.connect() as conn:
+        for ln in db.rows(
+            conn,
+            "SELECT l.*, e.source_type, e.source_id FROM journal_lines l JOIN journal_entries e ON "
+            "e.entry_id = l.entry_id WHERE e.entry_date >= '2026-11-01' AND e.entry_date < '2026-12-01'",
+        ):
+            account = debtor[ln["client_id"]] if ln["account"] == "1400" else ln["account"]
+            if ln["account"] == "8400":
+                contract = next((k for k, v in books.items() if v["invoice_number"] == ln["invoice_number"]), "")
+                account = revenue_of.get(contract, "8400")
+            expected[account] += ln["base_debit"] - ln["base_credit"]
+    assert {k: v for k, v in moved.items() if v} == {k: v for k, v in expected.items() if v}
+    assert out.bookings == len(parsed.bookings)
+
+
+def test_several_revenue_accounts_leave_datev_the_vat_cent_it_cannot_see():
+    """3 + 3 cents at 19 %: each gross line splits to 1 cent VAT, the document's VAT is 1 cent;
+    the difference goes to the VAT account directly, so revenue and VAT agree to the cent."""
+    pol = load_policy()
+    pol = pol.model_copy(
+        update={
+            "reconciliation": pol.reconciliation.model_copy(update={"revenue_accounts": {"design": "8401"}})
+        }
+    )
+    mapping = load_mapping(load_policy())
+    mapping = mapping.model_copy(
+        update={
+            "datev": mapping.datev.model_copy(
+                update={"revenue": {**mapping.datev.revenue, "8401": {"S19": "8401"}}, "document_link": "none"}
+            )
+        }
+    )
+    lines = [
+        {"account": "1400", "base_debit": 7, "base_credit": 0, "client_id": "C1", "tax_code": None},
+        {"account": "8400", "base_debit": 0, "base_credit": 3, "client_id": "C1", "tax_code": None},
+        {"account": "8401", "base_debit": 0, "base_credit": 3, "client_id": "C1", "tax_code": None},
+        {"account": "1776", "base_debit": 0, "base_credit": 1, "client_id": "C1", "tax_code": "S"},
+    ]
+    lines = [{"project_code": None, "invoice_number": "NWD-1", **ln} for ln in lines]
+    entry = {"entry_date": date(2026, 11, 1), "description": "invoice NWD-1 to C1", "currency": "EUR",
+             "base_currency": "EUR", "fx_rate": "1", "lines": lines}  # fmt: skip
+    doc = {"invoice_number": "NWD-1", "client_id": "C1", "pdf_path": None, "pdf_sha256": None}
+    acc = datev._Accounts(pol, mapping.datev, mapping)
+    got = datev.document_bookings(entry, doc, [{"tax_code": "S", "tax_rate_bp": 1900}], acc)
+    assert [(b.account, b.side, b.contra, b.amount) for b in got] == [
+        ("10001", "S", "8400", 4),
+        ("10001", "S", "8401", 4),
+        ("10001", "H", "1776", 1),
+    ]
+    assert sum(datev.vat_split(b.amount, 1900) for b in got[:2]) - 1 == 1  # DATEV's 2 cents less the 1 booked
+
+
+def test_an_unmapped_tax_code_leaves_out_that_document_only(engine, books, tmp_path):
+    mapping = load_mapping(load_policy())
+    revenue = {"8400": {k: v for k, v in mapping.datev.revenue["8400"].items() if k != "AE0"}}
+    mapping = mapping.model_copy(update={"datev": mapping.datev.model_copy(update={"revenue": revenue})})
+    out = _export(engine, tmp_path, mapping=mapping)
+    k3 = books["K3"]["invoice_number"]
+    assert [s for s, _ in out.skipped] == [k3]
+    assert "AE0" in out.skipped[0][1] and k3 in out.skipped[0][1]
+    parsed = validate(out.path.read_bytes())
+    assert not [b for b in parsed.bookings if b["Gegenkonto (ohne BU-Schlüssel)"] == "8336"]
+    assert _by_ref(parsed, books["K1"]["invoice_number"])  # the others are there
+    with engine.connect() as conn:
+        found = db.rows(conn, "SELECT * FROM exceptions WHERE category = 'datev_export'")
+    assert [e["subject_id"] for e in found] == [k3]
+
+
+def test_the_same_month_again_is_the_same_file(engine, books, tmp_path):
+    folder = tmp_path / "datev"
+    first = _export(engine, folder).path.read_bytes()
+    again = _export(engine, folder)
+    assert again.path.read_bytes() == first and sorted(p.name for p in folder.iterdir()) == [again.path.name]
+
+
+def test_the_validator_bites(engine, books, tmp_path):
+    good = _export(engine, tmp_path).path.read_bytes()
+    validate(good)
+    text = good.decode("cp1252")
+    lines = text.split("\r\n")
+    first = lines[2].split(";")
+    broken = {
+        "LF line ends": text.replace("\r\n", "\n").encode("cp1252"),
+        "UTF-8": text.encode("utf-8"),
+        "amount with a dot": text.replace(first[0] + ";", first[0].replace(",", ".") + ";", 1).encode("cp1252"),
+        "a field short": "\r\n".join([*lines[:2], ";".join(first[:-1]), *lines[3:]]).encode("cp1252"),
+        "Belegdatum outside the month": "\r\n".join([*lines[:2], ";".join([*first[:9], "0112", *first[10:]]), *lines[3:]]).encode("cp1252"),
+        "zero amount": "\r\n".join([*lines[:2], ";".join(["0,00", *first[1:]]), *lines[3:]]).encode("cp1252"),
+        "Belegfeld with underscore": "\r\n".join([*lines[:2], ";".join([*first[:10], '"NWD_1"', *first[11:]]), *lines[3:]]).encode("cp1252"),
+        "long Buchungstext": "\r\n".join([*lines[:2], ";".join([*first[:13], '"' + "x" * 61 + '"', *first[14:]]), *lines[3:]]).encode("cp1252"),
+        "short Konto": "\r\n".join([*lines[:2], ";".join([*first[:6], "140", *first[7:]]), *lines[3:]]).encode("cp1252"),
+        "unquoted S/H": "\r\n".join([*lines[:2], ";".join([first[0], "S", *first[2:]]), *lines[3:]]).encode("cp1252"),
+        "not EXTF": text.replace('"EXTF"', '"DTVF"', 1).encode("cp1252"),
+        "header field missing": text.replace(";1001;1;", ";1001;", 1).encode("cp1252"),
+    }  # fmt: skip
+    for what, data in broken.items():
+        with pytest.raises(SpecError):
+            validate(data)
+            pytest.fail(what)
+
+
+def test_amounts_are_decimal_comma_without_thousands():
+    assert datev.amount_text(1395349) == "13953,49" and datev.amount_text(5) == "0,05"
+    assert datev.clean_reference("NWD_2026 #1/ä") == "NWD-2026--1/-"
+    assert datev.clean_text('a "b"\n€ ✓') == "a 'b' € ?"
+    assert Decimal(datev.vat_split(119, 1900)) == 19
