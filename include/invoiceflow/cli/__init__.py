@@ -11,7 +11,7 @@ from dataclasses import asdict
 from datetime import date, timedelta
 from pathlib import Path
 
-from invoiceflow.cli import workbench
+from invoiceflow.cli import accounting, workbench
 from invoiceflow.core import db, settings
 from invoiceflow.core.errors import InvoiceflowError
 from invoiceflow.core.run import Run
@@ -419,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_einvoice_validate)
 
     workbench.add_commands(sub)
+    accounting.add_commands(sub)
 
     p = sub.add_parser("demo", help="run last month's billing end to end through Airflow")
     p.add_argument("--seed", type=int, default=42)

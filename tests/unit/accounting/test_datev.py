@@ -275,3 +275,25 @@ def test_amounts_are_decimal_comma_without_thousands():
     assert datev.clean_reference("NWD_2026 #1/ä") == "NWD-2026--1/-"
     assert datev.clean_text('a "b"\n€ ✓') == "a 'b' € ?"
     assert Decimal(datev.vat_split(119, 1900)) == 19
+
+
+def test_the_command_writes_the_month_and_names_what_it_left_out(data_dir, tmp_path, capsys, monkeypatch):
+    from invoiceflow import cli
+
+    engine = db.engine(f"sqlite:///{data_dir / 'billing.db'}")  # the embedded default the CLI opens
+    db.upgrade(engine)
+    issued_month(engine, data_dir)
+    journal.record_journal(runtime.run_for(engine, run_id="run-1", policy=load_policy()))
+    assert cli.main(["accounting", "datev", "--period", "2026-11", "--out", str(tmp_path / "out")]) == 0
+    said = capsys.readouterr().out
+    assert "EXTF_Buchungsstapel_2026-11_1001_1.csv: 4 bookings from 4 journal entries" in said
+    assert len(validate((tmp_path / "out" / "EXTF_Buchungsstapel_2026-11_1001_1.csv").read_bytes()).bookings) == 4
+    assert cli.main(["accounting", "datev", "--period", "2026-13"]) == 2
+    assert "a month, YYYY-MM" in capsys.readouterr().err
+    # a mapping without the export account: that document is named, the exit code says so
+    broken = (Path(__file__).parents[3] / "include/config/accounting.yaml").read_text(encoding="utf-8")
+    without = "\n".join(ln for ln in broken.splitlines() if not ln.strip().startswith('G0: "8338"'))
+    (tmp_path / "accounting.yaml").write_text(without, encoding="utf-8")
+    monkeypatch.setenv("INVOICEFLOW_ACCOUNTING", str(tmp_path / "accounting.yaml"))
+    assert cli.main(["accounting", "datev", "--period", "2026-11", "--out", str(tmp_path / "out")]) == 2
+    assert "left out NWD-2026-000002" in capsys.readouterr().err
