@@ -20,12 +20,13 @@ TEST_PACKAGES := chromium chromium-driver
 # pytest-xdist workers for `make test`: one per core by default (`make test TEST_WORKERS=1` runs serially).
 TEST_WORKERS ?= auto
 
-.PHONY: help install install-test airflow-config demo up test test-fast lint lock bench bench-parse bench-scale bench-statements bench-workbench clean
+.PHONY: help install install-test airflow-config demo up books test test-fast lint lock bench bench-parse bench-scale bench-statements bench-workbench clean
 
 help:
 	@echo "make demo    install, seed demo data, run last month's billing end to end, print the results"
 	@echo "make test    install test tools, make sure PostgreSQL runs, run the whole suite"
 	@echo "make up      airflow standalone with this project's DAGs (UI on http://localhost:8080)"
+	@echo "make books   the journal in Fava, Beancount's web UI, on http://127.0.0.1:5000 (BOOKS_PORT=...)"
 	@echo "make test-fast  the suite without the slow end-to-end runs (minutes, not a quarter hour)"
 	@echo "make lint    ruff (with Airflow's AIR3 rules), import-linter (the import direction) and mypy"
 	@echo "make lock    re-compile requirements*.txt from pyproject.toml"
@@ -65,6 +66,15 @@ demo: $(VENV)/.installed $(AIRFLOW_HOME)/airflow.db airflow-config
 up: $(VENV)/.installed $(AIRFLOW_HOME)/airflow.db airflow-config
 	@echo "Airflow UI: http://localhost:8080 - user admin, password in $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated"
 	airflow standalone
+
+# Fava is not a runtime dependency: installed here when missing, at the versions requirements-test.txt pins.
+BOOKS_PORT ?= 5000
+BOOKS_FILE := $(INVOICEFLOW_DATA_DIR)/outbox/accounting/books.beancount
+books: $(VENV)/.installed
+	@$(BIN)/python -c "import fava" 2>/dev/null || $(UV) pip install --quiet --python $(BIN)/python --constraint requirements-test.txt fava
+	invoiceflow accounting beancount --out $(BOOKS_FILE)
+	@echo "Fava on http://127.0.0.1:$(BOOKS_PORT) (Ctrl-C stops it)"
+	$(BIN)/fava --host 127.0.0.1 --port $(BOOKS_PORT) $(BOOKS_FILE)
 
 test: $(VENV)/.installed-test
 	bash scripts/ensure-debian-packages.sh $(RENDER_PACKAGES) $(TEST_PACKAGES)

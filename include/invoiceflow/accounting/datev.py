@@ -464,7 +464,8 @@ def render(header: dict[str, Any], bookings: list[Booking]) -> bytes:
     return ("\r\n".join(lines) + "\r\n").encode(ENCODING)
 
 
-def _entries(conn: Connection, first: date, after: date) -> list[dict[str, Any]]:
+def journal_between(conn: Connection, first: date, after: date) -> list[dict[str, Any]]:
+    """The journal entries dated ``first`` up to ``after`` (half-open), each with its lines."""
     entries = db.rows(
         conn,
         "SELECT * FROM journal_entries WHERE entry_date >= :a AND entry_date < :b ORDER BY entry_date, entry_id",
@@ -516,7 +517,7 @@ def export_period(
     acc = _Accounts(pol, datev, mapping)
     first, after = period_of(month)
     with run.engine.connect() as conn:
-        entries = _entries(conn, first, after)
+        entries = journal_between(conn, first, after)
         docs, taxes = _documents(conn, entries)
     bookings: list[Booking] = []
     skipped: list[tuple[str, str]] = []

@@ -6,11 +6,14 @@ connector) is a function and three lines in :func:`add_commands`."""
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
+from datetime import date
 from pathlib import Path
 from typing import Any
 
+from invoiceflow.core import settings
 from invoiceflow.core.errors import DataError
 
 
@@ -29,12 +32,40 @@ def cmd_datev(args: argparse.Namespace) -> int:
     return 2 if out.skipped else 0
 
 
+def cmd_beancount(args: argparse.Namespace) -> int:
+    """The whole journal as one Beancount file (what ``make books`` opens in Fava), written atomically.
+
+    The nightly export writes each run's entries to a file of their own; Fava wants the books in one."""
+    from invoiceflow.accounting import datev, exports
+    from invoiceflow.airflow import runtime
+
+    run = runtime.run_for(runtime.existing_billing_engine(), run_id="cli__beancount", send_mail=False)
+    with run.engine.connect() as conn:
+        entries = datev.journal_between(conn, date(1900, 1, 1), date(9999, 12, 31))
+    path = Path(args.out) if args.out else settings.outbox() / "accounting" / "books.beancount"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    text = exports.to_beancount(entries, run.policy)
+    # A foreign-currency posting's total price (@@) becomes a unit price Beancount carries to 28
+    # digits, so a document of several such lines misses balancing by 1e-23 EUR: half a cent of
+    # tolerance where no posting states one (the journal itself balances to the cent by construction).
+    text = text.replace("\n\n", '\noption "inferred_tolerance_default" "*:0.005"\n\n', 1)
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    print(f"{path}: {len(entries)} journal entries")
+    return 0
+
+
 def add_commands(sub: Any) -> None:
     """The ``accounting`` group of ``invoiceflow``."""
-    group = sub.add_parser("accounting", help="the books for the accounting systems: DATEV export")
+    group = sub.add_parser("accounting", help="the books for the accounting systems: DATEV, Beancount")
     commands = group.add_subparsers(dest="accounting_command", required=True)
 
     p = commands.add_parser("datev", help="write a month's DATEV EXTF Buchungsstapel for the tax adviser")
     p.add_argument("--period", required=True, help="the booking month, YYYY-MM")
     p.add_argument("--out", help="folder for the file (default: data/outbox/accounting/datev)")
     p.set_defaults(func=cmd_datev)
+
+    p = commands.add_parser("beancount", help="write the whole journal as one Beancount file (for Fava)")
+    p.add_argument("--out", help="the file (default: data/outbox/accounting/books.beancount)")
+    p.set_defaults(func=cmd_beancount)
