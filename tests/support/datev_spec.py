@@ -204,7 +204,7 @@ def _booking(n: int, cells: list[tuple[str, bool]], length: int, start: date, en
     if len(v[14]) > 60:
         problems.append(f"line {n} field 14 (Buchungstext): {len(v[14])} characters, at most 60")
     if v[20] and not BEDI.match(v[20]):
-        problems.append(f"line {n} field 20 (Beleglink): {v[20]!r} is not BEDI \"<GUID>\"")
+        problems.append(f'line {n} field 20 (Beleglink): {v[20]!r} is not BEDI "<GUID>"')
     return problems
 
 

@@ -162,7 +162,7 @@ COLUMNS = (
     "Leistungsdatum",
     "Datum Zuord. Steuerperiode",
 )
-assert len(HEADER_FIELDS) == 31 and len(COLUMNS) == 116  # noqa: S101 - the format's field counts
+assert len(HEADER_FIELDS) == 31 and len(COLUMNS) == 116
 # Booking fields invoiceflow fills that are text (quoted); amounts, accounts and dates are not.
 TEXT_COLUMNS = frozenset(
     {
@@ -256,9 +256,9 @@ class _Accounts:
     def __init__(self, policy: Policy, datev: Datev, mapping: Mapping) -> None:
         rec = policy.reconciliation
         self.datev, self.mapping = datev, mapping
-        self.roles = {v: k for k, v in reversed({**rec.non_receivable_accounts, **rec.accounts}.items())}
-        for number in rec.accounts.values():  # a role wins over a category of the same number
-            self.roles[number] = next(k for k, v in rec.accounts.items() if v == number)
+        self.roles: dict[str, str] = {}
+        for role, number in [*rec.accounts.items(), *rec.non_receivable_accounts.items()]:
+            self.roles.setdefault(number, role)  # the first role of a number wins, a role before a category
         self.receivables = rec.accounts["receivables"]
         self.revenue = revenue_accounts(policy)
         self.vat = {rec.accounts["vat_payable"], *rec.tax_accounts.values()}
@@ -267,7 +267,7 @@ class _Accounts:
         """A client's Debitor: its own entry in the mapping, else ``base`` + the number in its id."""
         debtors = self.datev.debtors
         if client_id is None:
-            raise UnmappedCode(document, "datev", "Debitor of a receivable without client", "")
+            raise DataError(f"{document}: a receivable line without a client has no Debitor")
         number = debtors.clients.get(client_id)
         if number is None:
             digits = re.search(r"([0-9]+)$", client_id)
@@ -297,7 +297,8 @@ def _net(line: dict[str, Any]) -> int:
 
 
 def _reference(entry: dict[str, Any]) -> str:
-    return clean_reference(entry.get("invoice_number") or f"{entry['source_type']}-{entry['source_id']}")
+    """Belegfeld 1 of an entry that is not a document, where no line names an invoice: ``payment-12``."""
+    return clean_reference(f"{entry['source_type']}-{entry['source_id']}")
 
 
 def document_bookings(
@@ -528,7 +529,7 @@ def export_period(
             if doc is not None:
                 built = document_bookings(e, doc, taxes.get(str(e["source_id"]), []), acc)
             else:
-                built = entry_bookings({**e, "invoice_number": None}, acc)
+                built = entry_bookings(e, acc)
         except DataError as exc:
             skipped.append((subject, str(exc)))
             continue

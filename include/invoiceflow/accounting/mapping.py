@@ -79,8 +79,9 @@ class Invoiceflow(_Strict):
     @classmethod
     def _codes_are_category_and_rate(cls, codes: dict[str, TaxCode]) -> dict[str, TaxCode]:
         for code, tax in codes.items():
-            if code != tax_key(tax.category, tax.rate_bp):
-                raise ValueError(f"tax code {code!r} must be its category and rate: {tax_key(tax.category, tax.rate_bp)}")
+            key = tax_key(tax.category, tax.rate_bp)
+            if code != key:
+                raise ValueError(f"tax code {code!r} must be its category and rate: {key}")
         return codes
 
     @field_validator("journals")
@@ -208,23 +209,23 @@ class Mapping(_Strict):
         rec = policy.reconciliation
         roles = set(rec.accounts) | set(rec.non_receivable_accounts)
         revenue = revenue_accounts(policy)
-        for target, accounts, revenue_keys in (
-            ("datev", self.datev and self.datev.accounts, self.datev and self.datev.revenue),
-            ("tryton", self.tryton and self.tryton.accounts, self.tryton and self.tryton.revenue),
-        ):
-            if accounts is None or revenue_keys is None:
-                continue
+        targets: list[tuple[str, dict[str, str], MappingABC[str, object]]] = []
+        if self.datev is not None:
+            targets.append(("datev", self.datev.accounts, self.datev.revenue))
+        if self.tryton is not None:
+            targets.append(("tryton", self.tryton.accounts, self.tryton.revenue))
+        for target, accounts, revenue_keys in targets:
             _known(f"{target}.accounts", accounts, roles, "role or category of policy.yaml's reconciliation")
             _known(f"{target}.revenue", revenue_keys, revenue, "revenue account of policy.yaml")
             by_number: dict[str, dict[str, str]] = {}
             for role, number in {**rec.non_receivable_accounts, **rec.accounts}.items():
                 if role in accounts:
                     by_number.setdefault(number, {})[role] = accounts[role]
-            for number, targets in by_number.items():
-                if len(set(targets.values())) > 1:
+            for number, mapped in by_number.items():
+                if len(set(mapped.values())) > 1:
                     raise MappingError(
-                        f"{target}.accounts: invoiceflow account {number} is {', '.join(sorted(targets))}, "
-                        f"mapped to different accounts {sorted(set(targets.values()))}"
+                        f"{target}.accounts: invoiceflow account {number} is {', '.join(sorted(mapped))}, "
+                        f"mapped to different accounts {sorted(set(mapped.values()))}"
                     )
         return self
 

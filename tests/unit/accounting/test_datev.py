@@ -52,7 +52,7 @@ def books(engine, data_dir):
         db.execute(
             conn,
             "UPDATE invoices SET pdf_path = :p, pdf_sha256 = :h WHERE invoice_id = :i AND pdf_sha256 IS NULL",
-            {"p": f"/data/outbox/pdf/{month['K1']['invoice_number']}.pdf", "h": "ab" * 32, "i": month["K1"]["invoice_id"]},
+            {"p": f"/data/pdf/{month['K1']['invoice_number']}.pdf", "h": "ab" * 32, "i": month["K1"]["invoice_id"]},
         )
     _pay(data_dir, month)
     importing.import_statements(runtime.run_for(engine, actor="test"))
@@ -146,42 +146,47 @@ def test_a_payment_with_a_bank_fee_clears_the_debitor_by_invoice(engine, books, 
 
 
 def test_each_entry_books_to_the_accounts_the_journal_says(engine, books, tmp_path):
-    """Per document, the Soll equals the Haben, and per account the bookings move exactly what the
-    journal's lines move in the base currency (mapped to DATEV's accounts, DATEV's VAT split included)."""
+    """Per document the Soll equals the Haben and both equal the journal entry's debits; per account
+    the bookings move exactly what the journal's lines move in the base currency (mapped to DATEV's
+    accounts, with DATEV's VAT split of the automatic account 8400 on to 1776)."""
     out = _export(engine, tmp_path)
     parsed = validate(out.path.read_bytes())
+    assert out.bookings == len(parsed.bookings)
     soll: dict[str, int] = defaultdict(int)
     haben: dict[str, int] = defaultdict(int)
     moved: dict[str, int] = defaultdict(int)
     for b in parsed.bookings:
-        cents, ref = amount(b["Umsatz (ohne Soll/Haben-Kz)"]), b["Belegfeld 1"]
-        debit, credit = (b["Konto"], b["Gegenkonto (ohne BU-Schlüssel)"])[:: 1 if b["Soll/Haben-Kennzeichen"] == "S" else -1]
-        soll[ref] += cents
-        haben[ref] += cents
-        vat = datev.vat_split(cents, 1900) if "8400" in (debit, credit) else 0
+        cents, document = amount(b["Umsatz (ohne Soll/Haben-Kz)"]), b["Buchungstext"]
+        konto, gegenkonto = b["Konto"], b["Gegenkonto (ohne BU-Schlüssel)"]
+        debit, credit = (konto, gegenkonto) if b["Soll/Haben-Kennzeichen"] == "S" else (gegenkonto, konto)
+        soll[document] += cents  # the debited account's side
+        haben[document] += cents  # the credited account's side
         moved[debit] += cents
         moved[credit] -= cents
-        if vat:  # the automatic account moves the VAT on to 1776
-            revenue = credit if credit == "8400" else debit
-            moved[revenue] += vat if revenue == credit else -vat
-            moved["1776"] -= vat if revenue == credit else -vat
-    assert soll == haben and len(soll) >= 5
+        if "8400" in (debit, credit):  # the automatic account moves the VAT on to 1776
+            vat = datev.vat_split(cents, 1900) * (1 if credit == "8400" else -1)
+            moved["8400"] += vat
+            moved["1776"] -= vat
+    per_document: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     expected: dict[str, int] = defaultdict(int)
     debtor = {"C1": "10001", "C2": "10002", "C3": "10003"}
-    revenue_of = {"K2": "8338", "K3": "8336"}
+    revenue_of = {books["K2"]["invoice_number"]: "8338", books["K3"]["invoice_number"]: "8336"}
     with engine.connect() as conn:
         for ln in db.rows(
             conn,
-            "SELECT l.*, e.source_type, e.source_id FROM journal_lines l JOIN journal_entries e ON "
-            "e.entry_id = l.entry_id WHERE e.entry_date >= '2026-11-01' AND e.entry_date < '2026-12-01'",
+            "SELECT l.*, e.description FROM journal_lines l JOIN journal_entries e ON e.entry_id = l.entry_id "
+            "WHERE e.entry_date >= '2026-11-01' AND e.entry_date < '2026-12-01'",
         ):
             account = debtor[ln["client_id"]] if ln["account"] == "1400" else ln["account"]
             if ln["account"] == "8400":
-                contract = next((k for k, v in books.items() if v["invoice_number"] == ln["invoice_number"]), "")
-                account = revenue_of.get(contract, "8400")
+                account = revenue_of.get(ln["invoice_number"], "8400")
             expected[account] += ln["base_debit"] - ln["base_credit"]
+            per_document[ln["description"]][account] += ln["base_debit"] - ln["base_credit"]
+    # what each document debits and credits, per account (K4's capped line nets with its revenue)
+    journal_soll = {d: sum(v for v in acc.values() if v > 0) for d, acc in per_document.items()}
+    journal_haben = {d: -sum(v for v in acc.values() if v < 0) for d, acc in per_document.items()}
+    assert soll == haben == journal_soll == journal_haben and len(soll) == 7  # 4 invoices, 2 payments, a note
     assert {k: v for k, v in moved.items() if v} == {k: v for k, v in expected.items() if v}
-    assert out.bookings == len(parsed.bookings)
 
 
 def test_several_revenue_accounts_leave_datev_the_vat_cent_it_cannot_see():
@@ -189,9 +194,7 @@ def test_several_revenue_accounts_leave_datev_the_vat_cent_it_cannot_see():
     the difference goes to the VAT account directly, so revenue and VAT agree to the cent."""
     pol = load_policy()
     pol = pol.model_copy(
-        update={
-            "reconciliation": pol.reconciliation.model_copy(update={"revenue_accounts": {"design": "8401"}})
-        }
+        update={"reconciliation": pol.reconciliation.model_copy(update={"revenue_accounts": {"design": "8401"}})}
     )
     mapping = load_mapping(load_policy())
     mapping = mapping.model_copy(
@@ -250,20 +253,25 @@ def test_the_validator_bites(engine, books, tmp_path):
     text = good.decode("cp1252")
     lines = text.split("\r\n")
     first = lines[2].split(";")
+
+    def first_line(*fields: str) -> bytes:
+        """The file with its first booking line made of ``fields``."""
+        return "\r\n".join([*lines[:2], ";".join(fields), *lines[3:]]).encode("cp1252")
+
     broken = {
         "LF line ends": text.replace("\r\n", "\n").encode("cp1252"),
         "UTF-8": text.encode("utf-8"),
-        "amount with a dot": text.replace(first[0] + ";", first[0].replace(",", ".") + ";", 1).encode("cp1252"),
-        "a field short": "\r\n".join([*lines[:2], ";".join(first[:-1]), *lines[3:]]).encode("cp1252"),
-        "Belegdatum outside the month": "\r\n".join([*lines[:2], ";".join([*first[:9], "0112", *first[10:]]), *lines[3:]]).encode("cp1252"),
-        "zero amount": "\r\n".join([*lines[:2], ";".join(["0,00", *first[1:]]), *lines[3:]]).encode("cp1252"),
-        "Belegfeld with underscore": "\r\n".join([*lines[:2], ";".join([*first[:10], '"NWD_1"', *first[11:]]), *lines[3:]]).encode("cp1252"),
-        "long Buchungstext": "\r\n".join([*lines[:2], ";".join([*first[:13], '"' + "x" * 61 + '"', *first[14:]]), *lines[3:]]).encode("cp1252"),
-        "short Konto": "\r\n".join([*lines[:2], ";".join([*first[:6], "140", *first[7:]]), *lines[3:]]).encode("cp1252"),
-        "unquoted S/H": "\r\n".join([*lines[:2], ";".join([first[0], "S", *first[2:]]), *lines[3:]]).encode("cp1252"),
+        "amount with a dot": first_line(first[0].replace(",", "."), *first[1:]),
+        "a field short": first_line(*first[:-1]),
+        "Belegdatum outside the month": first_line(*first[:9], "0112", *first[10:]),
+        "zero amount": first_line("0,00", *first[1:]),
+        "Belegfeld with underscore": first_line(*first[:10], '"NWD_1"', *first[11:]),
+        "long Buchungstext": first_line(*first[:13], '"' + "x" * 61 + '"', *first[14:]),
+        "short Konto": first_line(*first[:6], "140", *first[7:]),
+        "unquoted S/H": first_line(first[0], "S", *first[2:]),
         "not EXTF": text.replace('"EXTF"', '"DTVF"', 1).encode("cp1252"),
         "header field missing": text.replace(";1001;1;", ";1001;", 1).encode("cp1252"),
-    }  # fmt: skip
+    }
     for what, data in broken.items():
         with pytest.raises(SpecError):
             validate(data)
