@@ -9,6 +9,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from support.billing_fixtures import issued_month
 from support.datev_spec import SpecError, amount, validate
 
@@ -18,6 +20,7 @@ from invoiceflow.airflow import runtime
 from invoiceflow.collect import importing, posting
 from invoiceflow.collect.statements.records import Statement, Transaction
 from invoiceflow.core import db
+from invoiceflow.core.money import round_half_up
 from invoiceflow.core.policy import load_policy
 from invoiceflow.demo.statements import write_camt053
 from invoiceflow.invoicing import credit_notes
@@ -305,3 +308,42 @@ def test_the_command_writes_the_month_and_names_what_it_left_out(data_dir, tmp_p
     monkeypatch.setenv("INVOICEFLOW_ACCOUNTING", str(tmp_path / "accounting.yaml"))
     assert cli.main(["accounting", "datev", "--period", "2026-11", "--out", str(tmp_path / "out")]) == 2
     assert "left out NWD-2026-000002" in capsys.readouterr().err
+
+
+@given(
+    nets=st.lists(st.tuples(st.sampled_from(["8400", "8401"]), st.integers(-50_000, 10**7)), min_size=1, max_size=5),
+    rate_bp=st.sampled_from([1900, 700]),
+    revalued=st.integers(-2, 2),
+)
+def test_revenue_and_vat_reach_datev_to_the_cent(nets, rate_bp, revalued):
+    """Whatever the lines, DATEV's split of each gross booking leaves exactly the journal's revenue per
+    account, and its VAT plus the booked difference is exactly the journal's VAT (``revalued``: the
+    cent or two a foreign-currency document's base VAT may differ from the tax of its base net)."""
+    pol = load_policy()
+    pol = pol.model_copy(
+        update={"reconciliation": pol.reconciliation.model_copy(update={"revenue_accounts": {"design": "8401"}})}
+    )
+    mapping = load_mapping(load_policy())
+    revenue = {"8400": {"S19": "8400", "S7": "8300"}, "8401": {"S19": "8401", "S7": "8301"}}
+    mapping = mapping.model_copy(update={"datev": mapping.datev.model_copy(update={"revenue": revenue})})
+    net_total = sum(n for _, n in nets)
+    vat = round_half_up(net_total * rate_bp, 10_000) + revalued
+    lines = [{"account": "1400", "base_debit": net_total + vat, "base_credit": 0, "tax_code": None}]
+    lines += [{"account": a, "base_debit": max(-n, 0), "base_credit": max(n, 0), "tax_code": None} for a, n in nets]
+    lines.append({"account": "1776", "base_debit": max(-vat, 0), "base_credit": max(vat, 0), "tax_code": "S"})
+    lines = [{"client_id": "C1", "project_code": None, "invoice_number": "NWD-1", **ln} for ln in lines]
+    entry = {"entry_date": date(2026, 11, 1), "description": "invoice NWD-1 to C1", "currency": "EUR",
+             "base_currency": "EUR", "fx_rate": "1", "lines": lines}  # fmt: skip
+    doc = {"invoice_number": "NWD-1", "client_id": "C1", "pdf_path": None, "pdf_sha256": None}
+    acc = datev._Accounts(pol, mapping.datev, mapping)
+    got = datev.document_bookings(entry, doc, [{"tax_code": "S", "tax_rate_bp": rate_bp}], acc)
+    assert all(b.amount > 0 and b.account == "10001" for b in got)
+    signed = [(b.contra, b.amount if b.side == "S" else -b.amount) for b in got]
+    assert sum(s for _, s in signed) == net_total + vat  # the Debitor carries the receivable
+    vat_account = "1776" if rate_bp == 1900 else "1771"
+    datev_vat = sum(datev.vat_split(s, rate_bp) for a, s in signed if a != vat_account)
+    assert datev_vat + sum(s for a, s in signed if a == vat_account) == vat
+    for account in {a for a, _ in nets}:
+        target = revenue[account]["S19" if rate_bp == 1900 else "S7"]
+        booked = sum(s - datev.vat_split(s, rate_bp) for a, s in signed if a == target)
+        assert booked == sum(n for a, n in nets if a == account)
