@@ -27,10 +27,11 @@ import os
 import re
 import uuid
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection
 
@@ -261,7 +262,6 @@ class _Accounts:
             self.roles.setdefault(number, role)  # the first role of a number wins, a role before a category
         self.receivables = rec.accounts["receivables"]
         self.revenue = revenue_accounts(policy)
-        self.vat = {rec.accounts["vat_payable"], *rec.tax_accounts.values()}
 
     def debtor(self, document: str, client_id: str | None) -> str:
         """A client's Debitor: its own entry in the mapping, else ``base`` + the number in its id."""
@@ -379,37 +379,51 @@ def _booking(
     return [Booking(abs(signed), "S" if signed > 0 else "H", account, contra, day, ref, text, bu, dict(extra))]
 
 
+class _Side(NamedTuple):
+    account: str  # DATEV's
+    personal: bool  # a Debitor
+    invoice: str | None
+
+
 def entry_bookings(entry: dict[str, Any], acc: _Accounts) -> list[Booking]:
     """Any other entry (payment, return, write-off, refund, an undo...): its debit lines paired with
     its credit lines in order, amount by amount. A personal account (Debitor) is put in Konto, so
     the client's account shows each movement with the invoice number in Belegfeld 1."""
     ref = _reference(entry)
-    postings: dict[tuple[str, str], list[Any]] = {}
+    net: dict[_Side, int] = defaultdict(int)
     for ln in entry["lines"]:
         account, personal = acc.of(ref, ln)
-        key = (account, ln["invoice_number"] or "")
-        p = postings.setdefault(key, [0, personal, ln["invoice_number"]])
-        p[0] += _net(ln)
-    debits = [[amt, (a, pers, inv)] for (a, _), (amt, pers, inv) in postings.items() if amt > 0]
-    credits = [[-amt, (a, pers, inv)] for (a, _), (amt, pers, inv) in postings.items() if amt < 0]
-    if sum(d[0] for d in debits) != sum(c[0] for c in credits):
+        net[_Side(account, personal, ln["invoice_number"])] += _net(ln)
+    debits = [(side, amount) for side, amount in net.items() if amount > 0]
+    credits = [(side, -amount) for side, amount in net.items() if amount < 0]
+    if sum(a for _, a in debits) != sum(a for _, a in credits):
         raise DataError(f"{ref}: entry {entry['entry_id']} does not balance in the base currency")
     text, day, extra = clean_text(entry["description"]), db.as_date(entry["entry_date"]), _currency_note(entry)
     bookings: list[Booking] = []
+    for debit, credit, amount in _pairs(debits, credits):
+        if debit.account == credit.account:  # DATEV refuses it: an interim account would have to carry it
+            raise DataError(f"{ref}: {debit.account} against itself (invoices {debit.invoice}, {credit.invoice})")
+        reference = clean_reference(debit.invoice or credit.invoice or ref)
+        konto, side, gegenkonto = (
+            (credit.account, "H", debit.account)
+            if credit.personal and not debit.personal
+            else (debit.account, "S", credit.account)
+        )
+        bookings.append(Booking(amount, side, konto, gegenkonto, day, reference, text, extra=dict(extra)))
+    return bookings
+
+
+def _pairs(debits: list[tuple[_Side, int]], credits: list[tuple[_Side, int]]) -> Iterator[tuple[_Side, _Side, int]]:
+    """Debit and credit sides matched in order, amount by amount (both lists add up to the same)."""
+    d_left, c_left = [a for _, a in debits], [a for _, a in credits]
     i = j = 0
     while i < len(debits) and j < len(credits):
-        amount = min(debits[i][0], credits[j][0])
-        (d_acc, d_pers, d_inv), (c_acc, c_pers, c_inv) = debits[i][1], credits[j][1]
-        reference = clean_reference(d_inv or c_inv or ref)
-        if c_pers and not d_pers:
-            bookings.append(Booking(amount, "H", c_acc, d_acc, day, reference, text, extra=dict(extra)))
-        else:
-            bookings.append(Booking(amount, "S", d_acc, c_acc, day, reference, text, extra=dict(extra)))
-        debits[i][0] -= amount
-        credits[j][0] -= amount
-        i += debits[i][0] == 0
-        j += credits[j][0] == 0
-    return bookings
+        amount = min(d_left[i], c_left[j])
+        yield debits[i][0], credits[j][0], amount
+        d_left[i] -= amount
+        c_left[j] -= amount
+        i += d_left[i] == 0
+        j += c_left[j] == 0
 
 
 # The file ---------------------------------------------------------------------------------------
@@ -522,6 +536,7 @@ def export_period(
         docs, taxes = _documents(conn, entries)
     bookings: list[Booking] = []
     skipped: list[tuple[str, str]] = []
+    exported: list[str] = []
     for e in entries:
         doc = docs.get(str(e["source_id"])) if e["source_type"] in ("invoice", "credit_note") else None
         subject = doc["invoice_number"] if doc else f"{e['source_type']}:{e['source_id']}"
@@ -534,6 +549,7 @@ def export_period(
             skipped.append((subject, str(exc)))
             continue
         bookings += built
+        exported.append(subject)
     folder = folder or settings.outbox() / "accounting" / "datev"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / file_name(month, datev)
@@ -550,6 +566,13 @@ def export_period(
             actor=run.actor,
             after={"file": path.name, "bookings": len(bookings), "skipped": [s for s, _ in skipped]},
         )
+        for subject in exported:  # left out before, in the file now
+            db.execute(
+                conn,
+                "UPDATE exceptions SET resolved_at = :now WHERE category = 'datev_export' AND subject_id = :s "
+                "AND resolved_at IS NULL",
+                {"now": db.now(), "s": subject},
+            )
         if skipped:
             audit.record_exceptions(
                 conn,

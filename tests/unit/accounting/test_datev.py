@@ -240,7 +240,13 @@ def test_an_unmapped_tax_code_leaves_out_that_document_only(engine, books, tmp_p
     assert _by_ref(parsed, books["K1"]["invoice_number"])  # the others are there
     with engine.connect() as conn:
         found = db.rows(conn, "SELECT * FROM exceptions WHERE category = 'datev_export'")
-    assert [e["subject_id"] for e in found] == [k3]
+    assert [(e["subject_id"], e["resolved_at"]) for e in found] == [(k3, None)]
+    # the mapping fixed, the month again: the document is in the file and finance's exception resolved
+    again = _export(engine, tmp_path)
+    assert again.skipped == [] and _by_ref(validate(again.path.read_bytes()), k3)
+    with engine.connect() as conn:
+        found = db.rows(conn, "SELECT * FROM exceptions WHERE category = 'datev_export'")
+    assert [e["subject_id"] for e in found if e["resolved_at"] is not None] == [k3]
 
 
 def test_the_same_month_again_is_the_same_file(engine, books, tmp_path):
