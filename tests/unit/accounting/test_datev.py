@@ -28,6 +28,7 @@ from invoiceflow.invoicing import credit_notes
 IBAN = "DE89370400440532013000"
 PAID = date(2026, 11, 20)
 CREATED = datetime(2026, 12, 1, 6, 30, 5, 123000, tzinfo=UTC)
+AMOUNT = "Umsatz (ohne Soll/Haben-Kz)"
 
 
 def _pay(data_dir: Path, month: dict) -> None:
@@ -157,39 +158,56 @@ def test_each_entry_books_to_the_accounts_the_journal_says(engine, books, tmp_pa
     assert out.bookings == len(parsed.bookings)
     soll: dict[str, int] = defaultdict(int)
     haben: dict[str, int] = defaultdict(int)
-    moved: dict[str, int] = defaultdict(int)
     for b in parsed.bookings:
-        cents, document = amount(b["Umsatz (ohne Soll/Haben-Kz)"]), b["Buchungstext"]
-        konto, gegenkonto = b["Konto"], b["Gegenkonto (ohne BU-Schlüssel)"]
+        soll[b["Buchungstext"]] += amount(b[AMOUNT])  # the debited account's side
+        haben[b["Buchungstext"]] += amount(b[AMOUNT])  # the credited account's side
+    per_document: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for ln in _journal(engine, books):
+        per_document[ln["description"]][ln["datev"]] += ln["base_debit"] - ln["base_credit"]
+    # what each document debits and credits, per account (K4's capped line nets with its revenue)
+    journal_soll = {d: sum(v for v in acc.values() if v > 0) for d, acc in per_document.items()}
+    journal_haben = {d: -sum(v for v in acc.values() if v < 0) for d, acc in per_document.items()}
+    assert soll == haben == journal_soll == journal_haben and len(soll) == 7  # 4 invoices, 2 payments, a note
+    assert _moved(parsed.bookings) == _journal_moved(engine, books)
+
+
+def _moved(bookings: list[dict[str, str]]) -> dict[str, int]:
+    """What the bookings move per account (debit positive), with DATEV's VAT split of 8400 on to 1776."""
+    moved: dict[str, int] = defaultdict(int)
+    for b in bookings:
+        cents, konto, gegenkonto = amount(b[AMOUNT]), b["Konto"], b["Gegenkonto (ohne BU-Schlüssel)"]
         debit, credit = (konto, gegenkonto) if b["Soll/Haben-Kennzeichen"] == "S" else (gegenkonto, konto)
-        soll[document] += cents  # the debited account's side
-        haben[document] += cents  # the credited account's side
         moved[debit] += cents
         moved[credit] -= cents
         if "8400" in (debit, credit):  # the automatic account moves the VAT on to 1776
             vat = datev.vat_split(cents, 1900) * (1 if credit == "8400" else -1)
             moved["8400"] += vat
             moved["1776"] -= vat
-    per_document: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    expected: dict[str, int] = defaultdict(int)
+    return {k: v for k, v in moved.items() if v}
+
+
+def _journal(engine, books) -> list[dict]:
+    """The journal's lines, each with the DATEV account the shipped mapping gives it (SKR03: the
+    policy's own numbers, but Debitoren for receivables and the export and reverse-charge accounts)."""
     debtor = {"C1": "10001", "C2": "10002", "C3": "10003"}
     revenue_of = {books["K2"]["invoice_number"]: "8338", books["K3"]["invoice_number"]: "8336"}
     with engine.connect() as conn:
-        for ln in db.rows(
-            conn,
-            "SELECT l.*, e.description FROM journal_lines l JOIN journal_entries e ON e.entry_id = l.entry_id "
-            "WHERE e.entry_date >= '2026-11-01' AND e.entry_date < '2026-12-01'",
-        ):
-            account = debtor[ln["client_id"]] if ln["account"] == "1400" else ln["account"]
-            if ln["account"] == "8400":
-                account = revenue_of.get(ln["invoice_number"], "8400")
-            expected[account] += ln["base_debit"] - ln["base_credit"]
-            per_document[ln["description"]][account] += ln["base_debit"] - ln["base_credit"]
-    # what each document debits and credits, per account (K4's capped line nets with its revenue)
-    journal_soll = {d: sum(v for v in acc.values() if v > 0) for d, acc in per_document.items()}
-    journal_haben = {d: -sum(v for v in acc.values() if v < 0) for d, acc in per_document.items()}
-    assert soll == haben == journal_soll == journal_haben and len(soll) == 7  # 4 invoices, 2 payments, a note
-    assert {k: v for k, v in moved.items() if v} == {k: v for k, v in expected.items() if v}
+        lines = db.rows(
+            conn, "SELECT l.*, e.description FROM journal_lines l JOIN journal_entries e ON e.entry_id = l.entry_id"
+        )
+    for ln in lines:
+        account = ln["account"]
+        ln["datev"] = debtor[ln["client_id"]] if account == "1400" else account
+        if account == "8400":
+            ln["datev"] = revenue_of.get(ln["invoice_number"], "8400")
+    return lines
+
+
+def _journal_moved(engine, books) -> dict[str, int]:
+    moved: dict[str, int] = defaultdict(int)
+    for ln in _journal(engine, books):
+        moved[ln["datev"]] += ln["base_debit"] - ln["base_credit"]
+    return {k: v for k, v in moved.items() if v}
 
 
 def test_several_revenue_accounts_leave_datev_the_vat_cent_it_cannot_see():
@@ -353,3 +371,56 @@ def test_revenue_and_vat_reach_datev_to_the_cent(nets, rate_bp, revalued):
         target = revenue[account]["S19" if rate_bp == 1900 else "S7"]
         booked = sum(s - datev.vat_split(s, rate_bp) for a, s in signed if a == target)
         assert booked == sum(n for a, n in nets if a == account)
+
+
+GBP_IBAN = "GB33BUKB20201555555555"
+
+
+def _gbp(data_dir: Path, name: str, day: date, amount: int, opening: int, invoice: str, **kw) -> None:
+    txn = Transaction(GBP_IBAN, "GBP", day, day, amount, "Brightwater Analytics Ltd", None, invoice, None, name,
+                      kw.get("e2e"), kw.get("reversal", False))  # fmt: skip
+    st = Statement(GBP_IBAN, "GBP", name, None, day, day, opening, opening + amount, (txn,))
+    folder = data_dir / "inbox" / "bank"
+    (folder / f"{name}.xml").write_bytes(
+        write_camt053([st], message_id=name, created_at=datetime(2026, 11, 1, tzinfo=UTC))
+    )
+
+
+def test_fx_gains_returns_write_offs_and_refunds_book_like_the_journal(engine, books, data_dir, tmp_path):
+    """K2 (12,000.00 GBP at 0.86): 3,000.00 paid and returned by the bank, then 6,000.00 paid when
+    the pound stood at 0.80 (a realised FX gain), 40.00 GBP written off; K3's 10.00 EUR overpayment
+    refunded. Every entry balances in DATEV as in the journal, account by account."""
+    from invoiceflow.collect import decisions
+
+    k2 = books["K2"]
+    pol = load_policy()
+    with engine.begin() as conn:
+        db.insert_many(conn, "fx_rates", [{"rate_date": date(2026, 11, 10), "currency": "GBP", "rate": "0.80"}])
+    _gbp(data_dir, "G1", date(2026, 11, 11), 300_000, 0, k2["invoice_number"], e2e="E2E-G1")
+    _gbp(data_dir, "G2", date(2026, 11, 13), -300_000, 300_000, "RETURN", e2e="E2E-G1", reversal=True)
+    _gbp(data_dir, "G3", date(2026, 11, 14), 600_000, 0, k2["invoice_number"])
+    importing.import_statements(runtime.run_for(engine, actor="test"))
+    posting.match_and_post(runtime.run_for(engine, actor="test", run_id="run-2"))
+    decisions.write_off(runtime.run_for(engine, actor="anna"), k2["invoice_number"], 4_000, reason="agreed")
+    decisions.refund(runtime.run_for(engine, actor="anna"), client_id="C3", currency="EUR", reason="asked back")
+    journal.record_journal(runtime.run_for(engine, run_id="run-2", policy=pol))
+    with engine.connect() as conn:
+        kinds = {r["source_type"] for r in db.rows(conn, "SELECT source_type FROM journal_entries")}
+    assert kinds >= {"invoice", "credit_note", "payment", "return", "write_off", "refund"}
+    decided = datetime.now(UTC).strftime("%Y-%m")  # decisions are booked on the day they are taken
+    bookings = []
+    for month in sorted({"2026-11", decided}):
+        run = runtime.run_for(engine, actor="test", run_id="datev-2", policy=pol)
+        out = datev.export_period(run, month, folder=tmp_path, created=CREATED)
+        assert out.skipped == []
+        bookings += validate(out.path.read_bytes()).bookings
+    rows = {(b["Konto"], b["Soll/Haben-Kennzeichen"], b["Gegenkonto (ohne BU-Schlüssel)"], b[AMOUNT]) for b in bookings}
+    assert ("10002", "H", "1200", "3488,37") in rows  # 3,000.00 GBP settled at the invoice's 0.86
+    assert ("10002", "S", "1200", "3488,37") in rows  # ... and returned by the bank
+    assert ("10002", "H", "1200", "6976,75") in rows  # 6,000.00 GBP of the invoice's base value ...
+    assert ("1200", "S", "2660", "523,25") in rows  # ... the bank got 7,500.00 EUR at 0.80: FX gain
+    assert ("10002", "H", "8736", "46,51") in rows  # 40.00 GBP written off (a discount) at the invoice's rate
+    assert ("1590", "S", "1600", "10,00") in rows  # K3's credit promised back: refunds payable
+    gbp = [b for b in bookings if b["Konto"] == "10002" and b["Belegdatum"] != "0111"]
+    assert {b["Zusatzinformation - Inhalt 1"] for b in gbp} >= {"GBP 0,86", "GBP 0,80"}
+    assert _moved(bookings) == _journal_moved(engine, books)  # account by account, to the cent
