@@ -268,8 +268,3 @@ def load_mapping(policy: Policy, path: Path | None = None) -> Mapping:
         return Mapping.model_validate(raw).check_against(policy)
     except (OSError, yaml.YAMLError, ValueError) as exc:
         raise MappingError(f"{path}: {exc}") from exc
-
-
-def mapping(policy: Policy) -> Mapping:
-    """The current mapping file, read and checked (small: read again by each command or task)."""
-    return load_mapping(policy)

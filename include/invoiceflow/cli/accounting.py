@@ -24,7 +24,7 @@ def cmd_datev(args: argparse.Namespace) -> int:
 
     if not re.fullmatch(r"[0-9]{4}-(0[1-9]|1[0-2])", args.period):
         raise DataError(f"--period {args.period!r}: a month, YYYY-MM")
-    run = runtime.run_for(runtime.billing_engine(), run_id=f"cli__datev__{args.period}", send_mail=False)
+    run = runtime.run_for(runtime.existing_billing_engine(), run_id=f"cli__datev__{args.period}", send_mail=False)
     out = datev.export_period(run, args.period, folder=Path(args.out) if args.out else None)
     print(f"{out.path}: {out.bookings} bookings from {out.entries} journal entries")
     for subject, reason in out.skipped:
