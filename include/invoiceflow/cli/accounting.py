@@ -45,12 +45,7 @@ def cmd_beancount(args: argparse.Namespace) -> int:
     path = Path(args.out) if args.out else settings.outbox() / "accounting" / "books.beancount"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    text = exports.to_beancount(entries, run.policy)
-    # A foreign-currency posting's total price (@@) becomes a unit price Beancount carries to 28
-    # digits, so a document of several such lines misses balancing by 1e-23 EUR: half a cent of
-    # tolerance where no posting states one (the journal itself balances to the cent by construction).
-    text = text.replace("\n\n", '\noption "inferred_tolerance_default" "*:0.005"\n\n', 1)
-    tmp.write_text(text, encoding="utf-8")
+    tmp.write_text(exports.to_beancount(entries, run.policy), encoding="utf-8")
     os.replace(tmp, path)
     print(f"{path}: {len(entries)} journal entries")
     return 0
