@@ -124,6 +124,11 @@ def country_name(code: str, language: str | None) -> str:
     return Locale.parse(locale_of(language)).territories.get(code.upper(), code)
 
 
+# Dates are cached: a month's thousands of lines share a few dozen dates and spans, and babel takes
+# a tenth of a millisecond for each (pricing is benchmarked, docs/benchmarks.md).
+
+
+@functools.lru_cache(maxsize=4096)
 def format_date(day: date, language: str | None) -> str:
     """A date as the language writes it on an invoice: 01.12.2026, 1 Dec 2026, 1 déc. 2026."""
     from babel.dates import format_date as babel_date
@@ -131,6 +136,7 @@ def format_date(day: date, language: str | None) -> str:
     return babel_date(day, format="medium", locale=locale_of(language))
 
 
+@functools.lru_cache(maxsize=4096)
 def format_dates(first: date, last: date, language: str | None) -> str:
     """Two days as one span, in the form of ``format_date``: "02.-19.11.2026", "2-19 Nov 2026" (with
     CLDR's en dash).
