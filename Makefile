@@ -30,6 +30,7 @@ help:
 	@echo "make test-fast  the suite without the slow end-to-end runs (minutes, not a quarter hour)"
 	@echo "make lint    ruff (with Airflow's AIR3 rules), import-linter (the import direction) and mypy"
 	@echo "make lock    re-compile requirements*.txt from pyproject.toml"
+	@echo "make messages  collect the English texts into the catalogue's .pot and merge it into every language's .po (pybabel)"
 	@echo "make bench   pricing, reconciliation, DAG parse time, statement parsing and the scale run; results in bench/results/"
 	@echo "make bench-parse  DAG parse time per file, results in bench/results/parse-latest.json"
 	@echo "make bench-statements  bank file parse time per 10,000 lines per format and the corpus report, bench/results/statements-latest.json"
@@ -111,6 +112,16 @@ bench-parse: $(VENV)/.installed-test
 
 bench-statements: $(VENV)/.installed-test
 	$(BIN)/python bench/bench_statements.py
+
+# The catalogue of invoice words (docs/languages.md): the English text in the code, collected into
+# the .pot, then merged into each language's .po; new or changed texts come out empty or fuzzy
+# until translated (a test refuses them).
+.PHONY: messages
+messages: $(VENV)/.installed
+	$(BIN)/pybabel -q extract -F include/invoiceflow/core/locale/babel.cfg -c TRANSLATORS: --add-location=file \
+		--sort-by-file --project=invoiceflow -o include/invoiceflow/core/locale/invoiceflow.pot include/invoiceflow
+	$(BIN)/pybabel -q update -i include/invoiceflow/core/locale/invoiceflow.pot -d include/invoiceflow/core/locale \
+		-D invoiceflow --ignore-obsolete
 
 lock: | $(UV)
 	$(UV) pip compile --quiet --python-version 3.11 pyproject.toml -o requirements.txt
