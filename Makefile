@@ -20,15 +20,17 @@ TEST_PACKAGES := chromium chromium-driver
 # pytest-xdist workers for `make test`: one per core by default (`make test TEST_WORKERS=1` runs serially).
 TEST_WORKERS ?= auto
 
-.PHONY: help install install-test airflow-config demo up test test-fast lint lock bench bench-parse bench-scale bench-statements bench-workbench clean
+.PHONY: help install install-test airflow-config demo up books test test-fast lint lock bench bench-parse bench-scale bench-statements bench-workbench clean
 
 help:
 	@echo "make demo    install, seed demo data, run last month's billing end to end, print the results"
 	@echo "make test    install test tools, make sure PostgreSQL runs, run the whole suite"
 	@echo "make up      airflow standalone with this project's DAGs (UI on http://localhost:8080)"
+	@echo "make books   the journal in Fava, Beancount's web UI, on http://127.0.0.1:5000 (BOOKS_PORT=...)"
 	@echo "make test-fast  the suite without the slow end-to-end runs (minutes, not a quarter hour)"
 	@echo "make lint    ruff (with Airflow's AIR3 rules), import-linter (the import direction) and mypy"
 	@echo "make lock    re-compile requirements*.txt from pyproject.toml"
+	@echo "make messages  collect the English texts into the catalogue's .pot and merge it into every language's .po (pybabel)"
 	@echo "make bench   pricing, reconciliation, DAG parse time, statement parsing and the scale run; results in bench/results/"
 	@echo "make bench-parse  DAG parse time per file, results in bench/results/parse-latest.json"
 	@echo "make bench-statements  bank file parse time per 10,000 lines per format and the corpus report, bench/results/statements-latest.json"
@@ -66,6 +68,15 @@ up: $(VENV)/.installed $(AIRFLOW_HOME)/airflow.db airflow-config
 	@echo "Airflow UI: http://localhost:8080 - user admin, password in $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated"
 	airflow standalone
 
+# Fava is not a runtime dependency: installed here when missing, at the versions requirements-test.txt pins.
+BOOKS_PORT ?= 5000
+BOOKS_FILE := $(INVOICEFLOW_DATA_DIR)/outbox/accounting/books.beancount
+books: $(VENV)/.installed
+	@$(BIN)/python -c "import fava" 2>/dev/null || $(UV) pip install --quiet --python $(BIN)/python --constraint requirements-test.txt fava
+	invoiceflow accounting beancount --out $(BOOKS_FILE)
+	@echo "Fava on http://127.0.0.1:$(BOOKS_PORT) (Ctrl-C stops it)"
+	$(BIN)/fava --host 127.0.0.1 --port $(BOOKS_PORT) $(BOOKS_FILE)
+
 test: $(VENV)/.installed-test
 	bash scripts/ensure-debian-packages.sh $(RENDER_PACKAGES) $(TEST_PACKAGES)
 	source scripts/ensure-postgres.sh && $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
@@ -101,6 +112,16 @@ bench-parse: $(VENV)/.installed-test
 
 bench-statements: $(VENV)/.installed-test
 	$(BIN)/python bench/bench_statements.py
+
+# The catalogue of invoice words (docs/languages.md): the English text in the code, collected into
+# the .pot, then merged into each language's .po; new or changed texts come out empty or fuzzy
+# until translated (a test refuses them).
+.PHONY: messages
+messages: $(VENV)/.installed
+	$(BIN)/pybabel -q extract -F include/invoiceflow/core/locale/babel.cfg -c TRANSLATORS: --add-location=file \
+		--sort-by-file --project=invoiceflow -o include/invoiceflow/core/locale/invoiceflow.pot include/invoiceflow
+	$(BIN)/pybabel -q update -i include/invoiceflow/core/locale/invoiceflow.pot -d include/invoiceflow/core/locale \
+		-D invoiceflow --ignore-obsolete
 
 lock: | $(UV)
 	$(UV) pip compile --quiet --python-version 3.11 pyproject.toml -o requirements.txt

@@ -124,6 +124,10 @@ def to_beancount(entries: list[dict[str, Any]], pol: Policy) -> str:
     out = [
         f'option "title" {_quote(pol.seller.name + " receivables journal")}',
         f'option "operating_currency" "{pol.base_currency}"',
+        # A foreign-currency posting's total price (@@) becomes a unit price Beancount carries to 28
+        # digits, so a document of several such lines misses balancing by 1e-23 EUR: half a cent of
+        # tolerance where no posting states one (the journal itself balances to the cent by construction).
+        'option "inferred_tolerance_default" "*:0.005"',
         "",
     ]
     out += [f"2000-01-01 open {a}" for a in accounts] + [""]

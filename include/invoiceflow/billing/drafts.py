@@ -5,16 +5,41 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import date, timedelta
-from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection
 
-from invoiceflow.core import db
+from invoiceflow.core import db, i18n
+from invoiceflow.core.i18n import N_, format_date, format_dates
 from invoiceflow.core.money import round_half_up
 from invoiceflow.core.periods import add_months, period_of
 
 INTERVAL_MONTHS = {"monthly": 1, "quarterly": 3, "yearly": 12}
+
+
+RETAINER_TEXT = {
+    "monthly": N_("Retainer (monthly), {dates}"),
+    "quarterly": N_("Retainer (quarterly), {dates}"),
+    "yearly": N_("Retainer (yearly), {dates}"),
+}
+
+
+CONTRACTS = (
+    "SELECT contracts.*, clients.language FROM contracts LEFT JOIN clients ON clients.client_id = contracts.client_id"
+)
+
+
+"""The contracts with their client's language (``language``): line texts are written in it."""
+
+
+def contracts_with_language(conn: Connection, contract_id: str | None = None) -> dict[str, dict[str, Any]]:
+    """The contracts (or one) by id, each with the language its client reads its invoices in.
+
+    The text of a line is written once, in that language, when the draft is made: an issued
+    invoice never changes (invariant 4), so neither does what its lines say.
+    """
+    where, params = ("", {}) if contract_id is None else (" WHERE contracts.contract_id = :c", {"c": contract_id})
+    return {c["contract_id"]: c for c in db.rows(conn, CONTRACTS + where, params)}
 
 
 @dataclass
@@ -62,16 +87,22 @@ def _time_lines(conn: Connection, contracts: dict[str, dict[str, Any]], period_e
     lines = []
     for g in groups:
         contract = contracts[g["contract_id"]]
-        first, last = db.as_date(g["first_day"]), db.as_date(g["last_day"])
-        role = g["role"].replace("_", " ").capitalize()
+        lang = contract["language"]
+        words = {
+            "role": i18n.role_name(g["role"], lang),
+            "dates": format_dates(db.as_date(g["first_day"]), db.as_date(g["last_day"]), lang),
+        }
+        # TRANSLATORS: a time line: the role's hours; {dates} is a span of days, like "2-19 Nov 2026"
+        text = i18n.translations(lang).gettext("{role}: hours {dates}")
         # a rate change inside the period splits the role's hours: say which rate each line is
-        split = ""
         if rate_windows[g["contract_id"], g["role"]] > 1:
-            split = f", rate from {db.as_date(g['valid_from']):%d.%m.%Y}"
+            # TRANSLATORS: the same, when the role's hourly rate changed on {date} inside the span
+            text = i18n.translations(lang).gettext("{role}: hours {dates}, rate from {date}")
+            words["date"] = format_date(db.as_date(g["valid_from"]), lang)
         lines.append(
             DraftLine(
                 kind="time",
-                description=f"{role}: hours {first:%d.%m.} to {last:%d.%m.%Y}{split}",
+                description=text.format(**words),
                 service_code=f"TM-{g['role'].upper()}",
                 project_code=contract["project_code"],
                 unit="HUR",
@@ -90,10 +121,11 @@ def _time_lines(conn: Connection, contracts: dict[str, dict[str, Any]], period_e
 
 
 def milestone_lines(conn: Connection, contracts: dict[str, dict[str, Any]], period_end: date) -> list[DraftLine]:
+    """The completed, unbilled milestones of ``contracts`` (from ``contracts_with_language``)."""
     return [
         DraftLine(
             kind="milestone",
-            description=f"Milestone: {m['name']} (completed {db.as_date(m['completed_at']):%d.%m.%Y})",
+            description=_milestone_text(m, contracts[m["contract_id"]]["language"]),
             service_code="PROJECT-MILESTONE",
             project_code=contracts[m["contract_id"]]["project_code"],
             unit="C62",
@@ -110,6 +142,20 @@ def milestone_lines(conn: Connection, contracts: dict[str, dict[str, Any]], peri
     ]
 
 
+def _milestone_text(milestone: dict[str, Any], language: str) -> str:
+    """A milestone by its name; the set-up fee of a signed contract by what it is.
+
+    The contract-signed event (``ingest.events.records``) files the set-up fee as the milestone
+    ``<contract id>-SETUP``: its source name is English, so the line says it in the client's words.
+    """
+    words = i18n.translations(language)
+    completed = format_date(db.as_date(milestone["completed_at"]), language)
+    if milestone["milestone_id"] == f"{milestone['contract_id']}-SETUP":
+        # TRANSLATORS: the one-off fee billed when a contract is signed, on {date}
+        return words.gettext("Set-up fee (contract signed {date})").format(date=completed)
+    return words.gettext("Milestone: {name} (completed {date})").format(name=milestone["name"], date=completed)
+
+
 def _retainer_lines(
     conn: Connection, contracts: dict[str, dict[str, Any]], period: tuple[date, date]
 ) -> list[DraftLine]:
@@ -124,14 +170,18 @@ def _retainer_lines(
             if (contract["contract_id"], start) in billed:
                 continue
             days, covered = (end - start).days, (service_to - service_from).days
-            prorated = f", {covered} of {days} days" if covered < days else ""
+            lang, words = contract["language"], i18n.translations(contract["language"])
+            interval = RETAINER_TEXT[contract["retainer_interval"]]
+            text = words.gettext(interval).format(
+                dates=format_dates(service_from, service_to - timedelta(days=1), lang)
+            )
+            if covered < days:  # a partial interval, prorated by days
+                # TRANSLATORS: a retainer line ({text}) for part of its interval: "…, 15 of 30 days"
+                text = words.gettext("{text}, {covered} of {days} days").format(text=text, covered=covered, days=days)
             lines.append(
                 DraftLine(
                     kind="retainer",
-                    description=(
-                        f"Retainer ({contract['retainer_interval']}), {service_from:%d.%m.%Y} to "
-                        f"{service_to - timedelta(days=1):%d.%m.%Y}{prorated}"
-                    ),
+                    description=text,
                     service_code="RETAINER",
                     project_code=contract["project_code"],
                     unit="C62",
@@ -157,12 +207,17 @@ def _expense_lines(conn: Connection, contracts: dict[str, dict[str, Any]], perio
         {"pe": period_end},
     ):
         contract = contracts[e["contract_id"]]
-        markup_bp = contract["expense_markup_bp"]
-        markup = f", plus {Decimal(markup_bp) / 100:f} % handling" if markup_bp else ""
+        markup_bp, lang = contract["expense_markup_bp"], contract["language"]
+        words = {"description": e["description"], "date": format_date(db.as_date(e["incurred_on"]), lang)}
+        text = i18n.translations(lang).gettext("Expense: {description} ({date})")
+        if markup_bp:
+            # TRANSLATORS: an expense passed on with the contract's handling surcharge, like "10 %"
+            text = i18n.translations(lang).gettext("Expense: {description} ({date}), plus {percent} handling")
+            words["percent"] = i18n.format_percent(markup_bp, lang)
         lines.append(
             DraftLine(
                 kind="expense",
-                description=f"Expense: {e['description']} ({db.as_date(e['incurred_on']):%d.%m.%Y}){markup}",
+                description=text.format(**words),
                 service_code=f"EXP-{e['category'].upper()}",
                 project_code=contract["project_code"],
                 unit="C62",
@@ -178,7 +233,7 @@ def draft_lines(conn: Connection, period: tuple[date, date]) -> dict[str, list[D
 
     Late records of earlier periods are included: they go on the next invoice, exactly once.
     """
-    contracts = {c["contract_id"]: c for c in db.rows(conn, "SELECT * FROM contracts")}
+    contracts = contracts_with_language(conn)
     lines: dict[str, list[DraftLine]] = defaultdict(list)
     for line in (
         _time_lines(conn, contracts, period[1])
@@ -191,7 +246,9 @@ def draft_lines(conn: Connection, period: tuple[date, date]) -> dict[str, list[D
 
 
 def first_retainer_line(conn: Connection, contract: dict[str, Any]) -> list[DraftLine]:
-    """The retainer interval the contract starts in, billed in advance at signature."""
+    """The retainer interval the contract starts in, billed in advance at signature.
+
+    ``contract`` comes from ``contracts_with_language``."""
     if contract["billing_type"] != "retainer" or not contract["retainer_amount"]:
         return []
     starts = db.as_date(contract["start_date"])

@@ -23,9 +23,15 @@ from typing import Any, TypedDict
 from sqlalchemy import Connection, Engine, text
 
 from invoiceflow.billing import taxes
-from invoiceflow.billing.drafts import DraftLine, draft_lines, first_retainer_line, milestone_lines
+from invoiceflow.billing.drafts import (
+    DraftLine,
+    contracts_with_language,
+    draft_lines,
+    first_retainer_line,
+    milestone_lines,
+)
 from invoiceflow.billing.taxes import store_taxes
-from invoiceflow.core import audit, db, tallies
+from invoiceflow.core import audit, db, i18n, tallies
 from invoiceflow.core.fx import fx_rate, to_base
 from invoiceflow.core.money import format_plain, round_half_up
 from invoiceflow.core.periods import period_of
@@ -156,10 +162,13 @@ def _adjustments(
 ) -> tuple[list[DraftLine], list[int], int]:
     """Discount and cap lines for the fees claimed; returns (lines, their amounts, cap excess)."""
     lines, amounts, excess = [], [], 0
+    lang = contract["language"]  # the client's: contracts come from drafts.contracts_with_language
+    words = i18n.translations(lang)
     if contract["discount_bp"] and fees:
         discount = -round_half_up(fees * contract["discount_bp"], 10_000)
+        percent = i18n.format_percent(contract["discount_bp"], lang)
         lines.append(
-            _adjustment("discount", f"Discount {Decimal(contract['discount_bp']) / 100:f} % on fees", contract)
+            _adjustment("discount", words.gettext("Discount {percent} on fees").format(percent=percent), contract)
         )
         amounts.append(discount)
         fees += discount
@@ -167,8 +176,10 @@ def _adjustments(
         room = max(contract["cap_amount"] - _cap_consumed(conn, contract["contract_id"], invoice_id), 0)
         if fees > room:
             excess = fees - room
-            cap = format_plain(contract["cap_amount"], contract["currency"])
-            lines.append(_adjustment("cap", f"Not-to-exceed budget of {cap} {contract['currency']} reached", contract))
+            cap = i18n.format_money(contract["cap_amount"], contract["currency"], lang)
+            # TRANSLATORS: the line that stops the fees at the contract's cap; {amount} like "€1,000.00"
+            text = words.gettext("Not-to-exceed budget of {amount} reached").format(amount=cap)
+            lines.append(_adjustment("cap", text, contract))
             amounts.append(-excess)
     return lines, amounts, excess
 
@@ -475,7 +486,7 @@ def price_period(run: Run, period: tuple[date, date]) -> PricedBatch:
     batch_id = open_batch(run, period)
     with engine.begin() as conn:
         drafts = draft_lines(conn, period)
-        contracts = {c["contract_id"]: c for c in db.rows(conn, "SELECT * FROM contracts")}
+        contracts = contracts_with_language(conn)
         clients = {c["client_id"]: c for c in db.rows(conn, "SELECT * FROM clients")}
         invoiced = {
             r["contract_id"]
@@ -527,23 +538,23 @@ def price_triggers(run: Run, triggers: list[Trigger]) -> PricedBatch:
     for trigger in triggers:
         period = period_of(f"{trigger.on:%Y-%m}")
         with engine.begin() as conn:
-            contract = db.rows(conn, "SELECT * FROM contracts WHERE contract_id = :c", {"c": trigger.contract_id})
-            if not contract:
+            contracts = contracts_with_language(conn, trigger.contract_id)
+            if not contracts:
                 log.warning("event %s: contract %s is not known (quarantined?)", trigger.key, trigger.contract_id)
                 continue
-            contracts = {trigger.contract_id: contract[0]}
-            client = db.rows(conn, "SELECT * FROM clients WHERE client_id = :c", {"c": contract[0]["client_id"]})[0]
+            contract = contracts[trigger.contract_id]
+            client = db.rows(conn, "SELECT * FROM clients WHERE client_id = :c", {"c": contract["client_id"]})[0]
             drafts = [
                 d
                 for d in milestone_lines(conn, contracts, date.max)
                 if d.claim["milestone_id"] in trigger.milestone_ids
             ]
             if trigger.first_retainer_interval:
-                drafts += first_retainer_line(conn, contracts[trigger.contract_id])
+                drafts += first_retainer_line(conn, contract)
             if not drafts:
                 log.info("event %s: nothing left to bill", trigger.key)
                 continue
-            draft = _open_invoice(conn, policy, batch_id, contract[0], client, period, drafts, trigger_key=trigger.key)
+            draft = _open_invoice(conn, policy, batch_id, contract, client, period, drafts, trigger_key=trigger.key)
             if draft is None:
                 log.info("event %s: invoiced already", trigger.key)
                 continue

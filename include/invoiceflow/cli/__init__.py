@@ -11,7 +11,7 @@ from dataclasses import asdict
 from datetime import date, timedelta
 from pathlib import Path
 
-from invoiceflow.cli import workbench
+from invoiceflow.cli import accounting, workbench
 from invoiceflow.core import db, settings
 from invoiceflow.core.errors import InvoiceflowError
 from invoiceflow.core.run import Run
@@ -335,6 +335,12 @@ def cmd_release_delivery(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_einvoice_validate(args: argparse.Namespace) -> int:
+    from invoiceflow.invoicing import einvoice_rules
+
+    return einvoice_rules.validate_files([Path(f) for f in args.files], args.format)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="invoiceflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -402,7 +408,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reason", required=True, help="what the mail server log showed")
     p.set_defaults(func=cmd_release_delivery)
 
+    ein = sub.add_parser("einvoice", help="e-invoices").add_subparsers(dest="einvoice_command", required=True)
+    p = ein.add_parser("validate", help="check e-invoices (XML, or a Factur-X PDF) against XSD, EN 16931 and the CIUS")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument(
+        "--format",
+        choices=("facturx", "xrechnung-cii", "xrechnung-ubl", "peppol-bis3"),
+        help="the rules to apply (default: guessed from the root element and the specification id BT-24)",
+    )
+    p.set_defaults(func=cmd_einvoice_validate)
+
     workbench.add_commands(sub)
+    accounting.add_commands(sub)
 
     p = sub.add_parser("demo", help="run last month's billing end to end through Airflow")
     p.add_argument("--seed", type=int, default=42)

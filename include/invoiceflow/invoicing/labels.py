@@ -1,176 +1,125 @@
-"""The invoice's words and numbers in the client's language: labels, money, dates, quantities."""
+"""The invoice's words and numbers in the client's language: labels, money, dates, quantities.
+
+The words come from the catalogue (``core.i18n``, gettext): this module names each label once, in
+English, and ``LABELS[lang][key]`` (``t.key`` in the templates) looks it up in the language's
+catalogue. Adding a label: add it to ``_LABELS``, run ``make messages``, translate it in every
+``.po`` (a test refuses an untranslated one).
+"""
 
 from __future__ import annotations
 
-from datetime import date
+from collections.abc import Iterator, Mapping
 
+from invoiceflow.core import i18n
+from invoiceflow.core.i18n import N_, format_date, format_money, format_quantity
+from invoiceflow.core.i18n import format_percent as format_rate
 from invoiceflow.invoicing.document import InvoiceDocument
 
-LABELS: dict[str, dict[str, str]] = {
-    "en": {
-        "invoice": "Invoice",
-        "credit_note": "Credit note",
-        "corrects": "This credit note corrects invoice {number}.",
-        "number": "Invoice number",
-        "issue_date": "Invoice date",
-        "due_date": "Due date",
-        "period": "Service period",
-        "contract": "Contract",
-        "project": "Project",
-        "client": "Client number",
-        "vat_id": "VAT ID",
-        "line": "#",
-        "description": "Description",
-        "quantity": "Quantity",
-        "unit_price": "Unit price",
-        "net": "Net",
-        "tax": "VAT",
-        "rate": "Rate",
-        "base": "Taxable amount",
-        "total_net": "Total net",
-        "total_tax": "Total VAT",
-        "total_gross": "Amount due",
-        "pay_to": "Please pay to",
-        "reference": "Payment reference",
-        "terms": "Payment terms: {days} days net, due {due}.",
-        "hours": "h",
-        "units": "pcs",
-        "page": "Page",
-        "intro_time_and_materials": "We invoice the following services, based on the hours recorded.",
-        "intro_milestone": "We invoice the following project milestones, completed and accepted.",
-        "intro_retainer": "We invoice the retainer for the following period, in advance.",
-        "timesheet": "Appendix: timesheet",
-        "timesheet_intro": "The hours this invoice bills, by project, role, person and day. "
-        "Every time entry is in the attached file {file}.",
-        "date": "Date",
-        "employee": "Employee",
-        "role": "Role",
-        "hours_total": "Hours",
-        "subtotal": "Subtotal",
-        "total_hours": "Total hours:",
-    },
-    "de": {
-        "invoice": "Rechnung",
-        "credit_note": "Gutschrift (Rechnungskorrektur)",
-        "corrects": "Diese Rechnungskorrektur bezieht sich auf die Rechnung {number}.",
-        "number": "Rechnungsnummer",
-        "issue_date": "Rechnungsdatum",
-        "due_date": "Fällig am",
-        "period": "Leistungszeitraum",
-        "contract": "Vertrag",
-        "project": "Projekt",
-        "client": "Kundennummer",
-        "vat_id": "USt-IdNr.",
-        "line": "Pos.",
-        "description": "Beschreibung",
-        "quantity": "Menge",
-        "unit_price": "Einzelpreis",
-        "net": "Netto",
-        "tax": "USt.",
-        "rate": "Satz",
-        "base": "Bemessungsgrundlage",
-        "total_net": "Summe netto",
-        "total_tax": "Summe USt.",
-        "total_gross": "Rechnungsbetrag",
-        "pay_to": "Bitte überweisen Sie an",
-        "reference": "Verwendungszweck",
-        "terms": "Zahlungsziel: {days} Tage netto, fällig am {due}.",
-        "hours": "Std.",
-        "units": "Stk.",
-        "page": "Seite",
-        "intro_time_and_materials": "Wir berechnen die folgenden Leistungen nach erfassten Stunden.",
-        "intro_milestone": "Wir berechnen die folgenden abgeschlossenen Projektmeilensteine.",
-        "intro_retainer": "Wir berechnen die Pauschale für den folgenden Zeitraum im Voraus.",
-        "timesheet": "Anlage: Stundennachweis",
-        "timesheet_intro": "Die mit dieser Rechnung berechneten Stunden nach Projekt, Rolle, Person und Tag. "
-        "Jede einzelne Zeitbuchung steht in der angehängten Datei {file}.",
-        "date": "Datum",
-        "employee": "Mitarbeiter",
-        "role": "Rolle",
-        "hours_total": "Stunden",
-        "subtotal": "Zwischensumme",
-        "total_hours": "Stunden gesamt:",
-    },
-    "fr": {
-        "invoice": "Facture",
-        "credit_note": "Avoir",
-        "corrects": "Cet avoir rectifie la facture {number}.",
-        "number": "Numéro de facture",
-        "issue_date": "Date de facture",
-        "due_date": "Échéance",
-        "period": "Période de prestation",
-        "contract": "Contrat",
-        "project": "Projet",
-        "client": "Numéro client",
-        "vat_id": "N° TVA",
-        "line": "N°",
-        "description": "Désignation",
-        "quantity": "Quantité",
-        "unit_price": "Prix unitaire",
-        "net": "HT",
-        "tax": "TVA",
-        "rate": "Taux",
-        "base": "Base HT",
-        "total_net": "Total HT",
-        "total_tax": "Total TVA",
-        "total_gross": "Net à payer",
-        "pay_to": "À régler sur",
-        "reference": "Référence de paiement",
-        "terms": "Conditions de paiement : {days} jours net, échéance le {due}.",
-        "hours": "h",
-        "units": "u.",
-        "page": "Page",
-        "intro_time_and_materials": "Nous facturons les prestations suivantes, selon les heures saisies.",
-        "intro_milestone": "Nous facturons les jalons de projet suivants, achevés et validés.",
-        "intro_retainer": "Nous facturons le forfait de la période suivante, à échoir.",
-        "timesheet": "Annexe : relevé d'heures",
-        "timesheet_intro": "Les heures facturées, par projet, rôle, collaborateur et jour. "
-        "Chaque saisie figure dans le fichier joint {file}.",
-        "date": "Date",
-        "employee": "Collaborateur",
-        "role": "Rôle",
-        "hours_total": "Heures",
-        "subtotal": "Sous-total",
-        "total_hours": "Total des heures :",
-    },
+__all__ = [
+    "LABELS",
+    "LOCALES",
+    "Labels",
+    "decimal_text",
+    "format_date",
+    "format_money",
+    "format_quantity",
+    "format_rate",
+    "language_of",
+    "payment_terms",
+]
+
+_LABELS = {
+    "invoice": N_("Invoice"),
+    "credit_note": N_("Credit note"),
+    "corrects": N_("This credit note corrects invoice {number}."),
+    "number": N_("Invoice number"),
+    "issue_date": N_("Invoice date"),
+    "due_date": N_("Due date"),
+    "period": N_("Service period"),
+    "contract": N_("Contract"),
+    "project": N_("Project"),
+    "client": N_("Client number"),
+    "vat_id": N_("VAT ID"),
+    # TRANSLATORS: EN 16931 BT-10, the reference the buyer asks to be quoted (its cost centre, say)
+    "buyer_reference": N_("Buyer reference"),
+    # TRANSLATORS: BT-10 of a German public client, a routing id; the same word in every language
+    "leitweg_id": N_("Leitweg-ID"),
+    # TRANSLATORS: EN 16931 BT-13, the buyer's purchase order number
+    "purchase_order": N_("Your order"),
+    "contact": N_("Contact"),
+    "phone": N_("Phone"),
+    # TRANSLATORS: the heading of the column of line numbers
+    "line": N_("#"),
+    "description": N_("Description"),
+    "quantity": N_("Quantity"),
+    "unit_price": N_("Unit price"),
+    # TRANSLATORS: the heading of the column of line net amounts
+    "net": N_("Net"),
+    "tax": N_("VAT"),
+    "rate": N_("Rate"),
+    "base": N_("Taxable amount"),
+    "total_net": N_("Total net"),
+    "total_tax": N_("Total VAT"),
+    "total_gross": N_("Amount due"),
+    "pay_to": N_("Please pay to"),
+    "reference": N_("Payment reference"),
+    "terms": N_("Payment terms: {days} days net, due {due}."),
+    # TRANSLATORS: the unit of a time line, after its quantity: "7.5 h"
+    "hours": N_("h"),
+    # TRANSLATORS: the unit of any other line (a milestone, a retainer, an expense), after its quantity
+    "units": N_("pcs"),
+    "page": N_("Page"),
+    "intro_time_and_materials": N_("We invoice the following services, based on the hours recorded."),
+    "intro_milestone": N_("We invoice the following project milestones, completed and accepted."),
+    "intro_retainer": N_("We invoice the retainer for the following period, in advance."),
+    "timesheet": N_("Appendix: timesheet"),
+    "timesheet_intro": N_(
+        "The hours this invoice bills, by project, role, person and day. "
+        "Every time entry is in the attached file {file}."
+    ),
+    "date": N_("Date"),
+    "employee": N_("Employee"),
+    "role": N_("Role"),
+    "hours_total": N_("Hours"),
+    "subtotal": N_("Subtotal"),
+    "total_hours": N_("Total hours:"),
 }
 
 
-LOCALES = {"en": "en_GB", "de": "de_DE", "fr": "fr_FR"}
+class Labels(Mapping[str, str]):
+    """The invoice's words in one language: ``labels["invoice"]``, in a template ``t.invoice``.
+
+    Besides the labels it names what the document shows by code: a role (``t.role_name``) and a
+    country (``t.country_name``), so the templates need nothing else to speak the language.
+    """
+
+    def __init__(self, language: str) -> None:
+        self.language = language
+
+    def __getitem__(self, key: str) -> str:
+        return i18n.translations(self.language).gettext(_LABELS[key])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_LABELS)
+
+    def __len__(self) -> int:
+        return len(_LABELS)
+
+    def role_name(self, role: str) -> str:
+        return i18n.role_name(role, self.language)
+
+    def country_name(self, code: str) -> str:
+        return i18n.country_name(code, self.language)
+
+
+LABELS: dict[str, Labels] = {lang: Labels(lang) for lang in i18n.languages()}
+
+
+LOCALES = {lang: i18n.locale_of(lang) for lang in i18n.languages()}
 
 
 def language_of(language: str) -> str:
-    return language if language in LABELS else "en"
-
-
-def format_money(minor: int, currency: str, language: str) -> str:
-    from babel.numbers import format_currency
-
-    from invoiceflow.core.money import to_major
-
-    return format_currency(to_major(minor, currency), currency, locale=LOCALES[language_of(language)])
-
-
-def format_date(day: date, language: str) -> str:
-    from babel.dates import format_date as babel_date
-
-    return babel_date(day, format="medium", locale=LOCALES[language_of(language)])
-
-
-def format_quantity(hundredths: int, language: str) -> str:
-    from decimal import Decimal
-
-    from babel.numbers import format_decimal
-
-    return format_decimal(Decimal(hundredths) / 100, format="#,##0.##", locale=LOCALES[language_of(language)])
-
-
-def format_rate(basis_points: int, language: str) -> str:
-    from decimal import Decimal
-
-    from babel.numbers import format_decimal
-
-    return format_decimal(Decimal(basis_points) / 100, format="#,##0.##", locale=LOCALES[language_of(language)]) + " %"
+    return i18n.language_of(language)
 
 
 def payment_terms(doc: InvoiceDocument) -> str:

@@ -56,17 +56,21 @@ def test_amounts_match_the_hand_calculation(loaded):
     assert taxes == {"K1": ("S", 1900), "K2": ("G", 0), "K3": ("AE", 0), "K4": ("S", 1900)}
     assert (inv["K2"]["fx_rate"], inv["K2"]["fx_rate_date"], inv["K2"]["base_gross_amount"]) == ("0.86", None, 1395349)
     assert (inv["K1"]["fx_rate"], inv["K1"]["base_gross_amount"]) == ("1", 289765)
-    k1 = [
-        (ln["description"].split(":")[0], ln["quantity"], ln["unit_price"], ln["net_amount"])
-        for ln in _lines(loaded, "K1")
-    ]
+    # line texts in the client's language: K1 and K4 German (C1), K2 English (C2), K3 French (C3)
+    k1 = [(ln["description"], ln["quantity"], ln["unit_price"], ln["net_amount"]) for ln in _lines(loaded, "K1")]
     assert k1 == [
-        ("Architect", 250, 15000, 37500),
-        ("Developer", 1550, 10000, 155000),
-        ("Developer", 425, 12000, 51000),
+        ("Architekt: Stunden 20.10.2026", 250, 15000, 37500),
+        ("Entwickler: Stunden 01.–14.10.2026, Satz ab 01.01.2026", 1550, 10000, 155000),
+        ("Entwickler: Stunden 15.10.2026, Satz ab 15.10.2026", 425, 12000, 51000),
     ]
-    assert "rate from 15.10.2026" in _lines(loaded, "K1")[2]["description"]
-    assert _lines(loaded, "K3")[0]["description"] == "Retainer (monthly), 01.11.2026 to 30.11.2026"
+    assert [ln["description"] for ln in _lines(loaded, "K2")] == [
+        "Milestone: Phase 1: discovery (completed 10 Oct 2026)"
+    ]
+    assert [ln["description"] for ln in _lines(loaded, "K3")] == ["Forfait (mensuel), 1–30 nov. 2026"]
+    assert [ln["description"] for ln in _lines(loaded, "K4")] == [
+        "Entwickler: Stunden 02.10.2026",
+        "Budgetobergrenze von 1.000,00\xa0€ erreicht",
+    ]
     assert all(v["status"] == "draft" and v["invoice_number"] is None for v in inv.values())
 
 

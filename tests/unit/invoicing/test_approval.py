@@ -107,7 +107,7 @@ def test_request_shows_summary_lines_reason_and_a_pdf_preview(engine, tmp_path, 
     body = request["body"]
     assert (
         "**gross 12000.00 GBP** (about 13953.49 EUR at 0.86)" in body
-        and "| 1 | Milestone: Phase 1: discovery (completed 10.10.2026) | 1 | 12000.00 |" in body
+        and "| 1 | Milestone: Phase 1: discovery (completed 10 Oct 2026) | 1 | 12000.00 |" in body
     )
     assert "auto-approval limit" in body and "Step 1 of 2, tier **director**" in body
     preview = data_dir / "outbox" / "preview" / f"draft-{ids['K2']}.pdf"

@@ -47,6 +47,113 @@ def test_one_template_per_billing_type(billing_type):
     assert intro in _text(render.render_invoice_pdf(sample_document(billing_type=billing_type)))
 
 
+# Full addresses, the buyer's references and the seller's contact (issue 23) ----------------------
+
+SELLER = replace(
+    sample_document().seller,
+    street2="Aufgang B",
+    subdivision="Berlin",
+    contact_name="Accounts receivable",
+    contact_phone="+49 30 5557 3100",
+)
+BUYER = Party(
+    "Kessler Logistik GmbH",
+    "Hafenstraße 12",
+    "Hamburg",
+    "20457",
+    "DE",
+    "DE123456789",
+    "accounts@kessler.example",
+    street2="3. OG",
+    subdivision="Hamburg-Mitte",
+)
+
+
+def _words(text: str) -> str:
+    """The PDF's text as a reader sees it: one line, CLDR's special spaces as plain ones."""
+    for space in ("\xa0", "\u202f", "\u2009"):
+        text = text.replace(space, " ")
+    return " ".join(text.split())
+
+
+@pytest.mark.parametrize(
+    ("language", "country", "seller_country", "reference", "order", "contact"),
+    [
+        ("de", "Deutschland", "Deutschland", "Ihre Referenz", "Ihre Bestellnummer", "Ansprechpartner:"),
+        ("en", "Germany", "Germany", "Buyer reference", "Your order", "Contact:"),
+        ("fr", "Allemagne", "Allemagne", "Référence acheteur", "Votre commande", "Contact:"),
+    ],
+)
+def test_pdf_shows_both_full_addresses_the_buyers_references_and_the_sellers_contact(
+    language, country, seller_country, reference, order, contact
+):
+    doc = sample_document(
+        language=language, seller=SELLER, buyer=BUYER, buyer_reference="KST-4711", purchase_order="PO-2026-0815"
+    )
+    reader = PdfReader(io.BytesIO(render.render_invoice_pdf(doc)))
+    assert len(reader.pages) == 1  # a short invoice stays one A4 page
+    lines = [_words(line) for line in reader.pages[0].extract_text().splitlines()]
+    seller, contact_line = lines[1], lines[2]  # the letterhead, under the company name
+    assert seller.startswith(f"Friedrichstraße 68 · Aufgang B · 10117 Berlin · Berlin · {seller_country} · ")
+    phone = labels.LABELS[language]["phone"]
+    assert (
+        contact_line == f"{contact} Accounts receivable · {phone} +49 30 5557 3100 · billing@northwind-digital.example"
+    )
+    # the buyer's address block, line by line, as a window envelope shows it
+    at = lines.index("Kessler Logistik GmbH")
+    assert lines[at + 1 : at + 6] == ["Hafenstraße 12", "3. OG", "20457 Hamburg", "Hamburg-Mitte", country]
+    assert f"{reference} KST-4711" in lines and f"{order} PO-2026-0815" in lines
+    assert " DE " not in f" {' '.join(lines)} "  # the country by its name, never its code alone
+
+
+def test_buyer_reference_of_an_xrechnung_client_is_its_leitweg_id_and_unknown_references_are_left_out():
+    xrechnung = sample_document(
+        language="de", buyer=BUYER, buyer_reference="04011000-12345-06", einvoice_format="xrechnung-cii"
+    )
+    html = render.render_invoice_html(xrechnung)
+    assert "Leitweg-ID" in html and "04011000-12345-06" in html and "Ihre Referenz" not in html
+    plain = _words(_text(render.render_invoice_pdf(sample_document(language="de", buyer=BUYER))))
+    assert "Ihre Referenz" not in plain and "Leitweg-ID" not in plain and "Ihre Bestellnummer" not in plain
+    # a seller without a contact name or phone prints what it has, without empty labels
+    bare = _words(_text(render.render_invoice_pdf(sample_document(language="de"))))
+    assert "Ansprechpartner" not in bare and "Tel." not in bare and "billing@northwind-digital.example" in bare
+
+
+@pytest.mark.parametrize(
+    ("party", "window"),
+    [
+        # the UK: the town, then the postcode on its own line
+        (
+            Party("Brightwater Analytics Ltd", "1 Canal Street", "Manchester", "M1 3HE", "GB", None, "a@b.example"),
+            ["1 Canal Street", "Manchester", "M1 3HE", "United Kingdom"],
+        ),
+        # North America: the state between the town and the ZIP code
+        (
+            Party(
+                "Summit Ridge Inc.", "500 Congress Ave", "Austin", "78701", "US", None, "a@s.example", subdivision="TX"
+            ),
+            ["500 Congress Ave", "Austin, TX 78701", "United States"],
+        ),
+        # nothing but the country (an old client not yet completed): no empty lines
+        (Party("Old Client AG", "", "", "", "CH", None, "a@o.example"), ["Switzerland"]),
+    ],
+)
+def test_an_address_is_written_the_way_its_country_posts_it(party, window):
+    text = [_words(line) for line in _text(render.render_invoice_pdf(sample_document(buyer=party))).splitlines()]
+    at = text.index(party.name)
+    assert text[at + 1 : at + 1 + len(window)] == window
+
+
+def test_roles_in_the_timesheet_appendix_are_named_in_the_language_and_an_unknown_one_readably():
+    entries = (
+        TimesheetEntry("PRJ-1", "data_engineer", date(2026, 10, 2), "E1", 800, "Pipeline", "T1"),
+        TimesheetEntry("PRJ-1", "prompt_whisperer", date(2026, 10, 3), "E2", 100, "Prompts", "T2"),
+    )
+    appendix = _words(_text(render.render_invoice_pdf(sample_document(language="fr", timesheet=entries))))
+    assert "Rôle Ingénieur de données" in appendix and "Sous-total PRJ-1 · Ingénieur de données" in appendix
+    assert "Rôle Prompt whisperer" in appendix and "Sous-total PRJ-1 · Prompt whisperer" in appendix
+
+
 def test_hostile_text_is_shown_not_run():
     buyer = Party('Evil <script>alert(1)</script> & "Co" {{ 7*7 }}', "", "", "", "DE", None, "x@evil.example")
     line = Line(1, "Ελληνικά 日本語 {% raw %}<b>x</b>", "S", "P", 100, "C62", 100, 100, "S", 1900)
@@ -121,7 +228,8 @@ def test_timesheet_appendix_grouped_by_project_and_role():
     reader = PdfReader(io.BytesIO(render.render_invoice_pdf(sample_document(language="de", timesheet=entries))))
     appendix = reader.pages[-1].extract_text()
     assert len(reader.pages) == 2 and "Anlage: Stundennachweis" in appendix
-    assert "Zwischensumme PRJ-1 · developer" in appendix and "12,25 Std." in appendix
+    assert "Rolle Architekt" in appendix and "Zwischensumme PRJ-1 · Entwickler" in appendix  # roles in German
+    assert "12,25 Std." in appendix
     assert "Stunden gesamt: 15,75 Std." in appendix
     # only time-and-materials invoices have the appendix
     other = _text(render.render_invoice_pdf(sample_document(billing_type="retainer", timesheet=entries)))
@@ -285,3 +393,74 @@ def test_ubl_passes_its_xsd():
     xml = einvoice.ubl_xml(sample_document())
     facturx.xml_check_xsd(xml, flavor="ubl-2.1", level="en16931")
     assert b"RF38NWD2026000012" in xml and b"2451.40" in xml
+
+
+def test_issued_invoices_show_both_addresses_references_and_lines_in_the_clients_language(engine, data_dir):
+    """The sample month from the feeds to the stored PDFs: C1 (Kessler) reads German, C2 English,
+    C3 French; C1 gave a buyer reference and K1 a purchase order, the others none."""
+    from support.billing_fixtures import ISSUE_DAY, OCTOBER
+    from support.sample_data import FEEDS, write_feeds
+
+    from invoiceflow.billing import pricing
+    from invoiceflow.core import db
+    from invoiceflow.core.policy import load_policy
+    from invoiceflow.ingest import sources
+    from invoiceflow.invoicing import approval, issuing
+    from invoiceflow.send import outbox
+
+    clients = FEEDS["clients"].splitlines()
+    clients = [clients[0] + ",buyer_reference", clients[1] + ",KST-4711", *(row + "," for row in clients[2:])]
+    contracts = FEEDS["contracts"].splitlines()
+    contracts = [contracts[0] + ",purchase_order", contracts[1] + ",PO-2026-0815", *(r + "," for r in contracts[2:])]
+    write_feeds(data_dir / "inbox", clients="\n".join(clients) + "\n", contracts="\n".join(contracts) + "\n")
+    policy = load_policy()
+    sources.load_inbox(runtime.run_for(engine, actor="test", policy=policy))
+    batch = pricing.price_period(runtime.run_for(engine, actor="test", run_id="run-1", policy=policy), OCTOBER)
+    routed = approval.route(runtime.run_for(engine, actor="test", policy=policy), batch["batch_id"])
+    for invoice_id in routed["review"]:
+        issuing.decide(runtime.run_for(engine, actor="user:finance"), invoice_id, True, None)
+    ids = routed["auto"] + routed["review"]
+    issuing.issue(runtime.run_for(engine, actor="test", today=ISSUE_DAY, policy=policy), ids)
+    outbox.render_invoices(runtime.run_for(engine, actor="test", policy=policy), ids)
+    with engine.connect() as conn:
+        pdfs = {r["contract_id"]: Path(r["pdf_path"]).read_bytes() for r in db.rows(conn, "SELECT * FROM invoices")}
+
+    expected = {
+        "K1": (
+            "Friedrichstraße 68 · 10117 Berlin · Deutschland",
+            ["Kessler Logistik GmbH", "Hafenstraße 12", "20457 Hamburg", "Deutschland"],
+            [
+                "Ihre Referenz KST-4711",
+                "Ihre Bestellnummer PO-2026-0815",
+                "Entwickler: Stunden 01.–14.10.2026, Satz ab 01.01.2026",
+                "Rolle Architekt",
+            ],
+        ),
+        "K2": (
+            "Friedrichstraße 68 · 10117 Berlin · Germany",
+            ["Brightwater Analytics Ltd", "1 Canal Street", "Manchester", "M1 3HE", "United Kingdom"],
+            ["Milestone: Phase 1: discovery (completed 10 Oct 2026)"],
+        ),
+        "K3": (
+            "Friedrichstraße 68 · 10117 Berlin · Allemagne",
+            ["Ville de Lyon", "1 Place de la Comédie", "69001 Lyon", "France"],
+            ["Forfait (mensuel), 1–30 nov. 2026"],
+        ),
+        "K4": (
+            "Friedrichstraße 68 · 10117 Berlin · Deutschland",
+            ["Kessler Logistik GmbH", "Hafenstraße 12", "20457 Hamburg", "Deutschland"],
+            ["Ihre Referenz KST-4711", "Entwickler: Stunden 02.10.2026", "Budgetobergrenze von 1.000,00 € erreicht"],
+        ),
+    }
+    for contract_id, (seller, buyer, shown) in expected.items():
+        reader = PdfReader(io.BytesIO(pdfs[contract_id]))
+        first = [_words(line) for line in reader.pages[0].extract_text().splitlines()]
+        assert first[1].startswith(seller), contract_id
+        at = first.index(buyer[0])
+        assert first[at : at + len(buyer)] == buyer, contract_id
+        text = _words(_text(pdfs[contract_id]))
+        assert all(s in text for s in shown), (contract_id, [s for s in shown if s not in text])
+        # a short invoice is one page; K1 and K4 add their timesheet appendix on a second
+        assert len(reader.pages) == (2 if contract_id in ("K1", "K4") else 1), contract_id
+    assert "Your order" not in _words(_text(pdfs["K2"])) and "Buyer reference" not in _words(_text(pdfs["K2"]))
+    assert "Ihre Bestellnummer" not in _words(_text(pdfs["K4"]))  # K4 has no purchase order
