@@ -19,14 +19,6 @@ from support.factories import sample_document
 from invoiceflow.invoicing import einvoice, render
 from invoiceflow.invoicing.document import TimesheetEntry
 
-WAITS_FOR_FORMATS = pytest.mark.xfail(
-    raises=NotImplementedError,
-    strict=False,
-    reason="einvoice.einvoice_xml builds XRechnung and Peppol BIS once the einv-formats branch is merged; "
-    "then these run for real (an assertion failing here fails the test): delete this marker then",
-)
-"""On the tests that need the XRechnung and Peppol XML builders; only NotImplementedError is expected."""
-
 UBL_NS = {
     "cac": "urn:oasis:names:specification:ubl:schema:xsd:CommonAggregateComponents-2",
     "cbc": "urn:oasis:names:specification:ubl:schema:xsd:CommonBasicComponents-2",
@@ -126,7 +118,6 @@ def test_the_visual_copy_of_a_draft_needs_no_xml():
     assert "DRAFT-7" in _text(pdf) and set(_attachments(pdf)) == {"DRAFT-7-timesheet.csv"}
 
 
-@WAITS_FOR_FORMATS
 @pytest.mark.parametrize("fmt", render.XML_FORMATS)
 def test_xml_formats_render_the_xml_beside_the_visual_copy(fmt):
     doc = _document(fmt)
@@ -140,7 +131,6 @@ def test_xml_formats_render_the_xml_beside_the_visual_copy(fmt):
     assert render.render_documents(doc) == out  # the XML too, byte for byte
 
 
-@WAITS_FOR_FORMATS
 def test_peppol_carries_the_visual_copy_inside_the_ubl_when_the_client_wants_it():
     out = render.render_documents(_document("peppol-bis3"))
     (obj,) = etree.fromstring(out.xml).findall(
@@ -155,7 +145,6 @@ def test_peppol_carries_the_visual_copy_inside_the_ubl_when_the_client_wants_it(
     assert b"EmbeddedDocumentBinaryObject" not in xrechnung.xml
 
 
-@WAITS_FOR_FORMATS
 @pytest.mark.parametrize("fmt", render.XML_FORMATS)
 def test_credit_notes_render_in_each_xml_format(fmt):
     doc = _credit_note(fmt)
