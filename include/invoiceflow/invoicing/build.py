@@ -24,7 +24,8 @@ def invoice_document(conn: Connection, policy: Policy, invoice_id: int, *, previ
     """The document of an issued invoice; with ``preview``, a draft's, marked DRAFT and unnumbered."""
     inv = db.rows(conn, "SELECT * FROM invoices WHERE invoice_id = :i", {"i": invoice_id})[0]
     client = db.rows(conn, "SELECT * FROM clients WHERE client_id = :c", {"c": inv["client_id"]})[0]
-    if inv["invoice_number"] is None:
+    draft = inv["invoice_number"] is None
+    if draft:
         if not preview:
             raise ValueError(f"invoice {invoice_id} is not issued; drafts have no document")
         today = date.today()
@@ -107,9 +108,9 @@ def invoice_document(conn: Connection, policy: Policy, invoice_id: int, *, previ
         preview=preview,
         buyer_reference=client["buyer_reference"] or None,
         purchase_order=contract["purchase_order"] or None,
-        # an issued invoice keeps the format it was issued in; a draft (and an invoice from before
-        # formats existed, NULL) shows the client's
-        einvoice_format=inv.get("einvoice_format") or client["einvoice_format"] or "facturx",
+        # an issued invoice keeps the format it was issued in (NULL: issued before formats existed,
+        # so Factur-X); a draft shows the client's
+        einvoice_format=(client["einvoice_format"] if draft else inv["einvoice_format"]) or "facturx",
         embed_pdf=bool(client["einvoice_embed_pdf"]),
         credited_invoice_number=db.scalar(
             conn, "SELECT invoice_number FROM invoices WHERE invoice_id = :i", {"i": inv["credited_invoice_id"]}

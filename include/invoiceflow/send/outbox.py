@@ -55,13 +55,6 @@ class StoredDocumentChanged(DataError):
     """A stored PDF or XML is missing or no longer has the hash recorded when it was rendered."""
 
 
-def issued_document(conn: Connection, policy: Policy, invoice_id: int) -> InvoiceDocument:
-    """The complete document of an issued invoice in the format it was issued in (frozen on the
-    invoice; NULL on invoices from before the formats, which are Factur-X)."""
-    fmt = db.scalar(conn, "SELECT einvoice_format FROM invoices WHERE invoice_id = :i", {"i": invoice_id})
-    return replace(build.complete_document(conn, policy, invoice_id), einvoice_format=fmt or "facturx")
-
-
 def render_invoices(run: Run, invoice_ids: list[int]) -> list[int]:
     """Render and store each issued document once: its PDF, and its XML for the XML formats.
 
@@ -81,7 +74,7 @@ def render_invoices(run: Run, invoice_ids: list[int]) -> list[int]:
             )[0]
             if stored["pdf_sha256"] and (stored["xml_sha256"] or stored["einvoice_format"] not in render.XML_FORMATS):
                 continue
-            doc = issued_document(conn, policy, invoice_id)
+            doc = build.complete_document(conn, policy, invoice_id)
         _store_rendered(run, invoice_id, doc, render.render_documents(doc), stored["pdf_sha256"])
         rendered.append(invoice_id)
     log.info(
@@ -607,7 +600,7 @@ def _issued_for_delivery(conn: Connection, policy: Policy, invoice_id: int) -> t
         "WHERE invoice_id = :i",
         {"i": invoice_id},
     )[0]
-    return inv, issued_document(conn, policy, invoice_id)
+    return inv, build.complete_document(conn, policy, invoice_id)
 
 
 def deliver_invoices(run: Run, invoice_ids: list[int]) -> dict[str, int]:

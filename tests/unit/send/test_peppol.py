@@ -11,6 +11,7 @@ from support.billing_fixtures import issued_month
 from invoiceflow.airflow import runtime
 from invoiceflow.core import db
 from invoiceflow.core.policy import Delivery, load_policy
+from invoiceflow.invoicing import build
 from invoiceflow.send import outbox, peppol
 
 XML = b'<?xml version="1.0"?>\n<Invoice xmlns="urn:oasis:names:specification:ubl:schema:xsd:Invoice-2"/>\n'
@@ -22,7 +23,7 @@ def k3(engine, data_dir):
     """Ville de Lyon's retainer invoice, issued, and its document."""
     invoice_id = issued_month(engine, data_dir)["K3"]["invoice_id"]
     with engine.connect() as conn:
-        return invoice_id, outbox.issued_document(conn, load_policy(), invoice_id)
+        return invoice_id, build.complete_document(conn, load_policy(), invoice_id)
 
 
 def _policy(folder, **delivery):
