@@ -199,12 +199,14 @@ def test_invoice_numbers_never_leave_the_pdf_folder(number, tmp_path):
     assert (tmp_path / name).resolve().parent == tmp_path.resolve()
 
 
-HOSTILE_CLIENTS = """C1,Kessler Logistik GmbH,accounts@kessler.example,DE,EUR,DE123456789,enterprise,30,email,de
-C2,"Evil\r\nBcc: victim@elsewhere.example",ok@evil.example,GB,GBP,GB123456789,smb,14,both,en
+HOSTILE_CLIENTS = """C1,Kessler Logistik GmbH,accounts@kessler.example,DE,EUR,DE123456789,enterprise,30,email,de,\
+Hafenstraße 12,20457,Hamburg
+C2,"Evil\r\nBcc: victim@elsewhere.example",ok@evil.example,GB,GBP,GB123456789,smb,14,both,en,1 Canal Street,M1 3HE,\
+Manchester
 C3,"{{ self.__init__.__globals__ }}{% for c in ().__class__.__base__.__subclasses__() %}{% endfor %} \
 <script>x</script>",\
-factures@lyon.example,FR,EUR,FR44732829320,public,45,portal,fr
-../../outside,Traversal Ltd,t@trav.example,DE,EUR,,smb,14,portal,en
+factures@lyon.example,FR,EUR,FR44732829320,public,45,portal,fr,<b>{{ 7 * 7 }}</b> Place de la Comédie,69001,Lyon
+../../outside,Traversal Ltd,t@trav.example,DE,EUR,,smb,14,portal,en,Unter den Linden 1,10117,Berlin
 """
 
 
