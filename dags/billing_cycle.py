@@ -30,8 +30,9 @@ in the `period` parameter, `YYYY-MM`).
    in the Airflow UI (*Required actions*), assigned to that step's approvers, with a deadline that
    escalates. Rejected drafts go back to draft without a number.
 5. **auto_approved / approved_N**: issue (gapless number), then **chunk** cuts the issued ids into
-   chunks of the policy's `delivery.chunk_size` and **render** (the PDF) and **deliver** (e-mail
-   and/or the client portal) are mapped over the chunks, so Celery workers share a large month.
+   chunks of the policy's `delivery.chunk_size` and **render** (the PDF, and the XML of the
+   XML formats) and **deliver** (e-mail, the client portal, the Peppol access point's folder)
+   are mapped over the chunks, so Celery workers share a large month.
    An invoice goes out in the round that approves it. Re-running a step or chunk sends nothing twice.
 
 Owner: billing operations. A task that fails for good e-mails the owners

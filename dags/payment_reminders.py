@@ -15,7 +15,7 @@ DOC = """
 Runs after every nightly bank reconciliation (it is scheduled on the reconciliation's asset), so
 payments booked last night are taken into account.
 
-1. **retry_deliveries**: invoice e-mails that failed earlier and whose back-off has passed
+1. **retry_deliveries**: invoice e-mails and Peppol hand-offs that failed earlier and whose back-off has passed
    (policy `delivery.retry_backoff_minutes`) are tried again, once each; after
    `delivery.max_attempts` they are in the exception report instead.
 2. **send_reminders**: the policy's dunning schedule decides what is due: by default a friendly

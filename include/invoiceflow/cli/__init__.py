@@ -246,9 +246,11 @@ def cmd_credit_note(args: argparse.Namespace) -> int:
     outbox.deliver_invoices(run, [note_id])
     with engine.connect() as conn:
         note = db.rows(conn, "SELECT * FROM report_invoices WHERE invoice_id = :i", {"i": note_id})[0]
-        pdf = db.scalar(conn, "SELECT pdf_path FROM invoices WHERE invoice_id = :i", {"i": note_id})
+        files = db.rows(conn, "SELECT pdf_path, xml_path FROM invoices WHERE invoice_id = :i", {"i": note_id})[0]
     print(f"{note['invoice_number']}: credits {args.invoice}, gross {note['gross_amount']} {note['currency']}")
-    print(f"PDF: {pdf}")
+    if files["xml_path"]:  # XRechnung or Peppol: the XML is the credit note, the PDF its visual copy
+        print(f"XML: {files['xml_path']}")
+    print(f"PDF: {files['pdf_path']}")
     return 0
 
 

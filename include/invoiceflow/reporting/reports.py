@@ -131,7 +131,10 @@ CATEGORIES: dict[str, tuple[str, str]] = {
         "Quarantined source rows",
         "Single rows that failed validation; the rest of their file was used. Fix the row at the source.",
     ),
-    "delivery_unconfirmed": ("Deliveries to check", "An e-mail may not have reached the client."),
+    "delivery_unconfirmed": (
+        "Deliveries to check",
+        "An e-mail may not have reached the client, or a file the Peppol access point took was not recorded.",
+    ),
     "cap_exceeded": (
         "Work above a contract's cap",
         "Billable work went beyond the contract's not-to-exceed amount; only up to the cap was billed.",
@@ -145,9 +148,11 @@ CATEGORIES: dict[str, tuple[str, str]] = {
         "A business event could not be billed; the message says why.",
     ),
     "delivery_failed": (
-        "E-mails that could not be delivered",
-        "The mail server refused an invoice or reminder e-mail after every retry, or the address is wrong. "
-        "Fix the address or the server, then `invoiceflow release-delivery` allows one more attempt.",
+        "Deliveries that could not be made",
+        "The mail server refused an invoice or reminder e-mail after every retry, the address is wrong, or the "
+        "Peppol access point's folder could not be written. Fix the address, the server or the folder, then "
+        "`invoiceflow release-delivery` (for a Peppol hand-off `release-delivery 'peppol:<file>'`) allows one "
+        "more attempt.",
     ),
     "approval_overdue": (
         "Approvals past their deadline",
