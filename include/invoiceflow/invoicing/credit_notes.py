@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 from invoiceflow.billing import taxes
-from invoiceflow.core import audit, db
+from invoiceflow.core import audit, db, i18n
 from invoiceflow.core.errors import DataError
 from invoiceflow.core.fx import to_base
 from invoiceflow.core.money import format_plain
@@ -36,7 +36,8 @@ def credit_note(run: Run, invoice_number: str, *, reason: str, amounts: Mapping[
     with engine.begin() as conn:
         orig = _original_invoice(conn, invoice_number)
         lines, credited = _lines_and_credited(conn, orig["invoice_id"])
-        picks = _credit_lines(invoice_number, lines, credited, amounts)
+        language = db.scalar(conn, "SELECT language FROM clients WHERE client_id = :c", {"c": orig["client_id"]})
+        picks = _credit_lines(invoice_number, lines, credited, amounts, language)
         note_id = _insert_credit_note(conn, orig, invoice_number, reason, picks)
         totals = _credit_note_taxes(conn, orig, note_id)
         now_credited = orig["credited_amount"] + totals["gross_amount"]
@@ -210,8 +211,11 @@ def _credit_lines(
     lines: list[dict[str, Any]],
     credited: Mapping[int, int],
     amounts: Mapping[int, int] | None,
+    language: str | None,
 ) -> list[dict[str, Any]]:
-    """The credit note's lines: a copy of every line (in full), or one line per amount asked."""
+    """The credit note's lines: a copy of every line (in full), or one line per amount asked; their
+    text in the client's language, like the invoice's."""
+    credit_for = i18n.translations(language).gettext("Credit for line {line}: {description}")
     copy = ("kind", "service_code", "project_code", "tax_code", "tax_rate_bp", "line_id")
     if amounts is None:
         if credited:
@@ -221,7 +225,7 @@ def _credit_lines(
         return [
             {
                 **{k: ln[k] for k in copy},
-                "description": f"Credit for line {ln['line_no']}: {ln['description']}",
+                "description": credit_for.format(line=ln["line_no"], description=ln["description"]),
                 "quantity": ln["quantity"],
                 "unit": ln["unit"],
                 "unit_price": ln["unit_price"],
@@ -246,7 +250,7 @@ def _credit_lines(
         picks.append(
             {
                 **{k: ln[k] for k in copy},
-                "description": f"Credit for line {line_no}: {ln['description']}",
+                "description": credit_for.format(line=line_no, description=ln["description"]),
                 "quantity": 100,
                 "unit": "C62",
                 "unit_price": amount,

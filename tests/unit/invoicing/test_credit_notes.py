@@ -57,11 +57,14 @@ def test_partial_credit_note_by_line(engine, month):
     assert note["payment_reference"] is None and note["due_date"] is None
     with engine.connect() as conn:
         (line,) = db.rows(conn, "SELECT * FROM invoice_lines WHERE invoice_id = :i", {"i": note_id})
-        original_line = db.scalar(
-            conn, "SELECT line_id FROM invoice_lines WHERE invoice_id = :i AND line_no = 2", {"i": k1["invoice_id"]}
-        )
+        original_line, original_text = db.rows(
+            conn,
+            "SELECT line_id, description FROM invoice_lines WHERE invoice_id = :i AND line_no = 2",
+            {"i": k1["invoice_id"]},
+        )[0].values()
         view = db.rows(conn, "SELECT * FROM report_invoices WHERE invoice_id = :i", {"i": k1["invoice_id"]})[0]
-    assert line["credited_line_id"] == original_line and line["description"].startswith("Credit for line 2:")
+    assert line["credited_line_id"] == original_line
+    assert line["description"] == f"Gutschrift für Position 2: {original_text}"  # K1's client reads German
     after = _invoice(engine, k1["invoice_id"])
     # the invoice says what it said; only its credited amount moved, and it stays open for the rest
     assert {k: after[k] for k in ("net_amount", "gross_amount", "invoice_number", "status")} == {
