@@ -29,6 +29,7 @@ milliseconds to a few tenths of a second.
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 from dataclasses import dataclass
@@ -270,6 +271,17 @@ class Validator:
             flag = self.levels.get(rule) or (el.get("flag") or "").strip() or "error"
             found.append(Finding(rule, flag, text, readable_location(el.get("location") or ""), layer))
         return found
+
+
+@functools.cache
+def validator(fmt: str) -> Validator:
+    """The format's rules, compiled once per process (a render task checks every document it stores)."""
+    return Validator(fmt)
+
+
+def check_rendered(fmt: str, pdf: bytes, xml: bytes | None, name: str) -> Report:
+    """Check what a client receives: the XML of the XML formats, or the XML inside a Factur-X PDF."""
+    return validator(fmt).check(xml if xml is not None else embedded_xml(pdf), name)
 
 
 def guess_format(xml: bytes) -> str:

@@ -122,6 +122,12 @@ CATEGORIES: dict[str, tuple[str, str]] = {
         "format requires (full address, buyer reference, electronic address). Fix the client at the source; "
         "the next run issues it.",
     ),
+    "einvoice_rejected": (
+        "E-invoices that fail their official rules",
+        "An issued invoice's e-invoice failed the XSD, EN 16931 or its CIUS (XRechnung, Peppol BIS) and was not "
+        "sent: the detail names the rules. Usually the client record (address, buyer reference, electronic "
+        "address) or the policy's seller details; fix them and the next run renders and sends it.",
+    ),
     "refund_due": ("Refunds due", "A paid invoice was credited: the client is owed money back."),
     "rejected_file": (
         "Rejected files",

@@ -60,10 +60,12 @@ def render_invoices(run: Run, invoice_ids: list[int]) -> list[int]:
 
     An issued document never changes: a stored hash is never replaced (the database refuses it),
     and a document whose PDF was stored but whose XML is still missing is rendered again only if
-    the PDF comes out byte for byte as stored (``RenderMismatch`` otherwise).
+    the PDF comes out byte for byte as stored (``RenderMismatch`` otherwise). Returns the ids whose
+    documents are stored, for delivery: one that fails its e-invoice rules waits, reported.
     """
     engine, policy = run.engine, run.policy
-    rendered = []
+    rendered: list[int] = []
+    rejected: list[int] = []
     for invoice_id in invoice_ids:
         with engine.begin() as conn:
             stored = db.rows(
@@ -75,14 +77,63 @@ def render_invoices(run: Run, invoice_ids: list[int]) -> list[int]:
             if stored["pdf_sha256"] and (stored["xml_sha256"] or stored["einvoice_format"] not in render.XML_FORMATS):
                 continue
             doc = build.complete_document(conn, policy, invoice_id)
-        _store_rendered(run, invoice_id, doc, render.render_documents(doc), stored["pdf_sha256"])
+        documents = render.render_documents(doc)
+        if not _passes_its_rules(run, invoice_id, doc, documents):
+            rejected.append(invoice_id)
+            continue
+        _store_rendered(run, invoice_id, doc, documents, stored["pdf_sha256"])
         rendered.append(invoice_id)
     log.info(
-        "documents rendered for %s (gross); %d had theirs already",
+        "documents rendered for %s (gross); %d had theirs already; %d failed their e-invoice rules and wait",
         tallies.invoices(engine, rendered),
-        len(invoice_ids) - len(rendered),
+        len(invoice_ids) - len(rendered) - len(rejected),
+        len(rejected),
     )
-    return invoice_ids
+    return [i for i in invoice_ids if i not in rejected]
+
+
+def _passes_its_rules(run: Run, invoice_id: int, doc: InvoiceDocument, documents: render.RenderedDocuments) -> bool:
+    """Check the e-invoice against the official rules of its format before anything is stored or sent.
+
+    A receiver (a public client's portal, a Peppol access point, an accounts-payable system) checks
+    the same XSD, EN 16931 and CIUS rules and rejects what fails; better that finance hears it now,
+    with the rule named, than the client weeks later. A document that fails is not stored and not
+    sent; it waits, reported, and is rendered again by the next run (after the client record or the
+    policy is fixed). It never changes what was issued: numbers and amounts are frozen.
+    """
+    from invoiceflow.invoicing import einvoice_rules
+
+    report = einvoice_rules.check_rendered(doc.einvoice_format, documents.pdf, documents.xml, doc.invoice_number)
+    with run.engine.begin() as conn:
+        if report.ok:
+            db.execute(
+                conn,
+                "UPDATE exceptions SET resolved_at = :now, resolved_by = :a, resolution = 'passed its rules' "
+                "WHERE category = 'einvoice_rejected' AND subject_type = 'invoice' AND subject_id = :i "
+                "AND resolved_at IS NULL",
+                {"now": db.now(), "a": run.actor, "i": str(invoice_id)},
+            )
+            return True
+        failed = "; ".join(f"{f.rule}: {f.text}" for f in report.failed) or report.problem or "not checked"
+        detail = f"{doc.invoice_number} ({doc.einvoice_format}) fails its rules and was not sent: {failed}"[:2000]
+        audit.record_exception(
+            conn,
+            category="einvoice_rejected",
+            subject_type="invoice",
+            subject_id=str(invoice_id),
+            amount=doc.gross_amount,
+            currency=doc.currency,
+            detail=detail,
+            run_id=run.run_id,
+        )
+        db.execute(
+            conn,
+            "UPDATE exceptions SET resolved_at = NULL, detail = :d WHERE category = 'einvoice_rejected' "
+            "AND subject_type = 'invoice' AND subject_id = :i",
+            {"d": detail, "i": str(invoice_id)},
+        )
+    log.error("%s", detail)
+    return False
 
 
 def _write(folder: Path, name: str, data: bytes) -> Path:
