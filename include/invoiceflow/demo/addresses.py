@@ -17,8 +17,20 @@ from stdnum.iso7064 import mod_97_10
 # reads is in _street_line
 PLACES: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, str, tuple[str, ...]], ...]]] = {
     "DE": (
-        ("Hauptstraße", "Bahnhofstraße", "Friedrichstraße", "Hafenstraße", "Lindenallee", "Schillerstraße")
-        + ("Goethestraße", "Kaiserstraße", "Industriestraße", "Gartenstraße", "Mühlenweg", "Königstraße"),
+        (
+            "Hauptstraße",
+            "Bahnhofstraße",
+            "Friedrichstraße",
+            "Hafenstraße",
+            "Lindenallee",
+            "Schillerstraße",
+            "Goethestraße",
+            "Kaiserstraße",
+            "Industriestraße",
+            "Gartenstraße",
+            "Mühlenweg",
+            "Königstraße",
+        ),
         ("3. OG", "Haus B", "Aufgang C"),
         (
             ("Berlin", "", ("10115", "10117", "10178", "10243", "10405", "10551", "10785", "10969")),
@@ -45,8 +57,17 @@ PLACES: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, str, 
         ),
     ),
     "FR": (
-        ("rue de la République", "avenue Jean Jaurès", "boulevard Voltaire", "rue Victor Hugo", "rue Nationale")
-        + ("avenue de la Gare", "rue du Commerce", "rue Pasteur", "place de l'Hôtel de Ville"),
+        (
+            "rue de la République",
+            "avenue Jean Jaurès",
+            "boulevard Voltaire",
+            "rue Victor Hugo",
+            "rue Nationale",
+            "avenue de la Gare",
+            "rue du Commerce",
+            "rue Pasteur",
+            "place de l'Hôtel de Ville",
+        ),
         ("Bâtiment B", "3e étage", "Immeuble Le Ponant"),
         (
             ("Paris", "", ("75001", "75002", "75008", "75009", "75011", "75015", "75017")),
@@ -59,8 +80,17 @@ PLACES: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, str, 
         ),
     ),
     "NL": (
-        ("Kerkstraat", "Stationsplein", "Industrieweg", "Dorpsstraat", "Marktplein", "Nieuwstraat", "Julianalaan")
-        + ("Wilhelminastraat", "Schoolstraat"),
+        (
+            "Kerkstraat",
+            "Stationsplein",
+            "Industrieweg",
+            "Dorpsstraat",
+            "Marktplein",
+            "Nieuwstraat",
+            "Julianalaan",
+            "Wilhelminastraat",
+            "Schoolstraat",
+        ),
         ("2e verdieping", "Unit 4"),
         (
             ("Amsterdam", "", ("1011", "1012", "1015", "1016", "1017", "1043", "1082")),
@@ -71,8 +101,17 @@ PLACES: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, str, 
         ),
     ),
     "BE": (
-        ("Meir", "Kerkstraat", "Stationsstraat", "Veldstraat", "Grote Markt", "Nijverheidsstraat")
-        + ("Koningin Astridlaan", "Brusselsesteenweg", "Kouter"),
+        (
+            "Meir",
+            "Kerkstraat",
+            "Stationsstraat",
+            "Veldstraat",
+            "Grote Markt",
+            "Nijverheidsstraat",
+            "Koningin Astridlaan",
+            "Brusselsesteenweg",
+            "Kouter",
+        ),
         ("bus 3", "bus 101"),
         (
             ("Antwerpen", "", ("2000", "2018", "2060")),
@@ -84,8 +123,17 @@ PLACES: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, str, 
         ),
     ),
     "GB": (
-        ("High Street", "Station Road", "King Street", "Church Street", "Victoria Road", "Queen Street")
-        + ("Market Street", "Mill Lane", "Park Road"),
+        (
+            "High Street",
+            "Station Road",
+            "King Street",
+            "Church Street",
+            "Victoria Road",
+            "Queen Street",
+            "Market Street",
+            "Mill Lane",
+            "Park Road",
+        ),
         ("Floor 3", "Unit 5", "Suite 2"),
         (  # outward codes: the inward half is drawn
             ("London", "", ("EC2A", "EC1V", "SE1", "W1D", "E14", "N1", "WC2N")),
@@ -98,8 +146,16 @@ PLACES: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, str, 
         ),
     ),
     "US": (
-        ("Main Street", "Market Street", "Broadway", "Park Avenue", "Pine Street", "Congress Avenue", "Oak Street")
-        + ("Washington Street",),
+        (
+            "Main Street",
+            "Market Street",
+            "Broadway",
+            "Park Avenue",
+            "Pine Street",
+            "Congress Avenue",
+            "Oak Street",
+            "Washington Street",
+        ),
         ("Suite 400", "Floor 12", "Suite 1250"),
         (
             ("New York", "NY", ("10001", "10016", "10017", "10022", "10036")),
@@ -111,8 +167,16 @@ PLACES: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, str, 
         ),
     ),
     "CH": (
-        ("Bahnhofstrasse", "Seestrasse", "Hauptstrasse", "Industriestrasse", "Poststrasse", "Dorfstrasse")
-        + ("Kirchgasse", "Zürcherstrasse"),
+        (
+            "Bahnhofstrasse",
+            "Seestrasse",
+            "Hauptstrasse",
+            "Industriestrasse",
+            "Poststrasse",
+            "Dorfstrasse",
+            "Kirchgasse",
+            "Zürcherstrasse",
+        ),
         ("2. OG", "Postfach"),
         (
             ("Zürich", "ZH", ("8001", "8002", "8004", "8005", "8008", "8048")),
@@ -150,7 +214,9 @@ def address(rng: random.Random, country: str) -> dict[str, str]:
     if country == "GB":
         postcode += f" {rng.randrange(10)}{rng.choice(GB_INWARD_LETTERS)}{rng.choice(GB_INWARD_LETTERS)}"
     elif country == "NL":
-        letters = rng.choice([a + b for a in NL_POSTCODE_LETTERS for b in NL_POSTCODE_LETTERS if a + b not in _NL_UNUSED])
+        letters = rng.choice(
+            [a + b for a in NL_POSTCODE_LETTERS for b in NL_POSTCODE_LETTERS if a + b not in _NL_UNUSED]
+        )
         postcode += f" {letters}"
     return {
         "address_line1": _street_line(rng, country, rng.choice(streets)),

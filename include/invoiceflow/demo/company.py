@@ -34,6 +34,8 @@ COUNTRIES = {  # country: (currency, language, share of clients, VAT id pattern)
 }
 FLEMISH_SLOTS = 3
 """Every third Dutch-named client, the first among them, is a Flemish business in Belgium (BE)."""
+UMLAUTS = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss"})
+"""For an e-mail domain: ``köln`` becomes ``koeln``."""
 XRECHNUNG = ("xrechnung-cii", "xrechnung-ubl")
 """The formats German public bodies get, in turn, so that the demo has both."""
 NAMES = {
@@ -204,7 +206,7 @@ def _on_peppol(client: dict[str, str], n: int, wants_pdf: bool) -> None:
 def _german_public_body(client: dict[str, str], n: int, rng: random.Random, k: int) -> None:
     """The k-th German public body: its name, address, Leitweg-ID and XRechnung, CII and UBL in turn."""
     body = addresses.german_public_body(rng, k)
-    city = body["city"].lower().translate(str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss"}))
+    city = body["city"].lower().translate(UMLAUTS)
     client.update(body, email=f"rechnungseingang@{''.join(ch for ch in city if ch.isalpha())}{n}.example")
     client["einvoice_format"] = XRECHNUNG[k % len(XRECHNUNG)]
     client["electronic_address"] = f"0204:{body['buyer_reference']}"  # the Leitweg-ID routes XRechnung too

@@ -129,8 +129,10 @@ def test_each_format_has_its_clients_and_every_client_an_address(tmp_path, perio
     assert {c["einvoice_format"] for c in german_public} == {"xrechnung-cii", "xrechnung-ubl"}
     for c in clients:
         if c["einvoice_format"] == "peppol-bis3":
-            assert c["country"] == "BE" and c["delivery"] == "peppol" and identifiers.peppol_routable(
-                c["electronic_address"]
+            assert (
+                c["country"] == "BE"
+                and c["delivery"] == "peppol"
+                and identifiers.peppol_routable(c["electronic_address"])
             )
             assert not c["vat_id"] or c["vat_id"] == "BE" + c["electronic_address"].removeprefix("0208:")
     assert {c["country"] for c in clients} >= {"DE", "AT", "FR", "NL", "BE", "GB", "US", "CH"}

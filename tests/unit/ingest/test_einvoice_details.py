@@ -44,9 +44,7 @@ def loaded(engine, data_dir):
     write_feeds(data_dir / "inbox")
     (data_dir / "inbox" / "clients" / DETAILS.name).write_bytes(DETAILS.read_bytes())
     policy = load_policy()
-    policy = policy.model_copy(
-        update={"validation": policy.validation.model_copy(update={"max_bad_row_ratio": 0.95})}
-    )
+    policy = policy.model_copy(update={"validation": policy.validation.model_copy(update={"max_bad_row_ratio": 0.95})})
     results = sources.load_inbox(runtime.run_for(engine, actor="test", policy=policy))
     return engine, {r.source.rsplit("/", 1)[-1]: r for r in results}
 
@@ -121,10 +119,18 @@ def test_a_client_without_an_address_loads(engine, data_dir):
     [
         ({"delivery": "peppol"}, "electronic_address", "must be a Peppol participant id"),
         ({"delivery": "peppol", "electronic_address": "0208:0403019261"}, None, None),
-        ({"einvoice_format": "peppol-bis3", "electronic_address": "EM:ap@kessler.example"}, "electronic_address", "not EM"),
+        (
+            {"einvoice_format": "peppol-bis3", "electronic_address": "EM:ap@kessler.example"},
+            "electronic_address",
+            "not EM",
+        ),
         ({"client_type": "public"}, "buyer_reference", "is required for a German public client"),
         ({"client_type": "public", "buyer_reference": "04011000-12345-03"}, None, None),
-        ({"client_type": "public", "buyer_reference": "04011000-12345-04"}, "buyer_reference", "not a valid Leitweg-ID"),
+        (
+            {"client_type": "public", "buyer_reference": "04011000-12345-04"},
+            "buyer_reference",
+            "not a valid Leitweg-ID",
+        ),
         ({"buyer_reference": "04011000-12345-04"}, None, None),  # a business's own reference is free text
         ({"einvoice_format": "xrechnung-ubl"}, "buyer_reference", "is required for the XRechnung formats"),
         ({"einvoice_format": "xrechnung-ubl", "buyer_reference": "PO-4711"}, None, None),

@@ -225,7 +225,9 @@ def test_a_bad_client_in_an_event_is_refused_with_its_field(loaded):
     }
     assert _event(loaded, "contract_signed", extra) == []
     with loaded.connect() as conn:
-        details = [r["detail"] for r in db.rows(conn, "SELECT detail FROM report_exceptions WHERE category = 'rejected_file'")]
+        details = [
+            r["detail"] for r in db.rows(conn, "SELECT detail FROM report_exceptions WHERE category = 'rejected_file'")
+        ]
     assert any("/clients/event-" in d and "line 2 buyer_reference: is not a valid Leitweg-ID" in d for d in details)
     assert any("/contracts/event-" in d and "client_id: is not a known client" in d for d in details)
 

@@ -153,7 +153,8 @@ def crm_db(pg_server):
                 "CREATE TABLE contracts (contract_id TEXT PRIMARY KEY, client_id TEXT, billing_type TEXT, "
                 "project_code TEXT, signed_at DATE, start_date DATE, end_date DATE, currency TEXT, "
                 "cap_amount NUMERIC(12, 2), retainer_amount NUMERIC(12, 2), retainer_interval TEXT, "
-                "billing_increment NUMERIC(4, 2), discount_percent NUMERIC(5, 2), expense_markup_percent NUMERIC(5, 2), "
+                "billing_increment NUMERIC(4, 2), discount_percent NUMERIC(5, 2), "
+                "expense_markup_percent NUMERIC(5, 2), "
                 "purchase_order TEXT, updated_at TIMESTAMP NOT NULL)"
             )
         )

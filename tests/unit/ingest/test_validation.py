@@ -164,7 +164,14 @@ def test_the_screen_fails_exactly_the_rows_great_expectations_fails(engine, data
     assert {n: sorted(rows) for n, rows in screened.items()} == _gx_failing(feed, definition, checked)
     assert len(screened) >= 3  # the mutations fail several expectations: the comparison is not vacuous
     if feed == "clients":  # each e-invoicing rule is compared on rows that fail it, not only on rows that pass
-        einvoicing = {"delivery", "postcode", "buyer_reference", "einvoice_format", "einvoice_embed_pdf", "electronic_address"}
+        einvoicing = {
+            "delivery",
+            "postcode",
+            "buyer_reference",
+            "einvoice_format",
+            "einvoice_embed_pdf",
+            "electronic_address",
+        }
         expectations = enumerate(definition["expectations"])
         assert [e["meta"] for n, e in expectations if e["meta"]["field"] in einvoicing and n not in screened] == []
 
