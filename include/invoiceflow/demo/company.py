@@ -6,8 +6,9 @@ realistic sprinkling of bad rows exercises validation and quarantine. Same perio
 bytes: the loader recognises the files and a second ``make demo`` changes nothing.
 
 Every client has a postal address in its country; each e-invoice format has its clients: German
-public bodies get XRechnung (CII and UBL in turn) with their Leitweg-ID as buyer reference, Flemish
-businesses get Peppol BIS Billing 3.0 through Peppol, everybody else Factur-X (``addresses``).
+public bodies get XRechnung (CII and UBL in turn) with their Leitweg-ID as buyer reference, and so do
+a few German businesses; Flemish businesses get Peppol BIS Billing 3.0 through Peppol; everybody
+else Factur-X (``addresses``).
 """
 
 from __future__ import annotations
@@ -32,12 +33,14 @@ COUNTRIES = {  # country: (currency, language, share of clients, VAT id pattern)
     "US": ("USD", "en", 7, ""),
     "CH": ("CHF", "de", 4, ""),
 }
-FLEMISH_SLOTS = 3
-"""Every third Dutch-named client, the first among them, is a Flemish business in Belgium (BE)."""
+FLEMISH_SLOTS = 2
+"""Every second Dutch-named client, the first among them, is a Flemish business in Belgium (BE)."""
 UMLAUTS = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss"})
 """For an e-mail domain: ``köln`` becomes ``koeln``."""
 XRECHNUNG = ("xrechnung-cii", "xrechnung-ubl")
 """The formats German public bodies get, in turn, so that the demo has both."""
+GERMAN_XRECHNUNG_SLOTS = 4
+"""Every fourth German business, from the second on, asks for XRechnung as well."""
 NAMES = {
     "DE": (
         ["Kessler", "Bergmann", "Hofmann", "Schäfer", "Krüger", "Weiß", "Lange", "Brandt"],
@@ -174,12 +177,15 @@ def _einvoicing(clients: list[dict[str, str]]) -> None:
     They came after the rest of the data set, which they leave as it was: a Dutch-named slot that
     becomes Flemish keeps its name, type and terms. A month in which fewer than two German clients
     drew the public type makes its last German clients public, so both XRechnung syntaxes appear.
+    A public client's invoice always waits for finance (the policy), which ``make demo`` does not
+    decide: some German businesses take XRechnung too (``_retainers_in_each_format``).
     """
     german = [c for c in clients if c["country"] == "DE"]
     missing = max(0, 2 - sum(c["client_type"] == "public" for c in german))
     for c in [c for c in reversed(german) if c["client_type"] != "public"][:missing]:
         c["client_type"] = "public"
     flemish = [c["client_id"] for c in clients if c["country"] == "NL"][::FLEMISH_SLOTS]
+    on_xrechnung = [c["client_id"] for c in german if c["client_type"] != "public"][1::GERMAN_XRECHNUNG_SLOTS]
     public_bodies = 0
     for client in clients:
         n = int(client["client_id"][1:])
@@ -191,6 +197,12 @@ def _einvoicing(clients: list[dict[str, str]]) -> None:
         if client["country"] == "DE" and client["client_type"] == "public":
             _german_public_body(client, n, rng, public_bodies)
             public_bodies += 1
+        elif client["client_id"] in on_xrechnung:  # BR-DE-15 wants a buyer reference: its cost centre
+            k = on_xrechnung.index(client["client_id"])
+            client.update(
+                einvoice_format=XRECHNUNG[k % len(XRECHNUNG)], buyer_reference=f"KST-{rng.randrange(1000, 10000)}"
+            )
+            client["electronic_address"] = f"EM:{client['email']}"
         elif client["country"] == "DE" and client["vat_id"] and rng.random() < 0.3:
             client["electronic_address"] = f"9930:{client['vat_id']}"  # registered on Peppol with its VAT id
 
@@ -245,6 +257,43 @@ def _contracts(rng: random.Random, clients: list[dict[str, str]], period: date) 
                 }
             )
     return contracts
+
+
+def _retainers_in_each_format(
+    clients: list[dict[str, str]], contracts: list[dict[str, str]], period: date
+) -> list[dict[str, str]]:
+    """A monthly retainer of 2,400.00 EUR for the first business on each format but Factur-X.
+
+    Its invoice stays below the policy's review limit, so every demo month issues every format
+    whatever the month's draw of amounts (a public body's invoice always waits for finance, which
+    ``make demo`` does not decide). A retainer has no rate cards or time entries: adding these
+    leaves the rest of the data set as it was.
+    """
+    rows: list[dict[str, str]] = []
+    for fmt in ("xrechnung-cii", "xrechnung-ubl", "peppol-bis3"):
+        client = next((c for c in clients if c["einvoice_format"] == fmt and c["client_type"] != "public"), None)
+        if client is None:
+            continue
+        n = len(contracts) + len(rows) + 1
+        start = period - timedelta(days=120)
+        rows.append(
+            {
+                "contract_id": f"K{n:04d}",
+                "client_id": client["client_id"],
+                "billing_type": "retainer",
+                "project_code": f"PRJ-{n:04d}",
+                "signed_at": (start - timedelta(days=14)).isoformat(),
+                "start_date": start.isoformat(),
+                "end_date": "",
+                "currency": client["currency"],
+                "cap_amount": "",
+                "retainer_amount": "2400.00",
+                "retainer_interval": "monthly",
+                **_commercial_terms(random.Random(f"terms:{n}"), "retainer"),
+                "purchase_order": _purchase_order(random.Random(f"po:{n}"), client),
+            }
+        )
+    return rows
 
 
 def _purchase_order(rng: random.Random, client: dict[str, str]) -> str:
@@ -457,6 +506,7 @@ def write_demo_sources(inbox: Path, period_start: date, seed: int = 42, scale: f
     rng = random.Random(f"{seed}:{period_start}")
     clients = _clients(rng, scale)
     contracts = _contracts(rng, clients, period_start)
+    contracts += _retainers_in_each_format(clients, contracts, period_start)
     cards = _rate_cards(rng, contracts, period_start)
     timesheets = _timesheets(rng, contracts, cards, period_start)
     _spoil(rng, timesheets)

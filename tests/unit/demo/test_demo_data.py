@@ -8,9 +8,14 @@ from datetime import date
 
 import pytest
 
+from invoiceflow.airflow import runtime
+from invoiceflow.billing import pricing
 from invoiceflow.billing.taxes import valid_vat_id
+from invoiceflow.core import db
+from invoiceflow.core.policy import load_policy
 from invoiceflow.demo.company import BAD_ROW_KINDS, demo_period, write_demo_sources
 from invoiceflow.ingest import identifiers, sources, validation
+from invoiceflow.invoicing import approval
 from invoiceflow.ingest.convert import countries
 from invoiceflow.ingest.feeds import COLUMNS, OPTIONAL_COLUMNS, TARGETS
 
@@ -160,3 +165,23 @@ def test_the_demo_clients_and_contracts_pass_their_suites(feeds, feed):
     expectations = definition["expectations"] + validation.reference_expectations(feed)
     checked = validation.add_derived_columns(feed, frame, known, TARGETS[feed][1], validation.FileFacts())
     assert validation.screen(expectations, checked) == {}
+
+
+@pytest.mark.parametrize("period", [PERIOD, date(2027, 5, 1)])
+def test_every_format_goes_out_without_finance_in_the_demo_month(sqlite_engine, data_dir, period):
+    """``make demo`` does not decide the reviews: each format has an invoice the policy approves itself
+    (a public body's always waits), in a month whose draw of amounts left it without one by chance."""
+    write_demo_sources(data_dir / "inbox", period, scale=0.35)
+    policy = load_policy()
+    results = sources.load_inbox(runtime.run_for(sqlite_engine, actor="test", policy=policy))
+    assert {r.feed: r.status for r in results}["clients"] == "loaded"
+    end = date(period.year + period.month // 12, period.month % 12 + 1, 1)
+    batch = pricing.price_period(runtime.run_for(sqlite_engine, actor="test", run_id="demo"), (period, end))
+    routed = approval.route(runtime.run_for(sqlite_engine, actor="test"), batch["batch_id"])
+    with sqlite_engine.connect() as conn:
+        approved = db.rows(
+            conn,
+            "SELECT DISTINCT c.einvoice_format FROM invoices i JOIN clients c ON c.client_id = i.client_id "
+            "WHERE i.status = 'approved'",
+        )
+    assert {r["einvoice_format"] for r in approved} == FORMATS and routed["auto"]
