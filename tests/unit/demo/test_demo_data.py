@@ -15,9 +15,9 @@ from invoiceflow.core import db
 from invoiceflow.core.policy import load_policy
 from invoiceflow.demo.company import BAD_ROW_KINDS, demo_period, write_demo_sources
 from invoiceflow.ingest import identifiers, sources, validation
-from invoiceflow.invoicing import approval
 from invoiceflow.ingest.convert import countries
 from invoiceflow.ingest.feeds import COLUMNS, OPTIONAL_COLUMNS, TARGETS
+from invoiceflow.invoicing import approval
 
 PERIOD = date(2026, 10, 1)
 
