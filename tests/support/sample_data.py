@@ -1,7 +1,6 @@
 """A small source data set whose invoice amounts are worked out by hand in the tests.
 
-The seller is in Germany (DE, EUR). Each client has a postal address; K1 carries Kessler's purchase
-order 4500012345 (BT-13). October 2026:
+The seller is in Germany (DE, EUR). October 2026:
 - K1 (Kessler, DE, EUR, T&M): developer 100.00/h until 14 Oct, 120.00/h from 15 Oct; architect 150.00/h.
   15.50 h x 100.00 = 1550.00; 4.25 h x 120.00 = 510.00; 2.50 h x 150.00 = 375.00; 3.00 h not billable.
   Net 2435.00, domestic VAT 19 % = 462.65, gross 2897.65 EUR: below 5,000 EUR, approved by policy.
@@ -24,11 +23,11 @@ C1,Kessler Logistik GmbH,accounts@kessler.example,DE,EUR,DE123456789,enterprise,
 C2,Brightwater Analytics Ltd,ap@brightwater.example,GB,GBP,GB123456789,smb,14,both,en,1 Canal Street,M1 3HE,Manchester
 C3,Ville de Lyon,factures@lyon.example,FR,EUR,FR44732829320,public,45,portal,fr,1 Place de la Comédie,69001,Lyon
 """,
-    "contracts": """contract_id,client_id,billing_type,project_code,signed_at,start_date,end_date,currency,cap_amount,retainer_amount,retainer_interval,purchase_order
-K1,C1,time_and_materials,PRJ-1,2025-12-15,2026-01-01,,EUR,,,,4500012345
-K2,C2,milestone,PRJ-2,2026-02-01,2026-02-01,,GBP,,,,
-K3,C3,retainer,PRJ-3,2026-03-01,2026-03-01,,EUR,,1500.00,monthly,
-K4,C1,time_and_materials,PRJ-4,2026-01-10,2026-01-10,,EUR,1000.00,,,
+    "contracts": """contract_id,client_id,billing_type,project_code,signed_at,start_date,end_date,currency,cap_amount,retainer_amount,retainer_interval
+K1,C1,time_and_materials,PRJ-1,2025-12-15,2026-01-01,,EUR,,,
+K2,C2,milestone,PRJ-2,2026-02-01,2026-02-01,,GBP,,,
+K3,C3,retainer,PRJ-3,2026-03-01,2026-03-01,,EUR,,1500.00,monthly
+K4,C1,time_and_materials,PRJ-4,2026-01-10,2026-01-10,,EUR,1000.00,,
 """,
     "rate_cards": """contract_id,role,hourly_rate,valid_from,valid_to
 K1,developer,100.00,2026-01-01,2026-10-14

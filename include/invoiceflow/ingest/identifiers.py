@@ -6,7 +6,7 @@ a fixed form or check digits (a Belgian enterprise number, a GLN, a VAT id, a Le
 feed checks it the way the Peppol rules do (PEPPOL-COMMON-R040 to R057), so that a typo is
 quarantined with its row instead of being refused by the client's access point weeks later.
 
-The code lists are copied from the official rule sets in ``../shared/einvoice-rules/xslt/``:
+The code lists are copied from the official rule sets in ``invoicing/rules/xslt/``:
 ``EAS_SCHEMES`` from XRechnung 3.0.2 (``CEF-EAS-CODES``, which is what BT-49 is checked against)
 together with the newer codes Peppol BIS 3.0.21 already routes, ``PEPPOL_SCHEMES`` from Peppol BIS
 3.0.21 (``eaid``): the schemes an access point can route to, without ``EM`` (e-mail).

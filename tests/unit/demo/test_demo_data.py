@@ -167,7 +167,7 @@ def test_the_demo_clients_and_contracts_pass_their_suites(feeds, feed):
     assert validation.screen(expectations, checked) == {}
 
 
-@pytest.mark.parametrize("period", [PERIOD, date(2027, 5, 1)])
+@pytest.mark.parametrize("period", [PERIOD, date(2026, 5, 1)])
 def test_every_format_goes_out_without_finance_in_the_demo_month(sqlite_engine, data_dir, period):
     """``make demo`` does not decide the reviews: each format has an invoice the policy approves itself
     (a public body's always waits), in a month whose draw of amounts left it without one by chance."""

@@ -151,3 +151,13 @@ def test_a_rule_that_depends_on_another_column(engine, data_dir, change, field, 
     else:
         assert [(q["source"], q["line_no"], q["field"]) for q in found] == [("clients.csv", 2, field)]
         assert reason in found[0]["reason"]
+
+
+def test_a_contracts_purchase_order_loads(engine, data_dir):
+    header, k1, *rest = FEEDS["contracts"].splitlines()
+    contracts = [f"{header},purchase_order", f"{k1},4500012345", *(f"{row}," for row in rest)]
+    write_feeds(data_dir / "inbox", contracts="\n".join(contracts) + "\n")
+    sources.load_inbox(runtime.run_for(engine, actor="test", policy=load_policy()))
+    with engine.connect() as conn:
+        orders = {r["contract_id"]: r["purchase_order"] for r in db.rows(conn, "SELECT * FROM contracts")}
+    assert orders == {"K1": "4500012345", "K2": None, "K3": None, "K4": None}

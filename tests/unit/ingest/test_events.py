@@ -96,7 +96,7 @@ def test_signed_retainer_contract_bills_its_set_up_fee_and_first_interval(loaded
     invoice, lines = _invoice(loaded, invoice_id)
     # set-up fee 500.00; November from the 16th: 3000.00 x 15 / 30 days = 1500.00; reverse charge 0 %
     assert [(line["kind"], line["net_amount"]) for line in lines] == [("milestone", 50000), ("retainer", 150000)]
-    assert "15 of 30 days" in lines[1]["description"]
+    assert "15 jours sur 30" in lines[1]["description"]  # 15 of 30 days, in the client's French
     assert (invoice["net_amount"], invoice["tax_amount"], invoice["trigger_key"]) == (200000, 0, "contract-signed:K9")
 
     # the November cycle bills December in advance, and neither the fee nor November again
@@ -123,7 +123,10 @@ def test_signed_document_bills_its_fee(loaded):
     (invoice_id,) = _event(loaded, "document_signed", extra)
     invoice, lines = _invoice(loaded, invoice_id)
     # German client: 2400.00 + 19 % = 2856.00
-    assert [line["description"] for line in lines] == ["Milestone: Signed: Change order 17 (completed 03.11.2026)"]
+    # in the client's German; the document's title as the event gave it
+    assert [line["description"] for line in lines] == [
+        "Meilenstein: Signed: Change order 17 (abgeschlossen am 03.11.2026)"
+    ]
     assert (invoice["net_amount"], invoice["tax_amount"], invoice["gross_amount"]) == (240000, 45600, 285600)
 
 
