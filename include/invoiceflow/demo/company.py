@@ -1,9 +1,14 @@
 """Deterministic demo data: one month of an IT services company's source feeds.
 
-Northwind Digital GmbH (Berlin) bills 60+ clients in six countries and four currencies over 150+
+Northwind Digital GmbH (Berlin) bills 60+ clients in eight countries and four currencies over 150+
 contracts (time and materials, milestones, retainers) and 20,000+ time entries a month. A
 realistic sprinkling of bad rows exercises validation and quarantine. Same period and seed, same
 bytes: the loader recognises the files and a second ``make demo`` changes nothing.
+
+Every client has a postal address in its country; each e-invoice format has its clients: German
+public bodies get XRechnung (CII and UBL in turn) with their Leitweg-ID as buyer reference, and so do
+a few German businesses; Flemish businesses get Peppol BIS Billing 3.0 through Peppol; everybody
+else Factur-X (``addresses``).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from pathlib import Path
 
 from stdnum.util import get_cc_module
 
+from invoiceflow.demo import addresses
 from invoiceflow.ingest.feeds import COLUMNS, OPTIONAL_COLUMNS
 
 COUNTRIES = {  # country: (currency, language, share of clients, VAT id pattern)
@@ -27,6 +33,14 @@ COUNTRIES = {  # country: (currency, language, share of clients, VAT id pattern)
     "US": ("USD", "en", 7, ""),
     "CH": ("CHF", "de", 4, ""),
 }
+FLEMISH_SLOTS = 2
+"""Every second Dutch-named client, the first among them, is a Flemish business in Belgium (BE)."""
+UMLAUTS = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss"})
+"""For an e-mail domain: ``köln`` becomes ``koeln``."""
+XRECHNUNG = ("xrechnung-cii", "xrechnung-ubl")
+"""The formats German public bodies get, in turn, so that the demo has both."""
+GERMAN_XRECHNUNG_SLOTS = 4
+"""Every fourth German business, from the second on, asks for XRechnung as well."""
 NAMES = {
     "DE": (
         ["Kessler", "Bergmann", "Hofmann", "Schäfer", "Krüger", "Weiß", "Lange", "Brandt"],
@@ -153,7 +167,61 @@ def _clients(rng: random.Random, scale: float) -> list[dict[str, str]]:
                     "tax_exempt": "true" if n % 29 == 0 else "",  # a foundation or a charity
                 }
             )
+    _einvoicing(clients)
     return clients
+
+
+def _einvoicing(clients: list[dict[str, str]]) -> None:
+    """Addresses, places and e-invoice formats: each client from its own generator.
+
+    They came after the rest of the data set, which they leave as it was: a Dutch-named slot that
+    becomes Flemish keeps its name, type and terms. A month in which fewer than two German clients
+    drew the public type makes its last German clients public, so both XRechnung syntaxes appear.
+    A public client's invoice always waits for finance (the policy), which ``make demo`` does not
+    decide: some German businesses take XRechnung too (``_retainers_in_each_format``).
+    """
+    german = [c for c in clients if c["country"] == "DE"]
+    missing = max(0, 2 - sum(c["client_type"] == "public" for c in german))
+    for c in [c for c in reversed(german) if c["client_type"] != "public"][:missing]:
+        c["client_type"] = "public"
+    flemish = [c["client_id"] for c in clients if c["country"] == "NL"][::FLEMISH_SLOTS]
+    on_xrechnung = [c["client_id"] for c in german if c["client_type"] != "public"][1::GERMAN_XRECHNUNG_SLOTS]
+    public_bodies = 0
+    for client in clients:
+        n = int(client["client_id"][1:])
+        rng = random.Random(f"einvoicing:{n}")
+        client.update(buyer_reference="", einvoice_format="facturx", electronic_address="", einvoice_embed_pdf="")
+        if client["client_id"] in flemish:
+            _on_peppol(client, n, wants_pdf=flemish.index(client["client_id"]) % 2 == 0)
+        client.update(addresses.address(rng, client["country"]))
+        if client["country"] == "DE" and client["client_type"] == "public":
+            _german_public_body(client, n, rng, public_bodies)
+            public_bodies += 1
+        elif client["client_id"] in on_xrechnung:  # BR-DE-15 wants a buyer reference: its cost centre
+            k = on_xrechnung.index(client["client_id"])
+            client.update(
+                einvoice_format=XRECHNUNG[k % len(XRECHNUNG)], buyer_reference=f"KST-{rng.randrange(1000, 10000)}"
+            )
+            client["electronic_address"] = f"EM:{client['email']}"
+        elif client["country"] == "DE" and client["vat_id"] and rng.random() < 0.3:
+            client["electronic_address"] = f"9930:{client['vat_id']}"  # registered on Peppol with its VAT id
+
+
+def _on_peppol(client: dict[str, str], n: int, wants_pdf: bool) -> None:
+    """A Flemish business: Belgian VAT id and Peppol id from one enterprise number, invoices by Peppol."""
+    number = addresses.belgian_enterprise_number(random.Random(f"vat:{n}"))
+    client.update(country="BE", vat_id=f"BE{number}" if client["vat_id"] else "", delivery="peppol")
+    client.update(einvoice_format="peppol-bis3", electronic_address=f"0208:{number}")
+    client["einvoice_embed_pdf"] = "" if wants_pdf else "false"
+
+
+def _german_public_body(client: dict[str, str], n: int, rng: random.Random, k: int) -> None:
+    """The k-th German public body: its name, address, Leitweg-ID and XRechnung, CII and UBL in turn."""
+    body = addresses.german_public_body(rng, k)
+    city = body["city"].lower().translate(UMLAUTS)
+    client.update(body, email=f"rechnungseingang@{''.join(ch for ch in city if ch.isalpha())}{n}.example")
+    client["einvoice_format"] = XRECHNUNG[k % len(XRECHNUNG)]
+    client["electronic_address"] = f"0204:{body['buyer_reference']}"  # the Leitweg-ID routes XRechnung too
 
 
 def _contracts(rng: random.Random, clients: list[dict[str, str]], period: date) -> list[dict[str, str]]:
@@ -185,9 +253,52 @@ def _contracts(rng: random.Random, clients: list[dict[str, str]], period: date) 
                     "retainer_amount": f"{rng.randrange(15, 120) * 100}.00" if kind == "retainer" else "",
                     "retainer_interval": interval if kind == "retainer" else "",
                     **_commercial_terms(random.Random(f"terms:{n}"), kind),
+                    "purchase_order": _purchase_order(random.Random(f"po:{n}"), client),
                 }
             )
     return contracts
+
+
+def _retainers_in_each_format(
+    clients: list[dict[str, str]], contracts: list[dict[str, str]], period: date
+) -> list[dict[str, str]]:
+    """A monthly retainer of 2,400.00 EUR for the first business on each format but Factur-X.
+
+    Its invoice stays below the policy's review limit, so every demo month issues every format
+    whatever the month's draw of amounts (a public body's invoice always waits for finance, which
+    ``make demo`` does not decide). A retainer has no rate cards or time entries: adding these
+    leaves the rest of the data set as it was.
+    """
+    rows: list[dict[str, str]] = []
+    for fmt in ("xrechnung-cii", "xrechnung-ubl", "peppol-bis3"):
+        client = next((c for c in clients if c["einvoice_format"] == fmt and c["client_type"] != "public"), None)
+        if client is None:
+            continue
+        n = len(contracts) + len(rows) + 1
+        start = period - timedelta(days=120)
+        rows.append(
+            {
+                "contract_id": f"K{n:04d}",
+                "client_id": client["client_id"],
+                "billing_type": "retainer",
+                "project_code": f"PRJ-{n:04d}",
+                "signed_at": (start - timedelta(days=14)).isoformat(),
+                "start_date": start.isoformat(),
+                "end_date": "",
+                "currency": client["currency"],
+                "cap_amount": "",
+                "retainer_amount": "2400.00",
+                "retainer_interval": "monthly",
+                **_commercial_terms(random.Random(f"terms:{n}"), "retainer"),
+                "purchase_order": _purchase_order(random.Random(f"po:{n}"), client),
+            }
+        )
+    return rows
+
+
+def _purchase_order(rng: random.Random, client: dict[str, str]) -> str:
+    """Half of the enterprise clients' contracts have a PO number they want on every invoice."""
+    return addresses.purchase_order(rng) if client["client_type"] == "enterprise" and rng.random() < 0.5 else ""
 
 
 def _commercial_terms(rng: random.Random, kind: str) -> dict[str, str]:
@@ -395,6 +506,7 @@ def write_demo_sources(inbox: Path, period_start: date, seed: int = 42, scale: f
     rng = random.Random(f"{seed}:{period_start}")
     clients = _clients(rng, scale)
     contracts = _contracts(rng, clients, period_start)
+    contracts += _retainers_in_each_format(clients, contracts, period_start)
     cards = _rate_cards(rng, contracts, period_start)
     timesheets = _timesheets(rng, contracts, cards, period_start)
     _spoil(rng, timesheets)

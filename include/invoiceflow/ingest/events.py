@@ -47,8 +47,10 @@ def _require(kind: str, extra: Mapping[str, Any], *fields: str) -> None:
 def records(kind: str, extra: Mapping[str, Any]) -> tuple[dict[str, list[dict[str, str]]], Trigger]:
     """The feed rows an event carries, and the invoice it earns.
 
-    contract_signed: the contracts feed's fields, optionally ``setup_fee`` (billed as a one-off
-    line) and ``rate_cards`` (a list of rate card rows without contract_id).
+    contract_signed: the contracts feed's fields (``purchase_order`` among them), optionally
+    ``setup_fee`` (billed as a one-off line), ``rate_cards`` (a list of rate card rows without
+    contract_id) and ``client`` (the clients feed's fields: a new client signs its first contract,
+    and the CRM sends its address, buyer reference and e-invoice format along).
     milestone_completed: the milestones feed's fields.
     document_signed: ``document_id``, ``contract_id``, ``title``, ``amount``, ``signed_at``: a fixed
     fee due on signature, billed as a milestone named after the document.
@@ -57,6 +59,8 @@ def records(kind: str, extra: Mapping[str, Any]) -> tuple[dict[str, list[dict[st
         _require(kind, extra, "contract_id", "signed_at", "start_date")
         contract_id = str(extra["contract_id"])
         rows: dict[str, list[dict[str, str]]] = {"contracts": [_row("contracts", extra)]}
+        if extra.get("client"):
+            rows["clients"] = [_client_row(kind, extra)]
         rows["rate_cards"] = [
             _row("rate_cards", {**r, "contract_id": contract_id}) for r in extra.get("rate_cards", [])
         ]
@@ -103,9 +107,33 @@ def records(kind: str, extra: Mapping[str, Any]) -> tuple[dict[str, list[dict[st
     raise EventError(f"unknown event kind {kind!r}; expected one of {', '.join(KINDS)}")
 
 
+def _client_row(kind: str, extra: Mapping[str, Any]) -> dict[str, str]:
+    """The client an event brings along: the whole record, as the clients feed has it.
+
+    It replaces the stored client like a row of the clients feed would, so the CRM sends all of
+    it, not only what changed; its client_id is the contract's, given or not.
+    """
+    client = extra["client"]
+    if not isinstance(client, Mapping):
+        raise EventError(f"{kind} event: client must be an object with the clients feed's fields")
+    client_id = str(client.get("client_id") or extra.get("client_id") or "").strip()
+    if str(extra.get("client_id") or "").strip() not in ("", client_id):
+        raise EventError(f"{kind} event: client.client_id {client_id!r} is not the contract's {extra['client_id']!r}")
+    return _row("clients", {**client, "client_id": client_id})
+
+
 def _row(feed: str, values: Mapping[str, Any]) -> dict[str, str]:
     columns = [*COLUMNS[feed], *OPTIONAL_COLUMNS.get(feed, ())]
-    return {c: "" if values.get(c) is None else str(values[c]) for c in columns}
+    return {c: _text(values.get(c)) for c in columns}
+
+
+def _text(value: Any) -> str:
+    """A JSON value as the CSV feeds write it: a JSON true (einvoice_embed_pdf, tax_exempt) is ``true``."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _day(kind: str, value: Any) -> date:

@@ -118,6 +118,8 @@ def add_derived_columns(
         out["hours__number"] = pd.to_numeric(frame["hours"], errors="coerce")
         out["contract_role"] = frame["contract_id"] + "/" + frame["role"]
         _time_entry_flags(out, known, facts)
+    if feed == "clients":
+        _einvoice_flags(out)
     out["record_key__repeated"] = record_keys(frame, key).isin(facts.repeated) if facts.repeated else False
     for column, known_as, _, _ in REFERENCES[feed]:
         out[f"{column}__known"] = out[column].isin(known[known_as])
@@ -149,6 +151,32 @@ def _time_entry_flags(out: pd.DataFrame, known: Mapping[str, Any], facts: FileFa
     if facts.overbooked:
         employee_day = out["employee_id"] + "|" + out["work_date"]  # only then: joining text is slow
         out["hours__within_daily_limit"] = ~employee_day.isin(facts.overbooked)
+
+
+def _einvoice_flags(out: pd.DataFrame) -> None:
+    """Where the client's e-invoices go, checked as far as the expectation types cannot.
+
+    A scheme from the EAS list and the identifier's check digits (``ingest.identifiers``); an address
+    Peppol can route to for a client that gets its invoices through Peppol; the Leitweg-ID of a
+    German public client. As with the time sheet flags, a flag is True where another flag already
+    reports the value, so one mistake gives one finding.
+    """
+    from invoiceflow.ingest import identifiers
+
+    address = out["electronic_address"]
+    parts = {value: identifiers.split_address(value) for value in address.unique()}
+    known = address.isin([value for value, p in parts.items() if p is not None or value == ""])
+    fits = address.isin([value for value, p in parts.items() if p is None or identifiers.identifier_fits_scheme(*p)])
+    routable = address.isin([value for value, p in parts.items() if p and p[0] in identifiers.PEPPOL_SCHEMES])
+    by_peppol = (out["delivery"] == "peppol") | (out["einvoice_format"] == "peppol-bis3")
+    out["electronic_address__scheme"] = known.to_numpy(dtype=bool)
+    out["electronic_address__identifier"] = fits.to_numpy(dtype=bool)
+    out["electronic_address__peppol"] = (~by_peppol | routable | ~known | ~fits).to_numpy(dtype=bool)
+
+    reference = out["buyer_reference"]
+    german_public = (out["country"] == "DE") & (out["client_type"] == "public")
+    valid = _per_distinct_value(reference, identifiers.is_leitweg_id)
+    out["buyer_reference__leitweg_id"] = (~german_public | (reference == "") | valid).to_numpy(dtype=bool)
 
 
 @dataclass

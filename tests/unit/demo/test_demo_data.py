@@ -8,9 +8,16 @@ from datetime import date
 
 import pytest
 
+from invoiceflow.airflow import runtime
+from invoiceflow.billing import pricing
 from invoiceflow.billing.taxes import valid_vat_id
+from invoiceflow.core import db
+from invoiceflow.core.policy import load_policy
 from invoiceflow.demo.company import BAD_ROW_KINDS, demo_period, write_demo_sources
-from invoiceflow.ingest.feeds import COLUMNS, OPTIONAL_COLUMNS
+from invoiceflow.ingest import identifiers, sources, validation
+from invoiceflow.ingest.convert import countries
+from invoiceflow.ingest.feeds import COLUMNS, OPTIONAL_COLUMNS, TARGETS
+from invoiceflow.invoicing import approval
 
 PERIOD = date(2026, 10, 1)
 
@@ -96,7 +103,7 @@ def test_every_kind_of_bad_row_is_there(feeds):
 def test_commercial_variety_for_pricing(feeds):
     """Enough of each pricing case that the demo month shows them all."""
     _, rows = feeds
-    eu_business = [c for c in rows["clients"] if c["country"] in ("AT", "FR", "NL") and c["vat_id"]]
+    eu_business = [c for c in rows["clients"] if c["country"] in ("AT", "BE", "FR", "NL") and c["vat_id"]]
     assert eu_business and all(valid_vat_id(c["vat_id"], c["country"]) for c in eu_business)
     assert any(c["tax_exempt"] == "true" for c in rows["clients"])
     terms = rows["contracts"]
@@ -109,3 +116,72 @@ def test_commercial_variety_for_pricing(feeds):
 def test_demo_bills_last_month():
     assert demo_period(date(2026, 11, 25)) == date(2026, 10, 1)
     assert demo_period(date(2027, 1, 3)) == date(2026, 12, 1)
+
+
+FORMATS = {"facturx", "xrechnung-cii", "xrechnung-ubl", "peppol-bis3"}
+
+
+@pytest.mark.parametrize(("period", "scale"), [(PERIOD, 1.0), (PERIOD, 0.35), (date(2027, 2, 1), 0.5)])
+def test_each_format_has_its_clients_and_every_client_an_address(tmp_path, period, scale):
+    """At the demo's size and at the end-to-end tests' smaller ones, in another month too."""
+    path = write_demo_sources(tmp_path, period, scale=scale)["clients"]
+    clients = list(csv.DictReader(path.open(encoding="utf-8")))
+    by_format = Counter(c["einvoice_format"] for c in clients)
+    assert by_format.keys() == FORMATS and by_format["facturx"] > len(clients) / 2, by_format
+    assert all(c["address_line1"] and c["postcode"] and c["city"] for c in clients)
+    german_public = [c for c in clients if c["country"] == "DE" and c["client_type"] == "public"]
+    assert german_public and all(identifiers.is_leitweg_id(c["buyer_reference"]) for c in german_public)
+    assert {c["einvoice_format"] for c in german_public} == {"xrechnung-cii", "xrechnung-ubl"}
+    for c in clients:
+        if c["einvoice_format"] == "peppol-bis3":
+            assert (
+                c["country"] == "BE"
+                and c["delivery"] == "peppol"
+                and identifiers.peppol_routable(c["electronic_address"])
+            )
+            assert not c["vat_id"] or c["vat_id"] == "BE" + c["electronic_address"].removeprefix("0208:")
+    assert {c["country"] for c in clients} >= {"DE", "AT", "FR", "NL", "BE", "GB", "US", "CH"}
+
+
+def test_some_enterprise_contracts_carry_a_purchase_order(feeds):
+    _, rows = feeds
+    client_type = {c["client_id"]: c["client_type"] for c in rows["clients"]}
+    ordered = [c for c in rows["contracts"] if c["purchase_order"]]
+    assert len(ordered) >= 20 and {client_type[c["client_id"]] for c in ordered} == {"enterprise"}
+    assert len({c["purchase_order"] for c in ordered}) == len(ordered)
+
+
+@pytest.mark.parametrize("feed", ["clients", "contracts"])
+def test_the_demo_clients_and_contracts_pass_their_suites(feeds, feed):
+    """Every row the demo writes for these feeds passes every expectation (the bad rows are elsewhere)."""
+    paths, rows = feeds
+    (frame,) = sources.read_feed_chunks(feed, paths[feed])
+    known = {
+        "currencies": {"EUR", "GBP", "USD", "CHF"},
+        "countries": countries(),
+        "clients": {c["client_id"] for c in rows["clients"]},
+    }
+    definition = validation.suite_definition(feed)
+    expectations = definition["expectations"] + validation.reference_expectations(feed)
+    checked = validation.add_derived_columns(feed, frame, known, TARGETS[feed][1], validation.FileFacts())
+    assert validation.screen(expectations, checked) == {}
+
+
+@pytest.mark.parametrize("period", [PERIOD, date(2026, 5, 1)])
+def test_every_format_goes_out_without_finance_in_the_demo_month(sqlite_engine, data_dir, period):
+    """``make demo`` does not decide the reviews: each format has an invoice the policy approves itself
+    (a public body's always waits), in a month whose draw of amounts left it without one by chance."""
+    write_demo_sources(data_dir / "inbox", period, scale=0.35)
+    policy = load_policy()
+    results = sources.load_inbox(runtime.run_for(sqlite_engine, actor="test", policy=policy))
+    assert {r.feed: r.status for r in results}["clients"] == "loaded"
+    end = date(period.year + period.month // 12, period.month % 12 + 1, 1)
+    batch = pricing.price_period(runtime.run_for(sqlite_engine, actor="test", run_id="demo"), (period, end))
+    routed = approval.route(runtime.run_for(sqlite_engine, actor="test"), batch["batch_id"])
+    with sqlite_engine.connect() as conn:
+        approved = db.rows(
+            conn,
+            "SELECT DISTINCT c.einvoice_format FROM invoices i JOIN clients c ON c.client_id = i.client_id "
+            "WHERE i.status = 'approved'",
+        )
+    assert {r["einvoice_format"] for r in approved} == FORMATS and routed["auto"]

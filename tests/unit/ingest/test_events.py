@@ -96,7 +96,7 @@ def test_signed_retainer_contract_bills_its_set_up_fee_and_first_interval(loaded
     invoice, lines = _invoice(loaded, invoice_id)
     # set-up fee 500.00; November from the 16th: 3000.00 x 15 / 30 days = 1500.00; reverse charge 0 %
     assert [(line["kind"], line["net_amount"]) for line in lines] == [("milestone", 50000), ("retainer", 150000)]
-    assert "15 of 30 days" in lines[1]["description"]
+    assert "15 jours sur 30" in lines[1]["description"]  # 15 of 30 days, in the client's French
     assert (invoice["net_amount"], invoice["tax_amount"], invoice["trigger_key"]) == (200000, 0, "contract-signed:K9")
 
     # the November cycle bills December in advance, and neither the fee nor November again
@@ -123,7 +123,10 @@ def test_signed_document_bills_its_fee(loaded):
     (invoice_id,) = _event(loaded, "document_signed", extra)
     invoice, lines = _invoice(loaded, invoice_id)
     # German client: 2400.00 + 19 % = 2856.00
-    assert [line["description"] for line in lines] == ["Milestone: Signed: Change order 17 (completed 03.11.2026)"]
+    # in the client's German; the document's title as the event gave it
+    assert [line["description"] for line in lines] == [
+        "Meilenstein: Signed: Change order 17 (abgeschlossen am 03.11.2026)"
+    ]
     assert (invoice["net_amount"], invoice["tax_amount"], invoice["gross_amount"]) == (240000, 45600, 285600)
 
 
@@ -152,3 +155,91 @@ def test_a_bad_record_in_an_event_is_refused_and_reported(loaded):
     with loaded.connect() as conn:
         (row,) = db.rows(conn, "SELECT detail FROM report_exceptions WHERE category = 'rejected_file'")
     assert "/milestones/event-" in row["detail"] and "line 2 amount: is not an amount" in row["detail"]
+
+
+def test_a_signed_contract_brings_its_new_client_and_purchase_order(loaded):
+    """A client signs its first contract: the CRM sends the client along, with its address, Leitweg-ID
+    and e-invoice format, and the contract's PO number; both load before the contract is billed."""
+    extra = {
+        "contract_id": "K10",
+        "client_id": "C10",
+        "billing_type": "milestone",
+        "project_code": "PRJ-10",
+        "signed_at": "2026-11-10",
+        "start_date": "2026-11-16",
+        "currency": "EUR",
+        "purchase_order": "4500012345",
+        "setup_fee": "800.00",
+        "client": {
+            "name": "Stadt Köln, Amt für Informationsverarbeitung",
+            "email": "rechnungseingang@koeln.example",
+            "country": "DE",
+            "currency": "EUR",
+            "client_type": "public",
+            "payment_terms_days": 30,  # JSON numbers and booleans are written as the feeds write them
+            "delivery": "email",
+            "language": "de",
+            "address_line1": "Willy-Brandt-Platz 2",
+            "postcode": "50679",
+            "city": "Köln",
+            "buyer_reference": "05315000-12345-30",
+            "einvoice_format": "xrechnung-ubl",
+            "electronic_address": "0204:05315000-12345-30",
+            "einvoice_embed_pdf": False,
+        },
+    }
+    (invoice_id,) = _event(loaded, "contract_signed", extra)
+    invoice, lines = _invoice(loaded, invoice_id)
+    # the set-up fee, domestic: 800.00 + 19 % = 952.00
+    assert (invoice["client_id"], invoice["gross_amount"]) == ("C10", 95200)
+    with loaded.connect() as conn:
+        client = db.rows(conn, "SELECT * FROM clients WHERE client_id = 'C10'")[0]
+        contract = db.rows(conn, "SELECT * FROM contracts WHERE contract_id = 'K10'")[0]
+    assert (client["buyer_reference"], client["einvoice_format"], client["city"]) == (
+        "05315000-12345-30",
+        "xrechnung-ubl",
+        "Köln",
+    )
+    assert client["einvoice_embed_pdf"] in (False, 0) and client["payment_terms_days"] == 30
+    assert contract["purchase_order"] == "4500012345"
+
+
+def test_a_bad_client_in_an_event_is_refused_with_its_field(loaded):
+    extra = {
+        "contract_id": "K11",
+        "client_id": "C11",
+        "billing_type": "milestone",
+        "project_code": "PRJ-11",
+        "signed_at": "2026-11-10",
+        "start_date": "2026-11-16",
+        "currency": "EUR",
+        "setup_fee": "800.00",
+        "client": {
+            "name": "Landratsamt Breisgau-Hochschwarzwald",
+            "email": "rechnung@lra.example",
+            "country": "DE",
+            "currency": "EUR",
+            "client_type": "public",
+            "payment_terms_days": "30",
+            "delivery": "email",
+            "language": "de",
+            "buyer_reference": "08315-12345-00",  # wrong check digits
+        },
+    }
+    assert _event(loaded, "contract_signed", extra) == []
+    with loaded.connect() as conn:
+        details = [
+            r["detail"] for r in db.rows(conn, "SELECT detail FROM report_exceptions WHERE category = 'rejected_file'")
+        ]
+    assert any("/clients/event-" in d and "line 2 buyer_reference: is not a valid Leitweg-ID" in d for d in details)
+    assert any("/contracts/event-" in d and "client_id: is not a known client" in d for d in details)
+
+
+def test_a_client_that_is_not_the_contracts_is_refused():
+    extra = {"contract_id": "K12", "client_id": "C1", "signed_at": "2026-11-10", "start_date": "2026-11-16"}
+    with pytest.raises(events.EventError, match="client.client_id 'C2' is not the contract's 'C1'"):
+        events.records("contract_signed", {**extra, "client": {"client_id": "C2", "name": "x"}})
+    with pytest.raises(events.EventError, match="client must be an object"):
+        events.records("contract_signed", {**extra, "client": "C1"})
+    rows, _ = events.records("contract_signed", {**extra, "client": {"name": "Kessler Logistik GmbH"}})
+    assert rows["clients"][0]["client_id"] == "C1"  # the contract's client, when the client does not say

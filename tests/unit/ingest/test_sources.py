@@ -40,7 +40,12 @@ def test_good_feeds_load_once(engine, data_dir):
         k4 = db.rows(conn, "SELECT * FROM contracts WHERE contract_id = 'K4'")[0]
         t3 = db.rows(conn, "SELECT * FROM time_entries WHERE entry_id = 'T3'")[0]
         rate = db.scalar(conn, "SELECT hourly_rate FROM rate_cards WHERE contract_id = 'K4'")
+        c1 = db.rows(conn, "SELECT * FROM clients WHERE client_id = 'C1'")[0]
     assert k4["cap_amount"] == 100000 and k4["start_date"].isoformat() == "2026-01-10"
+    # the optional columns the files leave out take their defaults: Factur-X with the PDF, no references
+    assert k4["purchase_order"] is None
+    assert (c1["address_line1"], c1["postcode"], c1["city"]) == ("Hafenstraße 12", "20457", "Hamburg")
+    assert (c1["einvoice_format"], c1["buyer_reference"]) == ("facturx", None) and c1["einvoice_embed_pdf"] in (True, 1)
     assert t3["hours"] == 425 and t3["billable"] in (True, 1)
     assert rate == 9555
 
