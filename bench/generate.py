@@ -41,6 +41,16 @@ COUNTRIES = {
     "US": ("USD", "en", 7, ""),
     "CH": ("CHF", "de", 4, ""),
 }
+POSTCODES = {"DE": "1####", "AT": "####", "FR": "1####", "NL": "1011 AB", "GB": "M1 1AA", "US": "10001", "CH": "####"}
+CITIES = {
+    "DE": "Berlin",
+    "AT": "Wien",
+    "FR": "Paris",
+    "NL": "Amsterdam",
+    "GB": "Manchester",
+    "US": "New York",
+    "CH": "Zürich",
+}
 LEGAL_FORMS = np.array(["GmbH", "AG", "SE", "SAS", "B.V.", "Ltd", "Inc."])
 ROLES = np.array(
     ["developer", "senior_developer", "architect", "project_manager", "designer", "data_engineer", "qa_engineer"]
@@ -120,6 +130,22 @@ def _clients(rng: np.random.Generator, n: int) -> pd.DataFrame:
     numbers = pd.Series(np.arange(1, n + 1)).astype(str).to_numpy(dtype=object)
     digits = rng.integers(100_000_000, 1_000_000_000, n).astype(str).astype(object)
     vat_id = np.where(prefix != "", _concat(prefix, digits), "")
+    client_type = rng.choice(["enterprise", "smb", "public"], n, p=[0.6, 0.3, 0.1])
+    # a German public client is routed by its Leitweg-ID (the suite refuses one without): 991-<n>-<ISO 7064>
+    fine = np.arange(1, n + 1) % 100_000
+    check = 98 - (991 * 10**7 + fine * 100) % 97
+    leitweg = _concat(
+        "991-",
+        np.char.zfill(fine.astype(str), 5).astype(object),
+        "-",
+        np.char.zfill(check.astype(str), 2).astype(object),
+    )
+    buyer_reference = np.where((country.to_numpy() == "DE") & (client_type == "public"), leitweg, "")
+    # a postal address in each country's form (the issue step holds an invoice without one); no draw
+    # from rng, so every other column stays what it was
+    four = pd.Series(1000 + np.arange(n) % 9000).astype(str).to_numpy(dtype=object)
+    postcode = country.map(POSTCODES).to_numpy(dtype=object)
+    postcode = np.where(postcode == "####", four, np.where(postcode == "1####", _concat("1", four), postcode))
     return pd.DataFrame(
         {
             "client_id": ids,
@@ -128,10 +154,14 @@ def _clients(rng: np.random.Generator, n: int) -> pd.DataFrame:
             "country": country.to_numpy(dtype=object),
             "currency": currency,
             "vat_id": vat_id,
-            "client_type": rng.choice(["enterprise", "smb", "public"], n, p=[0.6, 0.3, 0.1]),
+            "client_type": client_type,
             "payment_terms_days": rng.choice([14, 30, 30, 45], n).astype(str),
             "delivery": rng.choice(["email", "portal", "both"], n, p=[0.75, 0.125, 0.125]),
             "language": language,
+            "address_line1": _concat("Benchmark Street ", numbers),
+            "postcode": postcode,
+            "city": country.map(CITIES).to_numpy(dtype=object),
+            "buyer_reference": buyer_reference,
         }
     )
 

@@ -93,7 +93,7 @@ def records(kind: str, extra: Mapping[str, Any]) -> tuple[dict[str, list[dict[st
         milestone = {
             "milestone_id": str(extra["document_id"]),
             "contract_id": extra["contract_id"],
-            "name": f"Signed: {extra['title']}",
+            "name": str(extra["title"]),  # the line text around it is written in the client's language
             "amount": extra["amount"],
             "completed_at": extra["signed_at"],
         }

@@ -19,7 +19,7 @@ class Party:
     email: str
     street2: str = ""  # address line 2 (BT-36 / BT-51)
     subdivision: str = ""  # country subdivision (BT-39 / BT-54), e.g. "Bayern"
-    electronic_address: str = ""  # "scheme:identifier" (BT-34 / BT-49), e.g. "0208:0123456789"
+    electronic_address: str = ""  # "scheme:identifier" (BT-34 / BT-49), e.g. "0208:0123456749"
     contact_name: str = ""  # contact point (BT-41 / BT-56); XRechnung wants the seller's
     contact_phone: str = ""  # BT-42 / BT-57
 

@@ -71,7 +71,7 @@ def electronic_address(party: Party) -> tuple[str, str] | None:
     if not (sep and scheme.strip() and identifier.strip()):
         raise ValueError(
             f"electronic address {party.electronic_address!r} of {party.name} is not 'scheme:identifier' "
-            "(e.g. 0208:0123456789 or EM:ap@example.com)"
+            "(e.g. 0208:0123456749 or EM:ap@example.com)"
         )
     return scheme.strip(), identifier.strip()
 

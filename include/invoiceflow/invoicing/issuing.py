@@ -113,7 +113,7 @@ def missing_client_details(client: dict[str, Any]) -> list[str]:
     if (fmt == "peppol-bis3" or client.get("delivery") == "peppol") and not (
         client.get("electronic_address") or ""
     ).strip():
-        missing.append("electronic address (a Peppol participant id such as 0208:0123456789)")
+        missing.append("electronic address (a Peppol participant id such as 0208:0123456749)")
     return missing
 
 

@@ -90,7 +90,7 @@ NO_ADDRESS = {"address_line1": "", "postcode": "", "city": ""}
         (
             {},
             "UPDATE clients SET delivery = 'peppol' WHERE client_id = 'C1'",
-            "lacks electronic address (a Peppol participant id such as 0208:0123456789):",
+            "lacks electronic address (a Peppol participant id such as 0208:0123456749):",
             {"delivery": "peppol", "einvoice_format": "peppol-bis3", "electronic_address": "0088:4000001000005"},
             "peppol-bis3",
         ),
