@@ -457,7 +457,15 @@ def billing_summary(engine: Engine) -> dict[str, Any]:
         )
         quarantined = db.scalar(conn, "SELECT COUNT(*) FROM quarantine WHERE resolved_at IS NULL")
         emails = db.scalar(conn, "SELECT COUNT(*) FROM deliveries WHERE channel = 'email' AND status = 'sent'")
+        formats = db.rows(
+            conn,
+            "SELECT COALESCE(einvoice_format, 'facturx') AS format, COUNT(*) AS documents FROM invoices "
+            "WHERE invoice_number IS NOT NULL GROUP BY COALESCE(einvoice_format, 'facturx') ORDER BY 1",
+        )
+        peppol = db.scalar(conn, "SELECT COUNT(*) FROM deliveries WHERE channel = 'peppol' AND status = 'sent'")
     return {
+        "formats": {r["format"]: r["documents"] for r in formats},
+        "peppol_handed_off": peppol,
         "issued": issued,
         "awaiting_approval": waiting,
         "payments_matched": matched,

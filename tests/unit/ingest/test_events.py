@@ -124,9 +124,7 @@ def test_signed_document_bills_its_fee(loaded):
     invoice, lines = _invoice(loaded, invoice_id)
     # German client: 2400.00 + 19 % = 2856.00
     # in the client's German; the document's title as the event gave it
-    assert [line["description"] for line in lines] == [
-        "Meilenstein: Change order 17 (abgeschlossen am 03.11.2026)"
-    ]
+    assert [line["description"] for line in lines] == ["Meilenstein: Change order 17 (abgeschlossen am 03.11.2026)"]
     assert (invoice["net_amount"], invoice["tax_amount"], invoice["gross_amount"]) == (240000, 45600, 285600)
 
 
