@@ -1,0 +1,273 @@
+"""The accounting connector against a real Tryton 8.2 (issue 24): no mocks, Tryton's own JSON-RPC.
+
+The issued month (support.billing_fixtures): K1 NWD-2026-000001 (C1 Kessler, 2,897.65 EUR, 19 %),
+K2 (C2 Brightwater, 12,000.00 GBP, export 0 %), K3 (C3 Ville de Lyon, 1,500.00 EUR, reverse charge)
+and K4 (C1, 1,190.00 EUR, 19 %), issued on 1 November 2026. Each test gets its own Tryton database,
+a fresh copy of the template (company, chart, fiscal years, taxes, journals)."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import date
+from decimal import Decimal
+
+import pytest
+from support.billing_fixtures import issued_month
+from support.reconciliation import drop_statement, txn
+from support.tryton import run_as_accountant, tryton  # noqa: F401 (the session's server)
+
+from invoiceflow.accounting import journal, sync
+from invoiceflow.accounting.tryton import DEFAULT_MAPPING, TrytonBooks, TrytonClient, TrytonConnection, dec
+from invoiceflow.airflow import runtime
+from invoiceflow.collect import importing, posting
+from invoiceflow.core import audit, db
+from invoiceflow.core.errors import InfrastructureError
+from invoiceflow.invoicing import credit_notes
+from invoiceflow.send import reminders
+
+_names = itertools.count(1)
+ACTOR = "accounting:tryton"
+
+
+@pytest.fixture
+def books(tryton):  # noqa: F811
+    """A Tryton database of this test's own, and the connection to it."""
+    name = tryton.new_database(f"t{next(_names)}")
+    return TrytonConnection(host="127.0.0.1", port=tryton.port, database=name, login=tryton.login,
+                            password=tryton.password)  # fmt: skip
+
+
+def _target(conn: TrytonConnection, mapping=DEFAULT_MAPPING) -> TrytonBooks:
+    return TrytonBooks(TrytonClient(conn), sync.Mapping_.of(mapping))
+
+
+def _run(engine, today=date(2026, 11, 21)):
+    return runtime.run_for(engine, actor=ACTOR, run_id="sync-1", today=today, send_mail=False)
+
+
+def _month_with_money(engine, data_dir):
+    """The issued month, K3 credited by 500.00, K1 paid by the bank, all journaled."""
+    month = issued_month(engine, data_dir)
+    credit_notes.credit_note(
+        runtime.run_for(engine, actor="user:finance", today=date(2026, 11, 5)),
+        month["K3"]["invoice_number"],
+        reason="one month not delivered",
+        amounts={1: 50000},
+    )
+    k1 = month["K1"]["invoice_number"]
+    drop_statement(data_dir, "a.xml", [txn(289765, remittance=f"Invoice {k1}", bank_ref="B1")])
+    importing.import_statements(runtime.run_for(engine, actor="test"))
+    posting.match_and_post(runtime.run_for(engine, actor="system", run_id="night"))
+    journal.record_journal(runtime.run_for(engine, actor="system", run_id="night", today=date(2026, 11, 20)))
+    return month
+
+
+def _open_amounts(engine) -> dict[tuple[str, str], int]:
+    """invoiceflow's open receivable per client and currency: invoices less paid, less credit notes."""
+    with engine.connect() as conn:
+        rows = db.rows(
+            conn,
+            "SELECT client_id, currency, SUM(CASE WHEN document_type = 'invoice' THEN gross_amount - paid_amount "
+            "ELSE -gross_amount END) AS open FROM invoices WHERE invoice_number IS NOT NULL GROUP BY 1, 2",
+        )
+    return {(r["client_id"], r["currency"]): int(r["open"]) for r in rows if int(r["open"])}
+
+
+def _tryton_balances(conn: TrytonConnection) -> dict[tuple[str, str], int]:
+    """Tryton's receivable balance per customer, in the currency its lines were booked in."""
+    client = TrytonClient(conn)
+    lines = client.search_read(
+        "account.move.line",
+        [("account.type.receivable", "=", True), ("move.state", "=", "posted")],
+        ["debit", "credit", "amount_second_currency", "second_currency.code", "party.code"],
+    )
+    out: dict[tuple[str, str], Decimal] = {}
+    for ln in lines:
+        if ln.get("second_currency."):
+            key, amount = (ln["party."]["code"], ln["second_currency."]["code"]), dec(ln["amount_second_currency"])
+        else:
+            key, amount = (ln["party."]["code"], "EUR"), dec(ln["debit"]) - dec(ln["credit"])
+        out[key] = out.get(key, Decimal(0)) + amount
+    return {k: int(v * 100) for k, v in out.items() if v}
+
+
+def _count(conn: TrytonConnection, model: str, domain=()) -> int:
+    return TrytonClient(conn).model(model, "search_count", list(domain))
+
+
+def _pay_by_hand(tryton_server, conn: TrytonConnection, number: str, amount: str, day: str) -> None:  # noqa: F811
+    """An accountant records a payment on the invoice with Tryton's *Pay* wizard (over XML-RPC)."""
+    run_as_accountant(
+        _on(tryton_server, conn),
+        """
+Invoice = Model.get('account.invoice')
+Method = Model.get('account.invoice.payment.method')
+Journal = Model.get('account.journal')
+Account = Model.get('account.account')
+methods = Method.find([('name', '=', 'Cash at the counter')])
+if not methods:
+    journal, = Journal.find([('code', '=', 'CASH')])
+    cash, = Account.find([('code', '=', '1.1.1')])
+    method = Method(name='Cash at the counter', journal=journal, debit_account=cash, credit_account=cash)
+    method.save()
+else:
+    method, = methods
+inv, = Invoice.find([('reference', '=', ARGS['number']), ('type', '=', 'out')])
+pay = Wizard('account.invoice.pay', [inv])
+pay.form.payment_method = method
+pay.form.amount = Decimal(ARGS['amount'])
+pay.form.date = date.fromisoformat(ARGS['day'])
+pay.execute('choice')
+inv.reload()
+RESULT = inv.state
+""",
+        number=number,
+        amount=amount,
+        day=day,
+    )
+
+
+def _on(server, conn: TrytonConnection):
+    """The session's server, pointed at this test's database."""
+    from dataclasses import replace
+
+    return replace(server, database=conn.database)
+
+
+def test_the_month_in_tryton_agrees_to_the_cent_and_a_payment_booked_there_stops_reminders(
+    engine, data_dir, books, tryton  # noqa: F811
+):
+    month = _month_with_money(engine, data_dir)
+    first = sync.push(_run(engine), _target(books), sync.Mapping_.of(DEFAULT_MAPPING))
+    assert first.pushed == {"customer": 3, "invoice": 4, "credit_note": 1, "payment": 1}
+    assert (first.stopped, first.failed, first.waiting) == (0, 0, 0)
+    assert _tryton_balances(books) == _open_amounts(engine) == {
+        ("C1", "EUR"): 119000,  # K4; K1 is paid
+        ("C2", "GBP"): 1200000,
+        ("C3", "EUR"): 100000,  # K3 less its 500.00 credit note
+    }
+    client = TrytonClient(books)
+    k1 = month["K1"]["invoice_number"]
+    (paid,) = client.search_read("account.invoice", [("reference", "=", k1)], ["state", "number"])
+    assert paid["state"] == "paid"  # the bank's payment settled it in Tryton too
+    with engine.connect() as conn:  # Tryton's own number is recorded beside ours
+        assert db.scalar(
+            conn, "SELECT external_number FROM accounting_sync WHERE source_id = :n", {"n": k1}
+        ) == paid["number"]
+
+    # an accountant takes K4's 1,190.00 in cash and records it in Tryton
+    k4 = month["K4"]
+    _pay_by_hand(tryton, books, k4["invoice_number"], "1190.00", "2026-11-22")
+    pulled = sync.pull(_run(engine, date(2026, 11, 23)), _target(books))
+    assert (pulled.applied, pulled.conflicts, pulled.unmatched) == (1, 0, 0)
+    with engine.connect() as conn:
+        inv = db.rows(conn, "SELECT status, paid_amount FROM invoices WHERE invoice_id = :i", {"i": k4["invoice_id"]})
+        assert inv == [{"status": "paid", "paid_amount": 119000}]
+        events = audit.history(conn, "invoice", k4["invoice_id"])
+        assert events[-1]["actor"] == ACTOR and events[-1]["action"] == "booked_payment"
+        assert db.scalar(conn, "SELECT COUNT(*) FROM journal_entries WHERE source_type = 'booked_payment'") == 1
+    reminders.send_reminders(runtime.run_for(engine, actor="test", today=date(2026, 12, 2), send_mail=False))
+    with engine.connect() as conn:
+        reminded = {r["invoice_id"] for r in db.rows(conn, "SELECT invoice_id FROM reminders")}
+    assert k4["invoice_id"] not in reminded  # paid in the books: no reminder
+    assert _tryton_balances(books) == _open_amounts(engine)
+
+    # again and again: nothing doubles either way
+    moves, invoices, parties = (_count(books, m) for m in ("account.move", "account.invoice", "party.party"))
+    for _ in range(2):
+        again = sync.push(_run(engine), _target(books), sync.Mapping_.of(DEFAULT_MAPPING))
+        assert again.pushed == {}
+        assert sync.pull(_run(engine), _target(books)).as_dict() == {}
+    assert (_count(books, "account.move"), _count(books, "account.invoice"), _count(books, "party.party")) == (
+        moves,
+        invoices,
+        parties,
+    )
+    with engine.connect() as conn:
+        assert db.scalar(conn, "SELECT COUNT(*) FROM booked_payments") == 1
+    assert _tryton_balances(books) == _open_amounts(engine)
+
+
+class _CutAfterCreate(TrytonClient):
+    """A client whose server is stopped right after Tryton created the invoices, before they are posted."""
+
+    def __init__(self, conn, server) -> None:
+        super().__init__(conn)
+        self.server = server
+        self.cut = False
+
+    def _post(self, method, params):
+        result = super()._post(method, params)
+        if method == "model.account.invoice.create" and not self.cut:
+            self.cut = True
+            self.server.stop()
+        return result
+
+
+def test_a_push_cut_between_create_and_post_is_finished_by_the_next_run_without_doubles(
+    sqlite_engine, data_dir, books, tryton  # noqa: F811
+):
+    engine = sqlite_engine
+    issued_month(engine, data_dir)
+    cut = _CutAfterCreate(books, tryton)
+    try:
+        with pytest.raises(InfrastructureError):
+            sync.push(_run(engine), TrytonBooks(cut, sync.Mapping_.of(DEFAULT_MAPPING)), sync.Mapping_.of(DEFAULT_MAPPING))
+    finally:
+        tryton.restart()
+    assert cut.cut
+    with engine.connect() as conn:
+        states = dict(db.rows(conn, "SELECT state, COUNT(*) AS n FROM accounting_sync WHERE kind = 'invoice' "
+                                    "GROUP BY state")[0].items())  # fmt: skip
+    assert states == {"state": "pending", "n": 4}
+    assert _count(books, "account.invoice", [("state", "=", "draft")]) == 4  # Tryton holds the drafts
+
+    again = sync.push(_run(engine), _target(books), sync.Mapping_.of(DEFAULT_MAPPING))
+    assert again.pushed == {"invoice": 4}
+    assert _count(books, "account.invoice") == 4  # found by reference and posted, not created again
+    assert _count(books, "account.invoice", [("state", "=", "posted")]) == 4
+    assert _tryton_balances(books) == _open_amounts(engine)
+
+
+def test_an_unmapped_tax_code_stops_that_document_before_anything_of_it_is_sent(
+    sqlite_engine, data_dir, books  # noqa: F811
+):
+    engine = sqlite_engine
+    month = issued_month(engine, data_dir)
+    without_export = {**DEFAULT_MAPPING, "taxes": {k: v for k, v in DEFAULT_MAPPING["taxes"].items() if k != "G0"}}
+    counts = sync.push(_run(engine), _target(books, without_export), sync.Mapping_.of(without_export))
+    assert counts.pushed == {"customer": 3, "invoice": 3} and counts.stopped == 1
+    k2 = month["K2"]["invoice_number"]
+    assert _count(books, "account.invoice", [("reference", "=", k2)]) == 0  # nothing of it
+    with engine.connect() as conn:
+        (exc,) = db.rows(conn, "SELECT category, subject_id, detail FROM exceptions WHERE category LIKE 'accounting%'")
+        assert db.scalar(conn, "SELECT state FROM accounting_sync WHERE source_id = :n", {"n": k2}) == "stopped"
+    assert exc["subject_id"] == f"tryton:invoice:{k2}" and "tax code G0" in exc["detail"]
+
+    mapped = sync.push(_run(engine), _target(books), sync.Mapping_.of(DEFAULT_MAPPING))  # the mapping is fixed
+    assert mapped.pushed == {"invoice": 1}
+    with engine.connect() as conn:
+        assert db.scalar(conn, "SELECT resolved_at IS NOT NULL FROM exceptions WHERE category = 'accounting_unmapped'")
+
+
+def test_the_books_say_paid_while_invoiceflow_holds_an_unapplied_bank_line_for_it(
+    sqlite_engine, data_dir, books, tryton  # noqa: F811
+):
+    engine = sqlite_engine
+    month = issued_month(engine, data_dir)
+    k4 = month["K4"]
+    # 1,190.00 from a payer the matcher does not know, no reference: left to finance
+    drop_statement(data_dir, "a.xml", [txn(119000, remittance="Zahlung", name="Unknown Trading Co", bank_ref="B9")])
+    importing.import_statements(runtime.run_for(engine, actor="test"))
+    posting.match_and_post(runtime.run_for(engine, actor="system", run_id="night"))
+    sync.push(_run(engine), _target(books), sync.Mapping_.of(DEFAULT_MAPPING))
+    _pay_by_hand(tryton, books, k4["invoice_number"], "1190.00", "2026-11-22")
+    pulled = sync.pull(_run(engine), _target(books))
+    assert (pulled.applied, pulled.conflicts) == (0, 1)
+    with engine.connect() as conn:
+        (exc,) = db.rows(conn, "SELECT detail FROM exceptions WHERE category = 'accounting_conflict'")
+        txn_id = db.scalar(conn, "SELECT txn_id FROM bank_transactions")
+        assert db.scalar(conn, "SELECT status FROM invoices WHERE invoice_id = :i", {"i": k4["invoice_id"]}) != "paid"
+    assert k4["invoice_number"] in exc["detail"] and f"bank line {txn_id}" in exc["detail"]
+    assert "Tryton move" in exc["detail"]
+    assert sync.pull(_run(engine), _target(books)).as_dict() == {}  # raised once
