@@ -7,7 +7,6 @@ a fresh copy of the template (company, chart, fiscal years, taxes, journals)."""
 
 from __future__ import annotations
 
-import itertools
 from datetime import date
 from decimal import Decimal
 
@@ -25,15 +24,15 @@ from invoiceflow.core.errors import InfrastructureError
 from invoiceflow.invoicing import credit_notes
 from invoiceflow.send import reminders
 
-_names = itertools.count(1)
 ACTOR = "accounting:tryton"
 
 
 @pytest.fixture
 def books(tryton):  # noqa: F811
-    """A Tryton database of this test's own, and the connection to it."""
-    name = tryton.new_database(f"t{next(_names)}")
-    return TrytonConnection(host="127.0.0.1", port=tryton.port, database=name, login=tryton.login,
+    """Books of this test's own (the session's server on a fresh copy of the template), and the
+    connection to them."""
+    tryton.reset()
+    return TrytonConnection(host="127.0.0.1", port=tryton.port, database=tryton.database, login=tryton.login,
                             password=tryton.password)  # fmt: skip
 
 
@@ -95,10 +94,10 @@ def _count(conn: TrytonConnection, model: str, domain=()) -> int:
     return TrytonClient(conn).model(model, "search_count", list(domain))
 
 
-def _pay_by_hand(tryton_server, conn: TrytonConnection, number: str, amount: str, day: str) -> None:  # noqa: F811
+def _pay_by_hand(tryton_server, number: str, amount: str, day: str) -> None:
     """An accountant records a payment on the invoice with Tryton's *Pay* wizard (over XML-RPC)."""
     run_as_accountant(
-        _on(tryton_server, conn),
+        tryton_server,
         """
 Invoice = Model.get('account.invoice')
 Method = Model.get('account.invoice.payment.method')
@@ -127,13 +126,6 @@ RESULT = inv.state
     )
 
 
-def _on(server, conn: TrytonConnection):
-    """The session's server, pointed at this test's database."""
-    from dataclasses import replace
-
-    return replace(server, database=conn.database)
-
-
 def test_the_month_in_tryton_agrees_to_the_cent_and_a_payment_booked_there_stops_reminders(
     engine, data_dir, books, tryton  # noqa: F811
 ):
@@ -157,7 +149,7 @@ def test_the_month_in_tryton_agrees_to_the_cent_and_a_payment_booked_there_stops
 
     # an accountant takes K4's 1,190.00 in cash and records it in Tryton
     k4 = month["K4"]
-    _pay_by_hand(tryton, books, k4["invoice_number"], "1190.00", "2026-11-22")
+    _pay_by_hand(tryton, k4["invoice_number"], "1190.00", "2026-11-22")
     pulled = sync.pull(_run(engine, date(2026, 11, 23)), _target(books))
     assert (pulled.applied, pulled.conflicts, pulled.unmatched) == (1, 0, 0)
     with engine.connect() as conn:
@@ -205,9 +197,8 @@ class _CutAfterCreate(TrytonClient):
 
 
 def test_a_push_cut_between_create_and_post_is_finished_by_the_next_run_without_doubles(
-    sqlite_engine, data_dir, books, tryton  # noqa: F811
+    engine, data_dir, books, tryton  # noqa: F811
 ):
-    engine = sqlite_engine
     issued_month(engine, data_dir)
     cut = _CutAfterCreate(books, tryton)
     try:
@@ -230,9 +221,8 @@ def test_a_push_cut_between_create_and_post_is_finished_by_the_next_run_without_
 
 
 def test_an_unmapped_tax_code_stops_that_document_before_anything_of_it_is_sent(
-    sqlite_engine, data_dir, books  # noqa: F811
+    engine, data_dir, books  # noqa: F811
 ):
-    engine = sqlite_engine
     month = issued_month(engine, data_dir)
     without_export = {**DEFAULT_MAPPING, "taxes": {k: v for k, v in DEFAULT_MAPPING["taxes"].items() if k != "G0"}}
     counts = sync.push(_run(engine), _target(books, without_export), sync.Mapping_.of(without_export))
@@ -251,9 +241,8 @@ def test_an_unmapped_tax_code_stops_that_document_before_anything_of_it_is_sent(
 
 
 def test_the_books_say_paid_while_invoiceflow_holds_an_unapplied_bank_line_for_it(
-    sqlite_engine, data_dir, books, tryton  # noqa: F811
+    engine, data_dir, books, tryton  # noqa: F811
 ):
-    engine = sqlite_engine
     month = issued_month(engine, data_dir)
     k4 = month["K4"]
     # 1,190.00 from a payer the matcher does not know, no reference: left to finance
@@ -261,7 +250,7 @@ def test_the_books_say_paid_while_invoiceflow_holds_an_unapplied_bank_line_for_i
     importing.import_statements(runtime.run_for(engine, actor="test"))
     posting.match_and_post(runtime.run_for(engine, actor="system", run_id="night"))
     sync.push(_run(engine), _target(books), sync.Mapping_.of(DEFAULT_MAPPING))
-    _pay_by_hand(tryton, books, k4["invoice_number"], "1190.00", "2026-11-22")
+    _pay_by_hand(tryton, k4["invoice_number"], "1190.00", "2026-11-22")
     pulled = sync.pull(_run(engine), _target(books))
     assert (pulled.applied, pulled.conflicts) == (0, 1)
     with engine.connect() as conn:

@@ -234,7 +234,8 @@ class SyncCounts:
     unmatched: int = 0
 
     def add(self, kind: str, n: int = 1) -> None:
-        self.pushed[kind] = self.pushed.get(kind, 0) + n
+        if n:
+            self.pushed[kind] = self.pushed.get(kind, 0) + n
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v}
