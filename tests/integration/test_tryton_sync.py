@@ -22,6 +22,7 @@ from invoiceflow.collect import importing, posting
 from invoiceflow.core import audit, db
 from invoiceflow.core.errors import InfrastructureError
 from invoiceflow.invoicing import credit_notes
+from invoiceflow.reporting import dashboard
 from invoiceflow.send import reminders
 
 ACTOR = "accounting:tryton"
@@ -162,6 +163,12 @@ def test_the_month_in_tryton_agrees_to_the_cent_and_a_payment_booked_there_stops
     with engine.connect() as conn:
         reminded = {r["invoice_id"] for r in db.rows(conn, "SELECT invoice_id FROM reminders")}
     assert k4["invoice_id"] not in reminded  # paid in the books: no reminder
+    with engine.connect() as conn:  # the dashboard says where K4 is in the books and what was booked there
+        detail = dashboard.invoice_detail(conn, k4["invoice_id"], date(2026, 11, 23))
+    (where,) = detail["books"]
+    assert where["target"] == "tryton" and where["state"] == "pushed" and where["external_number"].startswith("TRY-")
+    assert where["pushed_at"] and where["last_pulled"]
+    assert [(b["kind"], b["amount"]) for b in detail["booked"]] == [("payment", 119000)]
     assert _tryton_balances(books) == _open_amounts(engine)
 
     # again and again: nothing doubles either way
