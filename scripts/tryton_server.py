@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("INVOICEFLOW_TRYTON_CACHE", ROOT / ".tryton"))
 DATABASE = "invoiceflow"
 LOGIN = "admin"
-PASSWORD = "admin-tryton-test"  # a throw-away server on loopback, for tests only
+PASSWORD = "admin-tryton-test"  # noqa: S105 - a throw-away server on loopback, for tests only
 # What Tryton 8.2 resolved to when this was written (TRYTON-NOTES.md), pinned so every build is the same.
 PACKAGES = [
     "trytond==8.2.1",
@@ -164,7 +164,7 @@ def _ensure_venv(log) -> None:
     else:
         _run([python, "-m", "venv", str(CACHE / "venv")], None, "venv")
         install = [str(venv_python()), "-m", "pip", "install", "-q", "--disable-pip-version-check", *PACKAGES]
-    done = subprocess.run(install, capture_output=True, text=True, check=False)
+    done = subprocess.run(install, capture_output=True, text=True, check=False)  # noqa: S603 - fixed argv
     if done.returncode != 0:
         text = done.stdout + done.stderr
         offline = any(
@@ -176,7 +176,7 @@ def _ensure_venv(log) -> None:
 
 
 def _run(cmd: list[str], env: dict[str, str] | None, what: str) -> None:
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)  # noqa: S603 - fixed argv
     if done.returncode != 0:
         raise BuildError(f"{what} failed ({done.returncode}):\n{(done.stdout + done.stderr)[-4000:]}")
 
@@ -184,13 +184,7 @@ def _run(cmd: list[str], env: dict[str, str] | None, what: str) -> None:
 def _write_conf(folder: Path, port: int) -> Path:
     conf = folder / "trytond.conf"
     conf.write_text(
-        "[database]\n"
-        "uri = sqlite://\n"
-        f"path = {folder}\n"
-        "[web]\n"
-        f"listen = 127.0.0.1:{port}\n"
-        "[session]\n"
-        "timeout = 3600\n"
+        f"[database]\nuri = sqlite://\npath = {folder}\n[web]\nlisten = 127.0.0.1:{port}\n[session]\ntimeout = 3600\n"
     )
     return conf
 
@@ -243,8 +237,8 @@ class Server:
             if self.process is None or self.process.poll() is not None:
                 raise BuildError(f"trytond exited: {(self.folder / 'trytond.log').read_text()[-3000:]}")
             try:
-                req = urllib.request.Request(self.url, body, {"Content-Type": "application/json"})
-                with urllib.request.urlopen(req, timeout=2):
+                req = urllib.request.Request(self.url, body, {"Content-Type": "application/json"})  # noqa: S310
+                with urllib.request.urlopen(req, timeout=2):  # noqa: S310 - our own loopback server
                     return
             except urllib.error.HTTPError:
                 return  # it answers (the database route wants a session: 401)
@@ -278,7 +272,7 @@ class Server:
 
     def _launch(self) -> None:
         log = (self.folder / "trytond.log").open("ab")
-        self.process = subprocess.Popen(
+        self.process = subprocess.Popen(  # noqa: S603 - fixed argv
             [str(CACHE / "venv" / "bin" / "trytond"), "-c", str(self.folder / "trytond.conf"), "-d", self.database],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -333,8 +327,8 @@ def setup_db(conf: str) -> None:
     FiscalYear = Model.get("account.fiscalyear")
     Sequence = Model.get("ir.sequence.strict")
     SequenceType = Model.get("ir.sequence.type")
-    move_type, = SequenceType.find([("name", "=", "Account Move")], limit=1)
-    invoice_type, = SequenceType.find([("name", "=", "Invoice")], limit=1)
+    (move_type,) = SequenceType.find([("name", "=", "Account Move")], limit=1)
+    (invoice_type,) = SequenceType.find([("name", "=", "Invoice")], limit=1)
     for year in YEARS:
         fiscalyear = FiscalYear(name=str(year), start_date=date(year, 1, 1), end_date=date(year, 12, 31))
         fiscalyear.company = company
@@ -346,7 +340,7 @@ def setup_db(conf: str) -> None:
             name=f"Credit notes {year}", sequence_type=invoice_type, company=company, prefix=f"TRY-CN-{year}-"
         )
         credit_notes.save()
-        seq, = fiscalyear.invoice_sequences
+        (seq,) = fiscalyear.invoice_sequences
         seq.out_invoice_sequence = invoices
         seq.in_invoice_sequence = invoices
         seq.out_credit_note_sequence = credit_notes
@@ -356,7 +350,7 @@ def setup_db(conf: str) -> None:
 
     Tax = Model.get("account.tax")
     Account = Model.get("account.account")
-    vat_payable, = Account.find([("code", "=", "2.2.3"), ("company", "=", company.id)])
+    (vat_payable,) = Account.find([("code", "=", "2.2.3"), ("company", "=", company.id)])
     for name, rate in (("VAT 19%", "0.19"), ("VAT 7%", "0.07"), ("VAT 0%", "0")):
         tax = Tax(name=name, description=name, type="percentage", rate=Decimal(rate))
         tax.invoice_account = vat_payable
@@ -372,7 +366,11 @@ def setup_db(conf: str) -> None:
     statement_journal.save()
     StatementJournal = Model.get("account.statement.journal")
     StatementJournal(
-        name="Bank", journal=statement_journal, account=accounts["cash"], validation="balance", currency=currencies["EUR"]
+        name="Bank",
+        journal=statement_journal,
+        account=accounts["cash"],
+        validation="balance",
+        currency=currencies["EUR"],
     ).save()
     # accounts the mapping names by code: revenue per service kind, fees, FX, write-offs, unapplied cash
     revenue, expense = accounts["revenue"], accounts["expense"]

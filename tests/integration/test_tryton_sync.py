@@ -128,25 +128,33 @@ RESULT = inv.state
 
 
 def test_the_month_in_tryton_agrees_to_the_cent_and_a_payment_booked_there_stops_reminders(
-    engine, data_dir, books, tryton  # noqa: F811
+    engine,
+    data_dir,
+    books,
+    tryton,  # noqa: F811
 ):
     month = _month_with_money(engine, data_dir)
     first = sync.push(_run(engine), _target(books), sync.Mapping_.of(DEFAULT_MAPPING))
     assert first.pushed == {"customer": 3, "invoice": 4, "credit_note": 1, "payment": 1}
     assert (first.stopped, first.failed, first.waiting) == (0, 0, 0)
-    assert _tryton_balances(books) == _open_amounts(engine) == {
-        ("C1", "EUR"): 119000,  # K4; K1 is paid
-        ("C2", "GBP"): 1200000,
-        ("C3", "EUR"): 100000,  # K3 less its 500.00 credit note
-    }
+    assert (
+        _tryton_balances(books)
+        == _open_amounts(engine)
+        == {
+            ("C1", "EUR"): 119000,  # K4; K1 is paid
+            ("C2", "GBP"): 1200000,
+            ("C3", "EUR"): 100000,  # K3 less its 500.00 credit note
+        }
+    )
     client = TrytonClient(books)
     k1 = month["K1"]["invoice_number"]
     (paid,) = client.search_read("account.invoice", [("reference", "=", k1)], ["state", "number"])
     assert paid["state"] == "paid"  # the bank's payment settled it in Tryton too
     with engine.connect() as conn:  # Tryton's own number is recorded beside ours
-        assert db.scalar(
-            conn, "SELECT external_number FROM accounting_sync WHERE source_id = :n", {"n": k1}
-        ) == paid["number"]
+        assert (
+            db.scalar(conn, "SELECT external_number FROM accounting_sync WHERE source_id = :n", {"n": k1})
+            == paid["number"]
+        )
 
     # an accountant takes K4's 1,190.00 in cash and records it in Tryton
     k4 = month["K4"]
@@ -204,13 +212,18 @@ class _CutAfterCreate(TrytonClient):
 
 
 def test_a_push_cut_between_create_and_post_is_finished_by_the_next_run_without_doubles(
-    engine, data_dir, books, tryton  # noqa: F811
+    engine,
+    data_dir,
+    books,
+    tryton,  # noqa: F811
 ):
     issued_month(engine, data_dir)
     cut = _CutAfterCreate(books, tryton)
     try:
         with pytest.raises(InfrastructureError):
-            sync.push(_run(engine), TrytonBooks(cut, sync.Mapping_.of(DEFAULT_MAPPING)), sync.Mapping_.of(DEFAULT_MAPPING))
+            sync.push(
+                _run(engine), TrytonBooks(cut, sync.Mapping_.of(DEFAULT_MAPPING)), sync.Mapping_.of(DEFAULT_MAPPING)
+            )
     finally:
         tryton.restart()
     assert cut.cut
@@ -228,7 +241,9 @@ def test_a_push_cut_between_create_and_post_is_finished_by_the_next_run_without_
 
 
 def test_an_unmapped_tax_code_stops_that_document_before_anything_of_it_is_sent(
-    engine, data_dir, books  # noqa: F811
+    engine,
+    data_dir,
+    books,  # noqa: F811
 ):
     month = issued_month(engine, data_dir)
     without_export = {**DEFAULT_MAPPING, "taxes": {k: v for k, v in DEFAULT_MAPPING["taxes"].items() if k != "G0"}}
@@ -248,7 +263,10 @@ def test_an_unmapped_tax_code_stops_that_document_before_anything_of_it_is_sent(
 
 
 def test_the_books_say_paid_while_invoiceflow_holds_an_unapplied_bank_line_for_it(
-    engine, data_dir, books, tryton  # noqa: F811
+    engine,
+    data_dir,
+    books,
+    tryton,  # noqa: F811
 ):
     month = issued_month(engine, data_dir)
     k4 = month["K4"]

@@ -74,4 +74,3 @@ def run_as_accountant(server: Any, code: str, **values: Any) -> Any:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
-

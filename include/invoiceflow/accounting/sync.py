@@ -347,9 +347,7 @@ def _push_customers(run: Run, target: Target, counts: SyncCounts) -> dict[str, s
             "SELECT * FROM clients c WHERE EXISTS (SELECT 1 FROM invoices i WHERE i.client_id = c.client_id "
             "AND i.invoice_number IS NOT NULL) ORDER BY c.client_id",
         )
-    parties = {
-        cid: r["external_id"] for (_k, cid), r in state.items() if r["state"] == "pushed" and r["external_id"]
-    }
+    parties = {cid: r["external_id"] for (_k, cid), r in state.items() if r["state"] == "pushed" and r["external_id"]}
     todo = [c for c in clients if c["client_id"] not in parties]
     if not todo:
         return parties
@@ -386,7 +384,9 @@ def document_of(run: Run, conn: Connection, inv: Mapping[str, Any], mapping: Map
     """An issued invoice or credit note with its codes mapped to the target's; ``Unmapped`` names
     every code that is not (before anything of the document is sent)."""
     rec = run.policy.reconciliation
-    lines = db.rows(conn, "SELECT * FROM invoice_lines WHERE invoice_id = :i ORDER BY line_no", {"i": inv["invoice_id"]})
+    lines = db.rows(
+        conn, "SELECT * FROM invoice_lines WHERE invoice_id = :i ORDER BY line_no", {"i": inv["invoice_id"]}
+    )
     sign = -1 if inv["document_type"] == "credit_note" else 1
     missing: list[str] = []
     out: list[DocumentLine] = []
@@ -548,8 +548,8 @@ def entry_of(run: Run, conn: Connection, row: Mapping[str, Any], mapping: Mappin
             )
         )
     journal_role = ENTRY_JOURNAL.get(row["source_type"], "bank")
-    journal = mapping.journals.get(journal_role)
-    if journal is None:
+    journal = mapping.journals.get(journal_role, "")
+    if not journal:
         missing.append(f"journal {journal_role}")
     key = f"{row['source_type']}:{row['source_id']}"
     if missing:
@@ -640,7 +640,7 @@ def pull(run: Run, target: Target, apply: Callable[[Run, decisions.Booked], Any]
         last = max(last, rec.sequence)
         if rec.external_id in seen:
             continue
-        state, detail = _apply_pulled(run, target.name, rec, apply)
+        state, _detail = _apply_pulled(run, target.name, rec, apply)
         counts.applied += state == "applied"
         counts.conflicts += state == "conflict"
         counts.unmatched += state in ("unmatched", "ignored")
@@ -660,9 +660,7 @@ def pull(run: Run, target: Target, apply: Callable[[Run, decisions.Booked], Any]
     return counts
 
 
-def _apply_pulled(
-    run: Run, target: str, rec: Pulled, apply: Callable[[Run, decisions.Booked], Any]
-) -> tuple[str, str]:
+def _apply_pulled(run: Run, target: str, rec: Pulled, apply: Callable[[Run, decisions.Booked], Any]) -> tuple[str, str]:
     """Apply one pulled record, or name why not (an exception for finance); record it either way."""
     invoice_id = None
     with run.engine.connect() as conn:

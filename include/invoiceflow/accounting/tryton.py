@@ -81,6 +81,10 @@ class TrytonConnection:
     scheme: str = "http"
     timeout: float = 60.0
 
+    def __post_init__(self) -> None:
+        if self.scheme not in ("http", "https"):
+            raise DataError(f"the accounting connection's scheme must be http or https, not {self.scheme!r}")
+
     @property
     def url(self) -> str:
         return f"{self.scheme}://{self.host}:{self.port}/{self.database}/rpc/"
@@ -160,10 +164,10 @@ class TrytonClient:
         headers = {"Content-Type": "application/json"}
         if self._auth:
             headers["Authorization"] = f"Session {self._auth}"
-        request = urllib.request.Request(self.conn.url, body, headers)
+        request = urllib.request.Request(self.conn.url, body, headers)  # noqa: S310 - http(s) only, checked
         self.calls += 1
         try:
-            with urllib.request.urlopen(request, timeout=self.conn.timeout) as resp:
+            with urllib.request.urlopen(request, timeout=self.conn.timeout) as resp:  # noqa: S310 - as above
                 answer = json.loads(resp.read())
         except urllib.error.HTTPError as exc:
             if exc.code in (401, 403):
@@ -316,9 +320,10 @@ class TrytonBooks:
 
     def company_currency(self) -> str:
         if self._company_currency is None:
-            company = self.client.context.get("company") or self.client.call("model.res.user.get_preferences", True)[
-                "company"
-            ]
+            company = (
+                self.client.context.get("company")
+                or self.client.call("model.res.user.get_preferences", True)["company"]
+            )
             (row,) = self.client.search_read("company.company", [("id", "=", company)], ["currency.code"])
             self._company_currency = row["currency."]["code"]
         return self._company_currency
@@ -437,7 +442,9 @@ class TrytonBooks:
         posted = {
             r["id"]: r
             for r in self.client.search_read(
-                "account.invoice", [("id", "in", [existing[d.number]["id"] for d in documents])], ["id", "number", "state"]
+                "account.invoice",
+                [("id", "in", [existing[d.number]["id"] for d in documents])],
+                ["id", "number", "state"],
             )
         }
         result = {}
@@ -677,7 +684,9 @@ class TrytonBooks:
         invoice_id = line.get("invoice_payment")
         if invoice_id is None and line.get("reconciliation"):
             others = self.client.search_read(
-                "account.move.line", [("reconciliation", "=", line["reconciliation"]), ("debit", ">", 0)], ["move.origin"]
+                "account.move.line",
+                [("reconciliation", "=", line["reconciliation"]), ("debit", ">", 0)],
+                ["move.origin"],
             )
             for other in others:
                 origin = (other.get("move.") or {}).get("origin") or ""
