@@ -26,6 +26,8 @@ from invoiceflow.reporting import dashboard
 from invoiceflow.send import reminders
 
 ACTOR = "accounting:tryton"
+# 5 to 25 s each against the server (most of it Tryton posting and rendering invoices): slow
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
