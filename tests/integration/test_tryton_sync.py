@@ -152,6 +152,10 @@ def test_the_month_in_tryton_agrees_to_the_cent_and_a_payment_booked_there_stops
     k1 = month["K1"]["invoice_number"]
     (paid,) = client.search_read("account.invoice", [("reference", "=", k1)], ["state", "number"])
     assert paid["state"] == "paid"  # the bank's payment settled it in Tryton too
+    (credited,) = client.search_read(
+        "account.invoice", [("reference", "=", month["K3"]["invoice_number"])], ["amount_to_pay"]
+    )
+    assert dec(credited["amount_to_pay"]) == Decimal("1000.00")  # its credit note paid 500.00 of it
     with engine.connect() as conn:  # Tryton's own number is recorded beside ours
         assert (
             db.scalar(conn, "SELECT external_number FROM accounting_sync WHERE source_id = :n", {"n": k1})
@@ -287,3 +291,50 @@ def test_the_books_say_paid_while_invoiceflow_holds_an_unapplied_bank_line_for_i
     assert k4["invoice_number"] in exc["detail"] and f"bank line {txn_id}" in exc["detail"]
     assert "Tryton move" in exc["detail"]
     assert sync.pull(_run(engine), _target(books)).as_dict() == {}  # raised once
+
+
+HALF_CENT_TIMESHEETS = """entry_id,contract_id,project_code,employee_id,role,work_date,hours,billable,description
+T1,K1,PRJ-1,E1,developer,2026-10-01,8.00,true,API design
+T2,K1,PRJ-1,E1,developer,2026-10-14,5.00,true,API build
+T3,K1,PRJ-1,E2,developer,2026-10-15,2.25,true,Code review
+T4,K1,PRJ-1,E3,architect,2026-10-20,1.25,true,Architecture board
+T6,K4,PRJ-4,E2,developer,2026-10-02,12.00,true,Migration
+"""
+
+
+def test_the_issued_tax_wins_where_tryton_would_round_the_half_cent_the_other_way(engine, data_dir, books):
+    """K1 nets 800.00 + 500.00 + 270.00 + 187.50 = 1,757.50; 19 % is 333.925: invoiceflow rounds half
+    up (333.93, what the client was sent), Tryton half to even (333.92)."""
+    from support.billing_fixtures import ISSUE_DAY, OCTOBER
+    from support.sample_data import write_feeds
+
+    from invoiceflow.billing import pricing
+    from invoiceflow.core.policy import load_policy
+    from invoiceflow.ingest import sources
+    from invoiceflow.invoicing import approval, issuing
+
+    policy = load_policy()
+    write_feeds(data_dir / "inbox", timesheets=HALF_CENT_TIMESHEETS)
+    sources.load_inbox(runtime.run_for(engine, actor="test", policy=policy))
+    batch = pricing.price_period(runtime.run_for(engine, actor="test", run_id="run-1", policy=policy), OCTOBER)
+    routed = approval.route(runtime.run_for(engine, actor="test", policy=policy), batch["batch_id"])
+    for invoice_id in routed["review"]:
+        issuing.decide(runtime.run_for(engine, actor="user:finance"), invoice_id, True, None)
+    issuing.issue(
+        runtime.run_for(engine, actor="test", today=ISSUE_DAY, policy=policy), routed["auto"] + routed["review"]
+    )
+    with engine.connect() as conn:
+        (k1,) = db.rows(conn, "SELECT invoice_number, net_amount, tax_amount FROM invoices WHERE contract_id = 'K1'")
+    assert (k1["net_amount"], k1["tax_amount"]) == (175750, 33393)
+
+    counts = sync.push(_run(engine), _target(books), sync.Mapping_.of(DEFAULT_MAPPING))
+    assert counts.failed == 0 and counts.pushed["invoice"] == 4
+    (theirs,) = TrytonClient(books).search_read(
+        "account.invoice", [("reference", "=", k1["invoice_number"])], ["tax_amount", "total_amount", "state"]
+    )
+    assert (dec(theirs["tax_amount"]), dec(theirs["total_amount"]), theirs["state"]) == (
+        Decimal("333.93"),
+        Decimal("2091.43"),
+        "posted",
+    )
+    assert _tryton_balances(books) == _open_amounts(engine)

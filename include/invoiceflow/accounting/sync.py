@@ -94,6 +94,15 @@ class DocumentLine:
 
 
 @dataclass(frozen=True)
+class DocumentTax:
+    """A document's tax per rate group as it was issued (EN 16931: over the sum of line nets)."""
+
+    tax: str  # the target's tax name
+    base: int  # minor units, negative on a credit note
+    amount: int
+
+
+@dataclass(frozen=True)
 class Document:
     """An issued invoice or credit note, its codes already mapped to the target's."""
 
@@ -110,6 +119,7 @@ class Document:
     credited_number: str | None = None
     base_currency: str = ""
     fx_rate: Decimal = Decimal(1)  # units of ``currency`` per base unit, recorded when it was priced
+    taxes: tuple[DocumentTax, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -167,6 +177,7 @@ class Target(Protocol):
     what a failed run left in draft."""
 
     name: str
+    batch_size: int  # documents per push_documents call: as many as the system takes in one create
 
     def find_documents(self, numbers: Sequence[str]) -> dict[str, Pushed]:
         """Documents already in the target, by invoiceflow's number (the external reference)."""
@@ -421,6 +432,12 @@ def document_of(run: Run, conn: Connection, inv: Mapping[str, Any], mapping: Map
             f"{inv['invoice_number']}: not mapped for the accounting system: {'; '.join(missing)} "
             "(add them to the tryton section of the mapping)"
         )
+    taxes = tuple(
+        DocumentTax(mapping.taxes[_tax_key(t["tax_code"], t["tax_rate_bp"])], int(t["base_amount"]) * sign,
+                    int(t["tax_amount"]) * sign)
+        for t in db.rows(conn, "SELECT * FROM invoice_taxes WHERE invoice_id = :i ORDER BY tax_code, tax_rate_bp",
+                         {"i": inv["invoice_id"]})
+    )  # fmt: skip
     credited = None
     if inv["credited_invoice_id"]:
         credited = db.scalar(
@@ -440,6 +457,7 @@ def document_of(run: Run, conn: Connection, inv: Mapping[str, Any], mapping: Map
         credited_number=credited,
         base_currency=inv["base_currency"],
         fx_rate=Decimal(inv["fx_rate"] or 1),
+        taxes=taxes,
     )
 
 
@@ -479,9 +497,8 @@ def _push_documents(
     for doc in ready:
         if doc.client_id not in parties:
             raise DataError(f"{doc.number}: customer {doc.client_id} is not in {target.name}")
-    from invoiceflow.accounting.tryton import chunks
-
-    for batch in chunks(ready):
+    size = max(1, target.batch_size)
+    for batch in (ready[n : n + size] for n in range(0, len(ready), size)):
         try:
             pushed = target.push_documents(batch, parties)
         except InfrastructureError:

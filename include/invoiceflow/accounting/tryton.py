@@ -273,6 +273,7 @@ class TrytonBooks:
     booked on receivables pulled back."""
 
     name = TARGET
+    batch_size = BATCH
 
     def __init__(self, client: TrytonClient, mapping: Any) -> None:
         self.client = client
@@ -453,7 +454,23 @@ class TrytonBooks:
             if row["state"] not in ("posted", "paid"):
                 raise TrytonError(f"{d.number}: Tryton left invoice {row['id']} {row['state']}")
             result[d.number] = Pushed(str(row["id"]), row["number"])
+        for d in documents:
+            if d.kind == "credit_note" and d.credited_number:
+                self._credit(int(result[d.number].external_id), d.credited_number)
         return result
+
+    def _credit(self, note_id: int, credited_number: str) -> None:
+        """A credit note pays the invoice it corrects, as Tryton's own *Credit* does: its receivable
+        line becomes a payment line of the invoice (reconciled when nothing is left to pay)."""
+        invoice = self._invoices([credited_number]).get(credited_number)
+        if invoice is None or invoice["state"] != "posted":
+            return
+        (note,) = self.client.search_read("account.invoice", [("id", "=", note_id)], ["lines_to_pay"])
+        (inv,) = self.client.search_read("account.invoice", [("id", "=", invoice["id"])], ["payment_lines"])
+        new = [line for line in note["lines_to_pay"] if line not in inv["payment_lines"]]
+        if new:
+            self.client.model("account.invoice", "write", [invoice["id"]], {"payment_lines": [["add", new]]})
+        self._reconcile_if_paid(invoice["id"])
 
     def _rate(self, d: Any) -> None:
         """The rate invoiceflow priced a foreign-currency document at, for its day, unless Tryton
@@ -510,24 +527,35 @@ class TrytonBooks:
         }
 
     def _check_totals(self, documents: Sequence[Any], existing: Mapping[str, Any], drafts: Sequence[int]) -> None:
-        rows = {
-            r["id"]: r
-            for r in self.client.search_read(
-                "account.invoice", [("id", "in", list(drafts))], ["id", "untaxed_amount", "tax_amount", "total_amount"]
-            )
-        }
-        for d in documents:
-            row = rows.get(existing[d.number]["id"])
-            if row is None:
+        """Tryton's draft must say what invoiceflow issued, to the cent. Tryton rounds each tax half
+        to even, invoiceflow (and the invoice the client got) half up: where only that half cent
+        differs, the issued tax amount is written on Tryton's tax line (Tryton keeps an automatic
+        tax line whose base is unchanged). Any other difference deletes the draft: never posted."""
+        wanted = {existing[d.number]["id"]: d for d in documents if existing[d.number]["id"] in drafts}
+        for invoice_id, d in wanted.items():
+            if self._totals(invoice_id) == (d.net, d.tax):
                 continue
-            factor = Decimal(10) ** 2
-            theirs = (int(dec(row["untaxed_amount"]) * factor), int(dec(row["tax_amount"]) * factor))
+            self._issued_tax_amounts(invoice_id, d)
+            theirs = self._totals(invoice_id)
             if theirs != (d.net, d.tax):
-                self.client.model("account.invoice", "delete", [row["id"]])
+                self.client.model("account.invoice", "delete", [invoice_id])
                 raise TrytonError(
                     f"{d.number}: Tryton computes net {theirs[0]} and tax {theirs[1]} (minor units), invoiceflow "
                     f"issued {d.net} and {d.tax}: the draft was deleted, check the tax mapping"
                 )
+
+    def _totals(self, invoice_id: int) -> tuple[int, int]:
+        (row,) = self.client.search_read("account.invoice", [("id", "=", invoice_id)], ["untaxed_amount", "tax_amount"])
+        return int(dec(row["untaxed_amount"]) * 100), int(dec(row["tax_amount"]) * 100)
+
+    def _issued_tax_amounts(self, invoice_id: int, d: Any) -> None:
+        ours = {(self.tax(t.tax), t.base): t.amount for t in d.taxes}
+        for line in self.client.search_read(
+            "account.invoice.tax", [("invoice", "=", invoice_id)], ["id", "tax", "base", "amount"]
+        ):
+            issued = ours.get((line["tax"], int(dec(line["base"]) * 100)))
+            if issued is not None and abs(issued - int(dec(line["amount"]) * 100)) == 1:
+                self.client.model("account.invoice.tax", "write", [line["id"]], {"amount": Decimal(issued) / 100})
 
     def push_entry(self, entry: Any, parties: Mapping[str, str], documents: Mapping[str, str]) -> Any:
         """A posted move in the mapped journal, found by its key in the description first; then its
