@@ -7,6 +7,7 @@ a fresh copy of the template (company, chart, fiscal years, taxes, journals)."""
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from decimal import Decimal
 
@@ -338,3 +339,33 @@ def test_the_issued_tax_wins_where_tryton_would_round_the_half_cent_the_other_wa
         "posted",
     )
     assert _tryton_balances(books) == _open_amounts(engine)
+
+
+def test_the_cli_pushes_pulls_and_says_where_the_books_stand(data_dir, books, tryton, monkeypatch, capsys):  # noqa: F811
+    """``invoiceflow accounting push|pull|status`` against the environment's Tryton (no Airflow
+    connection), on the embedded billing database."""
+    from invoiceflow.cli import accounting_sync
+    from invoiceflow.core import settings
+
+    engine = db.engine(settings.default_database_url())
+    db.upgrade(engine)
+    month = issued_month(engine, data_dir)
+    monkeypatch.delenv("AIRFLOW_CONN_ACCOUNTING_DEFAULT", raising=False)
+    monkeypatch.setenv("INVOICEFLOW_TRYTON_URL", f"http://127.0.0.1:{books.port}/{books.database}")
+    monkeypatch.setenv("INVOICEFLOW_TRYTON_LOGIN", books.login)
+    monkeypatch.setenv("INVOICEFLOW_TRYTON_PASSWORD", books.password)
+
+    assert accounting_sync.main(["push", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"pushed": {"customer": 3, "invoice": 4}}
+    _pay_by_hand(tryton, month["K4"]["invoice_number"], "1190.00", "2026-11-22")
+    assert accounting_sync.main(["pull", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"applied": 1}
+    assert accounting_sync.main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "invoice      pushed   4" in out and "pulled       applied  1" in out
+    with engine.connect() as conn:  # the CLI acts as the connector, not as the person at the keyboard
+        assert db.scalar(conn, "SELECT applied_by FROM booked_payments") == ACTOR
+
+    monkeypatch.setenv("INVOICEFLOW_TRYTON_PASSWORD", "wrong")
+    assert accounting_sync.main(["push"]) == 2
+    assert "login as admin" in capsys.readouterr().err
