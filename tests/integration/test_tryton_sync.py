@@ -366,6 +366,6 @@ def test_the_cli_pushes_pulls_and_says_where_the_books_stand(data_dir, books, tr
     with engine.connect() as conn:  # the CLI acts as the connector, not as the person at the keyboard
         assert db.scalar(conn, "SELECT applied_by FROM booked_payments") == ACTOR
 
-    monkeypatch.setenv("INVOICEFLOW_TRYTON_PASSWORD", "wrong")
-    assert accounting_sync.main(["push"]) == 2
+    monkeypatch.setenv("INVOICEFLOW_TRYTON_PASSWORD", "wrong")  # a pull always asks Tryton
+    assert accounting_sync.main(["pull"]) == 2
     assert "login as admin" in capsys.readouterr().err

@@ -184,6 +184,10 @@ class TrytonClient:
         self._auth = None
         try:
             result = self._post("common.db.login", [self.conn.login, {"password": self.conn.password}, "en"])
+        except _SessionExpired as exc:  # Tryton answers a wrong login or password with 401
+            raise TrytonError(
+                f"Tryton login as {self.conn.login} on {self.conn.database} failed: wrong login or password"
+            ) from exc
         except TrytonError as exc:
             raise TrytonError(f"Tryton login as {self.conn.login} on {self.conn.database} failed: {exc}") from exc
         if not result:
