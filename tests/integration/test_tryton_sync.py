@@ -369,3 +369,34 @@ def test_the_cli_pushes_pulls_and_says_where_the_books_stand(data_dir, books, tr
     monkeypatch.setenv("INVOICEFLOW_TRYTON_PASSWORD", "wrong")  # a pull always asks Tryton
     assert accounting_sync.main(["pull"]) == 2
     assert "login as admin" in capsys.readouterr().err
+
+
+def test_a_write_off_and_an_undone_payment_reach_the_books_and_they_still_agree(engine, data_dir, books):
+    """K1's bank payment is pushed and settles it in Tryton; then finance undoes it (the wrong
+    client's money) and writes 30.00 off K4: Tryton's invoice is open again, the write-off is a
+    move in the write-off journal, and the balances agree after each push."""
+    from invoiceflow.collect import decisions
+
+    month = _month_with_money(engine, data_dir)
+    target = _target(books)
+    sync.push(_run(engine), target, sync.Mapping_.of(DEFAULT_MAPPING))
+    k1 = month["K1"]["invoice_number"]
+    client = TrytonClient(books)
+    assert client.search_read("account.invoice", [("reference", "=", k1)], ["state"])[0]["state"] == "paid"
+
+    finance = runtime.run_for(engine, actor="user:anna", today=date(2026, 11, 24), send_mail=False)
+    with engine.connect() as conn:
+        payment_id = db.scalar(conn, "SELECT payment_id FROM payments")
+    decisions.undo(finance, payment_id=payment_id, reason="Kessler's parent paid for another invoice")
+    decisions.write_off(finance, month["K4"]["invoice_number"], 3000, reason="agreed discount", kind="other")
+    again = sync.push(_run(engine, date(2026, 11, 24)), _target(books), sync.Mapping_.of(DEFAULT_MAPPING))
+    assert again.pushed == {"payment_undo": 1, "write_off": 1} and again.failed == 0
+    (k1_there,) = client.search_read("account.invoice", [("reference", "=", k1)], ["state", "amount_to_pay"])
+    assert (k1_there["state"], dec(k1_there["amount_to_pay"])) == ("posted", Decimal("2897.65"))
+    (k4_there,) = client.search_read(
+        "account.invoice", [("reference", "=", month["K4"]["invoice_number"])], ["amount_to_pay"]
+    )
+    assert dec(k4_there["amount_to_pay"]) == Decimal("1160.00")
+    moves = client.search_read("account.move", [("description", "like", "[write_off:%")], ["journal.code"])
+    assert [m["journal."]["code"] for m in moves] == ["WO"]
+    assert _tryton_balances(books) == _open_amounts(engine)  # a write-off counts as settled (paid_amount)
