@@ -12,7 +12,7 @@ from datetime import date
 from decimal import Decimal
 
 import pytest
-from support.billing_fixtures import issued_month
+from support.billing_fixtures import ISSUE_DAY, issued_month
 from support.reconciliation import drop_statement, txn
 from support.tryton import run_as_accountant, tryton  # noqa: F401 (the session's server)
 
@@ -303,10 +303,9 @@ T6,K4,PRJ-4,E2,developer,2026-10-02,12.00,true,Migration
 """
 
 
-def test_the_issued_tax_wins_where_tryton_would_round_the_half_cent_the_other_way(engine, data_dir, books):
-    """K1 nets 800.00 + 500.00 + 270.00 + 187.50 = 1,757.50; 19 % is 333.925: invoiceflow rounds half
-    up (333.93, what the client was sent), Tryton half to even (333.92)."""
-    from support.billing_fixtures import ISSUE_DAY, OCTOBER
+def _issue(engine, data_dir, day: date, **feeds: str) -> None:
+    """October of the sample data (with ``feeds`` replaced), everything approved and issued on ``day``."""
+    from support.billing_fixtures import OCTOBER
     from support.sample_data import write_feeds
 
     from invoiceflow.billing import pricing
@@ -315,15 +314,20 @@ def test_the_issued_tax_wins_where_tryton_would_round_the_half_cent_the_other_wa
     from invoiceflow.invoicing import approval, issuing
 
     policy = load_policy()
-    write_feeds(data_dir / "inbox", timesheets=HALF_CENT_TIMESHEETS)
+    write_feeds(data_dir / "inbox", **feeds)
     sources.load_inbox(runtime.run_for(engine, actor="test", policy=policy))
     batch = pricing.price_period(runtime.run_for(engine, actor="test", run_id="run-1", policy=policy), OCTOBER)
     routed = approval.route(runtime.run_for(engine, actor="test", policy=policy), batch["batch_id"])
     for invoice_id in routed["review"]:
         issuing.decide(runtime.run_for(engine, actor="user:finance"), invoice_id, True, None)
-    issuing.issue(
-        runtime.run_for(engine, actor="test", today=ISSUE_DAY, policy=policy), routed["auto"] + routed["review"]
-    )
+    issuing.issue(runtime.run_for(engine, actor="test", today=day, policy=policy), routed["auto"] + routed["review"])
+
+
+def test_the_issued_tax_wins_where_tryton_would_round_the_half_cent_the_other_way(engine, data_dir, books):
+    """K1 nets 800.00 + 500.00 + 270.00 + 187.50 = 1,757.50; 19 % is 333.925: invoiceflow rounds half
+    up (333.93, what the client was sent), Tryton half to even (333.92)."""
+
+    _issue(engine, data_dir, ISSUE_DAY, timesheets=HALF_CENT_TIMESHEETS)
     with engine.connect() as conn:
         (k1,) = db.rows(conn, "SELECT invoice_number, net_amount, tax_amount FROM invoices WHERE contract_id = 'K1'")
     assert (k1["net_amount"], k1["tax_amount"]) == (175750, 33393)
@@ -400,3 +404,21 @@ def test_a_write_off_and_an_undone_payment_reach_the_books_and_they_still_agree(
     moves = client.search_read("account.move", [("description", "like", "[write_off:%")], ["journal.code"])
     assert [m["journal."]["code"] for m in moves] == ["WO"]
     assert _tryton_balances(books) == _open_amounts(engine)  # a write-off counts as settled (paid_amount)
+
+
+def test_tryton_warns_of_invoices_dated_after_its_today_and_the_push_accepts_as_a_person_would(
+    engine, data_dir, books, airflow_logging, caplog
+):
+    """Invoices issued in 40 days (Tryton's today is the machine's): posting them raises Tryton's
+    "invoice date in the future" warning, which the client accepts (res.user.warning) and posts."""
+    from datetime import timedelta
+
+    _issue(engine, data_dir, date.today() + timedelta(days=40))
+    caplog.set_level("INFO", logger="invoiceflow.accounting.tryton")
+    counts = sync.push(_run(engine), _target(books), sync.Mapping_.of(DEFAULT_MAPPING))
+    assert counts.pushed == {"customer": 3, "invoice": 4} and counts.failed == 0
+    assert _count(books, "account.invoice", [("state", "=", "posted")]) == 4
+    accepted = [r.getMessage() for r in caplog.records if "Tryton warns" in r.getMessage()]
+    assert accepted and all("invoice_date_future" in m for m in accepted)
+    # Tryton used the acceptance up (always=False): the next future invoice will ask again
+    assert TrytonClient(books).search_read("res.user.warning", [], ["name"]) == []

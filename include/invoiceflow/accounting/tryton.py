@@ -208,7 +208,7 @@ class TrytonClient:
                 self.login()
                 args = [*params, self.context] if context else list(params)
             except _Warning as warning:
-                log.info("Tryton warns on %s: %s; accepted", method, warning.message)
+                log.info("Tryton warns on %s (%s): %s; accepted", method, warning.key, warning.message)
                 self._post(
                     "model.res.user.warning.create",
                     [[{"user": self.context.get("user") or self._uid(), "name": warning.key, "always": False}],
