@@ -422,3 +422,64 @@ def test_tryton_warns_of_invoices_dated_after_its_today_and_the_push_accepts_as_
     assert accepted and all("invoice_date_future" in m for m in accepted)
     # Tryton used the acceptance up (always=False): the next future invoice will ask again
     assert TrytonClient(books).search_read("res.user.warning", [], ["name"]) == []
+
+
+def test_a_payment_booked_before_it_is_matched_waits_and_is_applied_once_the_accountant_matches_it(
+    engine,
+    data_dir,
+    books,
+    tryton,  # noqa: F811
+):
+    """Cash from Kessler booked on its receivable first, matched with K4 a day later."""
+    month = issued_month(engine, data_dir)
+    sync.push(_run(engine), _target(books), sync.Mapping_.of(DEFAULT_MAPPING))
+    run_as_accountant(
+        tryton,
+        """
+Move = Model.get('account.move')
+Journal = Model.get('account.journal')
+Account = Model.get('account.account')
+Party = Model.get('party.party')
+Period = Model.get('account.period')
+journal, = Journal.find([('code', '=', 'CASH')])
+cash, = Account.find([('code', '=', '1.1.1')])
+receivable, = Account.find([('code', '=', '1.2.1')])
+party, = Party.find([('code', '=', 'C1')])
+day = date(2026, 11, 22)
+period, = Period.find([('start_date', '<=', day), ('end_date', '>=', day), ('type', '=', 'standard')])
+move = Move(journal=journal, period=period, date=day, description='cash at the counter')
+move.lines.new(account=cash, debit=Decimal('1190.00'), credit=Decimal(0))
+move.lines.new(account=receivable, party=party, debit=Decimal(0), credit=Decimal('1190.00'))
+move.save()
+move.click('post')
+""",
+    )
+    first = sync.pull(_run(engine), _target(books))
+    assert (first.applied, first.waiting) == (0, 1)
+    with engine.connect() as conn:
+        (exc,) = db.rows(conn, "SELECT detail, resolved_at FROM exceptions WHERE category = 'accounting_unmatched'")
+        assert db.scalar(conn, "SELECT COUNT(*) FROM accounting_pulled") == 0
+    assert "settles no invoice" in exc["detail"] and exc["resolved_at"] is None
+    assert sync.pull(_run(engine), _target(books)).waiting == 1  # read again, still waiting, listed once
+
+    run_as_accountant(  # the next day the accountant matches it with K4's receivable
+        tryton,
+        """
+Line = Model.get('account.move.line')
+Invoice = Model.get('account.invoice')
+inv, = Invoice.find([('reference', '=', ARGS['number'])])
+cash_line, = Line.find([('move.description', '=', 'cash at the counter'), ('credit', '>', 0)])
+Wizard('account.move.reconcile_lines', [cash_line, *inv.lines_to_pay])
+inv.reload()
+RESULT = inv.state
+""",
+        number=month["K4"]["invoice_number"],
+    )
+    second = sync.pull(_run(engine), _target(books))
+    assert (second.applied, second.waiting) == (1, 0)
+    with engine.connect() as conn:
+        assert db.scalar(
+            conn, "SELECT status FROM invoices WHERE invoice_id = :i", {"i": month["K4"]["invoice_id"]}
+        ) == ("paid")
+        assert db.scalar(conn, "SELECT resolved_at FROM exceptions WHERE category = 'accounting_unmatched'")
+    assert sync.pull(_run(engine), _target(books)).as_dict() == {}

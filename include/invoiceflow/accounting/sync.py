@@ -653,6 +653,7 @@ def pull(run: Run, target: Target, apply: Callable[[Run, decisions.Booked], Any]
         }
     records = target.pull(int(since or 0), ours)
     last = int(since or 0)
+    waiting: list[int] = []
     for rec in records:
         last = max(last, rec.sequence)
         if rec.external_id in seen:
@@ -661,6 +662,11 @@ def pull(run: Run, target: Target, apply: Callable[[Run, decisions.Booked], Any]
         counts.applied += state == "applied"
         counts.conflicts += state == "conflict"
         counts.unmatched += state in ("unmatched", "ignored")
+        if state == "waiting":
+            counts.waiting += 1
+            waiting.append(rec.sequence)
+    if waiting:  # read again next time: the accountant may link it to an invoice meanwhile
+        last = min(last, min(waiting) - 1)
     with run.engine.begin() as conn:
         changed = db.execute(
             conn,
@@ -692,7 +698,8 @@ def _apply_pulled(run: Run, target: str, rec: Pulled, apply: Callable[[Run, deci
         state, detail = "unmatched", f"{rec.detail}: a credit note made in {target}; issue it in invoiceflow"
         category = "accounting_credit_note"
     elif inv is None:
-        state, detail = "unmatched", f"{rec.detail}: settles no invoice of invoiceflow (reconcile it with one)"
+        # not recorded as pulled: it is read again on every pull until it settles one of ours
+        state, detail = "waiting", f"{rec.detail}: settles no invoice of invoiceflow (reconcile it with one)"
         category = "accounting_unmatched"
     elif conflict is not None:
         state = "conflict"
@@ -719,6 +726,24 @@ def _apply_pulled(run: Run, target: str, rec: Pulled, apply: Callable[[Run, deci
         except DataError as exc:
             state, detail, category = "ignored", f"{rec.detail}: not applied: {exc}", "accounting_pull_refused"
     with run.engine.begin() as conn:
+        if state == "waiting":
+            audit.record_exception(
+                conn,
+                category=category,
+                subject_type="accounting_pulled",
+                subject_id=f"{target}:{rec.external_id}",
+                amount=rec.amount,
+                currency=rec.currency,
+                detail=detail,
+                run_id=run.run_id,
+            )
+            return state, detail
+        db.execute(
+            conn,
+            "UPDATE exceptions SET resolved_at = :now, resolved_by = :a, resolution = :r WHERE category = "
+            "'accounting_unmatched' AND subject_type = 'accounting_pulled' AND subject_id = :s AND resolved_at IS NULL",
+            {"now": db.now(), "a": run.actor, "r": f"{state}: {detail}", "s": f"{target}:{rec.external_id}"},
+        )
         db.execute(
             conn,
             "INSERT INTO accounting_pulled (target, external_id, kind, invoice_id, amount, currency, booked_on, "

@@ -9,7 +9,9 @@
 -- accounting_watermarks per target, the last record of the target a pull has seen.
 -- accounting_pulled    each record pulled from a target, once (its id in the target), and what was
 --                      done with it: applied, conflict (the books and invoiceflow disagree: an
---                      exception names both), unmatched (no invoice of ours), ignored.
+--                      exception names both), unmatched (a credit note made there), ignored (not
+--                      applicable, the exception says why). A payment that settles no invoice of
+--                      ours yet is not recorded: the pulls read it again until it does.
 -- booked_payments      a payment or write-off booked by a person in the accounting system and
 --                      applied to an invoice (collect/decisions/booked.py): there is no bank line.
 CREATE TABLE accounting_sync (
