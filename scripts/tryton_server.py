@@ -43,6 +43,8 @@ PACKAGES = [
     "trytond-account==8.2.1",
     "trytond-account-invoice==8.2.0",
     "trytond-account-statement==8.2.0",
+    "trytond-analytic-account==8.2.0",
+    "trytond-analytic-invoice==8.2.0",
     "trytond-account-product==8.2.0",
     "trytond-bank==8.2.0",
     "trytond-company==8.2.0",
@@ -64,7 +66,7 @@ PACKAGES = [
     "defusedxml==0.7.1",
     "simpleeval==1.0.8",
 ]
-MODULES = ["account_invoice", "account_statement"]
+MODULES = ["account_invoice", "account_statement", "analytic_invoice"]
 # The template's fiscal years (calendar years, monthly periods): the tests' and the demo's dates.
 YEARS = range(2024, 2029)
 COUNTRIES = {
@@ -289,7 +291,7 @@ class Server:
 
 def setup_db(conf: str) -> None:
     """The company, chart, fiscal years, taxes, journals and countries every connector test needs."""
-    from proteus import Model, Wizard, config
+    from proteus import Model, config
     from trytond.modules.account.tests.tools import create_chart, get_accounts
     from trytond.modules.company.tests.tools import create_company, get_company
 
@@ -385,7 +387,10 @@ def setup_db(conf: str) -> None:
         ("6930", "Bad debts written off", expense),
     ):
         Account(name=name, code=code, type=kind.type, parent=kind.parent, company=company).save()
-    Wizard  # noqa: B018 (the wizards above come through the tools)
+    # analytic roots the mapping names per dimension; the connector adds an account per project or client
+    Analytic = Model.get("analytic_account.account")
+    for name in ("Projects", "Clients"):
+        Analytic(name=name, code=name.upper(), type="root", state="opened", company=company).save()
 
 
 def main() -> int:

@@ -157,6 +157,14 @@ def test_the_month_in_tryton_agrees_to_the_cent_and_a_payment_booked_there_stops
         "account.invoice", [("reference", "=", month["K3"]["invoice_number"])], ["amount_to_pay"]
     )
     assert dec(credited["amount_to_pay"]) == Decimal("1000.00")  # its credit note paid 500.00 of it
+    # the analytic dimensions: revenue per project and per client in Tryton's analytic accounts
+    analytic = {
+        a["code"]: dec(a["credit"]) - dec(a["debit"])
+        for a in client.search_read("analytic_account.account", [("type", "=", "normal")], ["code", "credit", "debit"])
+    }
+    assert analytic["PRJ-1"] == Decimal("2435.00") and analytic["PRJ-4"] == Decimal("1000.00")
+    assert analytic["C1"] == Decimal("3435.00")  # K1 and K4
+    assert analytic["C3"] == Decimal("1000.00")  # K3's 1,500.00 less its 500.00 credit note
     with engine.connect() as conn:  # Tryton's own number is recorded beside ours
         assert (
             db.scalar(conn, "SELECT external_number FROM accounting_sync WHERE source_id = :n", {"n": k1})

@@ -220,6 +220,7 @@ class Mapping_:
     revenue: Mapping[str, str]
     taxes: Mapping[str, str]
     journals: Mapping[str, str]
+    analytic: Mapping[str, str] = field(default_factory=dict)  # dimension (project, client) -> analytic root
 
     @classmethod
     def of(cls, section: Mapping[str, Mapping[str, str]]) -> Mapping_:
@@ -228,6 +229,7 @@ class Mapping_:
             dict(section.get("revenue", {})),
             dict(section.get("taxes", {})),
             dict(section.get("journals", {})),
+            dict(section.get("analytic", {})),
         )
 
 

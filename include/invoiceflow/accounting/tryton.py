@@ -62,9 +62,12 @@ DEFAULT_MAPPING: dict[str, dict[str, str]] = {
     "taxes": {"S19": "VAT 19%", "S7": "VAT 7%", "AE0": "VAT 0%", "G0": "VAT 0%", "E0": "VAT 0%"},
     # invoiceflow journal -> Tryton journal code
     "journals": {"sales": "REV", "bank": "BANK", "adjustments": "WO"},
+    # analytic dimension of a revenue line -> Tryton analytic root (by code); an account per project
+    # code or client id is created under it when missing
+    "analytic": {"project": "PROJECTS", "client": "CLIENTS"},
 }
 """The Tryton side of the mapping until it moves into include/config/accounting.yaml's ``tryton:``
-section (same keys: accounts, revenue, taxes, journals). The codes fit the chart Tryton's own
+section (same keys: accounts, revenue, taxes, journals, analytic). The codes fit the chart Tryton's own
 ``account_template_root_en`` creates plus the accounts scripts/tryton_server.py adds."""
 
 
@@ -323,6 +326,41 @@ class TrytonBooks:
         except TrytonError:
             return None  # an address without its country is better than no customer
 
+    def analytic(self, dimension: str, code: str, name: str) -> tuple[int, int] | None:
+        """The analytic root of a dimension and its account for ``code`` (created, opened, when
+        missing); None when the mapping names no root for the dimension."""
+        root_code = self.mapping.analytic.get(dimension)
+        if not root_code:
+            return None
+        root = self._id("analytic_account.account", "code", root_code, "analytic root")
+        key = ("analytic_account.account", f"{root_code}/{code}")
+        if key not in self._ids:
+            found = self.client.model(
+                "analytic_account.account", "search", [("root", "=", root), ("code", "=", code)], 0, 1, None
+            )
+            if found:
+                self._ids[key] = found[0]
+            else:
+                company = self.client.context.get("company")
+                self._ids[key] = self.client.model(
+                    "analytic_account.account",
+                    "create",
+                    [{"name": name, "code": code, "type": "normal", "state": "opened", "root": root,
+                      "parent": root, "company": company}],
+                )[0]  # fmt: skip
+        return root, self._ids[key]
+
+    def _analytic_entries(self, d: Any, ln: Any) -> list[dict[str, int]]:
+        entries = []
+        for dimension, code, name in (
+            ("project", ln.project_code, f"Project {ln.project_code}"),
+            ("client", d.client_id, f"Client {d.client_id}"),
+        ):
+            found = self.analytic(dimension, code, name)
+            if found:
+                entries.append({"root": found[0], "account": found[1]})
+        return entries
+
     def company_currency(self) -> str:
         if self._company_currency is None:
             company = (
@@ -523,6 +561,7 @@ class TrytonBooks:
                             "quantity": float(ln.quantity),
                             "unit_price": ln.unit_price,
                             "taxes": [["add", [self.tax(ln.tax)]]],
+                            "analytic_accounts": [["create", self._analytic_entries(d, ln)]],
                         }
                         for ln in d.lines
                     ],
