@@ -350,6 +350,38 @@ class TrytonBooks:
                 )[0]  # fmt: skip
         return root, self._ids[key]
 
+    def _prepare_analytic(self, documents: Sequence[Any]) -> None:
+        """Find, and create in one call per dimension, the analytic accounts a batch needs (two
+        calls per batch instead of two per new project or client)."""
+        wanted: dict[str, dict[str, str]] = {"project": {}, "client": {}}
+        for d in documents:
+            wanted["client"][d.client_id] = f"Client {d.client_id}"
+            for ln in d.lines:
+                wanted["project"][ln.project_code] = f"Project {ln.project_code}"
+        for dimension, codes in wanted.items():
+            root_code = self.mapping.analytic.get(dimension)
+            if not root_code or not codes:
+                continue
+            root = self._id("analytic_account.account", "code", root_code, "analytic root")
+            todo = [c for c in codes if ("analytic_account.account", f"{root_code}/{c}") not in self._ids]
+            if not todo:
+                continue
+            for row in self.client.search_read(
+                "analytic_account.account", [("root", "=", root), ("code", "in", todo)], ["id", "code"]
+            ):
+                self._ids[("analytic_account.account", f"{root_code}/{row['code']}")] = row["id"]
+            new = [c for c in todo if ("analytic_account.account", f"{root_code}/{c}") not in self._ids]
+            if new:
+                company = self.client.context.get("company")
+                created = self.client.model(
+                    "analytic_account.account",
+                    "create",
+                    [{"name": codes[c], "code": c, "type": "normal", "state": "opened", "root": root,
+                      "parent": root, "company": company} for c in new],
+                )  # fmt: skip
+                for code, ident in zip(new, created, strict=True):
+                    self._ids[("analytic_account.account", f"{root_code}/{code}")] = ident
+
     def _analytic_entries(self, d: Any, ln: Any) -> list[dict[str, int]]:
         entries = []
         for dimension, code, name in (
@@ -473,6 +505,7 @@ class TrytonBooks:
         for d in new:
             self._rate(d)
         if new:
+            self._prepare_analytic(new)
             addresses = self._addresses([parties[d.client_id] for d in new])
             values = [self._invoice(d, int(parties[d.client_id]), addresses) for d in new]
             created = self.client.model("account.invoice", "create", values)
