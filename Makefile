@@ -20,7 +20,7 @@ TEST_PACKAGES := chromium chromium-driver
 # pytest-xdist workers for `make test`: one per core by default (`make test TEST_WORKERS=1` runs serially).
 TEST_WORKERS ?= auto
 
-.PHONY: help install install-test airflow-config demo up books test test-fast lint lock bench bench-parse bench-scale bench-statements bench-workbench clean
+.PHONY: help install install-test airflow-config demo up books test test-fast lint lock bench bench-parse bench-scale bench-statements bench-tryton bench-workbench clean
 
 help:
 	@echo "make demo    install, seed demo data, run last month's billing end to end, print the results"
@@ -79,6 +79,7 @@ books: $(VENV)/.installed
 
 test: $(VENV)/.installed-test
 	bash scripts/ensure-debian-packages.sh $(RENDER_PACKAGES) $(TEST_PACKAGES)
+	$(BIN)/python scripts/tryton_server.py build  # Tryton for the accounting tests: its venv and template, once
 	source scripts/ensure-postgres.sh && $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 test-fast: $(VENV)/.installed-test
@@ -98,6 +99,10 @@ bench: $(VENV)/.installed-test
 	$(MAKE) bench-parse
 	$(MAKE) bench-statements
 	$(MAKE) bench-scale
+	$(MAKE) bench-tryton
+
+bench-tryton: $(VENV)/.installed-test
+	$(BIN)/python bench/bench_tryton.py
 
 # Sizes are arguments: make bench-scale SCALE_ARGS="--entries 100000 --contracts 530 --clients 130"
 SCALE_ARGS ?=
@@ -128,4 +133,4 @@ lock: | $(UV)
 	$(UV) pip compile --quiet --python-version 3.11 --extra test pyproject.toml -o requirements-test.txt
 
 clean:
-	rm -rf $(VENV) $(AIRFLOW_HOME) data .pytest_cache
+	rm -rf $(VENV) $(AIRFLOW_HOME) data .pytest_cache .tryton

@@ -170,13 +170,14 @@ def issue_and_send(invoice_ids: list[int]) -> None:
     deliver.expand(invoice_ids=rendered)
 
 
-def approve_issue_send(batch_id: Any) -> None:
-    """Wire routing, the review rounds in the Airflow UI, and issue-and-send after a pricing task."""
+def approve_issue_send(batch_id: Any) -> list[Any]:
+    """Wire routing, the review rounds in the Airflow UI, and issue-and-send after a pricing task;
+    the last steps of each path, for a task that comes after all of them (the books)."""
     # Airflow types a @task call as taking the function's own parameter types (list[int]) and as
     # returning a plain XComArg, so mypy rejects passing an XComArg on (Airflow resolves it to the
     # value when the task runs) and taking a key of a multiple_outputs result: hence the ignores.
     routed = route_approvals(batch_id)
-    issue_and_send.override(group_id="auto_approved")(routed["auto"])  # type: ignore[index]
+    ends = [issue_and_send.override(group_id="auto_approved")(routed["auto"])]  # type: ignore[index]
     ready: Any = routed["review"]  # type: ignore[index]
     for n in range(1, MAX_APPROVAL_ROUNDS + 1):
         asked = ask.override(task_id=f"ask_{n}")(ready)
@@ -193,6 +194,6 @@ def approve_issue_send(batch_id: Any) -> None:
             priority_weight=0,
         ).expand(invoice_id=asked)
         applied = apply_decisions.override(task_id=f"apply_{n}")(asked, decisions.output)  # type: ignore[arg-type]
-        issue_and_send.override(group_id=f"approved_{n}")(applied)  # type: ignore[arg-type]
+        ends.append(issue_and_send.override(group_id=f"approved_{n}")(applied))  # type: ignore[arg-type]
         ready = applied
-    close_reviews(ready)
+    return [*ends, close_reviews(ready)]

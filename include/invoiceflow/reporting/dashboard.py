@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from invoiceflow.accounting import sync
 from invoiceflow.core import audit, db, fx, settings
 from invoiceflow.core.policy import Policy
 from invoiceflow.core.statuses import OPEN_STATUSES
@@ -392,6 +393,14 @@ def invoice_detail(conn: Connection, invoice_id: int, today: date) -> dict[str, 
         "can_dispute": inv["document_type"] == "invoice" and inv["status"] in OPEN_STATUSES and open_dispute is None,
         "audit": audit.history(conn, "invoice", invoice_id),
         "pdf": pdf_path(inv),
+        # where it is in the accounting system's books, and what was booked there by hand
+        "books": sync.invoice_in_books(conn, inv["invoice_number"]) if inv["invoice_number"] else [],
+        "booked": db.rows(
+            conn,
+            "SELECT target, external_id, kind, amount, currency, booked_on, reason FROM booked_payments "
+            "WHERE invoice_id = :i ORDER BY booked_id",
+            {"i": invoice_id},
+        ),
     }
 
 

@@ -29,6 +29,7 @@ from invoiceflow.collect.decisions.base import (
     unapplied_of,
     version,
 )
+from invoiceflow.collect.decisions.booked import Booked, apply_booked  # noqa: F401 (accounting sync)
 from invoiceflow.collect.decisions.credit import apply_credit, client_credit, refund
 from invoiceflow.collect.decisions.learning import add_rule, disable_rule
 from invoiceflow.collect.decisions.lines import apply, not_receivable, resolve

@@ -1,0 +1,76 @@
+"""A real Tryton server for the accounting connector's tests: built once (scripts/tryton_server.py
+keeps its venv and a template database under .tryton/), one server per test session on a fresh copy.
+
+Tests that need it are skipped only when the build fails because the machine cannot fetch packages
+(no network); any other failure of the build fails them, loudly."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from support.paths import ROOT
+
+
+def _script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("tryton_server", ROOT / "scripts" / "tryton_server.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["tryton_server"] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+tryton_server = _script()
+
+
+@pytest.fixture(scope="session")
+def tryton() -> Iterator[Any]:
+    """A running Tryton 8.2 (``.url``, ``.database``, ``.login``, ``.password``, ``.port``,
+    ``.stop()``, ``.restart()``), stopped at the end of the session."""
+    try:
+        template = tryton_server.build(log=lambda _msg: None)
+    except tryton_server.BuildError as exc:
+        if exc.offline:
+            pytest.skip(f"Tryton cannot be installed on this machine (no package index): {exc}")
+        raise
+    server = tryton_server.Server.start(template)
+    try:
+        yield server
+    finally:
+        server.remove()
+
+
+def run_as_accountant(server: Any, code: str, **values: Any) -> Any:
+    """Run ``code`` with proteus in Tryton's own venv, over XML-RPC, as a person at Tryton's client
+    would act (its wizards and buttons); ``values`` arrive as ``ARGS``, ``RESULT`` comes back as JSON."""
+    prelude = (
+        "import json, sys\n"
+        "from decimal import Decimal\n"
+        "from datetime import date\n"
+        "from proteus import Model, Wizard, config\n"
+        "ARGS = json.loads(sys.argv[1])\n"
+        f"config.set_xmlrpc_session({server.url!r}, username={server.login!r}, "
+        f"password={server.password!r}).__enter__()\n"
+        "RESULT = None\n"
+    )
+    done = subprocess.run(
+        [
+            str(tryton_server.venv_python()),
+            "-c",
+            prelude + code + "\nprint(json.dumps(RESULT, default=str))",
+            json.dumps(values, default=str),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
