@@ -142,7 +142,7 @@ def _tryton_balances(client: Any) -> dict[str, int]:
 
 def push_once(server: Any, engine: Any, batch_size: int) -> dict[str, Any]:
     from invoiceflow.accounting import sync
-    from invoiceflow.accounting.tryton import DEFAULT_MAPPING, TrytonBooks, TrytonClient, TrytonConnection
+    from invoiceflow.accounting.tryton import TrytonBooks, TrytonClient, TrytonConnection, mapping_section
     from invoiceflow.airflow import runtime
     from invoiceflow.core import db
 
@@ -151,14 +151,14 @@ def push_once(server: Any, engine: Any, batch_size: int) -> dict[str, Any]:
             db.execute(conn, f"DELETE FROM {table}")
     conn_ = TrytonConnection("127.0.0.1", server.database, server.login, server.password, port=server.port)
     client = TrytonClient(conn_)
-    books = TrytonBooks(client, sync.Mapping_.of(DEFAULT_MAPPING))
+    books = TrytonBooks(client, sync.Mapping_.of(mapping_section()))
     books.batch_size = batch_size
     client.login()
     started = time.perf_counter()
     counts = sync.push(
         runtime.run_for(engine, actor="accounting:tryton", run_id="bench", today=date(2026, 11, 21), send_mail=False),
         books,
-        sync.Mapping_.of(DEFAULT_MAPPING),
+        sync.Mapping_.of(mapping_section()),
     )
     seconds = time.perf_counter() - started
     documents = counts.pushed.get("invoice", 0) + counts.pushed.get("credit_note", 0)
@@ -207,7 +207,7 @@ for number in json.loads(sys.argv[1]):
 
 def pull_once(tryton_server: Any, server: Any, engine: Any, how_many: int) -> dict[str, Any]:
     from invoiceflow.accounting import sync
-    from invoiceflow.accounting.tryton import DEFAULT_MAPPING, TrytonBooks, TrytonClient, TrytonConnection
+    from invoiceflow.accounting.tryton import TrytonBooks, TrytonClient, TrytonConnection, mapping_section
     from invoiceflow.airflow import runtime
     from invoiceflow.core import db
 
@@ -227,7 +227,7 @@ def pull_once(tryton_server: Any, server: Any, engine: Any, how_many: int) -> di
     started = time.perf_counter()
     counts = sync.pull(
         runtime.run_for(engine, actor="accounting:tryton", run_id="bench", today=date(2026, 11, 23), send_mail=False),
-        TrytonBooks(client, sync.Mapping_.of(DEFAULT_MAPPING)),
+        TrytonBooks(client, sync.Mapping_.of(mapping_section())),
     )
     seconds = time.perf_counter() - started
     return {

@@ -71,7 +71,7 @@ def test_a_plain_airflow_command_lists_the_projects_dags_and_plugin_only(tmp_pat
     ).stdout
     # a DAG's row is its id and its file; Airflow's notices (graphviz missing ...) share stdout
     dag_ids = {m.group(1) for m in re.finditer(r"^(\w+)\s+\S+\.py\s", listed, re.MULTILINE)}
-    assert dag_ids == {"bank_reconciliation", "billing_cycle", "billing_events", "payment_reminders"}
+    assert dag_ids == {"accounting_sync", "bank_reconciliation", "billing_cycle", "billing_events", "payment_reminders"}
     plugins = subprocess.run(
         [airflow, "plugins", "--output", "plain"], env=env, check=True, capture_output=True, text=True, timeout=300
     ).stdout

@@ -24,7 +24,13 @@ def dagbag():
 
 def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert set(dagbag.dag_ids) == {"billing_cycle", "billing_events", "bank_reconciliation", "payment_reminders"}
+    assert set(dagbag.dag_ids) == {
+        "billing_cycle",
+        "billing_events",
+        "bank_reconciliation",
+        "payment_reminders",
+        "accounting_sync",
+    }
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)

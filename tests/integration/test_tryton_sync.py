@@ -17,7 +17,7 @@ from support.reconciliation import drop_statement, txn
 from support.tryton import run_as_accountant, tryton  # noqa: F401 (the session's server)
 
 from invoiceflow.accounting import journal, sync
-from invoiceflow.accounting.tryton import DEFAULT_MAPPING, TrytonBooks, TrytonClient, TrytonConnection, dec
+from invoiceflow.accounting.tryton import TrytonBooks, TrytonClient, TrytonConnection, dec, mapping_section
 from invoiceflow.airflow import runtime
 from invoiceflow.collect import importing, posting
 from invoiceflow.core import audit, db
@@ -40,8 +40,8 @@ def books(tryton):  # noqa: F811
                             password=tryton.password)  # fmt: skip
 
 
-def _target(conn: TrytonConnection, mapping=DEFAULT_MAPPING) -> TrytonBooks:
-    return TrytonBooks(TrytonClient(conn), sync.Mapping_.of(mapping))
+def _target(conn: TrytonConnection, mapping=None) -> TrytonBooks:
+    return TrytonBooks(TrytonClient(conn), sync.Mapping_.of(mapping or mapping_section()))
 
 
 def _run(engine, today=date(2026, 11, 21)):
@@ -137,7 +137,7 @@ def test_the_month_in_tryton_agrees_to_the_cent_and_a_payment_booked_there_stops
     tryton,  # noqa: F811
 ):
     month = _month_with_money(engine, data_dir)
-    first = sync.push(_run(engine), _target(books), sync.Mapping_.of(DEFAULT_MAPPING))
+    first = sync.push(_run(engine), _target(books), sync.Mapping_.of(mapping_section()))
     assert first.pushed == {"customer": 3, "invoice": 4, "credit_note": 1, "payment": 1}
     assert (first.stopped, first.failed, first.waiting) == (0, 0, 0)
     assert (
@@ -197,7 +197,7 @@ def test_the_month_in_tryton_agrees_to_the_cent_and_a_payment_booked_there_stops
     # again and again: nothing doubles either way
     moves, invoices, parties = (_count(books, m) for m in ("account.move", "account.invoice", "party.party"))
     for _ in range(2):
-        again = sync.push(_run(engine), _target(books), sync.Mapping_.of(DEFAULT_MAPPING))
+        again = sync.push(_run(engine), _target(books), sync.Mapping_.of(mapping_section()))
         assert again.pushed == {}
         assert sync.pull(_run(engine), _target(books)).as_dict() == {}
     assert (_count(books, "account.move"), _count(books, "account.invoice"), _count(books, "party.party")) == (
@@ -237,7 +237,7 @@ def test_a_push_cut_between_create_and_post_is_finished_by_the_next_run_without_
     try:
         with pytest.raises(InfrastructureError):
             sync.push(
-                _run(engine), TrytonBooks(cut, sync.Mapping_.of(DEFAULT_MAPPING)), sync.Mapping_.of(DEFAULT_MAPPING)
+                _run(engine), TrytonBooks(cut, sync.Mapping_.of(mapping_section())), sync.Mapping_.of(mapping_section())
             )
     finally:
         tryton.restart()
@@ -248,7 +248,7 @@ def test_a_push_cut_between_create_and_post_is_finished_by_the_next_run_without_
     assert states == {"state": "pending", "n": 4}
     assert _count(books, "account.invoice", [("state", "=", "draft")]) == 4  # Tryton holds the drafts
 
-    again = sync.push(_run(engine), _target(books), sync.Mapping_.of(DEFAULT_MAPPING))
+    again = sync.push(_run(engine), _target(books), sync.Mapping_.of(mapping_section()))
     assert again.pushed == {"invoice": 4}
     assert _count(books, "account.invoice") == 4  # found by reference and posted, not created again
     assert _count(books, "account.invoice", [("state", "=", "posted")]) == 4
@@ -261,7 +261,7 @@ def test_an_unmapped_tax_code_stops_that_document_before_anything_of_it_is_sent(
     books,  # noqa: F811
 ):
     month = issued_month(engine, data_dir)
-    without_export = {**DEFAULT_MAPPING, "taxes": {k: v for k, v in DEFAULT_MAPPING["taxes"].items() if k != "G0"}}
+    without_export = {**mapping_section(), "taxes": {k: v for k, v in mapping_section()["taxes"].items() if k != "G0"}}
     counts = sync.push(_run(engine), _target(books, without_export), sync.Mapping_.of(without_export))
     assert counts.pushed == {"customer": 3, "invoice": 3} and counts.stopped == 1
     k2 = month["K2"]["invoice_number"]
@@ -271,7 +271,7 @@ def test_an_unmapped_tax_code_stops_that_document_before_anything_of_it_is_sent(
         assert db.scalar(conn, "SELECT state FROM accounting_sync WHERE source_id = :n", {"n": k2}) == "stopped"
     assert exc["subject_id"] == f"tryton:invoice:{k2}" and "tax code G0" in exc["detail"]
 
-    mapped = sync.push(_run(engine), _target(books), sync.Mapping_.of(DEFAULT_MAPPING))  # the mapping is fixed
+    mapped = sync.push(_run(engine), _target(books), sync.Mapping_.of(mapping_section()))  # the mapping is fixed
     assert mapped.pushed == {"invoice": 1}
     with engine.connect() as conn:
         assert db.scalar(conn, "SELECT resolved_at IS NOT NULL FROM exceptions WHERE category = 'accounting_unmapped'")
@@ -289,7 +289,7 @@ def test_the_books_say_paid_while_invoiceflow_holds_an_unapplied_bank_line_for_i
     drop_statement(data_dir, "a.xml", [txn(119000, remittance="Zahlung", name="Unknown Trading Co", bank_ref="B9")])
     importing.import_statements(runtime.run_for(engine, actor="test"))
     posting.match_and_post(runtime.run_for(engine, actor="system", run_id="night"))
-    sync.push(_run(engine), _target(books), sync.Mapping_.of(DEFAULT_MAPPING))
+    sync.push(_run(engine), _target(books), sync.Mapping_.of(mapping_section()))
     _pay_by_hand(tryton, k4["invoice_number"], "1190.00", "2026-11-22")
     pulled = sync.pull(_run(engine), _target(books))
     assert (pulled.applied, pulled.conflicts) == (0, 1)
@@ -340,7 +340,7 @@ def test_the_issued_tax_wins_where_tryton_would_round_the_half_cent_the_other_wa
         (k1,) = db.rows(conn, "SELECT invoice_number, net_amount, tax_amount FROM invoices WHERE contract_id = 'K1'")
     assert (k1["net_amount"], k1["tax_amount"]) == (175750, 33393)
 
-    counts = sync.push(_run(engine), _target(books), sync.Mapping_.of(DEFAULT_MAPPING))
+    counts = sync.push(_run(engine), _target(books), sync.Mapping_.of(mapping_section()))
     assert counts.failed == 0 and counts.pushed["invoice"] == 4
     (theirs,) = TrytonClient(books).search_read(
         "account.invoice", [("reference", "=", k1["invoice_number"])], ["tax_amount", "total_amount", "state"]
@@ -391,7 +391,7 @@ def test_a_write_off_and_an_undone_payment_reach_the_books_and_they_still_agree(
 
     month = _month_with_money(engine, data_dir)
     target = _target(books)
-    sync.push(_run(engine), target, sync.Mapping_.of(DEFAULT_MAPPING))
+    sync.push(_run(engine), target, sync.Mapping_.of(mapping_section()))
     k1 = month["K1"]["invoice_number"]
     client = TrytonClient(books)
     assert client.search_read("account.invoice", [("reference", "=", k1)], ["state"])[0]["state"] == "paid"
@@ -401,7 +401,7 @@ def test_a_write_off_and_an_undone_payment_reach_the_books_and_they_still_agree(
         payment_id = db.scalar(conn, "SELECT payment_id FROM payments")
     decisions.undo(finance, payment_id=payment_id, reason="Kessler's parent paid for another invoice")
     decisions.write_off(finance, month["K4"]["invoice_number"], 3000, reason="agreed discount", kind="other")
-    again = sync.push(_run(engine, date(2026, 11, 24)), _target(books), sync.Mapping_.of(DEFAULT_MAPPING))
+    again = sync.push(_run(engine, date(2026, 11, 24)), _target(books), sync.Mapping_.of(mapping_section()))
     assert again.pushed == {"payment_undo": 1, "write_off": 1} and again.failed == 0
     (k1_there,) = client.search_read("account.invoice", [("reference", "=", k1)], ["state", "amount_to_pay"])
     assert (k1_there["state"], dec(k1_there["amount_to_pay"])) == ("posted", Decimal("2897.65"))
@@ -423,7 +423,7 @@ def test_tryton_warns_of_invoices_dated_after_its_today_and_the_push_accepts_as_
 
     _issue(engine, data_dir, date.today() + timedelta(days=40))
     caplog.set_level("INFO", logger="invoiceflow.accounting.tryton")
-    counts = sync.push(_run(engine), _target(books), sync.Mapping_.of(DEFAULT_MAPPING))
+    counts = sync.push(_run(engine), _target(books), sync.Mapping_.of(mapping_section()))
     assert counts.pushed == {"customer": 3, "invoice": 4} and counts.failed == 0
     assert _count(books, "account.invoice", [("state", "=", "posted")]) == 4
     accepted = [r.getMessage() for r in caplog.records if "Tryton warns" in r.getMessage()]
@@ -440,7 +440,7 @@ def test_a_payment_booked_before_it_is_matched_waits_and_is_applied_once_the_acc
 ):
     """Cash from Kessler booked on its receivable first, matched with K4 a day later."""
     month = issued_month(engine, data_dir)
-    sync.push(_run(engine), _target(books), sync.Mapping_.of(DEFAULT_MAPPING))
+    sync.push(_run(engine), _target(books), sync.Mapping_.of(mapping_section()))
     run_as_accountant(
         tryton,
         """

@@ -42,33 +42,19 @@ TARGET = "tryton"
 BATCH = 20
 """Invoices per create call: one round trip for twenty (375 ms per invoice instead of 950, notes)."""
 
-DEFAULT_MAPPING: dict[str, dict[str, str]] = {
-    # invoiceflow account role (policy.yaml reconciliation.accounts) -> Tryton account code
-    "accounts": {
-        "receivables": "1.2.1",
-        "bank": "1.1.1",
-        "bank_fees": "6855",
-        "cash_discounts": "6855",
-        "fx_gain": "4840",
-        "fx_loss": "6880",
-        "write_off": "6930",
-        "unapplied_cash": "1.2.3",
-        "refunds_payable": "2.1.4",
-    },
-    # invoiceflow revenue account (policy.yaml: revenue_accounts by service code, else accounts.revenue)
-    # -> Tryton account code
-    "revenue": {"8400": "4400"},
-    # invoiceflow tax code (category and rate in percent, e.g. S19) -> Tryton tax name
-    "taxes": {"S19": "VAT 19%", "S7": "VAT 7%", "AE0": "VAT 0%", "G0": "VAT 0%", "E0": "VAT 0%"},
-    # invoiceflow journal -> Tryton journal code
-    "journals": {"sales": "REV", "bank": "BANK", "adjustments": "WO"},
-    # analytic dimension of a revenue line -> Tryton analytic root (by code); an account per project
-    # code or client id is created under it when missing
-    "analytic": {"project": "PROJECTS", "client": "CLIENTS"},
-}
-"""The Tryton side of the mapping until it moves into include/config/accounting.yaml's ``tryton:``
-section (same keys: accounts, revenue, taxes, journals, analytic). The codes fit the chart Tryton's own
-``account_template_root_en`` creates plus the accounts scripts/tryton_server.py adds."""
+
+def mapping_section(policy: Any = None, path: Any = None) -> dict[str, dict[str, str]]:
+    """The ``tryton:`` section of the mapping file (include/config/accounting.yaml), checked with the
+    rest of the file: accounts by invoiceflow role, revenue accounts, taxes by tax code, journals,
+    analytic roots. The shipped codes fit the chart Tryton's ``account_template_root_en`` creates
+    plus the accounts scripts/tryton_server.py adds; a company maps its own chart there."""
+    from invoiceflow.accounting.mapping import MappingError, load_mapping
+    from invoiceflow.core.policy import load_policy
+
+    found = load_mapping(policy or load_policy(), path)
+    if found.tryton is None:
+        raise MappingError("the mapping file has no tryton: section; the Tryton connector needs one")
+    return found.tryton.model_dump()
 
 
 @dataclass(frozen=True)

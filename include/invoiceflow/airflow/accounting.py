@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from invoiceflow.accounting import sync
-from invoiceflow.accounting.tryton import DEFAULT_MAPPING, TrytonBooks, TrytonClient, TrytonConnection
+from invoiceflow.accounting.tryton import TrytonBooks, TrytonClient, TrytonConnection, mapping_section
 from invoiceflow.airflow import runtime
 from invoiceflow.core.errors import DataError
 
@@ -51,9 +51,8 @@ def tryton_target(conn: TrytonConnection | None = None) -> TrytonBooks:
 
 
 def mapping() -> sync.Mapping_:
-    """The Tryton side of the mapping (accounting.tryton.DEFAULT_MAPPING until it moves into
-    include/config/accounting.yaml's ``tryton:`` section)."""
-    return sync.Mapping_.of(DEFAULT_MAPPING)
+    """The Tryton side of the mapping file (include/config/accounting.yaml, ``tryton:``)."""
+    return sync.Mapping_.of(mapping_section())
 
 
 def push_step(context: Mapping[str, Any]) -> dict[str, Any]:

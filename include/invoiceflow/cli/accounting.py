@@ -13,6 +13,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from invoiceflow.cli import accounting_sync
 from invoiceflow.core import settings
 from invoiceflow.core.errors import DataError
 
@@ -53,7 +54,9 @@ def cmd_beancount(args: argparse.Namespace) -> int:
 
 def add_commands(sub: Any) -> None:
     """The ``accounting`` group of ``invoiceflow``."""
-    group = sub.add_parser("accounting", help="the books for the accounting systems: DATEV, Beancount")
+    group = sub.add_parser(
+        "accounting", help="the books for the accounting systems: push and pull (Tryton), DATEV, Beancount"
+    )
     commands = group.add_subparsers(dest="accounting_command", required=True)
 
     p = commands.add_parser("datev", help="write a month's DATEV EXTF Buchungsstapel for the tax adviser")
@@ -64,3 +67,5 @@ def add_commands(sub: Any) -> None:
     p = commands.add_parser("beancount", help="write the whole journal as one Beancount file (for Fava)")
     p.add_argument("--out", help="the file (default: data/outbox/accounting/books.beancount)")
     p.set_defaults(func=cmd_beancount)
+
+    accounting_sync.add_commands(commands)  # push, pull, status: the live accounting system (Tryton)
