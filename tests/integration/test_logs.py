@@ -132,7 +132,8 @@ def test_each_step_logs_its_business_figures_and_no_account_or_address(
     # render and deliver: one client's address is refused by the mail server
     ids = [i["invoice_id"] for i in invoices.values()]
     outbox.render_invoices(runtime.run_for(engine, actor="test", policy=policy), ids)
-    assert _logged(caplog, "invoiceflow.send.outbox", "PDFs rendered for").startswith(f"PDFs rendered for {len(ids)} ")
+    rendered = _logged(caplog, "invoiceflow.send.outbox", "documents rendered for")
+    assert rendered.startswith(f"documents rendered for {len(ids)} ") and "0 failed their e-invoice rules" in rendered
     refused = clients["C1"]["email"]
     with RefusingSmtpServer({refused}) as smtp:
         monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", smtp.connection_json)
