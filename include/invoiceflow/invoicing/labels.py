@@ -46,6 +46,8 @@ _LABELS = {
     "leitweg_id": N_("Leitweg-ID"),
     # TRANSLATORS: EN 16931 BT-13, the buyer's purchase order number
     "purchase_order": N_("Your order"),
+    # TRANSLATORS: on the PDF beside an XRechnung or Peppol invoice, whose XML file is the invoice itself
+    "visual_copy": N_("Visual copy. The invoice is the {format} e-invoice (XML) sent with it."),
     "contact": N_("Contact"),
     "phone": N_("Phone"),
     # TRANSLATORS: the heading of the column of line numbers
@@ -110,6 +112,13 @@ class Labels(Mapping[str, str]):
 
     def country_name(self, code: str) -> str:
         return i18n.country_name(code, self.language)
+
+    def buyer_reference_name(self, reference: str) -> str:
+        """A German public client's routing id is a "Leitweg-ID" to everyone who handles it; any
+        other buyer reference (a business's cost centre) is just the buyer's reference."""
+        from invoiceflow.ingest.identifiers import is_leitweg_id
+
+        return self["leitweg_id" if is_leitweg_id(reference) else "buyer_reference"]
 
 
 LABELS: dict[str, Labels] = {lang: Labels(lang) for lang in i18n.languages()}

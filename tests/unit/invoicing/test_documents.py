@@ -108,10 +108,14 @@ def test_pdf_shows_both_full_addresses_the_buyers_references_and_the_sellers_con
 
 def test_buyer_reference_of_an_xrechnung_client_is_its_leitweg_id_and_unknown_references_are_left_out():
     xrechnung = sample_document(
-        language="de", buyer=BUYER, buyer_reference="04011000-12345-06", einvoice_format="xrechnung-cii"
+        language="de", buyer=BUYER, buyer_reference="04011000-12345-03", einvoice_format="xrechnung-cii"
     )
     html = render.render_invoice_html(xrechnung)
-    assert "Leitweg-ID" in html and "04011000-12345-06" in html and "Ihre Referenz" not in html
+    assert "Leitweg-ID" in html and "04011000-12345-03" in html and "Ihre Referenz" not in html
+    # a business on XRechnung routes by its own reference (a cost centre): no Leitweg-ID, so not called one
+    business = sample_document(language="de", buyer=BUYER, buyer_reference="KST-2472", einvoice_format="xrechnung-ubl")
+    html = render.render_invoice_html(business)
+    assert "Ihre Referenz" in html and "KST-2472" in html and "Leitweg-ID" not in html
     plain = _words(_text(render.render_invoice_pdf(sample_document(language="de", buyer=BUYER))))
     assert "Ihre Referenz" not in plain and "Leitweg-ID" not in plain and "Ihre Bestellnummer" not in plain
     # a seller without a contact name or phone prints what it has, without empty labels
@@ -464,3 +468,13 @@ def test_issued_invoices_show_both_addresses_references_and_lines_in_the_clients
         assert len(reader.pages) == (2 if contract_id in ("K1", "K4") else 1), contract_id
     assert "Your order" not in _words(_text(pdfs["K2"])) and "Buyer reference" not in _words(_text(pdfs["K2"]))
     assert "Ihre Bestellnummer" not in _words(_text(pdfs["K4"]))  # K4 has no purchase order
+
+
+def test_the_pdf_beside_an_xml_invoice_says_it_is_a_visual_copy():
+    for fmt, language, words in (
+        ("xrechnung-ubl", "de", "Sichtkopie. Die Rechnung ist die mitgesendete E-Rechnung im Format XRechnung (XML)."),
+        ("peppol-bis3", "en", "Visual copy. The invoice is the Peppol BIS Billing 3.0 e-invoice (XML) sent with it."),
+    ):
+        assert words in render.render_invoice_html(sample_document(language=language, einvoice_format=fmt))
+    facturx = render.render_invoice_html(sample_document(language="de"))  # the PDF is the invoice itself
+    assert "Sichtkopie" not in facturx and "visual-copy" not in facturx
