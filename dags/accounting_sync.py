@@ -12,8 +12,9 @@ from invoiceflow.airflow import defaults
 DOC = """
 # Accounting sync
 
-Runs after every nightly bank reconciliation and after every billing cycle (it is scheduled on
-their assets), against the accounting system of the Airflow connection `accounting_default`
+Runs after every nightly bank reconciliation and after invoices are issued (it is scheduled on
+their assets: every `issue` step of `billing_cycle` and `billing_events` updates
+`invoiceflow://billing/issued`), against the accounting system of the Airflow connection `accounting_default`
 (Tryton: host, port, schema = the database, login, password).
 
 1. **push**: customers (address, VAT id), then the issued invoices and credit notes as the

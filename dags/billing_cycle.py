@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pendulum
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import Param, dag, task
 
 from invoiceflow.airflow import defaults
 from invoiceflow.airflow.steps import approve_issue_send, feeds_usable, ingest_sources
@@ -71,14 +71,10 @@ def billing_cycle() -> None:
         month = context["params"]["period"] or periods.previous_month(run.today)
         return pricing.price_period(run, periods.period_of(month))["batch_id"]
 
-    @task(outlets=[Asset("invoiceflow://billing/issued")], trigger_rule="all_done")
-    def issued() -> None:
-        """The month's invoices are issued (or waited for long enough): accounting_sync books them."""
-
     # a @task call is typed as taking the function's parameter types, not the XComArg it is given
     ingested = ingest_sources()
     feeds_usable(ingested)  # type: ignore[arg-type]
-    approve_issue_send(price_invoices(ingested)) >> issued()  # type: ignore[arg-type]
+    approve_issue_send(price_invoices(ingested))  # type: ignore[arg-type]
 
 
 billing_cycle()

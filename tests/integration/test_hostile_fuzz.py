@@ -80,6 +80,9 @@ def _parse_or_refuse(data: bytes, name: str) -> None:
         assert exc.source == name and exc.where and exc.message, repr(exc)
         return
     for stmt in result:
+        if stmt.refused:  # one statement of the file refused with its reason: reported, never imported
+            assert stmt.refused.strip() and not stmt.transactions, repr(stmt)
+            continue
         assert isinstance(stmt.account_iban, str) and stmt.currency and stmt.statement_id
         for txn in stmt.transactions:
             assert isinstance(txn.amount, int) and abs(txn.amount) < 10**15

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.operators.hitl import HITLOperator
-from airflow.sdk import Context, Param, task, task_group
+from airflow.sdk import Asset, Context, Param, task, task_group
 
 from invoiceflow.core.policy import MAX_APPROVAL_ROUNDS
 
@@ -123,7 +123,11 @@ def close_reviews(_last: Any, **context: Any) -> list[int]:
     return approval.close_run(runtime.run_from_context(context))
 
 
-@task
+ISSUED = Asset("invoiceflow://billing/issued")
+"""Updated by every issue step (the billing cycle's and an event's): accounting_sync books what was issued."""
+
+
+@task(outlets=[ISSUED])
 def issue(invoice_ids: list[int], **context: Any) -> list[int]:
     from invoiceflow.airflow import runtime
     from invoiceflow.invoicing import issuing
