@@ -79,14 +79,38 @@ def test_the_demo_month_reaches_tryton_whole_and_the_books_agree_per_client(engi
     assert issued >= 15 and {"EUR", "GBP", "USD", "CHF"} <= currencies and paid >= 10  # the month it was
 
     mapping = sync.Mapping_.of(mapping_section())
-    counts = sync.push(
+    client = TrytonClient(conn)
+    fx_accounts = ["currency_exchange_credit_account", "currency_exchange_debit_account"]
+    (template,) = client.model("account.configuration", "read", [1], [*fx_accounts, "tax_rounding"])
+    assert all(template[f] for f in fx_accounts) and template["tax_rounding"] == "document"
+
+    # a company whose Tryton lacks the currency exchange accounts: the invoices Tryton needs them for
+    # fail with an error naming the setting, their payments wait, the rest goes
+    client.model("account.configuration", "write", [1], dict.fromkeys(fx_accounts))
+    first = _push(engine, conn, mapping)
+    with engine.connect() as c:
+        problems = db.rows(c, "SELECT subject_id, detail FROM exceptions WHERE category LIKE 'accounting%'")
+    assert first.failed >= 1 and first.waiting >= 1 and len(problems) == first.failed, first
+    assert all("set its Currency Exchange Credit Account (the mapping's fx_gain, '4840') and Currency Exchange "
+               "Debit Account (fx_loss, '6880')" in r["detail"] for r in problems), problems  # fmt: skip
+
+    # set, the next run posts the drafts left and the payments that waited: the whole month is in the books
+    client.model("account.configuration", "write", [1], {f: template[f] for f in fx_accounts})
+    second = _push(engine, conn, mapping)
+    with engine.connect() as c:
+        problems = db.rows(
+            c, "SELECT subject_id, detail FROM exceptions WHERE category LIKE 'accounting%' AND resolved_at IS NULL"
+        )
+    assert not problems, "\n".join(f"{r['subject_id']}: {r['detail']}" for r in problems)
+    assert second.failed == 0 and second.waiting == 0, second
+    assert first.pushed["invoice"] + second.pushed["invoice"] == issued
+    assert first.pushed["payment"] + second.pushed["payment"] == paid
+    assert tryton_balances(conn) == open_amounts(engine)
+
+
+def _push(engine, conn: TrytonConnection, mapping: sync.Mapping_) -> sync.SyncCounts:
+    return sync.push(
         runtime.run_for(engine, actor=ACTOR, run_id="sync-1", today=STATEMENT_DAY, send_mail=False),
         TrytonBooks(TrytonClient(conn), mapping),
         mapping,
     )
-    with engine.connect() as c:
-        problems = db.rows(c, "SELECT subject_id, detail FROM exceptions WHERE category LIKE 'accounting%'")
-    assert not problems, "\n".join(f"{r['subject_id']}: {r['detail']}" for r in problems)
-    assert counts.failed == 0 and counts.waiting == 0, counts
-    assert counts.pushed["invoice"] == issued and counts.pushed["payment"] == paid
-    assert tryton_balances(conn) == open_amounts(engine)
