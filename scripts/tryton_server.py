@@ -387,6 +387,15 @@ def setup_db(conf: str) -> None:
         ("6930", "Bad debts written off", expense),
     ):
         Account(name=name, code=code, type=kind.type, parent=kind.parent, company=company).save()
+    # the company's settings a foreign-currency invoice needs (Tryton refuses to post one without the
+    # currency exchange accounts: the mapping's fx_gain and fx_loss), and tax rounding per document,
+    # as invoiceflow computes (Tryton's default, set here so the template says so)
+    Configuration = Model.get("account.configuration")
+    configuration = Configuration(1)
+    (configuration.currency_exchange_credit_account,) = Account.find([("code", "=", "4840")])
+    (configuration.currency_exchange_debit_account,) = Account.find([("code", "=", "6880")])
+    configuration.tax_rounding = "document"
+    configuration.save()
     # analytic roots the mapping names per dimension; the connector adds an account per project or client
     Analytic = Model.get("analytic_account.account")
     for name in ("Projects", "Clients"):

@@ -14,7 +14,7 @@ from decimal import Decimal
 import pytest
 from support.billing_fixtures import ISSUE_DAY, issued_month
 from support.reconciliation import drop_statement, txn
-from support.tryton import run_as_accountant, tryton  # noqa: F401 (the session's server)
+from support.tryton import open_amounts, run_as_accountant, tryton, tryton_balances  # noqa: F401 (the session's server)
 
 from invoiceflow.accounting import journal, sync
 from invoiceflow.accounting.tryton import TrytonBooks, TrytonClient, TrytonConnection, dec, mapping_section
@@ -65,35 +65,6 @@ def _month_with_money(engine, data_dir):
     return month
 
 
-def _open_amounts(engine) -> dict[tuple[str, str], int]:
-    """invoiceflow's open receivable per client and currency: invoices less paid, less credit notes."""
-    with engine.connect() as conn:
-        rows = db.rows(
-            conn,
-            "SELECT client_id, currency, SUM(CASE WHEN document_type = 'invoice' THEN gross_amount - paid_amount "
-            "ELSE -gross_amount END) AS open FROM invoices WHERE invoice_number IS NOT NULL GROUP BY 1, 2",
-        )
-    return {(r["client_id"], r["currency"]): int(r["open"]) for r in rows if int(r["open"])}
-
-
-def _tryton_balances(conn: TrytonConnection) -> dict[tuple[str, str], int]:
-    """Tryton's receivable balance per customer, in the currency its lines were booked in."""
-    client = TrytonClient(conn)
-    lines = client.search_read(
-        "account.move.line",
-        [("account.type.receivable", "=", True), ("move.state", "=", "posted")],
-        ["debit", "credit", "amount_second_currency", "second_currency.code", "party.code"],
-    )
-    out: dict[tuple[str, str], Decimal] = {}
-    for ln in lines:
-        if ln.get("second_currency."):
-            key, amount = (ln["party."]["code"], ln["second_currency."]["code"]), dec(ln["amount_second_currency"])
-        else:
-            key, amount = (ln["party."]["code"], "EUR"), dec(ln["debit"]) - dec(ln["credit"])
-        out[key] = out.get(key, Decimal(0)) + amount
-    return {k: int(v * 100) for k, v in out.items() if v}
-
-
 def _count(conn: TrytonConnection, model: str, domain=()) -> int:
     return TrytonClient(conn).model(model, "search_count", list(domain))
 
@@ -141,8 +112,8 @@ def test_the_month_in_tryton_agrees_to_the_cent_and_a_payment_booked_there_stops
     assert first.pushed == {"customer": 3, "invoice": 4, "credit_note": 1, "payment": 1}
     assert (first.stopped, first.failed, first.waiting) == (0, 0, 0)
     assert (
-        _tryton_balances(books)
-        == _open_amounts(engine)
+        tryton_balances(books)
+        == open_amounts(engine)
         == {
             ("C1", "EUR"): 119000,  # K4; K1 is paid
             ("C2", "GBP"): 1200000,
@@ -192,7 +163,7 @@ def test_the_month_in_tryton_agrees_to_the_cent_and_a_payment_booked_there_stops
     assert where["target"] == "tryton" and where["state"] == "pushed" and where["external_number"].startswith("TRY-")
     assert where["pushed_at"] and where["last_pulled"]
     assert [(b["kind"], b["amount"]) for b in detail["booked"]] == [("payment", 119000)]
-    assert _tryton_balances(books) == _open_amounts(engine)
+    assert tryton_balances(books) == open_amounts(engine)
 
     # again and again: nothing doubles either way
     moves, invoices, parties = (_count(books, m) for m in ("account.move", "account.invoice", "party.party"))
@@ -207,7 +178,7 @@ def test_the_month_in_tryton_agrees_to_the_cent_and_a_payment_booked_there_stops
     )
     with engine.connect() as conn:
         assert db.scalar(conn, "SELECT COUNT(*) FROM booked_payments") == 1
-    assert _tryton_balances(books) == _open_amounts(engine)
+    assert tryton_balances(books) == open_amounts(engine)
 
 
 class _CutAfterCreate(TrytonClient):
@@ -252,7 +223,7 @@ def test_a_push_cut_between_create_and_post_is_finished_by_the_next_run_without_
     assert again.pushed == {"invoice": 4}
     assert _count(books, "account.invoice") == 4  # found by reference and posted, not created again
     assert _count(books, "account.invoice", [("state", "=", "posted")]) == 4
-    assert _tryton_balances(books) == _open_amounts(engine)
+    assert tryton_balances(books) == open_amounts(engine)
 
 
 def test_an_unmapped_tax_code_stops_that_document_before_anything_of_it_is_sent(
@@ -350,7 +321,7 @@ def test_the_issued_tax_wins_where_tryton_would_round_the_half_cent_the_other_wa
         Decimal("2091.43"),
         "posted",
     )
-    assert _tryton_balances(books) == _open_amounts(engine)
+    assert tryton_balances(books) == open_amounts(engine)
 
 
 def test_the_cli_pushes_pulls_and_says_where_the_books_stand(data_dir, books, tryton, monkeypatch, capsys):  # noqa: F811
@@ -411,7 +382,7 @@ def test_a_write_off_and_an_undone_payment_reach_the_books_and_they_still_agree(
     assert dec(k4_there["amount_to_pay"]) == Decimal("1160.00")
     moves = client.search_read("account.move", [("description", "like", "[write_off:%")], ["journal.code"])
     assert [m["journal."]["code"] for m in moves] == ["WO"]
-    assert _tryton_balances(books) == _open_amounts(engine)  # a write-off counts as settled (paid_amount)
+    assert tryton_balances(books) == open_amounts(engine)  # a write-off counts as settled (paid_amount)
 
 
 def test_tryton_warns_of_invoices_dated_after_its_today_and_the_push_accepts_as_a_person_would(

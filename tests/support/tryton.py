@@ -11,11 +11,14 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from decimal import Decimal
 from types import ModuleType
 from typing import Any
 
 import pytest
 
+from invoiceflow.accounting.tryton import TrytonClient, dec
+from invoiceflow.core import db
 from support.paths import ROOT
 
 
@@ -74,3 +77,32 @@ def run_as_accountant(server: Any, code: str, **values: Any) -> Any:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def open_amounts(engine) -> dict[tuple[str, str], int]:
+    """invoiceflow's open receivable per client and currency: invoices less paid, less credit notes."""
+    with engine.connect() as conn:
+        rows = db.rows(
+            conn,
+            "SELECT client_id, currency, SUM(CASE WHEN document_type = 'invoice' THEN gross_amount - paid_amount "
+            "ELSE -gross_amount END) AS open FROM invoices WHERE invoice_number IS NOT NULL GROUP BY 1, 2",
+        )
+    return {(r["client_id"], r["currency"]): int(r["open"]) for r in rows if int(r["open"])}
+
+
+def tryton_balances(conn: Any) -> dict[tuple[str, str], int]:
+    """Tryton's receivable balance per customer, in the currency its lines were booked in."""
+    client = TrytonClient(conn)
+    lines = client.search_read(
+        "account.move.line",
+        [("account.type.receivable", "=", True), ("move.state", "=", "posted")],
+        ["debit", "credit", "amount_second_currency", "second_currency.code", "party.code"],
+    )
+    out: dict[tuple[str, str], Decimal] = {}
+    for ln in lines:
+        if ln.get("second_currency."):
+            key, amount = (ln["party."]["code"], ln["second_currency."]["code"]), dec(ln["amount_second_currency"])
+        else:
+            key, amount = (ln["party."]["code"], "EUR"), dec(ln["debit"]) - dec(ln["credit"])
+        out[key] = out.get(key, Decimal(0)) + amount
+    return {k: int(v * 100) for k, v in out.items() if v}

@@ -28,6 +28,7 @@ import os
 import time
 import urllib.error
 import urllib.request
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -500,7 +501,7 @@ class TrytonBooks:
         drafts = [existing[d.number]["id"] for d in documents if existing[d.number]["state"] == "draft"]
         if drafts:
             self._check_totals(documents, existing, drafts)
-            self.client.model("account.invoice", "post", drafts)
+            self._post_invoices(drafts)
         posted = {
             r["id"]: r
             for r in self.client.search_read(
@@ -589,10 +590,11 @@ class TrytonBooks:
         }
 
     def _check_totals(self, documents: Sequence[Any], existing: Mapping[str, Any], drafts: Sequence[int]) -> None:
-        """Tryton's draft must say what invoiceflow issued, to the cent. Tryton rounds each tax half
-        to even, invoiceflow (and the invoice the client got) half up: where only that half cent
-        differs, the issued tax amount is written on Tryton's tax line (Tryton keeps an automatic
-        tax line whose base is unchanged). Any other difference deletes the draft: never posted."""
+        """Tryton's draft must say what invoiceflow issued, to the cent: the issued invoice is the
+        legal truth. Tryton rounds differently (half to even, and per tax *and sign of the base*,
+        so a discount line is a tax line of its own), which can put its tax a cent or so off ours:
+        that rounding difference is written on Tryton's tax line (see ``_issued_tax_amounts``). Any
+        other difference deletes the draft: never posted."""
         wanted = {existing[d.number]["id"]: d for d in documents if existing[d.number]["id"] in drafts}
         for invoice_id, d in wanted.items():
             if self._totals(invoice_id) == (d.net, d.tax):
@@ -611,13 +613,50 @@ class TrytonBooks:
         return int(dec(row["untaxed_amount"]) * 100), int(dec(row["tax_amount"]) * 100)
 
     def _issued_tax_amounts(self, invoice_id: int, d: Any) -> None:
-        ours = {(self.tax(t.tax), t.base): t.amount for t in d.taxes}
+        """Per Tryton tax: when Tryton's bases add up to ours and its amounts differ from the issued
+        tax by at most one minor unit per invoice line carrying that tax (a rounding difference),
+        the difference goes on Tryton's largest tax line for it. Tryton keeps an edited tax line as
+        long as its base is unchanged, so the posted invoice says what the client received.
+        Anything larger is left alone, and ``_check_totals`` refuses the draft."""
+        base: dict[int, int] = defaultdict(int)
+        amount: dict[int, int] = defaultdict(int)
+        for t in d.taxes:
+            base[self.tax(t.tax)] += t.base
+            amount[self.tax(t.tax)] += t.amount
+        lines = Counter(self.tax(ln.tax) for ln in d.lines)
+        theirs: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for line in self.client.search_read(
             "account.invoice.tax", [("invoice", "=", invoice_id)], ["id", "tax", "base", "amount"]
         ):
-            issued = ours.get((line["tax"], int(dec(line["base"]) * 100)))
-            if issued is not None and abs(issued - int(dec(line["amount"]) * 100)) == 1:
-                self.client.model("account.invoice.tax", "write", [line["id"]], {"amount": Decimal(issued) / 100})
+            theirs[line["tax"]].append(line)
+        for tax, rows in theirs.items():
+            if tax not in amount or sum(int(dec(r["base"]) * 100) for r in rows) != base[tax]:
+                continue
+            diff = amount[tax] - sum(int(dec(r["amount"]) * 100) for r in rows)
+            if diff == 0 or abs(diff) > lines[tax]:
+                continue
+            row = max(rows, key=lambda r: abs(dec(r["amount"])))
+            issued = int(dec(row["amount"]) * 100) + diff
+            self.client.model("account.invoice.tax", "write", [row["id"]], {"amount": Decimal(issued) / 100})
+
+    def _post_invoices(self, drafts: Sequence[int]) -> None:
+        """Post the drafts. Tryton refuses a foreign-currency invoice whose conversion leaves a
+        rounding difference when the company has no currency exchange accounts to book it on (it
+        asks only then, so most such invoices post without them): that refusal becomes an error
+        naming the setting and the mapping's accounts for it. The draft stays, and the next run
+        posts it once the setting is made."""
+        try:
+            self.client.model("account.invoice", "post", list(drafts))
+        except TrytonError as exc:
+            if "currency exchange" not in str(exc):
+                raise
+            raise TrytonError(
+                "the company in Tryton has no currency exchange accounts, which Tryton needs to post a "
+                "foreign-currency invoice whose conversion leaves a rounding difference: set its Currency "
+                f"Exchange Credit Account (the mapping's fx_gain, {self.mapping.accounts.get('fx_gain', '?')!r}) "
+                f"and Currency Exchange Debit Account (fx_loss, {self.mapping.accounts.get('fx_loss', '?')!r}) "
+                f"in Tryton's account configuration (Financial > Configuration > Configuration). {exc}"
+            ) from exc
 
     def push_entry(self, entry: Any, parties: Mapping[str, str], documents: Mapping[str, str]) -> Any:
         """A posted move in the mapped journal, found by its key in the description first; then its
