@@ -20,7 +20,7 @@ TEST_PACKAGES := chromium chromium-driver
 # pytest-xdist workers for `make test`: one per core by default (`make test TEST_WORKERS=1` runs serially).
 TEST_WORKERS ?= auto
 
-.PHONY: help install install-test airflow-config demo up books test test-fast lint lock bench bench-parse bench-scale bench-statements bench-tryton bench-workbench clean
+.PHONY: help install install-test airflow-config demo up books test test-fast lint lock bench bench-parse bench-scale bench-statements bench-tryton bench-workbench bench-documents clean
 
 help:
 	@echo "make demo    install, seed demo data, run last month's billing end to end, print the results"
@@ -34,6 +34,7 @@ help:
 	@echo "make bench   pricing, reconciliation, DAG parse time, statement parsing and the scale run; results in bench/results/"
 	@echo "make bench-parse  DAG parse time per file, results in bench/results/parse-latest.json"
 	@echo "make bench-statements  bank file parse time per 10,000 lines per format and the corpus report, bench/results/statements-latest.json"
+	@echo "make bench-documents  invoiceflow's document path against bare WeasyPrint on 20 invoices (0 to 500 entries), bench/results/documents-latest.json"
 	@echo "make bench-scale  a billing cycle on CeleryExecutor, 1 then 2 workers (SCALE_ARGS=...), bench/results/scale-latest.json"
 
 $(UV):
@@ -117,6 +118,9 @@ bench-parse: $(VENV)/.installed-test
 
 bench-statements: $(VENV)/.installed-test
 	$(BIN)/python bench/bench_statements.py
+
+bench-documents: $(VENV)/.installed-test
+	$(BIN)/python bench/bench_documents.py
 
 # The catalogue of invoice words (docs/languages.md): the English text in the code, collected into
 # the .pot, then merged into each language's .po; new or changed texts come out empty or fuzzy
