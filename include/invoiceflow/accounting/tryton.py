@@ -420,7 +420,7 @@ class TrytonBooks:
         return found
 
     def find_documents(self, numbers: Sequence[str]) -> dict[str, Any]:
-        from invoiceflow.accounting.sync import Pushed
+        from invoiceflow.accounting.sync_target import Pushed
 
         return {
             ref: Pushed(str(row["id"]), row["number"])
@@ -439,14 +439,14 @@ class TrytonBooks:
         return found
 
     def find_entries(self, keys: Sequence[str]) -> dict[str, Any]:
-        from invoiceflow.accounting.sync import Pushed
+        from invoiceflow.accounting.sync_target import Pushed
 
         return {k: Pushed(str(r["id"]), r["number"]) for k, r in self._moves(keys).items() if r["state"] == "posted"}
 
     # -- push ------------------------------------------------------------------------------------
 
     def push_customers(self, customers: Sequence[Any]) -> dict[str, Any]:
-        from invoiceflow.accounting.sync import Pushed
+        from invoiceflow.accounting.sync_target import Pushed
 
         codes = [c.client_id for c in customers]
         existing = {
@@ -485,7 +485,7 @@ class TrytonBooks:
     def push_documents(self, documents: Sequence[Any], parties: Mapping[str, str]) -> dict[str, Any]:
         """Find by reference, create what is missing in one call, check Tryton's totals against ours
         (a draft that disagrees is deleted, never posted), post the drafts in one call."""
-        from invoiceflow.accounting.sync import Pushed
+        from invoiceflow.accounting.sync_target import Pushed
 
         existing = self._invoices([d.number for d in documents])
         new = [d for d in documents if d.number not in existing]
@@ -661,7 +661,7 @@ class TrytonBooks:
     def push_entry(self, entry: Any, parties: Mapping[str, str], documents: Mapping[str, str]) -> Any:
         """A posted move in the mapped journal, found by its key in the description first; then its
         receivable lines settle the invoices they name (payment lines, reconciled when paid)."""
-        from invoiceflow.accounting.sync import Pushed
+        from invoiceflow.accounting.sync_target import Pushed
 
         existing = self._moves([entry.key]).get(entry.key)
         if existing is None:
@@ -764,7 +764,7 @@ class TrytonBooks:
         a payment (cash or statement journal), a write-off (write-off journal) or a credit note (a
         Tryton invoice that is not ours). The invoice a line settles is the one whose payment lines
         hold it, or the one it is reconciled with."""
-        from invoiceflow.accounting.sync import Pulled
+        from invoiceflow.accounting.sync_target import Pulled
 
         rows = self.client.search_read(
             "account.move.line",
