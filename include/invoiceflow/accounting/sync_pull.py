@@ -117,16 +117,7 @@ def _apply_pulled(run: Run, target: str, rec: Pulled, apply: Callable[[Run, deci
             state, detail, category = "ignored", f"{rec.detail}: not applied: {exc}", "accounting_pull_refused"
     with run.engine.begin() as conn:
         if state == "waiting":
-            audit.record_exception(
-                conn,
-                category=category,
-                subject_type="accounting_pulled",
-                subject_id=f"{target}:{rec.external_id}",
-                amount=rec.amount,
-                currency=rec.currency,
-                detail=detail,
-                run_id=run.run_id,
-            )
+            _report_pulled(conn, run, target, rec, category, detail)
             return state, detail
         db.execute(
             conn,
@@ -143,17 +134,22 @@ def _apply_pulled(run: Run, target: str, rec: Pulled, apply: Callable[[Run, deci
              "d": rec.booked_on, "s": state, "detail": detail, "now": db.now()},
         )  # fmt: skip
         if category:
-            audit.record_exception(
-                conn,
-                category=category,
-                subject_type="accounting_pulled",
-                subject_id=f"{target}:{rec.external_id}",
-                amount=rec.amount,
-                currency=rec.currency,
-                detail=detail,
-                run_id=run.run_id,
-            )
+            _report_pulled(conn, run, target, rec, category, detail)
     return state, detail
+
+
+def _report_pulled(conn: Connection, run: Run, target: str, rec: Pulled, category: str, detail: str) -> None:
+    """Put a pulled record in front of finance: an exception on ``target:external id`` with its amount."""
+    audit.record_exception(
+        conn,
+        category=category,
+        subject_type="accounting_pulled",
+        subject_id=f"{target}:{rec.external_id}",
+        amount=rec.amount,
+        currency=rec.currency,
+        detail=detail,
+        run_id=run.run_id,
+    )
 
 
 def _conflicting_line(conn: Connection, inv: Mapping[str, Any], rec: Pulled) -> dict[str, Any] | None:
