@@ -319,10 +319,13 @@ def add_commands(sub: Any) -> None:
     p = acting("refunds-export", "write the requested refunds as a SEPA credit transfer file (pain.001)")
     p.set_defaults(func=cmd_refunds_export)
 
-    p = acting("undo", "undo a payment (or --kind write-off, classification, refund)")
+    p = acting("undo", "undo a payment (or --kind write-off, classification, refund, credit-application)")
     p.add_argument("id", type=int)
     p.add_argument(
-        "--kind", choices=("payment", "write-off", "classification", "refund", "credit-application"), default="payment"
+        "--kind",
+        choices=("payment", "write-off", "classification", "refund", "credit-application", "booked"),
+        default="payment",
+        help="booked: a payment or write-off pulled from the accounting system, which is refused (reverse it there)",
     )
     p.add_argument("--reason", required=True)
     p.set_defaults(func=cmd_undo)

@@ -9,7 +9,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from support.billing_fixtures import issued_month
 from support.datev_spec import SpecError, amount, validate
@@ -334,6 +334,7 @@ def test_the_command_writes_the_month_and_names_what_it_left_out(data_dir, tmp_p
     assert "left out NWD-2026-000002" in capsys.readouterr().err
 
 
+@settings(deadline=None)  # no wall-clock limit: it failed at 386-495 ms on a shared machine at load 18-28
 @given(
     nets=st.lists(st.tuples(st.sampled_from(["8400", "8401"]), st.integers(-50_000, 10**7)), min_size=1, max_size=5),
     rate_bp=st.sampled_from([1900, 700]),

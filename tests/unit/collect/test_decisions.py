@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -549,4 +550,51 @@ def test_a_clients_credit_settles_a_later_invoice_and_the_application_can_be_und
     with engine.connect() as conn:
         assert decisions.client_credit(conn, "C1", "EUR") == 170765
     assert _balances(engine) == {"1200": 289765, "1400": -119000, "1590": -170765}
+    _chain_ok(engine)
+
+
+def test_a_payment_booked_in_the_accounting_system_is_not_undone_here_but_reversed_there(engine, month):
+    """Finance cannot undo in invoiceflow what the books hold: the refusal names the system and the
+    move to reverse, and nothing changes (invoice, journal, audit trail); applied again, as the next
+    pull would, the same line does nothing."""
+    k1 = month["K1"]
+    booked = decisions.Booked(
+        target="tryton",
+        external_id="812",
+        kind="payment",
+        invoice_number=k1["invoice_number"],
+        amount=289765,
+        currency="EUR",
+        booked_on=date(2026, 11, 20),
+        detail="Tryton move M/7 line 812 (CASH journal, counter)",
+    )
+    decisions.apply_booked(_run(engine, "accounting:tryton"), booked)
+    (b,) = _rows(engine, "SELECT * FROM booked_payments")
+    before = (
+        _invoice(engine, k1["invoice_number"]),
+        _balances(engine),
+        _rows(engine, "SELECT COUNT(*) AS n FROM audit_events"),
+    )
+    assert before[0]["status"] == "paid"
+
+    with pytest.raises(DecisionError) as refused:
+        decisions.undo(_run(engine, "farid"), booked_id=b["booked_id"], reason="booked twice", key="u-1")
+    message = str(refused.value)
+    assert "reverse it in tryton" in message and k1["invoice_number"] in message
+    assert "2897.65 EUR" in message and "812" in message and "accounting:tryton" in message
+    after = (
+        _invoice(engine, k1["invoice_number"]),
+        _balances(engine),
+        _rows(engine, "SELECT COUNT(*) AS n FROM audit_events"),
+    )
+    assert after == before
+    assert _rows(engine, "SELECT COUNT(*) AS n FROM journal_entries WHERE source_type LIKE '%undo'")[0]["n"] == 0
+    # asked again (a retry with the same key), the answer is the same refusal, not a stored success
+    with pytest.raises(DecisionError, match="reverse it in tryton"):
+        decisions.undo(_run(engine, "farid"), booked_id=b["booked_id"], reason="booked twice", key="u-1")
+    with pytest.raises(decisions.NotFoundError):
+        decisions.undo(_run(engine, "farid"), booked_id=b["booked_id"] + 1, reason="booked twice")
+
+    again = decisions.apply_booked(_run(engine, "accounting:tryton"), booked)  # the next pull, the same line
+    assert again.repeated and _invoice(engine, k1["invoice_number"]) == before[0]
     _chain_ok(engine)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 
 from support.billing_fixtures import issued_month
 from support.reconciliation import drop_statement, txn
@@ -92,3 +93,22 @@ def test_finance_decides_a_night_from_the_command_line(data_dir, capsys):
     reopened = next(e for e in open_ if e["subject_id"] == str(b1))
     assert cli.main(["resolve", str(reopened["id"]), "--note", "looked", "--as", "anna"]) == 2
     assert "still has 1190.00 EUR undecided" in capsys.readouterr().err
+
+
+def test_undo_of_a_payment_booked_in_the_accounting_system_is_refused_naming_it(data_dir, capsys):
+    from invoiceflow.collect import decisions
+
+    engine = db.engine(f"sqlite:///{data_dir / 'billing.db'}")
+    db.upgrade(engine)
+    k4 = issued_month(engine, data_dir)["K4"]
+    booked = decisions.Booked("tryton", "77", "write_off", k4["invoice_number"], 119000, "EUR", date(2026, 11, 20),
+                              "Tryton move W/3 line 77 (WO journal, agreed by phone)")  # fmt: skip
+    decisions.apply_booked(runtime.run_for(engine, actor="accounting:tryton", run_id="pull"), booked)
+    (b,) = _rows(engine, "SELECT booked_id FROM booked_payments")
+    capsys.readouterr()
+
+    undo = ["undo", str(b["booked_id"]), "--kind", "booked", "--reason", "wrong", "--as", "farid"]
+    assert cli.main(undo) == 2
+    err = capsys.readouterr().err
+    assert "write-off of 1190.00 EUR on NWD-2026-000004 was booked in tryton" in err and "reverse it in tryton" in err
+    assert _rows(engine, f"SELECT status FROM invoices WHERE invoice_id = {k4['invoice_id']}")[0]["status"] == "paid"

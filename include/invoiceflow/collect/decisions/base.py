@@ -114,6 +114,15 @@ def _lock(conn: Connection, table: str, key: str, ids: Sequence[Any]) -> list[di
     return db.rows_in(conn, f"SELECT * FROM {table} WHERE {key} IN :ids ORDER BY {key}", list(ids))
 
 
+def _locked(conn: Connection, table: str, key: str, ident: int, what: str) -> dict[str, Any]:
+    """One decision's row, locked: how an undo, an approval or a rejection opens (``NotFoundError``
+    naming the ``what`` and id when there is none)."""
+    found = _lock(conn, table, key, [ident])
+    if not found:
+        raise NotFoundError(f"{what} {ident} does not exist")
+    return found[0]
+
+
 def _stamp(value: Any) -> str:
     return value.isoformat(sep=" ", timespec="seconds") if isinstance(value, datetime) else str(value or "")
 

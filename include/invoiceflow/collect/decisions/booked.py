@@ -5,7 +5,12 @@ The accounting connector pulls it (``accounting.sync``) and applies it here, the
 other decisions are applied: one transaction, idempotent (by the target and its record's id, so a
 second pull does nothing), audited under the connector's actor (``accounting:tryton``), journaled
 at once, and the invoice's status moves, which is what stops its reminders. It is not pushed back:
-it came from the books."""
+it came from the books.
+
+Nor is it undone here (``undo(booked_id=...)`` refuses, naming the move): the accounting system
+holds it, so it is reversed there. Undone in invoiceflow alone, the two books would disagree (the
+invoice open here, paid there) and the reminders would chase money the books say came in; the
+next pull would not bring it back either, as its line is pulled once."""
 
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ from invoiceflow.collect.decisions.base import (
     Outcome,
     _invoices,
     _journal,
+    _locked,
     _money,
     _move_paid,
     _once,
@@ -156,4 +162,17 @@ def _entry(conn: Connection, run: Run, booked_id: int) -> JournalEntry:
         f"{b['kind'].replace('_', ' ')} of {b['invoice_number']} booked in {b['target']} ({b['external_id']})",
         rate,
         tuple(JournalLine.of(ln) for ln in lines),
+    )
+
+
+def refuse_undo(conn: Connection, run: Run, booked_id: int, reason: str) -> Outcome:
+    """``undo`` of a payment or write-off booked in the accounting system: refused, with where to
+    reverse it (see the module's docstring); nothing is changed, audited or journaled."""
+    b = _locked(conn, "booked_payments", "booked_id", booked_id, "booked payment")
+    number = db.scalar(conn, "SELECT invoice_number FROM invoices WHERE invoice_id = :i", {"i": b["invoice_id"]})
+    what = "payment" if b["kind"] == "payment" else "write-off"
+    raise DecisionError(
+        f"the {what} of {_money(b['amount'], b['currency'])} on {number} was booked in {b['target']} "
+        f"({b['external_id']}: {b['reason']}) and applied from there by {b['applied_by']}: reverse it in "
+        f"{b['target']}, where it was booked; invoiceflow does not undo what the accounting system holds"
     )

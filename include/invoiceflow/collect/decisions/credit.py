@@ -14,6 +14,7 @@ from invoiceflow.collect.decisions.base import (
     _invoices,
     _journal,
     _lock,
+    _locked,
     _mirror,
     _money,
     _move_paid,
@@ -162,10 +163,7 @@ def apply_credit(
 
 def _undo_refund(conn: Connection, run: Run, refund_id: int, reason: str) -> Outcome:
     _need(reason)
-    found = _lock(conn, "refunds", "refund_id", [refund_id])
-    if not found:
-        raise NotFoundError(f"refund {refund_id} does not exist")
-    r = found[0]
+    r = _locked(conn, "refunds", "refund_id", refund_id, "refund")
     if r["status"] == "cancelled":
         raise AlreadyDecided(
             f"refund {refund_id} was already cancelled by {r['cancelled_by']} at {_stamp(r['cancelled_at'])}"
@@ -187,10 +185,7 @@ def _undo_refund(conn: Connection, run: Run, refund_id: int, reason: str) -> Out
 
 def _undo_credit_application(conn: Connection, run: Run, application_id: int, reason: str) -> Outcome:
     _need(reason)
-    found = _lock(conn, "credit_applications", "application_id", [application_id])
-    if not found:
-        raise NotFoundError(f"credit application {application_id} does not exist")
-    app = found[0]
+    app = _locked(conn, "credit_applications", "application_id", application_id, "credit application")
     if app["undone_at"] is not None:
         raise AlreadyDecided(
             f"credit application {application_id} was already undone by {app['undone_by']} "

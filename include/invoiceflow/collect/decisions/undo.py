@@ -1,5 +1,7 @@
 """Undo where money moved: a payment (automatic or a person's), a write-off, a classification, a
-refund or a credit application; the invoice reopens and the journal gets the mirror entry."""
+refund or a credit application; the invoice reopens and the journal gets the mirror entry. A
+payment or write-off booked in the accounting system is not undone here: it is refused, naming the
+system to reverse it in (``booked.refuse_undo``)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from invoiceflow.collect.decisions.base import (
     _reopen_line,
     _stamp,
 )
+from invoiceflow.collect.decisions.booked import refuse_undo
 from invoiceflow.collect.decisions.credit import _undo_credit_application, _undo_refund, client_credit
 from invoiceflow.collect.decisions.learning import _forget
 from invoiceflow.collect.decisions.write_offs import _undo_write_off
@@ -35,6 +38,7 @@ def undo(
     classification_id: int | None = None,
     refund_id: int | None = None,
     credit_application_id: int | None = None,
+    booked_id: int | None = None,
     key: str | None = None,
 ) -> Outcome:
     """Undo a decision where money moved, automatic or a person's: the invoice reopens with its
@@ -46,6 +50,7 @@ def undo(
         "classification_id": classification_id,
         "refund_id": refund_id,
         "credit_application_id": credit_application_id,
+        "booked_id": booked_id,
     }
     chosen = {k: v for k, v in given.items() if v is not None}
     if len(chosen) != 1:
@@ -59,6 +64,7 @@ def undo(
         "classification_id": _undo_classification,
         "refund_id": _undo_refund,
         "credit_application_id": _undo_credit_application,
+        "booked_id": refuse_undo,
     }
     return _once(
         run, "undo", key, {**chosen, "reason": reason}, lambda conn: undoers[what](conn, run, int(ident), reason)

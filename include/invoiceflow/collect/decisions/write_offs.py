@@ -20,6 +20,7 @@ from invoiceflow.collect.decisions.base import (
     _invoices,
     _journal,
     _lock,
+    _locked,
     _mirror,
     _money,
     _move_paid,
@@ -29,7 +30,6 @@ from invoiceflow.collect.decisions.base import (
     _stamp,
 )
 from invoiceflow.core import audit, db, fx
-from invoiceflow.core.errors import NotFoundError
 from invoiceflow.core.run import Run
 
 
@@ -171,25 +171,26 @@ def reject_write_off(run: Run, write_off_id: int, *, note: str, key: str | None 
     def act(conn: Connection) -> Outcome:
         _need(note, "a note")
         _proposed(conn, write_off_id)
-        db.execute(
-            conn,
-            "UPDATE write_offs SET status = 'rejected', decided_by = :a, decided_at = :now, decision_note = :n "
-            "WHERE write_off_id = :w",
-            {"a": run.actor, "now": db.now(), "n": note, "w": write_off_id},
-        )
-        audit.record(
-            conn, entity_type="write_off", entity_id=write_off_id, action="rejected", actor=run.actor, reason=note
-        )
+        _reject(conn, run, write_off_id, note, "rejected", note)
         return Outcome("reject_write_off", f"write-off {write_off_id} rejected", {"write_off_id": write_off_id})
 
     return _once(run, "reject_write_off", key, {"write_off_id": write_off_id, "note": note}, act)
 
 
+def _reject(conn: Connection, run: Run, write_off_id: int, note: str, action: str, reason: str) -> None:
+    """A proposed write-off turned down (``rejected``) or withdrawn by an undo (``withdrawn``): the
+    row says ``rejected`` with the note either way; the audit event names which it was."""
+    db.execute(
+        conn,
+        "UPDATE write_offs SET status = 'rejected', decided_by = :a, decided_at = :now, decision_note = :n "
+        "WHERE write_off_id = :w",
+        {"a": run.actor, "now": db.now(), "n": note, "w": write_off_id},
+    )
+    audit.record(conn, entity_type="write_off", entity_id=write_off_id, action=action, actor=run.actor, reason=reason)
+
+
 def _proposed(conn: Connection, write_off_id: int) -> dict[str, Any]:
-    found = _lock(conn, "write_offs", "write_off_id", [write_off_id])
-    if not found:
-        raise NotFoundError(f"write-off {write_off_id} does not exist")
-    wo = found[0]
+    wo = _locked(conn, "write_offs", "write_off_id", write_off_id, "write-off")
     if wo["status"] != "proposed":
         raise AlreadyDecided(
             f"write-off {write_off_id} was already {wo['status']} by {wo['decided_by'] or wo['undone_by']} "
@@ -200,20 +201,9 @@ def _proposed(conn: Connection, write_off_id: int) -> dict[str, Any]:
 
 def _undo_write_off(conn: Connection, run: Run, write_off_id: int, reason: str) -> Outcome:
     _need(reason)
-    found = _lock(conn, "write_offs", "write_off_id", [write_off_id])
-    if not found:
-        raise NotFoundError(f"write-off {write_off_id} does not exist")
-    wo = found[0]
+    wo = _locked(conn, "write_offs", "write_off_id", write_off_id, "write-off")
     if wo["status"] == "proposed":  # nothing moved yet: undoing a proposal withdraws it
-        db.execute(
-            conn,
-            "UPDATE write_offs SET status = 'rejected', decided_by = :a, decided_at = :now, decision_note = :n "
-            "WHERE write_off_id = :w",
-            {"a": run.actor, "now": db.now(), "n": f"withdrawn: {reason}", "w": write_off_id},
-        )
-        audit.record(
-            conn, entity_type="write_off", entity_id=write_off_id, action="withdrawn", actor=run.actor, reason=reason
-        )
+        _reject(conn, run, write_off_id, f"withdrawn: {reason}", "withdrawn", reason)
         return Outcome("undo", f"write-off {write_off_id} withdrawn", {"write_off_id": write_off_id})
     if wo["status"] != "approved":
         raise AlreadyDecided(f"write-off {write_off_id} is {wo['status']} (by {wo['undone_by'] or wo['decided_by']})")
