@@ -155,6 +155,7 @@ class UndoBody(BaseModel):
     classification_id: int | None = None
     refund_id: int | None = None
     credit_application_id: int | None = None
+    booked_id: int | None = None  # refused: a payment pulled from the books is reversed there
 
 
 class RuleBody(BaseModel):
@@ -640,7 +641,8 @@ def _api(person_run: Callable[[Any], Run], reading: Callable[[], Any]) -> APIRou
 
     @router.post("/undo")
     def undo(body: UndoBody, user: ActorDep, key: KeyHeader = None) -> dict[str, Any]:
-        """Undo one payment, write-off, classification or refund (name exactly one)."""
+        """Undo one payment, write-off, classification, refund or credit application (name exactly one);
+        a payment booked in the accounting system (``booked_id``) is refused, naming where to reverse it."""
         ids = body.model_dump(exclude={"reason"})
         return decide(lambda: decisions.undo(person_run(user), reason=body.reason, key=person_key(user, key), **ids))
 

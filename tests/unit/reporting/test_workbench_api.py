@@ -324,6 +324,33 @@ def test_refusals_map_to_404_422_and_never_500(client, engine, month, token):
     _nothing_decided(engine)
 
 
+def test_undo_of_a_payment_booked_in_the_books_is_refused_with_where_to_reverse_it(client, engine, month, token):
+    """The API reaches the same refusal as the CLI: 422 naming the accounting system, nothing changes."""
+    from datetime import date
+
+    from invoiceflow.airflow import runtime
+    from invoiceflow.collect import decisions
+
+    k1 = month["K1"]
+    booked = decisions.Booked(
+        target="tryton",
+        external_id="77",
+        kind="payment",
+        invoice_number=k1["invoice_number"],
+        amount=_open(engine, k1["invoice_number"]),
+        currency=k1["currency"],
+        booked_on=date(2026, 11, 20),
+        detail="Tryton move M/3 line 77",
+    )
+    decisions.apply_booked(runtime.run_for(engine, actor="accounting:tryton", run_id="pull"), booked)
+    with engine.connect() as conn:
+        booked_id = db.scalar(conn, "SELECT booked_id FROM booked_payments")
+    answer = client.post(f"{API}/undo", json={"booked_id": booked_id, "reason": "twice"}, headers=_as(token, "anna"))
+    assert answer.status_code == 422, answer.text
+    assert "reverse it in tryton" in answer.json()["detail"]
+    assert _open(engine, k1["invoice_number"]) == 0
+
+
 def test_lists_and_the_openapi_document(client, engine, month, token):
     op = _as(token, "anna")
     k3 = month["K3"]
