@@ -30,7 +30,6 @@ from invoiceflow.billing.drafts import (
     first_retainer_line,
     milestone_lines,
 )
-from invoiceflow.billing.taxes import store_taxes
 from invoiceflow.core import audit, db, i18n, tallies
 from invoiceflow.core.fx import fx_rate, to_base
 from invoiceflow.core.money import format_plain, round_half_up
@@ -200,6 +199,36 @@ class _Draft:
     time_lines: list[tuple[int, DraftLine]] = field(default_factory=list)  # (line id, draft): _insert_time_lines
 
 
+@dataclass
+class _Pending:
+    """Writes of a transaction's invoices that nothing reads before it commits, sent together.
+
+    Each invoice's line quantities, tax rows and totals were three to four statements of their own:
+    at 2,000 invoices, 8,000 round trips, a quarter of pricing on PostgreSQL. Collected here, they
+    are three statements per transaction (``flush``), written before its audit events.
+    """
+
+    time_lines: list[dict[str, Any]] = field(default_factory=list)  # quantity, net and number per line
+    taxes: list[dict[str, Any]] = field(default_factory=list)  # invoice_taxes rows
+    totals: list[dict[str, Any]] = field(default_factory=list)  # per invoice: amounts and FX
+
+    def flush(self, conn: Connection) -> None:
+        db.execute_many(
+            conn,
+            "UPDATE invoice_lines SET quantity = :q, net_amount = :n, line_no = :no WHERE line_id = :l",
+            self.time_lines,
+        )
+        db.execute_many(conn, taxes.INSERT_TAX, self.taxes)
+        db.execute_many(
+            conn,
+            "UPDATE invoices SET net_amount = :net_amount, tax_amount = :tax_amount, gross_amount = :gross_amount, "
+            "fx_rate = :fx_rate, fx_rate_date = :fx_rate_date, base_gross_amount = :base_gross_amount "
+            "WHERE invoice_id = :invoice_id",
+            self.totals,
+        )
+        self.time_lines, self.taxes, self.totals = [], [], []
+
+
 INSERT_LINE = (
     "INSERT INTO invoice_lines (invoice_id, line_no, kind, description, service_code, project_code, "
     "quantity, unit, unit_price, net_amount, tax_code, tax_rate_bp) VALUES (:i, :n, :k, :d, :s, :p, "
@@ -314,15 +343,18 @@ def _finish_invoice(
     period: tuple[date, date],
     actor: str,
     rates: dict[tuple[str, date], tuple[Decimal, date | None]],
+    pending: _Pending,
 ) -> audit.Event | None:
     """Amounts from exactly what was claimed, then discount, cap, expenses, taxes and FX.
 
     ``rates`` remembers the FX rates looked up in this run, one query per currency, not per invoice.
-    Returns the invoice's ``created`` audit event for the caller to append with the others of its
-    transaction (one chain-head read for all of them); None when nothing was left to bill.
+    The time lines' amounts, the taxes and the invoice's totals go to ``pending``, which the caller
+    flushes before committing. Returns the invoice's ``created`` audit event for the caller to
+    append with the others of its transaction (one chain-head read for all of them); None when
+    nothing was left to bill.
     """
     invoice_id, contract, tax = draft.invoice_id, draft.contract, draft.tax
-    line_no, fees = _number_time_lines(conn, draft, claimed)
+    line_no, fees = _number_time_lines(conn, draft, claimed, pending)
     line_no, claimed_fees = _claim_lines(conn, draft, ("milestone", "retainer"), line_no)
     fees += claimed_fees
     adjustments, amounts, excess = _adjustments(conn, contract, invoice_id, fees)
@@ -337,8 +369,10 @@ def _finish_invoice(
 
     # every line of the invoice has its tax treatment: one rate group over the lines just written
     group = {"tax_code": tax.code, "tax_rate_bp": tax.rate_bp, "base": fees + sum(amounts) + expenses}
-    totals = store_taxes(conn, invoice_id, [group], {tax.code: tax.note})
-    fx = _record_fx(conn, policy, invoice_id, contract["currency"], totals["gross_amount"], period[1], rates)
+    tax_rows, totals = taxes.tax_rows(invoice_id, [group], {tax.code: tax.note})
+    pending.taxes += tax_rows
+    fx = _fx(conn, policy, invoice_id, contract["currency"], totals["gross_amount"], period[1], rates)
+    pending.totals.append({"invoice_id": invoice_id, **totals, **fx})
     if excess:
         _report_cap_excess(conn, contract, invoice_id, excess, period)
     return audit.Event(
@@ -357,12 +391,14 @@ def _finish_invoice(
     )
 
 
-def _number_time_lines(conn: Connection, draft: _Draft, claimed: Mapping[int, int]) -> tuple[int, int]:
+def _number_time_lines(
+    conn: Connection, draft: _Draft, claimed: Mapping[int, int], pending: _Pending
+) -> tuple[int, int]:
     """Price and number the time lines by the hours actually claimed; drop those another run billed first.
 
-    Returns the last line number and the time fees.
+    Returns the last line number and the time fees; the lines' new values go to ``pending``.
     """
-    line_no, fees, updates = 0, 0, []
+    line_no, fees = 0, 0
     for line_id, line in draft.time_lines:
         if line_id not in claimed:  # another run billed these hours first
             db.execute(conn, "DELETE FROM invoice_lines WHERE line_id = :l", {"l": line_id})
@@ -370,10 +406,7 @@ def _number_time_lines(conn: Connection, draft: _Draft, claimed: Mapping[int, in
         line_no += 1
         net = round_half_up(claimed[line_id] * line.unit_price, 100)
         fees += net
-        updates.append({"q": claimed[line_id], "n": net, "no": line_no, "l": line_id})
-    db.execute_many(
-        conn, "UPDATE invoice_lines SET quantity = :q, net_amount = :n, line_no = :no WHERE line_id = :l", updates
-    )
+        pending.time_lines.append({"q": claimed[line_id], "n": net, "no": line_no, "l": line_id})
     return line_no, fees
 
 
@@ -413,7 +446,7 @@ def _report_cap_excess(
     )
 
 
-def _record_fx(
+def _fx(
     conn: Connection,
     policy: Policy,
     invoice_id: int,
@@ -422,17 +455,13 @@ def _record_fx(
     period_end: date,
     rates: dict[tuple[str, date], tuple[Decimal, date | None]],
 ) -> dict[str, Any]:
-    """Rate and rate date on the invoice, so its base-currency value can always be explained."""
+    """Rate, rate date and base-currency gross for the invoice, so its base-currency value can always
+    be explained (the caller writes them)."""
     on = period_end - timedelta(days=1)
     if (currency, on) not in rates:
         rates[currency, on] = fx_rate(conn, policy, currency, on)
     rate, rate_date = rates[currency, on]
     base_gross = to_base(gross, currency, policy.base_currency, rate)
-    db.execute(
-        conn,
-        "UPDATE invoices SET fx_rate = :r, fx_rate_date = :d, base_gross_amount = :g WHERE invoice_id = :i",
-        {"r": str(rate), "d": rate_date, "g": base_gross, "i": invoice_id},
-    )
     if currency != policy.base_currency and rate_date is None:
         audit.record_exception(
             conn,
@@ -514,7 +543,11 @@ def price_period(run: Run, period: tuple[date, date]) -> PricedBatch:
                     opened.append(draft)
             _insert_time_lines(conn, opened)
             claimed = _claim_time(conn, policy, [line for d in opened for line in d.time_lines], period[1])
-            events = [e for d in opened if (e := _finish_invoice(conn, policy, d, claimed, period, actor, rates))]
+            pending = _Pending()
+            events = [
+                e for d in opened if (e := _finish_invoice(conn, policy, d, claimed, period, actor, rates, pending))
+            ]
+            pending.flush(conn)
             audit.record_many(conn, events)
             created += [int(e.entity_id) for e in events]
     _close_batch(engine, batch_id, created)
@@ -558,7 +591,9 @@ def price_triggers(run: Run, triggers: list[Trigger]) -> PricedBatch:
             if draft is None:
                 log.info("event %s: invoiced already", trigger.key)
                 continue
-            event = _finish_invoice(conn, policy, draft, {}, period, actor, {})
+            pending = _Pending()
+            event = _finish_invoice(conn, policy, draft, {}, period, actor, {}, pending)
+            pending.flush(conn)
             if event is not None:
                 audit.record_many(conn, [event])
                 created.append(draft.invoice_id)

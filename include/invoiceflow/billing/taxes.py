@@ -70,18 +70,31 @@ def store_taxes(
     conn: Connection, invoice_id: int, groups: list[dict[str, Any]], notes: Mapping[str, str | None]
 ) -> dict[str, int]:
     """The tax of each rate group (tax_code, tax_rate_bp, base: the sum of its line nets), stored."""
-    rows = [{**g, "tax": tax_amount(g["base"], g["tax_rate_bp"]), "note": notes.get(g["tax_code"])} for g in groups]
-    db.execute_many(
-        conn,
-        "INSERT INTO invoice_taxes (invoice_id, tax_code, tax_rate_bp, base_amount, tax_amount, exemption_reason) "
-        "VALUES (:i, :tax_code, :tax_rate_bp, :base, :tax, :note)",
-        [{**r, "i": invoice_id} for r in rows],
-    )
-    net = sum(r["base"] for r in rows)
-    tax_total = sum(r["tax"] for r in rows)
+    rows, totals = tax_rows(invoice_id, groups, notes)
+    db.execute_many(conn, INSERT_TAX, rows)
     db.execute(
         conn,
-        "UPDATE invoices SET net_amount = :n, tax_amount = :t, gross_amount = :g WHERE invoice_id = :i",
-        {"n": net, "t": tax_total, "g": net + tax_total, "i": invoice_id},
+        "UPDATE invoices SET net_amount = :net_amount, tax_amount = :tax_amount, gross_amount = :gross_amount "
+        "WHERE invoice_id = :i",
+        {**totals, "i": invoice_id},
     )
-    return {"net_amount": net, "tax_amount": tax_total, "gross_amount": net + tax_total}
+    return totals
+
+
+INSERT_TAX = (
+    "INSERT INTO invoice_taxes (invoice_id, tax_code, tax_rate_bp, base_amount, tax_amount, exemption_reason) "
+    "VALUES (:i, :tax_code, :tax_rate_bp, :base, :tax, :note)"
+)
+
+
+def tax_rows(
+    invoice_id: int, groups: list[dict[str, Any]], notes: Mapping[str, str | None]
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """The ``invoice_taxes`` rows of the rate groups (for ``INSERT_TAX``) and the invoice's totals."""
+    rows = [
+        {**g, "i": invoice_id, "tax": tax_amount(g["base"], g["tax_rate_bp"]), "note": notes.get(g["tax_code"])}
+        for g in groups
+    ]
+    net = sum(r["base"] for r in rows)
+    tax_total = sum(r["tax"] for r in rows)
+    return rows, {"net_amount": net, "tax_amount": tax_total, "gross_amount": net + tax_total}

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 from invoiceflow.core import audit, db, settings
 from invoiceflow.core.errors import DataError
 from invoiceflow.core.run import Run
-from invoiceflow.ingest import validation
+from invoiceflow.ingest import file_bytes, validation
 from invoiceflow.ingest.convert import as_datetimes, countries, load_tuples, to_records
 from invoiceflow.ingest.feeds import COLUMNS, LOAD_ORDER, OPTIONAL_COLUMNS, TARGETS, file_sha256
 from invoiceflow.ingest.sql_sources import extract_sql_source
@@ -97,7 +97,7 @@ def whole_file_checks(feed: str, path: Path, policy: Policy) -> validation.FileF
     import numpy as np
     import pandas as pd
 
-    _refuse_nul_bytes(path)
+    padded = _scan_bytes(path)
     try:
         header = list(_read_csv(path, nrows=0).columns)
         missing = [c for c in COLUMNS[feed] if c not in header]
@@ -108,7 +108,7 @@ def whole_file_checks(feed: str, path: Path, policy: Policy) -> validation.FileF
         day = ["employee_id", "work_date"] if feed == "timesheets" else []
         columns = list(dict.fromkeys([*key, *day, *(["hours"] if day else [])]))
         key_hashes, day_hashes, hours = [], [], []
-        for frame in _column_chunks(path, columns):
+        for frame in _column_chunks(path, columns, padded):
             key_hashes.append(_row_hashes(frame[key]))
             if day:
                 day_hashes.append(_row_hashes(frame[day]))
@@ -119,31 +119,34 @@ def whole_file_checks(feed: str, path: Path, policy: Policy) -> validation.FileF
         if day and day_hashes:
             per_day = pd.Series(np.concatenate(hours)).groupby(np.concatenate(day_hashes)).sum()
             over = set(per_day.index[per_day > float(policy.validation.max_hours_per_day)])
-        facts = validation.FileFacts()
+        facts = validation.FileFacts(padded=padded)
         if twice or over:  # name them exactly, from the few rows concerned
             facts = _name_the_rows(path, columns, key, day, twice, over, policy)
+            facts.padded = padded
     except _file_errors(path) as exc:
         raise _unusable(path, exc) from exc
     return facts
 
 
-def _refuse_nul_bytes(path: Path) -> None:
-    """A NUL byte is never text (PostgreSQL cannot even store it): the file is corrupt or binary."""
-    line = 1
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            at = block.find(b"\0")
-            if at >= 0:
-                line += block.count(b"\n", 0, at)
-                raise SourceFileError(
-                    f"{path}: line {line} contains a NUL byte: a binary or corrupted file, not CSV text"
-                )
-            line += block.count(b"\n")
+def _scan_bytes(path: Path) -> bool:
+    """Refuse a file with a NUL byte; return whether any of its values may need stripping
+    (``file_bytes.scan``: the reads skip the strip when none can)."""
+    facts = file_bytes.scan(path)
+    if facts.nul_line is not None:
+        raise SourceFileError(
+            f"{path}: line {facts.nul_line} contains a NUL byte: a binary or corrupted file, not CSV text"
+        )
+    return facts.padded
 
 
-def _column_chunks(path: Path, columns: list[str]) -> Iterator[pd.DataFrame]:
+def _column_chunks(path: Path, columns: list[str], strip: bool = True) -> Iterator[pd.DataFrame]:
     for frame in _read_csv(path, usecols=columns, chunksize=CHUNK_ROWS):
-        yield frame.apply(lambda c: c.str.strip())
+        yield _stripped(frame) if strip else frame
+
+
+def _stripped(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every value without the whitespace around it."""
+    return frame.apply(lambda column: column.str.strip())
 
 
 def _row_hashes(frame: pd.DataFrame) -> Any:
@@ -175,10 +178,11 @@ def _name_the_rows(
     return facts
 
 
-def read_feed_chunks(feed: str, path: Path, rows: int = CHUNK_ROWS) -> Iterator[pd.DataFrame]:
+def read_feed_chunks(feed: str, path: Path, rows: int = CHUNK_ROWS, strip: bool = True) -> Iterator[pd.DataFrame]:
     """The file in frames of ``rows`` rows: all columns as stripped text, indexed by line number.
 
-    The header is line 1. Streaming keeps the memory of a large file's load bounded.
+    The header is line 1. Streaming keeps the memory of a large file's load bounded. ``strip=False``
+    only for a file that ``whole_file_checks`` found to have no value to strip (``FileFacts.padded``).
     """
     columns = [*COLUMNS[feed], *OPTIONAL_COLUMNS.get(feed, ())]
     first_line = 2
@@ -189,7 +193,7 @@ def read_feed_chunks(feed: str, path: Path, rows: int = CHUNK_ROWS) -> Iterator[
             for column in OPTIONAL_COLUMNS.get(feed, ()):
                 if column not in chunk.columns:
                     chunk[column] = ""
-            chunk = chunk[columns].apply(lambda column: column.str.strip())
+            chunk = _stripped(chunk[columns]) if strip else chunk[columns]
             chunk.index = range(first_line, first_line + len(chunk))
             first_line += len(chunk)
             yield chunk
@@ -276,7 +280,7 @@ def _load_chunks(
     currency_of = {
         r["contract_id"]: r["currency"] for r in db.rows(conn, "SELECT contract_id, currency FROM contracts")
     }
-    for chunk in read_feed_chunks(feed, path, CHUNK_ROWS):
+    for chunk in read_feed_chunks(feed, path, CHUNK_ROWS, strip=facts.padded):
         records, findings = _check_chunk(feed, path, chunk, known, key, facts, currency_of, pages)
         changed: dict[int, list[validation.Finding]] = {}
         if replace_when:

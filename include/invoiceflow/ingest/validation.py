@@ -37,6 +37,7 @@ class FileFacts:
 
     repeated: set[str] = field(default_factory=set)  # record keys that occur more than once
     overbooked: set[str] = field(default_factory=set)  # "employee|day" above the daily hours limit
+    padded: bool = True  # a value may have whitespace around it, to strip (False: none can, see ingest.file_bytes)
 
 
 @dataclass(frozen=True)

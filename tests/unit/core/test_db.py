@@ -56,3 +56,21 @@ def test_insert_returning_returns_only_the_rows_it_inserted(engine, size):
     assert sorted(int(r["subject_id"]) for r in first) == list(range(0, size, 2))
     assert sorted((int(r["subject_id"]), r["amount"]) for r in second) == [(i, 100) for i in range(1, size, 2)]
     assert len(_stored(engine)) == size
+
+
+def test_bulk_upsert_inserts_new_keys_and_replaces_existing_ones_only_where_allowed(engine):
+    """On PostgreSQL a batch of new keys goes by a plain COPY; one with a stored key falls back to
+    the staged upsert, in the same transaction, which stores the new keys too."""
+    columns, key, when = ["code", "minor_unit", "factor"], ["code"], "currencies.minor_unit = 2"
+    with engine.begin() as conn:
+        db.bulk_upsert(conn, "currencies", columns, key, [(f"Q{i:02d}", 2, 100) for i in range(40)], when)
+        db.execute(conn, "UPDATE currencies SET minor_unit = 3 WHERE code = 'Q05'")  # may not be replaced
+    with engine.begin() as conn:  # Q00, Q05 ... Q45: some stored, some new
+        db.bulk_upsert(conn, "currencies", columns, key, [(f"Q{i:02d}", 2, 7) for i in range(0, 50, 5)], when)
+    with engine.connect() as conn:
+        stored = {
+            r["code"]: r["factor"] for r in db.rows(conn, "SELECT code, factor FROM currencies WHERE code LIKE 'Q%'")
+        }
+    assert len(stored) == 42
+    assert (stored["Q00"], stored["Q45"], stored["Q01"]) == (7, 7, 100)
+    assert stored["Q05"] == 100  # its condition did not allow the change
