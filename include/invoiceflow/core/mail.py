@@ -1,7 +1,7 @@
 """Mail transport: the outbox copy of every message, and SMTP with a point of no return.
 
 Messages are sent exactly as recorded (byte for byte), so the exactly-once bookkeeping around a
-send (``send.outbox``) knows the one moment after which a message may have left:
+send (``send.exactly_once``) knows the one moment after which a message may have left:
 ``send_smtp`` calls ``point_of_no_return`` just before the data goes. A failure before it raises
 ``DeliveryFailed`` and is safe to retry; a failure after it raises ``DeliveryUnconfirmed`` and is
 never re-sent blindly.
