@@ -42,15 +42,20 @@ def send_once(
     respect_backoff: bool = False,
     now: datetime | None = None,
     audit_extra: dict[str, object] | None = None,
+    session: mail.Session | None = None,
+    use_smtp: bool | None = None,
 ) -> str:
     """Send one e-mail at most once; return the delivery's status afterwards.
+
+    ``session`` is the chunk's shared connection (``mail.Session``), ``use_smtp`` whether a mail
+    server is configured, asked once per chunk; without them this message connects on its own.
 
     ``sent``: delivered (now or before). ``sending``: unconfirmed, left for finance. ``failed``: not
     delivered, to be tried again (``respect_backoff`` makes a sweep wait for ``next_attempt_at``).
     ``given_up``: failed ``delivery.max_attempts`` times; reported, tried only when released.
     ``busy``: another run is sending it right now (it claimed the row first); this one did nothing.
     """
-    use_smtp = run.mail.available()
+    use_smtp = run.mail.available() if use_smtp is None else use_smtp
     now = now or db.now()
     with run.engine.begin() as conn:
         claim = _claim_delivery(
@@ -65,7 +70,9 @@ def send_once(
     path = mail.write_eml(message, settings.outbox() / "mail")
     try:
         if use_smtp:
-            mail.send_smtp(message, run.mail, point_of_no_return=lambda: _mark_sending(run.engine, claim))
+            mail.send_smtp(
+                message, run.mail, point_of_no_return=lambda: _mark_sending(run.engine, claim), session=session
+            )
         else:
             _mark_sending(run.engine, claim)
     except mail.DeliverySuperseded:

@@ -10,13 +10,15 @@ here too, where the Airflow steps and the CLI find them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from email.message import EmailMessage
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Connection, Engine
 
-from invoiceflow.core import audit, db, settings, tallies
+from invoiceflow.core import audit, db, mail, settings, tallies
 from invoiceflow.core.errors import InfrastructureError
 from invoiceflow.core.policy import Policy
 from invoiceflow.core.run import Run
@@ -137,6 +139,8 @@ def deliver_invoices(run: Run, invoice_ids: list[int]) -> dict[str, int]:
     What goes out is what the client's e-invoice format stored: Factur-X the PDF; XRechnung and
     Peppol BIS the XML and the PDF beside it (by e-mail and in the portal), the XML alone to the
     Peppol access point. Every invoice is attempted; a failed delivery does not hold up the others.
+    The e-mails share one connection to the mail server (``mail.Session``), each with its own
+    exactly-once record as ``send_once`` keeps it.
     If any failed and will be retried, ``DeliveryIncomplete`` is raised at the end (Airflow retries
     the task with back-off; what was delivered stays delivered). Unconfirmed and given-up ones are
     reported, not raised.
@@ -156,23 +160,26 @@ def deliver_invoices(run: Run, invoice_ids: list[int]) -> dict[str, int]:
     }
     failed: dict[str, list[str]] = {"email": [], "peppol": []}  # invoice numbers per channel to retry
     delivered: list[int] = []
-    for invoice_id in invoice_ids:
-        with engine.begin() as conn:
-            inv, doc = _issued_for_delivery(conn, policy, invoice_id)
-        try:
-            files = stored_documents(inv)
-        except (StoredDocumentChanged, OSError) as exc:  # reported; the others go on
-            _report_undeliverable(run, inv, doc, "stored", f"cannot be delivered: {exc}")
-            counts["changed"] += 1
-            continue
-        outcome = {channel: _DELIVER[channel](run, inv, doc, files, counts) for channel in CHANNELS[inv["delivery"]]}
-        for channel, status in outcome.items():
-            if status == "failed":
-                failed[channel].append(doc.invoice_number)
-        if _delivered(outcome):
-            delivered.append(invoice_id)
-            _mark_invoice_sent(engine, invoice_id)
-    _log_delivered(run, delivered, counts, use_smtp=use_smtp)
+    with mail.Session(run.mail) as session:  # one connection for the chunk's e-mails
+        email = partial(_email_invoice, session=session, use_smtp=use_smtp)
+        deliver: dict[str, Callable[..., str]] = {**_DELIVER, "email": email}
+        for invoice_id in invoice_ids:
+            with engine.begin() as conn:
+                inv, doc = _issued_for_delivery(conn, policy, invoice_id)
+            try:
+                files = stored_documents(inv)
+            except (StoredDocumentChanged, OSError) as exc:  # reported; the others go on
+                _report_undeliverable(run, inv, doc, "stored", f"cannot be delivered: {exc}")
+                counts["changed"] += 1
+                continue
+            outcome = {channel: deliver[channel](run, inv, doc, files, counts) for channel in CHANNELS[inv["delivery"]]}
+            for channel, status in outcome.items():
+                if status == "failed":
+                    failed[channel].append(doc.invoice_number)
+            if _delivered(outcome):
+                delivered.append(invoice_id)
+                _mark_invoice_sent(engine, invoice_id)
+    _log_delivered(run, delivered, counts, use_smtp=use_smtp, connections=session.connections)
     if failed["email"] or failed["peppol"]:
         raise DeliveryIncomplete(
             "; ".join(
@@ -228,7 +235,14 @@ def _report_undeliverable(run: Run, inv: dict[str, Any], doc: InvoiceDocument, c
 
 
 def _email_invoice(
-    run: Run, inv: dict[str, Any], doc: InvoiceDocument, files: StoredDocuments, counts: dict[str, int]
+    run: Run,
+    inv: dict[str, Any],
+    doc: InvoiceDocument,
+    files: StoredDocuments,
+    counts: dict[str, int],
+    *,
+    session: mail.Session | None = None,
+    use_smtp: bool | None = None,
 ) -> str:
     """E-mail one document through ``send_once``; an unusable address is reported, not raised, so the rest go on."""
     try:
@@ -237,7 +251,15 @@ def _email_invoice(
         report_bad_address(run, inv["invoice_id"], f"{doc.invoice_number} to client {inv['client_id']}", exc)
         counts["bad_address"] += 1
         return "bad_address"
-    status = send_once(run, invoice_id=inv["invoice_id"], document="invoice", recipient=inv["email"], message=message)
+    status = send_once(
+        run,
+        invoice_id=inv["invoice_id"],
+        document="invoice",
+        recipient=inv["email"],
+        message=message,
+        session=session,
+        use_smtp=use_smtp,
+    )
     key = {"sent": "email", "sending": "unconfirmed"}.get(status, status)
     counts[key] += 1
     return status
@@ -303,14 +325,14 @@ def _peppol_invoice(
 _DELIVER = {"email": _email_invoice, "portal": _portal_invoice, "peppol": _peppol_invoice}
 
 
-def _log_delivered(run: Run, delivered: list[int], counts: dict[str, int], *, use_smtp: bool) -> None:
+def _log_delivered(run: Run, delivered: list[int], counts: dict[str, int], *, use_smtp: bool, connections: int) -> None:
     """One summary line per delivery run, with the gross of what went out, for the task log."""
     log.info(
         "delivered %s (gross): %d by e-mail (%s), %d to the portal, %d to the Peppol access point; %d unconfirmed, "
         "%d failed, %d given up, %d with an unusable address, %d whose stored file changed",
         tallies.invoices(run.engine, delivered),
         counts["email"],
-        "smtp" if use_smtp else "outbox only",
+        f"smtp, {connections} connection(s)" if use_smtp else "outbox only",
         counts["portal"],
         counts["peppol"],
         counts["unconfirmed"],
@@ -337,29 +359,33 @@ def retry_deliveries(run: Run) -> dict[str, int]:
             {"max": policy.delivery.max_attempts},
         )
     counts: dict[str, int] = {}
-    for item in due:
-        with engine.connect() as conn:
-            inv, doc = _issued_for_delivery(conn, policy, item["invoice_id"])
-        try:
-            files = stored_documents(inv)
-        except (StoredDocumentChanged, OSError) as exc:
-            _report_undeliverable(run, inv, doc, "stored", f"cannot be delivered: {exc}")
-            counts["changed"] = counts.get("changed", 0) + 1
-            continue
-        if item["channel"] == "peppol":
-            status = _peppol_invoice(run, inv, doc, files, {}, respect_backoff=True, now=now)
-        else:
-            status = send_once(
-                run,
-                invoice_id=item["invoice_id"],
-                document="invoice",
-                recipient=item["recipient"],
-                message=invoice_message(policy, doc, files.pdf, files.xml),
-                respect_backoff=True,
-                now=now,
-            )
-        counts[status] = counts.get(status, 0) + 1
-        if status == "sent":
-            _mark_invoice_sent(engine, item["invoice_id"])
+    use_smtp = run.mail.available()
+    with mail.Session(run.mail) as session:
+        for item in due:
+            with engine.connect() as conn:
+                inv, doc = _issued_for_delivery(conn, policy, item["invoice_id"])
+            try:
+                files = stored_documents(inv)
+            except (StoredDocumentChanged, OSError) as exc:
+                _report_undeliverable(run, inv, doc, "stored", f"cannot be delivered: {exc}")
+                counts["changed"] = counts.get("changed", 0) + 1
+                continue
+            if item["channel"] == "peppol":
+                status = _peppol_invoice(run, inv, doc, files, {}, respect_backoff=True, now=now)
+            else:
+                status = send_once(
+                    run,
+                    invoice_id=item["invoice_id"],
+                    document="invoice",
+                    recipient=item["recipient"],
+                    message=invoice_message(policy, doc, files.pdf, files.xml),
+                    respect_backoff=True,
+                    now=now,
+                    session=session,
+                    use_smtp=use_smtp,
+                )
+            counts[status] = counts.get(status, 0) + 1
+            if status == "sent":
+                _mark_invoice_sent(engine, item["invoice_id"])
     log.info("delivery retry sweep: %s", counts or "nothing to retry")
     return counts
