@@ -80,11 +80,12 @@ def atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def write_eml(msg: EmailMessage, folder: Path) -> Path:
-    """The message exactly as sent, named by its Message-ID; writing it twice changes nothing."""
+def write_eml(msg: EmailMessage, folder: Path, data: bytes | None = None) -> Path:
+    """The message exactly as sent, named by its Message-ID; writing it twice changes nothing.
+    ``data`` is ``msg.as_bytes()`` when the caller has it already (serialising costs as much as sending)."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{_SAFE_ID.sub('_', msg['Message-ID'].strip('<>'))}.eml"
-    data = msg.as_bytes()
+    data = msg.as_bytes() if data is None else data
     if not path.exists() or path.read_bytes() != data:
         atomic_write(path, data)
     return path
@@ -100,6 +101,7 @@ def send_smtp(
     *,
     point_of_no_return: Callable[[], None] | None = None,
     session: Session | None = None,
+    data: bytes | None = None,
 ) -> None:
     """Hand the message to the mail server, step by step, over ``session``'s connection if given
     (a delivery chunk shares one), else over a connection of its own.
@@ -109,13 +111,14 @@ def send_smtp(
     runs (the outbox records "sending"), the data goes, and only the server's reply to it confirms
     the message. A lost connection after that raises ``DeliveryUnconfirmed``: the server may have
     queued it, so it is never re-sent automatically. A clear refusal of the data is ``DeliveryFailed``.
-    A library's own send method builds a new message; ours must go out byte for byte as recorded.
+    A library's own send method builds a new message; ours must go out byte for byte as recorded
+    (``data``: ``msg.as_bytes()`` as written to the outbox, when the caller has it).
     """
     if session is not None:
-        session.send(msg, point_of_no_return=point_of_no_return)
+        session.send(msg, point_of_no_return=point_of_no_return, data=data)
         return
     with Session(server) as own:
-        own.send(msg, point_of_no_return=point_of_no_return)
+        own.send(msg, point_of_no_return=point_of_no_return, data=data)
 
 
 class Session:
@@ -166,9 +169,11 @@ class Session:
             with contextlib.suppress(Exception):
                 stack.close()
 
-    def send(self, msg: EmailMessage, *, point_of_no_return: Callable[[], None] | None = None) -> None:
+    def send(
+        self, msg: EmailMessage, *, point_of_no_return: Callable[[], None] | None = None, data: bytes | None = None
+    ) -> None:
         """One message, as ``send_smtp`` describes."""
-        data = msg.as_bytes()
+        data = msg.as_bytes() if data is None else data
         reused = self._client is not None
         try:
             client = self._go_ahead(msg, data)

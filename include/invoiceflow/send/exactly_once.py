@@ -67,11 +67,16 @@ def send_once(
         )
     if isinstance(claim, str):
         return claim
-    path = mail.write_eml(message, settings.outbox() / "mail")
+    data = message.as_bytes()  # once: the outbox copy and the SMTP data are the same bytes
+    path = mail.write_eml(message, settings.outbox() / "mail", data)
     try:
         if use_smtp:
             mail.send_smtp(
-                message, run.mail, point_of_no_return=lambda: _mark_sending(run.engine, claim), session=session
+                message,
+                run.mail,
+                point_of_no_return=lambda: _mark_sending(run.engine, claim),
+                session=session,
+                data=data,
             )
         else:
             _mark_sending(run.engine, claim)
