@@ -228,7 +228,7 @@ class Deployment:
             "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(home / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__PARALLELISM": "32",
+            "AIRFLOW__CORE__PARALLELISM": str(args.parallelism),
             "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "32",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": psycopg2,
@@ -566,6 +566,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "review_seconds": args.review_seconds,
             "executor": "CeleryExecutor",
             "review_executor": args.review_executor or "CeleryExecutor",
+            "parallelism": args.parallelism,
             "broker": "redis",
             "result_backend": "postgresql",
             "billing_db": "postgresql",
@@ -638,6 +639,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="",
         help="executor of the review tasks beside Celery, e.g. LocalExecutor (docs/operations.md, 'Review "
         "tasks'); by default they run on the Celery workers, as docker-compose.yaml deploys them",
+    )
+    parser.add_argument(
+        "--parallelism",
+        type=int,
+        default=32,
+        help="[core] parallelism: tasks in flight per executor (a LocalExecutor runs that many processes)",
     )
     parser.add_argument("--pg-url", default=os.environ.get("INVOICEFLOW_TEST_PG_URL", DEFAULT_PG))
     parser.add_argument("--redis-url", default=DEFAULT_REDIS)
