@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -109,6 +110,52 @@ def stages(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
+WORKLOAD = re.compile(r"\[([0-9a-f-]{36})\] Executing workload in Celery: .*?task_id='([^']+)'")
+FINISHED = re.compile(r"\[([0-9a-f-]{36})\] (?:succeeded in ([0-9.]+)s|raised)")
+
+
+def worker_runs(log_text: str) -> list[tuple[str, float]]:
+    """(stage, seconds) of each task run a Celery worker made, from its log: a deferred or parked
+    task (a review waiting in ``awaiting_input``) runs twice and spans its waiting time in the task
+    row, so only the worker's own account says how long a slot was busy."""
+    started = {m.group(1): m.group(2) for m in WORKLOAD.finditer(log_text)}
+    runs = []
+    for m in FINISHED.finditer(log_text):
+        if m.group(1) in started and m.group(2):
+            runs.append((stage_of(started[m.group(1)]), float(m.group(2))))
+    return runs
+
+
+def slot_usage(runs: list[tuple[str, float]], slots: int, wall: float, render_task_seconds: float) -> dict[str, Any]:
+    """Where the worker slots' time went: busy slot-seconds per stage (task runs as the workers saw
+    them), and what was left idle of ``slots x wall`` (waiting for the scheduler, or nothing to
+    run); the render floor (render task-seconds / slots) and the run's wall time against it."""
+    busy: dict[str, dict[str, float]] = defaultdict(lambda: {"runs": 0, "slot_seconds": 0.0})
+    for stage, seconds in runs:
+        busy[stage]["runs"] += 1
+        busy[stage]["slot_seconds"] += seconds
+    capacity = slots * wall
+    total = sum(b["slot_seconds"] for b in busy.values())
+    floor = render_task_seconds / slots if slots else 0.0
+    return {
+        "slots": slots,
+        "slot_seconds_available": round(capacity, 2),
+        "slot_seconds_busy": round(total, 2),
+        "slot_seconds_idle": round(capacity - total, 2),
+        "per_stage": {
+            k: {
+                "runs": int(v["runs"]),
+                "slot_seconds": round(v["slot_seconds"], 2),
+                "share_of_slots": round(v["slot_seconds"] / capacity, 3) if capacity else None,
+                "wall_equivalent_seconds": round(v["slot_seconds"] / slots, 2) if slots else None,
+            }
+            for k, v in sorted(busy.items(), key=lambda kv: -kv[1]["slot_seconds"])
+        },
+        "render_floor_seconds": round(floor, 2),
+        "wall_over_render_floor": round(wall / floor, 3) if floor else None,
+    }
+
+
 def send_span(rows: list[dict[str, Any]]) -> float:
     """Wall seconds from the first chunk task's start to the last delivery's end: the mapped part."""
     mine = [r for r in rows if stage_of(r["task_id"]) in SEND_STAGES and r["start_date"] and r["end_date"]]
@@ -181,7 +228,7 @@ class Deployment:
             "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(home / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__PARALLELISM": "32",
+            "AIRFLOW__CORE__PARALLELISM": str(args.parallelism),
             "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": "32",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": psycopg2,
@@ -213,6 +260,9 @@ class Deployment:
             "INVOICEFLOW_POLICY": str(home / "policy.yaml"),
             "GX_ANALYTICS_ENABLED": "false",
         }
+        if args.review_executor:  # the review tasks beside the workers (docs/operations.md, "Review tasks")
+            self.env["AIRFLOW__CORE__EXECUTOR"] = f"CeleryExecutor,{args.review_executor}"
+            self.env["INVOICEFLOW_REVIEW_EXECUTOR"] = args.review_executor
         (home / "plugins").mkdir(parents=True, exist_ok=True)
         (home / "logs").mkdir(parents=True, exist_ok=True)
 
@@ -250,6 +300,15 @@ class Deployment:
                 "--without-gossip",
                 "--without-mingle",
             )
+
+    def worker_runs(self) -> list[tuple[str, float]]:
+        """Every task run of every worker, (stage, seconds), from the workers' logs."""
+        return [
+            run
+            for name, _ in self.procs
+            if name.startswith("worker-")
+            for run in worker_runs((self.home / "logs" / f"{name}.log").read_text(errors="replace"))
+        ]
 
     def tasks_per_worker(self) -> dict[str, int]:
         """How many tasks each Celery worker ran, from its own log (the task rows name only the machine)."""
@@ -408,6 +467,7 @@ def run_once(args: argparse.Namespace, workers: int, inbox: Path, template_db: s
         if dep:
             dep.down()
             tasks_per_worker = dep.tasks_per_worker()
+            runs = dep.worker_runs()
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{meta_db}" WITH (FORCE)'))
             conn.execute(text(f'DROP DATABASE IF EXISTS "{billing_db}" WITH (FORCE)'))
@@ -415,6 +475,8 @@ def run_once(args: argparse.Namespace, workers: int, inbox: Path, template_db: s
     invoices = checks["issued"]["actual"]
     wall = (run["end_date"] - run["start_date"]).total_seconds()
     mapped = send_span(tasks)
+    per_stage = stages(tasks)
+    slots = workers * args.concurrency
     return {
         "workers": workers,
         "concurrency_per_worker": args.concurrency,
@@ -425,7 +487,8 @@ def run_once(args: argparse.Namespace, workers: int, inbox: Path, template_db: s
         "send_span_seconds": mapped,
         "send_invoices_per_second": round(invoices / mapped, 2) if mapped else None,
         "tasks_per_worker": tasks_per_worker,
-        "stages": stages(tasks),
+        "stages": per_stage,
+        "slot_usage": slot_usage(runs, slots, wall, per_stage.get("render", {}).get("task_seconds", 0.0)),
         "checks": checks,
         "failed_tasks": sorted(f"{t['task_id']}[{t['map_index']}]" for t in tasks if t["state"] == "failed"),
     }
@@ -502,6 +565,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "chunk_size": args.chunk_size,
             "review_seconds": args.review_seconds,
             "executor": "CeleryExecutor",
+            "review_executor": args.review_executor or "CeleryExecutor",
+            "parallelism": args.parallelism,
             "broker": "redis",
             "result_backend": "postgresql",
             "billing_db": "postgresql",
@@ -569,6 +634,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=1, help="task slots per Celery worker")
     parser.add_argument("--chunk-size", type=int, default=200, help="invoices per mapped render/deliver task")
     parser.add_argument("--review-seconds", type=int, default=5, help="response time of a review before it approves")
+    parser.add_argument(
+        "--review-executor",
+        default="",
+        help="executor of the review tasks beside Celery, e.g. LocalExecutor (docs/operations.md, 'Review "
+        "tasks'); by default they run on the Celery workers, as docker-compose.yaml deploys them",
+    )
+    parser.add_argument(
+        "--parallelism",
+        type=int,
+        default=32,
+        help="[core] parallelism: tasks in flight per executor (a LocalExecutor runs that many processes)",
+    )
     parser.add_argument("--pg-url", default=os.environ.get("INVOICEFLOW_TEST_PG_URL", DEFAULT_PG))
     parser.add_argument("--redis-url", default=DEFAULT_REDIS)
     parser.add_argument("--redis-db", type=int, default=7, help="Redis database number for the broker")
@@ -587,6 +664,14 @@ def main(argv: list[str] | None = None) -> int:
     print(table(report))
     for r in report["runs"]:
         print(f"{r['workers']} worker(s): " + ", ".join(f"{k} {v['span_seconds']} s" for k, v in r["stages"].items()))
+    for r in report["runs"]:
+        use = r["slot_usage"]
+        print(
+            f"{r['workers']} worker(s): render floor {use['render_floor_seconds']} s, wall/floor "
+            f"{use['wall_over_render_floor']}; slot-seconds busy {use['slot_seconds_busy']} of "
+            f"{use['slot_seconds_available']} (idle {use['slot_seconds_idle']}): "
+            + ", ".join(f"{k} {v['slot_seconds']} ({v['runs']} runs)" for k, v in use["per_stage"].items())
+        )
     print(f"written to {out}; all checks {'passed' if report['ok'] else 'FAILED'}")
     return 0 if report["ok"] else 1
 

@@ -119,3 +119,30 @@ def test_sending_goes_before_review_requests(dagbag, dag_id):
     reviews = [t for t in dag.tasks if t.task_id.startswith("review_invoice_")]
     assert len(send) == 4 * (1 + MAX_APPROVAL_ROUNDS) and reviews  # auto_approved, one group per round
     assert min(map(weight, send)) > max(map(weight, reviews))
+
+
+def test_review_tasks_run_on_the_executor_the_deployment_names(monkeypatch):
+    """By default every task runs on the deployment's executor; with ``INVOICEFLOW_REVIEW_EXECUTOR``
+    (and that executor listed in ``[core] executor``) the review tasks, and only they, run on it."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    def executors(dagbag) -> dict[str, set]:
+        dag = dagbag.dags["billing_cycle"]
+        reviews = {t.executor for t in dag.tasks if t.task_id.startswith("review_invoice_")}
+        others = {t.executor for t in dag.tasks if not t.task_id.startswith("review_invoice_")}
+        return {"reviews": reviews, "others": others}
+
+    monkeypatch.delenv("INVOICEFLOW_REVIEW_EXECUTOR", raising=False)
+    assert executors(DagBag(dag_folder=str(DAGS / "billing_cycle.py"))) == {"reviews": {None}, "others": {None}}
+    monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", "CeleryExecutor,LocalExecutor")
+    monkeypatch.setenv("INVOICEFLOW_REVIEW_EXECUTOR", "LocalExecutor")
+    from collections import defaultdict
+
+    from airflow.executors import executor_loader
+
+    monkeypatch.setattr(executor_loader, "_executor_names", [])  # the configured executors, read afresh
+    for cache in ("_alias_to_executors_per_team", "_module_to_executors_per_team", "_classname_to_executors_per_team"):
+        monkeypatch.setattr(executor_loader, cache, defaultdict(dict))
+    bag = DagBag(dag_folder=str(DAGS / "billing_cycle.py"))
+    assert bag.import_errors == {}
+    assert executors(bag) == {"reviews": {"LocalExecutor"}, "others": {None}}

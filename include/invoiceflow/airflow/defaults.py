@@ -112,3 +112,21 @@ def late_run_alert(dag_id: str, within: timedelta, what: str) -> DeadlineAlert |
             },
         ),
     )
+
+
+REVIEW_EXECUTOR_ENV = "INVOICEFLOW_REVIEW_EXECUTOR"
+
+
+def review_executor() -> str | None:
+    """The executor of the human-in-the-loop review tasks: ``INVOICEFLOW_REVIEW_EXECUTOR``, or the
+    deployment's default executor when unset.
+
+    A review task runs twice and briefly (it writes the request, then reads the answer) and waits
+    in between without a worker. At 5,000 invoices a round asks about 700 of them, and on Celery
+    each of those 1,400 short runs takes a worker slot that rendering needs, mostly for Airflow's
+    own task start and end. A second executor beside Celery in ``[core] executor`` (e.g.
+    ``CeleryExecutor,LocalExecutor``, the local one running on the scheduler) takes them off the
+    workers: see docs/operations.md, "Review tasks". The name must be one ``[core] executor`` lists,
+    or the DAG does not load (Airflow names the unknown executor in the import error).
+    """
+    return os.environ.get(REVIEW_EXECUTOR_ENV) or None

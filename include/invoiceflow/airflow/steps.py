@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import Asset, Context, Param, task, task_group
 
+from invoiceflow.airflow import defaults
 from invoiceflow.core.policy import MAX_APPROVAL_ROUNDS
 
 if TYPE_CHECKING:  # the DAG files import this module: the domain loads inside the tasks
@@ -196,6 +197,8 @@ def approve_issue_send(batch_id: Any) -> list[Any]:
             # before the auto-approved invoices were chunked, rendered and sent
             weight_rule="absolute",
             priority_weight=0,
+            # the deployment may run these short bookkeeping runs beside the workers, not on them
+            executor=defaults.review_executor(),
         ).expand(invoice_id=asked)
         applied = apply_decisions.override(task_id=f"apply_{n}")(asked, decisions.output)  # type: ignore[arg-type]
         ends.append(issue_and_send.override(group_id=f"approved_{n}")(applied))  # type: ignore[arg-type]

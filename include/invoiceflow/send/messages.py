@@ -2,7 +2,7 @@
 
 A message has a deterministic Message-ID and Date, its text (subject, body, attachment names) comes
 from templates in the client's language, and its addresses cannot smuggle in extra headers. How it
-travels is ``core.mail``'s; the exactly-once bookkeeping around sending is ``send.outbox``'s.
+travels is ``core.mail``'s; the exactly-once bookkeeping around sending is ``send.exactly_once``'s.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Sending over Peppol takes an access point: a certified service with an AS4 certi
 and the network. This company hands its access point a file per document and lets the access point
 look the receiver up and send it; see docs/documents-and-delivery.md for what an access point takes
 and how to connect one. The bookkeeping around it (a ``deliveries`` row, exactly once, retries) is
-``send.outbox``'s; this module only knows the folder.
+``send.exactly_once``'s; this module only knows the folder.
 
 A file appears in the folder whole or not at all: it is written under a hidden temporary name
 (``.<name>.<attempt>.part``, which no access point takes since it does not end in ``.xml``), flushed

@@ -24,7 +24,8 @@ from invoiceflow.core.run import Run
 from invoiceflow.invoicing import build
 from invoiceflow.invoicing.document import InvoiceDocument
 from invoiceflow.send import messages
-from invoiceflow.send.outbox import report_bad_address, send_once
+from invoiceflow.send.exactly_once import send_once
+from invoiceflow.send.outbox import report_bad_address
 
 log = logging.getLogger(__name__)
 

@@ -210,3 +210,81 @@ def test_a_bad_client_address_is_reported_and_the_rest_goes_on(sqlite_engine, da
     assert [m.recipients for m in smtp.messages] == [["ap@brightwater.example"]]
     (exc,) = _exceptions(sqlite_engine, "delivery_failed")
     assert month["K1"]["invoice_number"] in exc["detail"] and "not a single e-mail address" in exc["detail"]
+
+
+def _month_rendered(engine, data_dir, policy) -> list[int]:
+    ids = [inv["invoice_id"] for inv in issued_month(engine, data_dir).values()]
+    outbox.render_invoices(runtime.run_for(engine, actor="test", policy=policy), ids)
+    return ids
+
+
+def _counting_connections(monkeypatch) -> list[int]:
+    """Every connection the mail server is asked for (one per message, or one per chunk)."""
+    opened: list[int] = []
+    real = runtime.AirflowMail.connect
+
+    def connect(self):
+        opened.append(1)
+        return real(self)
+
+    monkeypatch.setattr(runtime.AirflowMail, "connect", connect)
+    return opened
+
+
+def _email_rows(engine) -> list[dict]:
+    with engine.connect() as conn:
+        return db.rows(conn, "SELECT * FROM deliveries WHERE channel = 'email' ORDER BY delivery_id")
+
+
+def _sent_events(engine) -> list[dict]:
+    with engine.connect() as conn:
+        return db.rows(conn, "SELECT * FROM audit_events WHERE action = 'sent' AND after_state LIKE '%smtp%'")
+
+
+def test_a_chunk_shares_one_connection_and_records_each_message(sqlite_engine, data_dir, smtp, tmp_path, monkeypatch):
+    """The month's three e-mails go over one connection; each has its own row, claim and audit event."""
+    policy = load_policy().model_copy(update={"delivery": Delivery(portal_url=(tmp_path / "portal").as_uri())})
+    ids = _month_rendered(sqlite_engine, data_dir, policy)
+    opened = _counting_connections(monkeypatch)
+    counts = outbox.deliver_invoices(runtime.run_for(sqlite_engine, actor="test", policy=policy), ids)
+    assert counts["email"] == 3 and len(smtp.messages) == 3 and len(opened) == 1
+    rows = _email_rows(sqlite_engine)
+    assert [(r["status"], r["attempts"]) for r in rows] == [("sent", 1)] * 3
+    assert {m.message["Message-ID"] for m in smtp.messages} == {r["message_id"] for r in rows}
+    assert len(_sent_events(sqlite_engine)) == 3
+    outbox.deliver_invoices(runtime.run_for(sqlite_engine, actor="test", policy=policy), ids)
+    assert len(smtp.messages) == 3  # a second run sends nothing
+
+
+def test_a_connection_dropped_before_the_data_mid_chunk_is_replaced(
+    sqlite_engine, data_dir, smtp, tmp_path, monkeypatch
+):
+    """The server drops the shared connection at the second message's MAIL FROM (an idle timeout, a
+    limit per connection): nothing of it was sent, so it goes on a new connection, once."""
+    policy = load_policy().model_copy(update={"delivery": Delivery(portal_url=(tmp_path / "portal").as_uri())})
+    ids = _month_rendered(sqlite_engine, data_dir, policy)
+    opened = _counting_connections(monkeypatch)
+    smtp.kill_at("mail", times=1, after=1)
+    counts = outbox.deliver_invoices(runtime.run_for(sqlite_engine, actor="test", policy=policy), ids)
+    assert counts["email"] == 3 and counts["failed"] == 0 and len(opened) == 2
+    assert sorted(m.message["Message-ID"] for m in smtp.messages) == sorted(
+        r["message_id"] for r in _email_rows(sqlite_engine)
+    )
+    assert [(r["status"], r["attempts"]) for r in _email_rows(sqlite_engine)] == [("sent", 1)] * 3
+
+
+def test_a_connection_dropped_after_the_data_mid_chunk_is_unconfirmed_and_the_rest_go_on(
+    sqlite_engine, data_dir, smtp, tmp_path, monkeypatch
+):
+    """The shared connection dies after the second message's data: that one is ``sending`` and
+    never re-sent; the third goes on a new connection; a re-run sends nothing twice."""
+    policy = load_policy().model_copy(update={"delivery": Delivery(portal_url=(tmp_path / "portal").as_uri())})
+    ids = _month_rendered(sqlite_engine, data_dir, policy)
+    opened = _counting_connections(monkeypatch)
+    smtp.kill_at("after_data", times=1, after=1)
+    counts = outbox.deliver_invoices(runtime.run_for(sqlite_engine, actor="test", policy=policy), ids)
+    assert counts["email"] == 2 and counts["unconfirmed"] == 1 and len(opened) == 2
+    statuses = [r["status"] for r in _email_rows(sqlite_engine)]
+    assert sorted(statuses) == ["sending", "sent", "sent"] and len(smtp.messages) == 3  # the server queued it
+    outbox.deliver_invoices(runtime.run_for(sqlite_engine, actor="test", policy=policy), ids)
+    assert len(smtp.messages) == 3 and len(_exceptions(sqlite_engine, "delivery_unconfirmed")) == 1

@@ -12,7 +12,7 @@ from invoiceflow.airflow import runtime
 from invoiceflow.core import db
 from invoiceflow.core.policy import Delivery, load_policy
 from invoiceflow.invoicing import build
-from invoiceflow.send import outbox, peppol
+from invoiceflow.send import exactly_once, outbox, peppol
 
 XML = b'<?xml version="1.0"?>\n<Invoice xmlns="urn:oasis:names:specification:ubl:schema:xsd:Invoice-2"/>\n'
 PARTICIPANT = "0009:21690123100011"
@@ -134,14 +134,14 @@ def _killed(*args, **kwargs):
 def test_killed_after_the_rename_is_recorded_not_repeated(engine, k3, tmp_path, monkeypatch):
     folder = tmp_path / "access-point"
     policy = _policy(folder)
-    real = outbox._record_sent
+    real = exactly_once._record_sent
     with monkeypatch.context() as patch:
-        patch.setattr(outbox, "_record_sent", _killed)
+        patch.setattr(exactly_once, "_record_sent", _killed)
         with pytest.raises(SystemExit):
             _hand_off(engine, policy, k3)
     handed = folder / f"{k3[1].invoice_number}.xml"
     written_at = handed.stat().st_mtime_ns
-    assert outbox._record_sent is real and _row(engine, k3[0])["status"] == "sending"
+    assert exactly_once._record_sent is real and _row(engine, k3[0])["status"] == "sending"
 
     assert _hand_off(engine, policy, k3) == "sent"
     assert handed.stat().st_mtime_ns == written_at and list(folder.iterdir()) == [handed]  # not written again
@@ -155,7 +155,7 @@ def test_taken_before_it_was_recorded_is_put_in_front_of_finance(engine, k3, tmp
     folder = tmp_path / "access-point"
     policy = _policy(folder)
     with monkeypatch.context() as patch:
-        patch.setattr(outbox, "_record_sent", _killed)
+        patch.setattr(exactly_once, "_record_sent", _killed)
         with pytest.raises(SystemExit):
             _hand_off(engine, policy, k3)
     (folder / f"{k3[1].invoice_number}.xml").unlink()  # the access point took it
