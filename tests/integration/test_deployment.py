@@ -193,8 +193,12 @@ def check_executor(compose: Compose) -> list[str]:
     services = compose["services"]
     for name, svc in airflow_services(compose).items():
         env = environment(svc)
-        if env.get("AIRFLOW__CORE__EXECUTOR") != "CeleryExecutor":
-            problems.append(f"{name}: executor is {env.get('AIRFLOW__CORE__EXECUTOR')!r}, not CeleryExecutor")
+        executors = [e.strip() for e in str(env.get("AIRFLOW__CORE__EXECUTOR", "")).split(",")]
+        if executors[0] != "CeleryExecutor":
+            problems.append(f"{name}: executor is {env.get('AIRFLOW__CORE__EXECUTOR')!r}, not CeleryExecutor first")
+        review = env.get("INVOICEFLOW_REVIEW_EXECUTOR")
+        if review and review not in executors:
+            problems.append(f"{name}: the review executor {review!r} is not in [core] executor {executors}")
         broker = env.get("AIRFLOW__CELERY__BROKER_URL", "")
         m = re.match(r"redis://[^@]*@?([^:/]+)", broker)
         if not m or m.group(1) not in services or not services[m.group(1)]["image"].startswith("redis:"):
@@ -351,6 +355,11 @@ BREAKAGES: list[tuple[str, Callable[[Compose], None], Callable[[Compose], list[s
     (
         "local executor",
         lambda c: c["services"]["airflow-worker"]["environment"].update(AIRFLOW__CORE__EXECUTOR="LocalExecutor"),
+        check_executor,
+    ),
+    (
+        "reviews on an executor not listed",
+        lambda c: c["services"]["airflow-scheduler"]["environment"].update(AIRFLOW__CORE__EXECUTOR="CeleryExecutor"),
         check_executor,
     ),
     (
