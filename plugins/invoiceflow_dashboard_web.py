@@ -28,9 +28,10 @@ from fastapi import Depends, FastAPI, Form, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from sqlalchemy import Engine
 
-from invoiceflow.core import settings
+from invoiceflow.core import db, settings
 from invoiceflow.core.money import format_plain
 from invoiceflow.core.run import Run
+from invoiceflow.core.statuses import InvoiceStatus
 from invoiceflow.reporting import dashboard
 from invoiceflow.send import disputes
 
@@ -326,6 +327,25 @@ def create_app(
         name = f"{detail['invoice']['invoice_number'] or invoice_id}.pdf"
         return FileResponse(
             detail["pdf"], media_type="application/pdf", filename=name, content_disposition_type="inline"
+        )
+
+    @app.get("/invoices/{invoice_id}/preview")
+    def invoice_preview(invoice_id: int, user: UserDep) -> Response:
+        """A draft's PDF as its approvers see it, rendered on request (the review's link): only
+        drafts, since an issued invoice has its one stored PDF (``/pdf``)."""
+        from invoiceflow.invoicing import review
+
+        with engine().connect() as conn:
+            status = db.scalar(conn, "SELECT status FROM invoices WHERE invoice_id = :i", {"i": invoice_id})
+        if status is None:
+            raise HTTPException(status_code=404, detail=f"invoice {invoice_id} does not exist")
+        if status not in (InvoiceStatus.DRAFT, InvoiceStatus.AWAITING_APPROVAL, InvoiceStatus.APPROVED):
+            raise HTTPException(status_code=404, detail=f"invoice {invoice_id} is {status}: see its PDF, not a preview")
+        pdf = review.preview_pdf(engine(), _default_policy(), invoice_id)
+        return Response(
+            pdf,
+            media_type="application/pdf",
+            headers={"Content-Disposition": f'inline; filename="draft-{invoice_id}.pdf"', "Cache-Control": "no-store"},
         )
 
     @app.get("/reports/{name}")

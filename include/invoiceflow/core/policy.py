@@ -162,7 +162,9 @@ class Approval(_Strict):
     approvers: dict[str, list[Approver]] = Field(description="approver groups: Airflow users who may decide")
     email_requests: bool = Field(False, description="also e-mail each first request; escalations are always e-mailed")
     preview_url: str = Field(
-        "file://{path}", description="link to a draft's PDF preview; {path} and {invoice_id} are filled in"
+        "/invoiceflow/invoices/{invoice_id}/preview",
+        description="link to a draft's PDF preview: the dashboard's, rendered when opened; with {path} "
+        "(e.g. file://{path}) the PDF is rendered when the request is made and {path} is its file",
     )
 
     @model_validator(mode="after")

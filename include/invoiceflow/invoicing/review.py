@@ -77,22 +77,35 @@ def review_request(engine: Engine, policy: Policy, invoice_id: int, step: Mappin
 
 
 def _preview(engine: Engine, policy: Policy, invoice_id: int) -> str | None:
-    """Render the draft's PDF (marked DRAFT, no number) for the approver; a link to it, or None."""
-    from invoiceflow.invoicing import render
+    """A link to the draft's PDF (marked DRAFT, no number) for the approver, or None.
 
-    folder = settings.outbox() / "preview"
-    path = folder / f"draft-{invoice_id}.pdf"
+    By default the link is the dashboard's, which renders the draft when the approver opens it:
+    rendered here, a round of 700 requests would render 700 PDFs in one task before anybody is
+    asked, most of them never opened. A ``preview_url`` with ``{path}`` (a deployment without the
+    dashboard, a shared folder) gets the file rendered now, as before.
+    """
+    url = policy.approval.preview_url
+    if "{path}" not in url:
+        return url.format(invoice_id=invoice_id)
+    path = settings.outbox() / "preview" / f"draft-{invoice_id}.pdf"
     try:
-        with engine.connect() as conn:
-            doc = build.invoice_document(conn, policy, invoice_id, preview=True)
-        folder.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(render.render_invoice_pdf(doc))
+        tmp.write_bytes(preview_pdf(engine, policy, invoice_id))
         tmp.replace(path)
     except Exception:  # a preview is a convenience: the request goes out without it
         log.exception("no PDF preview for invoice draft %d", invoice_id)
         return None
-    return policy.approval.preview_url.format(path=path, invoice_id=invoice_id)
+    return url.format(path=path, invoice_id=invoice_id)
+
+
+def preview_pdf(engine: Engine, policy: Policy, invoice_id: int) -> bytes:
+    """The PDF of an invoice not yet issued, marked DRAFT and without a number, as approvers see it."""
+    from invoiceflow.invoicing import render
+
+    with engine.connect() as conn:
+        doc = build.invoice_document(conn, policy, invoice_id, preview=True)
+    return render.render_invoice_pdf(doc)
 
 
 def open_requests(run: Run, link: Any = None) -> list[int]:

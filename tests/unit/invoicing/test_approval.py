@@ -110,15 +110,26 @@ def test_request_shows_summary_lines_reason_and_a_pdf_preview(engine, tmp_path, 
         and "| 1 | Milestone: Phase 1: discovery (completed 10 Oct 2026) | 1 | 12000.00 |" in body
     )
     assert "auto-approval limit" in body and "Step 1 of 2, tier **director**" in body
-    preview = data_dir / "outbox" / "preview" / f"draft-{ids['K2']}.pdf"
-    assert f"[Preview the PDF](file://{preview})" in body
-    from pypdf import PdfReader
-
-    text = "".join(p.extract_text() for p in PdfReader(preview).pages)
-    assert f"DRAFT-{ids['K2']}" in text  # a preview, not a numbered invoice
+    # the dashboard renders the draft when the approver opens the link: nothing is rendered now
+    assert f"[Preview the PDF](/invoiceflow/invoices/{ids['K2']}/preview)" in body
+    assert not (data_dir / "outbox" / "preview").exists()
     # with email_requests the approvers get each request by e-mail (no SMTP here: the outbox copy)
     mails = list((data_dir / "outbox" / "approvals").glob("*.eml"))
     assert any("anna.berger@" in m.read_text() and "http://x/" in m.read_text() for m in mails)
+
+
+def test_a_preview_url_with_a_path_renders_the_draft_when_asked(engine, tmp_path, priced, data_dir):
+    """Without the dashboard (``file://{path}``) the draft's PDF is rendered with the request, marked DRAFT."""
+    from pypdf import PdfReader
+
+    policy = load_policy(_policy_file(tmp_path, lambda raw: raw["approval"].update(preview_url="file://{path}")))
+    batch, ids = priced
+    approval.route(runtime.run_for(engine, actor="test", policy=policy), batch)
+    body = _ask(engine, policy)[ids["K2"]]["body"]
+    preview = data_dir / "outbox" / "preview" / f"draft-{ids['K2']}.pdf"
+    assert f"[Preview the PDF](file://{preview})" in body
+    text = "".join(p.extract_text() for p in PdfReader(preview).pages)
+    assert f"DRAFT-{ids['K2']}" in text  # a preview, not a numbered invoice
 
 
 def test_a_review_task_reads_only_what_its_own_run_asked(engine, policy, priced):

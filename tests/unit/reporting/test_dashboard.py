@@ -8,6 +8,7 @@ test Airflow home, which has no runs: the browser test (test_dashboard_browser.p
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -269,6 +270,51 @@ def test_invoice_page_shows_lines_sources_pdf_delivery_payments_and_audit(client
     paid = client.get(f"/invoices/{k4['invoice_id']}").text
     assert "reference_and_amount" in paid and "Only an issued invoice that is not paid" in paid
     assert client.get("/invoices/999999").status_code == 404
+
+
+def test_a_drafts_preview_is_rendered_when_opened_and_an_issued_invoice_has_none(client, auth, engine, month):
+    """The review request links here: the draft's PDF, marked DRAFT, rendered on request (a copy of
+    K1 as a draft stands in for one)."""
+    from pypdf import PdfReader
+
+    k1 = month["K1"]
+    columns = (
+        "batch_id, contract_id, client_id, billing_type, period_start, period_end, currency, net_amount, "
+        "tax_amount, gross_amount, base_currency, fx_rate, base_gross_amount, created_at"
+    )
+    line_columns = (
+        "line_no, kind, description, service_code, project_code, quantity, unit, unit_price, net_amount, "
+        "tax_code, tax_rate_bp"
+    )
+    with engine.begin() as conn:
+        draft = db.scalar(
+            conn,
+            f"INSERT INTO invoices ({columns}, trigger_key, status) SELECT {columns}, 'preview-test', 'draft' "
+            "FROM invoices WHERE invoice_id = :i RETURNING invoice_id",
+            {"i": k1["invoice_id"]},
+        )
+        db.execute(
+            conn,
+            f"INSERT INTO invoice_lines (invoice_id, {line_columns}) SELECT :d, {line_columns} FROM invoice_lines "
+            "WHERE invoice_id = :i",
+            {"d": draft, "i": k1["invoice_id"]},
+        )
+        taxes = "tax_code, tax_rate_bp, base_amount, tax_amount, exemption_reason"
+        db.execute(
+            conn,
+            f"INSERT INTO invoice_taxes (invoice_id, {taxes}) "
+            f"SELECT :d, {taxes} FROM invoice_taxes WHERE invoice_id = :i",
+            {"d": draft, "i": k1["invoice_id"]},
+        )
+    assert client.get(f"/invoices/{draft}/preview").status_code == 303  # not logged in: to the login
+    _login(client, auth)
+    pdf = client.get(f"/invoices/{draft}/preview")
+    assert pdf.status_code == 200 and pdf.headers["content-type"] == "application/pdf"
+    text = "".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf.content)).pages)
+    assert f"DRAFT-{draft}" in text
+    issued = client.get(f"/invoices/{k1['invoice_id']}/preview")
+    assert issued.status_code == 404 and "see its PDF" in unescape(issued.text)
+    assert client.get("/invoices/999999/preview").status_code == 404
 
 
 # Disputes -----------------------------------------------------------------------------------------
