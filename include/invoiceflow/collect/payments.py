@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection
@@ -26,8 +26,14 @@ class Postings:
     the last lock the transaction takes, as with every other writer (rows first, chain last).
     """
 
-    def __init__(self, conn: Connection, actor: str) -> None:
+    def __init__(self, conn: Connection, actor: str, stamp: Mapping[str, Any] | None = None) -> None:
+        """``stamp``: columns set on each bank line this settles in the same statement as its status
+        (the nightly run's ``decided_by`` and ``decided_at``): a second update of the same rows
+        would write every line twice, with a new row version and index entries each time on
+        PostgreSQL."""
         self.conn, self.actor = conn, actor
+        self._stamp = dict(stamp or {})
+        self.stamped: set[int] = set()  # bank lines whose status went out with the stamp
         self._invoices: dict[int, dict[str, Any]] = {}
         self._dirty: set[int] = set()
         self._queued: list[dict[str, Any]] = []
@@ -95,8 +101,11 @@ class Postings:
         ):
             self.flush()
 
-    def reverse(self, payment_id: int, txn: Mapping[str, Any], reason: str) -> None:
-        """A returned payment: its allocations come off the invoices, which reopen; the payment stays, marked."""
+    def reverse(self, payment_id: int, txn: Mapping[str, Any], reason: str) -> list[dict[str, Any]] | None:
+        """A returned payment: its allocations come off the invoices, which reopen; the payment stays, marked.
+
+        Returns the allocations it took off (the caller reopens them in its own view without
+        reading them again), or None when the payment was already returned."""
         changed = db.execute(
             self.conn,
             "UPDATE payments SET reversed_by_txn_id = :t, reversed_at = :now WHERE payment_id = :p "
@@ -104,7 +113,7 @@ class Postings:
             {"t": txn["txn_id"], "now": db.now(), "p": payment_id},
         )
         if changed != 1:
-            return
+            return None
         allocs = db.rows(
             self.conn, "SELECT invoice_id, amount FROM allocations WHERE payment_id = :p", {"p": payment_id}
         )
@@ -117,6 +126,7 @@ class Postings:
             )
         )
         self._settled.append(txn["txn_id"])
+        return allocs
 
     def undo(self, payment_id: int, reason: str) -> bool:
         """A person undoes a posting: its allocations come off the invoices, which reopen; the
@@ -151,14 +161,20 @@ class Postings:
         )
         self._dirty.clear()
         db.update_many(
-            self.conn, "bank_transactions", "txn_id", [{"txn_id": t, "match_status": "matched"} for t in self._settled]
+            self.conn,
+            "bank_transactions",
+            "txn_id",
+            [{"txn_id": t, "match_status": "matched", **self._stamp} for t in self._settled],
         )
+        if self._stamp:
+            self.stamped.update(self._settled)
         self._settled.clear()
 
-    def finish(self) -> None:
-        """Flush, then append the chunk's audit events in the order of the changes (one chain head read)."""
+    def finish(self, after: Sequence[audit.Event] = ()) -> None:
+        """Flush, then append the chunk's audit events in the order of the changes, and ``after``
+        (the caller's own events of the same transaction) behind them: one chain head read."""
         self.flush()
-        events, self._events = self._events, []
+        events, self._events = [*self._events, *after], []
         audit.record_many(self.conn, events)
 
     def _write_payments(self, queued: list[dict[str, Any]]) -> None:
@@ -277,6 +293,9 @@ def post_payment(
     postings.post(txn, client_id, allocations, adjustments or [], rule, confidence)
 
 
-def reverse_payment(postings: Postings, payment_id: int, txn: Mapping[str, Any], reason: str) -> None:
-    """A returned payment: its allocations come off the invoices, which reopen; the payment stays, marked."""
-    postings.reverse(payment_id, txn, reason)
+def reverse_payment(
+    postings: Postings, payment_id: int, txn: Mapping[str, Any], reason: str
+) -> list[dict[str, Any]] | None:
+    """A returned payment: its allocations come off the invoices, which reopen; the payment stays, marked.
+    Returns the allocations taken off, None when the payment was already returned."""
+    return postings.reverse(payment_id, txn, reason)
