@@ -154,7 +154,9 @@ def test_each_line_is_written_once_with_who_decided_it_and_a_return_reads_its_al
     writes = [s for s in statements if "UPDATE bank_transactions SET" in s and "match_status = match_status" not in s]
     assert writes
     assert all("match_status" in s and "decided_by" in s and "decided_at" in s for s in writes), writes
-    assert sum("FROM allocations WHERE payment_id" in s for s in statements) == 1  # the night's one return
+    returns = [s for s in statements if "FROM allocations a WHERE a.payment_id" in s]
+    assert len(returns) == 1 and "FROM deliveries" in returns[0]  # the night's one return, one read
+    assert not any("FROM allocations WHERE payment_id" in s or "COUNT(*) FROM deliveries" in s for s in statements)
     with engine.connect() as conn:
         assert db.rows(conn, "SELECT DISTINCT decided_by FROM bank_transactions") == [{"decided_by": "system"}]
         assert db.scalar(conn, "SELECT COUNT(*) FROM bank_transactions WHERE decided_at IS NULL") == 0
