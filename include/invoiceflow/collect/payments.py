@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection
@@ -13,6 +13,14 @@ from invoiceflow.core.statuses import payment_status
 _INVOICE_STATE = (
     "SELECT invoice_id, status, gross_amount, credited_amount, paid_amount FROM invoices WHERE invoice_id IN :ids"
 )
+
+
+_ALLOCATIONS_OF = (
+    "SELECT a.invoice_id, a.amount, EXISTS (SELECT 1 FROM deliveries d WHERE d.invoice_id = a.invoice_id "
+    "AND d.status = 'sent') AS delivered FROM allocations a WHERE a.payment_id = :p"
+)
+"""A payment's allocations, each with whether its invoice was delivered (where it goes back to when
+it is paid nothing again): one round trip per return instead of two."""
 
 
 class Postings:
@@ -26,8 +34,14 @@ class Postings:
     the last lock the transaction takes, as with every other writer (rows first, chain last).
     """
 
-    def __init__(self, conn: Connection, actor: str) -> None:
+    def __init__(self, conn: Connection, actor: str, stamp: Mapping[str, Any] | None = None) -> None:
+        """``stamp``: columns set on each bank line this settles in the same statement as its status
+        (the nightly run's ``decided_by`` and ``decided_at``): a second update of the same rows
+        would write every line twice, with a new row version and index entries each time on
+        PostgreSQL."""
         self.conn, self.actor = conn, actor
+        self._stamp = dict(stamp or {})
+        self.stamped: set[int] = set()  # bank lines whose status went out with the stamp
         self._invoices: dict[int, dict[str, Any]] = {}
         self._dirty: set[int] = set()
         self._queued: list[dict[str, Any]] = []
@@ -95,8 +109,11 @@ class Postings:
         ):
             self.flush()
 
-    def reverse(self, payment_id: int, txn: Mapping[str, Any], reason: str) -> None:
-        """A returned payment: its allocations come off the invoices, which reopen; the payment stays, marked."""
+    def reverse(self, payment_id: int, txn: Mapping[str, Any], reason: str) -> list[dict[str, Any]] | None:
+        """A returned payment: its allocations come off the invoices, which reopen; the payment stays, marked.
+
+        Returns the allocations it took off (the caller reopens them in its own view without
+        reading them again), or None when the payment was already returned."""
         changed = db.execute(
             self.conn,
             "UPDATE payments SET reversed_by_txn_id = :t, reversed_at = :now WHERE payment_id = :p "
@@ -104,19 +121,18 @@ class Postings:
             {"t": txn["txn_id"], "now": db.now(), "p": payment_id},
         )
         if changed != 1:
-            return
-        allocs = db.rows(
-            self.conn, "SELECT invoice_id, amount FROM allocations WHERE payment_id = :p", {"p": payment_id}
-        )
+            return None
+        allocs = db.rows(self.conn, _ALLOCATIONS_OF, {"p": payment_id})
         self.invoices(a["invoice_id"] for a in allocs)
         for alloc in allocs:
-            self._move_paid(alloc["invoice_id"], -alloc["amount"], reason, payment_id)
+            self._move_paid(alloc["invoice_id"], -alloc["amount"], reason, payment_id, alloc["delivered"])
         self._events.append(
             audit.Event(
                 "payment", payment_id, "returned", self.actor, reason, after={"returned_by_txn_id": txn["txn_id"]}
             )
         )
         self._settled.append(txn["txn_id"])
+        return allocs
 
     def undo(self, payment_id: int, reason: str) -> bool:
         """A person undoes a posting: its allocations come off the invoices, which reopen; the
@@ -129,12 +145,12 @@ class Postings:
         )
         if changed != 1:
             return False
-        allocs = db.rows(
-            self.conn, "SELECT invoice_id, amount FROM allocations WHERE payment_id = :p", {"p": payment_id}
-        )
+        allocs = db.rows(self.conn, _ALLOCATIONS_OF, {"p": payment_id})
         self.invoices(a["invoice_id"] for a in allocs)
         for alloc in allocs:
-            self._move_paid(alloc["invoice_id"], -alloc["amount"], f"posting undone: {reason}", payment_id)
+            self._move_paid(
+                alloc["invoice_id"], -alloc["amount"], f"posting undone: {reason}", payment_id, alloc["delivered"]
+            )
         self._events.append(audit.Event("payment", payment_id, "undone", self.actor, reason))
         return True
 
@@ -151,14 +167,20 @@ class Postings:
         )
         self._dirty.clear()
         db.update_many(
-            self.conn, "bank_transactions", "txn_id", [{"txn_id": t, "match_status": "matched"} for t in self._settled]
+            self.conn,
+            "bank_transactions",
+            "txn_id",
+            [{"txn_id": t, "match_status": "matched", **self._stamp} for t in self._settled],
         )
+        if self._stamp:
+            self.stamped.update(self._settled)
         self._settled.clear()
 
-    def finish(self) -> None:
-        """Flush, then append the chunk's audit events in the order of the changes (one chain head read)."""
+    def finish(self, after: Sequence[audit.Event] = ()) -> None:
+        """Flush, then append the chunk's audit events in the order of the changes, and ``after``
+        (the caller's own events of the same transaction) behind them: one chain head read."""
         self.flush()
-        events, self._events = self._events, []
+        events, self._events = [*self._events, *after], []
         audit.record_many(self.conn, events)
 
     def _write_payments(self, queued: list[dict[str, Any]]) -> None:
@@ -210,17 +232,25 @@ class Postings:
         db.insert_many(self.conn, "allocations", allocations)
         db.insert_many(self.conn, "payment_adjustments", adjustments)
 
-    def _move_paid(self, invoice_id: int, delta: int, reason: str, payment_id: int) -> None:
-        """Add to (or, for a return, take from) an invoice's paid amount; the status follows, with its event."""
+    def _move_paid(
+        self, invoice_id: int, delta: int, reason: str, payment_id: int, delivered: bool | None = None
+    ) -> None:
+        """Add to (or, for a return, take from) an invoice's paid amount; the status follows, with its event.
+
+        An invoice paid nothing goes back to sent or issued by whether it was delivered (``delivered``
+        when the caller read it with the allocations, as :data:`_ALLOCATIONS_OF` does)."""
         inv = self._invoices[invoice_id]
         before = {"status": inv["status"], "paid_amount": inv["paid_amount"]}
         paid = inv["paid_amount"] + delta
         if paid == 0:
-            delivered = db.scalar(
-                self.conn,
-                "SELECT COUNT(*) FROM deliveries WHERE invoice_id = :i AND status = 'sent'",
-                {"i": invoice_id},
-            )
+            if delivered is None:
+                delivered = bool(
+                    db.scalar(
+                        self.conn,
+                        "SELECT COUNT(*) FROM deliveries WHERE invoice_id = :i AND status = 'sent'",
+                        {"i": invoice_id},
+                    )
+                )
             status = "sent" if delivered else "issued"
         else:
             status = payment_status(inv["gross_amount"], paid, inv["credited_amount"])
@@ -277,6 +307,9 @@ def post_payment(
     postings.post(txn, client_id, allocations, adjustments or [], rule, confidence)
 
 
-def reverse_payment(postings: Postings, payment_id: int, txn: Mapping[str, Any], reason: str) -> None:
-    """A returned payment: its allocations come off the invoices, which reopen; the payment stays, marked."""
-    postings.reverse(payment_id, txn, reason)
+def reverse_payment(
+    postings: Postings, payment_id: int, txn: Mapping[str, Any], reason: str
+) -> list[dict[str, Any]] | None:
+    """A returned payment: its allocations come off the invoices, which reopen; the payment stays, marked.
+    Returns the allocations taken off, None when the payment was already returned."""
+    return postings.reverse(payment_id, txn, reason)

@@ -212,13 +212,14 @@ def _decide_and_post(
                 matcher.apply(decision, line)  # the next line of the chunk sees what is left open
                 _learn_payer(matcher, txn, decision)
             decided.append((txn, decision))
-        postings = payments.Postings(conn, actor)
-        _check_open_amounts(postings, believed)
         out = _Written(run_id, actor)
+        postings = payments.Postings(conn, actor, stamp=out.stamp)
+        _check_open_amounts(postings, believed)
         outcomes = [_apply(postings, out, txn, d, pol) for txn, d in decided]
         out.write(conn)
-        postings.finish()
-        out.write_decided(conn, [txn["txn_id"] for txn, _ in decided])
+        postings.flush()
+        out.write_decided(conn, [txn["txn_id"] for txn, _ in decided if txn["txn_id"] not in postings.stamped])
+        postings.finish(after=out.events)  # the classifications' events after the postings' own
     for invoice_id, amount in out.reopened:
         matcher.reopen(invoice_id, amount)
     return used, [(txn, outcome, d) for (txn, d), outcome in zip(decided, outcomes, strict=True)]
@@ -276,6 +277,9 @@ class _Written:
         self.fired: Counter[int] = Counter()
         self.reopened: list[tuple[int, int]] = []  # (invoice id, amount) a return of the chunk reopened
         self.at = db.now()
+        self.stamp = {"decided_by": "system", "decided_at": self.at}
+        """Who decided the chunk's lines and when (the nightly run is 'system'): written with each line's status."""
+        self.stamped: set[int] = set()  # lines whose status this writes, with the stamp
 
     def exception(self, txn: Mapping[str, Any], category: str, detail: str) -> None:
         self.exceptions.append(
@@ -293,12 +297,16 @@ class _Written:
     def write(self, conn: Connection) -> None:
         audit.record_exceptions(conn, self.exceptions)
         db.insert_many(conn, "match_suggestions", self.suggestions, on_conflict="ON CONFLICT (txn_id, rank) DO NOTHING")
-        db.update_many(
-            conn,
-            "bank_transactions",
-            "txn_id",
-            [{"txn_id": t, "match_status": "exception"} for t in self.exception_lines],
-        )
+        # the lines left for finance and those classified, with who decided them, in one statement
+        # (the postings write the posted lines' status with the same stamp)
+        statuses: list[dict[str, Any]] = [
+            {"txn_id": t, "match_status": "exception", **self.stamp} for t in self.exception_lines
+        ]
+        statuses += [
+            {"txn_id": c["txn_id"], "match_status": "non_receivable", **self.stamp} for c in self.classifications
+        ]
+        db.update_many(conn, "bank_transactions", "txn_id", statuses)
+        self.stamped.update(r["txn_id"] for r in statuses)
         # An account is learned once per client; one a person disabled stays disabled (the night
         # does not learn back what finance took away: a person's own match may).
         known = (
@@ -321,12 +329,6 @@ class _Written:
             "AND text_pattern IS NULL AND disabled_at IS NULL DO NOTHING",
         )
         db.insert_many(conn, "line_classifications", self.classifications)
-        db.update_many(
-            conn,
-            "bank_transactions",
-            "txn_id",
-            [{"txn_id": c["txn_id"], "match_status": "non_receivable"} for c in self.classifications],
-        )
         if self.fired:  # one statement for the chunk: each rule's count goes up by its firings
             ids = sorted(self.fired)
             params: dict[str, Any] = {"at": self.at}
@@ -342,16 +344,12 @@ class _Written:
             )
 
     def write_decided(self, conn: Connection, txn_ids: list[int]) -> None:
-        """Who decided the chunk's lines and when (the nightly run is 'system'), then the audit
-        events of the classifications, after the postings' own events in the chain."""
+        """Who decided the chunk's lines that no status update stamped (a return whose payment a
+        concurrent run returned first); the classifications' audit events go to the chain with
+        the postings' own (:meth:`payments.Postings.finish`)."""
         db.update_many(
-            conn,
-            "bank_transactions",
-            "txn_id",
-            [{"txn_id": t, "decided_by": "system", "decided_at": self.at} for t in txn_ids],
+            conn, "bank_transactions", "txn_id", [{"txn_id": t, **self.stamp} for t in txn_ids if t not in self.stamped]
         )
-        if self.events:
-            audit.record_many(conn, self.events)
 
     def classification(self, txn: Mapping[str, Any], d: Decision) -> None:
         reason = d.detail
@@ -488,13 +486,12 @@ def _reverse(postings: payments.Postings, out: _Written, txn: dict[str, Any]) ->
         found = [r for r in db.rows(conn, sql, p) if r["reversed_by_txn_id"] is None]
         if len(found) == 1:
             payment_id = found[0]["payment_id"]
-            payments.reverse_payment(postings, payment_id, txn, f"returned by the bank ({how})")
-            out.reopened += [
-                (a["invoice_id"], a["amount"])
-                for a in db.rows(
+            allocs = payments.reverse_payment(postings, payment_id, txn, f"returned by the bank ({how})")
+            if allocs is None:  # a concurrent run returned it first: reopen what it took off all the same
+                allocs = db.rows(
                     conn, "SELECT invoice_id, amount FROM allocations WHERE payment_id = :p", {"p": payment_id}
                 )
-            ]
+            out.reopened += [(a["invoice_id"], a["amount"]) for a in allocs]
             return "returned"
     return _exception(
         out,

@@ -132,3 +132,31 @@ def test_a_chunk_that_fails_leaves_its_lines_untouched_and_a_rerun_posts_them_on
 
     posting.match_and_post(runtime.run_for(engine, actor="test", run_id="night-2"))
     assert _state(engine) == POSTED
+
+
+def test_each_line_is_written_once_with_who_decided_it_and_a_return_reads_its_allocations_once(engine, night):
+    """A bank line's status and who decided it go out in one update (a second one would write
+    every row twice: on PostgreSQL a new row version and index entries each time), and a return
+    reads the allocations it takes off once; the result is the same as before."""
+    from sqlalchemy import event
+
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany):
+        statements.append(" ".join(statement.split()))
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        posting.match_and_post(runtime.run_for(engine, actor="test", run_id="night-1"))
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert _state(engine) == POSTED
+    writes = [s for s in statements if "UPDATE bank_transactions SET" in s and "match_status = match_status" not in s]
+    assert writes
+    assert all("match_status" in s and "decided_by" in s and "decided_at" in s for s in writes), writes
+    returns = [s for s in statements if "FROM allocations a WHERE a.payment_id" in s]
+    assert len(returns) == 1 and "FROM deliveries" in returns[0]  # the night's one return, one read
+    assert not any("FROM allocations WHERE payment_id" in s or "COUNT(*) FROM deliveries" in s for s in statements)
+    with engine.connect() as conn:
+        assert db.rows(conn, "SELECT DISTINCT decided_by FROM bank_transactions") == [{"decided_by": "system"}]
+        assert db.scalar(conn, "SELECT COUNT(*) FROM bank_transactions WHERE decided_at IS NULL") == 0
