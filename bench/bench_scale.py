@@ -636,15 +636,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--review-seconds", type=int, default=5, help="response time of a review before it approves")
     parser.add_argument(
         "--review-executor",
-        default="",
-        help="executor of the review tasks beside Celery, e.g. LocalExecutor (docs/operations.md, 'Review "
-        "tasks'); by default they run on the Celery workers, as docker-compose.yaml deploys them",
+        default="LocalExecutor",
+        help="executor of the review tasks beside Celery, as docker-compose.yaml deploys them (docs/operations.md, "
+        "'Review tasks'); '' runs them on the Celery workers",
     )
     parser.add_argument(
         "--parallelism",
         type=int,
-        default=32,
-        help="[core] parallelism: tasks in flight per executor (a LocalExecutor runs that many processes)",
+        default=4,
+        help="[core] parallelism: tasks in flight per executor (a LocalExecutor runs that many processes; on "
+        "2 cores, 32 task processes parsing the DAG at once overran the parse timeout)",
     )
     parser.add_argument("--pg-url", default=os.environ.get("INVOICEFLOW_TEST_PG_URL", DEFAULT_PG))
     parser.add_argument("--redis-url", default=DEFAULT_REDIS)
