@@ -15,6 +15,7 @@ from datetime import date
 from pathlib import Path
 
 from invoiceflow.core.money import tax_amount
+from invoiceflow.demo import documents
 from invoiceflow.invoicing.document import InvoiceDocument, Line, Party, TaxGroup
 from support import factories
 
@@ -32,16 +33,8 @@ LEITWEG_ID = "04011000-12345-03"  # a German public client's buyer reference (fr
 # tax case -> (buyer, currency, tax code, rate in basis points, the exemption note)
 TAX_CASES: dict[str, tuple[Party, str, str, int, str | None]] = {
     "domestic": (
-        Party(
-            "Kessler Logistik GmbH",
-            "Hafenstraße 12",
-            "Hamburg",
-            "20457",
-            "DE",
-            "DE123456789",
-            "accounts@kessler.example",
-            street2="3. OG",
-            electronic_address=f"0204:{LEITWEG_ID}",
+        replace(
+            documents.BUYER, email="accounts@kessler.example", street2="3. OG", electronic_address=f"0204:{LEITWEG_ID}"
         ),
         "EUR",
         "S",

@@ -14,6 +14,7 @@ from pypdf import PdfReader
 from support.factories import sample_document
 
 from invoiceflow.airflow import runtime
+from invoiceflow.demo import documents
 from invoiceflow.invoicing import build, einvoice, labels, render
 from invoiceflow.invoicing.document import Line, Party, TaxGroup, TimesheetEntry
 
@@ -56,16 +57,12 @@ SELLER = replace(
     contact_name="Accounts receivable",
     contact_phone="+49 30 5557 3100",
 )
-BUYER = Party(
-    "Kessler Logistik GmbH",
-    "Hafenstraße 12",
-    "Hamburg",
-    "20457",
-    "DE",
-    "DE123456789",
-    "accounts@kessler.example",
+BUYER = replace(
+    documents.BUYER,
+    email="accounts@kessler.example",
     street2="3. OG",
     subdivision="Hamburg-Mitte",
+    electronic_address="",
 )
 
 
