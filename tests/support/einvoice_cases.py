@@ -15,16 +15,12 @@ from datetime import date
 from pathlib import Path
 
 from invoiceflow.core.money import tax_amount
+from invoiceflow.demo import documents
 from invoiceflow.invoicing.document import InvoiceDocument, Line, Party, TaxGroup
+from support import factories
 
-SELLER = Party(
-    "Northwind Digital GmbH",
-    "Friedrichstraße 68",
-    "Berlin",
-    "10117",
-    "DE",
-    "DE811907980",
-    "billing@northwind-digital.example",
+SELLER = replace(
+    factories.SELLER,
     street2="Aufgang B",
     subdivision="Berlin",
     electronic_address="9930:DE811907980",
@@ -37,16 +33,8 @@ LEITWEG_ID = "04011000-12345-03"  # a German public client's buyer reference (fr
 # tax case -> (buyer, currency, tax code, rate in basis points, the exemption note)
 TAX_CASES: dict[str, tuple[Party, str, str, int, str | None]] = {
     "domestic": (
-        Party(
-            "Kessler Logistik GmbH",
-            "Hafenstraße 12",
-            "Hamburg",
-            "20457",
-            "DE",
-            "DE123456789",
-            "accounts@kessler.example",
-            street2="3. OG",
-            electronic_address=f"0204:{LEITWEG_ID}",
+        replace(
+            documents.BUYER, email="accounts@kessler.example", street2="3. OG", electronic_address=f"0204:{LEITWEG_ID}"
         ),
         "EUR",
         "S",
@@ -143,36 +131,33 @@ def case_document(
         lines = tuple(replace(ln, description=f"Credit for line {ln.line_no}: {ln.description}") for ln in lines)
     net = sum(ln.net_amount for ln in lines)
     tax = tax_amount(net, rate_bp)
-    number = "NWD-CN-2026-000003" if credit_note else "NWD-2026-000012"
-    return InvoiceDocument(
-        invoice_number=number,
-        issue_date=date(2026, 11, 5) if credit_note else date(2026, 11, 1),
-        due_date=date(2026, 12, 1),
-        period_start=date(2026, 10, 1),
-        period_end=date(2026, 11, 1),
+    return factories.sample_document(
         billing_type=billing_type,
         currency=currency,
-        language="en",
         seller=SELLER,
         buyer=buyer,
-        client_id="C1",
-        contract_id="K1",
         project_code=lines[0].project_code,
         lines=lines,
         taxes=(TaxGroup(code, rate_bp, net, tax, note),),
         net_amount=net,
         tax_amount=tax,
         gross_amount=net + tax,
-        payment_reference="RF38NWD2026000012",
         iban="DE89370400440532013000" if currency == "EUR" else "GB33BUKB20201555555555",
         bic="COBADEFFXXX" if currency == "EUR" else "BUKBGB22",
-        payment_terms_days=30,
-        document_type="credit_note" if credit_note else "invoice",
-        credited_invoice_number="NWD-2026-000012" if credit_note else None,
-        credited_invoice_date=date(2026, 11, 1) if credit_note else None,
         buyer_reference=LEITWEG_ID if tax_case == "domestic" else None,
         purchase_order="PO-4711" if billing_type == "milestone" else None,
         einvoice_format=fmt,
+        **(
+            {
+                "invoice_number": "NWD-CN-2026-000003",
+                "issue_date": date(2026, 11, 5),
+                "document_type": "credit_note",
+                "credited_invoice_number": "NWD-2026-000012",
+                "credited_invoice_date": date(2026, 11, 1),
+            }
+            if credit_note
+            else {}
+        ),
     )
 
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from invoiceflow.invoicing.einvoice import FORMATS, embedded_xml
+from invoiceflow.invoicing.einvoice import FORMATS, embedded_xml, xsd, xsd_path
 
 RULES = Path(__file__).with_name("rules") / "xslt"
 
@@ -79,16 +79,6 @@ def _roots(fmt: str) -> frozenset[str]:
     if fmt in ("facturx", "xrechnung-cii"):
         return frozenset({f"{{{CII}}}CrossIndustryInvoice"})
     return frozenset({f"{{{UBL_INVOICE}}}Invoice", f"{{{UBL_CREDIT_NOTE}}}CreditNote"})
-
-
-def _xsd_path(root_tag: str) -> Path:
-    from facturx.facturx import FACTURX_LEVEL2xsd, UBL_21_xsd
-
-    if root_tag == f"{{{CII}}}CrossIndustryInvoice":
-        return _facturx_file(FACTURX_LEVEL2xsd["en16931"])
-    if root_tag == f"{{{UBL_CREDIT_NOTE}}}CreditNote":
-        return _facturx_file(UBL_21_xsd["ubl-2.1-creditnote"])
-    return _facturx_file(UBL_21_xsd["ubl-2.1-invoice"])
 
 
 KOSIT_LEVELS = {
@@ -219,14 +209,6 @@ class Validator:
             if not layer.path.is_file():
                 raise FileNotFoundError(f"rule set {layer.name} is missing: {layer.path}")
             self._layers.append((layer, xslt.compile_stylesheet(stylesheet_file=str(layer.path))))
-        self._schemas: dict[str, Any] = {}
-
-    def _schema(self, root_tag: str) -> Any:
-        from lxml import etree
-
-        if root_tag not in self._schemas:
-            self._schemas[root_tag] = etree.XMLSchema(file=str(_xsd_path(root_tag)))
-        return self._schemas[root_tag]
 
     def check(self, xml: bytes, name: str = "<xml>") -> Report:
         """Every finding of the XSD and the Schematron layers; XSD errors are fatal."""
@@ -242,11 +224,11 @@ class Validator:
                 self.format,
                 problem=f"root element {root.tag} is not one of {self.format} ({' or '.join(sorted(self.roots))})",
             )
-        schema = self._schema(root.tag)
+        schema = xsd(root.tag)
         findings = []
         if not schema.validate(root):
             findings += [
-                Finding("XSD", "fatal", e.message, f"line {e.line}", _xsd_path(root.tag).name) for e in schema.error_log
+                Finding("XSD", "fatal", e.message, f"line {e.line}", xsd_path(root.tag).name) for e in schema.error_log
             ]
         node = _saxon().parse_xml(xml_text=xml.decode("utf-8"))
         for layer, executable in self._layers:

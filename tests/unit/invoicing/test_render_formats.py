@@ -90,6 +90,39 @@ def test_facturx_is_one_pdf_with_the_cii_inside():
     assert render.render_documents(doc) == out  # byte for byte
 
 
+def test_facturx_is_written_in_one_pass_with_what_a_reader_looks_for():
+    """WeasyPrint writes the Factur-X PDF itself (no second pass of the factur-x library through
+    pypdf, which cost 7 % of a document): the XML as a PDF/A-3 associated file of relationship Data
+    and type text/xml, the name tree sorted, and the Factur-X XMP properties with their PDF/A
+    extension schema inside the one rdf:RDF that PDF/A readers take."""
+    import facturx
+
+    doc = _document("facturx")
+    pdf = render.render_documents(doc).pdf
+    reader = PdfReader(io.BytesIO(pdf))
+    assert reader.metadata["/Producer"].startswith("WeasyPrint") and b"pypdf" not in pdf
+    name, xml = facturx.get_xml_from_pdf(pdf, check_xsd=True)
+    assert name == "factur-x.xml" and xml == einvoice.einvoice_xml(doc)
+    specs = {ref.get_object()["/F"]: ref.get_object() for ref in reader.trailer["/Root"]["/AF"]}
+    assert specs["factur-x.xml"]["/AFRelationship"] == "/Data"
+    assert specs["factur-x.xml"]["/EF"]["/F"].get_object()["/Subtype"] == "/text/xml"
+    assert specs["NWD-2026-000012-timesheet.csv"]["/AFRelationship"] == "/Supplement"
+    names = reader.trailer["/Root"]["/Names"]["/EmbeddedFiles"]["/Names"][::2]
+    assert names == sorted(names)
+    xmp = _xmp(pdf)
+    assert xmp.count("rdf:RDF") == 2  # one element, opened and closed
+    for prop in (
+        "<fx:DocumentType>INVOICE</fx:DocumentType>",
+        "<fx:DocumentFileName>factur-x.xml</fx:DocumentFileName>",
+        "<fx:Version>1.0</fx:Version>",
+        "<fx:ConformanceLevel>EN 16931</fx:ConformanceLevel>",
+        "<pdfaSchema:namespaceURI>urn:factur-x:pdfa:CrossIndustryDocument:invoice:1p0#</pdfaSchema:namespaceURI>",
+    ):
+        assert prop in xmp
+    assert reader.metadata["/Title"] == "Rechnung NWD-2026-000012"
+    assert reader.metadata["/Keywords"] == "Factur-X, EN 16931"
+
+
 @pytest.mark.parametrize("fmt", render.XML_FORMATS)
 def test_the_visual_copy_carries_the_timesheet_but_no_invoice_xml(fmt):
     doc = _document(fmt)
