@@ -202,7 +202,7 @@ def test_a_billing_run_waits_for_finance_and_goes_on_with_the_answers(api, data_
             k2, k3, k4 = first[ids["K2"]], first[ids["K3"]], first[ids["K4"]]
             assert {u["id"] for u in k2["assigned_users"]} == {"anna", "farid"}
             assert k2["subject"].startswith(f"Approve invoice draft {ids['K2']}: Brightwater")
-            assert "Why it needs review" in k2["body"] and "[Preview the PDF](file://" in k2["body"]
+            assert "Why it needs review" in k2["body"] and "[Preview the PDF](/invoiceflow/invoices/" in k2["body"]
             assert "Milestone: Phase 1: discovery {{ 6 * 7 }} (completed" in k2["body"]
             assert k2["defaults"] == k4["defaults"] == ["Escalate"]  # silence escalates, never approves
 

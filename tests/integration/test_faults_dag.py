@@ -127,8 +127,9 @@ def test_billing_runs_killed_mid_issue_then_smtp_dies_mid_batch_then_backfilled(
 
     1. (c) the run's process SIGKILLs itself while issuing, the second invoice number drawn and its
        transaction open: one invoice issued, nothing e-mailed;
-    2. (a) the run for the same logical date again, and the mail server kills the second invoice
-       e-mail's connection at RCPT TO: the run fails at delivery with one e-mail sent;
+    2. (a) the run for the same logical date again, and the mail server kills the connection at
+       the second invoice e-mail's RCPT TO, and the one that replaces it: the run fails at delivery
+       with one e-mail sent;
     3. the same run again (what clearing the failed run does): it succeeds;
     4. (d) October billed again by a run with another run id (a backfill): nothing changes.
 
@@ -138,7 +139,7 @@ def test_billing_runs_killed_mid_issue_then_smtp_dies_mid_batch_then_backfilled(
     _killed_billing_run()
     assert len(_issued(billing_sqlite)) == 1 and smtp.messages == []  # killed before any delivery
 
-    smtp.kill_at("rcpt", after=1)
+    smtp.kill_at("rcpt", times=2, after=1)  # the second e-mail, and the connection replacing it
     failed = billing.test(logical_date=ISSUE_DAY, mark_success_pattern=REVIEWS)
     assert failed.state == "failed"
     issued = _issued(billing_sqlite)
