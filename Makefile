@@ -31,11 +31,11 @@ help:
 	@echo "make lint    ruff (with Airflow's AIR3 rules), import-linter (the import direction) and mypy"
 	@echo "make lock    re-compile requirements*.txt from pyproject.toml"
 	@echo "make messages  collect the English texts into the catalogue's .pot and merge it into every language's .po (pybabel)"
-	@echo "make bench   pricing, reconciliation, DAG parse time, statement parsing and the scale run; results in bench/results/"
+	@echo "make bench   pricing, reconciliation, workbench, DAG parse time, statement parsing, documents, the scale run and Tryton; results in bench/results/"
 	@echo "make bench-parse  DAG parse time per file, results in bench/results/parse-latest.json"
 	@echo "make bench-statements  bank file parse time per 10,000 lines per format and the corpus report, bench/results/statements-latest.json"
 	@echo "make bench-documents  invoiceflow's document path against bare WeasyPrint on 20 invoices (0 to 500 entries), bench/results/documents-latest.json"
-	@echo "make bench-scale  a billing cycle on CeleryExecutor, 1 then 2 workers (SCALE_ARGS=...), bench/results/scale-latest.json"
+	@echo "make bench-scale  a billing cycle on CeleryExecutor, 1 then 2 workers, the render floor and wall/floor (SCALE_ARGS=...), bench/results/scale-latest.json"
 
 $(UV):
 	$(PYTHON) -m venv $(VENV)
@@ -99,6 +99,7 @@ bench: $(VENV)/.installed-test
 	$(MAKE) bench-workbench
 	$(MAKE) bench-parse
 	$(MAKE) bench-statements
+	$(MAKE) bench-documents
 	$(MAKE) bench-scale
 	$(MAKE) bench-tryton
 

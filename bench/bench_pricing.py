@@ -46,7 +46,7 @@ SCALES = {  # entries, contracts, clients
     "full": (generate.DEFAULT_ENTRIES, generate.DEFAULT_CONTRACTS, generate.DEFAULT_CLIENTS),
 }
 DIALECTS = ("sqlite", "postgresql")
-TARGET_RATIO = 5.0
+TARGET_RATIO = 2.5  # issue 25: the whole path within 2.5 x the insert floor (was 5 x the pandas baseline)
 TARGET_PEAK_MB = 1536.0  # 1.5 GiB, in MiB like every *_mb figure here
 PACKAGES = ("invoiceflow", "sqlalchemy", "pandas", "numpy", "great_expectations", "psycopg", "psycopg-binary")
 ACTOR = "bench"
@@ -448,7 +448,7 @@ def _summarise(run: dict[str, Any], baseline: dict[str, Any] | None, entries: in
         run["floor"]["ratio_to_baseline"] = round(floor / base, 1)
         run["ratio_to_floor"] = round(wall["total"] / floor, 1)
     run["targets_met"] = {
-        "ratio": run["ratio_to_baseline"] is not None and run["ratio_to_baseline"] <= TARGET_RATIO,
+        "ratio": run.get("ratio_to_floor") is not None and run["ratio_to_floor"] <= TARGET_RATIO,
         "peak_memory": run["peak_rss_mb"] <= TARGET_PEAK_MB,
     }
 
@@ -479,7 +479,7 @@ def _table(report: dict[str, Any]) -> str:
             f"{floor:>9.2f}{run.get('ratio_to_floor') or float('nan'):>8.1f}  "
             + ("ok" if not failed else "FAILED: " + ", ".join(failed))
         )
-    lines.append(f"targets: total <= {TARGET_RATIO:g} x baseline, peak <= {TARGET_PEAK_MB:g} MiB")
+    lines.append(f"targets: total <= {TARGET_RATIO:g} x the insert floor, peak <= {TARGET_PEAK_MB:g} MiB")
     lines.append("floor: the bare insert of the parsed time entries into the schema's table, nothing else")
     return "\n".join(lines)
 
@@ -516,7 +516,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "dialects": dialects,
             "profiled": bool(args.profile),
         },
-        "targets": {"max_ratio_to_baseline": TARGET_RATIO, "max_peak_rss_mb": TARGET_PEAK_MB},
+        "targets": {"max_ratio_to_floor": TARGET_RATIO, "max_peak_rss_mb": TARGET_PEAK_MB},
     }
     try:
         data_dir = work / "data"
