@@ -22,7 +22,7 @@ from typing import Any, TypedDict
 
 from sqlalchemy import Connection, Engine, text
 
-from invoiceflow.billing import taxes
+from invoiceflow.billing import claims, taxes
 from invoiceflow.billing.drafts import (
     DraftLine,
     contracts_with_language,
@@ -54,87 +54,6 @@ FEE_KINDS = ("time", "milestone", "retainer", "discount", "cap")
 
 
 """Lines that count against a contract's cap; expenses pass through at cost plus markup."""
-
-
-def _claim(conn: Connection, line_id: int, line: DraftLine) -> bool:
-    """Attach a milestone, expense or retainer interval to its line; False if a run was first.
-
-    Time lines are claimed together, set-based, by ``_claim_time``.
-    """
-    if line.kind in ("milestone", "expense"):
-        table, key = ("milestones", "milestone_id") if line.kind == "milestone" else ("expenses", "expense_id")
-        return bool(
-            db.execute(
-                conn,
-                f"UPDATE {table} SET invoice_line_id = :l WHERE {key} = :k AND invoice_line_id IS NULL",
-                {"l": line_id, "k": line.claim[key]},
-            )
-        )
-    return bool(
-        db.execute(
-            conn,
-            "INSERT INTO retainer_periods (contract_id, period_start, period_end, service_from, service_to, "
-            "invoice_line_id) VALUES (:contract_id, :period_start, :period_end, :service_from, :service_to, :l) "
-            "ON CONFLICT (contract_id, period_start) DO NOTHING",
-            {"l": line_id, **line.claim},
-        )
-    )
-
-
-def _claim_time(
-    conn: Connection, policy: Policy, lines: list[tuple[int, DraftLine]], period_end: date
-) -> dict[int, int]:
-    """Claim the entries of many time lines in one statement; billed hundredths per line id.
-
-    One UPDATE for a whole chunk of invoices instead of one per line: the claim is the heaviest
-    step of a billing run, and the database does it best as one join.
-    """
-    if conn.dialect.name == "postgresql":
-        db.execute(
-            conn,
-            "CREATE TEMPORARY TABLE IF NOT EXISTS claim_keys (line_id BIGINT, contract_id TEXT, "
-            "role TEXT, valid_from DATE, valid_to DATE, increment INTEGER) ON COMMIT DROP",
-        )
-    else:
-        db.execute(
-            conn,
-            "CREATE TEMPORARY TABLE IF NOT EXISTS claim_keys (line_id INTEGER, contract_id TEXT, "
-            "role TEXT, valid_from DATE, valid_to DATE, increment INTEGER)",
-        )
-    db.execute(conn, "DELETE FROM claim_keys")
-    db.execute_many(
-        conn,
-        "INSERT INTO claim_keys VALUES (:line_id, :contract_id, :role, :valid_from, :valid_to, :increment)",
-        [
-            {
-                "line_id": line_id,
-                **{k: d.claim[k] for k in ("contract_id", "role", "valid_from", "valid_to", "increment")},
-            }
-            for line_id, d in lines
-        ],
-    )
-    if conn.dialect.name == "postgresql":
-        db.execute(conn, "ANALYZE claim_keys")  # a fresh temporary table has no statistics to plan with
-    claim = db.sql_file("claim_time.sql")
-    params = {"period_end": period_end, "nearest": int(policy.pricing.increment_rounding == "nearest")}
-    if conn.dialect.name == "postgresql":
-        # The claimed rows' hours straight from the UPDATE. Read back, they depend on the planner's
-        # statistics: right after a bulk load it takes the lineage index for empty and loops.
-        claimed = f"WITH claimed AS (\n{claim}\nRETURNING time_entries.invoice_line_id, time_entries.billed_hours\n)"
-        per_line = db.rows(
-            conn,
-            f"{claimed} SELECT invoice_line_id, SUM(billed_hours) AS hours FROM claimed GROUP BY invoice_line_id",
-            params,
-        )
-    else:  # SQLite has no UPDATE in a WITH clause; it reads them back through the lineage index
-        db.execute(conn, claim, params)
-        per_line = db.rows(
-            conn,
-            "SELECT invoice_line_id, SUM(billed_hours) AS hours FROM time_entries "
-            "WHERE invoice_line_id IN (SELECT line_id FROM claim_keys) GROUP BY invoice_line_id",
-        )
-    # PostgreSQL's SUM of an INTEGER is a BIGINT, of a BIGINT a NUMERIC
-    return {r["invoice_line_id"]: int(r["hours"]) for r in per_line}
 
 
 def _cap_consumed(conn: Connection, contract_id: str, invoice_id: int) -> int:
@@ -418,7 +337,7 @@ def _claim_lines(conn: Connection, draft: _Draft, kinds: tuple[str, ...], line_n
     total = 0
     for line in [d for d in draft.drafts if d.kind in kinds]:
         line_id = _insert_line(conn, draft.invoice_id, line_no + 1, line, draft.tax, 100, line.unit_price)
-        if not _claim(conn, line_id, line):
+        if not claims.claim(conn, line_id, line):
             db.execute(conn, "DELETE FROM invoice_lines WHERE line_id = :l", {"l": line_id})
             continue
         line_no += 1
@@ -542,7 +461,7 @@ def price_period(run: Run, period: tuple[date, date]) -> PricedBatch:
                 else:
                     opened.append(draft)
             _insert_time_lines(conn, opened)
-            claimed = _claim_time(conn, policy, [line for d in opened for line in d.time_lines], period[1])
+            claimed = claims.claim_time(conn, policy, [line for d in opened for line in d.time_lines], period[1])
             pending = _Pending()
             events = [
                 e for d in opened if (e := _finish_invoice(conn, policy, d, claimed, period, actor, rates, pending))
