@@ -34,22 +34,9 @@ BUYER = Party(
 def seller(policy: Any = None) -> Party:
     """The policy's seller as a document party (as ``build.invoice_document`` makes it)."""
     from invoiceflow.core.policy import load_policy
+    from invoiceflow.invoicing.build import seller_party
 
-    me = (policy or load_policy()).seller
-    return Party(
-        me.name,
-        me.street,
-        me.city,
-        me.postcode,
-        me.country,
-        me.vat_id,
-        me.email,
-        street2=me.street2,
-        subdivision=me.subdivision,
-        electronic_address=me.electronic_address or f"EM:{me.email}",
-        contact_name=me.contact_name,
-        contact_phone=me.contact_phone,
-    )
+    return seller_party((policy or load_policy()).seller)
 
 
 def time_entries(count: int, tag: str = "T", month: date = date(2026, 10, 1)) -> tuple[TimesheetEntry, ...]:
