@@ -121,6 +121,28 @@ def test_sending_goes_before_review_requests(dagbag, dag_id):
     assert min(map(weight, send)) > max(map(weight, reviews))
 
 
+def test_render_and_deliver_take_the_pool_the_deployment_names(monkeypatch):
+    """By default every task is in Airflow's default pool; with ``INVOICEFLOW_SEND_POOL`` the render
+    and deliver tasks of every issue-and-send group, and only they, are in that pool (so queued
+    renders cannot take all of ``[core] parallelism`` from the review tasks)."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    def pools() -> dict[str, set]:
+        bag = DagBag(dag_folder=str(DAGS))
+        assert bag.import_errors == {}
+        found: dict[str, set] = {"send": set(), "others": set()}
+        for dag_id in ("billing_cycle", "billing_events"):
+            for t in bag.dags[dag_id].tasks:
+                kind = "send" if t.task_id.rsplit(".", 1)[-1] in ("render", "deliver") else "others"
+                found[kind].add(t.pool)
+        return found
+
+    monkeypatch.delenv("INVOICEFLOW_SEND_POOL", raising=False)
+    assert pools() == {"send": {"default_pool"}, "others": {"default_pool"}}
+    monkeypatch.setenv("INVOICEFLOW_SEND_POOL", "invoiceflow_send")
+    assert pools() == {"send": {"invoiceflow_send"}, "others": {"default_pool"}}
+
+
 def test_review_tasks_run_on_the_executor_the_deployment_names(monkeypatch):
     """By default every task runs on the deployment's executor; with ``INVOICEFLOW_REVIEW_EXECUTOR``
     (and that executor listed in ``[core] executor``) the review tasks, and only they, run on it."""

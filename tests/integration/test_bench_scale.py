@@ -75,7 +75,24 @@ def test_the_bench_runs_workers_with_the_compose_files_worker_settings(tmp_path)
     workers = {k: str(v) for k, v in common.items() if k.startswith("AIRFLOW__WORKERS__")}
     assert workers.get("AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL") == "1"
     url = "postgresql+psycopg://bench@127.0.0.1:5432/"
+    args = bench_scale.parse_args([])
     dep = bench_scale.Deployment(
-        bench_scale.parse_args([]), tmp_path, url + "meta", url + "billing", bench_scale.MailCounter()
+        args, tmp_path, url + "meta", url + "billing", bench_scale.MailCounter(), bench_scale.send_pool_slots(args, 2)
     )
     assert {k: v for k, v in dep.env.items() if k.startswith("AIRFLOW__WORKERS__")} == workers
+    # render and deliver in their pool, and the reviews on the executor beside Celery, as compose deploys them
+    assert dep.env["INVOICEFLOW_SEND_POOL"] == common["INVOICEFLOW_SEND_POOL"] == bench_scale.SEND_POOL
+    assert dep.env["INVOICEFLOW_REVIEW_EXECUTOR"] == common["INVOICEFLOW_REVIEW_EXECUTOR"]
+    assert dep.env["AIRFLOW__CORE__EXECUTOR"] == common["AIRFLOW__CORE__EXECUTOR"]
+
+
+def test_the_send_pool_has_two_places_per_worker_slot_unless_told(tmp_path):
+    """One task running and the next waiting per slot; ``--send-pool-slots 0`` measures without a pool."""
+    assert bench_scale.send_pool_slots(bench_scale.parse_args([]), 2) == 4
+    assert bench_scale.send_pool_slots(bench_scale.parse_args(["--concurrency", "2"]), 3) == 12
+    assert bench_scale.send_pool_slots(bench_scale.parse_args(["--send-pool-slots", "3"]), 2) == 3
+    none = bench_scale.parse_args(["--send-pool-slots", "0"])
+    assert bench_scale.send_pool_slots(none, 2) == 0
+    url = "postgresql+psycopg://bench@127.0.0.1:5432/"
+    dep = bench_scale.Deployment(none, tmp_path, url + "meta", url + "billing", bench_scale.MailCounter(), 0)
+    assert "INVOICEFLOW_SEND_POOL" not in dep.env

@@ -199,6 +199,10 @@ def check_executor(compose: Compose) -> list[str]:
         review = env.get("INVOICEFLOW_REVIEW_EXECUTOR")
         if review and review not in executors:
             problems.append(f"{name}: the review executor {review!r} is not in [core] executor {executors}")
+        pool = env.get("INVOICEFLOW_SEND_POOL")
+        init = " ".join(map(str, services.get("airflow-init", {}).get("command", [])))
+        if pool and "airflow pools set" not in init:
+            problems.append(f"{name}: the send pool {pool!r} is not made by airflow-init (airflow pools set)")
         broker = env.get("AIRFLOW__CELERY__BROKER_URL", "")
         m = re.match(r"redis://[^@]*@?([^:/]+)", broker)
         if not m or m.group(1) not in services or not services[m.group(1)]["image"].startswith("redis:"):
@@ -360,6 +364,11 @@ BREAKAGES: list[tuple[str, Callable[[Compose], None], Callable[[Compose], list[s
     (
         "reviews on an executor not listed",
         lambda c: c["services"]["airflow-scheduler"]["environment"].update(AIRFLOW__CORE__EXECUTOR="CeleryExecutor"),
+        check_executor,
+    ),
+    (
+        "send pool nobody makes",
+        lambda c: c["services"]["airflow-init"].update(command=["-c", "airflow db migrate && invoiceflow db upgrade"]),
         check_executor,
     ),
     (
@@ -629,6 +638,9 @@ def test_init_service_script_migrates_both_databases(billing_database, pg_server
         for sub in ("outbox", "portal", "reports"):
             assert (tmp_path / "data" / sub).is_dir(), sub
         assert "dag_run" in sa_inspect(create_engine(meta_url)).get_table_names()
+        with create_engine(meta_url).connect() as conn:  # the pool of render and deliver, sized
+            pools = dict(conn.execute(text("SELECT pool, slots FROM slot_pool")).all())
+        assert pools.get(env["INVOICEFLOW_SEND_POOL"]) == 8, pools
 
         # Run again, as after an upgrade: both migrations are no-ops.
         again = subprocess.run(

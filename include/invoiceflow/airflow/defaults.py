@@ -130,3 +130,23 @@ def review_executor() -> str | None:
     or the DAG does not load (Airflow names the unknown executor in the import error).
     """
     return os.environ.get(REVIEW_EXECUTOR_ENV) or None
+
+
+SEND_POOL_ENV = "INVOICEFLOW_SEND_POOL"
+
+
+def send_pool() -> str | None:
+    """The Airflow pool of the ``render`` and ``deliver`` tasks: ``INVOICEFLOW_SEND_POOL``, or the
+    default pool when unset.
+
+    ``[core] parallelism`` caps the tasks in flight across every executor, and it counts a task
+    queued for Celery (sent to the broker, waiting for a worker) like a running one. Without a pool,
+    the queued renders of a large month fill it, and the review tasks on a second executor wait
+    for every render to finish. A pool counts queued and running tasks too: with about two places
+    per worker slot (one task running, the next one waiting), the workers are never starved while
+    the rest of ``parallelism`` stays free for the reviews. The deployment creates the pool
+    (``airflow pools set``; docker-compose.yaml's ``airflow-init`` does); a task naming a pool that
+    does not exist is never scheduled, and Airflow shows a DAG warning that names it.
+    See docs/operations.md, "Review tasks".
+    """
+    return os.environ.get(SEND_POOL_ENV) or None

@@ -171,8 +171,10 @@ def deliver(invoice_ids: list[int], **context: Any) -> dict[str, int]:
 @task_group
 def issue_and_send(invoice_ids: list[int]) -> None:
     """Issue in one task (gapless numbers are assigned in order), then render and deliver per chunk."""
-    rendered = render.expand(invoice_ids=chunk(issue(invoice_ids)))  # type: ignore[arg-type]  # see approve_issue_send
-    deliver.expand(invoice_ids=rendered)
+    pool = defaults.send_pool()  # read when the DAG is parsed, like the review executor
+    in_pool = {"pool": pool} if pool else {}  # pool=None would not mean the default pool here
+    rendered = render.override(**in_pool).expand(invoice_ids=chunk(issue(invoice_ids)))  # type: ignore[arg-type]  # see approve_issue_send
+    deliver.override(**in_pool).expand(invoice_ids=rendered)
 
 
 def approve_issue_send(batch_id: Any) -> list[Any]:
