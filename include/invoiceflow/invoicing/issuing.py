@@ -30,65 +30,23 @@ def next_number(conn: Connection, series: str) -> int:
     ).scalar_one()
 
 
+ISSUE_BATCH = 100
+"""Invoices numbered per transaction: a commit per invoice was most of issuing's time on PostgreSQL
+(4,300 invoices: 38 s). The series' counter stays locked until the commit, so a batch keeps other
+issuers waiting a fraction of a second, and a failure returns every number of the batch."""
+
+
 def issue(run: Run, invoice_ids: list[int]) -> list[int]:
     """Number and issue approved invoices, dated the run's day; already issued ones are returned as they are."""
-    engine, policy, issue_date, actor = run.engine, run.policy, run.today, run.actor
+    engine = run.engine
     issued, numbered = [], []
-    series = f"{policy.seller.legal_entity}-{issue_date.year}"
-    for invoice_id in invoice_ids:
+    series = f"{run.policy.seller.legal_entity}-{run.today.year}"
+    for start in range(0, len(invoice_ids), ISSUE_BATCH):
+        batch = invoice_ids[start : start + ISSUE_BATCH]
         with engine.begin() as conn:
-            inv = db.rows(
-                conn,
-                "SELECT i.status, c.* FROM invoices i JOIN clients c ON c.client_id = i.client_id "
-                "WHERE i.invoice_id = :i",
-                {"i": invoice_id},
-            )[0]
-            if inv["status"] != "approved":
-                if inv["status"] not in ("draft", "awaiting_approval"):
-                    issued.append(invoice_id)
-                continue
-            missing = missing_client_details(inv)
-            if missing:
-                _hold_for_client_details(conn, run, invoice_id, inv, missing)
-                continue
-            number = f"{series}-{next_number(conn, series):06d}"
-            due = issue_date + timedelta(days=inv["payment_terms_days"])
-            changed = db.execute(
-                conn,
-                "UPDATE invoices SET status = 'issued', series = :s, invoice_number = :n, issue_date = :d, "
-                "due_date = :due, payment_reference = :ref, einvoice_format = :f "
-                "WHERE invoice_id = :i AND status = 'approved'",
-                {
-                    "s": series,
-                    "n": number,
-                    "d": issue_date,
-                    "due": due,
-                    "ref": creditor_reference(number),
-                    "f": inv["einvoice_format"],
-                    "i": invoice_id,
-                },
-            )
-            if changed != 1:
-                conn.rollback()  # a concurrent run issued it: give the number back
-                continue
-            audit.record(
-                conn,
-                entity_type="invoice",
-                entity_id=invoice_id,
-                action="issued",
-                actor=actor,
-                before={"status": "approved"},
-                after={"status": "issued", "invoice_number": number, "due_date": due, "format": inv["einvoice_format"]},
-            )
-            db.execute(
-                conn,
-                "UPDATE exceptions SET resolved_at = :now, resolved_by = :a, resolution = 'issued' "
-                "WHERE category = 'client_details_missing' AND subject_type = 'invoice' AND subject_id = :i "
-                "AND resolved_at IS NULL",
-                {"now": db.now(), "a": actor, "i": str(invoice_id)},
-            )
-        issued.append(invoice_id)
-        numbered.append(invoice_id)
+            outcomes = [(invoice_id, _issue_one(conn, run, series, invoice_id)) for invoice_id in batch]
+        issued += [invoice_id for invoice_id, outcome in outcomes if outcome in ("numbered", "before")]
+        numbered += [invoice_id for invoice_id, outcome in outcomes if outcome == "numbered"]
     log.info(
         "issued in series %s: %s (gross); %d issued before (a retried or repeated run)",
         series,
@@ -96,6 +54,61 @@ def issue(run: Run, invoice_ids: list[int]) -> list[int]:
         len(issued) - len(numbered),
     )
     return issued
+
+
+def _issue_one(conn: Connection, run: Run, series: str, invoice_id: int) -> str:
+    """Issue one invoice in the batch's transaction: ``numbered`` now, ``before`` (issued or
+    further already), ``waiting`` (a draft, or a client lacking details), or ``taken`` (a concurrent
+    run issued it first: the number taken for it is given back)."""
+    inv = db.rows(
+        conn,
+        "SELECT i.status, c.* FROM invoices i JOIN clients c ON c.client_id = i.client_id WHERE i.invoice_id = :i",
+        {"i": invoice_id},
+    )[0]
+    if inv["status"] != "approved":
+        return "waiting" if inv["status"] in ("draft", "awaiting_approval") else "before"
+    missing = missing_client_details(inv)
+    if missing:
+        _hold_for_client_details(conn, run, invoice_id, inv, missing)
+        return "waiting"
+    number = f"{series}-{next_number(conn, series):06d}"
+    due = run.today + timedelta(days=inv["payment_terms_days"])
+    changed = db.execute(
+        conn,
+        "UPDATE invoices SET status = 'issued', series = :s, invoice_number = :n, issue_date = :d, "
+        "due_date = :due, payment_reference = :ref, einvoice_format = :f "
+        "WHERE invoice_id = :i AND status = 'approved'",
+        {
+            "s": series,
+            "n": number,
+            "d": run.today,
+            "due": due,
+            "ref": creditor_reference(number),
+            "f": inv["einvoice_format"],
+            "i": invoice_id,
+        },
+    )
+    if changed != 1:
+        # the counter is still locked by this transaction, so the number just taken is its last one
+        db.execute(conn, "UPDATE invoice_series SET last_number = last_number - 1 WHERE series = :s", {"s": series})
+        return "taken"
+    audit.record(
+        conn,
+        entity_type="invoice",
+        entity_id=invoice_id,
+        action="issued",
+        actor=run.actor,
+        before={"status": "approved"},
+        after={"status": "issued", "invoice_number": number, "due_date": due, "format": inv["einvoice_format"]},
+    )
+    db.execute(
+        conn,
+        "UPDATE exceptions SET resolved_at = :now, resolved_by = :a, resolution = 'issued' "
+        "WHERE category = 'client_details_missing' AND subject_type = 'invoice' AND subject_id = :i "
+        "AND resolved_at IS NULL",
+        {"now": db.now(), "a": run.actor, "i": str(invoice_id)},
+    )
+    return "numbered"
 
 
 def missing_client_details(client: dict[str, Any]) -> list[str]:

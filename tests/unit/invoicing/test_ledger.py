@@ -61,6 +61,38 @@ def test_numbers_are_gapless_and_assigned_at_issue(routed):
     assert len(_numbers(engine)) == 3
 
 
+def test_an_invoice_another_run_issued_meanwhile_gives_its_number_back(routed, monkeypatch):
+    """Invoices are numbered a batch per transaction. When a concurrent run issued one of them
+    between this run's read and its update, the number just taken is given back and the batch goes
+    on: the series stays gapless and nothing is issued twice."""
+    engine, routes = routed
+    policy = load_policy()
+    for invoice_id in routes["review"]:
+        issuing.decide(runtime.run_for(engine, actor="user:finance"), invoice_id, True, None)
+    first, *rest = [*routes["auto"], *sorted(routes["review"])]
+    real_next = issuing.next_number
+    other = runtime.run_for(engine, actor="other-run", today=date(2026, 11, 1), policy=policy)
+
+    def meanwhile(conn, series):  # the other run issues `first` (its committed work, as this run sees it)
+        if db.scalar(conn, "SELECT status FROM invoices WHERE invoice_id = :i", {"i": first}) == "approved":
+            monkeypatch.setattr(issuing, "next_number", real_next)
+            assert issuing._issue_one(conn, other, series, first) == "numbered"
+            monkeypatch.setattr(issuing, "next_number", meanwhile)
+        return real_next(conn, series)
+
+    monkeypatch.setattr(issuing, "next_number", meanwhile)
+    issued = issuing.issue(
+        runtime.run_for(engine, actor="test", today=date(2026, 11, 1), policy=policy), [first, *rest]
+    )
+    assert issued == rest  # the one the other run issued is not this run's
+    numbers = [f"NWD-2026-{n:06d}" for n in range(1, len(rest) + 2)]
+    assert [r["invoice_number"] for r in _numbers(engine)] == numbers  # no gap where 000002 was given back
+    with engine.connect() as conn:
+        assert db.scalar(conn, "SELECT last_number FROM invoice_series") == len(rest) + 1
+        issued_by = [e["actor"] for e in audit.history(conn, "invoice", first) if e["action"] == "issued"]
+    assert issued_by == ["other-run"]
+
+
 def test_due_date_follows_the_clients_terms(routed):
     engine, routes = routed
     issuing.issue(runtime.run_for(engine, actor="test", today=date(2026, 11, 1), policy=load_policy()), routes["auto"])
