@@ -47,6 +47,9 @@ SCALES = {  # entries, contracts, clients
 }
 DIALECTS = ("sqlite", "postgresql")
 TARGET_RATIO = 2.5  # issue 25: the whole path within 2.5 x the insert floor (was 5 x the pandas baseline)
+# Restated: within 2 x (insert floor + claim floor). Exactly-once lineage writes each billable entry a
+# second time when its line claims it; on PostgreSQL that claim alone costs about an insert floor.
+TARGET_RATIO_WITH_CLAIM = 2.0
 TARGET_PEAK_MB = 1536.0  # 1.5 GiB, in MiB like every *_mb figure here
 PACKAGES = ("invoiceflow", "sqlalchemy", "pandas", "numpy", "great_expectations", "psycopg", "psycopg-binary")
 ACTOR = "bench"
@@ -251,13 +254,14 @@ def child_baseline(data_dir: Path, out: Path) -> None:
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 
 
-def child_floor(url: str, data_dir: Path, out: Path) -> None:
+def child_floor(url: str, data_dir: Path, period: str, out: Path) -> None:
     """The least any loader must do on this database: store the time entries, and nothing else.
 
     The schema's own ``time_entries`` table (its keys, indexes and reference checks), the rows already
     parsed and converted, sorted as the load sorts them, one plain ``INSERT`` (SQLite) or ``COPY``
     (PostgreSQL) in one transaction. No validation, no quarantine, no audit, no pricing. Only the
     insert is timed: it is the part no design that keeps the entries in the database can skip.
+    Then, on the same database, the claim floor (``_claim_floor``): what exactly-once lineage adds.
     """
     import pandas as pd
 
@@ -269,7 +273,7 @@ def child_floor(url: str, data_dir: Path, out: Path) -> None:
     engine = db.engine(url)
     db.upgrade(engine)
     policy = load_policy()
-    for feed in ("clients", "contracts"):  # what the entries refer to, by the real loader (untimed)
+    for feed in ("clients", "contracts", "rate_cards"):  # what the entries refer to and are priced by (untimed)
         for path in sorted((data_dir / "inbox" / feed).glob("*.csv")):
             sources.load_file(runtime.run_for(engine, actor=ACTOR, policy=policy), feed, path)
     files = sorted((data_dir / "inbox" / "timesheets").glob("*.csv"))
@@ -306,9 +310,98 @@ def child_floor(url: str, data_dir: Path, out: Path) -> None:
         else:
             marks = ", ".join("?" for _ in columns)
             conn.exec_driver_sql(f"INSERT INTO time_entries ({', '.join(columns)}) VALUES ({marks})", rows)
-    result = {"wall_seconds": round(time.perf_counter() - started, 3), "rows": len(rows)}
+    result: dict[str, Any] = {"wall_seconds": round(time.perf_counter() - started, 3), "rows": len(rows)}
+    if len(rows) >= sources.BULK_LOAD_ROWS:  # as the real load does before pricing reads the table (untimed)
+        db.refresh_statistics(engine, "time_entries")
+    result["claim"] = _claim_floor(engine, policy, period)
     engine.dispose()
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+
+
+def _claim_floor(engine: Any, policy: Any, period: str) -> dict[str, Any]:
+    """The least exactly-once lineage adds: every billable entry of the floor claimed by its line, timed alone.
+
+    Untimed first: one bare invoice per contract and one time line per (contract, role, rate window),
+    as ``drafts.draft_lines`` groups them. Timed: ``claims.claim_time``, the product's own claim (its
+    key table and its one set-based ``UPDATE time_entries SET invoice_line_id``), per chunk of
+    ``pricing.CONTRACTS_PER_TRANSACTION`` contracts in one transaction each, as ``price_period``
+    claims. Nothing else: no numbering, no amounts, no taxes, no audit.
+    """
+    from invoiceflow.billing import claims, pricing
+    from invoiceflow.billing.drafts import draft_lines
+    from invoiceflow.core import db, periods
+
+    month = periods.period_of(period)
+    with engine.begin() as conn:
+        drafts = {c: [d for d in ds if d.kind == "time"] for c, ds in draft_lines(conn, month).items()}
+        drafts = {c: ds for c, ds in drafts.items() if ds}
+        contracts = {r["contract_id"]: r for r in db.rows(conn, "SELECT * FROM contracts")}
+        db.execute_many(
+            conn,
+            "INSERT INTO invoices (contract_id, client_id, billing_type, period_start, period_end, trigger_key, "
+            "status, currency, net_amount, tax_amount, gross_amount, base_currency, fx_rate, base_gross_amount, "
+            "created_at) VALUES (:c, :cl, :bt, :ps, :pe, 'floor', 'draft', :cur, 0, 0, 0, :base, '1', 0, :now)",
+            [
+                {
+                    "c": c,
+                    "cl": contracts[c]["client_id"],
+                    "bt": contracts[c]["billing_type"],
+                    "ps": month[0],
+                    "pe": month[1],
+                    "cur": contracts[c]["currency"],
+                    "base": policy.base_currency,
+                    "now": db.now(),
+                }
+                for c in drafts
+            ],
+        )
+        invoices = {
+            r["contract_id"]: r["invoice_id"] for r in db.rows(conn, "SELECT contract_id, invoice_id FROM invoices")
+        }
+        db.execute_many(
+            conn,
+            pricing.INSERT_LINE,
+            [
+                {
+                    "i": invoices[c],
+                    "n": n,
+                    "k": "time",
+                    "d": d.description,
+                    "s": d.service_code,
+                    "p": d.project_code,
+                    "q": 0,
+                    "u": d.unit,
+                    "up": d.unit_price,
+                    "net": 0,
+                    "tc": "S",
+                    "bp": 0,
+                }
+                for c, ds in drafts.items()
+                for n, d in enumerate(ds, start=1)
+            ],
+        )
+        line_ids = {
+            (r["invoice_id"], r["line_no"]): r["line_id"]
+            for r in db.rows(conn, "SELECT line_id, invoice_id, line_no FROM invoice_lines")
+        }
+    todo = sorted(drafts)
+    lines = {c: [(line_ids[invoices[c], n], d) for n, d in enumerate(drafts[c], start=1)] for c in todo}
+    step = pricing.CONTRACTS_PER_TRANSACTION
+    started = time.perf_counter()
+    for start in range(0, len(todo), step):
+        with engine.begin() as conn:
+            claims.claim_time(conn, policy, [line for c in todo[start : start + step] for line in lines[c]], month[1])
+    elapsed = time.perf_counter() - started
+    with engine.connect() as conn:
+        claimed = int(db.scalar(conn, "SELECT COUNT(*) FROM time_entries WHERE invoice_line_id IS NOT NULL") or 0)
+        billable = int(db.scalar(conn, "SELECT COUNT(*) FROM time_entries WHERE billable") or 0)
+    return {
+        "wall_seconds": round(elapsed, 3),
+        "entries_claimed": claimed,
+        "billable_entries": billable,
+        "lines": sum(len(ls) for ls in lines.values()),
+        "transactions": -(-len(todo) // step),
+    }
 
 
 # Parent -----------------------------------------------------------------------------------------
@@ -447,16 +540,25 @@ def _summarise(run: dict[str, Any], baseline: dict[str, Any] | None, entries: in
     if floor and base:
         run["floor"]["ratio_to_baseline"] = round(floor / base, 1)
         run["ratio_to_floor"] = round(wall["total"] / floor, 1)
+    claim = ((run.get("floor") or {}).get("claim") or {}).get("wall_seconds")
+    run["claim_floor_s"] = claim
+    if floor and claim:
+        run["ratio_to_insert_plus_claim_floor"] = round(wall["total"] / (floor + claim), 2)
+    with_claim = run.get("ratio_to_insert_plus_claim_floor")
     run["targets_met"] = {
+        # issue 25 as written: total <= 2.5 x the insert floor
         "ratio": run.get("ratio_to_floor") is not None and run["ratio_to_floor"] <= TARGET_RATIO,
+        # the restatement, judged on its own: total <= 2 x (insert floor + claim floor)
+        "ratio_to_insert_plus_claim_floor": with_claim is not None and with_claim <= TARGET_RATIO_WITH_CLAIM,
         "peak_memory": run["peak_rss_mb"] <= TARGET_PEAK_MB,
     }
 
 
 def _table(report: dict[str, Any]) -> str:
+    nan = float("nan")
     head = (
         f"{'':<12}{'load s':>9}{'price s':>9}{'total s':>9}{'rows/s':>10}{'peak MiB':>10}{'x base':>8}"
-        f"{'floor s':>9}{'x floor':>8}  checks"
+        f"{'floor s':>9}{'x floor':>8}{'claim s':>9}{'x f+c':>7}  checks"
     )
     lines = [head, "-" * len(head)]
     base = report["baseline"]
@@ -464,7 +566,7 @@ def _table(report: dict[str, Any]) -> str:
         lines.append(
             f"{'baseline':<12}{base['wall_seconds']['read']:>9.2f}{base['wall_seconds']['join_group']:>9.2f}"
             f"{base['wall_seconds']['total']:>9.2f}{base['rows_per_second']:>10,}{base['peak_rss_mb']:>10.0f}"
-            f"{1:>8.1f}{'':>17}  read / join+group"
+            f"{1:>8.1f}{'':>33}  read / join+group"
         )
     for dialect, run in report["dialects"].items():
         if "error" in run:
@@ -476,11 +578,23 @@ def _table(report: dict[str, Any]) -> str:
         lines.append(
             f"{dialect:<12}{w['load']:>9.2f}{w['price']:>9.2f}{w['total']:>9.2f}{run['rows_per_second']:>10,}"
             f"{run['peak_rss_mb']:>10.0f}{run['ratio_to_baseline'] or float('nan'):>8.1f}"
-            f"{floor:>9.2f}{run.get('ratio_to_floor') or float('nan'):>8.1f}  "
+            f"{floor:>9.2f}{run.get('ratio_to_floor') or float('nan'):>8.1f}"
+            f"{run.get('claim_floor_s') or nan:>9.2f}{run.get('ratio_to_insert_plus_claim_floor') or nan:>7.2f}  "
             + ("ok" if not failed else "FAILED: " + ", ".join(failed))
         )
-    lines.append(f"targets: total <= {TARGET_RATIO:g} x the insert floor, peak <= {TARGET_PEAK_MB:g} MiB")
+    lines.append(f"targets: total <= {TARGET_RATIO:g} x the insert floor (issue 25), peak <= {TARGET_PEAK_MB:g} MiB")
+    lines.append(f"restated: total <= {TARGET_RATIO_WITH_CLAIM:g} x (insert floor + claim floor), judged separately")
+    for dialect, run in report["dialects"].items():
+        met = run.get("targets_met") or {}
+        if met:
+            verdict = {True: "met", False: "MISSED"}
+            lines.append(
+                f"{dialect}: issue 25 (<= {TARGET_RATIO:g} x insert floor) {verdict[met['ratio']]}; "
+                f"restated (<= {TARGET_RATIO_WITH_CLAIM:g} x insert+claim floor) "
+                f"{verdict[met['ratio_to_insert_plus_claim_floor']]}"
+            )
     lines.append("floor: the bare insert of the parsed time entries into the schema's table, nothing else")
+    lines.append("claim floor: then, on that database, the product's set-based claim of every billable entry")
     return "\n".join(lines)
 
 
@@ -516,7 +630,11 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "dialects": dialects,
             "profiled": bool(args.profile),
         },
-        "targets": {"max_ratio_to_floor": TARGET_RATIO, "max_peak_rss_mb": TARGET_PEAK_MB},
+        "targets": {
+            "max_ratio_to_floor": TARGET_RATIO,
+            "max_ratio_to_insert_plus_claim_floor": TARGET_RATIO_WITH_CLAIM,
+            "max_peak_rss_mb": TARGET_PEAK_MB,
+        },
     }
     try:
         data_dir = work / "data"
@@ -557,7 +675,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 if admin is not None and name is not None:
                     _drop_pg_database(admin, name)
             if "error" not in run:
-                run["floor"] = _floor(dialect, work, data_dir, pg_url, source_tree, args.timeout)
+                run["floor"] = _floor(dialect, work, data_dir, args.period, pg_url, source_tree, args.timeout)
             _summarise(run, report["baseline"], entries)
             if profile:
                 run["profile"] = str(profile)
@@ -576,17 +694,25 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _floor(
-    dialect: str, work: Path, data_dir: Path, pg_url: str | None, source_tree: Path | None, timeout: Any
+    dialect: str,
+    work: Path,
+    data_dir: Path,
+    period: str,
+    pg_url: str | None,
+    source_tree: Path | None,
+    timeout: Any,
 ) -> dict:
-    """The bare insert of the time entries into a fresh database of the same dialect (``child_floor``)."""
+    """The bare insert of the time entries into a fresh database of the same dialect, then the bare
+    claim of its billable entries (``child_floor``)."""
     admin = name = None
     if dialect == "sqlite":
         url = f"sqlite:///{work / 'floor.db'}"
     else:
         admin, name, url = _pg_database(pg_url)
     try:
-        print(f"{dialect}: the insert floor ...", flush=True)
-        return _run_child(["--child", "floor", "--url", url, "--data-dir", str(data_dir)], source_tree, timeout)
+        print(f"{dialect}: the insert and claim floors ...", flush=True)
+        child_args = ["--child", "floor", "--url", url, "--data-dir", str(data_dir), "--period", period]
+        return _run_child(child_args, source_tree, timeout)
     finally:
         if admin is not None and name is not None:
             _drop_pg_database(admin, name)
@@ -640,7 +766,7 @@ def main(argv: list[str] | None = None) -> int:
         child_baseline(args.data_dir, args.out)
         return 0
     if args.child == "floor":
-        child_floor(args.url, args.data_dir, args.out)
+        child_floor(args.url, args.data_dir, args.period, args.out)
         return 0
     report = run_benchmark(args)
     path = write_report(report, args.results_dir or RESULTS_DIR)

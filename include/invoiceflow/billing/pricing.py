@@ -20,7 +20,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any, TypedDict
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine
 
 from invoiceflow.billing import claims, taxes
 from invoiceflow.billing.drafts import (
@@ -109,34 +109,43 @@ def _adjustment(kind: str, description: str, contract: dict[str, Any]) -> DraftL
 
 @dataclass
 class _Draft:
-    """An invoice being built: its row, and its time lines before their entries are claimed."""
+    """An invoice being built: its row, and its lines before their records are claimed."""
 
     invoice_id: int
     contract: dict[str, Any]
     tax: taxes.TaxTreatment
     drafts: list[DraftLine]
-    time_lines: list[tuple[int, DraftLine]] = field(default_factory=list)  # (line id, draft): _insert_time_lines
+    lines: list[tuple[int, DraftLine]] = field(default_factory=list)  # (line id, draft): _insert_lines
 
 
 @dataclass
 class _Pending:
     """Writes of a transaction's invoices that nothing reads before it commits, sent together.
 
-    Each invoice's line quantities, tax rows and totals were three to four statements of their own:
-    at 2,000 invoices, 8,000 round trips, a quarter of pricing on PostgreSQL. Collected here, they
-    are three statements per transaction (``flush``), written before its audit events.
+    Each invoice's line numbers and amounts, tax rows and totals, and each line that lost its claim,
+    were statements of their own: at 2,000 invoices with their milestones, retainers and expenses,
+    round trips were most of pricing on PostgreSQL. Collected here, they are one statement per kind
+    per transaction (``flush``), written before its audit events.
     """
 
-    time_lines: list[dict[str, Any]] = field(default_factory=list)  # quantity, net and number per line
+    lost: list[dict[str, Any]] = field(default_factory=list)  # lines whose claim another run won
+    empty: list[dict[str, Any]] = field(default_factory=list)  # invoices left with no line
+    lines: list[dict[str, Any]] = field(default_factory=list)  # quantity, net and number per kept line
+    adjustments: list[dict[str, Any]] = field(default_factory=list)  # discount and cap lines (INSERT_LINE)
     taxes: list[dict[str, Any]] = field(default_factory=list)  # invoice_taxes rows
     totals: list[dict[str, Any]] = field(default_factory=list)  # per invoice: amounts and FX
 
     def flush(self, conn: Connection) -> None:
+        """Lost lines go before their empty invoices; kept lines leave their provisional (negative)
+        numbers before the adjustments take theirs, so (invoice, line_no) stays unique throughout."""
+        db.execute_many(conn, "DELETE FROM invoice_lines WHERE line_id = :l", self.lost)
+        db.execute_many(conn, "DELETE FROM invoices WHERE invoice_id = :i", self.empty)
         db.execute_many(
             conn,
             "UPDATE invoice_lines SET quantity = :q, net_amount = :n, line_no = :no WHERE line_id = :l",
-            self.time_lines,
+            self.lines,
         )
+        db.execute_many(conn, INSERT_LINE, self.adjustments)
         db.execute_many(conn, taxes.INSERT_TAX, self.taxes)
         db.execute_many(
             conn,
@@ -145,7 +154,7 @@ class _Pending:
             "WHERE invoice_id = :invoice_id",
             self.totals,
         )
-        self.time_lines, self.taxes, self.totals = [], [], []
+        self.lost, self.empty, self.lines, self.adjustments, self.taxes, self.totals = [], [], [], [], [], []
 
 
 INSERT_LINE = (
@@ -174,24 +183,17 @@ def _line_params(
     }
 
 
-def _insert_line(
-    conn: Connection, invoice_id: int, line_no: int, draft: DraftLine, tax: taxes.TaxTreatment, qty: int, net: int
-) -> int:
-    return conn.execute(
-        text(INSERT_LINE + " RETURNING line_id"), _line_params(invoice_id, line_no, draft, tax, qty, net)
-    ).scalar_one()
+def _insert_lines(conn: Connection, opened: list[_Draft]) -> None:
+    """All lines of the invoices opened in this transaction, in one statement, before their claims.
 
-
-def _insert_time_lines(conn: Connection, opened: list[_Draft]) -> None:
-    """The time lines of all invoices opened in this transaction, in one statement.
-
-    Numbered -1, -2, ... (unique per invoice) until the claim says which stay; their ids are read
-    back by those numbers. One round trip for a chunk of invoices instead of one per line.
+    Numbered -1, -2, ... (unique per invoice) until the claims say which stay; their ids are read
+    back by those numbers. One round trip for a chunk of invoices instead of one per line. A time
+    line's quantity and amount come from the hours its claim takes; the others' are known already.
     """
     params = [
-        _line_params(d.invoice_id, -n, draft, d.tax, 0, 0)
+        _line_params(d.invoice_id, -n, line, d.tax, *((0, 0) if line.kind == "time" else (100, line.unit_price)))
         for d in opened
-        for n, draft in enumerate((x for x in d.drafts if x.kind == "time"), start=1)
+        for n, line in enumerate(d.drafts, start=1)
     ]
     if not params:
         return
@@ -206,52 +208,85 @@ def _insert_time_lines(conn: Connection, opened: list[_Draft]) -> None:
         )
     }
     for d in opened:
-        d.time_lines = [
-            (ids[d.invoice_id, -n], draft) for n, draft in enumerate((x for x in d.drafts if x.kind == "time"), start=1)
-        ]
+        d.lines = [(ids[d.invoice_id, -n], line) for n, line in enumerate(d.drafts, start=1)]
 
 
-def _open_invoice(
+INSERT_INVOICES = (
+    "INSERT INTO invoices (batch_id, contract_id, client_id, billing_type, period_start, period_end, "
+    "trigger_key, status, currency, net_amount, tax_amount, gross_amount, base_currency, fx_rate, "
+    "base_gross_amount, created_at) VALUES {values} "
+    "ON CONFLICT (contract_id, period_start, trigger_key) DO NOTHING RETURNING invoice_id, contract_id"
+)
+
+
+def _open_invoices(
     conn: Connection,
     policy: Policy,
     batch_id: int,
-    contract: dict[str, Any],
-    client: dict[str, Any],
+    todo: list[tuple[dict[str, Any], dict[str, Any], list[DraftLine]]],
     period: tuple[date, date],
-    drafts: list[DraftLine],
     trigger_key: str = CYCLE,
-) -> _Draft | None:
-    """The invoice row; its time lines come next (``_insert_time_lines``), numbered later: which
-    lines stay depends on the claim.
+) -> list[_Draft]:
+    """The invoice rows of (contract, client, draft lines) in one statement; a draft per row made.
 
-    None when this contract, period and trigger already have an invoice (a concurrent run made it):
-    the unique key decides, without a savepoint per invoice.
+    One multi-row INSERT ... RETURNING for a transaction's contracts, where one per invoice was a
+    quarter of pricing on PostgreSQL. A contract whose invoice for this period and trigger exists
+    already (a concurrent run made it) gets none: the unique key decides, without a savepoint per
+    invoice. The ids are mapped back by contract, unique in the statement: RETURNING's order is
+    not promised. Their lines come next (``_insert_lines``).
     """
-    tax = taxes.treatment(policy, client)
-    invoice_id = conn.execute(
-        text(
-            "INSERT INTO invoices (batch_id, contract_id, client_id, billing_type, period_start, period_end, "
-            "trigger_key, status, currency, net_amount, tax_amount, gross_amount, base_currency, fx_rate, "
-            "base_gross_amount, created_at) VALUES (:b, :c, :cl, :bt, :ps, :pe, :t, 'draft', :cur, 0, 0, 0, "
-            ":base, '1', 0, :now) ON CONFLICT (contract_id, period_start, trigger_key) DO NOTHING "
-            "RETURNING invoice_id"
-        ),
-        {
-            "b": batch_id,
-            "c": contract["contract_id"],
-            "cl": client["client_id"],
-            "bt": contract["billing_type"],
-            "ps": period[0],
-            "pe": period[1],
-            "t": trigger_key,
-            "cur": contract["currency"],
-            "base": policy.base_currency,
-            "now": db.now(),
-        },
-    ).scalar_one_or_none()
-    if invoice_id is None:
-        return None
-    return _Draft(invoice_id, contract, tax, drafts)
+    if not todo:
+        return []
+    row = "(:b, :c{n}, :cl{n}, :bt{n}, :ps, :pe, :t, 'draft', :cur{n}, 0, 0, 0, :base, '1', 0, :now)"
+    params: dict[str, Any] = {
+        "b": batch_id,
+        "ps": period[0],
+        "pe": period[1],
+        "t": trigger_key,
+        "base": policy.base_currency,
+        "now": db.now(),
+    }
+    for n, (contract, client, _) in enumerate(todo):
+        params |= {
+            f"c{n}": contract["contract_id"],
+            f"cl{n}": client["client_id"],
+            f"bt{n}": contract["billing_type"],
+            f"cur{n}": contract["currency"],
+        }
+    values = ", ".join(row.format(n=n) for n in range(len(todo)))
+    made = {r["contract_id"]: r["invoice_id"] for r in db.rows(conn, INSERT_INVOICES.format(values=values), params)}
+    return [
+        _Draft(made[contract["contract_id"]], contract, taxes.treatment(policy, client), drafts)
+        for contract, client, drafts in todo
+        if contract["contract_id"] in made
+    ]
+
+
+def _build(
+    conn: Connection,
+    policy: Policy,
+    opened: list[_Draft],
+    period: tuple[date, date],
+    actor: str,
+    rates: dict[tuple[str, date], tuple[Decimal, date | None]],
+) -> list[audit.Event]:
+    """Lines, claims, amounts and audit events of the invoices opened in one transaction.
+
+    Every line is written first, then each kind of record is claimed for all of them at once (time
+    entries set-based by ``claims.claim_time``, milestones, expenses and retainer intervals by
+    ``claims.claim_records``), then each invoice is priced from exactly what its lines took.
+    Returns the ``created`` events of the invoices made (those left with nothing to bill are gone).
+    """
+    _insert_lines(conn, opened)
+    lines = [line for d in opened for line in d.lines]
+    time_lines = [line for line in lines if line[1].kind == "time"]
+    claimed = claims.claim_time(conn, policy, time_lines, period[1]) if time_lines else {}
+    won = claims.claim_records(conn, [line for line in lines if line[1].kind != "time"])
+    pending = _Pending()
+    events = [e for d in opened if (e := _finish_invoice(conn, policy, d, claimed, won, period, actor, rates, pending))]
+    pending.flush(conn)
+    audit.record_many(conn, events)
+    return events
 
 
 def _finish_invoice(
@@ -259,6 +294,7 @@ def _finish_invoice(
     policy: Policy,
     draft: _Draft,
     claimed: Mapping[int, int],
+    won: set[int],
     period: tuple[date, date],
     actor: str,
     rates: dict[tuple[str, date], tuple[Decimal, date | None]],
@@ -266,24 +302,23 @@ def _finish_invoice(
 ) -> audit.Event | None:
     """Amounts from exactly what was claimed, then discount, cap, expenses, taxes and FX.
 
+    ``claimed`` holds the hours each time line took, ``won`` the other lines whose claim won.
     ``rates`` remembers the FX rates looked up in this run, one query per currency, not per invoice.
-    The time lines' amounts, the taxes and the invoice's totals go to ``pending``, which the caller
-    flushes before committing. Returns the invoice's ``created`` audit event for the caller to
+    The lines' numbers and amounts, the taxes and the invoice's totals go to ``pending``, which the
+    caller flushes before committing. Returns the invoice's ``created`` audit event for the caller to
     append with the others of its transaction (one chain-head read for all of them); None when
     nothing was left to bill.
     """
     invoice_id, contract, tax = draft.invoice_id, draft.contract, draft.tax
-    line_no, fees = _number_time_lines(conn, draft, claimed, pending)
-    line_no, claimed_fees = _claim_lines(conn, draft, ("milestone", "retainer"), line_no)
-    fees += claimed_fees
+    line_no, fees = _keep(draft, ("time", "milestone", "retainer"), claimed, won, 0, pending)
     adjustments, amounts, excess = _adjustments(conn, contract, invoice_id, fees)
     for line, amount in zip(adjustments, amounts, strict=True):
         line_no += 1
         line.unit_price = amount
-        _insert_line(conn, invoice_id, line_no, line, tax, 100, amount)
-    line_no, expenses = _claim_lines(conn, draft, ("expense",), line_no)
+        pending.adjustments.append(_line_params(invoice_id, line_no, line, tax, 100, amount))
+    line_no, expenses = _keep(draft, ("expense",), claimed, won, line_no, pending)
     if line_no == 0:
-        db.execute(conn, "DELETE FROM invoices WHERE invoice_id = :i", {"i": invoice_id})
+        pending.empty.append({"i": invoice_id})
         return None
 
     # every line of the invoice has its tax treatment: one rate group over the lines just written
@@ -310,38 +345,33 @@ def _finish_invoice(
     )
 
 
-def _number_time_lines(
-    conn: Connection, draft: _Draft, claimed: Mapping[int, int], pending: _Pending
+def _keep(
+    draft: _Draft,
+    kinds: tuple[str, ...],
+    claimed: Mapping[int, int],
+    won: set[int],
+    line_no: int,
+    pending: _Pending,
 ) -> tuple[int, int]:
-    """Price and number the time lines by the hours actually claimed; drop those another run billed first.
+    """Number the draft's lines of these kinds after ``line_no``, in draft order, those whose claim won.
 
-    Returns the last line number and the time fees; the lines' new values go to ``pending``.
-    """
-    line_no, fees = 0, 0
-    for line_id, line in draft.time_lines:
-        if line_id not in claimed:  # another run billed these hours first
-            db.execute(conn, "DELETE FROM invoice_lines WHERE line_id = :l", {"l": line_id})
-            continue
-        line_no += 1
-        net = round_half_up(claimed[line_id] * line.unit_price, 100)
-        fees += net
-        pending.time_lines.append({"q": claimed[line_id], "n": net, "no": line_no, "l": line_id})
-    return line_no, fees
-
-
-def _claim_lines(conn: Connection, draft: _Draft, kinds: tuple[str, ...], line_no: int) -> tuple[int, int]:
-    """Write the draft's lines of these kinds after ``line_no``, each kept only if its claim wins.
-
-    Returns the last line number and the sum of the lines kept.
+    A time line is priced by the hours it actually claimed; a line another run billed first goes.
+    Returns the last line number and the sum of the lines kept; their new values go to ``pending``.
     """
     total = 0
-    for line in [d for d in draft.drafts if d.kind in kinds]:
-        line_id = _insert_line(conn, draft.invoice_id, line_no + 1, line, draft.tax, 100, line.unit_price)
-        if not claims.claim(conn, line_id, line):
-            db.execute(conn, "DELETE FROM invoice_lines WHERE line_id = :l", {"l": line_id})
+    for line_id, line in draft.lines:
+        if line.kind not in kinds:
             continue
+        if line_id not in (claimed if line.kind == "time" else won):  # another run billed it first
+            pending.lost.append({"l": line_id})
+            continue
+        if line.kind == "time":
+            qty, net = claimed[line_id], round_half_up(claimed[line_id] * line.unit_price, 100)
+        else:
+            qty, net = 100, line.unit_price
         line_no += 1
-        total += line.unit_price
+        total += net
+        pending.lines.append({"q": qty, "n": net, "no": line_no, "l": line_id})
     return line_no, total
 
 
@@ -450,25 +480,11 @@ def price_period(run: Run, period: tuple[date, date]) -> PricedBatch:
     for start in range(0, len(todo), CONTRACTS_PER_TRANSACTION):
         chunk = todo[start : start + CONTRACTS_PER_TRANSACTION]
         with engine.begin() as conn:
-            opened = []
-            for contract_id in chunk:
-                contract = contracts[contract_id]
-                draft = _open_invoice(
-                    conn, policy, batch_id, contract, clients[contract["client_id"]], period, drafts[contract_id]
-                )
-                if draft is None:
-                    log.warning("contract %s: invoiced by a concurrent run, skipped", contract_id)
-                else:
-                    opened.append(draft)
-            _insert_time_lines(conn, opened)
-            claimed = claims.claim_time(conn, policy, [line for d in opened for line in d.time_lines], period[1])
-            pending = _Pending()
-            events = [
-                e for d in opened if (e := _finish_invoice(conn, policy, d, claimed, period, actor, rates, pending))
-            ]
-            pending.flush(conn)
-            audit.record_many(conn, events)
-            created += [int(e.entity_id) for e in events]
+            todo_here = [(contracts[c], clients[contracts[c]["client_id"]], drafts[c]) for c in chunk]
+            opened = _open_invoices(conn, policy, batch_id, todo_here, period)
+            for contract_id in sorted(set(chunk) - {d.contract["contract_id"] for d in opened}):
+                log.warning("contract %s: invoiced by a concurrent run, skipped", contract_id)
+            created += [int(e.entity_id) for e in _build(conn, policy, opened, period, actor, rates)]
     _close_batch(engine, batch_id, created)
     log.info(
         "period %s to %s: %d contracts to bill, %s priced as drafts in batch %d (gross)",
@@ -506,16 +522,11 @@ def price_triggers(run: Run, triggers: list[Trigger]) -> PricedBatch:
             if not drafts:
                 log.info("event %s: nothing left to bill", trigger.key)
                 continue
-            draft = _open_invoice(conn, policy, batch_id, contract, client, period, drafts, trigger_key=trigger.key)
-            if draft is None:
+            opened = _open_invoices(conn, policy, batch_id, [(contract, client, drafts)], period, trigger.key)
+            if not opened:
                 log.info("event %s: invoiced already", trigger.key)
                 continue
-            pending = _Pending()
-            event = _finish_invoice(conn, policy, draft, {}, period, actor, {}, pending)
-            pending.flush(conn)
-            if event is not None:
-                audit.record_many(conn, [event])
-                created.append(draft.invoice_id)
+            created += [int(e.entity_id) for e in _build(conn, policy, opened, period, actor, {})]
     _close_batch(engine, batch_id, created)
     log.info(
         "%d events: %s priced as drafts in batch %d (gross)", len(triggers), tallies.invoices(engine, created), batch_id
