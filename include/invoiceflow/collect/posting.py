@@ -216,6 +216,8 @@ def _decide_and_post(
         postings = payments.Postings(conn, actor, stamp=out.stamp)
         _check_open_amounts(postings, believed)
         outcomes = [_apply(postings, out, txn, d, pol) for txn, d in decided]
+        returned_or_not = _reverse_all(postings, out, [txn for txn, d in decided if d.outcome == "reverse"], decided)
+        outcomes = [returned_or_not.get(txn["txn_id"], o) for (txn, _d), o in zip(decided, outcomes, strict=True)]
         out.write(conn)
         postings.flush()
         out.write_decided(conn, [txn["txn_id"] for txn, _ in decided if txn["txn_id"] not in postings.stamped])
@@ -380,7 +382,8 @@ class _Written:
 def _apply(postings: payments.Postings, out: _Written, txn: dict[str, Any], d: Decision, pol: Policy) -> str:
     out.fired.update(d.fired)
     if d.outcome == "reverse":
-        return _reverse(postings, out, txn)
+        postings.hold_return(txn)  # looked up with the chunk's other returns (_reverse_all), changed in its place
+        return "returned"  # or an exception, by what _reverse_all finds
     if d.outcome == "exception":
         return _exception(out, txn, d)
     if d.outcome == "non_receivable":
@@ -453,48 +456,77 @@ def _exception(out: _Written, txn: dict[str, Any], d: Decision) -> str:
     return "exceptions"
 
 
-def _reverse(postings: payments.Postings, out: _Written, txn: dict[str, Any]) -> str:
-    """Find the payment a return undoes: same end-to-end id, else the invoice it names and the amount,
-    else the same payer account and amount; exactly one candidate, or it is an exception."""
-    postings.flush_for_return(txn)  # the payment may have been posted earlier in this chunk
-    conn = postings.conn
-    # Payments already returned are dropped below, not in SQL: SQLite's planner takes
-    # "reversed_by_txn_id IS NULL" on its unique index for a one-row lookup and walks every payment.
-    base = (
-        "SELECT p.payment_id, p.reversed_by_txn_id FROM payments p JOIN bank_transactions t ON t.txn_id = p.txn_id "
-        "WHERE p.amount = :a AND p.currency = :c AND t.account_iban = :acct "
-    )
-    params = {"a": -txn["amount"], "c": txn["currency"], "acct": txn["account_iban"]}
-    tries = []
-    if txn.get("end_to_end_id"):
-        tries.append(("the end-to-end id", base + "AND t.end_to_end_id = :e", {**params, "e": txn["end_to_end_id"]}))
-    numbers = ["-".join(m.groups()) for m in INVOICE_NUMBER.finditer((txn.get("remittance") or "").upper())]
-    if numbers:
-        tries.append(
-            (
-                f"invoice {numbers[0]}",
-                base + "AND p.payment_id IN (SELECT a.payment_id FROM allocations a JOIN invoices i "
-                "ON i.invoice_id = a.invoice_id WHERE i.invoice_number = :n)",
-                {**params, "n": numbers[0]},
+_RETURN_CANDIDATES = (
+    "SELECT p.payment_id, p.txn_id, p.amount, p.currency, p.reversed_by_txn_id, t.account_iban, t.end_to_end_id, "
+    "t.counterparty_iban, i.invoice_number FROM payments p JOIN bank_transactions t ON t.txn_id = p.txn_id "
+    "LEFT JOIN allocations a ON a.payment_id = p.payment_id LEFT JOIN invoices i ON i.invoice_id = a.invoice_id "
+    "WHERE p.amount IN :ids"
+)
+"""Every payment a chunk's returns could undo (by amount; currency and account are compared in
+Python), one row per allocation with its invoice number. Payments already returned are dropped in
+Python too: SQLite's planner takes "reversed_by_txn_id IS NULL" on its unique index for a one-row
+lookup and walks every payment."""
+
+
+def _reverse_all(
+    postings: payments.Postings,
+    out: _Written,
+    returns: list[dict[str, Any]],
+    decided: list[tuple[dict[str, Any], Decision]],
+) -> dict[int, str]:
+    """Find the payment each return of the chunk undoes, and reverse them together: each line's
+    outcome, ``returned`` or ``exceptions``.
+
+    A return undoes the payment of the same end-to-end id, else of the invoice it names and the
+    amount, else of the same payer account and amount: exactly one candidate, or it is an
+    exception. The lines are taken in booking order, as one by one: a payment the chunk posts
+    after the return is not a candidate, nor one an earlier return of the chunk undid. The
+    candidates of all the returns are read in one statement and the reversals written in a few
+    (:meth:`payments.Postings.reverse_many`), instead of four or five round trips per return.
+    """
+    if not returns:
+        return {}
+    postings.write_queued()  # the payment may have been posted earlier in this chunk
+    position = {txn["txn_id"]: n for n, (txn, _d) in enumerate(decided)}
+    candidates: dict[int, dict[str, Any]] = {}
+    for row in db.rows_in(postings.conn, _RETURN_CANDIDATES, sorted({-txn["amount"] for txn in returns})):
+        pay = candidates.setdefault(row["payment_id"], {**row, "numbers": set()})
+        pay["numbers"].add(row["invoice_number"])
+    taken: set[int] = set()
+    chosen: list[tuple[int, Mapping[str, Any], str]] = []
+    outcomes: dict[int, str] = {}
+    for txn in returns:
+        here = position[txn["txn_id"]]
+        live = [
+            p
+            for p in candidates.values()
+            if p["amount"] == -txn["amount"]
+            and p["currency"] == txn["currency"]
+            and p["account_iban"] == txn["account_iban"]
+            and p["reversed_by_txn_id"] is None
+            and p["payment_id"] not in taken
+            and position.get(p["txn_id"], -1) < here
+        ]
+        numbers = ["-".join(m.groups()) for m in INVOICE_NUMBER.finditer((txn.get("remittance") or "").upper())]
+        tries = []
+        if txn.get("end_to_end_id"):
+            tries.append(("the end-to-end id", [p for p in live if p["end_to_end_id"] == txn["end_to_end_id"]]))
+        if numbers:
+            tries.append((f"invoice {numbers[0]}", [p for p in live if numbers[0] in p["numbers"]]))
+        if txn.get("counterparty_iban"):
+            tries.append(("the payer account", [p for p in live if p["counterparty_iban"] == txn["counterparty_iban"]]))
+        found = next(((how, f[0]["payment_id"]) for how, f in tries if len(f) == 1), None)
+        if found is None:
+            outcomes[txn["txn_id"]] = _exception(
+                out,
+                txn,
+                Decision("exception", "unmatched_return", detail="a return or reversal whose payment was not found"),
             )
-        )
-    if txn.get("counterparty_iban"):
-        tries.append(
-            ("the payer account", base + "AND t.counterparty_iban = :i", {**params, "i": txn["counterparty_iban"]})
-        )
-    for how, sql, p in tries:
-        found = [r for r in db.rows(conn, sql, p) if r["reversed_by_txn_id"] is None]
-        if len(found) == 1:
-            payment_id = found[0]["payment_id"]
-            allocs = payments.reverse_payment(postings, payment_id, txn, f"returned by the bank ({how})")
-            if allocs is None:  # a concurrent run returned it first: reopen what it took off all the same
-                allocs = db.rows(
-                    conn, "SELECT invoice_id, amount FROM allocations WHERE payment_id = :p", {"p": payment_id}
-                )
-            out.reopened += [(a["invoice_id"], a["amount"]) for a in allocs]
-            return "returned"
-    return _exception(
-        out,
-        txn,
-        Decision("exception", "unmatched_return", detail="a return or reversal whose payment was not found"),
-    )
+            continue
+        taken.add(found[1])
+        chosen.append((found[1], txn, f"returned by the bank ({found[0]})"))
+        outcomes[txn["txn_id"]] = "returned"
+    allocs = postings.reverse_many(chosen)
+    # the matcher reopens what each payment took off, also when a concurrent run returned it first
+    out.reopened += [(a["invoice_id"], a["amount"]) for payment_id, _txn, _how in chosen for a in allocs[payment_id]]
+    return outcomes
