@@ -55,6 +55,7 @@ class Postings:
         self._dirty: set[int] = set()
         self._queued: list[dict[str, Any]] = []
         self._settled: list[int] = []  # bank lines posted or returned: matched at the next flush
+        self._decided: list[tuple[int, str]] = []  # other lines' statuses, written with them (settle)
         self._events: list[audit.Event] = []
         self.reversed_now: set[int] = set()  # the payments the last reverse_many marked returned
         # The changes to the invoices in memory (with their audit events), made at the flush in
@@ -109,6 +110,12 @@ class Postings:
         )
         if settles_line:
             self._settled.append(txn["txn_id"])
+
+    def settle(self, statuses: Iterable[tuple[int, str]]) -> None:
+        """Bank lines the caller decided otherwise (``(txn id, status)``: an exception, a line that
+        is not a receivable): their status goes out at the flush in the same statement as the
+        posted lines', with the same stamp (one round trip per chunk instead of two)."""
+        self._decided += statuses
 
     def hold_return(self, txn: Mapping[str, Any]) -> None:
         """Keep a return line's place among the payments of the chunk: its payment is looked up and
@@ -229,11 +236,16 @@ class Postings:
             self.conn,
             "bank_transactions",
             "txn_id",
-            [{"txn_id": t, "match_status": "matched", **self._stamp} for t in self._settled],
+            [
+                {"txn_id": t, "match_status": status, **self._stamp}
+                for t, status in [*((t, "matched") for t in self._settled), *self._decided]
+            ],
         )
         if self._stamp:
             self.stamped.update(self._settled)
+            self.stamped.update(t for t, _ in self._decided)
         self._settled.clear()
+        self._decided.clear()
 
     def finish(self, after: Sequence[audit.Event] = ()) -> None:
         """Flush, then append the chunk's audit events in the order of the changes, and ``after``

@@ -219,6 +219,7 @@ def _decide_and_post(
         returned_or_not = _reverse_all(postings, out, [txn for txn, d in decided if d.outcome == "reverse"], decided)
         outcomes = [returned_or_not.get(txn["txn_id"], o) for (txn, _d), o in zip(decided, outcomes, strict=True)]
         out.write(conn)
+        postings.settle(out.statuses())  # written with the posted lines' in one statement
         postings.flush()
         out.write_decided(conn, [txn["txn_id"] for txn, _ in decided if txn["txn_id"] not in postings.stamped])
         postings.finish(after=out.events)  # the classifications' events after the postings' own
@@ -281,7 +282,6 @@ class _Written:
         self.at = db.now()
         self.stamp = {"decided_by": "system", "decided_at": self.at}
         """Who decided the chunk's lines and when (the nightly run is 'system'): written with each line's status."""
-        self.stamped: set[int] = set()  # lines whose status this writes, with the stamp
 
     def exception(self, txn: Mapping[str, Any], category: str, detail: str) -> None:
         self.exceptions.append(
@@ -299,16 +299,6 @@ class _Written:
     def write(self, conn: Connection) -> None:
         audit.record_exceptions(conn, self.exceptions)
         db.insert_many(conn, "match_suggestions", self.suggestions, on_conflict="ON CONFLICT (txn_id, rank) DO NOTHING")
-        # the lines left for finance and those classified, with who decided them, in one statement
-        # (the postings write the posted lines' status with the same stamp)
-        statuses: list[dict[str, Any]] = [
-            {"txn_id": t, "match_status": "exception", **self.stamp} for t in self.exception_lines
-        ]
-        statuses += [
-            {"txn_id": c["txn_id"], "match_status": "non_receivable", **self.stamp} for c in self.classifications
-        ]
-        db.update_many(conn, "bank_transactions", "txn_id", statuses)
-        self.stamped.update(r["txn_id"] for r in statuses)
         # An account is learned once per client; one a person disabled stays disabled (the night
         # does not learn back what finance took away: a person's own match may).
         known = (
@@ -345,13 +335,18 @@ class _Written:
                 params,
             )
 
+    def statuses(self) -> list[tuple[int, str]]:
+        """The lines left for finance and those classified: the postings write their status, with
+        who decided them, in the statement that writes the posted lines' (``Postings.settle``)."""
+        return [(t, "exception") for t in self.exception_lines] + [
+            (c["txn_id"], "non_receivable") for c in self.classifications
+        ]
+
     def write_decided(self, conn: Connection, txn_ids: list[int]) -> None:
         """Who decided the chunk's lines that no status update stamped (a return whose payment a
         concurrent run returned first); the classifications' audit events go to the chain with
         the postings' own (:meth:`payments.Postings.finish`)."""
-        db.update_many(
-            conn, "bank_transactions", "txn_id", [{"txn_id": t, **self.stamp} for t in txn_ids if t not in self.stamped]
-        )
+        db.update_many(conn, "bank_transactions", "txn_id", [{"txn_id": t, **self.stamp} for t in txn_ids])
 
     def classification(self, txn: Mapping[str, Any], d: Decision) -> None:
         reason = d.detail
