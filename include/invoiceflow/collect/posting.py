@@ -88,6 +88,7 @@ def match_and_post(run: Run, account: str | None = None) -> PostingCounts:
     with engine.connect() as conn:
         matcher = load_matcher(conn, pol)
         pending = db.rows(conn, _PENDING_OF_ACCOUNT if account else _PENDING, {"a": account})
+    statistics = _Statistics(engine, len(pending))
     start, done = 0, 0
     while start < len(pending):
         chunk = pending[start : start + _chunk_size(done)]
@@ -112,6 +113,7 @@ def match_and_post(run: Run, account: str | None = None) -> PostingCounts:
                 "run; run again"
             )
         start, done = start + used, done + 1
+        statistics.grown(sum(outcome in ("matched", "partial") for _txn, outcome, _d in decided))
         for txn, outcome, decision in decided:
             tally[outcome] += 1
             amounts[outcome].append((txn["currency"], txn["amount"]))
@@ -156,6 +158,43 @@ small enough that a stale chunk is cheap to decide again and a transaction holds
 def _chunk_size(done: int) -> int:
     """Bank lines in a run's chunk after ``done`` chunks: 1, 1, 2, 4, 8, ... up to CHUNK_LINES."""
     return min(1 << max(0, done - 1), CHUNK_LINES)
+
+
+class _Statistics:
+    """PostgreSQL: fresh statistics on the tables a night reads by lists of ids, as it writes them.
+
+    A chunk reads payments, allocations, invoices and bank lines by lists of ids or amounts
+    (``= ANY(...)``). Without statistics the planner assumes a list matches a good part of a
+    table and scans all of it, once per chunk, so a night's cost grew with its square (a table
+    just bulk-loaded, or grown by the night itself, has none until autovacuum samples it a
+    minute or more later). The tables are sampled before a night of many lines and again each
+    time the night has doubled the payments: a handful of samples a night, each bounded
+    (ANALYZE reads at most 30,000 rows a table). SQLite's planner does not need them.
+    """
+
+    TABLES = ("bank_transactions", "invoices", "payments", "allocations")
+    GROWN = ("payments", "allocations")
+    MIN_LINES = 2 * CHUNK_LINES  # a short night is a few chunks: sampling would cost more than it saves
+
+    def __init__(self, engine: Engine, lines: int) -> None:
+        self.engine = engine
+        self.on = engine.dialect.name == "postgresql" and lines >= self.MIN_LINES
+        self.posted = 0
+        if self.on:
+            with engine.connect() as conn:
+                self.sampled_at = int(db.scalar(conn, "SELECT COUNT(*) FROM payments")) or 0
+            for table in self.TABLES:
+                db.refresh_statistics(engine, table)
+
+    def grown(self, posted: int) -> None:
+        """``posted`` more payments: sample the growing tables again once they have doubled."""
+        if not self.on:
+            return
+        self.posted += posted
+        if self.posted > max(self.sampled_at, self.MIN_LINES):
+            for table in self.GROWN:
+                db.refresh_statistics(self.engine, table)
+            self.sampled_at, self.posted = self.sampled_at + self.posted, 0
 
 
 class _StaleView(Exception):

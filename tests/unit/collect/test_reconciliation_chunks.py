@@ -249,3 +249,21 @@ def test_a_payment_a_concurrent_run_returned_first_is_not_returned_again(engine,
     assert state["invoices"] == {"K1": ("paid", K1_GROSS), "K3": ("issued", 0)}  # K1: the other run's to reopen
     assert state["events"].count(("payment", "returned")) == 1  # K3's, by this run
     assert state["payments"] == [(K3_GROSS, True), (K1_GROSS, True)]
+
+
+def test_a_long_night_on_postgresql_samples_its_tables_as_the_payments_double(engine, monkeypatch):
+    """Without statistics PostgreSQL's planner scans a whole table for a list of ids, once per
+    chunk: a long night samples the tables first and each time it has doubled the payments
+    (SQLite's planner needs none, and a short night is not worth it)."""
+    sampled: list[str] = []
+    monkeypatch.setattr(db, "refresh_statistics", lambda eng, table: sampled.append(table))
+    assert not posting._Statistics(engine, posting._Statistics.MIN_LINES - 1).on
+    stats = posting._Statistics(engine, posting._Statistics.MIN_LINES)
+    if engine.dialect.name != "postgresql":
+        assert not stats.on and not sampled
+        return
+    assert sampled == list(posting._Statistics.TABLES)
+    sampled.clear()
+    for posted in [600, 400, 1, 999, 2, 1]:  # 1,001 payments (over 1,000), then 1,002 more (over 1,001)
+        stats.grown(posted)
+    assert sampled == [*posting._Statistics.GROWN, *posting._Statistics.GROWN]
