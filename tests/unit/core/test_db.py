@@ -107,17 +107,17 @@ def test_update_many_sets_each_rows_own_values_in_one_statement(engine, size):
     assert stored == [{"amount": n, "detail": f"now {n}"} for n in range(size)]
 
 
-def test_update_many_splits_a_batch_only_at_the_parameter_limit(engine, monkeypatch):
-    """PostgreSQL binds at most 65,535 values per statement: a larger batch goes in as few
-    statements as fit (the limit is lowered here to keep the test small)."""
+def test_update_many_with_values_of_mixed_types_splits_only_at_the_parameter_limit(engine, monkeypatch):
+    """On PostgreSQL a column of mixed Python types (an array takes one) goes by a VALUES list,
+    which binds at most 65,535 values per statement: a larger batch goes in as few statements as
+    fit (the limit is lowered here to keep the test small)."""
     with engine.begin() as conn:
         db.insert_many(conn, "exceptions", _exceptions(range(10)))
         ids = [r["exception_id"] for r in db.rows(conn, "SELECT exception_id FROM exceptions ORDER BY exception_id")]
     monkeypatch.setattr(db, "PG_PARAMS_MAX", 8)  # four rows of two values per statement
+    mixed = [{"exception_id": e, "amount": float(7 + n) if n % 2 else 7 + n} for n, e in enumerate(ids)]
     with engine.begin() as conn:
-        db.update_many(
-            conn, "exceptions", "exception_id", [{"exception_id": e, "amount": 7 + n} for n, e in enumerate(ids)]
-        )
+        db.update_many(conn, "exceptions", "exception_id", mixed)
     with engine.connect() as conn:
         assert [r["amount"] for r in db.rows(conn, "SELECT amount FROM exceptions ORDER BY exception_id")] == [
             7 + n for n in range(10)
