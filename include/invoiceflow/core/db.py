@@ -469,8 +469,9 @@ def update_many(conn: Connection, table: str, key: str, records: Sequence[Mappin
     whatever the number of rows, so psycopg prepares it once (a 500-row ``VALUES`` list was parsed
     and planned each time: 30 % slower per statement), and splitting a chunk's few hundred rows into
     power-of-two parts, as before, cost the nightly posting about five round trips per update. A
-    column whose values are of different Python types (an array takes one) goes by a multi-row
-    ``VALUES`` list instead, split only at :data:`PG_PARAMS_MAX`. Column names come from code.
+    column whose values are of different Python types (an array takes one; a ``StrEnum`` status is
+    text like any string) goes by a multi-row ``VALUES`` list instead, split only at
+    :data:`PG_PARAMS_MAX`. Column names come from code.
     """
     if not records:
         return
@@ -481,7 +482,10 @@ def update_many(conn: Connection, table: str, key: str, records: Sequence[Mappin
         execute_many(conn, f"UPDATE {table} SET {own} WHERE {key} = :{key}", records)
         return
     arrays = {c: [r[c] for r in records] for c in columns}
-    if all(len({type(v) for v in values if v is not None}) <= 1 for values in arrays.values()):
+    if all(
+        len({str if isinstance(v, str) else type(v) for v in values if v is not None}) <= 1
+        for values in arrays.values()
+    ):
         types = _pg_column_types(conn, table)
         conn.exec_driver_sql(
             f"UPDATE {table} SET {sets} FROM unnest({', '.join(f'%({c})s::{types[c]}[]' for c in columns)}) "
