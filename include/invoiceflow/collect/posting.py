@@ -163,7 +163,7 @@ def _chunk_size(done: int) -> int:
 class _Statistics:
     """PostgreSQL: fresh statistics on the tables a night reads by lists of ids, as it writes them.
 
-    A chunk reads payments, allocations, invoices and bank lines by lists of ids or amounts
+    A chunk reads payments, allocations, invoices, bank lines and learned payers by lists of ids
     (``= ANY(...)``). Without statistics the planner assumes a list matches a good part of a
     table and scans all of it, once per chunk, so a night's cost grew with its square (a table
     just bulk-loaded, or grown by the night itself, has none until autovacuum samples it a
@@ -172,8 +172,8 @@ class _Statistics:
     (ANALYZE reads at most 30,000 rows a table). SQLite's planner does not need them.
     """
 
-    TABLES = ("bank_transactions", "invoices", "payments", "allocations")
-    GROWN = ("payments", "allocations")
+    TABLES = ("bank_transactions", "invoices", "payments", "allocations", "match_rules")
+    GROWN = ("payments", "allocations", "match_rules")  # match_rules: the payers the night learns
     MIN_LINES = 2 * CHUNK_LINES  # a short night is a few chunks: sampling would cost more than it saves
 
     def __init__(self, engine: Engine, lines: int) -> None:
