@@ -92,3 +92,11 @@ def test_tiny_run_meets_the_quality_targets(tmp_path):
     assert sqlite["dialect"] == "sqlite" and sqlite["imported"] + sqlite["duplicates"] > speed["bank_lines"]
     assert sqlite["imported"] == speed["bank_lines"] and sqlite["payments"] == speed["posted_in_memory"] > 0
     assert sqlite["payments_equal_in_memory_postings"] and sqlite["load_average_before"]
+
+
+def test_postgresql_is_judged_against_sqlite_only_when_both_ran():
+    """Issue 25's judge: PostgreSQL's end-to-end time over SQLite's in the same run, None without both."""
+    both = {"sqlite": {"end_to_end_s": 50.0}, "postgresql": {"end_to_end_s": 59.9}}
+    assert bench.pg_to_sqlite(both) == 1.2
+    assert bench.pg_to_sqlite({"sqlite": {"end_to_end_s": 50.0}}) is None
+    assert bench.pg_to_sqlite({}) is None

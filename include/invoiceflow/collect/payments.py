@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Connection
@@ -21,6 +22,14 @@ _ALLOCATIONS_OF = (
 )
 """A payment's allocations, each with whether its invoice was delivered (where it goes back to when
 it is paid nothing again): one round trip per return instead of two."""
+
+
+_ALLOCATIONS_OF_MANY = (
+    "SELECT a.payment_id, a.invoice_id, a.amount, EXISTS (SELECT 1 FROM deliveries d WHERE d.invoice_id = a.invoice_id "
+    "AND d.status = 'sent') AS delivered FROM allocations a WHERE a.payment_id IN :ids "
+    "ORDER BY a.payment_id, a.invoice_id"
+)
+""":data:`_ALLOCATIONS_OF` for all the payments a chunk's returns undo, in one statement."""
 
 
 class Postings:
@@ -46,7 +55,14 @@ class Postings:
         self._dirty: set[int] = set()
         self._queued: list[dict[str, Any]] = []
         self._settled: list[int] = []  # bank lines posted or returned: matched at the next flush
+        self._decided: list[tuple[int, str]] = []  # other lines' statuses, written with them (settle)
         self._events: list[audit.Event] = []
+        self.reversed_now: set[int] = set()  # the payments the last reverse_many marked returned
+        # The changes to the invoices in memory (with their audit events), made at the flush in
+        # the order of the lines, whatever order the rows were written in (payments before returns).
+        self._moves: list[tuple[int, Callable[[], None]]] = []
+        self._seq = 0
+        self._return_seq: dict[int, int] = {}  # a return line's place among the payments
         self.written: list[int] = []  # the payment ids of the last flush, in the order posted
 
     def invoices(self, invoice_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
@@ -89,41 +105,86 @@ class Postings:
                 "confidence": confidence,
                 "amount": txn["amount"] if amount is None else amount,
                 "reason": reason,
+                "seq": self._next(),
             }
         )
         if settles_line:
             self._settled.append(txn["txn_id"])
 
-    def flush_for_return(self, txn: Mapping[str, Any]) -> None:
-        """Write the queued payments when one of them could be the payment ``txn`` returns.
+    def settle(self, statuses: Iterable[tuple[int, str]]) -> None:
+        """Bank lines the caller decided otherwise (``(txn id, status)``: an exception, a line that
+        is not a receivable): their status goes out at the flush in the same statement as the
+        posted lines', with the same stamp (one round trip per chunk instead of two)."""
+        self._decided += statuses
 
-        A return looks for its payment in the tables, by amount, currency and account first; when
-        no queued payment has those, the tables already hold every candidate and the chunk stays
-        queued (a flush per return would cut the chunk into small writes).
-        """
-        if any(
-            q["txn"]["amount"] == -txn["amount"]
-            and q["txn"]["currency"] == txn["currency"]
-            and q["txn"]["account_iban"] == txn["account_iban"]
-            for q in self._queued
-        ):
-            self.flush()
+    def hold_return(self, txn: Mapping[str, Any]) -> None:
+        """Keep a return line's place among the payments of the chunk: its payment is looked up and
+        reversed with the chunk's other returns (:meth:`reverse_many`), and its changes to the
+        invoices are made in this place, so the audit trail reads as the bank booked the lines."""
+        self._return_seq[txn["txn_id"]] = self._next()
 
-    def reverse(self, payment_id: int, txn: Mapping[str, Any], reason: str) -> list[dict[str, Any]] | None:
-        """A returned payment: its allocations come off the invoices, which reopen; the payment stays, marked.
+    def _next(self) -> int:
+        self._seq += 1
+        return self._seq
 
-        Returns the allocations it took off (the caller reopens them in its own view without
-        reading them again), or None when the payment was already returned."""
-        changed = db.execute(
-            self.conn,
-            "UPDATE payments SET reversed_by_txn_id = :t, reversed_at = :now WHERE payment_id = :p "
-            "AND reversed_by_txn_id IS NULL",
-            {"t": txn["txn_id"], "now": db.now(), "p": payment_id},
-        )
-        if changed != 1:
-            return None
-        allocs = db.rows(self.conn, _ALLOCATIONS_OF, {"p": payment_id})
-        self.invoices(a["invoice_id"] for a in allocs)
+    def write_queued(self) -> None:
+        """Write the queued payments, their allocations and adjustments, and nothing else yet: the
+        chunk's returns look for the payments they undo in the tables; the invoice rows and line
+        statuses go out once, at :meth:`flush`."""
+        queued, self._queued = self._queued, []
+        if queued:
+            self._write_payments(queued)
+
+    def reverse_many(self, returns: Sequence[tuple[int, Mapping[str, Any], str]]) -> dict[int, list[dict[str, Any]]]:
+        """Returned payments, ``(payment id, return line, reason)`` in the order of the lines: their
+        allocations come off the invoices, which reopen; each payment stays, marked.
+
+        Returns the allocations of every payment given, by payment id (the caller reopens them in
+        its own view without reading them again); a payment a concurrent run returned first
+        (compare-and-set: ``reversed_by_txn_id IS NULL``) is missing from :attr:`reversed_now` and
+        changes nothing here. A chunk's returns cost four statements whatever their number: the
+        marks, the allocations, the invoice rows (locked), and the invoices' update at the flush."""
+        self.reversed_now = set()
+        if not returns:
+            return {}
+        at = db.now()
+        if self.conn.dialect.name == "postgresql":
+            # one statement; the rows are locked in payment id order (two runs lock alike)
+            marks = sorted((p, txn["txn_id"]) for p, txn, _ in returns)
+            won = {
+                r[0]
+                for r in self.conn.exec_driver_sql(
+                    "UPDATE payments SET reversed_by_txn_id = v.t, reversed_at = %(now)s "
+                    "FROM unnest(%(p)s::bigint[], %(t)s::bigint[]) AS v (p, t) "
+                    "WHERE payments.payment_id = v.p AND payments.reversed_by_txn_id IS NULL RETURNING payment_id",
+                    {"now": at, "p": [m[0] for m in marks], "t": [m[1] for m in marks]},
+                )
+            }
+        else:  # in-process: a statement costs no round trip
+            won = {
+                p
+                for p, txn, _ in returns
+                if db.execute(
+                    self.conn,
+                    "UPDATE payments SET reversed_by_txn_id = :t, reversed_at = :now WHERE payment_id = :p "
+                    "AND reversed_by_txn_id IS NULL",
+                    {"t": txn["txn_id"], "now": at, "p": p},
+                )
+                == 1
+            }
+        allocs: dict[int, list[dict[str, Any]]] = {p: [] for p, _, _ in returns}
+        for row in db.rows_in(self.conn, _ALLOCATIONS_OF_MANY, sorted(allocs)):
+            allocs[row.pop("payment_id")].append(row)
+        self.invoices(a["invoice_id"] for p in won for a in allocs[p])
+        for payment_id, txn, reason in returns:
+            if payment_id in won:
+                seq = self._return_seq.pop(txn["txn_id"], None) or self._next()
+                self._moves.append((seq, partial(self._returned, payment_id, txn, reason, allocs[payment_id])))
+                self._settled.append(txn["txn_id"])
+        self.reversed_now = won
+        return allocs
+
+    def _returned(self, payment_id: int, txn: Mapping[str, Any], reason: str, allocs: list[dict[str, Any]]) -> None:
         for alloc in allocs:
             self._move_paid(alloc["invoice_id"], -alloc["amount"], reason, payment_id, alloc["delivered"])
         self._events.append(
@@ -131,8 +192,12 @@ class Postings:
                 "payment", payment_id, "returned", self.actor, reason, after={"returned_by_txn_id": txn["txn_id"]}
             )
         )
-        self._settled.append(txn["txn_id"])
-        return allocs
+
+    def reverse(self, payment_id: int, txn: Mapping[str, Any], reason: str) -> list[dict[str, Any]] | None:
+        """One returned payment (:meth:`reverse_many`): the allocations it took off, or None when
+        the payment was already returned."""
+        allocs = self.reverse_many([(payment_id, txn, reason)])
+        return allocs[payment_id] if payment_id in self.reversed_now else None
 
     def undo(self, payment_id: int, reason: str) -> bool:
         """A person undoes a posting: its allocations come off the invoices, which reopen; the
@@ -156,9 +221,10 @@ class Postings:
 
     def flush(self) -> None:
         """Write the queued payments, their allocations and adjustments, the invoice rows and line statuses."""
-        queued, self._queued = self._queued, []
-        if queued:
-            self._write_payments(queued)
+        self.write_queued()
+        for _seq, move in sorted(self._moves, key=lambda m: m[0]):
+            move()
+        self._moves.clear()
         db.update_many(
             self.conn,
             "invoices",
@@ -170,11 +236,16 @@ class Postings:
             self.conn,
             "bank_transactions",
             "txn_id",
-            [{"txn_id": t, "match_status": "matched", **self._stamp} for t in self._settled],
+            [
+                {"txn_id": t, "match_status": status, **self._stamp}
+                for t, status in [*((t, "matched") for t in self._settled), *self._decided]
+            ],
         )
         if self._stamp:
             self.stamped.update(self._settled)
+            self.stamped.update(t for t, _ in self._decided)
         self._settled.clear()
+        self._decided.clear()
 
     def finish(self, after: Sequence[audit.Event] = ()) -> None:
         """Flush, then append the chunk's audit events in the order of the changes, and ``after``
@@ -185,52 +256,39 @@ class Postings:
 
     def _write_payments(self, queued: list[dict[str, Any]]) -> None:
         now = db.now()
-        db.insert_many(
-            self.conn,
-            "payments",
-            [
-                {
-                    "txn_id": q["txn"]["txn_id"],
-                    "client_id": q["client_id"],
-                    "amount": q["amount"],
-                    "currency": q["txn"]["currency"],
-                    "received_on": q["txn"]["booking_date"],
-                    "posted_at": now,
-                    "rule": q["rule"],
-                    "confidence": q["confidence"],
-                    "posted_by": self.actor,
-                    "reason": q["reason"],
-                }
-                for q in queued
-            ],
-        )
-        # A line may have older payments (undone, or part of a split): the newest live one per line is
-        # the one just written (a chunk posts a line once).
-        ids = {
-            r["txn_id"]: r["payment_id"]
-            for r in db.rows_in(
-                self.conn,
-                "SELECT txn_id, MAX(payment_id) AS payment_id FROM payments WHERE txn_id IN :ids "
-                "AND undone_at IS NULL GROUP BY txn_id",
-                [q["txn"]["txn_id"] for q in queued],
-            )
-        }
+        rows = [
+            {
+                "txn_id": q["txn"]["txn_id"],
+                "client_id": q["client_id"],
+                "amount": q["amount"],
+                "currency": q["txn"]["currency"],
+                "received_on": q["txn"]["booking_date"],
+                "posted_at": now,
+                "rule": q["rule"],
+                "confidence": q["confidence"],
+                "posted_by": self.actor,
+                "reason": q["reason"],
+            }
+            for q in queued
+        ]
+        ids = _insert_payments(self.conn, rows)
         self.written = [ids[q["txn"]["txn_id"]] for q in queued]
         self.invoices(a["invoice_id"] for q in queued for a in q["allocations"])
         allocations, adjustments = [], []
         for q in queued:
             payment_id = ids[q["txn"]["txn_id"]]
-            for alloc in q["allocations"]:
-                allocations.append({"payment_id": payment_id, **alloc})
-                self._move_paid(
-                    alloc["invoice_id"], alloc["amount"], f"{alloc['rule']}: {alloc['evidence']}", payment_id
-                )
+            allocations += [{"payment_id": payment_id, **alloc} for alloc in q["allocations"]]
             adjustments += [{"payment_id": payment_id, **adj} for adj in q["adjustments"]]
-            for adj in q["adjustments"]:
-                if adj["kind"] == "unapplied" and adj.get("invoice_id"):  # paid in full and then some
-                    self._overpaid(adj["invoice_id"], adj["amount"], payment_id)
+            self._moves.append((q["seq"], partial(self._paid, q, payment_id)))
         db.insert_many(self.conn, "allocations", allocations)
         db.insert_many(self.conn, "payment_adjustments", adjustments)
+
+    def _paid(self, q: Mapping[str, Any], payment_id: int) -> None:
+        for alloc in q["allocations"]:
+            self._move_paid(alloc["invoice_id"], alloc["amount"], f"{alloc['rule']}: {alloc['evidence']}", payment_id)
+        for adj in q["adjustments"]:
+            if adj["kind"] == "unapplied" and adj.get("invoice_id"):  # paid in full and then some
+                self._overpaid(adj["invoice_id"], adj["amount"], payment_id)
 
     def _move_paid(
         self, invoice_id: int, delta: int, reason: str, payment_id: int, delivered: bool | None = None
@@ -285,6 +343,51 @@ class Postings:
                 after={"status": "overpaid", "unapplied": amount, "payment_id": payment_id},
             )
         )
+
+
+_PAYMENT_COLUMNS = {
+    "txn_id": "bigint",
+    "client_id": "text",
+    "amount": "bigint",
+    "currency": "text",
+    "received_on": "date",
+    "posted_at": "timestamptz",
+    "rule": "text",
+    "confidence": "numeric",
+    "posted_by": "text",
+    "reason": "text",
+}
+
+
+_INSERT_PAYMENTS_PG = (
+    f"INSERT INTO payments ({', '.join(_PAYMENT_COLUMNS)}) SELECT * FROM unnest("
+    + ", ".join(f"%({c})s::{t}[]" for c, t in _PAYMENT_COLUMNS.items())
+    + ") RETURNING txn_id, payment_id"
+)
+"""PostgreSQL: a chunk's payments in one statement that hands back their ids. One array per
+column keeps the text the same whatever the number of rows (psycopg prepares it once); a ``COPY``
+and a second statement to find the ids was two round trips, and that lookup (``txn_id = ANY``
+of a few hundred ids on a table without statistics yet) scanned every payment of the night, once
+per chunk."""
+
+
+def _insert_payments(conn: Connection, rows: list[dict[str, Any]]) -> dict[int, int]:
+    """Insert payment rows (keys as :data:`_PAYMENT_COLUMNS`); the new payment id of each bank line."""
+    if conn.dialect.name == "postgresql":
+        params = {c: [r[c] for r in rows] for c in _PAYMENT_COLUMNS}
+        return {r[0]: r[1] for r in conn.exec_driver_sql(_INSERT_PAYMENTS_PG, params)}
+    db.insert_many(conn, "payments", rows)
+    # A line may have older payments (undone, or part of a split): the newest live one per line is
+    # the one just written (a chunk posts a line once).
+    return {
+        r["txn_id"]: r["payment_id"]
+        for r in db.rows_in(
+            conn,
+            "SELECT txn_id, MAX(payment_id) AS payment_id FROM payments WHERE txn_id IN :ids "
+            "AND undone_at IS NULL GROUP BY txn_id",
+            [r["txn_id"] for r in rows],
+        )
+    }
 
 
 def post_payment(

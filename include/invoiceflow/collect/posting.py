@@ -88,6 +88,7 @@ def match_and_post(run: Run, account: str | None = None) -> PostingCounts:
     with engine.connect() as conn:
         matcher = load_matcher(conn, pol)
         pending = db.rows(conn, _PENDING_OF_ACCOUNT if account else _PENDING, {"a": account})
+    statistics = _Statistics(engine, len(pending))
     start, done = 0, 0
     while start < len(pending):
         chunk = pending[start : start + _chunk_size(done)]
@@ -112,6 +113,7 @@ def match_and_post(run: Run, account: str | None = None) -> PostingCounts:
                 "run; run again"
             )
         start, done = start + used, done + 1
+        statistics.grown(sum(outcome in ("matched", "partial") for _txn, outcome, _d in decided))
         for txn, outcome, decision in decided:
             tally[outcome] += 1
             amounts[outcome].append((txn["currency"], txn["amount"]))
@@ -156,6 +158,43 @@ small enough that a stale chunk is cheap to decide again and a transaction holds
 def _chunk_size(done: int) -> int:
     """Bank lines in a run's chunk after ``done`` chunks: 1, 1, 2, 4, 8, ... up to CHUNK_LINES."""
     return min(1 << max(0, done - 1), CHUNK_LINES)
+
+
+class _Statistics:
+    """PostgreSQL: fresh statistics on the tables a night reads by lists of ids, as it writes them.
+
+    A chunk reads payments, allocations, invoices, bank lines and learned payers by lists of ids
+    (``= ANY(...)``). Without statistics the planner assumes a list matches a good part of a
+    table and scans all of it, once per chunk, so a night's cost grew with its square (a table
+    just bulk-loaded, or grown by the night itself, has none until autovacuum samples it a
+    minute or more later). The tables are sampled before a night of many lines and again each
+    time the night has doubled the payments: a handful of samples a night, each bounded
+    (ANALYZE reads at most 30,000 rows a table). SQLite's planner does not need them.
+    """
+
+    TABLES = ("bank_transactions", "invoices", "payments", "allocations", "match_rules")
+    GROWN = ("payments", "allocations", "match_rules")  # match_rules: the payers the night learns
+    MIN_LINES = 2 * CHUNK_LINES  # a short night is a few chunks: sampling would cost more than it saves
+
+    def __init__(self, engine: Engine, lines: int) -> None:
+        self.engine = engine
+        self.on = engine.dialect.name == "postgresql" and lines >= self.MIN_LINES
+        self.posted = 0
+        if self.on:
+            with engine.connect() as conn:
+                self.sampled_at = int(db.scalar(conn, "SELECT COUNT(*) FROM payments")) or 0
+            for table in self.TABLES:
+                db.refresh_statistics(engine, table)
+
+    def grown(self, posted: int) -> None:
+        """``posted`` more payments: sample the growing tables again once they have doubled."""
+        if not self.on:
+            return
+        self.posted += posted
+        if self.posted > max(self.sampled_at, self.MIN_LINES):
+            for table in self.GROWN:
+                db.refresh_statistics(self.engine, table)
+            self.sampled_at, self.posted = self.sampled_at + self.posted, 0
 
 
 class _StaleView(Exception):
@@ -216,7 +255,10 @@ def _decide_and_post(
         postings = payments.Postings(conn, actor, stamp=out.stamp)
         _check_open_amounts(postings, believed)
         outcomes = [_apply(postings, out, txn, d, pol) for txn, d in decided]
+        returned_or_not = _reverse_all(postings, out, [txn for txn, d in decided if d.outcome == "reverse"], decided)
+        outcomes = [returned_or_not.get(txn["txn_id"], o) for (txn, _d), o in zip(decided, outcomes, strict=True)]
         out.write(conn)
+        postings.settle(out.statuses())  # written with the posted lines' in one statement
         postings.flush()
         out.write_decided(conn, [txn["txn_id"] for txn, _ in decided if txn["txn_id"] not in postings.stamped])
         postings.finish(after=out.events)  # the classifications' events after the postings' own
@@ -279,7 +321,6 @@ class _Written:
         self.at = db.now()
         self.stamp = {"decided_by": "system", "decided_at": self.at}
         """Who decided the chunk's lines and when (the nightly run is 'system'): written with each line's status."""
-        self.stamped: set[int] = set()  # lines whose status this writes, with the stamp
 
     def exception(self, txn: Mapping[str, Any], category: str, detail: str) -> None:
         self.exceptions.append(
@@ -297,16 +338,6 @@ class _Written:
     def write(self, conn: Connection) -> None:
         audit.record_exceptions(conn, self.exceptions)
         db.insert_many(conn, "match_suggestions", self.suggestions, on_conflict="ON CONFLICT (txn_id, rank) DO NOTHING")
-        # the lines left for finance and those classified, with who decided them, in one statement
-        # (the postings write the posted lines' status with the same stamp)
-        statuses: list[dict[str, Any]] = [
-            {"txn_id": t, "match_status": "exception", **self.stamp} for t in self.exception_lines
-        ]
-        statuses += [
-            {"txn_id": c["txn_id"], "match_status": "non_receivable", **self.stamp} for c in self.classifications
-        ]
-        db.update_many(conn, "bank_transactions", "txn_id", statuses)
-        self.stamped.update(r["txn_id"] for r in statuses)
         # An account is learned once per client; one a person disabled stays disabled (the night
         # does not learn back what finance took away: a person's own match may).
         known = (
@@ -343,13 +374,18 @@ class _Written:
                 params,
             )
 
+    def statuses(self) -> list[tuple[int, str]]:
+        """The lines left for finance and those classified: the postings write their status, with
+        who decided them, in the statement that writes the posted lines' (``Postings.settle``)."""
+        return [(t, "exception") for t in self.exception_lines] + [
+            (c["txn_id"], "non_receivable") for c in self.classifications
+        ]
+
     def write_decided(self, conn: Connection, txn_ids: list[int]) -> None:
         """Who decided the chunk's lines that no status update stamped (a return whose payment a
         concurrent run returned first); the classifications' audit events go to the chain with
         the postings' own (:meth:`payments.Postings.finish`)."""
-        db.update_many(
-            conn, "bank_transactions", "txn_id", [{"txn_id": t, **self.stamp} for t in txn_ids if t not in self.stamped]
-        )
+        db.update_many(conn, "bank_transactions", "txn_id", [{"txn_id": t, **self.stamp} for t in txn_ids])
 
     def classification(self, txn: Mapping[str, Any], d: Decision) -> None:
         reason = d.detail
@@ -380,7 +416,8 @@ class _Written:
 def _apply(postings: payments.Postings, out: _Written, txn: dict[str, Any], d: Decision, pol: Policy) -> str:
     out.fired.update(d.fired)
     if d.outcome == "reverse":
-        return _reverse(postings, out, txn)
+        postings.hold_return(txn)  # looked up with the chunk's other returns (_reverse_all), changed in its place
+        return "returned"  # or an exception, by what _reverse_all finds
     if d.outcome == "exception":
         return _exception(out, txn, d)
     if d.outcome == "non_receivable":
@@ -453,48 +490,77 @@ def _exception(out: _Written, txn: dict[str, Any], d: Decision) -> str:
     return "exceptions"
 
 
-def _reverse(postings: payments.Postings, out: _Written, txn: dict[str, Any]) -> str:
-    """Find the payment a return undoes: same end-to-end id, else the invoice it names and the amount,
-    else the same payer account and amount; exactly one candidate, or it is an exception."""
-    postings.flush_for_return(txn)  # the payment may have been posted earlier in this chunk
-    conn = postings.conn
-    # Payments already returned are dropped below, not in SQL: SQLite's planner takes
-    # "reversed_by_txn_id IS NULL" on its unique index for a one-row lookup and walks every payment.
-    base = (
-        "SELECT p.payment_id, p.reversed_by_txn_id FROM payments p JOIN bank_transactions t ON t.txn_id = p.txn_id "
-        "WHERE p.amount = :a AND p.currency = :c AND t.account_iban = :acct "
-    )
-    params = {"a": -txn["amount"], "c": txn["currency"], "acct": txn["account_iban"]}
-    tries = []
-    if txn.get("end_to_end_id"):
-        tries.append(("the end-to-end id", base + "AND t.end_to_end_id = :e", {**params, "e": txn["end_to_end_id"]}))
-    numbers = ["-".join(m.groups()) for m in INVOICE_NUMBER.finditer((txn.get("remittance") or "").upper())]
-    if numbers:
-        tries.append(
-            (
-                f"invoice {numbers[0]}",
-                base + "AND p.payment_id IN (SELECT a.payment_id FROM allocations a JOIN invoices i "
-                "ON i.invoice_id = a.invoice_id WHERE i.invoice_number = :n)",
-                {**params, "n": numbers[0]},
+_RETURN_CANDIDATES = (
+    "SELECT p.payment_id, p.txn_id, p.amount, p.currency, p.reversed_by_txn_id, t.account_iban, t.end_to_end_id, "
+    "t.counterparty_iban, i.invoice_number FROM payments p JOIN bank_transactions t ON t.txn_id = p.txn_id "
+    "LEFT JOIN allocations a ON a.payment_id = p.payment_id LEFT JOIN invoices i ON i.invoice_id = a.invoice_id "
+    "WHERE p.amount IN :ids"
+)
+"""Every payment a chunk's returns could undo (by amount; currency and account are compared in
+Python), one row per allocation with its invoice number. Payments already returned are dropped in
+Python too: SQLite's planner takes "reversed_by_txn_id IS NULL" on its unique index for a one-row
+lookup and walks every payment."""
+
+
+def _reverse_all(
+    postings: payments.Postings,
+    out: _Written,
+    returns: list[dict[str, Any]],
+    decided: list[tuple[dict[str, Any], Decision]],
+) -> dict[int, str]:
+    """Find the payment each return of the chunk undoes, and reverse them together: each line's
+    outcome, ``returned`` or ``exceptions``.
+
+    A return undoes the payment of the same end-to-end id, else of the invoice it names and the
+    amount, else of the same payer account and amount: exactly one candidate, or it is an
+    exception. The lines are taken in booking order, as one by one: a payment the chunk posts
+    after the return is not a candidate, nor one an earlier return of the chunk undid. The
+    candidates of all the returns are read in one statement and the reversals written in a few
+    (:meth:`payments.Postings.reverse_many`), instead of four or five round trips per return.
+    """
+    if not returns:
+        return {}
+    postings.write_queued()  # the payment may have been posted earlier in this chunk
+    position = {txn["txn_id"]: n for n, (txn, _d) in enumerate(decided)}
+    candidates: dict[int, dict[str, Any]] = {}
+    for row in db.rows_in(postings.conn, _RETURN_CANDIDATES, sorted({-txn["amount"] for txn in returns})):
+        pay = candidates.setdefault(row["payment_id"], {**row, "numbers": set()})
+        pay["numbers"].add(row["invoice_number"])
+    taken: set[int] = set()
+    chosen: list[tuple[int, Mapping[str, Any], str]] = []
+    outcomes: dict[int, str] = {}
+    for txn in returns:
+        here = position[txn["txn_id"]]
+        live = [
+            p
+            for p in candidates.values()
+            if p["amount"] == -txn["amount"]
+            and p["currency"] == txn["currency"]
+            and p["account_iban"] == txn["account_iban"]
+            and p["reversed_by_txn_id"] is None
+            and p["payment_id"] not in taken
+            and position.get(p["txn_id"], -1) < here
+        ]
+        numbers = ["-".join(m.groups()) for m in INVOICE_NUMBER.finditer((txn.get("remittance") or "").upper())]
+        tries = []
+        if txn.get("end_to_end_id"):
+            tries.append(("the end-to-end id", [p for p in live if p["end_to_end_id"] == txn["end_to_end_id"]]))
+        if numbers:
+            tries.append((f"invoice {numbers[0]}", [p for p in live if numbers[0] in p["numbers"]]))
+        if txn.get("counterparty_iban"):
+            tries.append(("the payer account", [p for p in live if p["counterparty_iban"] == txn["counterparty_iban"]]))
+        found = next(((how, f[0]["payment_id"]) for how, f in tries if len(f) == 1), None)
+        if found is None:
+            outcomes[txn["txn_id"]] = _exception(
+                out,
+                txn,
+                Decision("exception", "unmatched_return", detail="a return or reversal whose payment was not found"),
             )
-        )
-    if txn.get("counterparty_iban"):
-        tries.append(
-            ("the payer account", base + "AND t.counterparty_iban = :i", {**params, "i": txn["counterparty_iban"]})
-        )
-    for how, sql, p in tries:
-        found = [r for r in db.rows(conn, sql, p) if r["reversed_by_txn_id"] is None]
-        if len(found) == 1:
-            payment_id = found[0]["payment_id"]
-            allocs = payments.reverse_payment(postings, payment_id, txn, f"returned by the bank ({how})")
-            if allocs is None:  # a concurrent run returned it first: reopen what it took off all the same
-                allocs = db.rows(
-                    conn, "SELECT invoice_id, amount FROM allocations WHERE payment_id = :p", {"p": payment_id}
-                )
-            out.reopened += [(a["invoice_id"], a["amount"]) for a in allocs]
-            return "returned"
-    return _exception(
-        out,
-        txn,
-        Decision("exception", "unmatched_return", detail="a return or reversal whose payment was not found"),
-    )
+            continue
+        taken.add(found[1])
+        chosen.append((found[1], txn, f"returned by the bank ({found[0]})"))
+        outcomes[txn["txn_id"]] = "returned"
+    allocs = postings.reverse_many(chosen)
+    # the matcher reopens what each payment took off, also when a concurrent run returned it first
+    out.reopened += [(a["invoice_id"], a["amount"]) for payment_id, _txn, _how in chosen for a in allocs[payment_id]]
+    return outcomes

@@ -160,3 +160,110 @@ def test_each_line_is_written_once_with_who_decided_it_and_a_return_reads_its_al
     with engine.connect() as conn:
         assert db.rows(conn, "SELECT DISTINCT decided_by FROM bank_transactions") == [{"decided_by": "system"}]
         assert db.scalar(conn, "SELECT COUNT(*) FROM bank_transactions WHERE decided_at IS NULL") == 0
+
+
+@pytest.fixture
+def returns_night(engine, data_dir, monkeypatch):
+    """Chunks of 1, 1, 2 and 3 lines: [K1 paid], [K3 paid], [two strangers' credits], [K1 returned,
+    K3 returned, K3 returned again (the bank's duplicate)]."""
+    month = issued_month(engine, data_dir)
+    k1, k3 = month["K1"], month["K3"]
+    k1_paid = txn(K1_GROSS, remittance=f"Invoice {k1['invoice_number']}", bank_ref="B1")
+    k3_paid = replace(
+        txn(K3_GROSS, ref=k3["payment_reference"], name="Ville de Lyon", bank_ref="B2"), end_to_end_id="E2E-K3"
+    )
+    stranger = replace(
+        txn(UNKNOWN, name="Nobody We Know Ltd", remittance="misc", bank_ref="B4"), counterparty_iban=None
+    )
+    lines = [
+        k1_paid,
+        k3_paid,
+        stranger,
+        replace(stranger, amount=UNKNOWN + 1, bank_ref="B5"),
+        replace(k1_paid, amount=-K1_GROSS, bank_ref="R1", reversal=True),
+        replace(k3_paid, amount=-K3_GROSS, bank_ref="R2", reversal=True),
+        replace(k3_paid, amount=-K3_GROSS, bank_ref="R3", reversal=True),
+    ]
+    drop_statement(data_dir, "returns.xml", lines)
+    importing.import_statements(runtime.run_for(engine, actor="test"))
+    monkeypatch.setattr(posting, "CHUNK_LINES", 4)
+    return month
+
+
+def test_a_chunks_returns_are_looked_up_and_reversed_together_each_payment_once(engine, returns_night):
+    """Three returns in one chunk: their candidates, the reversals and the allocations are one
+    statement each, a payment is reversed once (the bank's second return of it is an exception),
+    and the audit trail reads in the order of the lines."""
+    from sqlalchemy import event
+
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany):
+        statements.append(" ".join(statement.split()))
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        counts = posting.match_and_post(runtime.run_for(engine, actor="test", run_id="night-1"))
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert counts == {"matched": 2, "partial": 0, "returned": 2, "exceptions": 3}
+    state = _state(engine)
+    assert state["invoices"] == {"K1": ("issued", 0), "K3": ("issued", 0)}
+    assert state["payments"] == [(K3_GROSS, True), (K1_GROSS, True)]
+    assert state["exceptions"] == [("unmatched", UNKNOWN), ("unmatched", UNKNOWN + 1), ("unmatched_return", -K3_GROSS)]
+    assert state["events"] == [
+        ("invoice", "paid"),  # K1
+        ("invoice", "paid"),  # K3
+        ("invoice", "payment_returned"),  # K1, by R1
+        ("payment", "returned"),
+        ("invoice", "payment_returned"),  # K3, by R2
+        ("payment", "returned"),
+    ]
+    assert state["chain_ok"]
+    assert len([s for s in statements if "LEFT JOIN allocations a ON a.payment_id = p.payment_id" in s]) == 1
+    assert len([s for s in statements if "FROM allocations a WHERE a.payment_id" in s]) == 1
+    assert len([s for s in statements if "SET reversed_by_txn_id" in s]) == (
+        1 if engine.dialect.name == "postgresql" else 2
+    )
+
+
+def test_a_payment_a_concurrent_run_returned_first_is_not_returned_again(engine, returns_night, monkeypatch):
+    """Compare-and-set: when another run marked the payment returned between this chunk's lookup
+    and its reversal, this run changes neither the payment nor its invoice."""
+    real_reverse_many = posting.payments.Postings.reverse_many
+
+    def returned_meanwhile(self, returns):
+        if returns:
+            k1_payment = min(p for p, _txn, _how in returns)
+            db.execute(
+                self.conn,
+                "UPDATE payments SET reversed_by_txn_id = (SELECT txn_id FROM bank_transactions WHERE bank_ref = 'B4') "
+                "WHERE payment_id = :p",
+                {"p": k1_payment},
+            )
+        return real_reverse_many(self, returns)
+
+    monkeypatch.setattr(posting.payments.Postings, "reverse_many", returned_meanwhile)
+    posting.match_and_post(runtime.run_for(engine, actor="test", run_id="night-1"))
+    state = _state(engine)
+    assert state["invoices"] == {"K1": ("paid", K1_GROSS), "K3": ("issued", 0)}  # K1: the other run's to reopen
+    assert state["events"].count(("payment", "returned")) == 1  # K3's, by this run
+    assert state["payments"] == [(K3_GROSS, True), (K1_GROSS, True)]
+
+
+def test_a_long_night_on_postgresql_samples_its_tables_as_the_payments_double(engine, monkeypatch):
+    """Without statistics PostgreSQL's planner scans a whole table for a list of ids, once per
+    chunk: a long night samples the tables first and each time it has doubled the payments
+    (SQLite's planner needs none, and a short night is not worth it)."""
+    sampled: list[str] = []
+    monkeypatch.setattr(db, "refresh_statistics", lambda eng, table: sampled.append(table))
+    assert not posting._Statistics(engine, posting._Statistics.MIN_LINES - 1).on
+    stats = posting._Statistics(engine, posting._Statistics.MIN_LINES)
+    if engine.dialect.name != "postgresql":
+        assert not stats.on and not sampled
+        return
+    assert sampled == list(posting._Statistics.TABLES)
+    sampled.clear()
+    for posted in [600, 400, 1, 999, 2, 1]:  # 1,001 payments (over 1,000), then 1,002 more (over 1,001)
+        stats.grown(posted)
+    assert sampled == [*posting._Statistics.GROWN, *posting._Statistics.GROWN]

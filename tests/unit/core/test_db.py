@@ -74,3 +74,51 @@ def test_bulk_upsert_inserts_new_keys_and_replaces_existing_ones_only_where_allo
     assert len(stored) == 42
     assert (stored["Q00"], stored["Q45"], stored["Q01"]) == (7, 7, 100)
     assert stored["Q05"] == 100  # its condition did not allow the change
+
+
+@pytest.mark.parametrize("size", [1, 3, 300])
+def test_update_many_sets_each_rows_own_values_in_one_statement(engine, size):
+    """Each row gets its own values; on PostgreSQL a batch is one statement (a round trip each), not
+    one per power-of-two part; SQLite's ``executemany`` is one call too."""
+    from sqlalchemy import event
+
+    with engine.begin() as conn:
+        db.insert_many(conn, "exceptions", _exceptions(range(size)))
+        ids = [r["exception_id"] for r in db.rows(conn, "SELECT exception_id FROM exceptions ORDER BY exception_id")]
+    statements: list[str] = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        with engine.begin() as conn:
+            db.update_many(
+                conn,
+                "exceptions",
+                "exception_id",
+                [{"exception_id": e, "amount": n, "detail": f"now {n}"} for n, e in enumerate(ids)],
+            )
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert len([s for s in statements if "UPDATE exceptions" in s]) == 1
+    with engine.connect() as conn:
+        stored = db.rows(conn, "SELECT amount, detail FROM exceptions ORDER BY exception_id")
+    assert stored == [{"amount": n, "detail": f"now {n}"} for n in range(size)]
+
+
+def test_update_many_with_values_of_mixed_types_splits_only_at_the_parameter_limit(engine, monkeypatch):
+    """On PostgreSQL a column of mixed Python types (an array takes one) goes by a VALUES list,
+    which binds at most 65,535 values per statement: a larger batch goes in as few statements as
+    fit (the limit is lowered here to keep the test small)."""
+    with engine.begin() as conn:
+        db.insert_many(conn, "exceptions", _exceptions(range(10)))
+        ids = [r["exception_id"] for r in db.rows(conn, "SELECT exception_id FROM exceptions ORDER BY exception_id")]
+    monkeypatch.setattr(db, "PG_PARAMS_MAX", 8)  # four rows of two values per statement
+    mixed = [{"exception_id": e, "amount": float(7 + n) if n % 2 else 7 + n} for n, e in enumerate(ids)]
+    with engine.begin() as conn:
+        db.update_many(conn, "exceptions", "exception_id", mixed)
+    with engine.connect() as conn:
+        assert [r["amount"] for r in db.rows(conn, "SELECT amount FROM exceptions ORDER BY exception_id")] == [
+            7 + n for n in range(10)
+        ]
