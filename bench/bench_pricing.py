@@ -273,7 +273,8 @@ def child_floor(url: str, data_dir: Path, period: str, out: Path) -> None:
     engine = db.engine(url)
     db.upgrade(engine)
     policy = load_policy()
-    for feed in ("clients", "contracts", "rate_cards"):  # what the entries refer to and are priced by (untimed)
+    # what the entries refer to and are priced by, and the milestones that decide pricing's chunks (untimed)
+    for feed in ("clients", "contracts", "rate_cards", "milestones"):
         for path in sorted((data_dir / "inbox" / feed).glob("*.csv")):
             sources.load_file(runtime.run_for(engine, actor=ACTOR, policy=policy), feed, path)
     files = sorted((data_dir / "inbox" / "timesheets").glob("*.csv"))
@@ -323,9 +324,9 @@ def _claim_floor(engine: Any, policy: Any, period: str) -> dict[str, Any]:
 
     Untimed first: one bare invoice per contract and one time line per (contract, role, rate window),
     as ``drafts.draft_lines`` groups them. Timed: ``claims.claim_time``, the product's own claim (its
-    key table and its one set-based ``UPDATE time_entries SET invoice_line_id``), per chunk of
-    ``pricing.CONTRACTS_PER_TRANSACTION`` contracts in one transaction each, as ``price_period``
-    claims. Nothing else: no numbering, no amounts, no taxes, no audit.
+    key table and its one set-based ``UPDATE time_entries SET invoice_line_id``), over the same chunks
+    of ``pricing.CONTRACTS_PER_TRANSACTION`` contracts with anything to bill, one transaction each,
+    as ``price_period`` claims. Nothing else: no numbering, no amounts, no taxes, no audit.
     """
     from invoiceflow.billing import claims, pricing
     from invoiceflow.billing.drafts import draft_lines
@@ -333,7 +334,8 @@ def _claim_floor(engine: Any, policy: Any, period: str) -> dict[str, Any]:
 
     month = periods.period_of(period)
     with engine.begin() as conn:
-        drafts = {c: [d for d in ds if d.kind == "time"] for c, ds in draft_lines(conn, month).items()}
+        todo = sorted(draft_lines(conn, month).items())  # price_period's contracts, in its order
+        drafts = {c: [d for d in ds if d.kind == "time"] for c, ds in todo}
         drafts = {c: ds for c, ds in drafts.items() if ds}
         contracts = {r["contract_id"]: r for r in db.rows(conn, "SELECT * FROM contracts")}
         db.execute_many(
@@ -384,13 +386,14 @@ def _claim_floor(engine: Any, policy: Any, period: str) -> dict[str, Any]:
             (r["invoice_id"], r["line_no"]): r["line_id"]
             for r in db.rows(conn, "SELECT line_id, invoice_id, line_no FROM invoice_lines")
         }
-    todo = sorted(drafts)
-    lines = {c: [(line_ids[invoices[c], n], d) for n, d in enumerate(drafts[c], start=1)] for c in todo}
+    lines = {c: [(line_ids[invoices[c], n], d) for n, d in enumerate(ds, start=1)] for c, ds in drafts.items()}
     step = pricing.CONTRACTS_PER_TRANSACTION
+    chunks = [[line for c, _ in todo[i : i + step] for line in lines.get(c, [])] for i in range(0, len(todo), step)]
     started = time.perf_counter()
-    for start in range(0, len(todo), step):
-        with engine.begin() as conn:
-            claims.claim_time(conn, policy, [line for c in todo[start : start + step] for line in lines[c]], month[1])
+    for chunk in chunks:
+        if chunk:  # as price_period: no time line in the chunk, no claim
+            with engine.begin() as conn:
+                claims.claim_time(conn, policy, chunk, month[1])
     elapsed = time.perf_counter() - started
     with engine.connect() as conn:
         claimed = int(db.scalar(conn, "SELECT COUNT(*) FROM time_entries WHERE invoice_line_id IS NOT NULL") or 0)
@@ -400,7 +403,7 @@ def _claim_floor(engine: Any, policy: Any, period: str) -> dict[str, Any]:
         "entries_claimed": claimed,
         "billable_entries": billable,
         "lines": sum(len(ls) for ls in lines.values()),
-        "transactions": -(-len(todo) // step),
+        "transactions": len(chunks),
     }
 
 
