@@ -16,8 +16,6 @@ from invoiceflow.core import db
 from invoiceflow.core.policy import Policy
 
 RECORDS = {"milestone": ("milestones", "milestone_id"), "expense": ("expenses", "expense_id")}
-
-
 """The tables of the records a milestone or expense line claims, and their keys."""
 
 
