@@ -93,6 +93,34 @@ def test_an_invoice_another_run_issued_meanwhile_gives_its_number_back(routed, m
     assert issued_by == ["other-run"]
 
 
+def test_a_batch_that_fails_returns_all_its_numbers_and_a_retry_numbers_from_one(routed, monkeypatch):
+    """A batch of invoices is numbered in one transaction: a failure in its middle issues none of
+    them and leaves the series as it was, and the retry numbers them gaplessly from 1."""
+    engine, routes = routed
+    policy = load_policy()
+    for invoice_id in routes["review"]:
+        issuing.decide(runtime.run_for(engine, actor="user:finance"), invoice_id, True, None)
+    todo = [*routes["auto"], *sorted(routes["review"])]
+    assert len(todo) > 2 and len(todo) <= issuing.ISSUE_BATCH  # one batch
+    real_next, drawn = issuing.next_number, []
+
+    def fails_on_second(conn, series):
+        drawn.append(real_next(conn, series))
+        if len(drawn) == 2:
+            raise ConnectionError("the database went away mid-batch")
+        return drawn[-1]
+
+    monkeypatch.setattr(issuing, "next_number", fails_on_second)
+    with pytest.raises(ConnectionError):
+        issuing.issue(runtime.run_for(engine, actor="test", today=date(2026, 11, 1), policy=policy), todo)
+    assert _numbers(engine) == []
+    with engine.connect() as conn:
+        assert (db.scalar(conn, "SELECT MAX(last_number) FROM invoice_series") or 0) == 0
+    monkeypatch.setattr(issuing, "next_number", real_next)
+    assert issuing.issue(runtime.run_for(engine, actor="test", today=date(2026, 11, 1), policy=policy), todo) == todo
+    assert [r["invoice_number"] for r in _numbers(engine)] == [f"NWD-2026-{n:06d}" for n in range(1, len(todo) + 1)]
+
+
 def test_due_date_follows_the_clients_terms(routed):
     engine, routes = routed
     issuing.issue(runtime.run_for(engine, actor="test", today=date(2026, 11, 1), policy=load_policy()), routes["auto"])
