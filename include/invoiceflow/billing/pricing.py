@@ -211,14 +211,6 @@ def _insert_lines(conn: Connection, opened: list[_Draft]) -> None:
         d.lines = [(ids[d.invoice_id, -n], line) for n, line in enumerate(d.drafts, start=1)]
 
 
-INSERT_INVOICES = (
-    "INSERT INTO invoices (batch_id, contract_id, client_id, billing_type, period_start, period_end, "
-    "trigger_key, status, currency, net_amount, tax_amount, gross_amount, base_currency, fx_rate, "
-    "base_gross_amount, created_at) VALUES {values} "
-    "ON CONFLICT (contract_id, period_start, trigger_key) DO NOTHING RETURNING invoice_id, contract_id"
-)
-
-
 def _open_invoices(
     conn: Connection,
     policy: Policy,
@@ -237,24 +229,38 @@ def _open_invoices(
     """
     if not todo:
         return []
-    row = "(:b, :c{n}, :cl{n}, :bt{n}, :ps, :pe, :t, 'draft', :cur{n}, 0, 0, 0, :base, '1', 0, :now)"
-    params: dict[str, Any] = {
-        "b": batch_id,
-        "ps": period[0],
-        "pe": period[1],
-        "t": trigger_key,
-        "base": policy.base_currency,
-        "now": db.now(),
-    }
-    for n, (contract, client, _) in enumerate(todo):
-        params |= {
-            f"c{n}": contract["contract_id"],
-            f"cl{n}": client["client_id"],
-            f"bt{n}": contract["billing_type"],
-            f"cur{n}": contract["currency"],
+    now = db.now()
+    rows = [
+        {
+            "batch_id": batch_id,
+            "contract_id": contract["contract_id"],
+            "client_id": client["client_id"],
+            "billing_type": contract["billing_type"],
+            "period_start": period[0],
+            "period_end": period[1],
+            "trigger_key": trigger_key,
+            "status": "draft",
+            "currency": contract["currency"],
+            "net_amount": 0,
+            "tax_amount": 0,
+            "gross_amount": 0,
+            "base_currency": policy.base_currency,
+            "fx_rate": "1",
+            "base_gross_amount": 0,
+            "created_at": now,
         }
-    values = ", ".join(row.format(n=n) for n in range(len(todo)))
-    made = {r["contract_id"]: r["invoice_id"] for r in db.rows(conn, INSERT_INVOICES.format(values=values), params)}
+        for contract, client, _ in todo
+    ]
+    made = {
+        r["contract_id"]: r["invoice_id"]
+        for r in db.insert_returning(
+            conn,
+            "invoices",
+            rows,
+            "invoice_id, contract_id",
+            on_conflict="ON CONFLICT (contract_id, period_start, trigger_key) DO NOTHING",
+        )
+    }
     return [
         _Draft(made[contract["contract_id"]], contract, taxes.treatment(policy, client), drafts)
         for contract, client, drafts in todo

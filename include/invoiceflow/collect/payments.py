@@ -345,49 +345,13 @@ class Postings:
         )
 
 
-_PAYMENT_COLUMNS = {
-    "txn_id": "bigint",
-    "client_id": "text",
-    "amount": "bigint",
-    "currency": "text",
-    "received_on": "date",
-    "posted_at": "timestamptz",
-    "rule": "text",
-    "confidence": "numeric",
-    "posted_by": "text",
-    "reason": "text",
-}
-
-
-_INSERT_PAYMENTS_PG = (
-    f"INSERT INTO payments ({', '.join(_PAYMENT_COLUMNS)}) SELECT * FROM unnest("
-    + ", ".join(f"%({c})s::{t}[]" for c, t in _PAYMENT_COLUMNS.items())
-    + ") RETURNING txn_id, payment_id"
-)
-"""PostgreSQL: a chunk's payments in one statement that hands back their ids. One array per
-column keeps the text the same whatever the number of rows (psycopg prepares it once); a ``COPY``
-and a second statement to find the ids was two round trips, and that lookup (``txn_id = ANY``
-of a few hundred ids on a table without statistics yet) scanned every payment of the night, once
-per chunk."""
-
-
 def _insert_payments(conn: Connection, rows: list[dict[str, Any]]) -> dict[int, int]:
-    """Insert payment rows (keys as :data:`_PAYMENT_COLUMNS`); the new payment id of each bank line."""
-    if conn.dialect.name == "postgresql":
-        params = {c: [r[c] for r in rows] for c in _PAYMENT_COLUMNS}
-        return {r[0]: r[1] for r in conn.exec_driver_sql(_INSERT_PAYMENTS_PG, params)}
-    db.insert_many(conn, "payments", rows)
-    # A line may have older payments (undone, or part of a split): the newest live one per line is
-    # the one just written (a chunk posts a line once).
-    return {
-        r["txn_id"]: r["payment_id"]
-        for r in db.rows_in(
-            conn,
-            "SELECT txn_id, MAX(payment_id) AS payment_id FROM payments WHERE txn_id IN :ids "
-            "AND undone_at IS NULL GROUP BY txn_id",
-            [r["txn_id"] for r in rows],
-        )
-    }
+    """Insert payment rows; the new payment id of each bank line (a chunk posts a line once).
+
+    Their ids come back from the insert (``db.insert_returning``): a lookup by ``txn_id`` afterwards
+    was a second round trip and, on a table without statistics yet, scanned every payment of the
+    night once per chunk."""
+    return {r["txn_id"]: r["payment_id"] for r in db.insert_returning(conn, "payments", rows, "txn_id, payment_id")}
 
 
 def post_payment(

@@ -419,14 +419,24 @@ def insert_returning(
     conn: Connection, table: str, records: Iterable[Mapping[str, Any]], returning: str, on_conflict: str = ""
 ) -> list[dict[str, Any]]:
     """:func:`insert_many` that returns ``returning`` (column names) of the rows inserted: on SQLite
-    in multi-row ``VALUES`` statements (an ``executemany`` returns nothing), on PostgreSQL by
-    ``COPY`` into a temporary table and one ``INSERT ... SELECT ... RETURNING``."""
+    in multi-row ``VALUES`` statements (an ``executemany`` returns nothing); on PostgreSQL in one
+    ``INSERT ... SELECT FROM unnest(...)`` (an array per column: one round trip and one statement
+    text whatever the number of rows), or, when a column mixes Python types, by ``COPY`` into a
+    temporary table and one ``INSERT ... SELECT ... RETURNING``. ``RETURNING`` gives no order:
+    map the rows back by a key among ``returning``."""
     batch = list(records)
     if not batch:
         return []
+    columns = list(batch[0])
+    if conn.dialect.name == "postgresql":
+        arrays = {c: [r[c] for r in batch] for c in columns}
+        source = _unnest(conn, table, arrays)
+        if source:
+            sql = f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM {source} {on_conflict}"
+            result = conn.exec_driver_sql(f"{sql} RETURNING {returning}", arrays)
+            return [dict(r._mapping) for r in result]
     if conn.dialect.name != "postgresql" or len(batch) <= FEW_ROWS:
         return _insert_values(conn, table, batch, f"{on_conflict} RETURNING {returning}")
-    columns = list(batch[0])
     rows = (tuple(r[c] for c in columns) for r in batch)
     return [
         dict(r._mapping) for r in _insert_staged(conn, table, columns, rows, f"{on_conflict} RETURNING {returning}")
@@ -482,14 +492,10 @@ def update_many(conn: Connection, table: str, key: str, records: Sequence[Mappin
         execute_many(conn, f"UPDATE {table} SET {own} WHERE {key} = :{key}", records)
         return
     arrays = {c: [r[c] for r in records] for c in columns}
-    if all(
-        len({str if isinstance(v, str) else type(v) for v in values if v is not None}) <= 1
-        for values in arrays.values()
-    ):
-        types = _pg_column_types(conn, table)
+    source = _unnest(conn, table, arrays)
+    if source:
         conn.exec_driver_sql(
-            f"UPDATE {table} SET {sets} FROM unnest({', '.join(f'%({c})s::{types[c]}[]' for c in columns)}) "
-            f"AS v ({', '.join(columns)}) WHERE {table}.{key} = v.{key}",
+            f"UPDATE {table} SET {sets} FROM {source} AS v ({', '.join(columns)}) WHERE {table}.{key} = v.{key}",
             arrays,
         )
         return
@@ -501,6 +507,19 @@ def update_many(conn: Connection, table: str, key: str, records: Sequence[Mappin
             f"UPDATE {table} SET {sets} FROM v WHERE {table}.{key} = v.{key}",
             tuple(r[c] for r in part for c in columns),
         )
+
+
+def _unnest(conn: Connection, table: str, arrays: Mapping[str, list[Any]]) -> str | None:
+    """PostgreSQL: ``unnest(%(col)s::type[], ...)`` over one array per column of ``table``, typed
+    from the catalog, for :func:`update_many` and :func:`insert_returning`; None when a column's
+    values are of different Python types (an array takes one; a ``StrEnum`` is text like any string)."""
+    if not all(
+        len({str if isinstance(v, str) else type(v) for v in values if v is not None}) <= 1
+        for values in arrays.values()
+    ):
+        return None
+    types = _pg_column_types(conn, table)
+    return f"unnest({', '.join(f'%({c})s::{types[c]}[]' for c in arrays)})"
 
 
 PG_PARAMS_MAX = 65_535
