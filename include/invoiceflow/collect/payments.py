@@ -57,7 +57,6 @@ class Postings:
         self._settled: list[int] = []  # bank lines posted or returned: matched at the next flush
         self._decided: list[tuple[int, str]] = []  # other lines' statuses, written with them (settle)
         self._events: list[audit.Event] = []
-        self.reversed_now: set[int] = set()  # the payments the last reverse_many marked returned
         # The changes to the invoices in memory (with their audit events), made at the flush in
         # the order of the lines, whatever order the rows were written in (payments before returns).
         self._moves: list[tuple[int, Callable[[], None]]] = []
@@ -141,10 +140,9 @@ class Postings:
 
         Returns the allocations of every payment given, by payment id (the caller reopens them in
         its own view without reading them again); a payment a concurrent run returned first
-        (compare-and-set: ``reversed_by_txn_id IS NULL``) is missing from :attr:`reversed_now` and
-        changes nothing here. A chunk's returns cost four statements whatever their number: the
-        marks, the allocations, the invoice rows (locked), and the invoices' update at the flush."""
-        self.reversed_now = set()
+        (compare-and-set: ``reversed_by_txn_id IS NULL``) changes nothing here. A chunk's returns
+        cost four statements whatever their number: the marks, the allocations, the invoice rows
+        (locked), and the invoices' update at the flush."""
         if not returns:
             return {}
         at = db.now()
@@ -181,7 +179,6 @@ class Postings:
                 seq = self._return_seq.pop(txn["txn_id"], None) or self._next()
                 self._moves.append((seq, partial(self._returned, payment_id, txn, reason, allocs[payment_id])))
                 self._settled.append(txn["txn_id"])
-        self.reversed_now = won
         return allocs
 
     def _returned(self, payment_id: int, txn: Mapping[str, Any], reason: str, allocs: list[dict[str, Any]]) -> None:
@@ -192,12 +189,6 @@ class Postings:
                 "payment", payment_id, "returned", self.actor, reason, after={"returned_by_txn_id": txn["txn_id"]}
             )
         )
-
-    def reverse(self, payment_id: int, txn: Mapping[str, Any], reason: str) -> list[dict[str, Any]] | None:
-        """One returned payment (:meth:`reverse_many`): the allocations it took off, or None when
-        the payment was already returned."""
-        allocs = self.reverse_many([(payment_id, txn, reason)])
-        return allocs[payment_id] if payment_id in self.reversed_now else None
 
     def undo(self, payment_id: int, reason: str) -> bool:
         """A person undoes a posting: its allocations come off the invoices, which reopen; the
@@ -372,11 +363,3 @@ def post_payment(
     written with the rest of the chunk (``postings``), in the same transaction.
     """
     postings.post(txn, client_id, allocations, adjustments or [], rule, confidence)
-
-
-def reverse_payment(
-    postings: Postings, payment_id: int, txn: Mapping[str, Any], reason: str
-) -> list[dict[str, Any]] | None:
-    """A returned payment: its allocations come off the invoices, which reopen; the payment stays, marked.
-    Returns the allocations taken off, None when the payment was already returned."""
-    return postings.reverse(payment_id, txn, reason)
