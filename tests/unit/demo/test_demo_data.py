@@ -14,7 +14,7 @@ from invoiceflow.billing.taxes import valid_vat_id
 from invoiceflow.core import db
 from invoiceflow.core.policy import load_policy
 from invoiceflow.demo.company import BAD_ROW_KINDS, demo_period, write_demo_sources
-from invoiceflow.ingest import identifiers, sources, validation
+from invoiceflow.ingest import identifiers, reading, sources, validation
 from invoiceflow.ingest.convert import countries
 from invoiceflow.ingest.feeds import COLUMNS, OPTIONAL_COLUMNS, TARGETS
 from invoiceflow.invoicing import approval
@@ -155,7 +155,7 @@ def test_some_enterprise_contracts_carry_a_purchase_order(feeds):
 def test_the_demo_clients_and_contracts_pass_their_suites(feeds, feed):
     """Every row the demo writes for these feeds passes every expectation (the bad rows are elsewhere)."""
     paths, rows = feeds
-    (frame,) = sources.read_feed_chunks(feed, paths[feed])
+    (frame,) = reading.read_feed_chunks(feed, paths[feed], sources.CHUNK_ROWS)
     known = {
         "currencies": {"EUR", "GBP", "USD", "CHF"},
         "countries": countries(),

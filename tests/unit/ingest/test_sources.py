@@ -12,7 +12,7 @@ from support.sample_data import FEEDS, write_feeds
 from invoiceflow.airflow import runtime
 from invoiceflow.core import db
 from invoiceflow.core.policy import load_policy
-from invoiceflow.ingest import sources
+from invoiceflow.ingest import reading, sources
 
 ACTOR = "test"
 
@@ -247,6 +247,84 @@ def test_a_large_file_loads_in_chunks_with_file_wide_checks(engine, data_dir, mo
         assert db.scalar(conn, "SELECT COUNT(*) FROM time_entries") == 83
         assert db.scalar(conn, "SELECT hours FROM time_entries WHERE entry_id = 'X79'") == 150
         assert db.scalar(conn, "SELECT rows_accepted FROM source_loads WHERE feed = 'timesheets'") == 83
+
+
+def _count_reads(monkeypatch):
+    """How often each file is streamed (a chunked ``read_csv``), by file name."""
+    reads: dict[str, int] = {}
+    read_csv = reading.read_csv
+
+    def counting(path, **options):
+        if "chunksize" in options:
+            reads[Path(path).name] = reads.get(Path(path).name, 0) + 1
+        return read_csv(path, **options)
+
+    monkeypatch.setattr(reading, "read_csv", counting)
+    return reads
+
+
+def test_a_file_is_read_once_unless_something_spans_its_chunks(engine, data_dir, monkeypatch):
+    """A clean file of several chunks is streamed once; one whose repeated key lies two chunks
+    apart is read again (key columns twice, then the load) and ends the same as the exact pass."""
+    monkeypatch.setattr(sources, "CHUNK_ROWS", 20)
+    reads = _count_reads(monkeypatch)
+    rows = [f"X{i},K1,PRJ-1,E{i},developer,2026-10-{i % 28 + 1:02d},1.00,true,fine" for i in range(50)]
+    write_feeds(data_dir / "inbox", timesheets=FEEDS["timesheets"] + "\n".join(rows) + "\n")
+    run = runtime.run_for(engine, actor=ACTOR, policy=load_policy())
+    assert all(r.status == "loaded" for r in sources.load_inbox(run))
+    assert reads["timesheets.csv"] == 1
+
+    late = [f"Y{i},K1,PRJ-1,E{i},developer,2026-10-{i % 28 + 1:02d},1.00,true,late" for i in range(60)]
+    late[59] = "Y0,K1,PRJ-1,E1,developer,2026-10-22,2.00,true,repeats Y0 of the first chunk"
+    header = FEEDS["timesheets"].splitlines()[0]
+    (data_dir / "inbox" / "timesheets" / "late.csv").write_text("\n".join([header, *late]) + "\n", encoding="utf-8")
+    (result,) = [r for r in sources.load_inbox(run) if r.status == "loaded"]
+    assert reads["late.csv"] == 4  # the pass that met the repeat, the key hashes, the named rows, the load
+    assert (result.rows_read, result.rows_accepted, result.rows_quarantined) == (60, 58, 2)
+    repeated = [q for q in _quarantine(engine) if q["source"] == "late.csv"]
+    assert [(q["line_no"], q["reason"]) for q in repeated] == [
+        (2, "appears more than once in the file"),
+        (61, "appears more than once in the file"),
+    ]
+
+
+@pytest.mark.parametrize("spanning", ["repeated key", "overbooked day"])
+def test_the_pass_that_met_a_spanning_row_leaves_nothing_behind(engine, data_dir, monkeypatch, spanning):
+    """The single pass loads two chunks before the third shows a repeated key or an overbooked day
+    (the day's limit is 16 hours).
+    Its transaction rolled back, what it wrote is gone: the rows the exact pass quarantines are
+    not in the table, and each bad row is quarantined once, under one load."""
+    monkeypatch.setattr(sources, "CHUNK_ROWS", 40)
+    write_feeds(data_dir / "inbox")
+    run = runtime.run_for(engine, actor=ACTOR, policy=load_policy())
+    sources.load_inbox(run)
+    fine = [f"X{i},K1,PRJ-1,E{i + 10},developer,2026-10-{i % 28 + 1:02d},1.00,true,fine" for i in range(80)]
+    header = FEEDS["timesheets"].splitlines()[0]
+    rows = [
+        "T1,K1,PRJ-1,E1,developer,2026-10-01,6.00,true,API design (corrected: not billed yet)",
+        "Z0,K1,PRJ-1,E1,developer,2026-10-02,abc,true,bad hours",
+        "Z1,K1,PRJ-1,E6,developer,2026-10-02,1.00,true,first",
+        "Z2,K1,PRJ-1,E7,developer,2026-10-03,9.00,true,nine hours",
+        *fine,  # the chunks are lines 2-41, 42-81 and 82-86
+        "Z1,K1,PRJ-1,E6,developer,2026-10-07,1.00,true,repeats Z1"
+        if spanning == "repeated key"
+        else "Z4,K1,PRJ-1,E7,developer,2026-10-03,8.00,true,seventeen hours on the day with Z2",
+    ]
+    (data_dir / "inbox" / "timesheets" / "more.csv").write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    (result,) = [r for r in sources.load_inbox(run) if r.status == "loaded"]
+    assert (result.rows_read, result.rows_accepted, result.rows_quarantined) == (85, 82, 3)
+    with engine.connect() as conn:
+        hours = {r["entry_id"]: r["hours"] for r in db.rows(conn, "SELECT entry_id, hours FROM time_entries")}
+        held = db.rows(conn, "SELECT record_id, field FROM quarantine WHERE source = 'more.csv' ORDER BY line_no")
+        loads = db.rows(conn, "SELECT rows_read, rows_quarantined FROM source_loads WHERE source LIKE '%more.csv'")
+    assert hours["T1"] == 600 and "Z0" not in hours
+    assert loads == [{"rows_read": 85, "rows_quarantined": 3}]
+    if spanning == "repeated key":
+        assert "Z1" not in hours and hours["Z2"] == 900
+        assert [(h["record_id"], h["field"]) for h in held] == [("Z0", "hours"), ("Z1", "entry_id"), ("Z1", "entry_id")]
+    else:
+        assert "Z2" not in hours and hours["Z1"] == 100
+        assert [(h["record_id"], h["field"]) for h in held] == [("Z0", "hours"), ("Z2", "hours"), ("Z4", "hours")]
 
 
 def test_a_file_broken_after_its_first_chunk_loads_nothing(engine, data_dir, monkeypatch):

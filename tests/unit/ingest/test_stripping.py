@@ -11,7 +11,7 @@ from support.sample_data import FEEDS, write_feeds
 from invoiceflow.airflow import runtime
 from invoiceflow.core import db
 from invoiceflow.core.policy import load_policy
-from invoiceflow.ingest import file_bytes, sources
+from invoiceflow.ingest import file_bytes, reading, sources
 
 # every character str.strip removes, except the line ends that end a CSV row
 SPACES = [c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace() and c not in "\n\r"]
@@ -66,8 +66,8 @@ def test_files_the_shortcut_cannot_judge_are_stripped(tmp_path, blocks, content)
 
 def test_a_padded_file_loads_stripped_values_and_a_clean_one_skips_the_strip(engine, data_dir, monkeypatch):
     calls = []
-    stripped = sources._stripped
-    monkeypatch.setattr(sources, "_stripped", lambda frame: calls.append(len(frame)) or stripped(frame))
+    stripped = reading.stripped
+    monkeypatch.setattr(reading, "stripped", lambda frame: calls.append(len(frame)) or stripped(frame))
     write_feeds(data_dir / "inbox")
     run = runtime.run_for(engine, actor="test", policy=load_policy())
     results = sources.load_inbox(run)

@@ -18,7 +18,7 @@ from support.sample_data import FEEDS, write_feeds
 from invoiceflow.airflow import runtime
 from invoiceflow.core import db
 from invoiceflow.core.policy import load_policy
-from invoiceflow.ingest import feeds, sources, validation
+from invoiceflow.ingest import feeds, reading, sources, validation
 
 CORPUS = paths.CORPUS / "sources"
 HOSTILE_VALUES = [
@@ -115,7 +115,7 @@ def _mutated(feed: str) -> pd.DataFrame:
         rows.append(copies)
     for path in sorted((CORPUS / feed).glob("*.csv")):
         try:
-            corpus = sources._read_csv(path)
+            corpus = reading.read_csv(path)
         except (ValueError, UnicodeDecodeError):
             continue  # refused whole before validation; tests/integration/test_hostile.py covers it
         if set(feeds.COLUMNS[feed]) <= set(corpus.columns):
