@@ -206,7 +206,7 @@ def _check_chunk(
     findings = validated.findings
     if validated.data_docs:
         pages.append(str(validated.data_docs))
-    records, converter = to_records(feed, chunk.drop(index=list(findings)), currency_of)
+    records, converter = to_records(feed, chunk.drop(index=list(findings)), currency_of, validated.parsed)
     for line_no, (field_name, value, reason) in converter.failures.items():
         findings[line_no] = [
             validation.Finding(line_no, field_name, value, f"cannot be converted: {reason}", "conversion")

@@ -184,6 +184,7 @@ def _einvoice_flags(out: pd.DataFrame) -> None:
 class Validated:
     findings: dict[int, list[Finding]]
     data_docs: Path | None = None  # the Great Expectations Data Docs page, when rows failed
+    parsed: pd.DataFrame | None = None  # the frame with its parsed columns, for the conversion (``convert.to_records``)
 
 
 def validate(
@@ -213,7 +214,7 @@ def validate(
     definition["expectations"] = definition["expectations"] + reference_expectations(feed)
     checked = add_derived_columns(feed, frame, known, key, facts or FileFacts())
     if screen(definition["expectations"], checked) == {}:
-        return Validated({})  # every expectation evaluated the way GX does it, and no row failed
+        return Validated({}, parsed=checked)  # every expectation evaluated the way GX does it, and no row failed
     context, result = run_suite(feed, definition, checked, run_name or feed)
 
     findings: dict[int, list[Finding]] = defaultdict(list)
@@ -232,9 +233,9 @@ def validate(
     page = _data_docs(context, feed) if findings and run_name else None
     # The ephemeral context holds the chunk in reference cycles: collect it now, or the chunks of a
     # large file pile up until Python's next full collection (measured: memory grew with the file).
-    del context, result, checked
+    del context, result
     gc.collect()
-    return Validated(dict(findings), page)
+    return Validated(dict(findings), page, parsed=checked)
 
 
 def run_suite(feed: str, definition: dict[str, Any], frame: pd.DataFrame, run_name: str) -> tuple[Any, Any]:

@@ -76,6 +76,18 @@ def test_bulk_upsert_inserts_new_keys_and_replaces_existing_ones_only_where_allo
     assert stored["Q05"] == 100  # its condition did not allow the change
 
 
+def test_bulk_upsert_refuses_a_row_a_constraint_refuses_even_among_new_keys(engine):
+    """SQLite tries ``INSERT OR IGNORE`` first, which would skip a NOT NULL or CHECK violation
+    silently: a row it skipped sends the batch through the upsert, which refuses it as before."""
+    from sqlalchemy.exc import IntegrityError
+
+    rows = [("Q01", 2, 100), ("Q02", None, 100), ("Q03", 2, 100)]
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        db.bulk_upsert(conn, "currencies", ["code", "minor_unit", "factor"], ["code"], rows)
+    with engine.connect() as conn:
+        assert db.scalar(conn, "SELECT COUNT(*) FROM currencies WHERE code LIKE 'Q%'") == 0
+
+
 @pytest.mark.parametrize("size", [1, 3, 300])
 def test_update_many_sets_each_rows_own_values_in_one_statement(engine, size):
     """Each row gets its own values; on PostgreSQL a batch is one statement (a round trip each), not
