@@ -119,3 +119,24 @@ def test_bench_runs_end_to_end_and_prices_correctly(tmp_path):
     assert latest["checks_passed"] is True
     # the temporary data folder is cleaned up
     assert not list(tmp_path.glob("invoiceflow-bench-*"))
+
+
+def test_the_verdicts_are_judged_on_the_seconds_not_on_the_rounded_ratios():
+    """12.9 s against a 5.15 s floor is 2.505 x: shown as 2.5 when rounded to one place, and missed."""
+    import bench_pricing
+
+    def run(total: float, floor: float, claim: float) -> dict:
+        out = {
+            "wall_seconds": {"load": total - 1.0, "price": 1.0},
+            "checks": {},
+            "peak_rss_mb": 100,
+            "floor": {"wall_seconds": floor, "claim": {"wall_seconds": claim}},
+        }
+        bench_pricing._summarise(out, {"wall_seconds": {"total": 1.0}}, 1000)
+        return out
+
+    over = run(12.9, 5.15, 1.3)
+    assert round(over["ratio_to_floor"], 1) == 2.5 and over["targets_met"]["ratio"] is False
+    assert over["targets_met"]["ratio_to_insert_plus_claim_floor"] is True
+    assert run(12.85, 5.15, 1.3)["targets_met"]["ratio"] is True
+    assert run(12.85, 5.15, 1.2)["targets_met"]["ratio_to_insert_plus_claim_floor"] is False  # 12.85 > 2 x 6.35
