@@ -117,7 +117,6 @@ def add_derived_columns(
         out[f"{column}__date"] = pd.to_datetime(frame[column], format="%Y-%m-%d", errors="coerce")
     if feed == "timesheets":
         out["hours__number"] = pd.to_numeric(frame["hours"], errors="coerce")
-        out["contract_role"] = frame["contract_id"] + "/" + frame["role"]
         _time_entry_flags(out, known, facts)
     if feed == "clients":
         _einvoice_flags(out)
@@ -128,25 +127,41 @@ def add_derived_columns(
 
 
 def _time_entry_flags(out: pd.DataFrame, known: Mapping[str, Any], facts: FileFacts) -> None:
+    """The entry's term, rate and calendar flags, worked out per distinct contract and role.
+
+    A million entries name a few thousand contracts and (contract, role) pairs: their labels, terms
+    and rate windows are looked up once per pair and spread to the rows by integer codes, instead
+    of joining text and matching it row by row (a fifth of validating a chunk).
+    """
     import numpy as np
     import pandas as pd
 
     day = out["work_date__date"]
-    terms = known["contract_terms"]  # contract_id -> start_date, end_date (datetime64, end may be NaT)
-    start, end = out["contract_id"].map(terms["start_date"]), out["contract_id"].map(terms["end_date"])
-    out["work_date__in_term"] = (day.isna() | start.isna() | ((day >= start) & (end.isna() | (day <= end)))).to_numpy()
+    contracts, contract_ids = pd.factorize(out["contract_id"])
+    roles, role_names = pd.factorize(out["role"])
+    pairs, pair_keys = pd.factorize(contracts.astype("int64") * len(role_names) + roles)
+    ids, names = np.asarray(contract_ids, dtype=object), np.asarray(role_names, dtype=object)
+    labels = ids[pair_keys // len(names)] + "/" + names[pair_keys % len(names)]  # as rate_keys has them: K1/developer
+    out["contract_role"] = labels[pairs]
+
+    terms = known["contract_terms"].reindex(contract_ids)  # start_date, end_date (datetime64, end may be NaT)
+    start, end = terms["start_date"].to_numpy()[contracts], terms["end_date"].to_numpy()[contracts]
+    days = day.to_numpy()
+    in_term = pd.isna(days) | pd.isna(start) | ((days >= start) & (pd.isna(end) | (days <= end)))
+    out["work_date__in_term"] = in_term
     out["work_date__not_future"] = (day.isna() | (day <= pd.Timestamp(known["today"]))).to_numpy()
 
     rates = known["rate_windows"]  # contract_role, valid_from, valid_to (datetime64, to may be NaT)
-    pairs = pd.DataFrame({"contract_role": out["contract_role"].to_numpy(), "day": day.to_numpy()})
-    pairs["row"] = np.arange(len(pairs))
-    joined = pairs.merge(rates, on="contract_role", how="inner")
+    rates = pd.DataFrame({"contract_role": labels, "pair": np.arange(len(labels))}).merge(rates, on="contract_role")
+    rows = pd.DataFrame({"pair": pairs, "day": days, "row": np.arange(len(out))})
+    joined = rows.merge(rates[["pair", "valid_from", "valid_to"]], on="pair", how="inner")
     covering = joined[
         (joined["day"] >= joined["valid_from"]) & (joined["valid_to"].isna() | (joined["day"] <= joined["valid_to"]))
     ]
-    rated = np.zeros(len(pairs), dtype=bool)
+    rated = np.zeros(len(out), dtype=bool)
     rated[covering["row"].to_numpy()] = True
-    out["work_date__rated"] = rated | day.isna().to_numpy() | ~out["contract_role"].isin(known["rate_keys"]).to_numpy()
+    has_rates = np.fromiter((label in known["rate_keys"] for label in labels), bool, len(labels))[pairs]
+    out["work_date__rated"] = rated | pd.isna(days) | ~has_rates
 
     out["hours__within_daily_limit"] = True
     if facts.overbooked:
