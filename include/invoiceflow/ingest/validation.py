@@ -302,8 +302,9 @@ def screen(expectations: list[dict[str, Any]], frame: pd.DataFrame) -> dict[int,
     that fail at least one row are in the result, so ``{}`` means the whole frame passes.
     """
     failing: dict[int, list[Any]] = {}
+    present: dict[str, pd.Series] = {}  # per column, its values that are not null: most columns have several checks
     for position, expectation in enumerate(expectations):
-        unexpected = _unexpected(expectation, frame)
+        unexpected = _unexpected(expectation, frame, present)
         if unexpected is None:
             return None
         if len(unexpected):
@@ -311,7 +312,7 @@ def screen(expectations: list[dict[str, Any]], frame: pd.DataFrame) -> dict[int,
     return failing
 
 
-def _unexpected(expectation: dict[str, Any], frame: pd.DataFrame) -> pd.Index | None:
+def _unexpected(expectation: dict[str, Any], frame: pd.DataFrame, present: dict[str, pd.Series]) -> pd.Index | None:
     import pandas as pd
 
     kind, kwargs = expectation["type"], dict(expectation.get("kwargs", {}))
@@ -325,7 +326,10 @@ def _unexpected(expectation: dict[str, Any], frame: pd.DataFrame) -> pd.Index | 
     column = rows[column_name]
     if kind == "expect_column_values_to_not_be_null":
         return column.index[column.isna().to_numpy()]
-    column = column[column.notna()]
+    if condition is not None:
+        column = _not_null(column)
+    else:
+        column = present[column_name] = present[column_name] if column_name in present else _not_null(column)
     if kind == "expect_column_values_to_be_in_set":
         ok = column.isin(kwargs["value_set"]) if kwargs["value_set"] is not None else True
     elif kind == "expect_column_values_to_match_regex":
@@ -345,6 +349,12 @@ def _unexpected(expectation: dict[str, Any], frame: pd.DataFrame) -> pd.Index | 
     return column.index[~pd.Series(ok, index=column.index).to_numpy(dtype=bool)]
 
 
+def _not_null(column: pd.Series) -> pd.Series:
+    """The column without its null values, which every check but not-null skips (as GX does)."""
+    present = column.notna().to_numpy()
+    return column if present.all() else column[present]
+
+
 def _per_distinct_value(column: pd.Series, predicate: Callable[[str], bool]) -> pd.Series:
     """A Python predicate once per distinct value: a column of a million rows has few of them."""
     return column.isin([value for value in column.unique() if predicate(value)])
@@ -352,8 +362,8 @@ def _per_distinct_value(column: pd.Series, predicate: Callable[[str], bool]) -> 
 
 def _lengths_between(column: pd.Series, kwargs: Mapping[str, Any]) -> Any:
     low, high = kwargs.get("min_value"), kwargs.get("max_value")
-    if high is None and low == 1 and not kwargs.get("strict_min"):
-        return (column != "").to_numpy(dtype=bool)  # the suites' "is required": same answer, no len() per row
+    if high is None and low == 1 and not kwargs.get("strict_min"):  # the suites' "is required"
+        return column.to_numpy(dtype=object).astype(bool)  # text: empty is False, without a len() per row
     return _between(column.str.len(), kwargs)
 
 
