@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "documents-latest.json")
     args = parser.parse_args(argv)
-    from bench_pricing import git_state, machine
+    from common import git_state, machine
 
     with tempfile.TemporaryDirectory() as tmp:
         docs = documents(args.invoices, args.max_entries)

@@ -36,7 +36,7 @@ RESULTS_DIR = BENCH_DIR / "results"
 TARGET_SECONDS = 0.5
 sys.path.insert(0, str(BENCH_DIR))
 
-from bench_pricing import git_state, machine  # noqa: E402
+from common import git_state, machine  # noqa: E402
 
 # Runs in the child: Airflow first (not timed), then one file through DagBag (timed).
 _CHILD = r"""

@@ -15,17 +15,13 @@ one group-by of hours x rate per contract). Results go to ``bench/results/`` as 
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import os
-import platform
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,6 +32,8 @@ RESULTS_DIR = BENCH_DIR / "results"
 sys.path.insert(0, str(BENCH_DIR))
 
 import generate  # noqa: E402
+from common import drop_pg_database, git_state, machine, packages, peak_rss_mb, pg_database, postgres_version  # noqa: E402
+from pricing_floors import child_floor  # noqa: E402
 
 from invoiceflow.airflow import runtime  # noqa: E402
 
@@ -51,24 +49,7 @@ TARGET_RATIO = 2.5  # issue 25: the whole path within 2.5 x the insert floor (wa
 # second time when its line claims it; on PostgreSQL that claim alone costs about an insert floor.
 TARGET_RATIO_WITH_CLAIM = 2.0
 TARGET_PEAK_MB = 1536.0  # 1.5 GiB, in MiB like every *_mb figure here
-PACKAGES = ("invoiceflow", "sqlalchemy", "pandas", "numpy", "great_expectations", "psycopg", "psycopg-binary")
 ACTOR = "bench"
-
-
-def _peak_rss_mb() -> float:
-    """This process's peak resident set size in MiB.
-
-    ``VmHWM`` from /proc: the high-water mark of this process's own memory. ``ru_maxrss`` is only the
-    fallback: Linux carries it over from the parent through fork and exec, so a child would report
-    at least the parent's size at the time of the fork.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 # Children ---------------------------------------------------------------------------------------
@@ -153,7 +134,7 @@ def child_pipeline(url: str, data_dir: Path, period: str, out: Path, profile: Pa
     from invoiceflow.core.policy import load_policy
     from invoiceflow.ingest import sources
 
-    wall["import"], peak["import"] = time.perf_counter() - started, _peak_rss_mb()
+    wall["import"], peak["import"] = time.perf_counter() - started, peak_rss_mb()
     manifest = json.loads((data_dir / "manifest.json").read_text(encoding="utf-8"))
 
     t = time.perf_counter()
@@ -161,7 +142,7 @@ def child_pipeline(url: str, data_dir: Path, period: str, out: Path, profile: Pa
     db.upgrade(engine)
     policy = load_policy()
     month = periods.period_of(period)
-    wall["setup"], peak["setup"] = time.perf_counter() - t, _peak_rss_mb()
+    wall["setup"], peak["setup"] = time.perf_counter() - t, peak_rss_mb()
 
     profiler = None
     if profile:
@@ -171,11 +152,11 @@ def child_pipeline(url: str, data_dir: Path, period: str, out: Path, profile: Pa
         profiler.enable()
     t = time.perf_counter()
     loads = sources.load_inbox(runtime.run_for(engine, actor=ACTOR, policy=policy))
-    wall["load"], peak["load"] = time.perf_counter() - t, _peak_rss_mb()
+    wall["load"], peak["load"] = time.perf_counter() - t, peak_rss_mb()
 
     t = time.perf_counter()
     priced = pricing.price_period(runtime.run_for(engine, actor=ACTOR, run_id=f"bench-{period}", policy=policy), month)
-    wall["price"], peak["price"] = time.perf_counter() - t, _peak_rss_mb()
+    wall["price"], peak["price"] = time.perf_counter() - t, peak_rss_mb()
     if profiler:
         profiler.disable()
         profiler.dump_stats(profile)
@@ -207,7 +188,7 @@ def child_pipeline(url: str, data_dir: Path, period: str, out: Path, profile: Pa
         "url": url.split("@")[-1] if "@" in url else url,
         "wall_seconds": {k: round(v, 3) for k, v in wall.items()},
         "peak_rss_mb_after": peak,
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
         "loads": [
             {
                 "feed": r.feed,
@@ -246,165 +227,12 @@ def child_baseline(data_dir: Path, out: Path) -> None:
     t2 = time.perf_counter()
     result = {
         "wall_seconds": {"read": round(t1 - t0, 3), "join_group": round(t2 - t1, 3), "total": round(t2 - t0, 3)},
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
         "rows_joined": len(joined),
         "contracts": len(per_contract),
         "net_major_time": round(float(per_contract.sum()), 2),
     }
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-
-
-def child_floor(url: str, data_dir: Path, period: str, out: Path) -> None:
-    """The least any loader must do on this database: store the time entries, and nothing else.
-
-    The schema's own ``time_entries`` table (its keys, indexes and reference checks), the rows already
-    parsed and converted, sorted as the load sorts them, one plain ``INSERT`` (SQLite) or ``COPY``
-    (PostgreSQL) in one transaction. No validation, no quarantine, no audit, no pricing. Only the
-    insert is timed: it is the part no design that keeps the entries in the database can skip.
-    Then, on the same database, the claim floor (``_claim_floor``): what exactly-once lineage adds.
-    """
-    import pandas as pd
-
-    os.environ["INVOICEFLOW_DATA_DIR"] = str(data_dir)
-    from invoiceflow.core import db
-    from invoiceflow.core.policy import load_policy
-    from invoiceflow.ingest import feeds, sources
-
-    engine = db.engine(url)
-    db.upgrade(engine)
-    policy = load_policy()
-    # what the entries refer to and are priced by, and the milestones that decide pricing's chunks (untimed)
-    for feed in ("clients", "contracts", "rate_cards", "milestones"):
-        for path in sorted((data_dir / "inbox" / feed).glob("*.csv")):
-            sources.load_file(runtime.run_for(engine, actor=ACTOR, policy=policy), feed, path)
-    files = sorted((data_dir / "inbox" / "timesheets").glob("*.csv"))
-    frame = pd.concat([pd.read_csv(p, dtype=str, keep_default_na=False) for p in files], ignore_index=True)
-    with engine.connect() as conn:
-        load_id = db.scalar(conn, "SELECT MAX(load_id) FROM source_loads")
-        contracts = {r["contract_id"] for r in db.rows(conn, "SELECT contract_id FROM contracts")}
-    hours = pd.to_numeric(frame["hours"], errors="coerce")
-    clean = (  # the rows the load would accept (it quarantines the others): storable as they are
-        (hours > 0)
-        & frame["contract_id"].isin(contracts)
-        & frame["billable"].isin(["true", "false"])
-        & pd.to_datetime(frame["work_date"], format="%Y-%m-%d", errors="coerce").notna()
-        & ~frame["entry_id"].duplicated(keep=False)
-    )
-    frame = frame.assign(hundredths=(hours * 100).round())[clean]
-    frame = frame.sort_values(feeds.LOAD_ORDER["timesheets"], kind="stable")
-    columns = ["entry_id", "contract_id", "project_code", "employee_id", "role", "work_date", "hours", "billable"]
-    rows = list(
-        zip(
-            *(frame[c].tolist() for c in columns[:6]),
-            frame["hundredths"].astype(int).tolist(),
-            (frame["billable"] == "true").tolist(),
-            frame["description"].tolist(),
-            [load_id] * len(frame),
-            strict=True,
-        )
-    )
-    columns += ["description", "load_id"]
-    started = time.perf_counter()
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            db._copy(conn, "time_entries", columns, rows)
-        else:
-            marks = ", ".join("?" for _ in columns)
-            conn.exec_driver_sql(f"INSERT INTO time_entries ({', '.join(columns)}) VALUES ({marks})", rows)
-    result: dict[str, Any] = {"wall_seconds": round(time.perf_counter() - started, 3), "rows": len(rows)}
-    if len(rows) >= sources.BULK_LOAD_ROWS:  # as the real load does before pricing reads the table (untimed)
-        db.refresh_statistics(engine, "time_entries")
-    result["claim"] = _claim_floor(engine, policy, period)
-    engine.dispose()
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-
-
-def _claim_floor(engine: Any, policy: Any, period: str) -> dict[str, Any]:
-    """The least exactly-once lineage adds: every billable entry of the floor claimed by its line, timed alone.
-
-    Untimed first: one bare invoice per contract and one time line per (contract, role, rate window),
-    as ``drafts.draft_lines`` groups them. Timed: ``claims.claim_time``, the product's own claim (its
-    key table and its one set-based ``UPDATE time_entries SET invoice_line_id``), over the same chunks
-    of ``pricing.CONTRACTS_PER_TRANSACTION`` contracts with anything to bill, one transaction each,
-    as ``price_period`` claims. Nothing else: no numbering, no amounts, no taxes, no audit.
-    """
-    from invoiceflow.billing import claims, pricing
-    from invoiceflow.billing.drafts import draft_lines
-    from invoiceflow.core import db, periods
-
-    month = periods.period_of(period)
-    with engine.begin() as conn:
-        todo = sorted(draft_lines(conn, month).items())  # price_period's contracts, in its order
-        drafts = {c: [d for d in ds if d.kind == "time"] for c, ds in todo}
-        drafts = {c: ds for c, ds in drafts.items() if ds}
-        contracts = {r["contract_id"]: r for r in db.rows(conn, "SELECT * FROM contracts")}
-        db.execute_many(
-            conn,
-            "INSERT INTO invoices (contract_id, client_id, billing_type, period_start, period_end, trigger_key, "
-            "status, currency, net_amount, tax_amount, gross_amount, base_currency, fx_rate, base_gross_amount, "
-            "created_at) VALUES (:c, :cl, :bt, :ps, :pe, 'floor', 'draft', :cur, 0, 0, 0, :base, '1', 0, :now)",
-            [
-                {
-                    "c": c,
-                    "cl": contracts[c]["client_id"],
-                    "bt": contracts[c]["billing_type"],
-                    "ps": month[0],
-                    "pe": month[1],
-                    "cur": contracts[c]["currency"],
-                    "base": policy.base_currency,
-                    "now": db.now(),
-                }
-                for c in drafts
-            ],
-        )
-        invoices = {
-            r["contract_id"]: r["invoice_id"] for r in db.rows(conn, "SELECT contract_id, invoice_id FROM invoices")
-        }
-        db.execute_many(
-            conn,
-            pricing.INSERT_LINE,
-            [
-                {
-                    "i": invoices[c],
-                    "n": n,
-                    "k": "time",
-                    "d": d.description,
-                    "s": d.service_code,
-                    "p": d.project_code,
-                    "q": 0,
-                    "u": d.unit,
-                    "up": d.unit_price,
-                    "net": 0,
-                    "tc": "S",
-                    "bp": 0,
-                }
-                for c, ds in drafts.items()
-                for n, d in enumerate(ds, start=1)
-            ],
-        )
-        line_ids = {
-            (r["invoice_id"], r["line_no"]): r["line_id"]
-            for r in db.rows(conn, "SELECT line_id, invoice_id, line_no FROM invoice_lines")
-        }
-    lines = {c: [(line_ids[invoices[c], n], d) for n, d in enumerate(ds, start=1)] for c, ds in drafts.items()}
-    step = pricing.CONTRACTS_PER_TRANSACTION
-    chunks = [[line for c, _ in todo[i : i + step] for line in lines.get(c, [])] for i in range(0, len(todo), step)]
-    started = time.perf_counter()
-    for chunk in chunks:
-        if chunk:  # as price_period: no time line in the chunk, no claim
-            with engine.begin() as conn:
-                claims.claim_time(conn, policy, chunk, month[1])
-    elapsed = time.perf_counter() - started
-    with engine.connect() as conn:
-        claimed = int(db.scalar(conn, "SELECT COUNT(*) FROM time_entries WHERE invoice_line_id IS NOT NULL") or 0)
-        billable = int(db.scalar(conn, "SELECT COUNT(*) FROM time_entries WHERE billable") or 0)
-    return {
-        "wall_seconds": round(elapsed, 3),
-        "entries_claimed": claimed,
-        "billable_entries": billable,
-        "lines": sum(len(ls) for ls in lines.values()),
-        "transactions": len(chunks),
-    }
 
 
 # Parent -----------------------------------------------------------------------------------------
@@ -439,93 +267,6 @@ def _run_child(args: list[str], source_tree: Path | None, timeout: float | None)
         return {"error": f"child timed out after {timeout} s", "stderr_tail": str(exc.stderr or "")[-4000:]}
     finally:
         out.unlink(missing_ok=True)
-
-
-def _pg_database(server_url: str) -> tuple[Any, str, str]:
-    """A fresh database on the server of ``server_url``: (admin engine, name, url)."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
-    name = f"invoiceflow_bench_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    return admin, name, make_url(server_url).set(database=name).render_as_string(hide_password=False)
-
-
-def _drop_pg_database(admin: Any, name: str) -> None:
-    from sqlalchemy import text
-
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
-def _meminfo_mb() -> float | None:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return None
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine() -> dict[str, Any]:
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "cpu_model": _cpu_model(),
-        "memory_total_mb": _meminfo_mb(),
-        "load_average": [round(x, 2) for x in os.getloadavg()],
-    }
-
-
-def packages() -> dict[str, str | None]:
-    found: dict[str, str | None] = {}
-    for name in PACKAGES:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found[name] = None
-    return found
-
-
-def _postgres_version(server_url: str) -> str | None:
-    from sqlalchemy import create_engine, text
-
-    eng = create_engine(server_url)
-    try:
-        with eng.connect() as conn:
-            return conn.execute(text("SHOW server_version")).scalar()
-    finally:
-        eng.dispose()
-
-
-def git_state(tree: Path) -> dict[str, Any]:
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(["git", "-C", str(tree), *args], capture_output=True, text=True, check=False)
-        except OSError:
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    status = git("status", "--porcelain", "--", "include", "dags")
-    return {
-        "commit": git("rev-parse", "HEAD"),
-        "uncommitted_in_include": status.splitlines() if status else [],
-    }
 
 
 def _summarise(run: dict[str, Any], baseline: dict[str, Any] | None, entries: int) -> None:
@@ -662,8 +403,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             if dialect == "sqlite":
                 url = f"sqlite:///{work / 'billing.db'}"
             else:
-                report.setdefault("postgresql_server", _postgres_version(pg_url))
-                admin, name, url = _pg_database(pg_url)
+                report.setdefault("postgresql_server", postgres_version(pg_url))
+                admin, name, url = pg_database(pg_url)
             profile = None
             if args.profile:
                 (args.results_dir or RESULTS_DIR).mkdir(parents=True, exist_ok=True)
@@ -676,7 +417,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 run = _run_child(child_args, source_tree, args.timeout)
             finally:
                 if admin is not None and name is not None:
-                    _drop_pg_database(admin, name)
+                    drop_pg_database(admin, name)
             if "error" not in run:
                 run["floor"] = _floor(dialect, work, data_dir, args.period, pg_url, source_tree, args.timeout)
             _summarise(run, report["baseline"], entries)
@@ -711,14 +452,14 @@ def _floor(
     if dialect == "sqlite":
         url = f"sqlite:///{work / 'floor.db'}"
     else:
-        admin, name, url = _pg_database(pg_url)
+        admin, name, url = pg_database(pg_url)
     try:
         print(f"{dialect}: the insert and claim floors ...", flush=True)
         child_args = ["--child", "floor", "--url", url, "--data-dir", str(data_dir), "--period", period]
         return _run_child(child_args, source_tree, timeout)
     finally:
         if admin is not None and name is not None:
-            _drop_pg_database(admin, name)
+            drop_pg_database(admin, name)
 
 
 def write_report(report: dict[str, Any], results_dir: Path) -> Path:

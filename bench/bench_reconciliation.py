@@ -1191,7 +1191,7 @@ def main() -> int:
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "reconciliation-latest.json")
     args = parser.parse_args()
-    from bench_pricing import machine
+    from common import machine
 
     if args.child:
         if args.child.startswith("db-"):
@@ -1225,13 +1225,13 @@ def main() -> int:
         results[run]["end_to_end"] = {}
         for dialect in dialects:
             if dialect == "postgresql":
-                from bench_pricing import _drop_pg_database, _pg_database
+                from common import drop_pg_database, pg_database
 
-                admin, name, url = _pg_database(pg_url)
+                admin, name, url = pg_database(pg_url)
                 try:
                     found = run_child(f"db-{dialect}", "--url", url)
                 finally:
-                    _drop_pg_database(admin, name)
+                    drop_pg_database(admin, name)
             else:
                 found = run_child(f"db-{dialect}")
             if found is None:

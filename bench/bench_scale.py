@@ -45,7 +45,7 @@ ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
 sys.path.insert(0, str(BENCH_DIR))
 
-import bench_pricing  # noqa: E402  - machine(), packages(), git_state(), throw-away databases
+import common  # noqa: E402  - machine(), packages(), git_state(), throw-away databases
 import generate  # noqa: E402
 
 DAG_ID = "billing_cycle"
@@ -449,7 +449,7 @@ def run_once(args: argparse.Namespace, workers: int, inbox: Path, template_db: s
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{meta_db}" TEMPLATE "{template_db}"'))
     meta_url = make_url(args.pg_url).set(database=meta_db).render_as_string(hide_password=False)
-    _, billing_db, billing_url = bench_pricing._pg_database(args.pg_url)
+    _, billing_db, billing_url = common.pg_database(args.pg_url)
     eng = db.engine(billing_url)
     db.upgrade(eng)  # before the workers start: tasks never race to migrate
     eng.dispose()
@@ -565,13 +565,13 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {
         "benchmark": "scale",
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": bench_pricing.machine(),
+        "machine": common.machine(),
         "packages": {
-            **bench_pricing.packages(),
+            **common.packages(),
             **{p: _version(p) for p in ("apache-airflow", "apache-airflow-providers-celery", "celery", "redis")},
         },
-        "postgresql": bench_pricing._postgres_version(args.pg_url),
-        "git": bench_pricing.git_state(ROOT),
+        "postgresql": common.postgres_version(args.pg_url),
+        "git": common.git_state(ROOT),
         "parameters": {
             "entries": args.entries,
             "contracts": args.contracts,

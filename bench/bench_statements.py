@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5, help="runs per measurement; the best counts")
     parser.add_argument("--out", type=Path, default=RESULTS / "statements-latest.json")
     args = parser.parse_args(argv)
-    from bench_pricing import machine
+    from common import machine
 
     started = time.perf_counter()
     result = {

@@ -247,7 +247,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "tryton-latest.json")
     args = parser.parse_args()
     sys.path.insert(0, str(BENCH_DIR))
-    from bench_pricing import machine
+    from common import machine
 
     tryton_server = _server_module()
     started = time.perf_counter()

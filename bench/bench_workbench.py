@@ -257,7 +257,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    from bench_pricing import machine
+    from common import machine
 
     result = run(args.scale, args.seed)
     targets = {"wrong_postings_max": 0, "night1_auto_rate_two_pieces_min": 0.85, "night2_resolved_payers_min": 0.95}
