@@ -100,6 +100,7 @@ def test_bench_runs_end_to_end_and_prices_correctly(tmp_path):
         floor = run["floor"]
         assert "error" not in floor, (dialect, floor)
         assert 0.97 * 3000 <= floor["rows"] < 3000 and floor["wall_seconds"] > 0
+        assert len(floor["runs"]) == 3 and floor["wall_seconds"] == sorted(floor["runs"])[1]  # the median insert
         assert floor["ratio_to_baseline"] > 0 and run["ratio_to_floor"] > 0
         # the claim floor, on the floor's database: every entry the product bills, claimed once (the floor
         # also stores a few spoiled rows the load quarantines; they have no rate to be claimed by)
