@@ -38,9 +38,7 @@ def _row_hashes(frame: pd.DataFrame, categorize: bool = True) -> Any:
 
 def _hours(frame: pd.DataFrame) -> Any:
     """Hours as numbers, anything unreadable as 0 (validation reports it on its own line)."""
-    import pandas as pd
-
-    return pd.to_numeric(frame["hours"], errors="coerce").fillna(0).to_numpy()
+    return validation.parsed_per_value(frame["hours"], validation.as_numbers).fillna(0).to_numpy()
 
 
 class SpanTally:

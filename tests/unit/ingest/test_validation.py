@@ -210,3 +210,12 @@ def test_a_clean_load_finds_nothing_and_a_bad_row_is_still_reported_by_great_exp
     assert [(f.field, f.check) for f in findings[3]] == [("hours", "expect_column_values_to_be_between")]
     with engine.connect() as conn:  # validating only reads the database
         assert db.scalar(conn, "SELECT COUNT(*) FROM quarantine") == 0
+
+
+@pytest.mark.parametrize("parse", [validation.as_numbers, validation.as_dates])
+def test_parsing_each_distinct_value_once_gives_what_parsing_every_row_gives(parse):
+    values = [*HOSTILE_VALUES, "2026-10-31", "2026-1-5", "2026-02-30", "1e3", "NaN", "inf"] * 3
+    column = pd.Series(values, index=range(2, 2 + len(values)), dtype=str)
+    once = validation.parsed_per_value(column, parse)
+    every = pd.Series(parse(column), index=column.index)
+    pd.testing.assert_series_equal(once, every, check_names=False)
