@@ -89,6 +89,7 @@ def child_floor(url: str, data_dir: Path, period: str, out: Path) -> None:
     result: dict[str, Any] = {"wall_seconds": statistics.median(runs), "runs": runs, "rows": len(rows)}
     if len(rows) >= sources.BULK_LOAD_ROWS:  # as the real load does before pricing reads the table (untimed)
         db.refresh_statistics(engine, "time_entries")
+    result["claim_as_insert"] = _claim_insert_probe(engine, policy, period)
     result["claim"] = _claim_floor(engine, policy, period)
     engine.dispose()
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
@@ -103,11 +104,36 @@ def _claim_floor(engine: Any, policy: Any, period: str) -> dict[str, Any]:
     of ``pricing.CONTRACTS_PER_TRANSACTION`` contracts with anything to bill, one transaction each,
     as ``price_period`` claims. Nothing else: no numbering, no amounts, no taxes, no audit.
     """
-    from invoiceflow.billing import claims, pricing
-    from invoiceflow.billing.drafts import draft_lines
+    from invoiceflow.billing import claims
     from invoiceflow.core import db, periods
 
     month = periods.period_of(period)
+    chunks = floor_lines(engine, policy, month)
+    started = time.perf_counter()
+    for chunk in chunks:
+        if chunk:  # as price_period: no time line in the chunk, no claim
+            with engine.begin() as conn:
+                claims.claim_time(conn, policy, chunk, month[1])
+    elapsed = time.perf_counter() - started
+    with engine.connect() as conn:
+        claimed = int(db.scalar(conn, "SELECT COUNT(*) FROM time_entries WHERE invoice_line_id IS NOT NULL") or 0)
+        billable = int(db.scalar(conn, "SELECT COUNT(*) FROM time_entries WHERE billable") or 0)
+    return {
+        "wall_seconds": round(elapsed, 3),
+        "entries_claimed": claimed,
+        "billable_entries": billable,
+        "lines": sum(len(chunk) for chunk in chunks),
+        "transactions": len(chunks),
+    }
+
+
+def floor_lines(engine: Any, policy: Any, month: tuple[Any, Any]) -> list[list[tuple[int, Any]]]:
+    """One bare invoice per contract and its time lines, as ``price_period`` would open them: the
+    (line id, draft line) pairs per transaction of ``pricing.CONTRACTS_PER_TRANSACTION`` contracts."""
+    from invoiceflow.billing import pricing
+    from invoiceflow.billing.drafts import draft_lines
+    from invoiceflow.core import db
+
     with engine.begin() as conn:
         todo = sorted(draft_lines(conn, month).items())  # price_period's contracts, in its order
         drafts = {c: [d for d in ds if d.kind == "time"] for c, ds in todo}
@@ -163,23 +189,7 @@ def _claim_floor(engine: Any, policy: Any, period: str) -> dict[str, Any]:
         }
     lines = {c: [(line_ids[invoices[c], n], d) for n, d in enumerate(ds, start=1)] for c, ds in drafts.items()}
     step = pricing.CONTRACTS_PER_TRANSACTION
-    chunks = [[line for c, _ in todo[i : i + step] for line in lines.get(c, [])] for i in range(0, len(todo), step)]
-    started = time.perf_counter()
-    for chunk in chunks:
-        if chunk:  # as price_period: no time line in the chunk, no claim
-            with engine.begin() as conn:
-                claims.claim_time(conn, policy, chunk, month[1])
-    elapsed = time.perf_counter() - started
-    with engine.connect() as conn:
-        claimed = int(db.scalar(conn, "SELECT COUNT(*) FROM time_entries WHERE invoice_line_id IS NOT NULL") or 0)
-        billable = int(db.scalar(conn, "SELECT COUNT(*) FROM time_entries WHERE billable") or 0)
-    return {
-        "wall_seconds": round(elapsed, 3),
-        "entries_claimed": claimed,
-        "billable_entries": billable,
-        "lines": sum(len(ls) for ls in lines.values()),
-        "transactions": len(chunks),
-    }
+    return [[line for c, _ in todo[i : i + step] for line in lines.get(c, [])] for i in range(0, len(todo), step)]
 
 
 def _empty_time_entries(engine: Any) -> None:
@@ -191,3 +201,63 @@ def _empty_time_entries(engine: Any) -> None:
         with engine.connect() as conn:
             conn.exec_driver_sql("VACUUM")
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+PROBE_TABLE = """CREATE TABLE probe_claims (
+    entry_id      TEXT PRIMARY KEY REFERENCES time_entries (entry_id),
+    line_id       BIGINT NOT NULL REFERENCES invoice_lines (line_id),
+    billed_hours  INTEGER NOT NULL
+)"""
+
+PROBE_CLAIM = """INSERT INTO probe_claims (entry_id, line_id, billed_hours)
+SELECT te.entry_id, k.line_id,
+       CASE WHEN k.increment <= 1 THEN te.hours
+            ELSE ((te.hours + k.increment - 1) / k.increment) * k.increment END
+  FROM time_entries te JOIN probe_keys k ON te.contract_id = k.contract_id AND te.role = k.role
+ WHERE te.invoice_line_id IS NULL AND te.billable AND te.work_date < :period_end
+   AND te.work_date >= k.valid_from AND te.work_date <= k.valid_to
+ON CONFLICT (entry_id) DO NOTHING"""
+
+
+def _claim_insert_probe(engine: Any, policy: Any, period: str) -> dict[str, Any]:
+    """What the claim would cost as an insert into a table of claims instead of an update of each entry.
+
+    Issue 25's idea on the table for the claim: the same lines, keys and transactions as the claim
+    floor, each entry's claim one narrow row whose primary key (the entry) keeps it exactly once.
+    A probe for the discussion of the target, not a design invoiceflow has: it runs before the claim
+    floor, on the same entries, and leaves them unclaimed.
+    """
+    from invoiceflow.core import db, periods
+
+    month = periods.period_of(period)
+    chunks = floor_lines(engine, policy, month)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(PROBE_TABLE)
+        conn.exec_driver_sql(
+            "CREATE TABLE probe_keys (line_id BIGINT, contract_id TEXT, role TEXT, valid_from DATE, valid_to DATE, "
+            "increment INTEGER)"
+        )
+    started = time.perf_counter()
+    for chunk in chunks:
+        with engine.begin() as conn:
+            db.execute(conn, "DELETE FROM probe_keys")
+            db.execute_many(
+                conn,
+                "INSERT INTO probe_keys VALUES (:line_id, :contract_id, :role, :valid_from, :valid_to, :increment)",
+                [
+                    {"line_id": line_id, **{k: d.claim[k] for k in ("contract_id", "role", "valid_from", "valid_to")}}
+                    | {"increment": d.claim["increment"]}
+                    for line_id, d in chunk
+                ],
+            )
+            if conn.dialect.name == "postgresql":
+                db.execute(conn, "ANALYZE probe_keys")  # as claim_time does for its key table
+            db.execute(conn, PROBE_CLAIM, {"period_end": month[1]})
+    elapsed = time.perf_counter() - started
+    with engine.begin() as conn:
+        claimed = int(db.scalar(conn, "SELECT COUNT(*) FROM probe_claims") or 0)
+        conn.exec_driver_sql("DROP TABLE probe_claims")
+        conn.exec_driver_sql("DROP TABLE probe_keys")
+        db.execute(conn, "DELETE FROM invoice_lines")
+        db.execute(conn, "DELETE FROM invoices")
+    return {"wall_seconds": round(elapsed, 3), "entries_claimed": claimed}

@@ -109,6 +109,9 @@ def test_bench_runs_end_to_end_and_prices_correctly(tmp_path):
         assert claim["billable_entries"] >= claim["entries_claimed"]
         assert claim["lines"] > 0 and claim["transactions"] >= 1
         assert run["claim_floor_s"] == claim["wall_seconds"] > 0
+        # the probe of claims as rows of their own claims the same entries, and leaves them to the claim floor
+        assert floor["claim_as_insert"]["entries_claimed"] == claim["entries_claimed"]
+        assert run["claim_as_insert_s"] == floor["claim_as_insert"]["wall_seconds"] > 0
         assert 0 < run["ratio_to_insert_plus_claim_floor"] < run["ratio_to_floor"]
         # both verdicts, the and the restated one, judged separately
         assert set(run["targets_met"]) == {"ratio", "ratio_to_insert_plus_claim_floor", "peak_memory"}
