@@ -161,23 +161,23 @@ def floor_lines(engine: Any, policy: Any, month: tuple[Any, Any]) -> list[list[t
         invoices = {
             r["contract_id"]: r["invoice_id"] for r in db.rows(conn, "SELECT contract_id, invoice_id FROM invoices")
         }
-        db.execute_many(
+        db.insert_many(
             conn,
-            pricing.INSERT_LINE,
+            "invoice_lines",
             [
                 {
-                    "i": invoices[c],
-                    "n": n,
-                    "k": "time",
-                    "d": d.description,
-                    "s": d.service_code,
-                    "p": d.project_code,
-                    "q": 0,
-                    "u": d.unit,
-                    "up": d.unit_price,
-                    "net": 0,
-                    "tc": "S",
-                    "bp": 0,
+                    "invoice_id": invoices[c],
+                    "line_no": n,
+                    "kind": "time",
+                    "description": d.description,
+                    "service_code": d.service_code,
+                    "project_code": d.project_code,
+                    "quantity": 0,
+                    "unit": d.unit,
+                    "unit_price": d.unit_price,
+                    "net_amount": 0,
+                    "tax_code": "S",
+                    "tax_rate_bp": 0,
                 }
                 for c, ds in drafts.items()
                 for n, d in enumerate(ds, start=1)

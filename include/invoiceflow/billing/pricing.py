@@ -131,7 +131,7 @@ class _Pending:
     lost: list[dict[str, Any]] = field(default_factory=list)  # lines whose claim another run won
     empty: list[dict[str, Any]] = field(default_factory=list)  # invoices left with no line
     lines: list[dict[str, Any]] = field(default_factory=list)  # quantity, net and number per kept line
-    adjustments: list[dict[str, Any]] = field(default_factory=list)  # discount and cap lines (INSERT_LINE)
+    adjustments: list[dict[str, Any]] = field(default_factory=list)  # discount and cap lines (line_row)
     taxes: list[dict[str, Any]] = field(default_factory=list)  # invoice_taxes rows
     totals: list[dict[str, Any]] = field(default_factory=list)  # per invoice: amounts and FX
 
@@ -145,7 +145,7 @@ class _Pending:
             "UPDATE invoice_lines SET quantity = :q, net_amount = :n, line_no = :no WHERE line_id = :l",
             self.lines,
         )
-        db.execute_many(conn, INSERT_LINE, self.adjustments)
+        db.insert_many(conn, "invoice_lines", self.adjustments)
         db.execute_many(conn, taxes.INSERT_TAX, self.taxes)
         db.execute_many(
             conn,
@@ -157,55 +157,44 @@ class _Pending:
         self.lost, self.empty, self.lines, self.adjustments, self.taxes, self.totals = [], [], [], [], [], []
 
 
-INSERT_LINE = (
-    "INSERT INTO invoice_lines (invoice_id, line_no, kind, description, service_code, project_code, "
-    "quantity, unit, unit_price, net_amount, tax_code, tax_rate_bp) VALUES (:i, :n, :k, :d, :s, :p, "
-    ":q, :u, :up, :net, :tc, :bp)"
-)
-
-
-def _line_params(
+def line_row(
     invoice_id: int, line_no: int, draft: DraftLine, tax: taxes.TaxTreatment, qty: int, net: int
 ) -> dict[str, Any]:
+    """An ``invoice_lines`` row, by column, for ``db.insert_many`` and ``db.insert_returning``."""
     return {
-        "i": invoice_id,
-        "n": line_no,
-        "k": draft.kind,
-        "d": draft.description,
-        "s": draft.service_code,
-        "p": draft.project_code,
-        "q": qty,
-        "u": draft.unit,
-        "up": draft.unit_price,
-        "net": net,
-        "tc": tax.code,
-        "bp": tax.rate_bp,
+        "invoice_id": invoice_id,
+        "line_no": line_no,
+        "kind": draft.kind,
+        "description": draft.description,
+        "service_code": draft.service_code,
+        "project_code": draft.project_code,
+        "quantity": qty,
+        "unit": draft.unit,
+        "unit_price": draft.unit_price,
+        "net_amount": net,
+        "tax_code": tax.code,
+        "tax_rate_bp": tax.rate_bp,
     }
 
 
 def _insert_lines(conn: Connection, opened: list[_Draft]) -> None:
     """All lines of the invoices opened in this transaction, in one statement, before their claims.
 
-    Numbered -1, -2, ... (unique per invoice) until the claims say which stay; their ids are read
-    back by those numbers. One round trip for a chunk of invoices instead of one per line. A time
-    line's quantity and amount come from the hours its claim takes; the others' are known already.
+    Numbered -1, -2, ... (unique per invoice) until the claims say which stay; their ids come back
+    from the insert, mapped by those numbers. One statement for a chunk of invoices instead of one
+    per line. A time line's quantity and amount come from the hours its claim takes; the others'
+    are known already.
     """
-    params = [
-        _line_params(d.invoice_id, -n, line, d.tax, *((0, 0) if line.kind == "time" else (100, line.unit_price)))
+    rows = [
+        line_row(d.invoice_id, -n, line, d.tax, *((0, 0) if line.kind == "time" else (100, line.unit_price)))
         for d in opened
         for n, line in enumerate(d.drafts, start=1)
     ]
-    if not params:
+    if not rows:
         return
-    db.execute_many(conn, INSERT_LINE, params)
     ids = {
         (r["invoice_id"], r["line_no"]): r["line_id"]
-        for r in db.rows(
-            conn,
-            "SELECT line_id, invoice_id, line_no FROM invoice_lines "
-            "WHERE invoice_id BETWEEN :lo AND :hi AND line_no < 0",
-            {"lo": min(d.invoice_id for d in opened), "hi": max(d.invoice_id for d in opened)},
-        )
+        for r in db.insert_returning(conn, "invoice_lines", rows, "line_id, invoice_id, line_no")
     }
     for d in opened:
         d.lines = [(ids[d.invoice_id, -n], line) for n, line in enumerate(d.drafts, start=1)]
@@ -321,7 +310,7 @@ def _finish_invoice(
     for line, amount in zip(adjustments, amounts, strict=True):
         line_no += 1
         line.unit_price = amount
-        pending.adjustments.append(_line_params(invoice_id, line_no, line, tax, 100, amount))
+        pending.adjustments.append(line_row(invoice_id, line_no, line, tax, 100, amount))
     line_no, expenses = _keep(draft, ("expense",), claimed, won, line_no, pending)
     if line_no == 0:
         pending.empty.append({"i": invoice_id})
