@@ -130,30 +130,20 @@ class _Pending:
 
     lost: list[dict[str, Any]] = field(default_factory=list)  # lines whose claim another run won
     empty: list[dict[str, Any]] = field(default_factory=list)  # invoices left with no line
-    lines: list[dict[str, Any]] = field(default_factory=list)  # quantity, net and number per kept line
+    lines: list[dict[str, Any]] = field(default_factory=list)  # quantity, net and number per kept line, by line_id
     adjustments: list[dict[str, Any]] = field(default_factory=list)  # discount and cap lines (line_row)
     taxes: list[dict[str, Any]] = field(default_factory=list)  # invoice_taxes rows
-    totals: list[dict[str, Any]] = field(default_factory=list)  # per invoice: amounts and FX
+    totals: list[dict[str, Any]] = field(default_factory=list)  # per invoice: amounts and FX, by invoice_id
 
     def flush(self, conn: Connection) -> None:
         """Lost lines go before their empty invoices; kept lines leave their provisional (negative)
         numbers before the adjustments take theirs, so (invoice, line_no) stays unique throughout."""
         db.execute_many(conn, "DELETE FROM invoice_lines WHERE line_id = :l", self.lost)
         db.execute_many(conn, "DELETE FROM invoices WHERE invoice_id = :i", self.empty)
-        db.execute_many(
-            conn,
-            "UPDATE invoice_lines SET quantity = :q, net_amount = :n, line_no = :no WHERE line_id = :l",
-            self.lines,
-        )
+        db.update_many(conn, "invoice_lines", "line_id", self.lines)
         db.insert_many(conn, "invoice_lines", self.adjustments)
         db.execute_many(conn, taxes.INSERT_TAX, self.taxes)
-        db.execute_many(
-            conn,
-            "UPDATE invoices SET net_amount = :net_amount, tax_amount = :tax_amount, gross_amount = :gross_amount, "
-            "fx_rate = :fx_rate, fx_rate_date = :fx_rate_date, base_gross_amount = :base_gross_amount "
-            "WHERE invoice_id = :invoice_id",
-            self.totals,
-        )
+        db.update_many(conn, "invoices", "invoice_id", self.totals)
         self.lost, self.empty, self.lines, self.adjustments, self.taxes, self.totals = [], [], [], [], [], []
 
 
@@ -366,7 +356,7 @@ def _keep(
             qty, net = 100, line.unit_price
         line_no += 1
         total += net
-        pending.lines.append({"q": qty, "n": net, "no": line_no, "l": line_id})
+        pending.lines.append({"line_id": line_id, "quantity": qty, "net_amount": net, "line_no": line_no})
     return line_no, total
 
 
