@@ -36,7 +36,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from bench_reconciliation import SCALES, Line, csv_mapping, generate, render, seed
+from bench_reconciliation import csv_mapping, render, seed
+from recon_world import SCALES, Line, generate
 
 from invoiceflow.airflow import runtime
 

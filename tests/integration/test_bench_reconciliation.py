@@ -16,11 +16,12 @@ from support.paths import ROOT
 sys.path.insert(0, str(ROOT / "bench"))
 
 import bench_reconciliation as bench  # noqa: E402
+import recon_world  # noqa: E402
 
 
 def test_generator_is_deterministic_and_labelled():
-    one = bench.generate(40, 600, seed=3)
-    two = bench.generate(40, 600, seed=3)
+    one = recon_world.generate(40, 600, seed=3)
+    two = recon_world.generate(40, 600, seed=3)
     assert [vars(line) for line in one[2]] == [vars(line) for line in two[2]]
     kinds = {line.kind for line in one[2]}
     assert {"clean", "combined", "fx", "return", "non_receivable", "same_amount_ambiguity"} <= kinds
@@ -45,8 +46,8 @@ def test_generator_is_deterministic_and_labelled():
 
 
 def test_a_second_night_brings_the_same_payers_with_new_invoices():
-    first = bench.generate(40, 600, seed=3)
-    second = bench.generate(40, 300, seed=4, payers=first.payers, first_invoice=601)
+    first = recon_world.generate(40, 600, seed=3)
+    second = recon_world.generate(40, 300, seed=4, payers=first.payers, first_invoice=601)
     assert second.names == first.names and second.payers is first.payers
     assert min(i.invoice_id for i in second.invoices) == 601
     assert {i.number for i in first.invoices}.isdisjoint(i.number for i in second.invoices)
