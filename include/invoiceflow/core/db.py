@@ -248,6 +248,19 @@ def rows_in(
     return found
 
 
+def execute_in(conn: Connection, sql: str, ids: Sequence[Any], params: Mapping[str, Any] | None = None) -> int:
+    """:func:`execute` for a statement with ``IN :ids`` (as :func:`rows_in` sends them); rows changed."""
+    if not ids:
+        return 0
+    if conn.dialect.name == "postgresql":
+        return execute(conn, sql.replace("IN :ids", "= ANY(:ids)"), {**(params or {}), "ids": list(ids)})
+    changed = 0
+    for start in range(0, len(ids), IDS_PER_QUERY):
+        part = list(ids[start : start + IDS_PER_QUERY])
+        changed += conn.execute(_text_in(sql), {**(params or {}), "ids": part}).rowcount
+    return changed
+
+
 def refresh_statistics(eng: Engine, table: str) -> None:
     """PostgreSQL: re-sample ``table`` after a bulk write, for the queries that follow it.
 

@@ -44,7 +44,9 @@ def issue(run: Run, invoice_ids: list[int]) -> list[int]:
     for start in range(0, len(invoice_ids), ISSUE_BATCH):
         batch = invoice_ids[start : start + ISSUE_BATCH]
         with engine.begin() as conn:
-            outcomes = [(invoice_id, _issue_one(conn, run, series, invoice_id)) for invoice_id in batch]
+            found = {r["invoice_id"]: r for r in db.rows_in(conn, ISSUE_READ, batch)}
+            outcomes = [(invoice_id, _issue_one(conn, run, series, found[invoice_id])) for invoice_id in batch]
+            _resolve_held(conn, run, [invoice_id for invoice_id, outcome in outcomes if outcome == "numbered"])
         issued += [invoice_id for invoice_id, outcome in outcomes if outcome in ("numbered", "before")]
         numbered += [invoice_id for invoice_id, outcome in outcomes if outcome == "numbered"]
     log.info(
@@ -56,15 +58,19 @@ def issue(run: Run, invoice_ids: list[int]) -> list[int]:
     return issued
 
 
-def _issue_one(conn: Connection, run: Run, series: str, invoice_id: int) -> str:
-    """Issue one invoice in the batch's transaction: ``numbered`` now, ``before`` (issued or
-    further already), ``waiting`` (a draft, or a client lacking details), or ``taken`` (a concurrent
-    run issued it first: the number taken for it is given back)."""
-    inv = db.rows(
-        conn,
-        "SELECT i.status, c.* FROM invoices i JOIN clients c ON c.client_id = i.client_id WHERE i.invoice_id = :i",
-        {"i": invoice_id},
-    )[0]
+ISSUE_READ = (
+    "SELECT i.invoice_id, i.status, c.* FROM invoices i JOIN clients c ON c.client_id = i.client_id "
+    "WHERE i.invoice_id IN :ids"
+)
+"""A batch's invoices with their clients, read together; the status read here only spares the
+numbering of what is plainly not approved: the ``UPDATE`` that issues re-checks it."""
+
+
+def _issue_one(conn: Connection, run: Run, series: str, inv: dict[str, Any]) -> str:
+    """Issue one invoice (``inv``: its row of ``ISSUE_READ``) in the batch's transaction: ``numbered``
+    now, ``before`` (issued or further already), ``waiting`` (a draft, or a client lacking details),
+    or ``taken`` (a concurrent run issued it first: the number taken for it is given back)."""
+    invoice_id = inv["invoice_id"]
     if inv["status"] != "approved":
         return "waiting" if inv["status"] in ("draft", "awaiting_approval") else "before"
     missing = missing_client_details(inv)
@@ -101,14 +107,19 @@ def _issue_one(conn: Connection, run: Run, series: str, invoice_id: int) -> str:
         before={"status": "approved"},
         after={"status": "issued", "invoice_number": number, "due_date": due, "format": inv["einvoice_format"]},
     )
-    db.execute(
+    return "numbered"
+
+
+def _resolve_held(conn: Connection, run: Run, invoice_ids: list[int]) -> None:
+    """Close the "waiting for client details" exceptions of invoices just issued, in one statement."""
+    db.execute_in(
         conn,
         "UPDATE exceptions SET resolved_at = :now, resolved_by = :a, resolution = 'issued' "
-        "WHERE category = 'client_details_missing' AND subject_type = 'invoice' AND subject_id = :i "
+        "WHERE category = 'client_details_missing' AND subject_type = 'invoice' AND subject_id IN :ids "
         "AND resolved_at IS NULL",
-        {"now": db.now(), "a": run.actor, "i": str(invoice_id)},
+        [str(i) for i in invoice_ids],
+        {"now": db.now(), "a": run.actor},
     )
-    return "numbered"
 
 
 def missing_client_details(client: dict[str, Any]) -> list[str]:

@@ -134,3 +134,18 @@ def test_update_many_with_values_of_mixed_types_splits_only_at_the_parameter_lim
         assert [r["amount"] for r in db.rows(conn, "SELECT amount FROM exceptions ORDER BY exception_id")] == [
             7 + n for n in range(10)
         ]
+
+
+def test_execute_in_changes_the_rows_of_every_id_past_one_statements_worth(engine):
+    """More ids than one SQLite statement takes (``IDS_PER_QUERY``): all of them change, the count is theirs."""
+    with engine.begin() as conn:
+        db.insert_many(conn, "exceptions", _exceptions(range(1200)))
+        wanted = [str(i) for i in range(0, 1200, 2)] + ["no such id"]
+        changed = db.execute_in(
+            conn, "UPDATE exceptions SET resolution = :r WHERE subject_id IN :ids", wanted, {"r": "done"}
+        )
+        assert db.execute_in(conn, "UPDATE exceptions SET resolution = 'x' WHERE subject_id IN :ids", []) == 0
+    assert changed == 600
+    with engine.connect() as conn:
+        done = db.rows(conn, "SELECT subject_id FROM exceptions WHERE resolution = 'done'")
+    assert sorted(int(r["subject_id"]) for r in done) == list(range(0, 1200, 2))

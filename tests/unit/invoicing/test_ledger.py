@@ -76,7 +76,8 @@ def test_an_invoice_another_run_issued_meanwhile_gives_its_number_back(routed, m
     def meanwhile(conn, series):  # the other run issues `first` (its committed work, as this run sees it)
         if db.scalar(conn, "SELECT status FROM invoices WHERE invoice_id = :i", {"i": first}) == "approved":
             monkeypatch.setattr(issuing, "next_number", real_next)
-            assert issuing._issue_one(conn, other, series, first) == "numbered"
+            (row,) = db.rows_in(conn, issuing.ISSUE_READ, [first])
+            assert issuing._issue_one(conn, other, series, row) == "numbered"
             monkeypatch.setattr(issuing, "next_number", meanwhile)
         return real_next(conn, series)
 
