@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -17,10 +18,14 @@ OCTOBER = (date(2026, 10, 1), date(2026, 11, 1))
 ISSUE_DAY = date(2026, 11, 1)
 
 
-def issued_month(engine, data_dir: Path) -> dict[str, dict]:
-    """Price October, approve everything, issue on 1 November; return invoices by contract id."""
+def issued_month(engine, data_dir: Path, feeds: Callable[[Path], None] = write_feeds) -> dict[str, dict]:
+    """Price October, approve everything, issue on 1 November; return invoices by contract id.
+
+    ``feeds`` writes the drop folder: the hand-worked sample data unless a test needs other feeds
+    (``support.einvoice_cases.write_format_feeds``: every client in its e-invoice format).
+    """
     policy = load_policy()
-    write_feeds(data_dir / "inbox")
+    feeds(data_dir / "inbox")
     sources.load_inbox(runtime.run_for(engine, actor="test", policy=policy))
     batch = pricing.price_period(runtime.run_for(engine, actor="test", run_id="run-1", policy=policy), OCTOBER)
     routed = approval.route(runtime.run_for(engine, actor="test", policy=policy), batch["batch_id"])

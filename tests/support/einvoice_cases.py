@@ -214,25 +214,8 @@ def write_format_feeds(inbox: Path) -> None:
 
 
 def issued_format_month(engine, data_dir: Path) -> dict[str, dict]:
-    """support.billing_fixtures.issued_month with write_format_feeds: October priced, approved
-    and issued on 1 November, each invoice in its client's format; invoices by contract id."""
-    from invoiceflow.airflow import runtime
-    from invoiceflow.billing import pricing
-    from invoiceflow.core import db
-    from invoiceflow.core.policy import load_policy
-    from invoiceflow.ingest import sources
-    from invoiceflow.invoicing import approval, issuing
-    from support.billing_fixtures import ISSUE_DAY, OCTOBER
+    """October priced, approved and issued on 1 November, each invoice in its client's format
+    (``support.billing_fixtures.issued_month`` with ``write_format_feeds``); invoices by contract id."""
+    from support.billing_fixtures import issued_month
 
-    policy = load_policy()
-    write_format_feeds(data_dir / "inbox")
-    sources.load_inbox(runtime.run_for(engine, actor="test", policy=policy))
-    batch = pricing.price_period(runtime.run_for(engine, actor="test", run_id="run-1", policy=policy), OCTOBER)
-    routed = approval.route(runtime.run_for(engine, actor="test", policy=policy), batch["batch_id"])
-    for invoice_id in routed["review"]:
-        issuing.decide(runtime.run_for(engine, actor="user:finance"), invoice_id, True, None)
-    issuing.issue(
-        runtime.run_for(engine, actor="test", today=ISSUE_DAY, policy=policy), routed["auto"] + routed["review"]
-    )
-    with engine.connect() as conn:
-        return {r["contract_id"]: r for r in db.rows(conn, "SELECT * FROM invoices")}
+    return issued_month(engine, data_dir, feeds=write_format_feeds)
