@@ -239,26 +239,24 @@ def rows_in(
     On PostgreSQL the list goes as one array (``= ANY(:ids)``): the statement's text stays the same
     whatever the number of values, so the driver does not parse a new one each time.
     """
-    found: list[dict[str, Any]] = []
-    if conn.dialect.name == "postgresql":
-        return rows(conn, sql.replace("IN :ids", "= ANY(:ids)"), {**(params or {}), "ids": list(ids)}) if ids else []
-    for start in range(0, len(ids), IDS_PER_QUERY):
-        part = list(ids[start : start + IDS_PER_QUERY])
-        found += [dict(r._mapping) for r in conn.execute(_text_in(sql), {**(params or {}), "ids": part})]
-    return found
+    return [dict(r._mapping) for result in _in_parts(conn, sql, ids, params) for r in result]
 
 
 def execute_in(conn: Connection, sql: str, ids: Sequence[Any], params: Mapping[str, Any] | None = None) -> int:
-    """:func:`execute` for a statement with ``IN :ids`` (as :func:`rows_in` sends them); rows changed."""
+    """:func:`execute` for a statement with ``IN :ids``, sent as :func:`rows_in` sends it; rows changed."""
+    return sum(result.rowcount for result in _in_parts(conn, sql, ids, params))
+
+
+def _in_parts(conn: Connection, sql: str, ids: Sequence[Any], params: Mapping[str, Any] | None) -> Iterator[Any]:
+    """The results of ``sql`` over ``ids``: one array on PostgreSQL, parts of ``IDS_PER_QUERY`` on SQLite."""
     if not ids:
-        return 0
+        return
     if conn.dialect.name == "postgresql":
-        return execute(conn, sql.replace("IN :ids", "= ANY(:ids)"), {**(params or {}), "ids": list(ids)})
-    changed = 0
+        yield conn.execute(_text(sql.replace("IN :ids", "= ANY(:ids)")), {**(params or {}), "ids": list(ids)})
+        return
     for start in range(0, len(ids), IDS_PER_QUERY):
         part = list(ids[start : start + IDS_PER_QUERY])
-        changed += conn.execute(_text_in(sql), {**(params or {}), "ids": part}).rowcount
-    return changed
+        yield conn.execute(_text_in(sql), {**(params or {}), "ids": part})
 
 
 def refresh_statistics(eng: Engine, table: str) -> None:

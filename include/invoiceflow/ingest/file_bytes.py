@@ -4,7 +4,7 @@ Every value is read with the whitespace around it stripped (``str.strip``), a Py
 value: at a million rows of nine columns 2 to 3 s, more than the rest of reading the file.
 Whitespace at a value's edge can only sit next to a comma, a line end or the file's ends, so one
 vectorised pass over the bytes, which the NUL-byte check reads anyway, tells whether any value has
-it; when none can, the reads skip the strip (``sources.read_feed_chunks``). The test never misses
+it; when none can, the reads skip the strip (``reading.read_feed_chunks``). The test never misses
 one: a file with a quote character (a quoted value's edges are not the separators'), a carriage
 return that does not end a line, or a byte that may begin or end a non-ASCII whitespace character
 next to a separator counts as padded and is stripped as before.
